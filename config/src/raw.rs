@@ -1,0 +1,549 @@
+//! The config file as written: serde types that mirror the TOML, with defaults and
+//! `deny_unknown_fields`. [`RawConfig::validate`] turns them into the resolved types.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use crate::{resolved::*, Problem};
+
+/// Default RTMP port (tcp/1935 is what every encoder assumes for `rtmp://`).
+const DEFAULT_RTMP: &str = "0.0.0.0:1935";
+/// Default SRT port (udp/9000, DESIGN.md).
+const DEFAULT_SRT: &str = "0.0.0.0:9000";
+/// Default viewer HTTP port.
+const DEFAULT_HTTP: &str = "0.0.0.0:8080";
+/// Default admin port: loopback only unless the operator opens it on purpose.
+const DEFAULT_ADMIN: &str = "127.0.0.1:8081";
+
+/// LL-HLS parts must be short enough for sub-second latency and long enough to carry a few
+/// frames; DESIGN.md asks for 200-333 ms, we accept a wider band for experiments.
+const PART_TARGET_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_millis(1000));
+/// Segments longer than 10 s make the sliding window and rejoin after a reconnect sluggish.
+const SEGMENT_TARGET_MAX: Duration = Duration::from_secs(10);
+/// At least 3 segments in the window (RFC 8216 asks players to start 3 target durations from
+/// the end); more than 60 wastes memory on a live edge that is not a DVR.
+const WINDOW_SEGMENTS_RANGE: (usize, usize) = (3, 60);
+/// libsrt accepts passphrases of 10 to 79 characters.
+const SRT_PASSPHRASE_LEN: (usize, usize) = (10, 79);
+/// A stream key shorter than this is guessable.
+const MIN_STREAM_KEY_LEN: usize = 8;
+/// Admin tokens shorter than this are guessable.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// IDs end up in URLs and JSON; keep them short.
+const MAX_ID_LEN: usize = 64;
+
+fn addr(s: &str) -> SocketAddr {
+    // infallible: the constants above are valid socket addresses (checked by a unit test).
+    s.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub node: RawNode,
+    #[serde(default)]
+    pub listen: RawListen,
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub hls: RawHls,
+    #[serde(default)]
+    pub srt: RawSrt,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub transcode: RawTranscode,
+    /// Absent: the default ladder (720p30, 480p30, 360p30).
+    pub ladder: Option<Vec<RawRung>>,
+    #[serde(default)]
+    pub streams: Vec<RawStream>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: String,
+    /// Transcode units this node can carry; absent: calibrate at start.
+    pub capacity_units: Option<f64>,
+    /// A pipeline whose output lags real time by more than this marks the node overloaded.
+    #[serde(default = "default_overload_lag", with = "humantime_serde")]
+    pub overload_lag: Duration,
+}
+
+fn default_overload_lag() -> Duration {
+    Duration::from_secs(3)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    #[serde(default = "default_rtmp")]
+    pub rtmp: SocketAddr,
+    #[serde(default = "default_srt")]
+    pub srt: SocketAddr,
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+}
+fn default_rtmp() -> SocketAddr {
+    addr(DEFAULT_RTMP)
+}
+fn default_srt() -> SocketAddr {
+    addr(DEFAULT_SRT)
+}
+fn default_http() -> SocketAddr {
+    addr(DEFAULT_HTTP)
+}
+fn default_admin() -> SocketAddr {
+    addr(DEFAULT_ADMIN)
+}
+impl Default for RawListen {
+    fn default() -> Self {
+        Self {
+            rtmp: default_rtmp(),
+            srt: default_srt(),
+            http: default_http(),
+            admin: default_admin(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Bearer token for the admin API. Prefer `token_file` outside development.
+    pub token: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored).
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHls {
+    #[serde(default = "d_part", with = "humantime_serde")]
+    pub part_target: Duration,
+    #[serde(default = "d_segment", with = "humantime_serde")]
+    pub segment_target: Duration,
+    #[serde(default = "d_window")]
+    pub window_segments: usize,
+    /// How long a stream waits for its encoder to come back before it ends.
+    #[serde(default = "d_reconnect", with = "humantime_serde")]
+    pub reconnect_window: Duration,
+    /// How long an ended stream stays playable before it is removed.
+    #[serde(default = "d_retention", with = "humantime_serde")]
+    pub ended_retention: Duration,
+}
+fn d_part() -> Duration {
+    Duration::from_millis(333)
+}
+fn d_segment() -> Duration {
+    Duration::from_secs(2)
+}
+fn d_window() -> usize {
+    6
+}
+fn d_reconnect() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_retention() -> Duration {
+    Duration::from_secs(60)
+}
+impl Default for RawHls {
+    fn default() -> Self {
+        Self {
+            part_target: d_part(),
+            segment_target: d_segment(),
+            window_segments: d_window(),
+            reconnect_window: d_reconnect(),
+            ended_retention: d_retention(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSrt {
+    /// Receiver latency (buffer for retransmission), as in libsrt's `latency`.
+    #[serde(default = "d_srt_latency", with = "humantime_serde")]
+    pub latency: Duration,
+    /// Passphrase required of every SRT publisher unless its stream sets its own.
+    pub passphrase: Option<String>,
+}
+fn d_srt_latency() -> Duration {
+    Duration::from_millis(120)
+}
+impl Default for RawSrt {
+    fn default() -> Self {
+        Self {
+            latency: d_srt_latency(),
+            passphrase: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// `http://host:port/path`: POSTed `{"key","client_addr","protocol"}`; 2xx accepts.
+    pub webhook: Option<String>,
+    #[serde(default = "d_webhook_timeout", with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+}
+fn d_webhook_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            webhook: None,
+            webhook_timeout: d_webhook_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTranscode {
+    /// Serve the source as a rung without re-encoding it.
+    #[serde(default = "d_true")]
+    pub passthrough: bool,
+    /// x264 `speed-preset` for every rung.
+    #[serde(default = "d_preset")]
+    pub x264_preset: String,
+    /// Units a stream costs for decoding its source once, on top of its rungs.
+    #[serde(default = "d_decode_units")]
+    pub decode_units: f64,
+}
+fn d_true() -> bool {
+    true
+}
+fn d_preset() -> String {
+    "veryfast".into()
+}
+fn d_decode_units() -> f64 {
+    0.5
+}
+impl Default for RawTranscode {
+    fn default() -> Self {
+        Self {
+            passthrough: true,
+            x264_preset: d_preset(),
+            decode_units: d_decode_units(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRung {
+    pub name: String,
+    pub height: u32,
+    #[serde(default = "d_fps")]
+    pub fps: u32,
+    pub video_kbps: u32,
+    /// Units this rung costs; absent: its pixel rate relative to 720p30.
+    pub units: Option<f64>,
+}
+fn d_fps() -> u32 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub key: String,
+    pub playback_id: String,
+    /// SRT passphrase for this stream (overrides `srt.passphrase`).
+    pub srt_passphrase: Option<String>,
+}
+
+/// The default ladder of DESIGN.md: 720p30 ~3 Mbps, 480p30 ~1.2 Mbps, 360p30 ~0.6 Mbps.
+pub fn default_ladder() -> Vec<RawRung> {
+    [("720p", 720, 3000), ("480p", 480, 1200), ("360p", 360, 600)]
+        .into_iter()
+        .map(|(name, height, kbps)| RawRung {
+            name: name.into(),
+            height,
+            fps: 30,
+            video_kbps: kbps,
+            units: None,
+        })
+        .collect()
+}
+
+/// Problems collected while validating, each with its key path.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Milli-units from a float, refusing what is not a positive finite number.
+fn milli_units(v: f64) -> Option<u32> {
+    (v.is_finite() && v > 0.0 && v < 1_000_000.0).then(|| (v * 1000.0).round().max(1.0) as u32)
+}
+
+impl RawConfig {
+    /// Check every value; return the resolved config or every problem found.
+    pub fn validate(self) -> Result<Config, Vec<Problem>> {
+        let mut p = Problems::default();
+
+        if !valid_id(&self.node.id) {
+            p.add("node.id", "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'");
+        }
+        let capacity = match self.node.capacity_units {
+            None => Capacity::Calibrate,
+            Some(v) => match milli_units(v) {
+                Some(m) => Capacity::Units(m),
+                None => {
+                    p.add("node.capacity_units", "must be a positive number");
+                    Capacity::Calibrate
+                }
+            },
+        };
+        if self.node.overload_lag < Duration::from_millis(500) {
+            p.add("node.overload_lag", "must be at least 500ms (encoders jitter)");
+        }
+
+        let l = &self.listen;
+        let ports = [
+            ("listen.rtmp", l.rtmp, "tcp"),
+            ("listen.http", l.http, "tcp"),
+            ("listen.admin", l.admin, "tcp"),
+        ];
+        for (i, (a, x, _)) in ports.iter().enumerate() {
+            for (b, y, _) in &ports[i + 1..] {
+                if x.port() != 0 && x == y {
+                    p.add(*b, format!("same address as {a} ({x})"));
+                }
+            }
+        }
+
+        let token = match (&self.admin.token, &self.admin.token_file) {
+            (Some(_), Some(_)) => {
+                p.add("admin", "set either token or token_file, not both");
+                None
+            }
+            (None, None) => {
+                p.add("admin.token", "missing: the admin API needs a token (or token_file)");
+                None
+            }
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(t) => Some(t.trim_end().to_string()),
+                Err(e) => {
+                    p.add("admin.token_file", format!("cannot read {}: {e}", f.display()));
+                    None
+                }
+            },
+        };
+        if let Some(t) = &token {
+            if t.len() < MIN_ADMIN_TOKEN_LEN {
+                p.add(
+                    if self.admin.token.is_some() { "admin.token" } else { "admin.token_file" },
+                    format!("too short: at least {MIN_ADMIN_TOKEN_LEN} characters"),
+                );
+            }
+        }
+
+        let h = &self.hls;
+        if h.part_target < PART_TARGET_RANGE.0 || h.part_target > PART_TARGET_RANGE.1 {
+            p.add(
+                "hls.part_target",
+                format!("must be between {:?} and {:?}", PART_TARGET_RANGE.0, PART_TARGET_RANGE.1),
+            );
+        }
+        if h.segment_target < h.part_target * 3 || h.segment_target > SEGMENT_TARGET_MAX {
+            p.add(
+                "hls.segment_target",
+                format!("must be at least 3 x hls.part_target and at most {SEGMENT_TARGET_MAX:?}"),
+            );
+        }
+        if h.window_segments < WINDOW_SEGMENTS_RANGE.0 || h.window_segments > WINDOW_SEGMENTS_RANGE.1 {
+            p.add(
+                "hls.window_segments",
+                format!("must be between {} and {}", WINDOW_SEGMENTS_RANGE.0, WINDOW_SEGMENTS_RANGE.1),
+            );
+        }
+
+        let check_pass = |p: &mut Problems, path: &str, pass: &Option<String>| {
+            if let Some(s) = pass {
+                let n = s.chars().count();
+                if n < SRT_PASSPHRASE_LEN.0 || n > SRT_PASSPHRASE_LEN.1 {
+                    p.add(path, "SRT passphrases are 10 to 79 characters");
+                }
+            }
+        };
+        check_pass(&mut p, "srt.passphrase", &self.srt.passphrase);
+
+        let webhook = match &self.auth.webhook {
+            None => None,
+            Some(u) => match u.parse::<http_uri::Uri>() {
+                Ok(uri) if uri.scheme == "http" && !uri.authority.is_empty() => Some(u.clone()),
+                _ => {
+                    p.add("auth.webhook", "must be an http:// URL with a host (https is not supported yet)");
+                    None
+                }
+            },
+        };
+
+        if !["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
+            .contains(&self.transcode.x264_preset.as_str())
+        {
+            p.add(
+                "transcode.x264_preset",
+                "must be one of ultrafast, superfast, veryfast, faster, fast, medium",
+            );
+        }
+        let decode_units = milli_units(self.transcode.decode_units).unwrap_or_else(|| {
+            p.add("transcode.decode_units", "must be a positive number");
+            0
+        });
+
+        let raw_ladder = self.ladder.unwrap_or_else(default_ladder);
+        let mut ladder = Vec::new();
+        for (i, r) in raw_ladder.iter().enumerate() {
+            let at = |k: &str| format!("ladder[{i}].{k}");
+            if !valid_id(&r.name) || r.name == "source" || r.name == "audio" {
+                p.add(at("name"), "must be an ID (A-Z a-z 0-9 - _) other than 'source' and 'audio'");
+            }
+            if raw_ladder[..i].iter().any(|o| o.name == r.name) {
+                p.add(at("name"), format!("duplicate rung name '{}'", r.name));
+            }
+            if r.height < 64 || r.height > 4320 || r.height % 2 != 0 {
+                p.add(at("height"), "must be an even number of lines between 64 and 4320");
+            }
+            if r.fps == 0 || r.fps > 120 {
+                p.add(at("fps"), "must be between 1 and 120");
+            }
+            if r.video_kbps < 64 || r.video_kbps > 100_000 {
+                p.add(at("video_kbps"), "must be between 64 and 100000");
+            }
+            let width = (r.height * 16 / 9 + 1) & !1;
+            let units = match r.units {
+                Some(u) => milli_units(u).unwrap_or_else(|| {
+                    p.add(at("units"), "must be a positive number");
+                    0
+                }),
+                None => {
+                    let rate = u64::from(width) * u64::from(r.height) * u64::from(r.fps);
+                    ((rate * 1000) / (1280 * 720 * 30)).max(50) as u32
+                }
+            };
+            ladder.push(Rung {
+                name: r.name.clone(),
+                width,
+                height: r.height,
+                fps: r.fps,
+                video_kbps: r.video_kbps,
+                milli_units: units,
+            });
+        }
+
+        let mut streams = Vec::new();
+        for (i, s) in self.streams.iter().enumerate() {
+            let at = |k: &str| format!("streams[{i}].{k}");
+            if s.key.len() < MIN_STREAM_KEY_LEN || s.key.chars().any(|c| c.is_whitespace() || c == '/') {
+                p.add(at("key"), format!("must be at least {MIN_STREAM_KEY_LEN} characters without spaces or '/'"));
+            }
+            if !valid_id(&s.playback_id) {
+                p.add(at("playback_id"), "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'");
+            }
+            if s.playback_id == s.key {
+                p.add(at("playback_id"), "must differ from the stream key (the key is a secret)");
+            }
+            if self.streams[..i].iter().any(|o| o.key == s.key) {
+                p.add(at("key"), "duplicate stream key");
+            }
+            if self.streams[..i].iter().any(|o| o.playback_id == s.playback_id) {
+                p.add(at("playback_id"), format!("duplicate playback_id '{}'", s.playback_id));
+            }
+            check_pass(&mut p, &at("srt_passphrase"), &s.srt_passphrase);
+            streams.push(StreamConfig {
+                key: s.key.clone(),
+                playback_id: s.playback_id.clone(),
+                srt_passphrase: s.srt_passphrase.clone().or_else(|| self.srt.passphrase.clone()),
+            });
+        }
+        if streams.is_empty() && webhook.is_none() {
+            p.add("streams", "no stream keys and no auth.webhook: nothing could ever publish");
+        }
+
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(Config {
+            node: NodeConfig {
+                id: self.node.id,
+                capacity,
+                overload_lag: self.node.overload_lag,
+            },
+            listen: Listen {
+                rtmp: l.rtmp,
+                srt: l.srt,
+                http: l.http,
+                admin: l.admin,
+            },
+            admin: AdminConfig {
+                token: token.unwrap_or_default(),
+            },
+            hls: HlsConfig {
+                part_target: h.part_target,
+                segment_target: h.segment_target,
+                window_segments: h.window_segments,
+                reconnect_window: h.reconnect_window,
+                ended_retention: h.ended_retention,
+            },
+            srt: SrtConfig {
+                latency: self.srt.latency,
+            },
+            auth: AuthConfig {
+                webhook,
+                webhook_timeout: self.auth.webhook_timeout,
+            },
+            transcode: TranscodeConfig {
+                passthrough: self.transcode.passthrough,
+                x264_preset: self.transcode.x264_preset,
+                decode_milli_units: decode_units,
+            },
+            ladder,
+            streams,
+        })
+    }
+}
+
+/// Just enough URI parsing to check a webhook address without pulling in a URL crate.
+mod http_uri {
+    pub struct Uri {
+        pub scheme: String,
+        pub authority: String,
+    }
+    impl std::str::FromStr for Uri {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let (scheme, rest) = s.split_once("://").ok_or(())?;
+            let authority = rest.split('/').next().unwrap_or("").to_string();
+            if authority.contains(char::is_whitespace) {
+                return Err(());
+            }
+            Ok(Uri {
+                scheme: scheme.to_ascii_lowercase(),
+                authority,
+            })
+        }
+    }
+}

@@ -1,0 +1,108 @@
+use super::*;
+
+#[test]
+fn dev_example_is_valid_and_has_the_dev_stream() {
+    let c = load_str(DEV_CONFIG, "dev.toml").expect("dev config must validate");
+    assert_eq!(c.streams.len(), 1);
+    assert_eq!(c.streams[0].key, "dev-stream-key");
+    assert_eq!(c.streams[0].playback_id, "dev");
+    let names: Vec<_> = c.ladder.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["720p", "480p", "360p"]);
+    assert_eq!(c.ladder[0].width, 1280);
+    assert_eq!(c.ladder[0].milli_units, 1000);
+    assert_eq!(c.listen.rtmp.port(), 1935);
+    assert_eq!(c.listen.srt.port(), 9000);
+    assert_eq!(c.listen.http.port(), 8080);
+    assert_eq!(c.listen.admin.port(), 8081);
+    assert_eq!(c.node.capacity, Capacity::Units(4000));
+}
+
+#[test]
+fn node_example_is_valid_once_its_token_file_exists() {
+    let dir = std::env::temp_dir().join(format!("edge-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("admin-token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let text = include_str!("../examples/node.toml")
+        .replace("/etc/edge/admin-token", token.to_str().unwrap());
+    let c = load_str(&text, "node.toml").expect("node example must validate");
+    assert_eq!(c.admin.token, "0123456789abcdef0123");
+    assert_eq!(c.node.capacity, Capacity::Calibrate);
+    assert_eq!(c.streams[0].srt_passphrase.as_deref(), Some("a-srt-passphrase"));
+    // And without the file, the problem names the key.
+    let err = load_str(include_str!("../examples/node.toml"), "node.toml").unwrap_err();
+    assert!(err.lines().iter().any(|l| l.contains("admin.token_file: cannot read")), "{err}");
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_the_key() {
+    let text = DEV_CONFIG.replace("[hls]", "[hls]\npart_targte = \"200ms\"");
+    let err = load_str(&text, "x.toml").unwrap_err().to_string();
+    assert!(err.contains("part_targte"), "{err}");
+    assert!(err.contains("x.toml: line"), "{err}");
+}
+
+#[test]
+fn every_value_problem_is_reported_with_its_path() {
+    let text = r#"
+[node]
+id = "bad id!"
+capacity_units = -1
+[admin]
+token = "short"
+[hls]
+part_target = "50ms"
+window_segments = 1
+[srt]
+passphrase = "short"
+[auth]
+webhook = "ftp://x"
+[[ladder]]
+name = "source"
+height = 721
+video_kbps = 10
+[[streams]]
+key = "k"
+playback_id = "p"
+[[streams]]
+key = "k"
+playback_id = "p"
+"#;
+    let lines = load_str(text, "bad.toml").unwrap_err().lines();
+    for want in [
+        "bad.toml: node.id:",
+        "node.capacity_units:",
+        "admin.token: too short",
+        "hls.part_target:",
+        "hls.window_segments:",
+        "srt.passphrase:",
+        "auth.webhook:",
+        "ladder[0].name:",
+        "ladder[0].height:",
+        "ladder[0].video_kbps:",
+        "streams[0].key:",
+        "streams[1].key: duplicate",
+        "streams[1].playback_id: duplicate",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "missing {want:?} in {lines:#?}");
+    }
+}
+
+#[test]
+fn admin_token_is_required_and_redacted() {
+    let text = DEV_CONFIG.replace("token = \"dev-admin-token-change-me\"", "");
+    let lines = load_str(&text, "x.toml").unwrap_err().lines();
+    assert!(lines.iter().any(|l| l.contains("admin.token: missing")), "{lines:?}");
+    let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
+    assert!(!format!("{c:?}").contains("dev-admin-token"));
+    assert!(!format!("{c:?}").contains("dev-stream-key"));
+}
+
+#[test]
+fn stream_units_skip_rungs_above_the_source() {
+    let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
+    let all = c.stream_milli_units(None);
+    let small = c.stream_milli_units(Some(360));
+    assert_eq!(small, c.transcode.decode_milli_units + c.ladder[2].milli_units);
+    assert!(all > small);
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything edge needs on a fresh Debian 12 machine (as root): the GStreamer 1.22
+# development files and plugins the ingest pipeline uses, ffmpeg and srt-tools (real encoders for
+# the tests), Chromium and hls.js (the real player for the browser test), HAProxy (the peer the
+# balancer benchmark compares against). Safe to run again: apt and npm skip what is there.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+need_apt=0
+for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
+         gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
+         gstreamer1.0-libav gstreamer1.0-tools ffmpeg srt-tools chromium pkg-config \
+         haproxy curl; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
+done
+if [ "$need_apt" = 1 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends \
+    build-essential pkg-config curl ca-certificates \
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+    gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
+    ffmpeg srt-tools chromium haproxy
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust (rustup) first" >&2
+  exit 1
+fi
+
+# The browser test drives Debian's Chromium with playwright-core and plays with hls.js; both
+# come from npm and are pinned in tests/player/package.json.
+if [ -f "$here/tests/player/package.json" ] && [ ! -d "$here/tests/player/node_modules" ]; then
+  (cd "$here/tests/player" && npm install --no-audit --no-fund --loglevel=error)
+fi
