@@ -1,0 +1,192 @@
+//! Ladder benchmark: the real `edge` binary transcoding one 720p30 stream into the default
+//! ladder, against `gst-launch-1.0` doing the same decode and x264 encodes on the same file,
+//! on the same machine in the same run.
+//!
+//! Prints: (1) time from a frame's arrival at the node to the publication of the part that
+//! holds it, p50/p99, from `edge_packager_part_latency_seconds`; (2) CPU seconds per second
+//! of media for edge and for gst-launch, and their ratio.
+//!
+//! Run: `cargo bench --bench ladder` (needs scripts/setup.sh; takes about 2 minutes).
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Media length: long enough for steady state, short enough for a benchmark run.
+const MEDIA_SECONDS: u32 = 40;
+/// After the publisher finishes, time for the pipeline to drain before CPU is read.
+const DRAIN: Duration = Duration::from_secs(4);
+/// How long edge may take to open its ports.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let after = stat.rsplit_once(") ").map(|x| x.1).expect("stat format");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Quantile from a Prometheus histogram's cumulative buckets (linear within a bucket).
+fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) {
+            let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+            let count: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            buckets.push((le, count));
+        }
+    }
+    // Several label sets (video/audio): sum by bound.
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut merged: Vec<(f64, f64)> = Vec::new();
+    for (le, c) in buckets {
+        match merged.last_mut() {
+            Some(l) if l.0 == le => l.1 += c,
+            _ => merged.push((le, c)),
+        }
+    }
+    let total = merged.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let target = q * total;
+    let mut prev = (0.0, 0.0);
+    for (le, c) in merged {
+        if c >= target {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let frac = if c > prev.1 { (target - prev.1) / (c - prev.1) } else { 1.0 };
+            return Some(prev.0 + (le - prev.0) * frac);
+        }
+        prev = (le, c);
+    }
+    None
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("edge-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let media = dir.join("source.flv");
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &MEDIA_SECONDS.to_string(), "-c:v", "libx264", "-preset", "veryfast", "-b:v", "4M", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "48000"])
+        .arg(&media)
+        .status()
+        .expect("ffmpeg");
+    assert!(st.success(), "cannot make the source file");
+
+    let (rtmp, srt, http, admin) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = edge_config_text(rtmp, srt, http, admin);
+    let cfg_path = dir.join("bench.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let log = std::fs::File::create(dir.join("edge.log")).unwrap();
+    let mut edge = Command::new(env!("CARGO_BIN_EXE_edge"))
+        .args(["ingest", "--config"])
+        .arg(&cfg_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn edge");
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let t0 = Instant::now();
+    while http_get(&admin_addr, "/healthz").is_none() {
+        assert!(t0.elapsed() < START_TIMEOUT, "edge did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let cpu_before = cpu_seconds(edge.id());
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(&media)
+        .args(["-c", "copy", "-f", "flv", &format!("rtmp://127.0.0.1:{rtmp}/live/bench-stream-key")])
+        .status()
+        .expect("ffmpeg publish");
+    assert!(st.success(), "publish failed");
+    std::thread::sleep(DRAIN);
+    let edge_cpu = cpu_seconds(edge.id()) - cpu_before;
+    let metrics = http_get(&admin_addr, "/metrics").unwrap_or_default();
+    let playlist = http_get(&format!("127.0.0.1:{http}"), "/live/bench/720p/index.m3u8").unwrap_or_default();
+    let _ = edge.kill();
+    let _ = edge.wait();
+    assert!(playlist.contains("#EXT-X-PART:"), "edge produced no 720p parts:\n{playlist}");
+
+    // The same work with gst-launch: decode once, three x264 rungs with the same settings.
+    let rung = |w: u32, h: u32, kbps: u32| {
+        format!("dt. ! queue ! videoscale ! video/x-raw,width={w},height={h},pixel-aspect-ratio=1/1 ! x264enc bitrate={kbps} speed-preset=veryfast tune=zerolatency bframes=0 key-int-max=300 option-string=scenecut=0 ! h264parse ! fakesink sync=false ")
+    };
+    let desc = format!(
+        "filesrc location={} ! flvdemux name=d d.video ! queue ! h264parse ! avdec_h264 ! tee name=dt {}{}{} d.audio ! queue ! aacparse ! fakesink sync=false",
+        media.display(),
+        rung(1280, 720, 3000),
+        rung(854, 480, 1200),
+        rung(640, 360, 600)
+    );
+    let out = Command::new("bash")
+        .args(["-c", &format!("time -p gst-launch-1.0 -q {desc} > /dev/null")])
+        .output()
+        .expect("gst-launch");
+    let times = String::from_utf8_lossy(&out.stderr);
+    let field = |k: &str| -> f64 {
+        times
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().parse::<f64>().unwrap_or(0.0)))
+            .unwrap_or(0.0)
+    };
+    let gst_cpu = field("user") + field("sys");
+    assert!(out.status.success() && gst_cpu > 0.0, "gst-launch failed: {times}");
+
+    let secs = f64::from(MEDIA_SECONDS);
+    println!("ladder benchmark: 1280x720p30 source, default ladder (source passthrough + 720p/480p/360p x264 veryfast), {MEDIA_SECONDS} s of media");
+    match (quantile(&metrics, "edge_packager_part_latency_seconds", 0.5), quantile(&metrics, "edge_packager_part_latency_seconds", 0.99)) {
+        (Some(p50), Some(p99)) => println!("frame arrival -> part published: p50 {:.0} ms, p99 {:.0} ms", p50 * 1000.0, p99 * 1000.0),
+        _ => println!("frame arrival -> part published: no samples in edge_packager_part_latency_seconds"),
+    }
+    println!("edge:       {:.2} CPU-s per media second", edge_cpu / secs);
+    println!("gst-launch: {:.2} CPU-s per media second", gst_cpu / secs);
+    println!("ratio edge / gst-launch: {:.2}", edge_cpu / gst_cpu);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn edge_config_text(rtmp: u16, srt: u16, http: u16, admin: u16) -> String {
+    format!(
+        r#"[node]
+id = "bench"
+capacity_units = 100.0
+[listen]
+rtmp = "127.0.0.1:{rtmp}"
+srt = "127.0.0.1:{srt}"
+http = "127.0.0.1:{http}"
+admin = "127.0.0.1:{admin}"
+[admin]
+token = "bench-admin-token-0123456789"
+[hls]
+part_target = "333ms"
+segment_target = "2s"
+[[streams]]
+key = "bench-stream-key"
+playback_id = "bench"
+"#
+    )
+}

@@ -1,0 +1,134 @@
+//! The admin listener (tcp/8081): `/healthz` and `/metrics` for probes and Prometheus, and a
+//! token-protected JSON API for operators.
+//!
+//! - `GET /healthz`: 200 while the process serves (liveness only: admission is reported
+//!   separately, so a full node is never mistaken for a dead one).
+//! - `GET /metrics`: Prometheus text.
+//! - `GET /api/v1/node`: id, state, capacity, used and free units, stream count.
+//! - `GET /api/v1/streams`: the streams being published.
+//! - `DELETE /api/v1/streams/{playback_id}`: kick a publisher.
+//!
+//! The API needs `Authorization: Bearer TOKEN`, compared in constant time.
+
+use std::{convert::Infallible, sync::Arc};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{rt::{TokioExecutor, TokioIo}, server::conn::auto};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::{Node, NodeState};
+
+#[derive(Serialize)]
+struct NodeView<'a> {
+    id: &'a str,
+    state: NodeState,
+    capacity_milli_units: u32,
+    used_milli_units: u32,
+    free_milli_units: u32,
+    stream_milli_units: u32,
+    streams: usize,
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode: {e}\n")),
+    }
+}
+
+fn authorized<B>(node: &Node, req: &Request<B>) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let want = node.config.admin.token.as_bytes();
+    given.len() == want.len() && bool::from(given.as_bytes().ct_eq(want))
+}
+
+/// Answer one admin request.
+pub fn handle<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, crate::metrics::render());
+            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+            return r;
+        }
+        _ => {}
+    }
+    if !path.starts_with("/api/") {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if !authorized(node, req) {
+        let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    match (req.method(), path) {
+        (&Method::GET, "/api/v1/node") => {
+            let used = node.used();
+            json(&NodeView {
+                id: &node.config.node.id,
+                state: node.state(),
+                capacity_milli_units: node.capacity(),
+                used_milli_units: used,
+                free_milli_units: node.capacity().saturating_sub(used),
+                stream_milli_units: node.config.stream_milli_units(None),
+                streams: node.stream_count(),
+            })
+        }
+        (&Method::GET, "/api/v1/streams") => json(&node.streams()),
+        (&Method::DELETE, p) if p.starts_with("/api/v1/streams/") => {
+            let id = &p["/api/v1/streams/".len()..];
+            if node.kick(id) {
+                text(StatusCode::OK, "kicked\n")
+            } else {
+                text(StatusCode::NOT_FOUND, "no such live stream\n")
+            }
+        }
+        (_, "/api/v1/node" | "/api/v1/streams") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => text(StatusCode::NOT_FOUND, "unknown API path\n"),
+    }
+}
+
+/// Serve the admin API until `shutdown`.
+pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let (sock, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let node = Arc::clone(&node);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let r = handle(&node, &req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(sock), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,127 @@
+//! The ingest node: RTMP and SRT publishers in, a GStreamer ladder per stream, LL-HLS out.
+//!
+//! Reading order, following a packet: [`rtmp`] / [`srt`] (with [`srt_guard`] and
+//! [`streamid`]) accept a publisher → [`node`] checks its key ([`auth`]) and capacity →
+//! [`pipeline`] demuxes, transcodes and hands access units to the `packager` crate, which
+//! serves them over HTTP. [`admin`] and [`metrics`] are for operators. Entry point: [`run`].
+
+pub mod admin;
+pub mod auth;
+pub mod flv;
+pub mod metrics;
+pub mod node;
+pub mod pipeline;
+pub mod rtmp;
+pub mod srt;
+pub mod srt_guard;
+pub mod streamid;
+
+use std::{sync::Arc, time::Duration};
+
+use edge_config::{Capacity, Config};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio_util::sync::CancellationToken;
+
+pub use node::Node;
+
+/// After SIGTERM, how long the node keeps serving streams that are still live before it
+/// exits anyway (Kubernetes' terminationGracePeriodSeconds should be a little longer).
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// How often a draining node checks whether its last stream has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(500);
+
+/// Errors that stop the node from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listening address could not be bound.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// GStreamer could not initialise or calibrate.
+    #[error("gstreamer: {0}")]
+    Gstreamer(String),
+}
+
+/// The node's listeners, bound and ready.
+pub struct Listeners {
+    pub rtmp: TcpListener,
+    pub srt: UdpSocket,
+    pub http: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> Result<Self, StartError> {
+        let l = &cfg.listen;
+        let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
+        Ok(Self {
+            rtmp: TcpListener::bind(l.rtmp).await.map_err(bind_err("rtmp", l.rtmp))?,
+            srt: UdpSocket::bind(l.srt).await.map_err(bind_err("srt", l.srt))?,
+            http: TcpListener::bind(l.http).await.map_err(bind_err("http", l.http))?,
+            admin: TcpListener::bind(l.admin).await.map_err(bind_err("admin", l.admin))?,
+        })
+    }
+}
+
+/// Resolve the node's capacity: configured, or measured now.
+pub fn capacity(cfg: &Config) -> Result<u32, StartError> {
+    match cfg.node.capacity {
+        Capacity::Units(u) => Ok(u),
+        Capacity::Calibrate => {
+            let u = pipeline::calibrate(&cfg.transcode.x264_preset).map_err(|e| StartError::Gstreamer(e.to_string()))?;
+            tracing::info!(milli_units = u, "capacity calibrated");
+            Ok(u)
+        }
+    }
+}
+
+/// Run a node until `stop` (immediate) or `drain` (stop taking streams, wait for the live ones
+/// to end, up to [`DRAIN_DEADLINE`]).
+pub async fn run(cfg: Config, listeners: Listeners, drain: CancellationToken, stop: CancellationToken) -> Result<(), StartError> {
+    gstreamer::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
+    metrics::init();
+    let capacity = capacity(&cfg)?;
+    let origin = packager::Origin::new(packager::PackagerConfig {
+        part_target: cfg.hls.part_target,
+        segment_target: cfg.hls.segment_target,
+        window_segments: cfg.hls.window_segments,
+        ended_retention: cfg.hls.ended_retention,
+        ..packager::PackagerConfig::default()
+    });
+    let node = Node::new(cfg, capacity, origin.clone());
+    let accept = CancellationToken::new();
+    let serve_stop = stop.clone();
+    let tasks = [
+        tokio::spawn(rtmp::serve(Arc::clone(&node), listeners.rtmp, accept.clone())),
+        tokio::spawn(srt::serve(Arc::clone(&node), listeners.srt, stop.clone())),
+        tokio::spawn(admin::serve(Arc::clone(&node), listeners.admin, stop.clone())),
+        tokio::spawn(async move {
+            let http = listeners.http;
+            if let Err(e) = origin.serve(http, async move { serve_stop.cancelled().await }).await {
+                tracing::error!(error = %e, "http origin stopped");
+            }
+        }),
+    ];
+    tracing::info!(node.id = %node.config.node.id, capacity_milli_units = capacity, "ingest node ready");
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = drain.cancelled() => {
+            node.start_draining();
+            accept.cancel();
+            let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+            while node.stream_count() > 0 && tokio::time::Instant::now() < deadline && !stop.is_cancelled() {
+                tokio::time::sleep(DRAIN_POLL).await;
+            }
+            tracing::info!(streams = node.stream_count(), "drain finished");
+        }
+    }
+    accept.cancel();
+    stop.cancel();
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}

@@ -1,0 +1,734 @@
+//! The per-stream GStreamer pipeline: demux once, pass the source through, decode once, encode
+//! each rung of the ladder with x264, and hand every encoded access unit to an [`Output`].
+//!
+//! ```text
+//! appsrc(flv|ts) → flvdemux|tsdemux ─video→ h264parse → capsfilter(avc,au) → tee ─→ queue → appsink "source"
+//!                                  │                                          └→ queue → avdec_h264 → tee ─→ (per rung)
+//!                                  │                        queue → videoscale → videorate → capsfilter → x264enc → h264parse → appsink "720p" ...
+//!                                  └audio→ aacparse → capsfilter(raw) → appsink "audio"   (non-AAC: decodebin → avenc_aac)
+//! ```
+//!
+//! The ladder branch is built when the source's caps (resolution, frame rate) are known: rungs
+//! above the source height are skipped and the [`Output`] receives the final [`Plan`] first.
+//! Keyframes are aligned across rungs: every source keyframe forces a keyframe in every
+//! encoder at the same timestamp (x264 scene-cut keyframes are off), so the packager cuts all
+//! renditions at the same points. A pipeline error ends this stream only.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use edge_config::Rung;
+use futures::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use packager::{CodecConfig, Sample};
+
+/// How much input may wait in front of the demuxer. Past this the pipeline is not keeping up
+/// with the encoder; the stream is ended with a clear error instead of eating the node's memory.
+pub const MAX_INPUT_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+/// Queue in front of each branch: enough to absorb a burst (a keyframe at high bitrate, a
+/// scheduling hiccup) without blocking the demuxer.
+const BRANCH_QUEUE_TIME_NS: u64 = 3_000_000_000;
+/// Frames kept in the arrival log (about 10 s at 60 fps) to time each output sample.
+const ARRIVAL_LOG_LEN: usize = 600;
+/// Longest interval between forced keyframes when the source sends few (x264 `key-int-max`),
+/// in seconds of frames: keeps renditions seekable even with a very long source GOP.
+const MAX_KEYFRAME_INTERVAL_S: u32 = 10;
+/// Bits per pixel per frame used to guess a source's bitrate for BANDWIDTH before measuring.
+const SOURCE_BITS_PER_PIXEL: f64 = 0.1;
+/// Nominal AAC bitrate counted into every variant's BANDWIDTH.
+pub const AUDIO_BITRATE: u64 = 128_000;
+
+/// Input container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// FLV tags built from RTMP messages.
+    Flv,
+    /// MPEG-TS from SRT.
+    MpegTs,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    /// Names the pipeline in GStreamer debug logs (the playback ID; never the key).
+    pub label: String,
+    pub format: InputFormat,
+    pub ladder: Vec<Rung>,
+    pub passthrough: bool,
+    pub x264_preset: String,
+    /// Whether the source carries audio, if the protocol says so up front (RTMP metadata).
+    pub has_audio: Option<bool>,
+}
+
+/// The renditions this stream will produce, decided once the source resolution is known.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source_width: u32,
+    pub source_height: u32,
+    /// (name, width, height, bits/s) for every video rendition, source first.
+    pub video: Vec<(String, u32, u32, u64)>,
+    pub audio: bool,
+    /// Ladder rungs actually encoded.
+    pub rungs: Vec<Rung>,
+}
+
+/// Where encoded output goes. Called from GStreamer streaming threads.
+pub trait Output: Send + Sync + 'static {
+    fn plan(&self, plan: Plan);
+    fn configure(&self, rendition: &str, codec: CodecConfig);
+    fn sample(&self, rendition: &str, sample: Sample);
+}
+
+/// Why a pipeline failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PipelineError {
+    /// An element is missing from the system's GStreamer (a plugin package not installed).
+    #[error("cannot create GStreamer element {0}: is its plugin installed?")]
+    MissingElement(&'static str),
+    /// Linking or state change failed while building.
+    #[error("cannot build pipeline: {0}")]
+    Build(String),
+    /// GStreamer reported an error while running.
+    #[error("pipeline error from {element}: {message}")]
+    Runtime { element: String, message: String },
+    /// The input backlog exceeded [`MAX_INPUT_BACKLOG_BYTES`]: the node cannot keep up.
+    #[error("input backlog above {MAX_INPUT_BACKLOG_BYTES} bytes: the pipeline is not keeping up")]
+    Backlog,
+    /// The pipeline no longer accepts input (it has ended or failed).
+    #[error("pipeline is not accepting input")]
+    Closed,
+}
+
+fn make(factory: &'static str) -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| PipelineError::MissingElement(factory))
+}
+
+fn build_err(e: impl std::fmt::Display) -> PipelineError {
+    PipelineError::Build(e.to_string())
+}
+
+/// When each source frame reached the node, by PTS, to time output samples.
+#[derive(Default)]
+pub struct ArrivalLog {
+    by_pts: Mutex<BTreeMap<u64, Instant>>,
+}
+
+impl ArrivalLog {
+    fn record(&self, pts: u64, at: Instant) {
+        if let Ok(mut m) = self.by_pts.lock() {
+            m.insert(pts, at);
+            while m.len() > ARRIVAL_LOG_LEN {
+                m.pop_first();
+            }
+        }
+    }
+    /// Arrival of the latest source frame at or before `pts`.
+    pub fn lookup(&self, pts: u64) -> Option<Instant> {
+        let m = self.by_pts.lock().ok()?;
+        m.range(..=pts).next_back().map(|(_, t)| *t)
+    }
+}
+
+/// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::finish`].
+pub struct Pipeline {
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    /// Set once by the bus watcher: how the pipeline ended.
+    done: tokio::sync::watch::Receiver<Option<Result<(), PipelineError>>>,
+}
+
+struct Shared {
+    spec: PipelineSpec,
+    output: Arc<dyn Output>,
+    arrivals: Arc<ArrivalLog>,
+    /// Pending source keyframe PTS, one queue per encoder.
+    keyframes: Mutex<Vec<Arc<Mutex<VecDeque<u64>>>>>,
+    built: Mutex<bool>,
+    audio_seen: Mutex<bool>,
+}
+
+impl Pipeline {
+    /// Build and start a pipeline. `arrivals` is filled as frames reach the demuxer output.
+    pub fn start(
+        spec: PipelineSpec,
+        output: Arc<dyn Output>,
+        arrivals: Arc<ArrivalLog>,
+    ) -> Result<Self, PipelineError> {
+        gst::init().map_err(build_err)?;
+        let pipeline = gst::Pipeline::with_name(&format!("stream-{}", spec.label));
+        let caps = match spec.format {
+            InputFormat::Flv => gst::Caps::builder("video/x-flv").build(),
+            InputFormat::MpegTs => gst::Caps::builder("video/mpegts")
+                .field("systemstream", true)
+                .field("packetsize", 188i32)
+                .build(),
+        };
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(&caps)
+            .format(gst::Format::Bytes)
+            .is_live(true)
+            .max_bytes(MAX_INPUT_BACKLOG_BYTES)
+            .block(false)
+            .build();
+        let demux = match spec.format {
+            InputFormat::Flv => make("flvdemux")?,
+            InputFormat::MpegTs => make("tsdemux")?,
+        };
+        let vparse = make("h264parse")?;
+        let vcaps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "avc")
+                    .field("alignment", "au")
+                    .build(),
+            )
+            .build()
+            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        let vtee = gst::ElementFactory::make("tee")
+            .property("allow-not-linked", true)
+            .build()
+            .map_err(|_| PipelineError::MissingElement("tee"))?;
+        pipeline
+            .add_many([appsrc.upcast_ref(), &demux, &vparse, &vcaps, &vtee])
+            .map_err(build_err)?;
+        gst::Element::link_many([appsrc.upcast_ref(), &demux]).map_err(build_err)?;
+        gst::Element::link_many([&vparse, &vcaps, &vtee]).map_err(build_err)?;
+
+        let shared = Arc::new(Shared {
+            spec,
+            output,
+            arrivals,
+            keyframes: Mutex::new(Vec::new()),
+            built: Mutex::new(false),
+            audio_seen: Mutex::new(false),
+        });
+
+        if shared.spec.passthrough {
+            let sink = appsink(&shared, "source", true);
+            add_branch(&pipeline, &vtee, &[&make_queue()?, sink.upcast_ref()])?;
+        }
+
+        // Source frames: note their arrival and queue keyframes for every encoder.
+        if let Some(pad) = vtee.static_pad("sink") {
+            let sh = Arc::clone(&shared);
+            let pl = pipeline.downgrade();
+            let tee = vtee.downgrade();
+            pad.add_probe(
+                gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+                move |_, info| {
+                    if let Some(buf) = info.buffer() {
+                        if let Some(pts) = buf.pts() {
+                            sh.arrivals.record(pts.nseconds(), Instant::now());
+                            if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                                if let Ok(queues) = sh.keyframes.lock() {
+                                    for q in queues.iter() {
+                                        if let Ok(mut q) = q.lock() {
+                                            q.push_back(pts.nseconds());
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else if let Some(ev) = info.event() {
+                        if let gst::EventView::Caps(c) = ev.view() {
+                            if let (Some(pl), Some(tee)) = (pl.upgrade(), tee.upgrade()) {
+                                if let Err(e) = build_ladder(&sh, &pl, &tee, c.caps()) {
+                                    tracing::error!(stream = %sh.spec.label, error = %e, "cannot build ladder");
+                                }
+                            }
+                        }
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
+
+        let sh = Arc::clone(&shared);
+        let pl = pipeline.downgrade();
+        let vparse_weak = vparse.downgrade();
+        demux.connect_pad_added(move |_, pad| {
+            let (Some(pl), Some(vparse)) = (pl.upgrade(), vparse_weak.upgrade()) else {
+                return;
+            };
+            if let Err(e) = on_demux_pad(&sh, &pl, &vparse, pad) {
+                tracing::error!(stream = %sh.spec.label, error = %e, "cannot link demuxed stream");
+            }
+        });
+
+        let bus = pipeline
+            .bus()
+            .ok_or_else(|| build_err("pipeline has no bus"))?;
+        let (tx, done) = tokio::sync::watch::channel(None);
+        let name = pipeline.name().to_string();
+        tokio::spawn(async move {
+            let r = watch_bus(bus, &name).await;
+            let _ = tx.send(Some(r));
+        });
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| PipelineError::Build(format!("cannot start: {e}")))?;
+        Ok(Self {
+            pipeline,
+            appsrc,
+            done,
+        })
+    }
+
+    /// Feed input bytes. Never blocks.
+    pub fn push(&self, data: Bytes) -> Result<(), PipelineError> {
+        if self.appsrc.current_level_bytes() >= MAX_INPUT_BACKLOG_BYTES {
+            return Err(PipelineError::Backlog);
+        }
+        self.appsrc
+            .push_buffer(gst::Buffer::from_slice(data))
+            .map(|_| ())
+            .map_err(|_| PipelineError::Closed)
+    }
+
+    /// Input has ended: let the pipeline drain.
+    pub fn end_of_input(&self) {
+        let _ = self.appsrc.end_of_stream();
+    }
+
+    /// Wait until the pipeline ends (EOS after [`Pipeline::end_of_input`]) or fails.
+    /// Cancel-safe: may be polled in a `select!` loop.
+    pub async fn wait(&self) -> Result<(), PipelineError> {
+        let mut rx = self.done.clone();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Stop and free the pipeline (blocks briefly while GStreamer joins its threads).
+    pub fn stop(self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Read the bus until end of stream or the first error; log warnings.
+async fn watch_bus(bus: gst::Bus, name: &str) -> Result<(), PipelineError> {
+    let mut messages = bus.stream();
+    while let Some(msg) = messages.next().await {
+        match msg.view() {
+            gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Error(e) => {
+                return Err(PipelineError::Runtime {
+                    element: e
+                        .src()
+                        .map(|s| s.path_string().to_string())
+                        .unwrap_or_default(),
+                    message: e.error().to_string(),
+                })
+            }
+            gst::MessageView::Warning(w) => {
+                tracing::warn!(
+                    pipeline = %name,
+                    element = %w.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    warning = %w.error(),
+                    "pipeline warning"
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn make_queue() -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make("queue")
+        .property("max-size-time", BRANCH_QUEUE_TIME_NS)
+        .property("max-size-buffers", 0u32)
+        .property("max-size-bytes", 0u32)
+        .build()
+        .map_err(|_| PipelineError::MissingElement("queue"))
+}
+
+/// Add `chain` to the pipeline, link it in order, hang it off a new `tee` pad and start it.
+fn add_branch(pipeline: &gst::Pipeline, tee: &gst::Element, chain: &[&gst::Element]) -> Result<(), PipelineError> {
+    pipeline.add_many(chain.iter().copied()).map_err(build_err)?;
+    gst::Element::link_many(chain.iter().copied()).map_err(build_err)?;
+    let first = chain.first().ok_or_else(|| build_err("empty branch"))?;
+    let sink = first.static_pad("sink").ok_or_else(|| build_err("branch without sink pad"))?;
+    let src = tee
+        .request_pad_simple("src_%u")
+        .ok_or_else(|| build_err("tee refused a pad"))?;
+    src.link(&sink).map_err(build_err)?;
+    for e in chain {
+        e.sync_state_with_parent().map_err(build_err)?;
+    }
+    Ok(())
+}
+
+fn on_demux_pad(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vparse: &gst::Element, pad: &gst::Pad) -> Result<(), PipelineError> {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let Some(s) = caps.structure(0) else {
+        return Ok(());
+    };
+    let name = s.name().as_str();
+    if name == "video/x-h264" {
+        let sink = vparse.static_pad("sink").ok_or_else(|| build_err("h264parse without sink"))?;
+        if sink.is_linked() {
+            return Ok(()); // a second video stream: ignore it
+        }
+        return pad.link(&sink).map(|_| ()).map_err(build_err);
+    }
+    if name.starts_with("audio/") {
+        {
+            let Ok(mut seen) = sh.audio_seen.lock() else { return Ok(()) };
+            if *seen {
+                return link_fakesink(pipeline, pad);
+            }
+            *seen = true;
+        }
+        let is_aac = name == "audio/mpeg" && s.get::<i32>("mpegversion").ok() == Some(4);
+        let raw_aac = gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .build();
+        let capsf = gst::ElementFactory::make("capsfilter")
+            .property("caps", raw_aac)
+            .build()
+            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        let sink = appsink(sh, "audio", false);
+        let mut chain = vec![make_queue()?];
+        if is_aac {
+            chain.push(make("aacparse")?);
+        } else {
+            // Not AAC (MP3 in FLV, MPEG audio in TS): transcode it.
+            chain.push(make("decodebin")?);
+        }
+        let tail = if is_aac {
+            vec![capsf, sink.upcast()]
+        } else {
+            vec![make("audioconvert")?, make("audioresample")?, make("avenc_aac")?, make("aacparse")?, capsf, sink.upcast()]
+        };
+        if is_aac {
+            chain.extend(tail);
+            let refs: Vec<&gst::Element> = chain.iter().collect();
+            pipeline.add_many(refs.iter().copied()).map_err(build_err)?;
+            gst::Element::link_many(refs.iter().copied()).map_err(build_err)?;
+        } else {
+            let all: Vec<&gst::Element> = chain.iter().chain(tail.iter()).collect();
+            pipeline.add_many(all.iter().copied()).map_err(build_err)?;
+            chain[0].link(&chain[1]).map_err(build_err)?;
+            let t: Vec<&gst::Element> = tail.iter().collect();
+            gst::Element::link_many(t.iter().copied()).map_err(build_err)?;
+            let convert = tail[0].downgrade();
+            chain[1].connect_pad_added(move |_, p| {
+                if let Some(c) = convert.upgrade() {
+                    if let Some(s) = c.static_pad("sink") {
+                        if !s.is_linked() {
+                            let _ = p.link(&s);
+                        }
+                    }
+                }
+            });
+            for e in &tail {
+                e.sync_state_with_parent().map_err(build_err)?;
+            }
+        }
+        for e in &chain {
+            e.sync_state_with_parent().map_err(build_err)?;
+        }
+        let qsink = chain[0].static_pad("sink").ok_or_else(|| build_err("queue without sink"))?;
+        return pad.link(&qsink).map(|_| ()).map_err(build_err);
+    }
+    link_fakesink(pipeline, pad)
+}
+
+/// Streams we do not use (data, subtitles, a second audio track) go to a fakesink so the
+/// demuxer never sees not-linked.
+fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), PipelineError> {
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .map_err(|_| PipelineError::MissingElement("fakesink"))?;
+    pipeline.add(&sink).map_err(build_err)?;
+    sink.sync_state_with_parent().map_err(build_err)?;
+    let s = sink.static_pad("sink").ok_or_else(|| build_err("fakesink without sink"))?;
+    pad.link(&s).map(|_| ()).map_err(build_err)
+}
+
+/// Output size of a rung for a source: the rung's height, the source's aspect ratio, even sizes.
+pub fn rung_size(rung_height: u32, src_w: u32, src_h: u32) -> (u32, u32) {
+    if src_h == 0 {
+        return (rung_height * 16 / 9 & !1, rung_height);
+    }
+    let w = (u64::from(rung_height) * u64::from(src_w) + u64::from(src_h) / 2) / u64::from(src_h);
+    ((w as u32).max(2) & !1, rung_height)
+}
+
+/// Rungs the source can feed: those not above its height.
+pub fn rungs_for_source(ladder: &[Rung], src_h: u32) -> Vec<Rung> {
+    ladder.iter().filter(|r| r.height <= src_h).cloned().collect()
+}
+
+fn build_ladder(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vtee: &gst::Element, caps: &gst::CapsRef) -> Result<(), PipelineError> {
+    let Some(s) = caps.structure(0) else { return Ok(()) };
+    let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height")) else {
+        return Ok(()); // caps without a size yet; h264parse sends full caps later
+    };
+    {
+        let Ok(mut built) = sh.built.lock() else { return Ok(()) };
+        if *built {
+            return Ok(()); // resolution changes mid-stream keep the first ladder
+        }
+        *built = true;
+    }
+    let (w, h) = (w.max(0) as u32, h.max(0) as u32);
+    let fps = s
+        .get::<gst::Fraction>("framerate")
+        .ok()
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .map(|f| f.numer() as f64 / f.denom() as f64)
+        .unwrap_or(30.0);
+    let rungs = rungs_for_source(&sh.spec.ladder, h);
+    let mut video = Vec::new();
+    if sh.spec.passthrough {
+        let bits = (f64::from(w) * f64::from(h) * fps * SOURCE_BITS_PER_PIXEL) as u64;
+        video.push(("source".to_string(), w, h, bits + AUDIO_BITRATE));
+    }
+    for r in &rungs {
+        let (rw, rh) = rung_size(r.height, w, h);
+        video.push((r.name.clone(), rw, rh, u64::from(r.video_kbps) * 1000 + AUDIO_BITRATE));
+    }
+    let audio = sh.spec.has_audio.unwrap_or(true);
+    sh.output.plan(Plan {
+        source_width: w,
+        source_height: h,
+        video,
+        audio,
+        rungs: rungs.clone(),
+    });
+    if rungs.is_empty() {
+        return Ok(());
+    }
+    let dtee = gst::ElementFactory::make("tee")
+        .property("allow-not-linked", true)
+        .build()
+        .map_err(|_| PipelineError::MissingElement("tee"))?;
+    add_branch(pipeline, vtee, &[&make_queue()?, &make("avdec_h264")?, &dtee])?;
+    for r in &rungs {
+        let (rw, rh) = rung_size(r.height, w, h);
+        let scale = make("videoscale")?;
+        let rate = gst::ElementFactory::make("videorate")
+            .property("max-rate", r.fps as i32)
+            .property("drop-only", true)
+            .build()
+            .map_err(|_| PipelineError::MissingElement("videorate"))?;
+        let capsf = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("width", rw as i32)
+                    .field("height", rh as i32)
+                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                    .build(),
+            )
+            .build()
+            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        let enc = gst::ElementFactory::make("x264enc")
+            .property("bitrate", r.video_kbps)
+            .property("key-int-max", r.fps * MAX_KEYFRAME_INTERVAL_S)
+            .property("b-adapt", false)
+            .property("bframes", 0u32)
+            .property("option-string", "scenecut=0")
+            .property_from_str("speed-preset", &sh.spec.x264_preset)
+            .property_from_str("tune", "zerolatency")
+            .build()
+            .map_err(|_| PipelineError::MissingElement("x264enc"))?;
+        let parse = make("h264parse")?;
+        let outcaps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-h264")
+                    .field("stream-format", "avc")
+                    .field("alignment", "au")
+                    .build(),
+            )
+            .build()
+            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        let sink = appsink(sh, &r.name, true);
+        // Force a keyframe wherever the source has one, before the frame reaches x264.
+        let pending: Arc<Mutex<VecDeque<u64>>> = Arc::default();
+        if let Ok(mut k) = sh.keyframes.lock() {
+            k.push(Arc::clone(&pending));
+        }
+        if let Some(pad) = enc.static_pad("sink") {
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let mut force = false;
+                if let Ok(mut q) = pending.lock() {
+                    while q.front().is_some_and(|k| *k <= pts.nseconds()) {
+                        q.pop_front();
+                        force = true;
+                    }
+                }
+                if force {
+                    let ev = gst_video::DownstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    pad.send_event(ev);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        add_branch(
+            pipeline,
+            &dtee,
+            &[&make_queue()?, &scale, &rate, &capsf, &enc, &parse, &outcaps, sink.upcast_ref()],
+        )?;
+    }
+    Ok(())
+}
+
+/// An appsink that forwards caps and samples of one rendition to the output.
+fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
+    let out = Arc::clone(&sh.output);
+    let arrivals = Arc::clone(&sh.arrivals);
+    let name = rendition.to_string();
+    let last_caps: Mutex<Option<gst::Caps>> = Mutex::new(None);
+    gst_app::AppSink::builder()
+        .name(format!("out-{rendition}"))
+        .sync(false)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let (Some(caps), Ok(mut last)) = (sample.caps(), last_caps.lock()) {
+                        if last.as_ref().map(|c| c.as_ref()) != Some(caps) {
+                            if let Some(codec) = codec_from_caps(caps) {
+                                out.configure(&name, codec);
+                            }
+                            *last = Some(caps.to_owned());
+                        }
+                    }
+                    let Some(buf) = sample.buffer() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let Some(pts) = buf.pts().or(buf.dts()) else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let dts = buf.dts().unwrap_or(pts).min(pts);
+                    let Ok(map) = buf.map_readable() else {
+                        return Ok(gst::FlowSuccess::Ok);
+                    };
+                    let sample = Sample {
+                        pts_ns: pts.nseconds(),
+                        dts_ns: dts.nseconds(),
+                        keyframe: !video || !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                        data: Bytes::copy_from_slice(map.as_slice()),
+                        arrival: if video { arrivals.lookup(pts.nseconds()) } else { None },
+                    };
+                    out.sample(&name, sample);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build()
+}
+
+/// Codec parameters from the caps of an appsink (h264 avc or raw AAC with codec_data).
+pub fn codec_from_caps(caps: &gst::CapsRef) -> Option<CodecConfig> {
+    let s = caps.structure(0)?;
+    let data = s.get::<gst::Buffer>("codec_data").ok()?;
+    let bytes = Bytes::copy_from_slice(data.map_readable().ok()?.as_slice());
+    match s.name().as_str() {
+        "video/x-h264" => Some(CodecConfig::H264 {
+            avcc: bytes,
+            width: s.get::<i32>("width").ok()?.max(0) as u32,
+            height: s.get::<i32>("height").ok()?.max(0) as u32,
+            framerate: s
+                .get::<gst::Fraction>("framerate")
+                .ok()
+                .filter(|f| f.numer() > 0 && f.denom() > 0)
+                .map(|f| (f.numer() as u32, f.denom() as u32)),
+        }),
+        "audio/mpeg" => Some(CodecConfig::Aac {
+            asc: bytes,
+            sample_rate: s.get::<i32>("rate").ok()?.max(0) as u32,
+            channels: s.get::<i32>("channels").ok()?.max(0) as u32,
+        }),
+        _ => None,
+    }
+}
+
+/// Measure this machine's capacity: encode a few seconds of 720p30 with one x264 thread and
+/// return milli-units (1000 = one 720p30 rung in real time on one core) for all cores.
+pub fn calibrate(preset: &str) -> Result<u32, PipelineError> {
+    /// Frames encoded: 2 s of 720p30, long enough to smooth x264 start-up, short for start.
+    const CALIBRATION_FRAMES: u32 = 60;
+    /// Keep 20% for demuxing, decoding, scaling, packaging and the OS.
+    const HEADROOM: f64 = 0.8;
+    gst::init().map_err(build_err)?;
+    let desc = format!(
+        "videotestsrc num-buffers={CALIBRATION_FRAMES} pattern=smpte ! video/x-raw,width=1280,height=720,framerate=30/1 ! \
+         x264enc threads=1 speed-preset={preset} tune=zerolatency bitrate=3000 ! fakesink sync=false"
+    );
+    let pipeline = gst::parse::launch(&desc).map_err(build_err)?;
+    let start = Instant::now();
+    pipeline.set_state(gst::State::Playing).map_err(build_err)?;
+    let bus = pipeline.bus().ok_or_else(|| build_err("no bus"))?;
+    let mut result = Err(build_err("calibration did not finish"));
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(60)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => {
+                result = Ok(());
+                break;
+            }
+            gst::MessageView::Error(e) => {
+                result = Err(build_err(e.error()));
+                break;
+            }
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(0.001);
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
+    let realtime = f64::from(CALIBRATION_FRAMES) / 30.0;
+    let per_core = realtime / elapsed;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    Ok((per_core * cores * HEADROOM * 1000.0) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rung_sizes_keep_aspect_and_are_even() {
+        assert_eq!(rung_size(720, 1920, 1080), (1280, 720));
+        assert_eq!(rung_size(360, 1920, 1080), (640, 360));
+        assert_eq!(rung_size(480, 1920, 1080), (854, 480));
+        assert_eq!(rung_size(360, 1080, 1920), (202, 360)); // portrait
+        let (w, _) = rung_size(240, 640, 360);
+        assert_eq!(w % 2, 0);
+    }
+
+    #[test]
+    fn rungs_above_source_are_skipped() {
+        let cfg = edge_config::load_str(edge_config::DEV_CONFIG, "dev").unwrap();
+        let names = |h| rungs_for_source(&cfg.ladder, h).into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(names(1080), ["720p", "480p", "360p"]);
+        assert_eq!(names(480), ["480p", "360p"]);
+        assert_eq!(names(240), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,227 @@
+//! Codec parameter checks, RFC 6381 codec strings and timescale arithmetic.
+//!
+//! Entry points: [`CodecInfo::new`] validates a [`CodecConfig`] against the rendition kind and
+//! derives the track timescale (90 kHz for video, the sample rate for audio) and the CODECS
+//! string ("avc1.PPCCLL" from avcC bytes 1..4, "mp4a.40.N" from the AudioSpecificConfig's
+//! object type); [`ns_to_ticks`], [`duration_to_ticks_floor`], [`ticks_to_secs`] convert times.
+//!
+//! Caveat: only H.264 and AAC are supported; other codecs are rejected by type.
+
+use std::time::Duration;
+
+use crate::{CodecConfig, PackagerError, RenditionKind};
+
+/// Video timescale: 90 kHz, the MPEG convention; every common frame rate is exact in it.
+pub(crate) const VIDEO_TIMESCALE: u32 = 90_000;
+
+/// Nanoseconds per second.
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// What the packager derives from a [`CodecConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CodecInfo {
+    /// The configuration as given.
+    pub config: CodecConfig,
+    /// RFC 6381 codec string for CODECS.
+    pub codec_string: String,
+    /// Track timescale (ticks per second).
+    pub timescale: u32,
+}
+
+impl CodecInfo {
+    /// Validate `config` for a rendition of `kind` named `rendition`.
+    pub fn new(
+        rendition: &str,
+        kind: RenditionKind,
+        config: CodecConfig,
+    ) -> Result<Self, PackagerError> {
+        let invalid = |reason: &str| PackagerError::InvalidCodecConfig {
+            rendition: rendition.to_string(),
+            reason: reason.to_string(),
+        };
+        match (&config, kind) {
+            (
+                CodecConfig::H264 {
+                    avcc,
+                    width,
+                    height,
+                    framerate,
+                },
+                RenditionKind::Video,
+            ) => {
+                let codec_string = avc_codec_string(avcc)
+                    .ok_or_else(|| invalid("avcC record shorter than 4 bytes"))?;
+                if *width == 0 || *height == 0 || *width > 0xFFFF || *height > 0xFFFF {
+                    return Err(invalid("width/height must be within 1..=65535"));
+                }
+                if let Some((_, den)) = framerate {
+                    if *den == 0 {
+                        return Err(invalid("frame rate denominator is 0"));
+                    }
+                }
+                Ok(Self {
+                    config,
+                    codec_string,
+                    timescale: VIDEO_TIMESCALE,
+                })
+            }
+            (
+                CodecConfig::Aac {
+                    asc,
+                    sample_rate,
+                    channels,
+                },
+                RenditionKind::Audio,
+            ) => {
+                let aot = aac_object_type(asc)
+                    .ok_or_else(|| invalid("AudioSpecificConfig shorter than 2 bytes"))?;
+                if *sample_rate == 0 {
+                    return Err(invalid("sample rate is 0"));
+                }
+                if *channels == 0 || *channels > 0xFFFF {
+                    return Err(invalid("channel count must be within 1..=65535"));
+                }
+                let timescale = *sample_rate;
+                Ok(Self {
+                    config,
+                    codec_string: format!("mp4a.40.{aot}"),
+                    timescale,
+                })
+            }
+            (CodecConfig::H264 { .. }, RenditionKind::Audio) => {
+                Err(invalid("H.264 configuration for an audio rendition"))
+            }
+            (CodecConfig::Aac { .. }, RenditionKind::Video) => {
+                Err(invalid("AAC configuration for a video rendition"))
+            }
+        }
+    }
+
+    /// Frame rate, for FRAME-RATE (video only).
+    pub fn frame_rate(&self) -> Option<f64> {
+        match &self.config {
+            CodecConfig::H264 {
+                framerate: Some((num, den)),
+                ..
+            } if *den != 0 && *num != 0 => Some(f64::from(*num) / f64::from(*den)),
+            _ => None,
+        }
+    }
+
+    /// Resolution, for RESOLUTION (video only).
+    pub fn resolution(&self) -> Option<(u32, u32)> {
+        match &self.config {
+            CodecConfig::H264 { width, height, .. } => Some((*width, *height)),
+            CodecConfig::Aac { .. } => None,
+        }
+    }
+
+    /// Channel count, for CHANNELS (audio only).
+    pub fn channels(&self) -> Option<u32> {
+        match &self.config {
+            CodecConfig::Aac { channels, .. } => Some(*channels),
+            CodecConfig::H264 { .. } => None,
+        }
+    }
+}
+
+/// "avc1.PPCCLL" from avcC bytes 1..4 (profile, constraint flags, level), lower-case hex.
+pub(crate) fn avc_codec_string(avcc: &[u8]) -> Option<String> {
+    match avcc.get(1..4) {
+        Some([p, c, l]) => Some(format!("avc1.{p:02x}{c:02x}{l:02x}")),
+        _ => None,
+    }
+}
+
+/// The MPEG-4 audio object type of an AudioSpecificConfig (5 bits, escape 31 → 32 + 6 bits).
+pub(crate) fn aac_object_type(asc: &[u8]) -> Option<u8> {
+    let (a, b) = match asc {
+        [a, b, ..] => (*a, *b),
+        _ => return None,
+    };
+    let aot = a >> 3;
+    if aot == 31 {
+        Some(32 + (((a & 0x07) << 3) | (b >> 5)))
+    } else {
+        Some(aot)
+    }
+}
+
+/// Nanoseconds to ticks of `timescale`, rounded to nearest.
+pub(crate) fn ns_to_ticks(ns: u64, timescale: u32) -> u64 {
+    let v = (u128::from(ns) * u128::from(timescale) + NANOS_PER_SEC / 2) / NANOS_PER_SEC;
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// A duration in ticks of `timescale`, rounded down (so "<= target" checks stay true).
+pub(crate) fn duration_to_ticks_floor(d: Duration, timescale: u32) -> u64 {
+    let v = d.as_nanos() * u128::from(timescale) / NANOS_PER_SEC;
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// Ticks to seconds as f64 (for playlist decimals).
+pub(crate) fn ticks_to_secs(ticks: u64, timescale: u32) -> f64 {
+    if timescale == 0 {
+        return 0.0;
+    }
+    ticks as f64 / f64::from(timescale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn codec_strings() {
+        assert_eq!(
+            avc_codec_string(&[1, 0x64, 0x00, 0x1f, 0xff]).as_deref(),
+            Some("avc1.64001f")
+        );
+        assert_eq!(avc_codec_string(&[1, 0x64]), None);
+        // AAC-LC 48 kHz stereo: 0x11 0x90.
+        assert_eq!(aac_object_type(&[0x11, 0x90]), Some(2));
+        // HE-AAC (SBR, AOT 5): 0x2B 0x11 ...
+        assert_eq!(aac_object_type(&[0x2b, 0x11, 0x88]), Some(5));
+        // Escape: 31 then 6 bits (000010 → 34).
+        assert_eq!(aac_object_type(&[0xf8, 0x40]), Some(34));
+        assert_eq!(aac_object_type(&[0x11]), None);
+    }
+
+    #[test]
+    fn validation_by_kind() {
+        let h264 = CodecConfig::H264 {
+            avcc: Bytes::from_static(&[1, 0x42, 0xc0, 0x1e, 0xff, 0xe0, 0x00]),
+            width: 640,
+            height: 360,
+            framerate: Some((30000, 1001)),
+        };
+        let info = CodecInfo::new("360p", RenditionKind::Video, h264.clone()).unwrap();
+        assert_eq!(info.codec_string, "avc1.42c01e");
+        assert_eq!(info.timescale, 90_000);
+        assert!((info.frame_rate().unwrap() - 29.97).abs() < 0.001);
+        assert!(CodecInfo::new("audio", RenditionKind::Audio, h264).is_err());
+        let aac = CodecConfig::Aac {
+            asc: Bytes::from_static(&[0x11, 0x90]),
+            sample_rate: 48_000,
+            channels: 2,
+        };
+        let info = CodecInfo::new("audio", RenditionKind::Audio, aac).unwrap();
+        assert_eq!(info.codec_string, "mp4a.40.2");
+        assert_eq!(info.timescale, 48_000);
+    }
+
+    #[test]
+    fn tick_conversions() {
+        assert_eq!(ns_to_ticks(1_000_000_000, 90_000), 90_000);
+        assert_eq!(ns_to_ticks(33_366_667, 90_000), 3003);
+        assert_eq!(
+            duration_to_ticks_floor(Duration::from_millis(333), 90_000),
+            29_970
+        );
+        assert_eq!(
+            duration_to_ticks_floor(Duration::from_millis(333), 48_000),
+            15_984
+        );
+    }
+}

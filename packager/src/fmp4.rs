@@ -1,0 +1,445 @@
+//! CMAF boxes: the init segment (ftyp+moov) and one fragment (moof+mdat) per part.
+//!
+//! Entry points: [`init_segment`] and [`fragment`], both pure, built with `mp4-atom` types.
+//! A segment is the concatenation of its parts' fragments, which is a valid CMAF segment
+//! (one CMAF chunk per part), so no separate segment writer exists.
+//!
+//! Details: one track (ID 1) per init segment; timescale 90 kHz for video and the sample rate
+//! for audio; `tfhd` uses default-base-is-moof and `trun` carries per-sample durations and
+//! sizes, per-sample flags for video (sync / non-sync) and signed (version 1) composition
+//! offsets for video. Caveat: an AAC sample rate above 65535 Hz does not fit the sample entry's
+//! 16-bit field and is written as 0 there (the AudioSpecificConfig and mdhd carry the truth).
+
+use bytes::Bytes;
+use mp4_atom::{
+    esds, Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdat, Mdhd, Mdia,
+    Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak,
+    Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+};
+
+use crate::codec::{aac_object_type, CodecInfo};
+use crate::{CodecConfig, PackagerError};
+
+/// Track ID used in every init segment and fragment.
+pub(crate) const TRACK_ID: u32 = 1;
+
+/// sample_depends_on = 2 (depends on no other sample): a sync sample.
+const SYNC_SAMPLE_FLAGS: u32 = 0x0200_0000;
+/// sample_depends_on = 1 and sample_is_non_sync_sample = 1.
+const NON_SYNC_SAMPLE_FLAGS: u32 = 0x0101_0000;
+/// Size of an `mdat` header with a 32-bit size field.
+const MDAT_HEADER_LEN: usize = 8;
+
+/// One sample of a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FragSample {
+    /// Duration in track ticks.
+    pub duration: u32,
+    /// Size of its data in the mdat.
+    pub size: u32,
+    /// Sync sample.
+    pub keyframe: bool,
+    /// PTS - DTS in track ticks (video only).
+    pub cts: i32,
+}
+
+/// The init segment (ftyp + moov) for a rendition; `bandwidth` fills the esds bit rates.
+pub(crate) fn init_segment(info: &CodecInfo, bandwidth: u64) -> Result<Bytes, PackagerError> {
+    let ftyp = Ftyp {
+        major_brand: b"iso6".into(),
+        minor_version: 0,
+        compatible_brands: vec![b"iso6".into(), b"cmfc".into(), b"mp41".into()],
+    };
+    let (codec, handler, width, height, vmhd, smhd, volume) = match &info.config {
+        CodecConfig::H264 {
+            avcc,
+            width,
+            height,
+            ..
+        } => {
+            let avcc = Avcc::decode_body(&mut avcc.as_ref())?;
+            let w = u16::try_from(*width).unwrap_or(u16::MAX);
+            let h = u16::try_from(*height).unwrap_or(u16::MAX);
+            let avc1 = Avc1 {
+                visual: Visual {
+                    data_reference_index: 1,
+                    width: w,
+                    height: h,
+                    ..Default::default()
+                },
+                avcc,
+                ..Default::default()
+            };
+            (
+                Codec::from(avc1),
+                b"vide",
+                w,
+                h,
+                Some(Vmhd::default()),
+                None,
+                0u8,
+            )
+        }
+        CodecConfig::Aac {
+            asc,
+            sample_rate,
+            channels,
+        } => {
+            let asc_bytes = asc.to_vec();
+            let profile = aac_object_type(&asc_bytes).unwrap_or(0);
+            let bitrate = u32::try_from(bandwidth).unwrap_or(u32::MAX);
+            let mp4a = Mp4a {
+                audio: Audio {
+                    data_reference_index: 1,
+                    channel_count: u16::try_from(*channels).unwrap_or(u16::MAX),
+                    sample_size: 16,
+                    sample_rate: u16::try_from(*sample_rate).unwrap_or(0).into(),
+                },
+                esds: Esds {
+                    es_desc: esds::EsDescriptor {
+                        es_id: 0,
+                        dec_config: esds::DecoderConfig {
+                            // 0x40: MPEG-4 Audio; stream type 5: audio.
+                            object_type_indication: 0x40,
+                            stream_type: 0x05,
+                            max_bitrate: bitrate,
+                            avg_bitrate: bitrate,
+                            dec_specific: Some(esds::DecoderSpecific {
+                                profile,
+                                freq_index: asc_freq_index(&asc_bytes),
+                                chan_conf: u8::try_from(*channels).unwrap_or(0),
+                                raw: asc_bytes,
+                            }),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                },
+                btrt: None,
+                taic: None,
+            };
+            (
+                Codec::from(mp4a),
+                b"soun",
+                0,
+                0,
+                None,
+                Some(Smhd::default()),
+                1u8,
+            )
+        }
+    };
+    let moov = Moov {
+        mvhd: Mvhd {
+            timescale: info.timescale,
+            rate: 1u16.into(),
+            volume: 1u8.into(),
+            next_track_id: TRACK_ID + 1,
+            ..Default::default()
+        },
+        mvex: Some(Mvex {
+            mehd: None,
+            trex: vec![Trex {
+                track_id: TRACK_ID,
+                default_sample_description_index: 1,
+                default_sample_duration: 0,
+                default_sample_size: 0,
+                default_sample_flags: 0,
+            }],
+        }),
+        trak: vec![Trak {
+            tkhd: Tkhd {
+                track_id: TRACK_ID,
+                enabled: true,
+                in_movie: true,
+                volume: volume.into(),
+                width: width.into(),
+                height: height.into(),
+                ..Default::default()
+            },
+            mdia: Mdia {
+                mdhd: Mdhd {
+                    timescale: info.timescale,
+                    language: "und".into(),
+                    ..Default::default()
+                },
+                hdlr: Hdlr {
+                    handler: handler.into(),
+                    name: if vmhd.is_some() {
+                        "VideoHandler".into()
+                    } else {
+                        "SoundHandler".into()
+                    },
+                },
+                minf: Minf {
+                    vmhd,
+                    smhd,
+                    dinf: Dinf {
+                        dref: Dref {
+                            entries: vec![Url::default().into()],
+                        },
+                    },
+                    stbl: Stbl {
+                        stsd: Stsd {
+                            codecs: vec![codec],
+                        },
+                        stco: Some(Stco::default()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            },
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    ftyp.encode(&mut out)?;
+    moov.encode(&mut out)?;
+    Ok(Bytes::from(out))
+}
+
+/// The samplingFrequencyIndex of an AudioSpecificConfig (non-escaped object types).
+fn asc_freq_index(asc: &[u8]) -> u8 {
+    match asc {
+        [a, b, ..] if (a >> 3) != 31 => ((a & 0x07) << 1) | (b >> 7),
+        _ => 0,
+    }
+}
+
+/// One CMAF fragment: moof (mfhd `sequence`, tfdt `base_dts`) + mdat holding `payload`.
+pub(crate) fn fragment(
+    sequence: u32,
+    base_dts: u64,
+    samples: &[FragSample],
+    payload: Vec<u8>,
+    video: bool,
+) -> Result<Bytes, PackagerError> {
+    let entries = samples
+        .iter()
+        .map(|s| TrunEntry {
+            duration: Some(s.duration),
+            size: Some(s.size),
+            flags: video.then_some(if s.keyframe {
+                SYNC_SAMPLE_FLAGS
+            } else {
+                NON_SYNC_SAMPLE_FLAGS
+            }),
+            cts: video.then_some(i64::from(s.cts)),
+        })
+        .collect::<Vec<_>>();
+    let mut moof = Moof {
+        mfhd: Mfhd {
+            sequence_number: sequence,
+        },
+        traf: vec![Traf {
+            tfhd: Tfhd {
+                track_id: TRACK_ID,
+                // Audio: every sample is sync; say it once.
+                default_sample_flags: (!video).then_some(SYNC_SAMPLE_FLAGS),
+                default_base_is_moof: true,
+                ..Default::default()
+            },
+            tfdt: Some(Tfdt {
+                base_media_decode_time: base_dts,
+            }),
+            trun: vec![Trun {
+                data_offset: Some(0),
+                samples: TrunSamples::Explicit(entries),
+            }],
+            ..Default::default()
+        }],
+    };
+    // The data offset counts from the moof's first byte to the first sample in the mdat; its
+    // field has a fixed width, so the moof's size does not depend on its value.
+    let mut probe = Vec::new();
+    moof.encode(&mut probe)?;
+    let offset = i32::try_from(probe.len() + MDAT_HEADER_LEN)
+        .map_err(|_| mp4_atom::Error::TooLarge(Moof::KIND))?;
+    for traf in &mut moof.traf {
+        for trun in &mut traf.trun {
+            trun.data_offset = Some(offset);
+        }
+    }
+    let mut out = Vec::with_capacity(probe.len() + MDAT_HEADER_LEN + payload.len());
+    moof.encode(&mut out)?;
+    Mdat { data: payload }.encode(&mut out)?;
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::RenditionKind;
+    use mp4_atom::Decode;
+
+    /// A real avcC (High profile, level 3.1, 1280x720) with one SPS and one PPS.
+    pub const AVCC: &[u8] = &[
+        0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x1c, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x80,
+        0x50, 0x05, 0xbb, 0x01, 0x6a, 0x02, 0x02, 0x02, 0x80, 0x00, 0x00, 0x03, 0x00, 0x80, 0x00,
+        0x00, 0x1e, 0x07, 0x8c, 0x18, 0xcd, 0x01, 0x00, 0x05, 0x68, 0xe9, 0x7b, 0x2c, 0x8b,
+    ];
+
+    pub fn h264_info() -> CodecInfo {
+        CodecInfo::new(
+            "720p",
+            RenditionKind::Video,
+            CodecConfig::H264 {
+                avcc: Bytes::from_static(AVCC),
+                width: 1280,
+                height: 720,
+                framerate: Some((30, 1)),
+            },
+        )
+        .unwrap()
+    }
+
+    pub fn aac_info() -> CodecInfo {
+        CodecInfo::new(
+            "audio",
+            RenditionKind::Audio,
+            CodecConfig::Aac {
+                asc: Bytes::from_static(&[0x11, 0x90]),
+                sample_rate: 48_000,
+                channels: 2,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn video_init_parses_back() {
+        let init = init_segment(&h264_info(), 3_000_000).unwrap();
+        let buf = &mut init.as_ref();
+        let ftyp = Ftyp::decode(buf).unwrap();
+        assert_eq!(ftyp.major_brand, b"iso6".into());
+        assert!(ftyp.compatible_brands.contains(&b"cmfc".into()));
+        let moov = Moov::decode(buf).unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(moov.mvhd.timescale, 90_000);
+        let trak = &moov.trak[0];
+        assert_eq!(trak.tkhd.track_id, TRACK_ID);
+        assert_eq!(trak.tkhd.width.integer(), 1280);
+        assert_eq!(trak.tkhd.height.integer(), 720);
+        assert_eq!(trak.mdia.mdhd.timescale, 90_000);
+        assert_eq!(trak.mdia.hdlr.handler, b"vide".into());
+        assert!(trak.mdia.minf.vmhd.is_some());
+        match &trak.mdia.minf.stbl.stsd.codecs[0] {
+            Codec::Avc1(avc1) => {
+                assert_eq!(avc1.visual.width, 1280);
+                assert_eq!(avc1.avcc.avc_profile_indication, 0x64);
+                assert_eq!(avc1.avcc.avc_level_indication, 0x1f);
+                assert_eq!(avc1.avcc.sequence_parameter_sets.len(), 1);
+                assert_eq!(
+                    avc1.avcc.picture_parameter_sets[0],
+                    vec![0x68, 0xe9, 0x7b, 0x2c, 0x8b]
+                );
+            }
+            other => panic!("unexpected sample entry {other:?}"),
+        }
+        let mvex = moov.mvex.unwrap();
+        assert_eq!(mvex.trex[0].track_id, TRACK_ID);
+    }
+
+    #[test]
+    fn audio_init_parses_back() {
+        let init = init_segment(&aac_info(), 128_000).unwrap();
+        let buf = &mut init.as_ref();
+        Ftyp::decode(buf).unwrap();
+        let moov = Moov::decode(buf).unwrap();
+        let trak = &moov.trak[0];
+        assert_eq!(trak.mdia.mdhd.timescale, 48_000);
+        assert_eq!(trak.mdia.hdlr.handler, b"soun".into());
+        assert!(trak.mdia.minf.smhd.is_some());
+        match &trak.mdia.minf.stbl.stsd.codecs[0] {
+            Codec::Mp4a(mp4a) => {
+                assert_eq!(mp4a.audio.channel_count, 2);
+                assert_eq!(mp4a.audio.sample_rate.integer(), 48_000);
+                let dc = &mp4a.esds.es_desc.dec_config;
+                assert_eq!(dc.object_type_indication, 0x40);
+                let ds = dc.dec_specific.as_ref().unwrap();
+                assert_eq!(ds.raw, vec![0x11, 0x90]);
+                assert_eq!((ds.profile, ds.freq_index, ds.chan_conf), (2, 3, 2));
+            }
+            other => panic!("unexpected sample entry {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_avcc_is_an_error() {
+        let mut info = h264_info();
+        info.config = CodecConfig::H264 {
+            avcc: Bytes::from_static(&[2, 0x64, 0, 0x1f]),
+            width: 1,
+            height: 1,
+            framerate: None,
+        };
+        assert!(init_segment(&info, 1).is_err());
+    }
+
+    #[test]
+    fn fragment_parses_back() {
+        let samples = [
+            FragSample {
+                duration: 3000,
+                size: 5,
+                keyframe: true,
+                cts: 6000,
+            },
+            FragSample {
+                duration: 3000,
+                size: 3,
+                keyframe: false,
+                cts: -3000,
+            },
+            FragSample {
+                duration: 3000,
+                size: 2,
+                keyframe: false,
+                cts: 0,
+            },
+        ];
+        let payload = b"aaaaabbbcc".to_vec();
+        let frag = fragment(7, 123_456_789_012, &samples, payload.clone(), true).unwrap();
+        let buf = &mut frag.as_ref();
+        let moof = Moof::decode(buf).unwrap();
+        let mdat = Mdat::decode(buf).unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(mdat.data, payload);
+        assert_eq!(moof.mfhd.sequence_number, 7);
+        let traf = &moof.traf[0];
+        assert_eq!(traf.tfhd.track_id, TRACK_ID);
+        assert!(traf.tfhd.default_base_is_moof);
+        assert_eq!(
+            traf.tfdt.as_ref().unwrap().base_media_decode_time,
+            123_456_789_012
+        );
+        let trun = &traf.trun[0];
+        let entries: Vec<_> = trun.samples.iter().collect();
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].flags, Some(SYNC_SAMPLE_FLAGS));
+        assert_eq!(entries[1].flags, Some(NON_SYNC_SAMPLE_FLAGS));
+        assert_eq!(entries[1].cts, Some(-3000));
+        assert_eq!(entries.iter().map(|e| e.size.unwrap()).sum::<u32>(), 10);
+        // The data offset points at the first mdat payload byte.
+        let offset = trun.data_offset.unwrap() as usize;
+        assert_eq!(&frag[offset..offset + 5], b"aaaaa");
+    }
+
+    #[test]
+    fn audio_fragment_uses_default_sync_flags() {
+        let samples = [FragSample {
+            duration: 1024,
+            size: 4,
+            keyframe: true,
+            cts: 0,
+        }; 2];
+        let frag = fragment(1, 0, &samples, vec![0; 8], false).unwrap();
+        let moof = Moof::decode(&mut frag.as_ref()).unwrap();
+        let traf = &moof.traf[0];
+        assert_eq!(traf.tfhd.default_sample_flags, Some(SYNC_SAMPLE_FLAGS));
+        let entries: Vec<_> = traf.trun[0].samples.iter().collect();
+        assert!(entries.iter().all(|e| e.flags.is_none() && e.cts.is_none()));
+        assert!(entries.iter().all(|e| e.duration == Some(1024)));
+    }
+}

@@ -1,0 +1,142 @@
+//! `packager`: encoded access units in, LL-HLS (CMAF fMP4) out, served from memory.
+//!
+//! What it is for: the ingest side hands every rendition's encoded samples (H.264 in AVC
+//! length-prefixed form, raw AAC frames) to a [`StreamHandle`]; this crate cuts them into
+//! CMAF parts and segments, keeps a sliding window of them in memory, and serves the
+//! multivariant playlist, the LL-HLS media playlists (blocking reload, delta updates,
+//! preload hints, rendition reports), init segments, parts and segments over HTTP.
+//!
+//! Entry points:
+//! - [`Origin::new`], [`Origin::publish`] (returns a [`StreamHandle`]), [`StreamHandle::configure`],
+//!   [`StreamHandle::push`], [`StreamHandle::end`], [`Origin::finish`], [`Origin::remove`];
+//! - [`Origin::handle`] for one HTTP request, [`Origin::serve`] to run an HTTP/1.1 + h2c server.
+//!
+//! Layout, protocol logic kept free of IO (in the style of quinn-proto and gst-plugins-rs'
+//! hlssink3/fmp4mux):
+//! - `cutter`: where parts and segments end (pure);
+//! - `fmp4`: init segments and `moof`+`mdat` fragments with `mp4-atom` (pure);
+//! - `track`: one rendition's window of parts/segments (pure, takes `now`);
+//! - `playlist`: renders media and multivariant playlists from plain views (pure);
+//! - `request`: URL routing and LL-HLS query rules (pure);
+//! - `origin` and `server`: the thin locking / tokio / hyper glue; `metrics`: Prometheus.
+//!
+//! Caveats: everything lives in memory (a window of `window_segments` segments per
+//! rendition); there is no persistence and no DRM. See each module for its own limits.
+
+mod codec;
+mod cutter;
+mod error;
+mod fmp4;
+mod metrics;
+mod origin;
+mod playlist;
+mod request;
+mod server;
+mod track;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use crate::error::PackagerError;
+pub use crate::origin::{
+    Continuation, Origin, RenditionContinuation, RenditionSummary, StreamHandle, StreamSummary,
+};
+
+/// Packaging and serving parameters shared by every stream of an [`Origin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackagerConfig {
+    /// Target (upper bound) duration of an LL-HLS part (EXT-X-PART-INF:PART-TARGET); 200-333 ms.
+    pub part_target: Duration,
+    /// Nominal segment duration; segments end at the first keyframe past it.
+    pub segment_target: Duration,
+    /// Sliding window length, in complete segments kept (and listed) per rendition.
+    pub window_segments: usize,
+    /// How long a finished stream (EXT-X-ENDLIST) stays playable before it is removed (404).
+    pub ended_retention: Duration,
+    /// How long a multivariant playlist request waits for every rendition's first part.
+    pub ready_timeout: Duration,
+}
+
+impl Default for PackagerConfig {
+    fn default() -> Self {
+        Self {
+            part_target: Duration::from_millis(333),
+            segment_target: Duration::from_secs(2),
+            window_segments: 6,
+            ended_retention: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a rendition is, known before any sample arrives (from the ingest's ladder plan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionPlan {
+    /// URL-safe name, used as the path segment: "source", "720p", "480p", "360p", "audio".
+    pub name: String,
+    /// Video or audio.
+    pub kind: RenditionKind,
+    /// Nominal bit rate in bits/s (BANDWIDTH in the multivariant playlist is at least this).
+    pub bandwidth: u64,
+}
+
+/// Whether a rendition carries video or audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenditionKind {
+    /// H.264 video.
+    Video,
+    /// AAC audio.
+    Audio,
+}
+
+impl RenditionKind {
+    /// Lower-case name, as used in metric labels and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenditionKind::Video => "video",
+            RenditionKind::Audio => "audio",
+        }
+    }
+}
+
+/// Codec parameters, known when the first encoded buffer of a rendition appears (GStreamer caps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodecConfig {
+    /// H.264 in AVC (length-prefixed) form.
+    H264 {
+        /// The AVCDecoderConfigurationRecord (avcC), as in GStreamer's `codec_data`.
+        avcc: Bytes,
+        /// Coded picture width in pixels.
+        width: u32,
+        /// Coded picture height in pixels.
+        height: u32,
+        /// Frame rate as (numerator, denominator), when known.
+        framerate: Option<(u32, u32)>,
+    },
+    /// AAC, raw frames (no ADTS).
+    Aac {
+        /// The AudioSpecificConfig, as in GStreamer's `codec_data`.
+        asc: Bytes,
+        /// Sample rate in Hz (also the track timescale).
+        sample_rate: u32,
+        /// Channel count.
+        channels: u32,
+    },
+}
+
+/// One encoded access unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Presentation time, nanoseconds, monotonic within a publish session.
+    pub pts_ns: u64,
+    /// Decode time, nanoseconds (== pts for audio); pts >= dts.
+    pub dts_ns: u64,
+    /// Sync sample (IDR for H.264; always true for AAC).
+    pub keyframe: bool,
+    /// One access unit: AVC length-prefixed NALUs (4-byte lengths) or one raw AAC frame.
+    pub data: Bytes,
+    /// When the source frame reached the node (feeds the part latency histogram).
+    pub arrival: Option<std::time::Instant>,
+}

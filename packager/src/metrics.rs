@@ -1,0 +1,77 @@
+//! Prometheus metrics of the packager, registered in the default registry on first use.
+//!
+//! Entry points: [`part_published`], [`part_latency`], [`http_request`], [`set_streams`].
+//! Labels are low-cardinality only (rendition kind, request kind, status code): never stream
+//! keys or playback IDs. If a metric of the same name is already registered (another crate or
+//! a test harness), an unregistered instance is used instead, so recording never fails.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+
+/// Histogram buckets of the part latency, seconds: from one frame-ish to "badly late".
+const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
+
+static PARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "edge_packager_parts_total",
+        "LL-HLS parts published, by rendition kind",
+    );
+    prometheus::register_int_counter_vec!(opts.clone(), &["kind"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["kind"]).expect("valid metric"))
+    // infallible
+});
+
+static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        "edge_packager_part_latency_seconds",
+        "Time from a frame's arrival at the node to the publication of the part holding it",
+    )
+    .buckets(LATENCY_BUCKETS.to_vec());
+    prometheus::register_histogram_vec!(opts.clone(), &["kind"])
+        .unwrap_or_else(|_| HistogramVec::new(opts, &["kind"]).expect("valid metric"))
+    // infallible
+});
+
+static HTTP: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "edge_packager_http_requests_total",
+        "HTTP requests served by the packager, by kind and status code",
+    );
+    prometheus::register_int_counter_vec!(opts.clone(), &["kind", "code"])
+        .unwrap_or_else(|_| IntCounterVec::new(opts, &["kind", "code"]).expect("valid metric"))
+    // infallible
+});
+
+static STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "edge_packager_streams",
+        "Streams currently served by the packager",
+    );
+    prometheus::register_int_gauge!(opts.clone())
+        .unwrap_or_else(|_| IntGauge::with_opts(opts).expect("valid metric")) // infallible
+});
+
+/// Count `n` published parts of a rendition kind ("video" / "audio").
+pub(crate) fn part_published(kind: &str, n: u32) {
+    PARTS.with_label_values(&[kind]).inc_by(u64::from(n));
+}
+
+/// Observe publish-minus-arrival latencies.
+pub(crate) fn part_latency(kind: &str, latencies: &[Duration]) {
+    let h = LATENCY.with_label_values(&[kind]);
+    for l in latencies {
+        h.observe(l.as_secs_f64());
+    }
+}
+
+/// Count one HTTP request.
+pub(crate) fn http_request(kind: &str, code: u16) {
+    HTTP.with_label_values(&[kind, &code.to_string()]).inc();
+}
+
+/// Set the number of streams served.
+pub(crate) fn set_streams(n: usize) {
+    STREAMS.set(i64::try_from(n).unwrap_or(i64::MAX));
+}

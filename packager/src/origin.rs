@@ -1,0 +1,695 @@
+//! The stream registry and the publisher side: [`Origin`], [`StreamHandle`], lifecycle.
+//!
+//! Entry points: [`Origin::new`], [`Origin::publish`] / [`Origin::publish_with`] (start or
+//! continue a stream, returns a [`StreamHandle`]), [`StreamHandle::configure`],
+//! [`StreamHandle::push`], [`StreamHandle::end`] (or drop), [`Origin::finish`],
+//! [`Origin::remove`], [`Origin::streams`], [`Origin::continuation`]. The HTTP side lives in
+//! `server`.
+//!
+//! Lifecycle of a playback ID:
+//! - `publish` creates the stream, or continues a live one: renditions with the same name keep
+//!   their numbering and the next segment follows an EXT-X-DISCONTINUITY (a new EXT-X-MAP if
+//!   the init changed); renditions missing from the new plan get EXT-X-ENDLIST. A finished
+//!   stream published again is replaced by a new one whose numbering continues (so cached
+//!   URLs never name different bytes).
+//! - `end` (or dropping the handle) flushes; the playlists stay live for a reconnect.
+//! - `finish` adds EXT-X-ENDLIST; `ended_retention` later the stream is removed (404).
+//!   Expired streams are swept lazily (on publish, on `streams`, on requests) and by the
+//!   server's periodic sweep.
+//!
+//! Concurrency: `push`/`configure` run on GStreamer streaming threads (no tokio context).
+//! State is behind `parking_lot` mutexes (no poisoning); HTTP waiters are woken through a
+//! `tokio::sync::watch` channel per stream, which works from any thread. Lock order: the
+//! registry map, then a stream's state; never the other way round.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::metrics;
+use crate::track::{Published, Track, TrackConfig, TrackStart, TrackState, WallAnchor};
+use crate::{CodecConfig, PackagerConfig, PackagerError, RenditionKind, RenditionPlan, Sample};
+
+/// Serves every stream of this node; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Origin {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub cfg: PackagerConfig,
+    pub streams: Mutex<HashMap<String, Arc<Stream>>>,
+    sessions: AtomicU64,
+}
+
+/// One playback ID.
+pub(crate) struct Stream {
+    pub state: Mutex<StreamState>,
+    /// Bumped (after the state lock is released) on every visible change; HTTP waiters watch it.
+    pub changed: watch::Sender<u64>,
+    /// Rendered media playlists by (rendition, delta update), tagged with the `changed`
+    /// generation read before rendering: every waiter woken by one change shares one render.
+    /// Locked only while the state lock is held (a leaf lock).
+    pub playlists: Mutex<HashMap<(String, bool), (u64, bytes::Bytes)>>,
+}
+
+impl Stream {
+    fn new(state: StreamState) -> Self {
+        Self {
+            state: Mutex::new(state),
+            changed: watch::Sender::new(0),
+            playlists: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Wake every waiter.
+    pub fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// Mutable state of a stream.
+pub(crate) struct StreamState {
+    /// The current publish session.
+    pub session: u64,
+    /// A handle of the current session is alive.
+    pub publishing: bool,
+    /// Every rendition ever published under this ID in this stream (retired ones are ended).
+    pub tracks: Vec<Track>,
+    /// Names of the current plan, in plan order.
+    pub plan: Vec<String>,
+    /// Wall clock of the current session's first sample.
+    pub anchor: Option<WallAnchor>,
+    /// When `finish` was called.
+    pub finished_at: Option<Instant>,
+    /// Removed from the registry; waiters answer 404.
+    pub removed: bool,
+}
+
+impl StreamState {
+    /// The track of a rendition (current plan or retired).
+    pub fn track(&self, name: &str) -> Option<&Track> {
+        self.tracks.iter().find(|t| t.name() == name)
+    }
+
+    fn track_mut(&mut self, name: &str) -> Option<&mut Track> {
+        self.tracks.iter_mut().find(|t| t.name() == name)
+    }
+
+    /// Tracks of the current plan, in plan order.
+    pub fn plan_tracks(&self) -> impl Iterator<Item = &Track> {
+        self.plan.iter().filter_map(|n| self.track(n))
+    }
+
+    /// Has the stream expired at `now` (finished longer than `retention` ago)?
+    fn expired(&self, now: Instant, retention: std::time::Duration) -> bool {
+        self.finished_at
+            .is_some_and(|t| now.saturating_duration_since(t) >= retention)
+    }
+}
+
+/// Numbering to continue a stream elsewhere (e.g. on another node).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Continuation {
+    /// Per rendition.
+    pub renditions: Vec<RenditionContinuation>,
+}
+
+/// Numbering of one rendition to continue.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RenditionContinuation {
+    /// Rendition name.
+    pub name: String,
+    /// Media sequence number of the next segment.
+    pub next_msn: u64,
+    /// Discontinuity sequence number of the last segment.
+    pub discontinuity_sequence: u64,
+    /// Number of the next init version (`init{N}.mp4`).
+    pub next_init_id: u32,
+}
+
+/// Admin summary of a stream.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StreamSummary {
+    /// The playback ID (URL path component).
+    pub playback_id: String,
+    /// A publisher is attached.
+    pub publishing: bool,
+    /// Finished (EXT-X-ENDLIST); removed after the retention.
+    pub ended: bool,
+    /// Renditions of the current plan.
+    pub renditions: Vec<RenditionSummary>,
+}
+
+/// Admin summary of a rendition.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RenditionSummary {
+    /// Name.
+    pub name: String,
+    /// Video or audio.
+    pub kind: RenditionKind,
+    /// Nominal bit rate.
+    pub bandwidth: u64,
+    /// CODECS string once configured.
+    pub codec: Option<String>,
+    /// MSN of the last published part.
+    pub msn: Option<u64>,
+    /// Index of the last published part.
+    pub part: Option<u32>,
+    /// Parts published so far.
+    pub parts: u64,
+    /// Complete segments in the window.
+    pub segments: usize,
+    /// EXT-X-ENDLIST.
+    pub ended: bool,
+}
+
+impl Origin {
+    /// An origin with no streams.
+    pub fn new(cfg: PackagerConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cfg,
+                streams: Mutex::new(HashMap::new()),
+                sessions: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PackagerConfig {
+        &self.inner.cfg
+    }
+
+    fn track_config(&self) -> TrackConfig {
+        let c = &self.inner.cfg;
+        TrackConfig {
+            part_target: c.part_target,
+            segment_target: c.segment_target,
+            window_segments: c.window_segments,
+        }
+    }
+
+    /// Start (or continue) the stream served at `/live/{playback_id}/`; see the module docs.
+    pub fn publish(&self, playback_id: &str, plan: Vec<RenditionPlan>) -> StreamHandle {
+        self.publish_with(playback_id, plan, None)
+    }
+
+    /// [`Origin::publish`] with numbering to continue when the stream is new on this node
+    /// (ignored when it exists here).
+    pub fn publish_with(
+        &self,
+        playback_id: &str,
+        plan: Vec<RenditionPlan>,
+        continuation: Option<Continuation>,
+    ) -> StreamHandle {
+        let now = Instant::now();
+        self.sweep(now);
+        let session = self.inner.sessions.fetch_add(1, Ordering::Relaxed);
+        let cfg = self.track_config();
+        let mut plan = plan;
+        let mut seen = std::collections::HashSet::new();
+        plan.retain(|p| seen.insert(p.name.clone()));
+        let names: Vec<String> = plan.iter().map(|p| p.name.clone()).collect();
+
+        let mut map = self.inner.streams.lock();
+        let existing = map.get(playback_id).cloned();
+        let live = existing.filter(|s| {
+            let st = s.state.lock();
+            st.finished_at.is_none() && !st.removed
+        });
+        let stream = if let Some(stream) = live {
+            {
+                let mut st = stream.state.lock();
+                st.session = session;
+                st.publishing = true;
+                st.anchor = None;
+                for t in st.tracks.iter_mut() {
+                    let result = if let Some(p) = plan.iter().find(|p| p.name == t.name()) {
+                        if p.kind == t.kind() {
+                            t.set_plan(p.clone());
+                            t.begin_session(now)
+                        } else {
+                            t.finish(now)
+                        }
+                    } else if t.state() != TrackState::Ended {
+                        t.finish(now)
+                    } else {
+                        Ok(Published::default())
+                    };
+                    record(t.kind(), result);
+                }
+                // Renditions whose name now has another kind start over under a fresh track.
+                st.tracks.retain(|t| {
+                    t.state() != TrackState::Ended || !plan.iter().any(|p| p.name == t.name())
+                });
+                let msn = st.tracks.iter().map(Track::next_msn).max().unwrap_or(0);
+                for p in &plan {
+                    if st.track(&p.name).is_none() {
+                        let start = TrackStart {
+                            msn,
+                            ..TrackStart::default()
+                        };
+                        st.tracks.push(Track::new(p.clone(), cfg, start));
+                    }
+                }
+                st.plan = names;
+            }
+            stream.notify();
+            stream
+        } else {
+            // A new stream; numbering continues from a finished predecessor or a continuation.
+            let starts: HashMap<String, TrackStart> = match map.get(playback_id) {
+                Some(old) => {
+                    let st = old.state.lock();
+                    st.tracks
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.name().to_string(),
+                                TrackStart {
+                                    msn: t.next_msn(),
+                                    discontinuity_sequence: t.last_discontinuity_sequence(),
+                                    init_id: t.next_init_id(),
+                                    discontinuity: true,
+                                },
+                            )
+                        })
+                        .collect()
+                }
+                None => continuation
+                    .map(|c| {
+                        c.renditions
+                            .into_iter()
+                            .map(|r| {
+                                (
+                                    r.name,
+                                    TrackStart {
+                                        msn: r.next_msn,
+                                        discontinuity_sequence: r.discontinuity_sequence,
+                                        init_id: r.next_init_id,
+                                        discontinuity: true,
+                                    },
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let tracks = plan
+                .iter()
+                .map(|p| {
+                    Track::new(
+                        p.clone(),
+                        cfg,
+                        starts.get(&p.name).copied().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let stream = Arc::new(Stream::new(StreamState {
+                session,
+                publishing: true,
+                tracks,
+                plan: names,
+                anchor: None,
+                finished_at: None,
+                removed: false,
+            }));
+            if let Some(old) = map.insert(playback_id.to_string(), stream.clone()) {
+                old.state.lock().removed = true;
+                old.notify();
+            }
+            stream
+        };
+        metrics::set_streams(map.len());
+        drop(map);
+        tracing::info!(playback_id, session, "publish");
+        StreamHandle {
+            stream,
+            session,
+            playback_id: playback_id.to_string(),
+        }
+    }
+
+    /// The publisher is not coming back: EXT-X-ENDLIST on every rendition; the stream is removed
+    /// `ended_retention` later. Any handle of it stops accepting samples.
+    pub fn finish(&self, playback_id: &str) {
+        let Some(stream) = self.stream(playback_id) else {
+            return;
+        };
+        let now = Instant::now();
+        {
+            let mut st = stream.state.lock();
+            if st.finished_at.is_some() {
+                return;
+            }
+            for t in st.tracks.iter_mut() {
+                let r = t.finish(now);
+                record(t.kind(), r);
+            }
+            st.finished_at = Some(now);
+            st.publishing = false;
+        }
+        stream.notify();
+        tracing::info!(playback_id, "finish");
+    }
+
+    /// Remove a stream now (its URLs answer 404).
+    pub fn remove(&self, playback_id: &str) {
+        let removed = {
+            let mut map = self.inner.streams.lock();
+            let removed = map.remove(playback_id);
+            metrics::set_streams(map.len());
+            removed
+        };
+        if let Some(stream) = removed {
+            stream.state.lock().removed = true;
+            stream.notify();
+            tracing::info!(playback_id, "remove");
+        }
+    }
+
+    /// Summaries of the streams served, sorted by playback ID.
+    pub fn streams(&self) -> Vec<StreamSummary> {
+        self.sweep(Instant::now());
+        let streams: Vec<(String, Arc<Stream>)> = self
+            .inner
+            .streams
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out: Vec<StreamSummary> = streams
+            .into_iter()
+            .map(|(id, s)| {
+                let st = s.state.lock();
+                StreamSummary {
+                    playback_id: id,
+                    publishing: st.publishing,
+                    ended: st.finished_at.is_some(),
+                    renditions: st
+                        .plan_tracks()
+                        .map(|t| RenditionSummary {
+                            name: t.name().to_string(),
+                            kind: t.kind(),
+                            bandwidth: t.plan().bandwidth,
+                            codec: t.codec().map(|c| c.codec_string.clone()),
+                            msn: t.last_part().map(|(m, _)| m),
+                            part: t.last_part().map(|(_, p)| p),
+                            parts: t.parts_total(),
+                            segments: t.segment_count(),
+                            ended: t.state() == TrackState::Ended,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.playback_id.cmp(&b.playback_id));
+        out
+    }
+
+    /// Numbering for continuing `playback_id` elsewhere (see [`Origin::publish_with`]).
+    pub fn continuation(&self, playback_id: &str) -> Option<Continuation> {
+        let stream = self.stream(playback_id)?;
+        let st = stream.state.lock();
+        Some(Continuation {
+            renditions: st
+                .tracks
+                .iter()
+                .map(|t| RenditionContinuation {
+                    name: t.name().to_string(),
+                    next_msn: t.next_msn(),
+                    discontinuity_sequence: t.last_discontinuity_sequence(),
+                    next_init_id: t.next_init_id(),
+                })
+                .collect(),
+        })
+    }
+
+    /// The stream of a playback ID, unless it has expired (then it is removed).
+    pub(crate) fn stream(&self, playback_id: &str) -> Option<Arc<Stream>> {
+        let stream = self.inner.streams.lock().get(playback_id).cloned()?;
+        let expired = stream
+            .state
+            .lock()
+            .expired(Instant::now(), self.inner.cfg.ended_retention);
+        if expired {
+            self.sweep(Instant::now());
+            return None;
+        }
+        Some(stream)
+    }
+
+    /// Remove streams finished longer than `ended_retention` ago.
+    pub(crate) fn sweep(&self, now: Instant) {
+        let retention = self.inner.cfg.ended_retention;
+        let removed: Vec<Arc<Stream>> = {
+            let mut map = self.inner.streams.lock();
+            let expired: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| s.state.lock().expired(now, retention))
+                .map(|(k, _)| k.clone())
+                .collect();
+            let removed = expired.iter().filter_map(|k| map.remove(k)).collect();
+            metrics::set_streams(map.len());
+            removed
+        };
+        for s in removed {
+            s.state.lock().removed = true;
+            s.notify();
+        }
+    }
+}
+
+/// Record what a track operation published (metrics), logging failures.
+fn record(kind: RenditionKind, result: Result<Published, PackagerError>) {
+    match result {
+        Ok(p) => {
+            if p.parts > 0 {
+                metrics::part_published(kind.as_str(), p.parts);
+            }
+            if !p.latencies.is_empty() {
+                metrics::part_latency(kind.as_str(), &p.latencies);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "flushing a rendition failed"),
+    }
+}
+
+/// One publish session of a stream. Dropping it without [`StreamHandle::end`] behaves like `end`.
+pub struct StreamHandle {
+    stream: Arc<Stream>,
+    session: u64,
+    playback_id: String,
+}
+
+impl std::fmt::Debug for StreamHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamHandle")
+            .field("playback_id", &self.playback_id)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl StreamHandle {
+    /// The playback ID this handle publishes.
+    pub fn playback_id(&self) -> &str {
+        &self.playback_id
+    }
+
+    /// Run `f` on the rendition's track if this session is still current.
+    fn with_track<T>(
+        &self,
+        rendition: &str,
+        f: impl FnOnce(&mut Track, &mut Option<WallAnchor>) -> Result<T, PackagerError>,
+    ) -> Result<(T, RenditionKind), PackagerError> {
+        let mut st = self.stream.state.lock();
+        if st.session != self.session || st.finished_at.is_some() || st.removed {
+            return Err(PackagerError::SessionEnded);
+        }
+        if !st.plan.iter().any(|n| n == rendition) {
+            return Err(PackagerError::UnknownRendition(rendition.to_string()));
+        }
+        let mut anchor = st.anchor;
+        let track = st
+            .track_mut(rendition)
+            .ok_or_else(|| PackagerError::UnknownRendition(rendition.to_string()))?;
+        let kind = track.kind();
+        let out = f(track, &mut anchor)?;
+        st.anchor = anchor;
+        Ok((out, kind))
+    }
+
+    /// Set codec parameters of a rendition (by name); must be called before its first push.
+    /// May be called again on a caps change (new init segment, discontinuity).
+    pub fn configure(&self, rendition: &str, codec: CodecConfig) -> Result<(), PackagerError> {
+        let (published, kind) =
+            self.with_track(rendition, |t, _| t.configure(codec, Instant::now()))?;
+        record(kind, Ok(published));
+        // Readiness (multivariant) depends on configuration: always wake waiters.
+        self.stream.notify();
+        Ok(())
+    }
+
+    /// Add one encoded sample to a rendition.
+    pub fn push(&self, rendition: &str, sample: Sample) -> Result<(), PackagerError> {
+        let (published, kind) = self.with_track(rendition, |t, anchor| {
+            let a = *anchor.get_or_insert(WallAnchor {
+                wall: SystemTime::now(),
+                pts_ns: sample.pts_ns,
+            });
+            t.push(sample, &a, Instant::now())
+        })?;
+        if published.any() {
+            record(kind, Ok(published));
+            self.stream.notify();
+        }
+        Ok(())
+    }
+
+    /// The publisher has gone: flush the pending part/segment (it becomes final). Playlists stay
+    /// live (no ENDLIST) so a reconnect can continue; [`Origin::finish`] ends them.
+    pub fn end(self) {
+        // The work happens in Drop.
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        {
+            let mut st = self.stream.state.lock();
+            if st.session != self.session || st.removed {
+                return;
+            }
+            st.publishing = false;
+            for t in st.tracks.iter_mut() {
+                if t.state() == TrackState::Live {
+                    let r = t.end_session(now);
+                    record(t.kind(), r);
+                }
+            }
+        }
+        self.stream.notify();
+        tracing::info!(playback_id = %self.playback_id, session = self.session, "publisher ended");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fmp4::tests::{aac_info, h264_info};
+    use crate::track::tests::{audio_plan, video_plan, video_sample};
+
+    fn origin() -> Origin {
+        Origin::new(PackagerConfig::default())
+    }
+
+    #[test]
+    fn handles_are_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Origin>();
+        assert_send_sync::<StreamHandle>();
+    }
+
+    #[test]
+    fn push_checks_plan_and_session() {
+        let o = origin();
+        let h = o.publish("s1", vec![video_plan("720p")]);
+        assert!(matches!(
+            h.configure("nope", h264_info().config),
+            Err(PackagerError::UnknownRendition(_))
+        ));
+        assert!(matches!(
+            h.push("720p", video_sample(0, None)),
+            Err(PackagerError::NotConfigured(_))
+        ));
+        h.configure("720p", h264_info().config).unwrap();
+        h.push("720p", video_sample(0, None)).unwrap();
+        // A second publish takes over; the old handle is stale.
+        let h2 = o.publish("s1", vec![video_plan("720p")]);
+        assert!(matches!(
+            h.push("720p", video_sample(1, None)),
+            Err(PackagerError::SessionEnded)
+        ));
+        drop(h); // must not disturb h2's session
+        assert!(o.streams()[0].publishing);
+        h2.end();
+        assert!(!o.streams()[0].publishing);
+    }
+
+    #[test]
+    fn continue_keeps_numbering_and_retires_renditions() {
+        let o = origin();
+        let h = o.publish("s", vec![video_plan("720p"), audio_plan()]);
+        h.configure("720p", h264_info().config).unwrap();
+        h.configure("audio", aac_info().config).unwrap();
+        for i in 0..130 {
+            h.push("720p", video_sample(i, None)).unwrap();
+        }
+        h.end();
+        let before = o.streams();
+        assert_eq!(before[0].renditions[0].msn, Some(2));
+        let h = o.publish("s", vec![video_plan("720p")]);
+        h.configure("720p", h264_info().config).unwrap();
+        // 65 frames: segment 3 complete (frames 0..59), segment 4 still building its first part.
+        for i in 0..65 {
+            h.push("720p", video_sample(i, None)).unwrap();
+        }
+        let s = &o.streams()[0];
+        assert_eq!(s.renditions.len(), 1);
+        assert_eq!(s.renditions[0].msn, Some(3));
+        let st = o.stream("s").unwrap();
+        let st = st.state.lock();
+        assert_eq!(st.track("audio").unwrap().state(), TrackState::Ended);
+        let pl = st.track("720p").unwrap().playlist(vec![]);
+        let seg3 = pl.segments.iter().find(|s| s.msn == 3).unwrap();
+        assert!(seg3.discontinuity);
+        assert_eq!(seg3.map_uri, "init.mp4");
+    }
+
+    #[test]
+    fn finish_then_expire_and_republish_continues_numbering() {
+        let o = Origin::new(PackagerConfig {
+            ended_retention: std::time::Duration::ZERO,
+            ..PackagerConfig::default()
+        });
+        let h = o.publish("s", vec![video_plan("720p")]);
+        h.configure("720p", h264_info().config).unwrap();
+        for i in 0..70 {
+            h.push("720p", video_sample(i, None)).unwrap();
+        }
+        o.finish("s");
+        assert!(matches!(
+            h.push("720p", video_sample(70, None)),
+            Err(PackagerError::SessionEnded)
+        ));
+        // Retention zero: gone at once.
+        assert!(o.streams().is_empty());
+        assert!(o.continuation("s").is_none());
+        drop(h);
+        let o2 = origin();
+        let h = o2.publish("s", vec![video_plan("720p")]);
+        h.configure("720p", h264_info().config).unwrap();
+        h.push("720p", video_sample(0, None)).unwrap();
+        o2.finish("s");
+        let h = o2.publish("s", vec![video_plan("720p")]);
+        let c = o2.continuation("s").unwrap();
+        assert_eq!(c.renditions[0].next_msn, 1);
+        assert_eq!(c.renditions[0].next_init_id, 1);
+        drop(h);
+    }
+}

@@ -1,0 +1,916 @@
+//! HTTP glue: [`Origin::handle`] answers one request from memory, [`Origin::serve`] runs
+//! HTTP/1.1 and HTTP/2 cleartext (h2c, via `hyper_util::server::conn::auto`) until shutdown.
+//!
+//! URLs: `/live/{pid}/index.m3u8` (multivariant), `/live/{pid}/{rendition}/index.m3u8` (media,
+//! with `_HLS_msn`, `_HLS_part`, `_HLS_skip`), `init.mp4` / `init{N}.mp4`, `seg{msn}.m4s`,
+//! `part{msn}.{idx}.m4s`. What is answered is decided by the pure `request` module; this module
+//! only waits (on the stream's watch channel, with the timeouts below), renders and adds headers.
+//!
+//! Caching (comments on the constants say why): playlists without directives are `no-cache`;
+//! blocking responses (with `_HLS_msn`) may be cached briefly since their URL names a point in
+//! the stream; init segments, parts and segments never change once published and are cacheable
+//! for long. Errors are `no-store`. Every response carries `Access-Control-Allow-Origin: *`.
+//!
+//! Caveat: a stream removed and published again under the same ID restarts its numbering; with
+//! long-lived caches in front, URLs of the old stream may then be served stale for
+//! [`MEDIA_MAX_AGE`] (streams that are merely finished and re-published continue numbering).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+
+use crate::metrics;
+use crate::origin::{Origin, Stream, StreamState};
+use crate::playlist::{self, AudioMedia, RenditionReport, Variant};
+use crate::request::{self, HlsQuery, Position, Readiness, Route};
+use crate::track::{Track, TrackState};
+use crate::RenditionKind;
+
+/// Blocking playlist reloads and preload-hint part requests give up after this many target
+/// durations with a 503 (the spec suggests three).
+pub(crate) const BLOCKING_TIMEOUT_TARGET_DURATIONS: u32 = 3;
+
+/// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
+/// point in the stream that any later playlist also satisfies, so a CDN may answer identical
+/// requests from many clients with it for a short while; short, so late joiners of that URL
+/// still get a reasonably fresh window.
+pub(crate) const BLOCKING_RESPONSE_MAX_AGE: Duration = Duration::from_secs(6);
+
+/// Cache lifetime of init segments, parts and segments: immutable once published; one hour
+/// covers any DVR-less live use while bounding the republish-after-remove caveat above.
+pub(crate) const MEDIA_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// Retry-After of a 503: a client should try again about one segment later.
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long browsers may cache a CORS preflight answer.
+pub(crate) const CORS_MAX_AGE: Duration = Duration::from_secs(86_400);
+
+/// How often `serve` removes streams whose retention after `finish` has passed.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// After `shutdown`, how long in-flight requests (including blocked ones) may still finish.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// HTTP/1 clients must send their request headers within this time (slowloris guard).
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Back-off after a failed `accept` (e.g. out of file descriptors) before trying again.
+pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+const INIT_TYPE: &str = "video/mp4";
+const SEGMENT_TYPE: &str = "video/iso.segment";
+const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
+
+type Body = Full<Bytes>;
+
+/// A response with a body, content type and cache policy.
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    cache: HeaderValue,
+    body: Bytes,
+) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, cache);
+    r
+}
+
+fn max_age(d: Duration, immutable: bool) -> HeaderValue {
+    let v = if immutable {
+        format!("public, max-age={}, immutable", d.as_secs())
+    } else {
+        format!("public, max-age={}", d.as_secs())
+    };
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
+fn error(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
+    let mut text: String = reason.into();
+    text.push('\n');
+    let mut r = reply(
+        status,
+        "text/plain; charset=utf-8",
+        HeaderValue::from_static("no-store"),
+        Bytes::from(text),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER.as_secs()),
+        );
+    }
+    r
+}
+
+fn not_found() -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "not found")
+}
+
+fn media(content_type: &'static str, body: Bytes) -> Response<Body> {
+    reply(
+        StatusCode::OK,
+        content_type,
+        max_age(MEDIA_MAX_AGE, true),
+        body,
+    )
+}
+
+/// Wait until `check` returns `Some`, the stream changes being signalled on its watch channel,
+/// or `deadline` passes (then `check` runs once more). `check` also gets the change generation
+/// read before the state was locked (the state is at least that new).
+async fn wait_for<T>(
+    stream: &Stream,
+    deadline: tokio::time::Instant,
+    mut check: impl FnMut(&StreamState, u64) -> Option<T>,
+) -> Option<T> {
+    let mut rx = stream.changed.subscribe();
+    loop {
+        let generation = *rx.borrow_and_update();
+        if let Some(v) = check(&stream.state.lock(), generation) {
+            return Some(v);
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => {
+                let generation = *rx.borrow();
+                return check(&stream.state.lock(), generation);
+            }
+        }
+    }
+}
+
+/// The rendered playlist of `rendition` for `generation`, from the stream's cache if there.
+fn cached_playlist(
+    stream: &Stream,
+    st: &StreamState,
+    t: &Track,
+    skip: bool,
+    generation: u64,
+) -> Bytes {
+    let key = (t.name().to_string(), skip);
+    let mut cache = stream.playlists.lock();
+    if let Some((g, text)) = cache.get(&key) {
+        if *g == generation {
+            return text.clone();
+        }
+    }
+    let text = Bytes::from(playlist::render_media(
+        &t.playlist(reports(st, t.name())),
+        skip,
+    ));
+    cache.insert(key, (generation, text.clone()));
+    text
+}
+
+/// Time limit of a blocking request on a track.
+fn blocking_deadline(track: Option<&Track>) -> tokio::time::Instant {
+    let td = track.map_or(1, Track::target_duration);
+    let secs = td.saturating_mul(u64::from(BLOCKING_TIMEOUT_TARGET_DURATIONS));
+    tokio::time::Instant::now() + Duration::from_secs(secs)
+}
+
+fn position(t: &Track) -> Position {
+    Position {
+        last_part: t.last_part(),
+        last_complete: t.last_complete_msn(),
+        next_msn: t.next_msn(),
+        ended: t.state() == TrackState::Ended,
+    }
+}
+
+/// Rendition reports for every rendition of the plan but `except`.
+fn reports(st: &StreamState, except: &str) -> Vec<RenditionReport> {
+    st.plan_tracks()
+        .filter(|t| t.name() != except)
+        .filter_map(|t| {
+            let (last_msn, last_part) = t.last_part()?;
+            Some(RenditionReport {
+                uri: format!("../{}/index.m3u8", t.name()),
+                last_msn,
+                last_part,
+            })
+        })
+        .collect()
+}
+
+fn ready(t: &Track) -> bool {
+    t.codec().is_some() && t.last_part().is_some()
+}
+
+/// BANDWIDTH (peak, at least nominal) and AVERAGE-BANDWIDTH (measured) of a track.
+fn bandwidth(t: &Track) -> (u64, Option<u64>) {
+    let nominal = t.plan().bandwidth;
+    match t.measured_bitrate() {
+        Some((peak, avg)) => (nominal.max(peak), Some(avg)),
+        None => (nominal, None),
+    }
+}
+
+/// The multivariant playlist of the ready renditions, or `None` if none is ready.
+fn multivariant(st: &StreamState) -> Option<String> {
+    let ready: Vec<&Track> = st.plan_tracks().filter(|t| ready(t)).collect();
+    let audio: Vec<&Track> = ready
+        .iter()
+        .copied()
+        .filter(|t| t.kind() == RenditionKind::Audio)
+        .collect();
+    let video: Vec<&Track> = ready
+        .iter()
+        .copied()
+        .filter(|t| t.kind() == RenditionKind::Video)
+        .collect();
+    let group = "audio";
+    let audio_media: Vec<AudioMedia> = audio
+        .iter()
+        .enumerate()
+        .map(|(i, t)| AudioMedia {
+            group: group.to_string(),
+            name: t.name().to_string(),
+            uri: format!("{}/index.m3u8", t.name()),
+            default: i == 0,
+            channels: t.codec().and_then(|c| c.channels()),
+        })
+        .collect();
+    let main_audio = audio.first().copied();
+    let (audio_bw, audio_avg) = main_audio.map_or((0, Some(0)), bandwidth);
+    let audio_codec = main_audio
+        .and_then(|t| t.codec())
+        .map(|c| c.codec_string.clone());
+    let mut variants: Vec<Variant> = video
+        .iter()
+        .filter_map(|t| {
+            let c = t.codec()?;
+            let (bw, avg) = bandwidth(t);
+            let codecs = match &audio_codec {
+                Some(a) => format!("{},{a}", c.codec_string),
+                None => c.codec_string.clone(),
+            };
+            Some(Variant {
+                uri: format!("{}/index.m3u8", t.name()),
+                bandwidth: bw + audio_bw,
+                average_bandwidth: avg.zip(audio_avg).map(|(v, a)| v + a),
+                codecs,
+                resolution: c.resolution(),
+                frame_rate: c.frame_rate(),
+                audio_group: main_audio.map(|_| group.to_string()),
+            })
+        })
+        .collect();
+    let audio_media = if variants.is_empty() {
+        // Audio-only stream: the audio renditions are the variants.
+        variants = audio
+            .iter()
+            .filter_map(|t| {
+                let c = t.codec()?;
+                let (bw, avg) = bandwidth(t);
+                Some(Variant {
+                    uri: format!("{}/index.m3u8", t.name()),
+                    bandwidth: bw,
+                    average_bandwidth: avg,
+                    codecs: c.codec_string.clone(),
+                    resolution: None,
+                    frame_rate: None,
+                    audio_group: None,
+                })
+            })
+            .collect();
+        Vec::new()
+    } else {
+        audio_media
+    };
+    (!variants.is_empty()).then(|| playlist::render_multivariant(&variants, &audio_media))
+}
+
+impl Origin {
+    /// Handle one HTTP request (routing in the module docs). The returned future does not
+    /// borrow `self` or the request and is `Send`, so it can be spawned; it may wait (blocking
+    /// playlist reload, preload-hint parts, first parts of a new stream) up to its timeouts.
+    pub fn handle<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
+        let origin = self.clone();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        drop(req);
+        async move { origin.respond(method, uri).await }
+    }
+
+    async fn respond(self, method: Method, uri: Uri) -> Response<Body> {
+        let head = method == Method::HEAD;
+        let route = request::route(uri.path());
+        let kind = route.as_ref().map_or("other", Route::kind);
+        let mut resp = if method == Method::OPTIONS {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            let h = r.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(ALLOWED_METHODS),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("*"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from(CORS_MAX_AGE.as_secs()),
+            );
+            r
+        } else if method != Method::GET && !head {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS));
+            r
+        } else {
+            match route {
+                None => not_found(),
+                Some(route) => self.route(route, uri.query()).await,
+            }
+        };
+        metrics::http_request(kind, resp.status().as_u16());
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        if head {
+            // Same headers as GET, including the length of the body that is not sent.
+            let n = hyper::body::Body::size_hint(resp.body())
+                .exact()
+                .unwrap_or(0);
+            let (mut parts, _) = resp.into_parts();
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            resp = Response::from_parts(parts, Full::new(Bytes::new()));
+        }
+        resp
+    }
+
+    async fn route(&self, route: Route<'_>, query: Option<&str>) -> Response<Body> {
+        let Some(stream) = self.stream(route.pid()) else {
+            return not_found();
+        };
+        match route {
+            Route::Multivariant { .. } => self.multivariant(&stream).await,
+            Route::Media { rendition, .. } => match request::parse_query(query) {
+                Ok(q) => self.media_playlist(&stream, rendition, q).await,
+                Err(reason) => error(StatusCode::BAD_REQUEST, reason),
+            },
+            Route::Init { rendition, id, .. } => {
+                let st = stream.state.lock();
+                match st.track(rendition).and_then(|t| t.init(id)) {
+                    Some(b) => media(INIT_TYPE, b),
+                    None => not_found(),
+                }
+            }
+            Route::Segment { rendition, msn, .. } => {
+                let st = stream.state.lock();
+                match st.track(rendition).and_then(|t| t.segment(msn)) {
+                    Some(b) => media(SEGMENT_TYPE, b),
+                    None => not_found(),
+                }
+            }
+            Route::Part {
+                rendition,
+                msn,
+                part,
+                ..
+            } => self.part(&stream, rendition, msn, part).await,
+        }
+    }
+
+    async fn multivariant(&self, stream: &Stream) -> Response<Body> {
+        let deadline = tokio::time::Instant::now() + self.inner.cfg.ready_timeout;
+        let removed = wait_for(stream, deadline, |st, _| {
+            if st.removed {
+                Some(true)
+            } else if st.finished_at.is_some() || st.plan_tracks().all(ready) {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .await;
+        let st = stream.state.lock();
+        if removed == Some(true) || st.removed {
+            return not_found();
+        }
+        match multivariant(&st) {
+            Some(text) => reply(
+                StatusCode::OK,
+                PLAYLIST_TYPE,
+                HeaderValue::from_static("no-cache"),
+                Bytes::from(text),
+            ),
+            None => error(StatusCode::SERVICE_UNAVAILABLE, "no rendition is ready yet"),
+        }
+    }
+
+    async fn media_playlist(
+        &self,
+        stream: &Stream,
+        rendition: &str,
+        q: HlsQuery,
+    ) -> Response<Body> {
+        enum Outcome {
+            Render(Bytes),
+            BadRequest(String),
+            NotFound,
+        }
+        let deadline = {
+            let st = stream.state.lock();
+            match st.track(rendition) {
+                None => return not_found(),
+                // Blocking reload: a few target durations.
+                Some(t) if q.msn.is_some() => blocking_deadline(Some(t)),
+                // A plain request before the first part waits like the multivariant playlist.
+                Some(_) => tokio::time::Instant::now() + self.inner.cfg.ready_timeout,
+            }
+        };
+        let outcome = wait_for(stream, deadline, |st, generation| {
+            if st.removed {
+                return Some(Outcome::NotFound);
+            }
+            let Some(t) = st.track(rendition) else {
+                return Some(Outcome::NotFound);
+            };
+            let ended = t.state() == TrackState::Ended;
+            match request::playlist_readiness(&q, &position(t)) {
+                Readiness::BadRequest(r) => Some(Outcome::BadRequest(r)),
+                Readiness::NotFound => Some(Outcome::NotFound),
+                Readiness::Wait => None,
+                Readiness::Ready if t.last_part().is_none() && !ended => None,
+                Readiness::Ready => Some(Outcome::Render(cached_playlist(
+                    stream, st, t, q.skip, generation,
+                ))),
+            }
+        })
+        .await;
+        match outcome {
+            Some(Outcome::Render(text)) => {
+                let cache = if q.msn.is_some() {
+                    max_age(BLOCKING_RESPONSE_MAX_AGE, false)
+                } else {
+                    HeaderValue::from_static("no-cache")
+                };
+                reply(StatusCode::OK, PLAYLIST_TYPE, cache, text)
+            }
+            Some(Outcome::BadRequest(r)) => error(StatusCode::BAD_REQUEST, r),
+            Some(Outcome::NotFound) => not_found(),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timed out waiting for the requested media",
+            ),
+        }
+    }
+
+    async fn part(&self, stream: &Stream, rendition: &str, msn: u64, part: u32) -> Response<Body> {
+        let deadline = blocking_deadline(stream.state.lock().track(rendition));
+        let found = wait_for(stream, deadline, |st, _| {
+            if st.removed {
+                return Some(None);
+            }
+            let t = match st.track(rendition) {
+                Some(t) => t,
+                None => return Some(None),
+            };
+            let bytes = t.part(msn, part);
+            match request::part_readiness((msn, part), bytes.is_some(), t.next_part_position()) {
+                Readiness::Ready => Some(bytes),
+                Readiness::Wait => None,
+                Readiness::BadRequest(_) | Readiness::NotFound => Some(None),
+            }
+        })
+        .await;
+        match found {
+            Some(Some(b)) => media(SEGMENT_TYPE, b),
+            Some(None) => not_found(),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timed out waiting for the part",
+            ),
+        }
+    }
+
+    /// Serve HTTP/1.1 and HTTP/2 (h2c) on `listener` until `shutdown` resolves; then stop
+    /// accepting and give in-flight requests up to `SHUTDOWN_GRACE` (5 s) to finish.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        let graceful = GracefulShutdown::new();
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = sweep.tick() => self.sweep(Instant::now()),
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(v) => v,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                            continue;
+                        }
+                    };
+                    let _ = tcp.set_nodelay(true);
+                    let origin = self.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        let fut = origin.handle(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(tcp), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+            }
+        }
+        drop(listener);
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::warn!("shutdown grace elapsed with connections still open");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fmp4::tests::{aac_info, h264_info};
+    use crate::playlist::tests::attr;
+    use crate::track::tests::{audio_plan, audio_sample, video_plan, video_sample};
+    use crate::{PackagerConfig, StreamHandle};
+    use http_body_util::BodyExt;
+
+    fn get(path: &str) -> Request<()> {
+        Request::builder().uri(path).body(()).unwrap()
+    }
+
+    async fn bytes(r: Response<Body>) -> Bytes {
+        r.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    async fn body(r: Response<Body>) -> String {
+        String::from_utf8_lossy(&bytes(r).await).into_owned()
+    }
+
+    /// Small targets so blocking tests are fast: 100 ms parts, 1 s segments.
+    fn fast_origin() -> Origin {
+        Origin::new(PackagerConfig {
+            part_target: Duration::from_millis(100),
+            segment_target: Duration::from_secs(1),
+            window_segments: 6,
+            ended_retention: Duration::from_secs(60),
+            ready_timeout: Duration::from_millis(300),
+        })
+    }
+
+    fn started(o: &Origin, frames: u64) -> StreamHandle {
+        let h = o.publish(
+            "abc",
+            vec![video_plan("720p"), video_plan("360p"), audio_plan()],
+        );
+        h.configure("720p", h264_info().config).unwrap();
+        h.configure("360p", h264_info().config).unwrap();
+        h.configure("audio", aac_info().config).unwrap();
+        for i in 0..frames {
+            h.push("720p", video_sample(i, None)).unwrap();
+            h.push("360p", video_sample(i, None)).unwrap();
+        }
+        for i in 0..(frames * 48_000 / 1024 / 30) {
+            h.push("audio", audio_sample(i)).unwrap();
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn methods_cors_and_not_found() {
+        let o = fast_origin();
+        let _h = started(&o, 40);
+        let r = o
+            .handle(
+                Request::builder()
+                    .method("POST")
+                    .uri("/live/abc/index.m3u8")
+                    .body(())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], ALLOWED_METHODS);
+        let r = o
+            .handle(
+                Request::builder()
+                    .method("OPTIONS")
+                    .uri("/live/abc/index.m3u8")
+                    .body(())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(r.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap()
+            .contains("GET"));
+        for p in [
+            "/live/nope/index.m3u8",
+            "/live/abc/1080p/index.m3u8",
+            "/live/abc/720p/seg99.m4s",
+            "/live/abc/720p/init5.mp4",
+            "/live/abc/720p/part0.99.m4s",
+            "/elsewhere",
+        ] {
+            let r = o.handle(get(p)).await;
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{p}");
+            assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        }
+        let r = o.handle(get("/live/abc/720p/init.mp4")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], INIT_TYPE);
+        assert!(r.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("max-age=3600"));
+        let head = o
+            .handle(
+                Request::builder()
+                    .method("HEAD")
+                    .uri("/live/abc/720p/init.mp4")
+                    .body(())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(head.status(), StatusCode::OK);
+        let len: usize = head.headers()[header::CONTENT_LENGTH]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, bytes(r).await.len());
+        assert_eq!(bytes(head).await.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn multivariant_lists_ready_renditions() {
+        let o = fast_origin();
+        let _h = started(&o, 40);
+        let r = o.handle(get("/live/abc/index.m3u8")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], PLAYLIST_TYPE);
+        let text = body(r).await;
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&"#EXT-X-INDEPENDENT-SEGMENTS"));
+        assert!(lines.iter().any(|l| l.starts_with(
+            "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES"
+        ) && l.ends_with("URI=\"audio/index.m3u8\"")));
+        let infs: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
+            .collect();
+        assert_eq!(infs.len(), 2);
+        assert_eq!(attr(infs[0], "CODECS"), Some("avc1.64001f,mp4a.40.2"));
+        assert_eq!(attr(infs[0], "BANDWIDTH"), Some("2128000"));
+        assert_eq!(attr(infs[0], "RESOLUTION"), Some("1280x720"));
+        assert_eq!(attr(infs[0], "FRAME-RATE"), Some("30.000"));
+        assert_eq!(attr(infs[0], "AUDIO"), Some("audio"));
+        assert!(text.contains("\n720p/index.m3u8\n"));
+        assert!(text.contains("\n360p/index.m3u8\n"));
+    }
+
+    #[tokio::test]
+    async fn multivariant_waits_then_503_when_nothing_ready() {
+        let o = fast_origin();
+        let _h = o.publish("abc", vec![video_plan("720p")]);
+        let t = Instant::now();
+        let r = o.handle(get("/live/abc/index.m3u8")).await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        assert!(t.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[tokio::test]
+    async fn media_playlist_has_ll_hls_tags() {
+        let o = fast_origin();
+        let _h = started(&o, 100);
+        let r = o.handle(get("/live/abc/720p/index.m3u8")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
+        let text = body(r).await;
+        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.10000"));
+        assert!(text.contains("#EXT-X-MAP:URI=\"init.mp4\""));
+        assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"));
+        assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\""));
+        assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\""));
+        assert!(!text.contains("../720p/"));
+        // Every listed part and segment is served.
+        for line in text.lines() {
+            let uri = if line.starts_with("#EXT-X-PART:") {
+                attr(line, "URI").map(str::to_string)
+            } else if !line.starts_with('#') {
+                Some(line.to_string())
+            } else {
+                None
+            };
+            if let Some(uri) = uri {
+                let r = o.handle(get(&format!("/live/abc/720p/{uri}"))).await;
+                assert_eq!(r.status(), StatusCode::OK, "{uri}");
+                assert_eq!(r.headers()[header::CONTENT_TYPE], SEGMENT_TYPE);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn blocking_reload_rules() {
+        let o = fast_origin();
+        let h = started(&o, 40);
+        let r = o.handle(get("/live/abc/720p/index.m3u8?_HLS_part=1")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(body(r).await.contains("_HLS_msn"));
+        let r = o.handle(get("/live/abc/720p/index.m3u8?_HLS_msn=x")).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let (last_msn, last_part) = {
+            let s = o.stream("abc").unwrap();
+            let st = s.state.lock();
+            st.track("720p").unwrap().last_part().unwrap()
+        };
+        let r = o
+            .handle(get(&format!(
+                "/live/abc/720p/index.m3u8?_HLS_msn={}",
+                last_msn + 3
+            )))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        // Already available: immediate, cacheable briefly.
+        let r = o
+            .handle(get(&format!(
+                "/live/abc/720p/index.m3u8?_HLS_msn={last_msn}&_HLS_part={last_part}"
+            )))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "public, max-age=6");
+        // The next part: blocks until pushed.
+        let next = format!(
+            "/live/abc/720p/index.m3u8?_HLS_msn={last_msn}&_HLS_part={}",
+            last_part + 1
+        );
+        let waiter = tokio::spawn(o.handle(get(&next)));
+        let hint = tokio::spawn(o.handle(get(&format!(
+            "/live/abc/720p/part{last_msn}.{}.m4s",
+            last_part + 1
+        ))));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        assert!(!hint.is_finished());
+        // Push from a plain thread, as GStreamer would.
+        let pushed = std::thread::spawn(move || {
+            for i in 40..60 {
+                h.push("720p", video_sample(i, None)).unwrap();
+            }
+            h
+        })
+        .join()
+        .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = body(r).await;
+        assert!(text.contains(&format!("part{last_msn}.{}.m4s", last_part + 1)));
+        let r = tokio::time::timeout(Duration::from_secs(2), hint)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(!body(r).await.is_empty());
+        drop(pushed);
+    }
+
+    #[tokio::test]
+    async fn blocking_reload_times_out_with_503() {
+        let o = fast_origin();
+        let _h = started(&o, 40);
+        let (m, p) = {
+            let s = o.stream("abc").unwrap();
+            let st = s.state.lock();
+            st.track("720p").unwrap().last_part().unwrap()
+        };
+        let t = Instant::now();
+        let r = o
+            .handle(get(&format!(
+                "/live/abc/720p/index.m3u8?_HLS_msn={}&_HLS_part={}",
+                m + 1,
+                p
+            )))
+            .await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // 3 x target duration (1 s).
+        assert!(t.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn finish_unblocks_and_adds_endlist() {
+        let o = fast_origin();
+        let h = started(&o, 40);
+        let (m, _) = {
+            let s = o.stream("abc").unwrap();
+            let st = s.state.lock();
+            st.track("720p").unwrap().last_part().unwrap()
+        };
+        let waiter = tokio::spawn(o.handle(get(&format!(
+            "/live/abc/720p/index.m3u8?_HLS_msn={}",
+            m + 1
+        ))));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        h.end();
+        o.finish("abc");
+        let r = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let text = body(r).await;
+        assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"));
+        assert!(!text.contains("PRELOAD-HINT"));
+        o.remove("abc");
+        let r = o.handle(get("/live/abc/720p/index.m3u8")).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn serve_http1_and_h2c() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let o = fast_origin();
+        let _h = started(&o, 40);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(o.clone().serve(listener, async move {
+            let _ = rx.await;
+        }));
+        // HTTP/1.1
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"GET /live/abc/720p/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("#EXT-X-TARGETDURATION:1"));
+        // HTTP/2 with prior knowledge (h2c).
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(format!("http://{addr}/live/abc/720p/init.mp4"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let r = sender.send_request(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.version(), http::Version::HTTP_2);
+        let _ = tx.send(());
+        tokio::time::timeout(Duration::from_secs(7), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -1,0 +1,1045 @@
+//! One rendition's media timeline: samples in, a sliding window of parts and segments out.
+//!
+//! Entry points: [`Track::configure`] (codec parameters → init segment version),
+//! [`Track::push`] (one sample; returns what got published), [`Track::flush`] (the publisher
+//! went away or the codec changed: the pending sample, part and segment become final),
+//! [`Track::begin_session`] (a new publisher continues the same playlist after a
+//! discontinuity), [`Track::finish`] (EXT-X-ENDLIST), and the read side used by the HTTP
+//! layer ([`Track::playlist`], [`Track::part`], [`Track::segment`], [`Track::init`], positions).
+//!
+//! Pure: no IO, no clocks; callers pass `now` (for latency accounting) and the wall-clock
+//! anchor of the publish session (for EXT-X-PROGRAM-DATE-TIME).
+//!
+//! Timing: timestamps are converted to ticks of the track timescale; a sample's duration is
+//! the next sample's DTS minus its own, so one sample per track is buffered (on flush the last
+//! sample reuses the previous duration). A jump of more than [`MAX_SAMPLE_DURATION`] between
+//! two DTS is treated as a gap: the sample before it keeps the previous duration and the next
+//! sample starts a new part whose `tfdt` carries the jump.
+//!
+//! Caveat: EXT-X-TARGETDURATION starts at ceil(segment_target) and grows to cover the longest
+//! segment seen (rounded), so a source whose keyframe interval exceeds the segment target makes
+//! longer segments and a larger target duration; it never shrinks within a stream.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::{self, CodecInfo};
+use crate::cutter::{
+    CutSample, Cutter, CutterConfig, End, Lookahead, Placement, SegmentMode, Start,
+};
+use crate::fmp4::{self, FragSample};
+use crate::playlist::{MediaPlaylist, PartEntry, RenditionReport, SegmentEntry};
+use crate::{CodecConfig, PackagerError, RenditionKind, RenditionPlan, Sample};
+
+/// A keyframe up to this long before the segment target still ends the segment: absorbs
+/// timestamp rounding and jitter, small enough never to merge two real keyframes.
+pub(crate) const SEGMENT_CUT_TOLERANCE: Duration = Duration::from_millis(10);
+
+/// A segment is cut even without a keyframe once it reaches this length (but never below
+/// twice the segment target): bounds memory per segment and the target duration when a source
+/// sends no keyframes.
+pub(crate) const MAX_SEGMENT_DURATION: Duration = Duration::from_secs(30);
+
+/// A DTS step longer than this is a gap in the source, not a sample duration (no live video
+/// or audio frame lasts a second).
+pub(crate) const MAX_SAMPLE_DURATION: Duration = Duration::from_secs(1);
+
+/// Parts stay listed (EXT-X-PART) for segments ending within this many target durations of
+/// the playlist end (the spec's minimum is three).
+pub(crate) const PART_LIST_TARGET_DURATIONS: u64 = 3;
+
+/// Fallback duration of a lone video sample when neither a previous duration nor the frame
+/// rate is known: one frame at this rate (the most common live frame rate).
+const FALLBACK_FRAME_RATE: u32 = 30;
+
+/// Samples per AAC-LC frame: the fallback duration of a lone audio sample.
+const AAC_FRAME_SAMPLES: u64 = 1024;
+
+/// Wall-clock time of a media time, fixed at the first sample of a publish session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WallAnchor {
+    /// Wall clock when the first sample arrived.
+    pub wall: SystemTime,
+    /// That sample's PTS (ns).
+    pub pts_ns: u64,
+}
+
+impl WallAnchor {
+    /// The wall-clock time of `pts_ns`.
+    pub fn at(&self, pts_ns: u64) -> SystemTime {
+        if pts_ns >= self.pts_ns {
+            self.wall + Duration::from_nanos(pts_ns - self.pts_ns)
+        } else {
+            self.wall
+                .checked_sub(Duration::from_nanos(self.pts_ns - pts_ns))
+                .unwrap_or(self.wall)
+        }
+    }
+}
+
+/// Whether the track is being fed, waiting for a publisher, or over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TrackState {
+    /// A publisher feeds it.
+    Live,
+    /// The publisher left; the playlist stays live (no ENDLIST) for a reconnect.
+    Idle,
+    /// EXT-X-ENDLIST.
+    Ended,
+}
+
+/// Packaging parameters of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TrackConfig {
+    /// Upper bound of a part.
+    pub part_target: Duration,
+    /// Nominal segment duration.
+    pub segment_target: Duration,
+    /// Complete segments kept.
+    pub window_segments: usize,
+}
+
+/// Numbering carried over from an earlier instance of the same rendition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct TrackStart {
+    /// First media sequence number.
+    pub msn: u64,
+    /// Discontinuity sequence number of the first segment.
+    pub discontinuity_sequence: u64,
+    /// First init version number.
+    pub init_id: u32,
+    /// Whether the first segment follows a discontinuity.
+    pub discontinuity: bool,
+}
+
+/// A published part.
+#[derive(Debug, Clone)]
+pub(crate) struct Part {
+    /// Duration, ticks.
+    pub duration: u64,
+    /// Starts with a sync sample.
+    pub independent: bool,
+    /// moof + mdat.
+    pub data: Bytes,
+}
+
+/// A segment, complete or in progress.
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    /// Media sequence number.
+    pub msn: u64,
+    /// Its parts so far.
+    pub parts: Vec<Part>,
+    /// Sum of the parts' durations, ticks.
+    pub duration: u64,
+    /// All parts' bytes, once complete.
+    pub data: Option<Bytes>,
+    /// Preceded by EXT-X-DISCONTINUITY.
+    pub discontinuity: bool,
+    /// Init version it needs.
+    pub init_id: u32,
+    /// Wall-clock time of its first sample.
+    pub pdt: Option<SystemTime>,
+}
+
+/// What a push or flush published.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Published {
+    /// Parts completed.
+    pub parts: u32,
+    /// Segments completed.
+    pub segments: u32,
+    /// For each completed sample with an arrival time: publish time minus arrival.
+    pub latencies: Vec<Duration>,
+}
+
+impl Published {
+    fn merge(&mut self, other: Published) {
+        self.parts += other.parts;
+        self.segments += other.segments;
+        self.latencies.extend(other.latencies);
+    }
+
+    /// Whether anything became visible.
+    pub fn any(&self) -> bool {
+        self.parts > 0 || self.segments > 0
+    }
+}
+
+/// The buffered sample, waiting for its successor's DTS.
+#[derive(Debug, Clone)]
+struct Pending {
+    dts: u64,
+    pts: u64,
+    pts_ns: u64,
+    dts_ns: u64,
+    keyframe: bool,
+    gap_before: bool,
+    data: Bytes,
+    arrival: Option<Instant>,
+}
+
+/// The part being assembled.
+#[derive(Debug)]
+struct PartBuilder {
+    base_dts: u64,
+    duration: u64,
+    independent: bool,
+    samples: Vec<FragSample>,
+    payload: Vec<u8>,
+    arrivals: Vec<Instant>,
+}
+
+/// One rendition; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Track {
+    plan: RenditionPlan,
+    cfg: TrackConfig,
+    codec: Option<CodecInfo>,
+    inits: Vec<(u32, Bytes)>,
+    current_init: Option<u32>,
+    next_init_id: u32,
+    cutter: Option<Cutter>,
+    pending: Option<Pending>,
+    last_duration: u64,
+    building: Option<PartBuilder>,
+    open: Option<Segment>,
+    segments: VecDeque<Segment>,
+    next_msn: u64,
+    discontinuity_sequence: u64,
+    pending_discontinuity: bool,
+    longest_segment_secs: u64,
+    fragment_sequence: u32,
+    state: TrackState,
+    parts_total: u64,
+    anchor: Option<WallAnchor>,
+}
+
+impl Track {
+    /// A new track for `plan`, numbered from `start`.
+    pub fn new(plan: RenditionPlan, cfg: TrackConfig, start: TrackStart) -> Self {
+        Self {
+            plan,
+            cfg,
+            codec: None,
+            inits: Vec::new(),
+            current_init: None,
+            next_init_id: start.init_id,
+            cutter: None,
+            pending: None,
+            last_duration: 0,
+            building: None,
+            open: None,
+            segments: VecDeque::new(),
+            next_msn: start.msn,
+            discontinuity_sequence: start.discontinuity_sequence,
+            pending_discontinuity: start.discontinuity,
+            longest_segment_secs: 0,
+            fragment_sequence: 0,
+            state: TrackState::Live,
+            parts_total: 0,
+            anchor: None,
+        }
+    }
+
+    /// The rendition's name.
+    pub fn name(&self) -> &str {
+        &self.plan.name
+    }
+
+    /// The rendition's kind.
+    pub fn kind(&self) -> RenditionKind {
+        self.plan.kind
+    }
+
+    /// The plan it was created with.
+    pub fn plan(&self) -> &RenditionPlan {
+        &self.plan
+    }
+
+    /// Live, idle or ended.
+    pub fn state(&self) -> TrackState {
+        self.state
+    }
+
+    /// Codec information, once configured.
+    pub fn codec(&self) -> Option<&CodecInfo> {
+        self.codec.as_ref()
+    }
+
+    /// Parts published since creation.
+    pub fn parts_total(&self) -> u64 {
+        self.parts_total
+    }
+
+    /// Complete segments in the window.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Next media sequence number to be assigned.
+    pub fn next_msn(&self) -> u64 {
+        self.next_msn
+    }
+
+    /// Next init version number to be assigned.
+    pub fn next_init_id(&self) -> u32 {
+        self.next_init_id
+    }
+
+    /// Discontinuity sequence number of the last segment (for continuation elsewhere).
+    pub fn last_discontinuity_sequence(&self) -> u64 {
+        let tags = self
+            .segments
+            .iter()
+            .chain(self.open.iter())
+            .filter(|s| s.discontinuity)
+            .count();
+        self.discontinuity_sequence + tags as u64
+    }
+
+    /// Set the plan (a new session may change the bandwidth).
+    pub fn set_plan(&mut self, plan: RenditionPlan) {
+        self.plan = plan;
+    }
+
+    /// Set (or change) the codec; a change makes a new init version and a discontinuity.
+    pub fn configure(
+        &mut self,
+        config: CodecConfig,
+        now: Instant,
+    ) -> Result<Published, PackagerError> {
+        if self.state == TrackState::Ended {
+            return Err(PackagerError::SessionEnded);
+        }
+        let info = CodecInfo::new(&self.plan.name, self.plan.kind, config)?;
+        if self.codec.as_ref() == Some(&info) {
+            return Ok(Published::default());
+        }
+        let init = fmp4::init_segment(&info, self.plan.bandwidth)?;
+        let same_init = self
+            .current_init
+            .and_then(|id| self.init(id))
+            .is_some_and(|cur| cur == init);
+        if same_init && self.codec.as_ref().map(|c| c.timescale) == Some(info.timescale) {
+            // Only metadata outside the init changed (e.g. the frame rate): nothing to cut.
+            self.codec = Some(info);
+            return Ok(Published::default());
+        }
+        let mut published = Published::default();
+        if self.codec.is_some() {
+            published = self.flush(now)?;
+            self.pending_discontinuity = true;
+        }
+        let id = self.next_init_id;
+        self.next_init_id = self.next_init_id.wrapping_add(1);
+        self.inits.push((id, init));
+        self.current_init = Some(id);
+        self.cutter = Some(Cutter::new(self.cutter_config(info.timescale)));
+        self.codec = Some(info);
+        self.prune_inits();
+        Ok(published)
+    }
+
+    fn cutter_config(&self, timescale: u32) -> CutterConfig {
+        let max_segment = MAX_SEGMENT_DURATION.max(self.cfg.segment_target * 2);
+        CutterConfig {
+            part_target: codec::duration_to_ticks_floor(self.cfg.part_target, timescale),
+            segment_target: codec::ns_to_ticks(
+                u64::try_from(self.cfg.segment_target.as_nanos()).unwrap_or(u64::MAX),
+                timescale,
+            ),
+            tolerance: codec::duration_to_ticks_floor(SEGMENT_CUT_TOLERANCE, timescale),
+            max_segment: codec::duration_to_ticks_floor(max_segment, timescale),
+            mode: match self.plan.kind {
+                RenditionKind::Video => SegmentMode::Keyframe,
+                RenditionKind::Audio => SegmentMode::Grid,
+            },
+        }
+    }
+
+    /// Add one sample. Non-keyframes before the first keyframe are dropped silently.
+    pub fn push(
+        &mut self,
+        sample: Sample,
+        anchor: &WallAnchor,
+        now: Instant,
+    ) -> Result<Published, PackagerError> {
+        if self.state == TrackState::Ended {
+            return Err(PackagerError::SessionEnded);
+        }
+        let timescale = match &self.codec {
+            Some(c) => c.timescale,
+            None => return Err(PackagerError::NotConfigured(self.plan.name.clone())),
+        };
+        self.state = TrackState::Live;
+        self.anchor = Some(*anchor);
+        let dts = codec::ns_to_ticks(sample.dts_ns, timescale);
+        let pts = codec::ns_to_ticks(sample.pts_ns, timescale);
+        let mut gap = false;
+        let mut published = Published::default();
+        if let Some(prev) = &self.pending {
+            if dts <= prev.dts {
+                return Err(PackagerError::NonMonotonicDts {
+                    rendition: self.plan.name.clone(),
+                    dts_ns: sample.dts_ns,
+                    previous_ns: prev.dts_ns,
+                });
+            }
+            let mut duration = dts - prev.dts;
+            if duration > codec::duration_to_ticks_floor(MAX_SAMPLE_DURATION, timescale) {
+                gap = true;
+                duration = self.fallback_duration();
+            }
+            if let Some(prev) = self.pending.take() {
+                let next = Lookahead {
+                    pts,
+                    keyframe: sample.keyframe,
+                    gap,
+                };
+                published = self.feed(prev, duration, Some(next), anchor, now)?;
+            }
+        }
+        self.pending = Some(Pending {
+            dts,
+            pts,
+            pts_ns: sample.pts_ns,
+            dts_ns: sample.dts_ns,
+            keyframe: sample.keyframe,
+            gap_before: gap,
+            data: sample.data,
+            arrival: sample.arrival,
+        });
+        Ok(published)
+    }
+
+    fn fallback_duration(&self) -> u64 {
+        if self.last_duration > 0 {
+            return self.last_duration;
+        }
+        match &self.codec {
+            Some(c) if self.plan.kind == RenditionKind::Audio => {
+                AAC_FRAME_SAMPLES.min(u64::from(c.timescale))
+            }
+            Some(c) => match c.config {
+                CodecConfig::H264 {
+                    framerate: Some((num, den)),
+                    ..
+                } if num > 0 => u64::from(c.timescale) * u64::from(den) / u64::from(num),
+                _ => u64::from(c.timescale / FALLBACK_FRAME_RATE),
+            },
+            None => 1,
+        }
+        .max(1)
+    }
+
+    /// Place one sample with a known duration.
+    fn feed(
+        &mut self,
+        s: Pending,
+        duration: u64,
+        next: Option<Lookahead>,
+        anchor: &WallAnchor,
+        now: Instant,
+    ) -> Result<Published, PackagerError> {
+        let mut published = Published::default();
+        let cut = CutSample {
+            pts: s.pts,
+            duration,
+            keyframe: s.keyframe,
+            gap_before: s.gap_before,
+        };
+        let placement = match self.cutter.as_mut() {
+            Some(c) => c.push(&cut, next),
+            None => return Err(PackagerError::NotConfigured(self.plan.name.clone())),
+        };
+        let (start, end) = match placement {
+            Placement::Drop => return Ok(published),
+            Placement::Add { start, end } => (start, end),
+        };
+        self.last_duration = duration;
+        match start {
+            Start::Segment => {
+                published.merge(self.close_part(now)?);
+                published.merge(self.close_segment());
+                self.open_segment(anchor.at(s.pts_ns));
+            }
+            Start::Part => published.merge(self.close_part(now)?),
+            Start::Continue => {}
+        }
+        let b = self.building.get_or_insert_with(|| PartBuilder {
+            base_dts: s.dts,
+            duration: 0,
+            independent: s.keyframe,
+            samples: Vec::new(),
+            payload: Vec::new(),
+            arrivals: Vec::new(),
+        });
+        let cts =
+            i64::try_from(s.pts).unwrap_or(i64::MAX) - i64::try_from(s.dts).unwrap_or(i64::MAX);
+        b.samples.push(FragSample {
+            duration: u32::try_from(duration).unwrap_or(u32::MAX),
+            size: u32::try_from(s.data.len()).unwrap_or(u32::MAX),
+            keyframe: s.keyframe,
+            cts: i32::try_from(cts).unwrap_or(if cts < 0 { i32::MIN } else { i32::MAX }),
+        });
+        b.payload.extend_from_slice(&s.data);
+        b.duration += duration;
+        b.arrivals.extend(s.arrival);
+        match end {
+            End::Segment => {
+                published.merge(self.close_part(now)?);
+                published.merge(self.close_segment());
+            }
+            End::Part => published.merge(self.close_part(now)?),
+            End::Open => {}
+        }
+        Ok(published)
+    }
+
+    fn open_segment(&mut self, pdt: SystemTime) {
+        let msn = self.next_msn;
+        self.next_msn += 1;
+        self.open = Some(Segment {
+            msn,
+            parts: Vec::new(),
+            duration: 0,
+            data: None,
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            init_id: self.current_init.unwrap_or(0),
+            pdt: Some(pdt),
+        });
+    }
+
+    fn close_part(&mut self, now: Instant) -> Result<Published, PackagerError> {
+        let mut published = Published::default();
+        let Some(b) = self.building.take() else {
+            return Ok(published);
+        };
+        let Some(open) = self.open.as_mut() else {
+            return Ok(published);
+        };
+        self.fragment_sequence = self.fragment_sequence.wrapping_add(1);
+        let data = fmp4::fragment(
+            self.fragment_sequence,
+            b.base_dts,
+            &b.samples,
+            b.payload,
+            self.plan.kind == RenditionKind::Video,
+        )?;
+        open.parts.push(Part {
+            duration: b.duration,
+            independent: b.independent,
+            data,
+        });
+        open.duration += b.duration;
+        self.parts_total += 1;
+        published.parts = 1;
+        published.latencies = b
+            .arrivals
+            .iter()
+            .map(|a| now.saturating_duration_since(*a))
+            .collect();
+        Ok(published)
+    }
+
+    fn close_segment(&mut self) -> Published {
+        let mut published = Published::default();
+        let Some(mut seg) = self.open.take() else {
+            return published;
+        };
+        if seg.parts.is_empty() {
+            // Nothing was published under this number; reuse it.
+            self.next_msn = seg.msn;
+            self.pending_discontinuity |= seg.discontinuity;
+            return published;
+        }
+        // One buffer for the segment; parts become views into it (no second copy kept).
+        let mut buf = BytesMut::with_capacity(seg.parts.iter().map(|p| p.data.len()).sum());
+        for p in &seg.parts {
+            buf.extend_from_slice(&p.data);
+        }
+        let data = buf.freeze();
+        let mut offset = 0;
+        for p in &mut seg.parts {
+            let len = p.data.len();
+            p.data = data.slice(offset..offset + len);
+            offset += len;
+        }
+        seg.data = Some(data);
+        if let Some(c) = &self.codec {
+            let secs = codec::ticks_to_secs(seg.duration, c.timescale).round() as u64;
+            self.longest_segment_secs = self.longest_segment_secs.max(secs);
+        }
+        self.segments.push_back(seg);
+        published.segments = 1;
+        self.slide_window();
+        published
+    }
+
+    fn slide_window(&mut self) {
+        let keep = self.cfg.window_segments.max(1);
+        let min_ticks = self.target_duration() * PART_LIST_TARGET_DURATIONS * self.timescale();
+        while self.segments.len() > keep {
+            let total: u64 = self.segments.iter().map(|s| s.duration).sum();
+            let front = self.segments.front().map_or(0, |s| s.duration);
+            // The spec wants at least three target durations of segments in a live playlist.
+            if total.saturating_sub(front) < min_ticks {
+                break;
+            }
+            if let Some(old) = self.segments.pop_front() {
+                if old.discontinuity {
+                    self.discontinuity_sequence += 1;
+                }
+            }
+        }
+        self.prune_inits();
+    }
+
+    fn prune_inits(&mut self) {
+        let oldest = self
+            .segments
+            .iter()
+            .chain(self.open.iter())
+            .map(|s| s.init_id)
+            .chain(self.current_init)
+            .min();
+        if let Some(oldest) = oldest {
+            self.inits.retain(|(id, _)| *id >= oldest);
+        }
+    }
+
+    fn timescale(&self) -> u64 {
+        self.codec.as_ref().map_or(1, |c| u64::from(c.timescale))
+    }
+
+    /// The pending sample, part and segment become final (the publisher left or the codec changed).
+    pub fn flush(&mut self, now: Instant) -> Result<Published, PackagerError> {
+        let mut published = Published::default();
+        // `anchor` is always set when a sample is pending (push sets both).
+        if let (Some(p), Some(anchor)) = (self.pending.take(), self.anchor) {
+            let duration = self.fallback_duration();
+            published.merge(self.feed(p, duration, None, &anchor, now)?);
+        }
+        published.merge(self.close_part(now)?);
+        published.merge(self.close_segment());
+        if let Some(c) = self.cutter.as_mut() {
+            c.reset();
+        }
+        Ok(published)
+    }
+
+    /// The publisher left: flush; the playlist stays live for a reconnect.
+    pub fn end_session(&mut self, now: Instant) -> Result<Published, PackagerError> {
+        let published = self.flush(now);
+        if self.state == TrackState::Live {
+            self.state = TrackState::Idle;
+        }
+        published
+    }
+
+    /// A new publisher continues this track: the next segment follows a discontinuity.
+    pub fn begin_session(&mut self, now: Instant) -> Result<Published, PackagerError> {
+        let published = self.flush(now);
+        if self.state != TrackState::Ended {
+            self.state = TrackState::Live;
+        }
+        if self.parts_total > 0 || !self.segments.is_empty() {
+            self.pending_discontinuity = true;
+        }
+        published
+    }
+
+    /// EXT-X-ENDLIST: flush and stop accepting samples.
+    pub fn finish(&mut self, now: Instant) -> Result<Published, PackagerError> {
+        let published = self.flush(now);
+        self.state = TrackState::Ended;
+        published
+    }
+
+    /// EXT-X-TARGETDURATION: ceil(segment target), grown to the longest segment seen.
+    pub fn target_duration(&self) -> u64 {
+        let base = self.cfg.segment_target.as_secs()
+            + u64::from(self.cfg.segment_target.subsec_nanos() > 0);
+        base.max(self.longest_segment_secs).max(1)
+    }
+
+    /// (msn, part index) of the last published part.
+    pub fn last_part(&self) -> Option<(u64, u32)> {
+        let seg = match &self.open {
+            Some(o) if !o.parts.is_empty() => o,
+            _ => self.segments.back()?,
+        };
+        let idx = u32::try_from(seg.parts.len().checked_sub(1)?).unwrap_or(u32::MAX);
+        Some((seg.msn, idx))
+    }
+
+    /// Media sequence number of the last complete segment.
+    pub fn last_complete_msn(&self) -> Option<u64> {
+        self.segments.back().map(|s| s.msn)
+    }
+
+    /// Where the next part will be, if it will continue this playlist without a discontinuity.
+    pub fn next_part_position(&self) -> Option<(u64, u32)> {
+        if self.state == TrackState::Ended || self.codec.is_none() {
+            return None;
+        }
+        match &self.open {
+            Some(o) if o.parts.is_empty() && o.discontinuity => None,
+            Some(o) => Some((o.msn, u32::try_from(o.parts.len()).unwrap_or(u32::MAX))),
+            None if self.pending_discontinuity => None,
+            None => Some((self.next_msn, 0)),
+        }
+    }
+
+    fn find_segment(&self, msn: u64) -> Option<&Segment> {
+        let first = self.segments.front()?.msn;
+        let idx = usize::try_from(msn.checked_sub(first)?).ok()?;
+        self.segments.get(idx).filter(|s| s.msn == msn)
+    }
+
+    /// Bytes of a published part.
+    pub fn part(&self, msn: u64, index: u32) -> Option<Bytes> {
+        let seg = match &self.open {
+            Some(o) if o.msn == msn => o,
+            _ => self.find_segment(msn)?,
+        };
+        seg.parts
+            .get(usize::try_from(index).ok()?)
+            .map(|p| p.data.clone())
+    }
+
+    /// Bytes of a complete segment.
+    pub fn segment(&self, msn: u64) -> Option<Bytes> {
+        self.find_segment(msn)?.data.clone()
+    }
+
+    /// Bytes of an init version.
+    pub fn init(&self, id: u32) -> Option<Bytes> {
+        self.inits
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// Peak and average bit rate over the complete segments in the window.
+    pub fn measured_bitrate(&self) -> Option<(u64, u64)> {
+        let ts = self.timescale();
+        let mut peak = 0u64;
+        let (mut bytes, mut ticks) = (0u64, 0u64);
+        for s in &self.segments {
+            let len = s.data.as_ref().map_or(0, |d| d.len() as u64);
+            if let Some(rate) = (len * 8 * ts).checked_div(s.duration) {
+                peak = peak.max(rate);
+            }
+            bytes += len;
+            ticks += s.duration;
+        }
+        (ticks > 0).then(|| (peak, bytes * 8 * ts / ticks))
+    }
+
+    /// A plain view of the playlist for the renderer.
+    pub fn playlist(&self, reports: Vec<RenditionReport>) -> MediaPlaylist {
+        let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
+        let entry = |s: &Segment, complete: bool| SegmentEntry {
+            msn: s.msn,
+            uri: format!("seg{}.m4s", s.msn),
+            duration: codec::ticks_to_secs(s.duration, ts),
+            complete,
+            parts: s
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| PartEntry {
+                    uri: format!("part{}.{}.m4s", s.msn, i),
+                    duration: codec::ticks_to_secs(p.duration, ts),
+                    independent: p.independent,
+                })
+                .collect(),
+            discontinuity: s.discontinuity,
+            map_uri: init_uri(s.init_id),
+            pdt: s.pdt,
+        };
+        let mut segments: Vec<SegmentEntry> =
+            self.segments.iter().map(|s| entry(s, true)).collect();
+        if let Some(o) = self.open.as_ref().filter(|o| !o.parts.is_empty()) {
+            segments.push(entry(o, false));
+        }
+        MediaPlaylist {
+            target_duration: self.target_duration(),
+            part_target: self.cfg.part_target.as_secs_f64(),
+            media_sequence: segments.first().map_or(self.next_msn, |s| s.msn),
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments,
+            preload_hint: self
+                .next_part_position()
+                .map(|(m, p)| format!("part{m}.{p}.m4s")),
+            rendition_reports: reports,
+            ended: self.state == TrackState::Ended,
+        }
+    }
+}
+
+/// URI of an init version: "init.mp4" for the first, "init{N}.mp4" after.
+pub(crate) fn init_uri(id: u32) -> String {
+    if id == 0 {
+        "init.mp4".to_string()
+    } else {
+        format!("init{id}.mp4")
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::fmp4::tests::{aac_info, h264_info};
+    use mp4_atom::{Decode, Mdat, Moof};
+
+    pub fn cfg() -> TrackConfig {
+        TrackConfig {
+            part_target: Duration::from_millis(333),
+            segment_target: Duration::from_secs(2),
+            window_segments: 6,
+        }
+    }
+
+    pub fn video_plan(name: &str) -> RenditionPlan {
+        RenditionPlan {
+            name: name.into(),
+            kind: RenditionKind::Video,
+            bandwidth: 2_000_000,
+        }
+    }
+
+    pub fn audio_plan() -> RenditionPlan {
+        RenditionPlan {
+            name: "audio".into(),
+            kind: RenditionKind::Audio,
+            bandwidth: 128_000,
+        }
+    }
+
+    /// Frame `i` of 30 fps video (keyframe every 60), with 2-frame B reordering offsets.
+    pub fn video_sample(i: u64, arrival: Option<Instant>) -> Sample {
+        let dts_ns = 1_000_000_000 + i * 1_000_000_000 / 30;
+        Sample {
+            pts_ns: dts_ns + if i.is_multiple_of(60) { 0 } else { 66_666_667 },
+            dts_ns,
+            keyframe: i.is_multiple_of(60),
+            data: Bytes::from(vec![(i % 251) as u8; 100 + (i % 7) as usize]),
+            arrival,
+        }
+    }
+
+    pub fn audio_sample(i: u64) -> Sample {
+        let ns = 1_000_000_000 + i * 1024 * 1_000_000_000 / 48_000;
+        Sample {
+            pts_ns: ns,
+            dts_ns: ns,
+            keyframe: true,
+            data: Bytes::from(vec![1u8; 10]),
+            arrival: None,
+        }
+    }
+
+    fn anchor() -> WallAnchor {
+        WallAnchor {
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            pts_ns: 1_000_000_000,
+        }
+    }
+
+    fn video_track() -> Track {
+        let mut t = Track::new(video_plan("720p"), cfg(), TrackStart::default());
+        t.configure(h264_info().config, Instant::now()).unwrap();
+        t
+    }
+
+    #[test]
+    fn push_before_configure_fails() {
+        let mut t = Track::new(video_plan("720p"), cfg(), TrackStart::default());
+        let err = t
+            .push(video_sample(0, None), &anchor(), Instant::now())
+            .unwrap_err();
+        assert!(matches!(err, PackagerError::NotConfigured(_)));
+    }
+
+    #[test]
+    fn parts_parse_back_with_pushed_samples() {
+        let mut t = video_track();
+        let start = Instant::now();
+        let mut pushed_total = 0u32;
+        for i in 0..130 {
+            t.push(
+                video_sample(i, Some(start)),
+                &anchor(),
+                start + Duration::from_millis(400),
+            )
+            .unwrap();
+            pushed_total += 1;
+        }
+        t.flush(start).unwrap();
+        // 130 frames: segments of 60, 60 and 10 frames.
+        assert_eq!(t.segment_count(), 3);
+        let mut samples_seen = 0u32;
+        for msn in 0..3u64 {
+            let seg = t.segment(msn).unwrap();
+            let mut buf = seg.as_ref();
+            let mut idx = 0u32;
+            while !buf.is_empty() {
+                let moof = Moof::decode(&mut buf).unwrap();
+                let mdat = Mdat::decode(&mut buf).unwrap();
+                let traf = &moof.traf[0];
+                let trun = &traf.trun[0];
+                let n = trun.samples.len() as u32;
+                // tfdt equals the DTS (90 kHz) of the part's first sample.
+                let first_frame = u64::from(samples_seen);
+                let dts = codec::ns_to_ticks(video_sample(first_frame, None).dts_ns, 90_000);
+                assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, dts);
+                let sizes: u32 = trun.samples.iter().map(|e| e.size.unwrap()).sum();
+                assert_eq!(sizes as usize, mdat.data.len());
+                // The part's own URL serves the same bytes.
+                let part = t.part(msn, idx).unwrap();
+                assert!(seg.as_ref().windows(part.len()).any(|w| w == part.as_ref()));
+                samples_seen += n;
+                idx += 1;
+            }
+        }
+        assert_eq!(samples_seen, pushed_total);
+    }
+
+    #[test]
+    fn independent_exactly_on_keyframe_parts() {
+        let mut t = video_track();
+        let now = Instant::now();
+        for i in 0..600 {
+            t.push(video_sample(i, None), &anchor(), now).unwrap();
+        }
+        let pl = t.playlist(vec![]);
+        let mut checked = 0;
+        for s in &pl.segments {
+            for (i, p) in s.parts.iter().enumerate() {
+                let data = t.part(s.msn, i as u32).unwrap();
+                let moof = Moof::decode(&mut data.as_ref()).unwrap();
+                let first = moof.traf[0].trun[0].samples.get(0).unwrap();
+                let is_key = first.flags == Some(0x0200_0000);
+                assert_eq!(p.independent, is_key, "part {}.{}", s.msn, i);
+                assert_eq!(p.independent, i == 0);
+                checked += 1;
+            }
+        }
+        assert!(checked > 30);
+    }
+
+    #[test]
+    fn window_slides_and_old_media_is_gone() {
+        let mut t = video_track();
+        let now = Instant::now();
+        for i in 0..(60 * 10 + 1) {
+            t.push(video_sample(i, None), &anchor(), now).unwrap();
+        }
+        assert_eq!(t.segment_count(), 6);
+        assert_eq!(t.last_complete_msn(), Some(9));
+        assert!(t.segment(3).is_none());
+        assert!(t.part(3, 0).is_none());
+        assert!(t.segment(4).is_some());
+        let pl = t.playlist(vec![]);
+        assert_eq!(pl.media_sequence, 4);
+        assert_eq!(pl.target_duration, 2);
+    }
+
+    #[test]
+    fn latency_is_publish_time_minus_arrival() {
+        let mut t = video_track();
+        let arrival = Instant::now();
+        let publish = arrival + Duration::from_millis(250);
+        let mut latencies = Vec::new();
+        for i in 0..20 {
+            latencies.extend(
+                t.push(video_sample(i, Some(arrival)), &anchor(), publish)
+                    .unwrap()
+                    .latencies,
+            );
+        }
+        // 9-frame parts; 20 pushes make two parts (18 frames) complete.
+        assert_eq!(latencies.len(), 18);
+        assert!(latencies.iter().all(|l| *l == Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn codec_change_makes_new_init_and_discontinuity() {
+        let mut t = video_track();
+        let now = Instant::now();
+        for i in 0..70 {
+            t.push(video_sample(i, None), &anchor(), now).unwrap();
+        }
+        // Same config again: nothing changes.
+        t.configure(h264_info().config, now).unwrap();
+        assert!(t.init(1).is_none());
+        let mut changed = h264_info().config;
+        if let CodecConfig::H264 { width, .. } = &mut changed {
+            *width = 640;
+        }
+        t.configure(changed, now).unwrap();
+        assert!(t.init(1).is_some());
+        for i in 70..200 {
+            t.push(video_sample(i + 50, None), &anchor(), now).unwrap();
+        }
+        let pl = t.playlist(vec![]);
+        let after = pl.segments.iter().find(|s| s.discontinuity).unwrap();
+        assert_eq!(after.map_uri, "init1.mp4");
+        assert_eq!(pl.segments[0].map_uri, "init.mp4");
+    }
+
+    #[test]
+    fn non_monotonic_dts_is_rejected() {
+        let mut t = video_track();
+        let now = Instant::now();
+        t.push(video_sample(5, None), &anchor(), now).unwrap();
+        let err = t.push(video_sample(4, None), &anchor(), now).unwrap_err();
+        assert!(matches!(err, PackagerError::NonMonotonicDts { .. }));
+    }
+
+    #[test]
+    fn audio_track_parts() {
+        let mut t = Track::new(audio_plan(), cfg(), TrackStart::default());
+        let now = Instant::now();
+        t.configure(aac_info().config, now).unwrap();
+        for i in 0..500 {
+            t.push(audio_sample(i), &anchor(), now).unwrap();
+        }
+        let pl = t.playlist(vec![]);
+        assert!(pl
+            .segments
+            .iter()
+            .all(|s| s.parts.iter().all(|p| p.independent)));
+        assert!(pl
+            .segments
+            .iter()
+            .all(|s| s.parts.iter().all(|p| p.duration <= 0.333)));
+        assert!(t.segment_count() >= 4);
+    }
+
+    #[test]
+    fn positions_and_hint() {
+        let mut t = video_track();
+        let now = Instant::now();
+        assert_eq!(t.next_part_position(), Some((0, 0)));
+        for i in 0..11 {
+            t.push(video_sample(i, None), &anchor(), now).unwrap();
+        }
+        // Frames 0..8 form part 0.0 (closed eagerly once frame 9 arrived... and 10).
+        assert_eq!(t.last_part(), Some((0, 0)));
+        assert_eq!(t.next_part_position(), Some((0, 1)));
+        t.end_session(now).unwrap();
+        assert_eq!(t.state(), TrackState::Idle);
+        assert_eq!(t.last_part(), Some((0, 1)));
+        assert_eq!(t.next_part_position(), Some((1, 0)));
+        t.begin_session(now).unwrap();
+        // The next part follows a discontinuity: no hint until it exists.
+        assert_eq!(t.next_part_position(), None);
+    }
+}

@@ -1,0 +1,350 @@
+//! [`Encoder`]: a real publisher (ffmpeg, GStreamer or srt-live-transmit) sending test patterns,
+//! killed on drop.
+
+use super::{free_udp_port, kill_and_reap, send_signal, tail_file, wait_child, TempDir};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// Default publishing time limit: longer than any single test needs, short enough that an
+/// encoder leaked by a killed test binary stops by itself.
+pub const DEFAULT_ENCODE_DURATION: Duration = Duration::from_secs(120);
+
+/// How long srt-live-transmit gets to bind its UDP input before ffmpeg starts sending to it.
+const RELAY_START_DELAY: Duration = Duration::from_millis(300);
+
+/// Lines of an encoder's log printed when a test fails while it is alive.
+const LOG_TAIL_LINES: usize = 20;
+
+/// What to encode. Defaults: 640x360 at 30 fps, a keyframe every 60 frames (2 s), 120 s,
+/// real time, with audio.
+#[derive(Debug, Clone)]
+pub struct EncOpts {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// Keyframe interval in frames (fixed GOP, no scene-cut keyframes).
+    pub gop: u32,
+    /// Stop publishing after this long (media time).
+    pub duration: Duration,
+    /// Pace output at real time (`-re` / live sources). Keep it on for SRT: live-mode SRT drops
+    /// what arrives faster than real time.
+    pub realtime: bool,
+    /// Send an AAC stereo 48 kHz sine alongside the video.
+    pub audio: bool,
+    /// Video bitrate (kbit/s).
+    pub video_kbps: u32,
+}
+
+impl Default for EncOpts {
+    fn default() -> Self {
+        EncOpts {
+            width: 640,
+            height: 360,
+            fps: 30,
+            gop: 60,
+            duration: DEFAULT_ENCODE_DURATION,
+            realtime: true,
+            audio: true,
+            video_kbps: 1500,
+        }
+    }
+}
+
+impl EncOpts {
+    fn secs(&self) -> String {
+        format!("{:.3}", self.duration.as_secs_f64())
+    }
+
+    /// ffmpeg arguments up to (not including) the output format and URL.
+    fn ffmpeg_input_and_codecs(&self) -> Vec<String> {
+        let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "warning"]
+            .map(String::from)
+            .to_vec();
+        let re = |a: &mut Vec<String>| {
+            if self.realtime {
+                a.push("-re".into());
+            }
+        };
+        re(&mut a);
+        a.extend(["-f".into(), "lavfi".into(), "-i".into()]);
+        a.push(format!(
+            "testsrc2=size={}x{}:rate={}",
+            self.width, self.height, self.fps
+        ));
+        if self.audio {
+            re(&mut a);
+            a.extend(
+                ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"].map(String::from),
+            );
+        }
+        a.extend(["-t".into(), self.secs(), "-map".into(), "0:v".into()]);
+        if self.audio {
+            a.extend(["-map", "1:a"].map(String::from));
+        }
+        let gop = self.gop.to_string();
+        a.extend(
+            [
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-g",
+                &gop,
+                "-keyint_min",
+                &gop,
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+            ]
+            .map(String::from),
+        );
+        a.extend(["-b:v".into(), format!("{}k", self.video_kbps)]);
+        if self.audio {
+            a.extend(["-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k"].map(String::from));
+        }
+        a
+    }
+}
+
+/// A spawned publisher (one process, or a pipeline of two for srt-live-transmit).
+pub struct Encoder {
+    name: String,
+    /// The process that talks to the node; its exit status is the encoder's.
+    child: Child,
+    /// A feeding process (ffmpeg in front of srt-live-transmit).
+    feeder: Option<Child>,
+    log_paths: Vec<PathBuf>,
+    _dir: TempDir,
+}
+
+impl Encoder {
+    /// ffmpeg → FLV over RTMP to `url`.
+    pub fn ffmpeg_rtmp(url: &str, o: EncOpts) -> Encoder {
+        let mut args = o.ffmpeg_input_and_codecs();
+        args.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from));
+        args.push(url.into());
+        Encoder::spawn_one("ffmpeg-rtmp", "ffmpeg", &args)
+    }
+
+    /// ffmpeg → MPEG-TS over SRT (caller) to `url`.
+    pub fn ffmpeg_srt(url: &str, o: EncOpts) -> Encoder {
+        let mut args = o.ffmpeg_input_and_codecs();
+        args.extend(["-f", "mpegts"].map(String::from));
+        args.push(url.into());
+        Encoder::spawn_one("ffmpeg-srt", "ffmpeg", &args)
+    }
+
+    /// gst-launch-1.0: videotestsrc → x264enc, audiotestsrc → voaacenc, flvmux → rtmp2sink.
+    pub fn gst_rtmp2sink(url: &str, o: EncOpts) -> Encoder {
+        let live = o.realtime.to_string();
+        let vbufs = (o.duration.as_secs_f64() * o.fps as f64).ceil() as u64;
+        // audiotestsrc's default buffers hold 1024 samples.
+        let abufs = (o.duration.as_secs_f64() * 48000.0 / 1024.0).ceil() as u64;
+        let mut p = format!(
+            "videotestsrc is-live={live} pattern=smpte num-buffers={vbufs} \
+             ! video/x-raw,width={w},height={h},framerate={fps}/1 ! videoconvert \
+             ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop} bitrate={kbps} \
+             ! video/x-h264,profile=main ! h264parse ! queue ! mux. ",
+            w = o.width,
+            h = o.height,
+            fps = o.fps,
+            gop = o.gop,
+            kbps = o.video_kbps
+        );
+        if o.audio {
+            p.push_str(&format!(
+                "audiotestsrc is-live={live} wave=sine num-buffers={abufs} ! audio/x-raw,rate=48000,channels=2 \
+                 ! audioconvert ! audioresample ! voaacenc bitrate=128000 ! aacparse ! queue ! mux. "
+            ));
+        }
+        p.push_str(&format!(
+            "flvmux name=mux streamable=true ! rtmp2sink location=\"{url}\" sync={live}"
+        ));
+        let mut args = vec!["-q".to_string(), "-e".to_string()];
+        args.extend(shell_words(&p));
+        Encoder::spawn_one("gst-rtmp2sink", "gst-launch-1.0", &args)
+    }
+
+    /// ffmpeg → MPEG-TS over local UDP → `srt-live-transmit udp://:PORT URL` (SRT caller).
+    pub fn srt_live_transmit(url: &str, o: EncOpts) -> Encoder {
+        let dir = TempDir::new("enc-slt");
+        let port = free_udp_port();
+        let relay_log = dir.path().join("srt-live-transmit.log");
+        let child = spawn_logged(
+            "srt-live-transmit",
+            &[format!("udp://:{port}"), url.to_string()],
+            &relay_log,
+        );
+        std::thread::sleep(RELAY_START_DELAY);
+        let mut args = o.ffmpeg_input_and_codecs();
+        args.extend([
+            "-f".into(),
+            "mpegts".into(),
+            format!("udp://127.0.0.1:{port}?pkt_size=1316"),
+        ]);
+        let feed_log = dir.path().join("ffmpeg.log");
+        let feeder = spawn_logged("ffmpeg", &args, &feed_log);
+        let enc = Encoder {
+            name: "srt-live-transmit".into(),
+            child,
+            feeder: Some(feeder),
+            log_paths: vec![relay_log, feed_log],
+            _dir: dir,
+        };
+        eprintln!(
+            "[harness] encoder {} pid {} logs {:?}",
+            enc.name,
+            enc.pid(),
+            enc.log_paths
+        );
+        enc
+    }
+
+    fn spawn_one(name: &str, program: &str, args: &[String]) -> Encoder {
+        let dir = TempDir::new("enc");
+        let log = dir.path().join(format!("{name}.log"));
+        let child = spawn_logged(program, args, &log);
+        eprintln!(
+            "[harness] encoder {name} pid {} log {}",
+            child.id(),
+            log.display()
+        );
+        Encoder {
+            name: name.into(),
+            child,
+            feeder: None,
+            log_paths: vec![log],
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// True while every process of the encoder is alive.
+    pub fn is_running(&mut self) -> bool {
+        let main = matches!(self.child.try_wait(), Ok(None));
+        let feeder = self
+            .feeder
+            .as_mut()
+            .is_none_or(|f| matches!(f.try_wait(), Ok(None)));
+        main && feeder
+    }
+
+    /// The exit status of the process that talks to the node, once it has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits up to `timeout` for the encoder to exit by itself (e.g. its duration elapsed).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
+    }
+
+    /// SIGINT (ffmpeg and gst-launch -e finish the stream cleanly), then wait up to `timeout`;
+    /// killed if still running. For srt-live-transmit the feeder is stopped first.
+    pub fn stop(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(f) = self.feeder.as_mut() {
+            let _ = send_signal(f.id(), "INT");
+            if wait_child(f, timeout).is_none() {
+                kill_and_reap(f);
+            }
+        }
+        if self.exit_status().is_none() {
+            let _ = send_signal(self.pid(), "INT");
+        }
+        match wait_child(&mut self.child, timeout) {
+            Some(st) => Some(st),
+            None => {
+                kill_and_reap(&mut self.child);
+                None
+            }
+        }
+    }
+
+    /// SIGKILL everything (an abrupt publisher disconnect).
+    pub fn kill(&mut self) {
+        if let Some(f) = self.feeder.as_mut() {
+            kill_and_reap(f);
+        }
+        kill_and_reap(&mut self.child);
+    }
+
+    /// The encoder's log(s), concatenated.
+    pub fn log_text(&self) -> String {
+        self.log_paths
+            .iter()
+            .map(|p| {
+                format!(
+                    "== {} ==\n{}",
+                    p.display(),
+                    std::fs::read_to_string(p).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            for p in &self.log_paths {
+                eprintln!(
+                    "[harness] encoder {} log {}:\n{}",
+                    self.name,
+                    p.display(),
+                    tail_file(p, LOG_TAIL_LINES)
+                );
+            }
+        }
+    }
+}
+
+fn spawn_logged(program: &str, args: &[String], log: &std::path::Path) -> Child {
+    let f = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+    let f2 = f.try_clone().expect("clone encoder log handle");
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(f)
+        .stderr(f2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program} (is it installed? scripts/setup.sh): {e}"))
+}
+
+/// Splits a gst-launch description into argv words, honouring double quotes.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut in_word = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}

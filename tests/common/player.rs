@@ -1,0 +1,125 @@
+//! [`play_in_chromium`]: real playback with hls.js in Debian's headless Chromium
+//! (`tests/player/play.mjs`, driven by playwright-core).
+
+use super::run_with_timeout;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Time allowed beyond the requested play time: launching Chromium and loading the page take
+/// a few seconds normally, much longer on a loaded 2-core machine.
+pub const PLAYER_OVERHEAD_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `npm ci` of hls.js + playwright-core (two packages, no browser download).
+pub const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What play.mjs printed after playing (field names as in its JSON line).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlayerReport {
+    /// `video.currentTime` when playback first started (null if it never did).
+    pub start_time: Option<f64>,
+    /// `video.currentTime` at the end.
+    pub end_time: Option<f64>,
+    /// Seconds of media played: `end_time - start_time` (0 if playback never started).
+    pub advanced: f64,
+    /// hls.js fatal errors (`type/details ...`) and `<video>` errors.
+    pub fatal_errors: Vec<String>,
+    pub non_fatal_errors: u64,
+    /// Count per hls.js error `details`, for messages.
+    #[serde(default)]
+    pub non_fatal_details: serde_json::Map<String, serde_json::Value>,
+    /// `hls.latency` (s behind the live edge) at the end.
+    pub latency: Option<f64>,
+    pub target_latency: Option<f64>,
+    /// `hls.currentLevel`.
+    pub level: Option<i64>,
+    /// Number of variants hls.js loaded.
+    pub levels: u64,
+    /// Milliseconds from attaching the player to the first `playing` event.
+    #[serde(default)]
+    pub first_playing_ms: Option<f64>,
+    /// `waiting` events after playback started.
+    #[serde(default)]
+    pub stalls: u64,
+    #[serde(default)]
+    pub decoded_frames: Option<u64>,
+    #[serde(default)]
+    pub dropped_frames: Option<u64>,
+}
+
+fn player_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("player")
+}
+
+/// Serializes the one-time `npm ci` across the tests of one binary.
+static NPM_LOCK: Mutex<()> = Mutex::new(());
+
+/// Makes sure `tests/player/node_modules` holds hls.js and playwright-core (`npm ci` once).
+fn ensure_node_modules() {
+    let _guard = NPM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = player_dir();
+    let ready = || {
+        dir.join("node_modules/hls.js/dist/hls.min.js").is_file()
+            && dir
+                .join("node_modules/playwright-core/package.json")
+                .is_file()
+    };
+    if ready() {
+        return;
+    }
+    eprintln!("[harness] running npm ci in {}", dir.display());
+    let out = run_with_timeout(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir),
+        NPM_CI_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("npm ci in {}: {e}", dir.display()));
+    assert!(
+        out.status.success() && ready(),
+        "npm ci in {} failed ({}): {}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Plays `url` with hls.js (lowLatencyMode) in headless Chromium for `secs` seconds and returns
+/// the player's report. Panics only if the harness itself fails (node/Chromium missing, no
+/// report); player errors are in the report for the test to assert on.
+pub fn play_in_chromium(url: &str, secs: u64) -> PlayerReport {
+    ensure_node_modules();
+    let dir = player_dir();
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(dir.join("play.mjs"))
+            .arg(url)
+            .arg(secs.to_string())
+            .current_dir(&dir),
+        Duration::from_secs(secs) + PLAYER_OVERHEAD_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("play.mjs {url}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.trim().is_empty() {
+        eprintln!("[harness] play.mjs stderr:\n{stderr}");
+    }
+    assert!(
+        out.status.success(),
+        "play.mjs {url} failed ({}): {stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!("play.mjs printed no JSON report; stdout: {stdout}; stderr: {stderr}")
+        });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("play.mjs report {line:?}: {e}"))
+}

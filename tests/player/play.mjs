@@ -1,0 +1,127 @@
+// Plays an HLS URL with hls.js (lowLatencyMode) in Debian's headless Chromium for SECONDS and
+// prints one JSON line describing what the player saw.
+//
+//   node play.mjs URL SECONDS
+//
+// The page is a blank page on its own loopback origin with hls.min.js injected, so the HLS
+// origin must send CORS `*`.
+// Exit code is 0 whenever the browser ran, even if the player reported errors: the caller
+// asserts on the report. A non-zero exit means the harness itself failed (bad args, no browser).
+import { chromium } from 'playwright-core';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import http from 'node:http';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const [url, secondsArg] = process.argv.slice(2);
+const seconds = Number(secondsArg);
+if (!url || !Number.isFinite(seconds) || seconds <= 0) {
+  console.error('usage: node play.mjs URL SECONDS');
+  process.exit(2);
+}
+
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const args = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+// The page is served by a throwaway server on loopback: a real loopback origin (Chromium's
+// local-network-access rules refuse loopback fetches from about:blank, data: or intercepted
+// pages), distinct from the HLS origin so CORS is exercised.
+const pageServer = http.createServer((_req, res) => {
+  res.writeHead(200, { 'content-type': 'text/html' });
+  res.end('<!doctype html><html><head><title>edge player</title></head><body></body></html>');
+});
+await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
+const pageUrl = `http://127.0.0.1:${pageServer.address().port}/`;
+
+// Runs inside the page: creates the <video>, attaches hls.js and records what happens.
+function startPlayer(src) {
+  const s = {
+    supported: Hls.isSupported(), startTime: null, endTime: null, firstPlayingMs: null,
+    fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {}, stalls: 0, t0: performance.now(),
+  };
+  window.__state = s;
+  if (!s.supported) { s.fatalErrors.push('hls.js: MediaSource not supported'); return; }
+  const video = document.createElement('video');
+  video.muted = true;
+  video.autoplay = true;
+  video.playsInline = true;
+  document.body.appendChild(video);
+  const hls = new Hls({ lowLatencyMode: true, debug: false });
+  window.__hls = hls;
+  window.__video = video;
+  hls.on(Hls.Events.ERROR, (_ev, data) => {
+    const what = `${data.type}/${data.details}` + (data.response && data.response.code ? ` (HTTP ${data.response.code})` : '')
+      + (data.error && data.error.message ? `: ${data.error.message}` : '') + (data.url ? ` ${data.url}` : '');
+    if (data.fatal) { s.fatalErrors.push(what); }
+    else { s.nonFatalErrors += 1; s.nonFatalDetails[data.details] = (s.nonFatalDetails[data.details] || 0) + 1; }
+  });
+  hls.on(Hls.Events.MANIFEST_PARSED, () => { video.play().catch((e) => s.fatalErrors.push(`video.play(): ${e}`)); });
+  video.addEventListener('playing', () => {
+    if (s.startTime === null) { s.startTime = video.currentTime; s.firstPlayingMs = performance.now() - s.t0; }
+  });
+  video.addEventListener('waiting', () => { if (s.startTime !== null) s.stalls += 1; });
+  video.addEventListener('error', () => {
+    const e = video.error;
+    s.fatalErrors.push(`video element error ${e ? e.code : '?'}: ${e && e.message ? e.message : ''}`);
+  });
+  hls.loadSource(src);
+  hls.attachMedia(video);
+}
+
+// Runs inside the page: final snapshot.
+function report() {
+  const s = window.__state;
+  const hls = window.__hls;
+  const video = window.__video;
+  const q = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+  const endTime = video ? video.currentTime : null;
+  return {
+    startTime: s.startTime,
+    endTime,
+    advanced: s.startTime === null || endTime === null ? 0 : endTime - s.startTime,
+    fatalErrors: s.fatalErrors,
+    nonFatalErrors: s.nonFatalErrors,
+    nonFatalDetails: s.nonFatalDetails,
+    latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
+    targetLatency: hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
+    level: hls ? hls.currentLevel : null,
+    levels: hls && hls.levels ? hls.levels.length : 0,
+    firstPlayingMs: s.firstPlayingMs,
+    stalls: s.stalls,
+    paused: video ? video.paused : null,
+    decodedFrames: q ? q.totalVideoFrames : null,
+    droppedFrames: q ? q.droppedVideoFrames : null,
+    lowLatencyMode: hls ? hls.config.lowLatencyMode : null,
+  };
+}
+
+let browser;
+try {
+  browser = await chromium.launch({ executablePath, headless: true, args, timeout: 60_000 });
+} catch (e) {
+  pageServer.close();
+  console.error(`play.mjs: cannot launch ${executablePath}: ${e && e.message ? e.message : e}`);
+  process.exit(3);
+}
+let out;
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[page ${m.type()}] ${m.text()}`); });
+  page.on('pageerror', (e) => console.error(`[page exception] ${e.message}`));
+  await page.goto(pageUrl);
+  await page.addScriptTag({ path: path.join(here, 'node_modules/hls.js/dist/hls.min.js') });
+  await page.evaluate(startPlayer, url);
+  await page.waitForTimeout(seconds * 1000);
+  out = await page.evaluate(report);
+} catch (e) {
+  console.error(`play.mjs: page failed: ${e && e.stack ? e.stack : e}`);
+  await browser.close().catch(() => {});
+  process.exit(4);
+}
+await browser.close().catch(() => {});
+console.log(JSON.stringify(out));
+process.exit(0);
