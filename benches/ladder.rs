@@ -40,7 +40,11 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
@@ -53,7 +57,11 @@ fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
         if let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) {
             let le = rest.split("le=\"").nth(1)?.split('"').next()?;
             let count: f64 = rest.rsplit(' ').next()?.parse().ok()?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             buckets.push((le, count));
         }
     }
@@ -77,7 +85,11 @@ fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
             if le.is_infinite() {
                 return Some(prev.0);
             }
-            let frac = if c > prev.1 { (target - prev.1) / (c - prev.1) } else { 1.0 };
+            let frac = if c > prev.1 {
+                (target - prev.1) / (c - prev.1)
+            } else {
+                1.0
+            };
             return Some(prev.0 + (le - prev.0) * frac);
         }
         prev = (le, c);
@@ -90,8 +102,41 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let media = dir.join("source.flv");
     let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &MEDIA_SECONDS.to_string(), "-c:v", "libx264", "-preset", "veryfast", "-b:v", "4M", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-ar", "48000"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+        ])
+        .args([
+            "-t",
+            &MEDIA_SECONDS.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "4M",
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-ar",
+            "48000",
+        ])
         .arg(&media)
         .status()
         .expect("ffmpeg");
@@ -120,17 +165,27 @@ fn main() {
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-i"])
         .arg(&media)
-        .args(["-c", "copy", "-f", "flv", &format!("rtmp://127.0.0.1:{rtmp}/live/bench-stream-key")])
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &format!("rtmp://127.0.0.1:{rtmp}/live/bench-stream-key"),
+        ])
         .status()
         .expect("ffmpeg publish");
     assert!(st.success(), "publish failed");
     std::thread::sleep(DRAIN);
     let edge_cpu = cpu_seconds(edge.id()) - cpu_before;
     let metrics = http_get(&admin_addr, "/metrics").unwrap_or_default();
-    let playlist = http_get(&format!("127.0.0.1:{http}"), "/live/bench/720p/index.m3u8").unwrap_or_default();
+    let playlist =
+        http_get(&format!("127.0.0.1:{http}"), "/live/bench/720p/index.m3u8").unwrap_or_default();
     let _ = edge.kill();
     let _ = edge.wait();
-    assert!(playlist.contains("#EXT-X-PART:"), "edge produced no 720p parts:\n{playlist}");
+    assert!(
+        playlist.contains("#EXT-X-PART:"),
+        "edge produced no 720p parts:\n{playlist}"
+    );
 
     // The same work with gst-launch: decode once, three x264 rungs with the same settings.
     let rung = |w: u32, h: u32, kbps: u32| {
@@ -144,24 +199,42 @@ fn main() {
         rung(640, 360, 600)
     );
     let out = Command::new("bash")
-        .args(["-c", &format!("time -p gst-launch-1.0 -q {desc} > /dev/null")])
+        .args([
+            "-c",
+            &format!("time -p gst-launch-1.0 -q {desc} > /dev/null"),
+        ])
         .output()
         .expect("gst-launch");
     let times = String::from_utf8_lossy(&out.stderr);
     let field = |k: &str| -> f64 {
         times
             .lines()
-            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().parse::<f64>().unwrap_or(0.0)))
+            .find_map(|l| {
+                l.strip_prefix(k)
+                    .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
+            })
             .unwrap_or(0.0)
     };
     let gst_cpu = field("user") + field("sys");
-    assert!(out.status.success() && gst_cpu > 0.0, "gst-launch failed: {times}");
+    assert!(
+        out.status.success() && gst_cpu > 0.0,
+        "gst-launch failed: {times}"
+    );
 
     let secs = f64::from(MEDIA_SECONDS);
     println!("ladder benchmark: 1280x720p30 source, default ladder (source passthrough + 720p/480p/360p x264 veryfast), {MEDIA_SECONDS} s of media");
-    match (quantile(&metrics, "edge_packager_part_latency_seconds", 0.5), quantile(&metrics, "edge_packager_part_latency_seconds", 0.99)) {
-        (Some(p50), Some(p99)) => println!("frame arrival -> part published: p50 {:.0} ms, p99 {:.0} ms", p50 * 1000.0, p99 * 1000.0),
-        _ => println!("frame arrival -> part published: no samples in edge_packager_part_latency_seconds"),
+    match (
+        quantile(&metrics, "edge_packager_part_latency_seconds", 0.5),
+        quantile(&metrics, "edge_packager_part_latency_seconds", 0.99),
+    ) {
+        (Some(p50), Some(p99)) => println!(
+            "frame arrival -> part published: p50 {:.0} ms, p99 {:.0} ms",
+            p50 * 1000.0,
+            p99 * 1000.0
+        ),
+        _ => println!(
+            "frame arrival -> part published: no samples in edge_packager_part_latency_seconds"
+        ),
     }
     println!("edge:       {:.2} CPU-s per media second", edge_cpu / secs);
     println!("gst-launch: {:.2} CPU-s per media second", gst_cpu / secs);

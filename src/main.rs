@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "edge", version, about = "Live-streaming ingest edge: RTMP/SRT in, LL-HLS out")]
+#[command(
+    name = "edge",
+    version,
+    about = "Live-streaming ingest edge: RTMP/SRT in, LL-HLS out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,9 +49,16 @@ enum ConfigCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Config { command: ConfigCommand::Check { file } } => match edge_config::load_file(&file) {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match edge_config::load_file(&file) {
             Ok(c) => {
-                println!("{}: ok ({} stream(s), {} rung(s))", file.display(), c.streams.len(), c.ladder.len());
+                println!(
+                    "{}: ok ({} stream(s), {} rung(s))",
+                    file.display(),
+                    c.streams.len(),
+                    c.ladder.len()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -57,7 +68,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Config { command: ConfigCommand::Dev } => {
+        Command::Config {
+            command: ConfigCommand::Dev,
+        } => {
             print!("{}", edge_config::DEV_CONFIG);
             ExitCode::SUCCESS
         }
@@ -81,7 +94,10 @@ fn run_node(path: Option<PathBuf>, dev: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");
@@ -136,20 +152,48 @@ fn spawn_signal_handlers(drain: CancellationToken, stop: CancellationToken) -> s
 }
 
 fn print_dev_urls(cfg: &edge_config::Config) {
-    let host = |a: std::net::SocketAddr| if a.ip().is_unspecified() { "127.0.0.1".to_string() } else { a.ip().to_string() };
+    let host = |a: std::net::SocketAddr| {
+        if a.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            a.ip().to_string()
+        }
+    };
     let l = &cfg.listen;
     println!("edge dev: node {} is up", cfg.node.id);
     for s in &cfg.streams {
-        println!("  publish (RTMP): rtmp://{}:{}/live/{}", host(l.rtmp), l.rtmp.port(), s.key);
-        println!("  publish (SRT):  srt://{}:{}?streamid=#!::r=live/{},m=publish", host(l.srt), l.srt.port(), s.key);
-        println!("  play (LL-HLS):  http://{}:{}/live/{}/index.m3u8", host(l.http), l.http.port(), s.playback_id);
+        println!(
+            "  publish (RTMP): rtmp://{}:{}/live/{}",
+            host(l.rtmp),
+            l.rtmp.port(),
+            s.key
+        );
+        println!(
+            "  publish (SRT):  srt://{}:{}?streamid=#!::r=live/{},m=publish",
+            host(l.srt),
+            l.srt.port(),
+            s.key
+        );
+        println!(
+            "  play (LL-HLS):  http://{}:{}/live/{}/index.m3u8",
+            host(l.http),
+            l.http.port(),
+            s.playback_id
+        );
     }
-    println!("  admin:          http://{}:{}/api/v1/streams (Authorization: Bearer <admin.token>)", host(l.admin), l.admin.port());
+    println!(
+        "  admin:          http://{}:{}/api/v1/streams (Authorization: Bearer <admin.token>)",
+        host(l.admin),
+        l.admin.port()
+    );
     println!("  try: ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency -g 60 -c:a aac -f flv rtmp://127.0.0.1:{}/live/{}", l.rtmp.port(), cfg.streams.first().map(|s| s.key.as_str()).unwrap_or("KEY"));
 }
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

@@ -51,7 +51,10 @@ pub enum ConfigError {
     Parse { file: String, message: String },
     /// The file parsed but values are wrong; every problem is listed.
     #[error("{file}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {

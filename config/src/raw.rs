@@ -141,8 +141,10 @@ fn d_part() -> Duration {
 fn d_segment() -> Duration {
     Duration::from_secs(2)
 }
+/// 10 segments of 2 s: long enough that a delta update (CAN-SKIP-UNTIL = 6 target durations)
+/// skips something, short enough for a live edge.
 fn d_window() -> usize {
-    6
+    10
 }
 fn d_reconnect() -> Duration {
     Duration::from_secs(30)
@@ -303,7 +305,10 @@ impl RawConfig {
         let mut p = Problems::default();
 
         if !valid_id(&self.node.id) {
-            p.add("node.id", "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'");
+            p.add(
+                "node.id",
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
+            );
         }
         let capacity = match self.node.capacity_units {
             None => Capacity::Calibrate,
@@ -316,7 +321,10 @@ impl RawConfig {
             },
         };
         if self.node.overload_lag < Duration::from_millis(500) {
-            p.add("node.overload_lag", "must be at least 500ms (encoders jitter)");
+            p.add(
+                "node.overload_lag",
+                "must be at least 500ms (encoders jitter)",
+            );
         }
 
         let l = &self.listen;
@@ -339,14 +347,20 @@ impl RawConfig {
                 None
             }
             (None, None) => {
-                p.add("admin.token", "missing: the admin API needs a token (or token_file)");
+                p.add(
+                    "admin.token",
+                    "missing: the admin API needs a token (or token_file)",
+                );
                 None
             }
             (Some(t), None) => Some(t.clone()),
             (None, Some(f)) => match std::fs::read_to_string(f) {
                 Ok(t) => Some(t.trim_end().to_string()),
                 Err(e) => {
-                    p.add("admin.token_file", format!("cannot read {}: {e}", f.display()));
+                    p.add(
+                        "admin.token_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    );
                     None
                 }
             },
@@ -354,7 +368,11 @@ impl RawConfig {
         if let Some(t) = &token {
             if t.len() < MIN_ADMIN_TOKEN_LEN {
                 p.add(
-                    if self.admin.token.is_some() { "admin.token" } else { "admin.token_file" },
+                    if self.admin.token.is_some() {
+                        "admin.token"
+                    } else {
+                        "admin.token_file"
+                    },
                     format!("too short: at least {MIN_ADMIN_TOKEN_LEN} characters"),
                 );
             }
@@ -364,7 +382,10 @@ impl RawConfig {
         if h.part_target < PART_TARGET_RANGE.0 || h.part_target > PART_TARGET_RANGE.1 {
             p.add(
                 "hls.part_target",
-                format!("must be between {:?} and {:?}", PART_TARGET_RANGE.0, PART_TARGET_RANGE.1),
+                format!(
+                    "must be between {:?} and {:?}",
+                    PART_TARGET_RANGE.0, PART_TARGET_RANGE.1
+                ),
             );
         }
         if h.segment_target < h.part_target * 3 || h.segment_target > SEGMENT_TARGET_MAX {
@@ -373,10 +394,15 @@ impl RawConfig {
                 format!("must be at least 3 x hls.part_target and at most {SEGMENT_TARGET_MAX:?}"),
             );
         }
-        if h.window_segments < WINDOW_SEGMENTS_RANGE.0 || h.window_segments > WINDOW_SEGMENTS_RANGE.1 {
+        if h.window_segments < WINDOW_SEGMENTS_RANGE.0
+            || h.window_segments > WINDOW_SEGMENTS_RANGE.1
+        {
             p.add(
                 "hls.window_segments",
-                format!("must be between {} and {}", WINDOW_SEGMENTS_RANGE.0, WINDOW_SEGMENTS_RANGE.1),
+                format!(
+                    "must be between {} and {}",
+                    WINDOW_SEGMENTS_RANGE.0, WINDOW_SEGMENTS_RANGE.1
+                ),
             );
         }
 
@@ -395,14 +421,24 @@ impl RawConfig {
             Some(u) => match u.parse::<http_uri::Uri>() {
                 Ok(uri) if uri.scheme == "http" && !uri.authority.is_empty() => Some(u.clone()),
                 _ => {
-                    p.add("auth.webhook", "must be an http:// URL with a host (https is not supported yet)");
+                    p.add(
+                        "auth.webhook",
+                        "must be an http:// URL with a host (https is not supported yet)",
+                    );
                     None
                 }
             },
         };
 
-        if !["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"]
-            .contains(&self.transcode.x264_preset.as_str())
+        if ![
+            "ultrafast",
+            "superfast",
+            "veryfast",
+            "faster",
+            "fast",
+            "medium",
+        ]
+        .contains(&self.transcode.x264_preset.as_str())
         {
             p.add(
                 "transcode.x264_preset",
@@ -419,13 +455,19 @@ impl RawConfig {
         for (i, r) in raw_ladder.iter().enumerate() {
             let at = |k: &str| format!("ladder[{i}].{k}");
             if !valid_id(&r.name) || r.name == "source" || r.name == "audio" {
-                p.add(at("name"), "must be an ID (A-Z a-z 0-9 - _) other than 'source' and 'audio'");
+                p.add(
+                    at("name"),
+                    "must be an ID (A-Z a-z 0-9 - _) other than 'source' and 'audio'",
+                );
             }
             if raw_ladder[..i].iter().any(|o| o.name == r.name) {
                 p.add(at("name"), format!("duplicate rung name '{}'", r.name));
             }
             if r.height < 64 || r.height > 4320 || r.height % 2 != 0 {
-                p.add(at("height"), "must be an even number of lines between 64 and 4320");
+                p.add(
+                    at("height"),
+                    "must be an even number of lines between 64 and 4320",
+                );
             }
             if r.fps == 0 || r.fps > 120 {
                 p.add(at("fps"), "must be between 1 and 120");
@@ -457,30 +499,55 @@ impl RawConfig {
         let mut streams = Vec::new();
         for (i, s) in self.streams.iter().enumerate() {
             let at = |k: &str| format!("streams[{i}].{k}");
-            if s.key.len() < MIN_STREAM_KEY_LEN || s.key.chars().any(|c| c.is_whitespace() || c == '/') {
-                p.add(at("key"), format!("must be at least {MIN_STREAM_KEY_LEN} characters without spaces or '/'"));
+            if s.key.len() < MIN_STREAM_KEY_LEN
+                || s.key.chars().any(|c| c.is_whitespace() || c == '/')
+            {
+                p.add(
+                    at("key"),
+                    format!(
+                        "must be at least {MIN_STREAM_KEY_LEN} characters without spaces or '/'"
+                    ),
+                );
             }
             if !valid_id(&s.playback_id) {
-                p.add(at("playback_id"), "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'");
+                p.add(
+                    at("playback_id"),
+                    "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
+                );
             }
             if s.playback_id == s.key {
-                p.add(at("playback_id"), "must differ from the stream key (the key is a secret)");
+                p.add(
+                    at("playback_id"),
+                    "must differ from the stream key (the key is a secret)",
+                );
             }
             if self.streams[..i].iter().any(|o| o.key == s.key) {
                 p.add(at("key"), "duplicate stream key");
             }
-            if self.streams[..i].iter().any(|o| o.playback_id == s.playback_id) {
-                p.add(at("playback_id"), format!("duplicate playback_id '{}'", s.playback_id));
+            if self.streams[..i]
+                .iter()
+                .any(|o| o.playback_id == s.playback_id)
+            {
+                p.add(
+                    at("playback_id"),
+                    format!("duplicate playback_id '{}'", s.playback_id),
+                );
             }
             check_pass(&mut p, &at("srt_passphrase"), &s.srt_passphrase);
             streams.push(StreamConfig {
                 key: s.key.clone(),
                 playback_id: s.playback_id.clone(),
-                srt_passphrase: s.srt_passphrase.clone().or_else(|| self.srt.passphrase.clone()),
+                srt_passphrase: s
+                    .srt_passphrase
+                    .clone()
+                    .or_else(|| self.srt.passphrase.clone()),
             });
         }
         if streams.is_empty() && webhook.is_none() {
-            p.add("streams", "no stream keys and no auth.webhook: nothing could ever publish");
+            p.add(
+                "streams",
+                "no stream keys and no auth.webhook: nothing could ever publish",
+            );
         }
 
         if !p.0.is_empty() {

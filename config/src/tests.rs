@@ -28,10 +28,18 @@ fn node_example_is_valid_once_its_token_file_exists() {
     let c = load_str(&text, "node.toml").expect("node example must validate");
     assert_eq!(c.admin.token, "0123456789abcdef0123");
     assert_eq!(c.node.capacity, Capacity::Calibrate);
-    assert_eq!(c.streams[0].srt_passphrase.as_deref(), Some("a-srt-passphrase"));
+    assert_eq!(
+        c.streams[0].srt_passphrase.as_deref(),
+        Some("a-srt-passphrase")
+    );
     // And without the file, the problem names the key.
     let err = load_str(include_str!("../examples/node.toml"), "node.toml").unwrap_err();
-    assert!(err.lines().iter().any(|l| l.contains("admin.token_file: cannot read")), "{err}");
+    assert!(
+        err.lines()
+            .iter()
+            .any(|l| l.contains("admin.token_file: cannot read")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -84,7 +92,10 @@ playback_id = "p"
         "streams[1].key: duplicate",
         "streams[1].playback_id: duplicate",
     ] {
-        assert!(lines.iter().any(|l| l.contains(want)), "missing {want:?} in {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "missing {want:?} in {lines:#?}"
+        );
     }
 }
 
@@ -92,7 +103,10 @@ playback_id = "p"
 fn admin_token_is_required_and_redacted() {
     let text = DEV_CONFIG.replace("token = \"dev-admin-token-change-me\"", "");
     let lines = load_str(&text, "x.toml").unwrap_err().lines();
-    assert!(lines.iter().any(|l| l.contains("admin.token: missing")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("admin.token: missing")),
+        "{lines:?}"
+    );
     let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
     assert!(!format!("{c:?}").contains("dev-admin-token"));
     assert!(!format!("{c:?}").contains("dev-stream-key"));
@@ -103,6 +117,9 @@ fn stream_units_skip_rungs_above_the_source() {
     let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
     let all = c.stream_milli_units(None);
     let small = c.stream_milli_units(Some(360));
-    assert_eq!(small, c.transcode.decode_milli_units + c.ladder[2].milli_units);
+    assert_eq!(
+        small,
+        c.transcode.decode_milli_units + c.ladder[2].milli_units
+    );
     assert!(all > small);
 }

@@ -16,7 +16,10 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{rt::{TokioExecutor, TokioIo}, server::conn::auto};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -38,7 +41,10 @@ struct NodeView<'a> {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -46,10 +52,16 @@ fn json(value: &impl Serialize) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
             r
         }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode: {e}\n")),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode: {e}\n"),
+        ),
     }
 }
 
@@ -73,7 +85,10 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, crate::metrics::render());
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; version=0.0.4"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             return r;
         }
         _ => {}
@@ -83,7 +98,10 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
     }
     if !authorized(node, req) {
         let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
         return r;
     }
     match (req.method(), path) {
@@ -108,7 +126,9 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
                 text(StatusCode::NOT_FOUND, "no such live stream\n")
             }
         }
-        (_, "/api/v1/node" | "/api/v1/streams") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        (_, "/api/v1/node" | "/api/v1/streams") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "unknown API path\n"),
     }
 }

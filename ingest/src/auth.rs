@@ -60,7 +60,8 @@ impl Authenticator {
     pub fn check_config(&self, key: &str) -> Option<Grant> {
         let mut found = None;
         for s in &self.streams {
-            let same = key.len() == s.key.len() && bool::from(key.as_bytes().ct_eq(s.key.as_bytes()));
+            let same =
+                key.len() == s.key.len() && bool::from(key.as_bytes().ct_eq(s.key.as_bytes()));
             if same && found.is_none() {
                 found = Some(Grant {
                     playback_id: s.playback_id.clone(),
@@ -72,7 +73,12 @@ impl Authenticator {
     }
 
     /// Config first, then the webhook if one is configured.
-    pub async fn check(&self, key: &str, client: SocketAddr, protocol: &str) -> Result<Grant, AuthError> {
+    pub async fn check(
+        &self,
+        key: &str,
+        client: SocketAddr,
+        protocol: &str,
+    ) -> Result<Grant, AuthError> {
         if let Some(g) = self.check_config(key) {
             return Ok(g);
         }
@@ -91,18 +97,30 @@ impl Authenticator {
         if !resp.status().is_success() {
             return Err(AuthError::Refused);
         }
-        let bytes = tokio::time::timeout(*timeout, http_body_util::Limited::new(resp.into_body(), MAX_WEBHOOK_BODY).collect())
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let bytes = tokio::time::timeout(
+            *timeout,
+            http_body_util::Limited::new(resp.into_body(), MAX_WEBHOOK_BODY).collect(),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
         // The hook may name the playback ID; otherwise derive a stable public one from a hash
         // of the key, so the key itself never appears in a URL.
         let playback_id = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
-            .and_then(|v| v.get("playback_id").and_then(|p| p.as_str()).map(str::to_string))
-            .filter(|p| !p.is_empty() && p.len() <= 64 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            .and_then(|v| {
+                v.get("playback_id")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_string)
+            })
+            .filter(|p| {
+                !p.is_empty()
+                    && p.len() <= 64
+                    && p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
             .unwrap_or_else(|| derived_playback_id(key));
         Ok(Grant {
             playback_id,

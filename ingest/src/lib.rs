@@ -27,6 +27,11 @@ pub use node::Node;
 /// After SIGTERM, how long the node keeps serving streams that are still live before it
 /// exits anyway (Kubernetes' terminationGracePeriodSeconds should be a little longer).
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// Receive buffer of the SRT socket. Every SRT stream of the node arrives on it; the kernel's
+/// default (~208 KiB) overflows under a burst of a few streams at 8 Mbps (each ~100 KB per
+/// 100 ms) and a dropped handshake costs a caller a retransmission. 4 MiB is Linux's default
+/// `rmem_max`; the kernel silently caps a larger request.
+pub const SRT_RECV_BUFFER: usize = 4 * 1024 * 1024;
 /// How often a draining node checks whether its last stream has ended.
 const DRAIN_POLL: Duration = Duration::from_millis(500);
 
@@ -58,10 +63,24 @@ impl Listeners {
         let l = &cfg.listen;
         let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
         Ok(Self {
-            rtmp: TcpListener::bind(l.rtmp).await.map_err(bind_err("rtmp", l.rtmp))?,
-            srt: UdpSocket::bind(l.srt).await.map_err(bind_err("srt", l.srt))?,
-            http: TcpListener::bind(l.http).await.map_err(bind_err("http", l.http))?,
-            admin: TcpListener::bind(l.admin).await.map_err(bind_err("admin", l.admin))?,
+            rtmp: TcpListener::bind(l.rtmp)
+                .await
+                .map_err(bind_err("rtmp", l.rtmp))?,
+            srt: {
+                let s = UdpSocket::bind(l.srt)
+                    .await
+                    .map_err(bind_err("srt", l.srt))?;
+                if let Err(e) = socket2::SockRef::from(&s).set_recv_buffer_size(SRT_RECV_BUFFER) {
+                    tracing::warn!(error = %e, "cannot enlarge the SRT receive buffer");
+                }
+                s
+            },
+            http: TcpListener::bind(l.http)
+                .await
+                .map_err(bind_err("http", l.http))?,
+            admin: TcpListener::bind(l.admin)
+                .await
+                .map_err(bind_err("admin", l.admin))?,
         })
     }
 }
@@ -71,7 +90,8 @@ pub fn capacity(cfg: &Config) -> Result<u32, StartError> {
     match cfg.node.capacity {
         Capacity::Units(u) => Ok(u),
         Capacity::Calibrate => {
-            let u = pipeline::calibrate(&cfg.transcode.x264_preset).map_err(|e| StartError::Gstreamer(e.to_string()))?;
+            let u = pipeline::calibrate(&cfg.transcode.x264_preset)
+                .map_err(|e| StartError::Gstreamer(e.to_string()))?;
             tracing::info!(milli_units = u, "capacity calibrated");
             Ok(u)
         }
@@ -80,7 +100,12 @@ pub fn capacity(cfg: &Config) -> Result<u32, StartError> {
 
 /// Run a node until `stop` (immediate) or `drain` (stop taking streams, wait for the live ones
 /// to end, up to [`DRAIN_DEADLINE`]).
-pub async fn run(cfg: Config, listeners: Listeners, drain: CancellationToken, stop: CancellationToken) -> Result<(), StartError> {
+pub async fn run(
+    cfg: Config,
+    listeners: Listeners,
+    drain: CancellationToken,
+    stop: CancellationToken,
+) -> Result<(), StartError> {
     gstreamer::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
     metrics::init();
     let capacity = capacity(&cfg)?;
@@ -95,12 +120,23 @@ pub async fn run(cfg: Config, listeners: Listeners, drain: CancellationToken, st
     let accept = CancellationToken::new();
     let serve_stop = stop.clone();
     let tasks = [
-        tokio::spawn(rtmp::serve(Arc::clone(&node), listeners.rtmp, accept.clone())),
+        tokio::spawn(rtmp::serve(
+            Arc::clone(&node),
+            listeners.rtmp,
+            accept.clone(),
+        )),
         tokio::spawn(srt::serve(Arc::clone(&node), listeners.srt, stop.clone())),
-        tokio::spawn(admin::serve(Arc::clone(&node), listeners.admin, stop.clone())),
+        tokio::spawn(admin::serve(
+            Arc::clone(&node),
+            listeners.admin,
+            stop.clone(),
+        )),
         tokio::spawn(async move {
             let http = listeners.http;
-            if let Err(e) = origin.serve(http, async move { serve_stop.cancelled().await }).await {
+            if let Err(e) = origin
+                .serve(http, async move { serve_stop.cancelled().await })
+                .await
+            {
                 tracing::error!(error = %e, "http origin stopped");
             }
         }),

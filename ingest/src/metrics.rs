@@ -10,31 +10,62 @@ use prometheus::{
 };
 
 pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("edge_ingest_connections_total", "Publisher connections by protocol and result", &["protocol", "result"]).expect("metric") // infallible: constant valid name, registered once
+    register_int_counter_vec!(
+        "edge_ingest_connections_total",
+        "Publisher connections by protocol and result",
+        &["protocol", "result"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static STREAMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("edge_ingest_streams", "Streams being published, by protocol", &["protocol"]).expect("metric") // infallible: constant valid name, registered once
+    register_int_gauge_vec!(
+        "edge_ingest_streams",
+        "Streams being published, by protocol",
+        &["protocol"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static BYTES_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("edge_ingest_received_bytes_total", "Media bytes received from publishers", &["protocol"]).expect("metric") // infallible: constant valid name, registered once
+    register_int_counter_vec!(
+        "edge_ingest_received_bytes_total",
+        "Media bytes received from publishers",
+        &["protocol"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static CAPACITY: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("edge_ingest_capacity_milliunits", "Transcode capacity of this node").expect("metric") // infallible: constant valid name, registered once
+    register_int_gauge!(
+        "edge_ingest_capacity_milliunits",
+        "Transcode capacity of this node"
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static USED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("edge_ingest_used_milliunits", "Transcode units charged to running streams").expect("metric") // infallible: constant valid name, registered once
+    register_int_gauge!(
+        "edge_ingest_used_milliunits",
+        "Transcode units charged to running streams"
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static OVERLOADED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("edge_ingest_overloaded", "1 while a pipeline lags behind real time").expect("metric") // infallible: constant valid name, registered once
+    register_int_gauge!(
+        "edge_ingest_overloaded",
+        "1 while a pipeline lags behind real time"
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static PIPELINE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("edge_ingest_pipeline_errors_total", "Streams ended by a pipeline error").expect("metric") // infallible: constant valid name, registered once
+    register_int_counter!(
+        "edge_ingest_pipeline_errors_total",
+        "Streams ended by a pipeline error"
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static LAG: LazyLock<Histogram> = LazyLock::new(|| {
@@ -47,7 +78,12 @@ pub static LAG: LazyLock<Histogram> = LazyLock::new(|| {
 });
 
 pub static SRT_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!("edge_ingest_srt_dropped_packets_total", "SRT datagrams dropped by the guard, by reason", &["reason"]).expect("metric") // infallible: constant valid name, registered once
+    register_int_counter_vec!(
+        "edge_ingest_srt_dropped_packets_total",
+        "SRT datagrams dropped by the guard, by reason",
+        &["reason"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 /// Touch every metric so it appears in /metrics from the start (at zero).

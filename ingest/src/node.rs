@@ -152,7 +152,9 @@ impl Node {
         self.used.load(Ordering::Acquire)
     }
     pub fn overloaded(&self) -> bool {
-        let Ok(mut until) = self.overloaded_until.lock() else { return false };
+        let Ok(mut until) = self.overloaded_until.lock() else {
+            return false;
+        };
         match *until {
             Some(t) if Instant::now() < t => true,
             Some(_) => {
@@ -198,7 +200,9 @@ impl Node {
             return Err(AdmitError::Full("draining"));
         }
         if self.overloaded() {
-            return Err(AdmitError::Full("overloaded: a pipeline is behind real time"));
+            return Err(AdmitError::Full(
+                "overloaded: a pipeline is behind real time",
+            ));
         }
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
@@ -210,22 +214,39 @@ impl Node {
     fn release(&self, units: u32) {
         let _ = self
             .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(units)));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(units))
+            });
         metrics::USED.set(i64::from(self.used()));
     }
 
     /// Check the key, replace a stale publisher of the same stream, reserve capacity, register.
-    pub async fn admit(self: &Arc<Self>, key: &str, client: SocketAddr, protocol: Protocol) -> Result<Admission, AdmitError> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        key: &str,
+        client: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<Admission, AdmitError> {
         let grant = self.auth.check(key, client, protocol.as_str()).await?;
         self.admit_grant(grant, client, protocol).await
     }
 
     /// Only the key check, for protocols that must answer before admitting (SRT passphrase).
-    pub async fn authenticate(&self, key: &str, client: SocketAddr, protocol: Protocol) -> Result<Grant, AuthError> {
+    pub async fn authenticate(
+        &self,
+        key: &str,
+        client: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<Grant, AuthError> {
         self.auth.check(key, client, protocol.as_str()).await
     }
 
-    pub async fn admit_grant(self: &Arc<Self>, grant: Grant, client: SocketAddr, protocol: Protocol) -> Result<Admission, AdmitError> {
+    pub async fn admit_grant(
+        self: &Arc<Self>,
+        grant: Grant,
+        client: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<Admission, AdmitError> {
         let pid = grant.playback_id.clone();
         // A second publisher with the same key replaces the first (a reconnecting encoder
         // whose old TCP connection has not timed out yet).
@@ -263,7 +284,9 @@ impl Node {
             return Err(AdmitError::Busy);
         }
         self.last_session.insert(pid.clone(), session_id);
-        metrics::STREAMS.with_label_values(&[protocol.as_str()]).inc();
+        metrics::STREAMS
+            .with_label_values(&[protocol.as_str()])
+            .inc();
         Ok(Admission {
             node: Arc::clone(self),
             playback_id: pid,
@@ -301,7 +324,9 @@ impl Node {
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),
                     milli_units: e.milli_units.load(Ordering::Relaxed),
-                    source: plan.as_ref().map(|p| format!("{}x{}", p.source_width, p.source_height)),
+                    source: plan
+                        .as_ref()
+                        .map(|p| format!("{}x{}", p.source_width, p.source_height)),
                     renditions: plan
                         .map(|p| p.video.into_iter().map(|v| v.0).collect())
                         .unwrap_or_default(),
@@ -328,7 +353,11 @@ pub struct Admission {
 
 impl Admission {
     /// Build the stream's pipeline feeding the packager.
-    pub fn start_pipeline(&self, format: InputFormat, has_audio: Option<bool>) -> Result<(Pipeline, Arc<StreamOutput>), pipeline::PipelineError> {
+    pub fn start_pipeline(
+        &self,
+        format: InputFormat,
+        has_audio: Option<bool>,
+    ) -> Result<(Pipeline, Arc<StreamOutput>), pipeline::PipelineError> {
         let cfg = &self.node.config;
         let output = Arc::new(StreamOutput {
             node: Arc::clone(&self.node),
@@ -354,7 +383,12 @@ impl Admission {
 
     /// Feed `pipeline` from `input` until the input ends, the stream is kicked, or the pipeline
     /// fails; then drain and stop it. Returns why it ended, for the log.
-    pub async fn finish_pipeline(&self, pipeline: Pipeline, output: Arc<StreamOutput>, result: Result<(), String>) -> Result<(), String> {
+    pub async fn finish_pipeline(
+        &self,
+        pipeline: Pipeline,
+        output: Arc<StreamOutput>,
+        result: Result<(), String>,
+    ) -> Result<(), String> {
         pipeline.end_of_input();
         let drained = tokio::time::timeout(PIPELINE_DRAIN_TIMEOUT, pipeline.wait()).await;
         let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
@@ -374,15 +408,22 @@ impl Drop for Admission {
     fn drop(&mut self) {
         let node = &self.node;
         node.release(self.milli_units.swap(0, Ordering::AcqRel));
-        node.active.remove_if(&self.playback_id, |_, a| a.session_id == self.session_id);
-        metrics::STREAMS.with_label_values(&[self.protocol.as_str()]).dec();
+        node.active
+            .remove_if(&self.playback_id, |_, a| a.session_id == self.session_id);
+        metrics::STREAMS
+            .with_label_values(&[self.protocol.as_str()])
+            .dec();
         // The reconnect window: if nobody publishes this stream again in time, end it.
         let (node, pid, sid) = (Arc::clone(node), self.playback_id.clone(), self.session_id);
         let window = node.config.hls.reconnect_window;
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 tokio::time::sleep(window).await;
-                let still_last = node.last_session.get(&pid).map(|s| *s == sid).unwrap_or(false);
+                let still_last = node
+                    .last_session
+                    .get(&pid)
+                    .map(|s| *s == sid)
+                    .unwrap_or(false);
                 if still_last && !node.active.contains_key(&pid) {
                     tracing::info!(stream.id = %pid, "reconnect window passed: stream ended");
                     node.origin.finish(&pid);
@@ -435,7 +476,9 @@ impl Output for StreamOutput {
         }
         // Hold the handle slot while publishing and replaying, so a concurrent `configure`
         // either is in the replayed list or finds the handle in place.
-        let Ok(mut slot) = self.handle.lock() else { return };
+        let Ok(mut slot) = self.handle.lock() else {
+            return;
+        };
         let handle = self.node.origin.publish(&self.playback_id, renditions);
         if let Ok(codecs) = self.codecs.lock() {
             for (name, codec) in codecs.iter() {
@@ -447,7 +490,10 @@ impl Output for StreamOutput {
         *slot = Some(handle);
         drop(slot);
         // Charge what the stream really costs now that its source size is known.
-        let actual = self.node.config.stream_milli_units(Some(plan.source_height));
+        let actual = self
+            .node
+            .config
+            .stream_milli_units(Some(plan.source_height));
         let before = self.milli_units.swap(actual, Ordering::AcqRel);
         self.node.release(before.saturating_sub(actual));
         tracing::info!(

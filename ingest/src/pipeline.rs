@@ -359,11 +359,19 @@ fn make_queue() -> Result<gst::Element, PipelineError> {
 }
 
 /// Add `chain` to the pipeline, link it in order, hang it off a new `tee` pad and start it.
-fn add_branch(pipeline: &gst::Pipeline, tee: &gst::Element, chain: &[&gst::Element]) -> Result<(), PipelineError> {
-    pipeline.add_many(chain.iter().copied()).map_err(build_err)?;
+fn add_branch(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    chain: &[&gst::Element],
+) -> Result<(), PipelineError> {
+    pipeline
+        .add_many(chain.iter().copied())
+        .map_err(build_err)?;
     gst::Element::link_many(chain.iter().copied()).map_err(build_err)?;
     let first = chain.first().ok_or_else(|| build_err("empty branch"))?;
-    let sink = first.static_pad("sink").ok_or_else(|| build_err("branch without sink pad"))?;
+    let sink = first
+        .static_pad("sink")
+        .ok_or_else(|| build_err("branch without sink pad"))?;
     let src = tee
         .request_pad_simple("src_%u")
         .ok_or_else(|| build_err("tee refused a pad"))?;
@@ -374,14 +382,21 @@ fn add_branch(pipeline: &gst::Pipeline, tee: &gst::Element, chain: &[&gst::Eleme
     Ok(())
 }
 
-fn on_demux_pad(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vparse: &gst::Element, pad: &gst::Pad) -> Result<(), PipelineError> {
+fn on_demux_pad(
+    sh: &Arc<Shared>,
+    pipeline: &gst::Pipeline,
+    vparse: &gst::Element,
+    pad: &gst::Pad,
+) -> Result<(), PipelineError> {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let Some(s) = caps.structure(0) else {
         return Ok(());
     };
     let name = s.name().as_str();
     if name == "video/x-h264" {
-        let sink = vparse.static_pad("sink").ok_or_else(|| build_err("h264parse without sink"))?;
+        let sink = vparse
+            .static_pad("sink")
+            .ok_or_else(|| build_err("h264parse without sink"))?;
         if sink.is_linked() {
             return Ok(()); // a second video stream: ignore it
         }
@@ -389,7 +404,9 @@ fn on_demux_pad(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vparse: &gst::Elemen
     }
     if name.starts_with("audio/") {
         {
-            let Ok(mut seen) = sh.audio_seen.lock() else { return Ok(()) };
+            let Ok(mut seen) = sh.audio_seen.lock() else {
+                return Ok(());
+            };
             if *seen {
                 return link_fakesink(pipeline, pad);
             }
@@ -415,7 +432,14 @@ fn on_demux_pad(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vparse: &gst::Elemen
         let tail = if is_aac {
             vec![capsf, sink.upcast()]
         } else {
-            vec![make("audioconvert")?, make("audioresample")?, make("avenc_aac")?, make("aacparse")?, capsf, sink.upcast()]
+            vec![
+                make("audioconvert")?,
+                make("audioresample")?,
+                make("avenc_aac")?,
+                make("aacparse")?,
+                capsf,
+                sink.upcast(),
+            ]
         };
         if is_aac {
             chain.extend(tail);
@@ -445,7 +469,9 @@ fn on_demux_pad(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vparse: &gst::Elemen
         for e in &chain {
             e.sync_state_with_parent().map_err(build_err)?;
         }
-        let qsink = chain[0].static_pad("sink").ok_or_else(|| build_err("queue without sink"))?;
+        let qsink = chain[0]
+            .static_pad("sink")
+            .ok_or_else(|| build_err("queue without sink"))?;
         return pad.link(&qsink).map(|_| ()).map_err(build_err);
     }
     link_fakesink(pipeline, pad)
@@ -460,7 +486,9 @@ fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), Pipelin
         .map_err(|_| PipelineError::MissingElement("fakesink"))?;
     pipeline.add(&sink).map_err(build_err)?;
     sink.sync_state_with_parent().map_err(build_err)?;
-    let s = sink.static_pad("sink").ok_or_else(|| build_err("fakesink without sink"))?;
+    let s = sink
+        .static_pad("sink")
+        .ok_or_else(|| build_err("fakesink without sink"))?;
     pad.link(&s).map(|_| ()).map_err(build_err)
 }
 
@@ -475,16 +503,29 @@ pub fn rung_size(rung_height: u32, src_w: u32, src_h: u32) -> (u32, u32) {
 
 /// Rungs the source can feed: those not above its height.
 pub fn rungs_for_source(ladder: &[Rung], src_h: u32) -> Vec<Rung> {
-    ladder.iter().filter(|r| r.height <= src_h).cloned().collect()
+    ladder
+        .iter()
+        .filter(|r| r.height <= src_h)
+        .cloned()
+        .collect()
 }
 
-fn build_ladder(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vtee: &gst::Element, caps: &gst::CapsRef) -> Result<(), PipelineError> {
-    let Some(s) = caps.structure(0) else { return Ok(()) };
+fn build_ladder(
+    sh: &Arc<Shared>,
+    pipeline: &gst::Pipeline,
+    vtee: &gst::Element,
+    caps: &gst::CapsRef,
+) -> Result<(), PipelineError> {
+    let Some(s) = caps.structure(0) else {
+        return Ok(());
+    };
     let (Ok(w), Ok(h)) = (s.get::<i32>("width"), s.get::<i32>("height")) else {
         return Ok(()); // caps without a size yet; h264parse sends full caps later
     };
     {
-        let Ok(mut built) = sh.built.lock() else { return Ok(()) };
+        let Ok(mut built) = sh.built.lock() else {
+            return Ok(());
+        };
         if *built {
             return Ok(()); // resolution changes mid-stream keep the first ladder
         }
@@ -505,7 +546,12 @@ fn build_ladder(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vtee: &gst::Element,
     }
     for r in &rungs {
         let (rw, rh) = rung_size(r.height, w, h);
-        video.push((r.name.clone(), rw, rh, u64::from(r.video_kbps) * 1000 + AUDIO_BITRATE));
+        video.push((
+            r.name.clone(),
+            rw,
+            rh,
+            u64::from(r.video_kbps) * 1000 + AUDIO_BITRATE,
+        ));
     }
     let audio = sh.spec.has_audio.unwrap_or(true);
     sh.output.plan(Plan {
@@ -522,7 +568,11 @@ fn build_ladder(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vtee: &gst::Element,
         .property("allow-not-linked", true)
         .build()
         .map_err(|_| PipelineError::MissingElement("tee"))?;
-    add_branch(pipeline, vtee, &[&make_queue()?, &make("avdec_h264")?, &dtee])?;
+    add_branch(
+        pipeline,
+        vtee,
+        &[&make_queue()?, &make("avdec_h264")?, &dtee],
+    )?;
     for r in &rungs {
         let (rw, rh) = rung_size(r.height, w, h);
         let scale = make("videoscale")?;
@@ -593,7 +643,16 @@ fn build_ladder(sh: &Arc<Shared>, pipeline: &gst::Pipeline, vtee: &gst::Element,
         add_branch(
             pipeline,
             &dtee,
-            &[&make_queue()?, &scale, &rate, &capsf, &enc, &parse, &outcaps, sink.upcast_ref()],
+            &[
+                &make_queue()?,
+                &scale,
+                &rate,
+                &capsf,
+                &enc,
+                &parse,
+                &outcaps,
+                sink.upcast_ref(),
+            ],
         )?;
     }
     Ok(())
@@ -635,7 +694,11 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                         dts_ns: dts.nseconds(),
                         keyframe: !video || !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
                         data: Bytes::copy_from_slice(map.as_slice()),
-                        arrival: if video { arrivals.lookup(pts.nseconds()) } else { None },
+                        arrival: if video {
+                            arrivals.lookup(pts.nseconds())
+                        } else {
+                            None
+                        },
                     };
                     out.sample(&name, sample);
                     Ok(gst::FlowSuccess::Ok)
@@ -705,7 +768,9 @@ pub fn calibrate(preset: &str) -> Result<u32, PipelineError> {
     result?;
     let realtime = f64::from(CALIBRATION_FRAMES) / 30.0;
     let per_core = realtime / elapsed;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
     Ok((per_core * cores * HEADROOM * 1000.0) as u32)
 }
 
@@ -726,7 +791,12 @@ mod tests {
     #[test]
     fn rungs_above_source_are_skipped() {
         let cfg = edge_config::load_str(edge_config::DEV_CONFIG, "dev").unwrap();
-        let names = |h| rungs_for_source(&cfg.ladder, h).into_iter().map(|r| r.name).collect::<Vec<_>>();
+        let names = |h| {
+            rungs_for_source(&cfg.ladder, h)
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(1080), ["720p", "480p", "360p"]);
         assert_eq!(names(480), ["480p", "360p"]);
         assert_eq!(names(240), Vec::<String>::new());

@@ -23,9 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    flv,
-    metrics,
-    node::{AdmitError, Admission, Node, Protocol, StreamOutput},
+    flv, metrics,
+    node::{Admission, AdmitError, Node, Protocol, StreamOutput},
     pipeline::{InputFormat, Pipeline},
     streamid::APP,
 };
@@ -81,12 +80,15 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: Cancellatio
             },
         };
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            metrics::CONNECTIONS.with_label_values(&["rtmp", "too_many_connections"]).inc();
+            metrics::CONNECTIONS
+                .with_label_values(&["rtmp", "too_many_connections"])
+                .inc();
             continue;
         };
         let _ = sock.set_nodelay(true);
         let node = Arc::clone(&node);
-        let span = tracing::info_span!("rtmp", client.addr = %peer, stream.id = tracing::field::Empty);
+        let span =
+            tracing::info_span!("rtmp", client.addr = %peer, stream.id = tracing::field::Empty);
         tokio::spawn(
             async move {
                 match handle_connection(node, sock, peer).await {
@@ -107,7 +109,11 @@ struct Publishing {
 }
 
 /// Run one RTMP connection to its end.
-pub async fn handle_connection<S>(node: Arc<Node>, mut io: S, peer: SocketAddr) -> Result<(), RtmpError>
+pub async fn handle_connection<S>(
+    node: Arc<Node>,
+    mut io: S,
+    peer: SocketAddr,
+) -> Result<(), RtmpError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -129,12 +135,25 @@ where
             }
             input.clear();
         }
-        match process(&node, &mut io, &mut session, &mut pending, &mut publishing, peer).await {
+        match process(
+            &node,
+            &mut io,
+            &mut session,
+            &mut pending,
+            &mut publishing,
+            peer,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => break Ok(()),
             Err(e) => break Err(e),
         }
-        let timeout = if publishing.is_some() { MEDIA_TIMEOUT } else { PUBLISH_TIMEOUT };
+        let timeout = if publishing.is_some() {
+            MEDIA_TIMEOUT
+        } else {
+            PUBLISH_TIMEOUT
+        };
         let read = match &publishing {
             Some(p) => tokio::select! {
                 _ = p.admission.cancel.cancelled() => break Err(RtmpError::Refused("kicked or replaced by a new publisher".into())),
@@ -147,12 +166,20 @@ where
             None => tokio::time::timeout(timeout, io.read(&mut buf)).await,
         };
         match read {
-            Err(_) => break Err(RtmpError::Timeout(if publishing.is_some() { "media" } else { "publish" })),
+            Err(_) => {
+                break Err(RtmpError::Timeout(if publishing.is_some() {
+                    "media"
+                } else {
+                    "publish"
+                }))
+            }
             Ok(Err(e)) => break Err(e.into()),
             Ok(Ok(0)) => break Ok(()),
             Ok(Ok(n)) => {
                 if publishing.is_some() {
-                    metrics::BYTES_RECEIVED.with_label_values(&["rtmp"]).inc_by(n as u64);
+                    metrics::BYTES_RECEIVED
+                        .with_label_values(&["rtmp"])
+                        .inc_by(n as u64);
                 }
                 input.extend_from_slice(&buf[..n]);
             }
@@ -168,7 +195,10 @@ where
     result
 }
 
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut [u8]) -> Result<Vec<u8>, RtmpError> {
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut [u8],
+) -> Result<Vec<u8>, RtmpError> {
     let mut hs = Handshake::new(PeerType::Server);
     loop {
         let n = io.read(buf).await?;
@@ -182,7 +212,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut [u8]
             HandshakeProcessResult::InProgress { response_bytes } => {
                 io.write_all(&response_bytes).await?;
             }
-            HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
                 io.write_all(&response_bytes).await?;
                 return Ok(remaining_bytes);
             }
@@ -192,7 +225,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut [u8]
 
 /// Feed bytes to rml_rtmp; a panic inside it (a bug a hostile peer might find) becomes an
 /// error for this connection instead of a crash.
-fn guarded_input(session: &mut ServerSession, bytes: &[u8]) -> Result<Vec<ServerSessionResult>, RtmpError> {
+fn guarded_input(
+    session: &mut ServerSession,
+    bytes: &[u8],
+) -> Result<Vec<ServerSessionResult>, RtmpError> {
     std::panic::catch_unwind(AssertUnwindSafe(|| session.handle_input(bytes)))
         .map_err(|_| RtmpError::Malformed("RTMP parser failed".into()))?
         .map_err(|e| RtmpError::Malformed(e.to_string()))
@@ -213,72 +249,131 @@ async fn process<S: AsyncWrite + Unpin>(
             match r {
                 ServerSessionResult::OutboundResponse(p) => io.write_all(&p.bytes).await?,
                 ServerSessionResult::UnhandleableMessageReceived(_) => {}
-                ServerSessionResult::RaisedEvent(ev) => match ev {
-                    ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
-                        if app_name.trim_matches('/') == APP {
-                            pending.extend(session.accept_request(request_id).map_err(|e| RtmpError::Malformed(e.to_string()))?);
-                        } else {
-                            let out = session
+                ServerSessionResult::RaisedEvent(ev) => {
+                    match ev {
+                        ServerSessionEvent::ConnectionRequested {
+                            request_id,
+                            app_name,
+                        } => {
+                            if app_name.trim_matches('/') == APP {
+                                pending.extend(
+                                    session
+                                        .accept_request(request_id)
+                                        .map_err(|e| RtmpError::Malformed(e.to_string()))?,
+                                );
+                            } else {
+                                let out = session
                                 .reject_request(request_id, "NetConnection.Connect.Rejected", "unknown application: publish to rtmp://HOST/live/STREAM_KEY")
                                 .map_err(|e| RtmpError::Malformed(e.to_string()))?;
-                            send_all(io, out).await?;
-                            metrics::CONNECTIONS.with_label_values(&["rtmp", "bad_app"]).inc();
-                            return Err(RtmpError::Refused(format!("unknown application '{}'", app_name.chars().take(64).collect::<String>())));
+                                send_all(io, out).await?;
+                                metrics::CONNECTIONS
+                                    .with_label_values(&["rtmp", "bad_app"])
+                                    .inc();
+                                return Err(RtmpError::Refused(format!(
+                                    "unknown application '{}'",
+                                    app_name.chars().take(64).collect::<String>()
+                                )));
+                            }
                         }
-                    }
-                    ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
-                        if publishing.is_some() {
+                        ServerSessionEvent::PublishStreamRequested {
+                            request_id,
+                            stream_key,
+                            ..
+                        } => {
+                            if publishing.is_some() {
+                                let out = session
+                                    .reject_request(
+                                        request_id,
+                                        "NetStream.Publish.BadName",
+                                        "this connection already publishes a stream",
+                                    )
+                                    .map_err(|e| RtmpError::Malformed(e.to_string()))?;
+                                send_all(io, out).await?;
+                                continue;
+                            }
+                            match node.admit(&stream_key, peer, Protocol::Rtmp).await {
+                                Ok(admission) => {
+                                    tracing::Span::current()
+                                        .record("stream.id", admission.playback_id.as_str());
+                                    let (pipeline, output) = admission
+                                        .start_pipeline(InputFormat::Flv, None)
+                                        .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
+                                    pipeline
+                                        .push(flv::header())
+                                        .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
+                                    pending.extend(
+                                        session
+                                            .accept_request(request_id)
+                                            .map_err(|e| RtmpError::Malformed(e.to_string()))?,
+                                    );
+                                    metrics::CONNECTIONS
+                                        .with_label_values(&["rtmp", "accepted"])
+                                        .inc();
+                                    tracing::info!("rtmp publisher accepted");
+                                    *publishing = Some(Publishing {
+                                        admission,
+                                        pipeline,
+                                        output,
+                                    });
+                                }
+                                Err(e) => {
+                                    let (code, text) = match &e {
+                                        AdmitError::Auth(_) => (
+                                            "NetStream.Publish.Denied",
+                                            "publish denied: invalid stream key".to_string(),
+                                        ),
+                                        AdmitError::Full(why) => (
+                                            "NetStream.Publish.Rejected",
+                                            format!("publish rejected: {why}"),
+                                        ),
+                                        AdmitError::Busy => (
+                                            "NetStream.Publish.BadName",
+                                            "publish rejected: stream is busy".to_string(),
+                                        ),
+                                    };
+                                    let out = session
+                                        .reject_request(request_id, code, &text)
+                                        .map_err(|e| RtmpError::Malformed(e.to_string()))?;
+                                    send_all(io, out).await?;
+                                    let _ = io.flush().await;
+                                    metrics::CONNECTIONS
+                                        .with_label_values(&["rtmp", e.label()])
+                                        .inc();
+                                    return Err(RtmpError::Refused(e.to_string()));
+                                }
+                            }
+                        }
+                        ServerSessionEvent::PublishStreamFinished { .. } => return Ok(false),
+                        ServerSessionEvent::VideoDataReceived {
+                            data, timestamp, ..
+                        } => push_tag(publishing, flv::TagType::Video, timestamp.value, &data)?,
+                        ServerSessionEvent::AudioDataReceived {
+                            data, timestamp, ..
+                        } => push_tag(publishing, flv::TagType::Audio, timestamp.value, &data)?,
+                        ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                             let out = session
-                                .reject_request(request_id, "NetStream.Publish.BadName", "this connection already publishes a stream")
+                                .reject_request(
+                                    request_id,
+                                    "NetStream.Play.Failed",
+                                    "this is an ingest: play over HLS",
+                                )
                                 .map_err(|e| RtmpError::Malformed(e.to_string()))?;
                             send_all(io, out).await?;
-                            continue;
+                            return Err(RtmpError::Refused("play requested".into()));
                         }
-                        match node.admit(&stream_key, peer, Protocol::Rtmp).await {
-                            Ok(admission) => {
-                                tracing::Span::current().record("stream.id", admission.playback_id.as_str());
-                                let (pipeline, output) = admission
-                                    .start_pipeline(InputFormat::Flv, None)
-                                    .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
-                                pipeline.push(flv::header()).map_err(|e| RtmpError::Pipeline(e.to_string()))?;
-                                pending.extend(session.accept_request(request_id).map_err(|e| RtmpError::Malformed(e.to_string()))?);
-                                metrics::CONNECTIONS.with_label_values(&["rtmp", "accepted"]).inc();
-                                tracing::info!("rtmp publisher accepted");
-                                *publishing = Some(Publishing { admission, pipeline, output });
-                            }
-                            Err(e) => {
-                                let (code, text) = match &e {
-                                    AdmitError::Auth(_) => ("NetStream.Publish.Denied", "publish denied: invalid stream key".to_string()),
-                                    AdmitError::Full(why) => ("NetStream.Publish.Rejected", format!("publish rejected: {why}")),
-                                    AdmitError::Busy => ("NetStream.Publish.BadName", "publish rejected: stream is busy".to_string()),
-                                };
-                                let out = session.reject_request(request_id, code, &text).map_err(|e| RtmpError::Malformed(e.to_string()))?;
-                                send_all(io, out).await?;
-                                let _ = io.flush().await;
-                                metrics::CONNECTIONS.with_label_values(&["rtmp", e.label()]).inc();
-                                return Err(RtmpError::Refused(e.to_string()));
-                            }
-                        }
+                        _ => {}
                     }
-                    ServerSessionEvent::PublishStreamFinished { .. } => return Ok(false),
-                    ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => push_tag(publishing, flv::TagType::Video, timestamp.value, &data)?,
-                    ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => push_tag(publishing, flv::TagType::Audio, timestamp.value, &data)?,
-                    ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                        let out = session
-                            .reject_request(request_id, "NetStream.Play.Failed", "this is an ingest: play over HLS")
-                            .map_err(|e| RtmpError::Malformed(e.to_string()))?;
-                        send_all(io, out).await?;
-                        return Err(RtmpError::Refused("play requested".into()));
-                    }
-                    _ => {}
-                },
+                }
             }
         }
     }
     Ok(true)
 }
 
-async fn send_all<S: AsyncWrite + Unpin>(io: &mut S, results: Vec<ServerSessionResult>) -> Result<(), RtmpError> {
+async fn send_all<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    results: Vec<ServerSessionResult>,
+) -> Result<(), RtmpError> {
     for r in results {
         if let ServerSessionResult::OutboundResponse(p) = r {
             io.write_all(&p.bytes).await?;
@@ -287,12 +382,21 @@ async fn send_all<S: AsyncWrite + Unpin>(io: &mut S, results: Vec<ServerSessionR
     Ok(())
 }
 
-fn push_tag(publishing: &Option<Publishing>, kind: flv::TagType, ts: u32, data: &Bytes) -> Result<(), RtmpError> {
+fn push_tag(
+    publishing: &Option<Publishing>,
+    kind: flv::TagType,
+    ts: u32,
+    data: &Bytes,
+) -> Result<(), RtmpError> {
     let Some(p) = publishing else {
         return Ok(()); // media before publish: ignore
     };
     let Some(tag) = flv::tag(kind, ts, data) else {
-        return Err(RtmpError::Malformed("media message larger than FLV allows".into()));
+        return Err(RtmpError::Malformed(
+            "media message larger than FLV allows".into(),
+        ));
     };
-    p.pipeline.push(tag).map_err(|e| RtmpError::Pipeline(e.to_string()))
+    p.pipeline
+        .push(tag)
+        .map_err(|e| RtmpError::Pipeline(e.to_string()))
 }

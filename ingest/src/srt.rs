@@ -10,7 +10,15 @@
 //! Only a handshake induction opens a session; sessions end when their stream ends or the peer
 //! goes silent.
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -47,17 +55,39 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the front sweeps ended sessions out of its table.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Where a session is, as the front needs to know it to route a handshake induction: a
+/// caller retransmits its induction until answered (same session), but an induction after a
+/// rejection or after a stream means a new connection from the same address and port.
+const PHASE_HANDSHAKE: u8 = 0;
+const PHASE_STREAMING: u8 = 1;
+const PHASE_DONE: u8 = 2;
+
+struct SessionEntry {
+    tx: mpsc::Sender<Bytes>,
+    phase: Arc<AtomicU8>,
+}
+
+impl SessionEntry {
+    fn open(&self) -> bool {
+        !self.tx.is_closed()
+    }
+    /// Whether an induction from this peer belongs to this session.
+    fn takes_induction(&self) -> bool {
+        self.open() && self.phase.load(Ordering::Acquire) == PHASE_HANDSHAKE
+    }
+}
+
 /// Run the SRT front on `socket` until `shutdown`.
 pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationToken) {
     let front = Arc::new(socket);
-    let mut sessions: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let mut sessions: HashMap<SocketAddr, SessionEntry> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         let (n, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
-                sessions.retain(|_, tx| !tx.is_closed());
+                sessions.retain(|_, e| e.open());
                 continue;
             }
             r = front.recv_from(&mut buf) => match r {
@@ -74,41 +104,72 @@ pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationTok
             Verdict::Forward(k) => (k, Bytes::copy_from_slice(pkt)),
             Verdict::Rewrite(k, v) => (k, Bytes::from(v)),
             Verdict::Drop(reason) => {
-                metrics::SRT_DROPPED.with_label_values(&[reason.as_str()]).inc();
-                tracing::debug!(client.addr = %peer, reason = reason.as_str(), "srt datagram dropped");
+                metrics::SRT_DROPPED
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                tracing::trace!(client.addr = %peer, reason = reason.as_str(), "srt datagram dropped");
                 continue;
             }
         };
-        if let Some(tx) = sessions.get(&peer) {
-            if !tx.is_closed() {
-                if tx.try_send(bytes).is_err() {
-                    metrics::SRT_DROPPED.with_label_values(&["session_queue_full"]).inc();
+        if let Some(e) = sessions.get(&peer) {
+            let mine = if kind == Kind::Induction {
+                e.takes_induction()
+            } else {
+                e.open()
+            };
+            tracing::trace!(client.addr = %peer, ?kind, mine, phase = e.phase.load(Ordering::Relaxed), "srt datagram to existing session");
+            if mine {
+                if e.tx.try_send(bytes).is_err() {
+                    metrics::SRT_DROPPED
+                        .with_label_values(&["session_queue_full"])
+                        .inc();
                 }
                 continue;
             }
+            // Dropping the sender ends the old session.
             sessions.remove(&peer);
         }
         if kind != Kind::Induction {
-            metrics::SRT_DROPPED.with_label_values(&["no_session"]).inc();
+            metrics::SRT_DROPPED
+                .with_label_values(&["no_session"])
+                .inc();
             continue;
         }
         if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, tx| !tx.is_closed());
+            sessions.retain(|_, e| e.open());
             if sessions.len() >= MAX_SESSIONS {
-                metrics::SRT_DROPPED.with_label_values(&["too_many_sessions"]).inc();
+                metrics::SRT_DROPPED
+                    .with_label_values(&["too_many_sessions"])
+                    .inc();
                 continue;
             }
         }
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let _ = tx.try_send(bytes);
-        sessions.insert(peer, tx);
+        let phase = Arc::new(AtomicU8::new(PHASE_HANDSHAKE));
+        sessions.insert(
+            peer,
+            SessionEntry {
+                tx,
+                phase: Arc::clone(&phase),
+            },
+        );
         let span = tracing::info_span!("srt", client.addr = %peer);
-        tokio::spawn(run_session(Arc::clone(&node), Arc::clone(&front), peer, rx).instrument(span));
+        tracing::debug!(client.addr = %peer, sessions = sessions.len(), "srt session opened");
+        tokio::spawn(
+            run_session(Arc::clone(&node), Arc::clone(&front), peer, rx, phase).instrument(span),
+        );
     }
 }
 
 /// One peer: its private srt-tokio listener, the relay to it, and its stream.
-async fn run_session(node: Arc<Node>, front: Arc<UdpSocket>, peer: SocketAddr, mut rx: mpsc::Receiver<Bytes>) {
+async fn run_session(
+    node: Arc<Node>,
+    front: Arc<UdpSocket>,
+    peer: SocketAddr,
+    mut rx: mpsc::Receiver<Bytes>,
+    phase: Arc<AtomicU8>,
+) {
     let setup = async {
         let inner = UdpSocket::bind("127.0.0.1:0").await?;
         let inner_addr = inner.local_addr()?;
@@ -119,15 +180,16 @@ async fn run_session(node: Arc<Node>, front: Arc<UdpSocket>, peer: SocketAddr, m
             .await?;
         let relay = UdpSocket::bind("127.0.0.1:0").await?;
         relay.connect(inner_addr).await?;
-        Ok::<_, std::io::Error>((listener, incoming, relay))
+        Ok::<_, std::io::Error>((listener, incoming, relay, inner_addr))
     };
-    let (_listener, mut incoming, relay) = match setup.await {
+    let (_listener, mut incoming, relay, _listener_addr) = match setup.await {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "cannot open srt session");
             return;
         }
     };
+    tracing::debug!(listener = %_listener_addr, "srt session listening");
     let mut buf = vec![0u8; 65536];
     let mut last_activity = Instant::now();
     let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -164,8 +226,12 @@ async fn run_session(node: Arc<Node>, front: Arc<UdpSocket>, peer: SocketAddr, m
                 pending = None;
                 // None: rejected. Keep relaying briefly so the rejection reaches the peer;
                 // the idle timer then ends the session.
-                if let Some(Some(task)) = done {
-                    stream = Some(task);
+                match done {
+                    Some(Some(task)) => {
+                        phase.store(PHASE_STREAMING, Ordering::Release);
+                        stream = Some(task);
+                    }
+                    _ => phase.store(PHASE_DONE, Ordering::Release),
                 }
             },
             _ = join_opt(&mut stream), if stream.is_some() => {
@@ -187,8 +253,15 @@ async fn run_session(node: Arc<Node>, front: Arc<UdpSocket>, peer: SocketAddr, m
 }
 
 /// Refuse a caller with a rejection code libsrt shows to its user.
-async fn reject(req: ConnectionRequest, reason: RejectReason, label: &'static str, why: String) -> Option<tokio::task::JoinHandle<()>> {
-    metrics::CONNECTIONS.with_label_values(&["srt", label]).inc();
+async fn reject(
+    req: ConnectionRequest,
+    reason: RejectReason,
+    label: &'static str,
+    why: String,
+) -> Option<tokio::task::JoinHandle<()>> {
+    metrics::CONNECTIONS
+        .with_label_values(&["srt", label])
+        .inc();
     tracing::info!(reason = %why, code = ?reason, "srt publisher rejected");
     let _ = req.reject(reason).await;
     None
@@ -204,7 +277,11 @@ async fn join_opt<T>(task: &mut Option<tokio::task::JoinHandle<T>>) -> Option<T>
 
 /// Decide on a caller: parse its stream ID, check the key, admit, accept; then run the stream
 /// in its own task and return it. `None` when the caller was rejected.
-async fn handle_request(node: Arc<Node>, req: ConnectionRequest, peer: SocketAddr) -> Option<tokio::task::JoinHandle<()>> {
+async fn handle_request(
+    node: Arc<Node>,
+    req: ConnectionRequest,
+    peer: SocketAddr,
+) -> Option<tokio::task::JoinHandle<()>> {
     let sid = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
     let key = match streamid::parse(&sid) {
         Ok(r) => r.key,
@@ -214,21 +291,34 @@ async fn handle_request(node: Arc<Node>, req: ConnectionRequest, peer: SocketAdd
                 streamid::StreamIdError::UnknownApp(_) => ServerRejectReason::Notfound,
                 _ => ServerRejectReason::BadRequest,
             };
-            return reject(req, RejectReason::Server(reason), "bad_stream_id", e.to_string()).await;
+            return reject(
+                req,
+                RejectReason::Server(reason),
+                "bad_stream_id",
+                e.to_string(),
+            )
+            .await;
         }
     };
     let grant = match node.authenticate(&key, peer, Protocol::Srt).await {
         Ok(g) => g,
         Err(e) => {
             let label = AdmitError::Auth(e.clone()).label();
-            return reject(req, RejectReason::Server(ServerRejectReason::Unauthorized), label, e.to_string()).await;
+            return reject(
+                req,
+                RejectReason::Server(ServerRejectReason::Unauthorized),
+                label,
+                e.to_string(),
+            )
+            .await;
         }
     };
     // srt-tokio panics when the caller's encryption does not match ours; decide it here.
     let caller_encrypts = req.key_size() != KeySize::Unspecified;
     let key_settings = match (&grant.srt_passphrase, caller_encrypts) {
         (None, true) => {
-            return reject(req, 
+            return reject(
+                req,
                 RejectReason::Core(CoreRejectReason::Unsecure),
                 "bad_passphrase",
                 "caller encrypts but this stream has no passphrase".into(),
@@ -238,11 +328,21 @@ async fn handle_request(node: Arc<Node>, req: ConnectionRequest, peer: SocketAdd
         (None, false) => None,
         (Some(p), _) => match srt_protocol::options::Passphrase::try_from(p.clone()) {
             Ok(passphrase) => Some(KeySettings {
-                key_size: if caller_encrypts { req.key_size() } else { KeySize::AES128 },
+                key_size: if caller_encrypts {
+                    req.key_size()
+                } else {
+                    KeySize::AES128
+                },
                 passphrase,
             }),
             Err(_) => {
-                return reject(req, RejectReason::Server(ServerRejectReason::InternalServerError), "error", "configured passphrase invalid".into()).await
+                return reject(
+                    req,
+                    RejectReason::Server(ServerRejectReason::InternalServerError),
+                    "error",
+                    "configured passphrase invalid".into(),
+                )
+                .await
             }
         },
     };
@@ -261,12 +361,16 @@ async fn handle_request(node: Arc<Node>, req: ConnectionRequest, peer: SocketAdd
     let mut socket = match req.accept(key_settings).await {
         Ok(s) => s,
         Err(e) => {
-            metrics::CONNECTIONS.with_label_values(&["srt", "handshake_failed"]).inc();
+            metrics::CONNECTIONS
+                .with_label_values(&["srt", "handshake_failed"])
+                .inc();
             tracing::info!(stream.id = %playback_id, error = %e, "srt handshake failed");
             return None;
         }
     };
-    metrics::CONNECTIONS.with_label_values(&["srt", "accepted"]).inc();
+    metrics::CONNECTIONS
+        .with_label_values(&["srt", "accepted"])
+        .inc();
     tracing::info!(stream.id = %playback_id, "srt publisher accepted");
     let span = tracing::info_span!("stream", stream.id = %playback_id);
     Some(tokio::spawn(

@@ -136,7 +136,10 @@ fn handshake(pkt: &[u8]) -> Verdict {
             if cif.len() == HANDSHAKE_CIF_LEN {
                 Verdict::Forward(Kind::Induction)
             } else {
-                Verdict::Rewrite(Kind::Induction, pkt[..HEADER_LEN + HANDSHAKE_CIF_LEN].to_vec())
+                Verdict::Rewrite(
+                    Kind::Induction,
+                    pkt[..HEADER_LEN + HANDSHAKE_CIF_LEN].to_vec(),
+                )
             }
         }
         HS_CONCLUSION | HS_AGREEMENT | HS_WAVEAHAND => {
@@ -216,42 +219,95 @@ pub(crate) mod tests {
     #[test]
     fn data_and_ordinary_control_pass() {
         assert_eq!(inspect(&[0u8; 100]), Verdict::Forward(Kind::Data));
-        for t in [CT_KEEPALIVE, CT_ACK, CT_NAK, CT_SHUTDOWN, CT_ACKACK, CT_DROPREQ] {
-            assert_eq!(inspect(&control(t, 0)), Verdict::Forward(Kind::Control), "type {t}");
+        for t in [
+            CT_KEEPALIVE,
+            CT_ACK,
+            CT_NAK,
+            CT_SHUTDOWN,
+            CT_ACKACK,
+            CT_DROPREQ,
+        ] {
+            assert_eq!(
+                inspect(&control(t, 0)),
+                Verdict::Forward(Kind::Control),
+                "type {t}"
+            );
         }
-        assert_eq!(inspect(&control(CT_USER, EXT_KMREQ)), Verdict::Forward(Kind::Control));
+        assert_eq!(
+            inspect(&control(CT_USER, EXT_KMREQ)),
+            Verdict::Forward(Kind::Control)
+        );
     }
 
     #[test]
     fn packets_that_crash_srt_tokio_are_dropped() {
         // Congestion Warning (4) and Peer Error (8) reach todo!() in srt-tokio.
-        assert_eq!(inspect(&control(4, 0)), Verdict::Drop(DropReason::UnsupportedControl));
-        assert_eq!(inspect(&control(8, 0)), Verdict::Drop(DropReason::UnsupportedControl));
+        assert_eq!(
+            inspect(&control(4, 0)),
+            Verdict::Drop(DropReason::UnsupportedControl)
+        );
+        assert_eq!(
+            inspect(&control(8, 0)),
+            Verdict::Drop(DropReason::UnsupportedControl)
+        );
         // Unknown SRT extension subtypes reach unimplemented!().
-        assert_eq!(inspect(&control(CT_USER, 9)), Verdict::Drop(DropReason::UnsupportedControl));
+        assert_eq!(
+            inspect(&control(CT_USER, 9)),
+            Verdict::Drop(DropReason::UnsupportedControl)
+        );
         assert_eq!(inspect(&[0x80; 15]), Verdict::Drop(DropReason::TooShort));
         assert_eq!(inspect(&[0u8; 2000]), Verdict::Drop(DropReason::TooLong));
     }
 
     #[test]
     fn handshakes() {
-        assert_eq!(inspect(&hs(4, HS_INDUCTION, &[])), Verdict::Forward(Kind::Induction));
+        assert_eq!(
+            inspect(&hs(4, HS_INDUCTION, &[])),
+            Verdict::Forward(Kind::Induction)
+        );
         // Induction with extensions: cleaned to the fixed part.
         let dirty = hs(5, HS_INDUCTION, &[(EXT_SID, b"abcd".to_vec())]);
-        assert_eq!(inspect(&dirty), Verdict::Rewrite(Kind::Induction, dirty[..64].to_vec()));
+        assert_eq!(
+            inspect(&dirty),
+            Verdict::Rewrite(Kind::Induction, dirty[..64].to_vec())
+        );
         // Conclusion with a congestion-control extension (type 6): stripped, SID kept.
-        let c = hs(5, HS_CONCLUSION, &[(EXT_HSREQ, vec![0; 12]), (6, b"live".to_vec()), (EXT_SID, b"abcd".to_vec())]);
-        let want = hs(5, HS_CONCLUSION, &[(EXT_HSREQ, vec![0; 12]), (EXT_SID, b"abcd".to_vec())]);
+        let c = hs(
+            5,
+            HS_CONCLUSION,
+            &[
+                (EXT_HSREQ, vec![0; 12]),
+                (6, b"live".to_vec()),
+                (EXT_SID, b"abcd".to_vec()),
+            ],
+        );
+        let want = hs(
+            5,
+            HS_CONCLUSION,
+            &[(EXT_HSREQ, vec![0; 12]), (EXT_SID, b"abcd".to_vec())],
+        );
         assert_eq!(inspect(&c), Verdict::Rewrite(Kind::Handshake, want.clone()));
         assert_eq!(inspect(&want), Verdict::Forward(Kind::Handshake));
         // Truncated extension, bad HSREQ size, bad version, unknown handshake type, short CIF.
         let mut trunc = hs(5, HS_CONCLUSION, &[(EXT_SID, b"abcdefgh".to_vec())]);
         trunc.truncate(trunc.len() - 4);
         assert_eq!(inspect(&trunc), Verdict::Drop(DropReason::BadHandshake));
-        assert_eq!(inspect(&hs(5, HS_CONCLUSION, &[(EXT_HSREQ, vec![0; 8])])), Verdict::Drop(DropReason::BadHandshake));
-        assert_eq!(inspect(&hs(3, HS_INDUCTION, &[])), Verdict::Drop(DropReason::BadHandshake));
-        assert_eq!(inspect(&hs(5, 77, &[])), Verdict::Drop(DropReason::BadHandshake));
-        assert_eq!(inspect(&hs(5, HS_INDUCTION, &[])[..40]), Verdict::Drop(DropReason::BadHandshake));
+        assert_eq!(
+            inspect(&hs(5, HS_CONCLUSION, &[(EXT_HSREQ, vec![0; 8])])),
+            Verdict::Drop(DropReason::BadHandshake)
+        );
+        assert_eq!(
+            inspect(&hs(3, HS_INDUCTION, &[])),
+            Verdict::Drop(DropReason::BadHandshake)
+        );
+        assert_eq!(
+            inspect(&hs(5, 77, &[])),
+            Verdict::Drop(DropReason::BadHandshake)
+        );
+        assert_eq!(
+            inspect(&hs(5, HS_INDUCTION, &[])[..40]),
+            Verdict::Drop(DropReason::BadHandshake)
+        );
     }
 
     #[test]
@@ -263,7 +319,9 @@ pub(crate) mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let len = (x % 200) as usize;
-            let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+            let mut buf: Vec<u8> = (0..len)
+                .map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8)
+                .collect();
             if len > 0 && x & 1 == 1 {
                 buf[0] |= 0x80;
                 if len > 1 {

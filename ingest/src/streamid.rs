@@ -66,13 +66,18 @@ pub fn parse(sid: &str) -> Result<StreamIdRequest, StreamIdError> {
             return Err(StreamIdError::NotPublish(mode.to_string()));
         }
         // Some encoders put the key in `u` and leave `r` as the app.
-        let resource = resource.or(user).ok_or(StreamIdError::Malformed("no r= resource"))?;
+        let resource = resource
+            .or(user)
+            .ok_or(StreamIdError::Malformed("no r= resource"))?;
         return resource_key(resource);
     }
     if let Some(rest) = sid.strip_prefix("publish:") {
         return resource_key(rest);
     }
-    if let Some(rest) = sid.strip_prefix("play:").or_else(|| sid.strip_prefix("read:")) {
+    if let Some(rest) = sid
+        .strip_prefix("play:")
+        .or_else(|| sid.strip_prefix("read:"))
+    {
         let _ = rest;
         return Err(StreamIdError::NotPublish("play".into()));
     }
@@ -115,14 +120,29 @@ mod tests {
 
     #[test]
     fn refusals_are_precise() {
-        assert_eq!(key("#!::r=live/abc"), Err(StreamIdError::NotPublish("request".into())));
-        assert_eq!(key("#!::r=live/abc,m=request"), Err(StreamIdError::NotPublish("request".into())));
-        assert_eq!(key("#!::rlive"), Err(StreamIdError::Malformed("pair without '='")));
-        assert_eq!(key("#!::m=publish"), Err(StreamIdError::Malformed("no r= resource")));
+        assert_eq!(
+            key("#!::r=live/abc"),
+            Err(StreamIdError::NotPublish("request".into()))
+        );
+        assert_eq!(
+            key("#!::r=live/abc,m=request"),
+            Err(StreamIdError::NotPublish("request".into()))
+        );
+        assert_eq!(
+            key("#!::rlive"),
+            Err(StreamIdError::Malformed("pair without '='"))
+        );
+        assert_eq!(
+            key("#!::m=publish"),
+            Err(StreamIdError::Malformed("no r= resource"))
+        );
         assert_eq!(key("vod/abc"), Err(StreamIdError::UnknownApp("vod".into())));
         assert_eq!(key(""), Err(StreamIdError::Empty));
         assert_eq!(key("live/"), Err(StreamIdError::Empty));
         assert_eq!(key(&"x".repeat(600)), Err(StreamIdError::TooLong));
-        assert!(matches!(key("play:live/abc"), Err(StreamIdError::NotPublish(_))));
+        assert!(matches!(
+            key("play:live/abc"),
+            Err(StreamIdError::NotPublish(_))
+        ));
     }
 }

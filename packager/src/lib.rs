@@ -73,7 +73,8 @@ impl Default for PackagerConfig {
 /// What a rendition is, known before any sample arrives (from the ingest's ladder plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenditionPlan {
-    /// URL-safe name, used as the path segment: "source", "720p", "480p", "360p", "audio".
+    /// URL-safe name (`[A-Za-z0-9._~-]`, other names are not routable), used as the path
+    /// segment: "source", "720p", "480p", "360p", "audio".
     pub name: String,
     /// Video or audio.
     pub kind: RenditionKind,

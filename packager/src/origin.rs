@@ -35,6 +35,12 @@ use crate::track::{Published, Track, TrackConfig, TrackStart, TrackState, WallAn
 use crate::{CodecConfig, PackagerConfig, PackagerError, RenditionKind, RenditionPlan, Sample};
 
 /// Serves every stream of this node; cheap to clone (an `Arc` inside).
+/// Added to the configured part target before it is used as the hard limit and advertised as
+/// PART-TARGET. Encoder timestamps are rounded (RTMP and FLV carry whole milliseconds), so a
+/// part of exactly N frames at 30 fps lasts 200 or 201 ms: without slack a 200 ms target would
+/// force 5-frame parts below 85 % of the target. 5 ms covers the rounding of a few frames.
+pub const PART_TARGET_SLACK: std::time::Duration = std::time::Duration::from_millis(5);
+
 #[derive(Clone)]
 pub struct Origin {
     pub(crate) inner: Arc<Inner>,
@@ -188,7 +194,8 @@ impl Origin {
         }
     }
 
-    /// The configuration.
+    /// The configuration. Note that the PART-TARGET served is `part_target` plus
+    /// [`PART_TARGET_SLACK`].
     pub fn config(&self) -> &PackagerConfig {
         &self.inner.cfg
     }
@@ -196,13 +203,16 @@ impl Origin {
     fn track_config(&self) -> TrackConfig {
         let c = &self.inner.cfg;
         TrackConfig {
-            part_target: c.part_target,
+            part_target: c.part_target + PART_TARGET_SLACK,
             segment_target: c.segment_target,
             window_segments: c.window_segments,
         }
     }
 
     /// Start (or continue) the stream served at `/live/{playback_id}/`; see the module docs.
+    /// The playback ID must be URL-safe (`[A-Za-z0-9._~-]`), or its URLs answer 404. A stream
+    /// that is never finished stays in memory: call [`Origin::finish`] once the reconnect window
+    /// has passed.
     pub fn publish(&self, playback_id: &str, plan: Vec<RenditionPlan>) -> StreamHandle {
         self.publish_with(playback_id, plan, None)
     }

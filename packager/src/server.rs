@@ -728,7 +728,11 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
         let text = body(r).await;
-        assert!(text.contains("#EXT-X-PART-INF:PART-TARGET=0.10000"));
+        // 100 ms configured + PART_TARGET_SLACK.
+        assert!(
+            text.contains("#EXT-X-PART-INF:PART-TARGET=0.10500"),
+            "{text}"
+        );
         assert!(text.contains("#EXT-X-MAP:URI=\"init.mp4\""));
         assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"));
         assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\""));

@@ -13,6 +13,7 @@ pub mod http;
 pub mod node;
 pub mod player;
 pub mod probe;
+pub mod srt_raw;
 
 pub use encoder::{EncOpts, Encoder};
 pub use hls::{

@@ -1,0 +1,268 @@
+//! End to end: real encoders publish to a real `edge ingest` process; the LL-HLS it serves is
+//! checked against the rules and every rendition is decoded by ffprobe.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Ladder of the test config: 360p and 240p; a 640x360 source keeps both.
+const EXPECTED: [(&str, u32, u32); 3] =
+    [("source", 640, 360), ("360p", 640, 360), ("240p", 426, 240)];
+
+/// Fetch a rendition's playlist, init, the parts of its last complete segment and that segment,
+/// and decode them with ffprobe.
+fn check_rendition(
+    node: &Node,
+    pid: &str,
+    rendition: &str,
+    size: Option<(u32, u32)>,
+) -> MediaPlaylist {
+    let pl = node.wait_media_playlist(pid, rendition, 2, FIRST_SEGMENT_TIMEOUT);
+    let url = node.media_playlist_url(pid, rendition);
+    let init = get_ok(&resolve_url(
+        &url,
+        pl.map_uri.as_deref().expect("EXT-X-MAP"),
+    ))
+    .body;
+    let seg = pl.segments.last().expect("a complete segment");
+    assert!(
+        !seg.parts.is_empty(),
+        "{rendition}: the last segment lists its parts"
+    );
+    assert!(
+        seg.parts[0].independent || rendition == "audio",
+        "{rendition}: first part INDEPENDENT"
+    );
+    let parts: Vec<Vec<u8>> = seg
+        .parts
+        .iter()
+        .map(|p| get_ok(&resolve_url(&url, &p.uri)).body)
+        .collect();
+    let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+    let from_parts = ffprobe_decode(&init, &refs)
+        .unwrap_or_else(|e| panic!("{rendition}: parts do not decode: {e}"));
+    let segment = get_ok(&resolve_url(&url, &seg.uri)).body;
+    assert_eq!(
+        segment,
+        parts.concat(),
+        "{rendition}: a segment is the concatenation of its parts"
+    );
+    let from_segment = ffprobe_decode(&init, &[&segment])
+        .unwrap_or_else(|e| panic!("{rendition}: segment does not decode: {e}"));
+    match size {
+        Some((w, h)) => {
+            assert_eq!(from_parts.codec, "h264", "{rendition}");
+            assert_eq!(
+                (from_parts.width, from_parts.height),
+                (Some(w), Some(h)),
+                "{rendition} size"
+            );
+            // ~2 s at 30 fps; allow for a segment cut a frame early or late.
+            assert!(
+                from_segment.frames_decoded >= 50,
+                "{rendition}: only {} frames",
+                from_segment.frames_decoded
+            );
+        }
+        None => {
+            assert_eq!(from_parts.codec, "aac", "{rendition}");
+            assert!(
+                from_segment.frames_decoded >= 80,
+                "audio: only {} frames",
+                from_segment.frames_decoded
+            );
+        }
+    }
+    pl
+}
+
+/// The multivariant playlist lists every rendition with its attributes.
+fn check_multivariant(node: &Node, pid: &str, expected: &[(&str, u32, u32)]) -> Multivariant {
+    // The multivariant playlist exists once the stream has started.
+    node.wait_media_playlist(pid, "source", 1, FIRST_SEGMENT_TIMEOUT);
+    let r = get_ok(&node.playlist_url(pid));
+    assert_eq!(r.header("access-control-allow-origin"), Some("*"));
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.contains("mpegurl")));
+    let mv = parse_multivariant(&r.text()).expect("multivariant parses");
+    assert_eq!(
+        mv.variants.len(),
+        expected.len(),
+        "variants: {:#?}",
+        mv.variants
+    );
+    for (name, w, h) in expected {
+        let v = mv
+            .variant(&format!("{name}/"))
+            .unwrap_or_else(|| panic!("no variant {name}"));
+        assert_eq!(v.resolution, Some((*w, *h)), "{name} RESOLUTION");
+        assert!(v.bandwidth > 100_000, "{name} BANDWIDTH");
+        let codecs = v.codecs.as_deref().unwrap_or("");
+        assert!(
+            codecs.contains("avc1.") && codecs.contains("mp4a.40.2"),
+            "{name} CODECS={codecs}"
+        );
+        assert!(
+            v.frame_rate.is_some_and(|f| (f - 30.0).abs() < 0.5),
+            "{name} FRAME-RATE"
+        );
+        assert_eq!(v.audio.as_deref(), Some("audio"));
+    }
+    assert_eq!(mv.audio_uri(), Some("audio/index.m3u8"));
+    mv
+}
+
+fn check_all(node: &Node, pid: &str) {
+    check_multivariant(node, pid, &EXPECTED);
+    for (name, w, h) in EXPECTED {
+        check_rendition(node, pid, name, Some((w, h)));
+    }
+    check_rendition(node, pid, "audio", None);
+}
+
+#[test]
+fn rtmp_from_ffmpeg_serves_every_rendition_as_ll_hls() {
+    let node = Node::start(|_| {});
+    let mut enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
+    check_all(&node, "one");
+
+    // Blocking playlist reload: ask for the part after the last one; it must come back with it.
+    let url = node.media_playlist_url("one", "360p");
+    let pl = check_ll_hls(&get_ok(&url).text(), Track::Video).expect("valid");
+    let (msn, part) = pl.next_part_position();
+    let r = http_get(
+        &blocking_reload_url(&url, msn, part),
+        Duration::from_secs(5),
+    )
+    .expect("blocking reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = check_ll_hls(&r.text(), Track::Video).expect("valid after block");
+    assert!(
+        after.last_part().is_some_and(|lp| lp >= (msn, part)),
+        "reload returned before {msn}.{part}: {:?}",
+        after.last_part()
+    );
+    // The spec's 400s.
+    assert_eq!(
+        http_get(&format!("{url}?_HLS_part=1"), HTTP_TIMEOUT)
+            .unwrap()
+            .status,
+        400
+    );
+    assert_eq!(
+        http_get(&format!("{url}?_HLS_msn={}", msn + 3), HTTP_TIMEOUT)
+            .unwrap()
+            .status,
+        400
+    );
+    assert_eq!(
+        http_get(&format!("{url}?_HLS_msn=abc"), HTTP_TIMEOUT)
+            .unwrap()
+            .status,
+        400
+    );
+    // The preload-hinted part blocks until it exists, then is served.
+    let hint = after.preload_hint.expect("preload hint");
+    let p = http_get(&resolve_url(&url, &hint.uri), Duration::from_secs(5)).expect("hinted part");
+    assert_eq!(p.status, 200);
+    assert!(p
+        .header("cache-control")
+        .is_some_and(|c| c.contains("max-age")));
+    // Unknown things are 404; the key never works as a playback ID.
+    assert_eq!(
+        http_get(&node.playlist_url("nope"), HTTP_TIMEOUT)
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        http_get(&node.playlist_url("test-stream-key-1"), HTTP_TIMEOUT)
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(
+        http_get(&node.media_playlist_url("one", "1080p"), HTTP_TIMEOUT)
+            .unwrap()
+            .status,
+        404
+    );
+    assert!(
+        enc.is_running(),
+        "encoder saw an error:\n{}",
+        enc.log_text()
+    );
+    assert!(
+        !node.log_text().contains("test-stream-key-1"),
+        "the stream key leaked into the log"
+    );
+}
+
+#[test]
+fn rtmp_from_gstreamer_rtmp2sink() {
+    let node = Node::start(|_| {});
+    let mut enc = Encoder::gst_rtmp2sink(&node.rtmp_url("test-stream-key-2"), EncOpts::default());
+    check_all(&node, "two");
+    assert!(enc.is_running(), "rtmp2sink stopped:\n{}", enc.log_text());
+}
+
+#[test]
+fn srt_from_ffmpeg() {
+    let node = Node::start(|_| {});
+    let mut enc = Encoder::ffmpeg_srt(&node.srt_url("test-stream-key-1"), EncOpts::default());
+    check_all(&node, "one");
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+    let s = node.stream("one").expect("listed");
+    assert_eq!(s["protocol"], "srt");
+}
+
+#[test]
+fn srt_from_srt_live_transmit() {
+    let node = Node::start(|_| {});
+    let mut enc =
+        Encoder::srt_live_transmit(&node.srt_url("test-stream-key-2"), EncOpts::default());
+    check_all(&node, "two");
+    assert!(
+        enc.is_running(),
+        "srt-live-transmit stopped:\n{}",
+        enc.log_text()
+    );
+}
+
+#[test]
+fn source_above_the_ladder_is_scaled_keeping_aspect_and_delta_updates_work() {
+    // A 1280x720 source: 360p and 240p rungs at 16:9, plus the source itself. A 10-segment
+    // window is long enough for CAN-SKIP-UNTIL (6 target durations) to allow delta updates.
+    let node = Node::start(|c| *c = c.replace("window_segments = 6", "window_segments = 10"));
+    let _enc = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            width: 1280,
+            height: 720,
+            ..EncOpts::default()
+        },
+    );
+    check_multivariant(
+        &node,
+        "one",
+        &[
+            ("source", 1280, 720),
+            ("360p", 640, 360),
+            ("240p", 426, 240),
+        ],
+    );
+    check_rendition(&node, "one", "source", Some((1280, 720)));
+    check_rendition(&node, "one", "240p", Some((426, 240)));
+    let url = node.media_playlist_url("one", "360p");
+    let full = node.wait_media_playlist("one", "360p", 9, Duration::from_secs(60));
+    let delta = get_ok(&format!("{url}?_HLS_skip=YES")).text();
+    let d = parse_media_playlist(&delta).expect("delta parses");
+    assert!(
+        d.skipped_segments > 0,
+        "no EXT-X-SKIP in a delta update:\n{delta}"
+    );
+    assert!(d.segments.len() < full.segments.len() + 2);
+}
