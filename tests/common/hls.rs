@@ -430,7 +430,7 @@ pub fn check_ll_hls(text: &str, track: Track) -> Result<MediaPlaylist, Vec<Strin
         }
     }
     for s in &pl.segments {
-        if !(s.duration > 0.0) {
+        if s.duration.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             errs.push(format!("segment {} has EXTINF {} <= 0", s.msn, s.duration));
         }
         if !s.parts.is_empty() {

@@ -6,6 +6,9 @@ use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+/// Status, headers and the offset where the body starts.
+type Head = (u16, Vec<(String, String)>, usize);
+
 /// Status, headers (in order, names as sent) and body of one response.
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
@@ -120,7 +123,7 @@ pub fn http_request(
         .map_err(|e| format!("{method} {url}: write: {e}"))?;
 
     let mut buf = Vec::with_capacity(16 * 1024);
-    let mut head: Option<(u16, Vec<(String, String)>, usize)> = None;
+    let mut head: Option<Head> = None;
     let mut chunk = [0u8; 64 * 1024];
     loop {
         if let Some((status, hdrs, body_start)) = &head {

@@ -62,7 +62,7 @@ pub fn hsreq() -> Vec<u8> {
 /// Stream ID extension body: padded to 4 bytes, each 32-bit word little-endian (SRT quirk).
 pub fn sid(s: &str) -> Vec<u8> {
     let mut b = s.as_bytes().to_vec();
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
     for w in b.chunks_mut(4) {
