@@ -1,6 +1,9 @@
-//! `edge`: the one binary. `edge ingest` runs an ingest node, `edge dev` runs one with the
-//! embedded dev config and prints where to publish and play, `edge config check` validates a
-//! config file and prints every problem.
+//! `edge`: the one binary. `edge ingest` runs an ingest node, `edge balancer` a balancer,
+//! `edge dev` an all-in-one local cluster (one balancer in this process, two ingest nodes as
+//! child processes) and prints where to publish and play, `edge certs` creates a cluster CA
+//! and certificates, `edge config check` validates a config file and prints every problem.
+
+mod dev;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -26,10 +29,31 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run a local node with the embedded dev config (or --config) and print its URLs.
+    /// Run a balancer.
+    Balancer {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a local cluster: one balancer on the dev ports and two ingest nodes behind it.
+    /// With --config, run just one node with that config instead.
     Dev {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Where the dev cluster keeps its certificates and node configs.
+        #[arg(long, default_value = "/tmp/edge-dev")]
+        dir: PathBuf,
+    },
+    /// Create a cluster CA and certificates for nodes and balancers.
+    Certs {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Node IDs (repeat).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// Balancer IDs (repeat).
+        #[arg(long = "balancer")]
+        balancers: Vec<String>,
     },
     /// Configuration tools.
     Config {
@@ -40,8 +64,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a config file; print every problem with its key path.
-    Check { file: PathBuf },
+    /// Validate a config file (node, or balancer with --balancer); print every problem with
+    /// its key path.
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        balancer: bool,
+    },
     /// Print the embedded dev config.
     Dev,
 }
@@ -50,32 +79,151 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => match edge_config::load_file(&file) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} stream(s), {} rung(s))",
-                    file.display(),
-                    c.streams.len(),
-                    c.ladder.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                for line in e.lines() {
-                    eprintln!("{line}");
+            command: ConfigCommand::Check { file, balancer },
+        } => {
+            let r = if balancer {
+                edge_config::load_balancer_file(&file).map(|c| format!("balancer {}", c.id))
+            } else {
+                edge_config::load_file(&file)
+                    .map(|c| format!("{} stream(s), {} rung(s)", c.streams.len(), c.ladder.len()))
+            };
+            match r {
+                Ok(what) => {
+                    println!("{}: ok ({what})", file.display());
+                    ExitCode::SUCCESS
                 }
-                ExitCode::FAILURE
+                Err(e) => {
+                    for line in e.lines() {
+                        eprintln!("{line}");
+                    }
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Config {
             command: ConfigCommand::Dev,
         } => {
             print!("{}", edge_config::DEV_CONFIG);
             ExitCode::SUCCESS
         }
+        Command::Certs {
+            out,
+            nodes,
+            balancers,
+        } => match control::certs::write_cluster(&out, &nodes, &balancers) {
+            Ok(()) => {
+                println!(
+                    "wrote ca.pem, ca.key and {} certificate(s) to {}",
+                    nodes.len() + balancers.len(),
+                    out.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("edge certs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Balancer { config } => run_balancer(config),
         Command::Ingest { config } => run_node(Some(config), false),
-        Command::Dev { config } => run_node(config, true),
+        Command::Dev {
+            config: Some(config),
+            ..
+        } => run_node(Some(config), true),
+        Command::Dev { config: None, dir } => {
+            init_tracing();
+            runtime()
+                .and_then(|rt| rt.block_on(dev::run(dir)).map_err(|e| format!("{e:#}")))
+                .map_or_else(
+                    |e| {
+                        eprintln!("edge dev: {e}");
+                        ExitCode::FAILURE
+                    },
+                    |()| ExitCode::SUCCESS,
+                )
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start runtime: {e}"))
+}
+
+fn run_balancer(path: PathBuf) -> ExitCode {
+    init_tracing();
+    let cfg = match edge_config::load_balancer_file(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("{line}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(balancer_main(cfg, Some(path))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run a balancer; SIGHUP reloads `path`, SIGTERM/SIGINT stop.
+pub(crate) async fn balancer_main(
+    cfg: edge_config::BalancerConfig,
+    path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listeners = balancer::Listeners::bind(&cfg).await?;
+    let stop = CancellationToken::new();
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let run = balancer::run(cfg.clone(), listeners, stop.clone(), move |r| {
+        let _ = tx.send(r);
+    });
+    tokio::pin!(run);
+    let mut running = None;
+    let mut current = cfg;
+    let mut rx = Some(rx);
+    loop {
+        tokio::select! {
+            r = &mut run => return r.map_err(Into::into),
+            r = async { match rx.as_mut() { Some(rx) => rx.await.ok(), None => std::future::pending().await } }, if rx.is_some() => {
+                running = r;
+                rx = None;
+            }
+            _ = hup.recv() => {
+                let Some(p) = &path else { continue };
+                match edge_config::load_balancer_file(p) {
+                    Ok(new) => {
+                        if let Some(r) = &running {
+                            r.reload(&current, &new);
+                        }
+                        current = new;
+                    }
+                    Err(e) => {
+                        for line in e.lines() {
+                            tracing::error!(problem = %line, "config reload refused; keeping the running config");
+                        }
+                    }
+                }
+            }
+            _ = term.recv() => stop.cancel(),
+            _ = int.recv() => stop.cancel(),
+        }
     }
 }
 

@@ -173,6 +173,16 @@ fn refusals_and_hostile_peers_leave_other_streams_flowing() {
         ),
         srt_raw::handshake(5, 5, srt_raw::HS_CONCLUSION, 7, 0, &[(6, b"live".to_vec())]),
         srt_raw::handshake(5, 5, srt_raw::HS_CONCLUSION, 7, 0, &[(1, vec![0; 8])]),
+        // An empty stream ID: srt-tokio reads past its end.
+        srt_raw::handshake(
+            5,
+            5,
+            srt_raw::HS_CONCLUSION,
+            7,
+            0,
+            &[(1, srt_raw::hsreq()), (5, vec![])],
+        ),
+        srt_raw::control(0x7FFF, 3, 0x0bad_cafe, &[0; 4]),
         srt_raw::handshake(9, 0, srt_raw::HS_INDUCTION, 7, 0, &[]),
         srt_raw::handshake(4, 2, 77, 7, 0, &[]),
         srt_raw::handshake(4, 2, srt_raw::HS_INDUCTION, 7, 0, &[])[..40].to_vec(),

@@ -81,6 +81,28 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     })
 }
 
+/// Parse and validate a balancer config.
+pub fn load_balancer_str(text: &str, file: &str) -> Result<BalancerConfig, ConfigError> {
+    let raw: raw::RawBalancerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        file: file.to_string(),
+        message: parse_message(text, &e),
+    })?;
+    raw.validate().map_err(|problems| ConfigError::Invalid {
+        file: file.to_string(),
+        problems,
+    })
+}
+
+/// Read, parse and validate a balancer config file.
+pub fn load_balancer_file(path: &Path) -> Result<BalancerConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    load_balancer_str(&text, &file)
+}
+
 /// Read, parse and validate a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();

@@ -58,6 +58,31 @@ pub struct RawConfig {
     pub ladder: Option<Vec<RawRung>>,
     #[serde(default)]
     pub streams: Vec<RawStream>,
+    /// Absent: a standalone node that no balancer fronts.
+    pub control: Option<RawControl>,
+}
+
+/// The node's link to its balancers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// QUIC address of every balancer (the node connects to all of them).
+    pub balancers: Vec<SocketAddr>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default = "d_report_interval", with = "humantime_serde")]
+    pub report_interval: Duration,
+    /// Addresses balancers relay to; default: the listen addresses (which must then be
+    /// specific IPs, not 0.0.0.0).
+    pub advertise_rtmp: Option<SocketAddr>,
+    pub advertise_srt: Option<SocketAddr>,
+    pub advertise_http: Option<SocketAddr>,
+    /// Source IPs allowed to send a PROXY v2 header and reservation IDs: the balancers.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+fn d_report_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 #[derive(Debug, Deserialize)]
@@ -543,6 +568,30 @@ impl RawConfig {
                     .or_else(|| self.srt.passphrase.clone()),
             });
         }
+        let control = self.control.map(|c| {
+            if c.balancers.is_empty() {
+                p.add("control.balancers", "list at least one balancer");
+            }
+            if c.report_interval < Duration::from_millis(100) || c.report_interval > Duration::from_secs(30) {
+                p.add("control.report_interval", "must be between 100ms and 30s");
+            }
+            let adv = |p: &mut Problems, key: &str, given: Option<SocketAddr>, listen: SocketAddr| {
+                let a = given.unwrap_or(listen);
+                if a.ip().is_unspecified() {
+                    p.add(format!("control.{key}"), format!("listen address {listen} is unspecified: set the address balancers should relay to"));
+                }
+                a
+            };
+            ControlConfig {
+                advertise_rtmp: adv(&mut p, "advertise_rtmp", c.advertise_rtmp, l.rtmp),
+                advertise_srt: adv(&mut p, "advertise_srt", c.advertise_srt, l.srt),
+                advertise_http: adv(&mut p, "advertise_http", c.advertise_http, l.http),
+                balancers: c.balancers,
+                tls: TlsPaths { ca: c.ca, cert: c.cert, key: c.key },
+                report_interval: c.report_interval,
+                trusted_proxies: c.trusted_proxies,
+            }
+        });
         if streams.is_empty() && webhook.is_none() {
             p.add(
                 "streams",
@@ -589,6 +638,7 @@ impl RawConfig {
             },
             ladder,
             streams,
+            control,
         })
     }
 }
@@ -612,5 +662,174 @@ mod http_uri {
                 authority,
             })
         }
+    }
+}
+
+/// A balancer's config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancerConfig {
+    pub balancer: RawBalancer,
+    #[serde(default)]
+    pub listen: RawBalancerListen,
+    pub admin: RawAdmin,
+    pub tls: RawTls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancer {
+    pub id: String,
+    /// A node with no report for this long is `lost`: no new streams (it keeps its own).
+    #[serde(default = "d_lost_after", with = "humantime_serde")]
+    pub lost_after: Duration,
+    /// How long a node holds capacity for a placement before the stream arrives.
+    #[serde(default = "d_reservation_ttl", with = "humantime_serde")]
+    pub reservation_ttl: Duration,
+    /// How long a stream goes back to its node after it was last seen there.
+    #[serde(default = "d_reconnect", with = "humantime_serde")]
+    pub reconnect_window: Duration,
+    /// `least-loaded` or `power-of-two`.
+    #[serde(default = "d_policy")]
+    pub policy: String,
+}
+fn d_lost_after() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_reservation_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_policy() -> String {
+    "least-loaded".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancerListen {
+    #[serde(default = "default_rtmp")]
+    pub rtmp: SocketAddr,
+    #[serde(default = "default_srt")]
+    pub srt: SocketAddr,
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    #[serde(default = "default_control")]
+    pub control: SocketAddr,
+}
+fn default_control() -> SocketAddr {
+    addr(DEFAULT_CONTROL)
+}
+/// Default QUIC control-plane port of a balancer.
+const DEFAULT_CONTROL: &str = "0.0.0.0:7000";
+impl Default for RawBalancerListen {
+    fn default() -> Self {
+        Self {
+            rtmp: default_rtmp(),
+            srt: default_srt(),
+            http: default_http(),
+            admin: default_admin(),
+            control: default_control(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl RawBalancerConfig {
+    pub fn validate(self) -> Result<BalancerConfig, Vec<Problem>> {
+        let mut p = Problems::default();
+        if !valid_id(&self.balancer.id) {
+            p.add(
+                "balancer.id",
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
+            );
+        }
+        let b = &self.balancer;
+        if b.lost_after < Duration::from_secs(1) {
+            p.add(
+                "balancer.lost_after",
+                "must be at least 1s (a few report intervals)",
+            );
+        }
+        if b.reservation_ttl < Duration::from_secs(1)
+            || b.reservation_ttl > Duration::from_secs(120)
+        {
+            p.add("balancer.reservation_ttl", "must be between 1s and 2m");
+        }
+        let policy = match b.policy.as_str() {
+            "least-loaded" => Policy::LeastLoaded,
+            "power-of-two" => Policy::PowerOfTwo,
+            _ => {
+                p.add("balancer.policy", "must be least-loaded or power-of-two");
+                Policy::LeastLoaded
+            }
+        };
+        let token = match (&self.admin.token, &self.admin.token_file) {
+            (Some(t), None) => t.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map(|t| t.trim_end().to_string())
+                .unwrap_or_else(|e| {
+                    p.add(
+                        "admin.token_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    );
+                    String::new()
+                }),
+            _ => {
+                p.add("admin", "set exactly one of token and token_file");
+                String::new()
+            }
+        };
+        if !token.is_empty() && token.len() < MIN_ADMIN_TOKEN_LEN {
+            p.add(
+                "admin.token",
+                format!("too short: at least {MIN_ADMIN_TOKEN_LEN} characters"),
+            );
+        }
+        for (k, f) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !f.exists() {
+                p.add(
+                    k,
+                    format!("{} does not exist (edge certs creates one)", f.display()),
+                );
+            }
+        }
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        let l = self.listen;
+        let (lost_after, reservation_ttl, reconnect_window) =
+            (b.lost_after, b.reservation_ttl, b.reconnect_window);
+        Ok(BalancerConfig {
+            id: self.balancer.id,
+            lost_after,
+            reservation_ttl,
+            reconnect_window,
+            policy,
+            listen: BalancerListen {
+                rtmp: l.rtmp,
+                srt: l.srt,
+                http: l.http,
+                admin: l.admin,
+                control: l.control,
+            },
+            admin: AdminConfig { token },
+            tls: TlsPaths {
+                ca: self.tls.ca,
+                cert: self.tls.cert,
+                key: self.tls.key,
+            },
+        })
     }
 }

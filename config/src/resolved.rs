@@ -15,6 +15,58 @@ pub struct Config {
     /// Transcoded rungs, highest first as configured; the passthrough rung is not listed.
     pub ladder: Vec<Rung>,
     pub streams: Vec<StreamConfig>,
+    /// The link to the balancers; `None` for a standalone node.
+    pub control: Option<ControlConfig>,
+}
+
+/// Where a node reports and what it tells balancers.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub balancers: Vec<SocketAddr>,
+    pub tls: TlsPaths,
+    pub report_interval: Duration,
+    pub advertise_rtmp: SocketAddr,
+    pub advertise_srt: SocketAddr,
+    pub advertise_http: SocketAddr,
+    /// Only these source IPs may send PROXY v2 headers and reservation IDs.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+/// PEM files of the cluster CA and this process's certificate and key.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Placement policy among nodes that can take a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    LeastLoaded,
+    PowerOfTwo,
+}
+
+/// A validated balancer config.
+#[derive(Debug, Clone)]
+pub struct BalancerConfig {
+    pub id: String,
+    pub lost_after: Duration,
+    pub reservation_ttl: Duration,
+    pub reconnect_window: Duration,
+    pub policy: Policy,
+    pub listen: BalancerListen,
+    pub admin: AdminConfig,
+    pub tls: TlsPaths,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BalancerListen {
+    pub rtmp: SocketAddr,
+    pub srt: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub control: SocketAddr,
 }
 
 #[derive(Debug, Clone)]

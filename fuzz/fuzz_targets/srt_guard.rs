@@ -2,7 +2,7 @@
 //! Also checks that what the guard forwards is itself accepted unchanged on a second pass
 //! (a cleaned packet must be clean).
 #![no_main]
-use ingest::srt_guard::{inspect, Verdict};
+use wire::srt_guard::{inspect, Verdict};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

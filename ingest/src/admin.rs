@@ -7,6 +7,10 @@
 //! - `GET /api/v1/node`: id, state, capacity, used and free units, stream count.
 //! - `GET /api/v1/streams`: the streams being published.
 //! - `DELETE /api/v1/streams/{playback_id}`: kick a publisher.
+//! - `POST /api/v1/node/cordon`, `/uncordon`, `/drain`: stop (or resume) taking new streams;
+//!   live streams always continue.
+//! - `GET /api/v1/control`: the link to each balancer; `POST /api/v1/control/pause?seconds=N`
+//!   stops reports for N seconds (a drill for control-plane loss).
 //!
 //! The API needs `Authorization: Bearer TOKEN`, compared in constant time.
 
@@ -26,6 +30,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::{Node, NodeState};
+
+/// Longest report pause an operator may ask for (a drill, not a way to hide a node).
+const MAX_PAUSE_SECONDS: u64 = 600;
 
 #[derive(Serialize)]
 struct NodeView<'a> {
@@ -118,6 +125,47 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
             })
         }
         (&Method::GET, "/api/v1/streams") => json(&node.streams()),
+        (&Method::POST, "/api/v1/node/cordon") => {
+            node.set_cordoned(true);
+            json(&node.state())
+        }
+        (&Method::POST, "/api/v1/node/uncordon") => {
+            node.set_cordoned(false);
+            json(&node.state())
+        }
+        (&Method::POST, "/api/v1/node/drain") => {
+            node.start_draining();
+            json(&node.state())
+        }
+        (&Method::GET, "/api/v1/control") => match node.control() {
+            Some(c) => json(&c.status()),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "this node has no control plane configured\n",
+            ),
+        },
+        (&Method::POST, "/api/v1/control/pause") => {
+            let secs = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("seconds=")))
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|s| *s > 0 && *s <= MAX_PAUSE_SECONDS);
+            match (node.control(), secs) {
+                (Some(c), Some(s)) => {
+                    c.pause(std::time::Duration::from_secs(s));
+                    text(StatusCode::OK, format!("reports paused for {s} s\n"))
+                }
+                (None, _) => text(
+                    StatusCode::NOT_FOUND,
+                    "this node has no control plane configured\n",
+                ),
+                (_, None) => text(
+                    StatusCode::BAD_REQUEST,
+                    format!("give ?seconds=N with 1 <= N <= {MAX_PAUSE_SECONDS}\n"),
+                ),
+            }
+        }
         (&Method::DELETE, p) if p.starts_with("/api/v1/streams/") => {
             let id = &p["/api/v1/streams/".len()..];
             if node.kick(id) {

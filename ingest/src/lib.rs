@@ -1,20 +1,19 @@
 //! The ingest node: RTMP and SRT publishers in, a GStreamer ladder per stream, LL-HLS out.
 //!
-//! Reading order, following a packet: [`rtmp`] / [`srt`] (with [`srt_guard`] and
-//! [`streamid`]) accept a publisher → [`node`] checks its key ([`auth`]) and capacity →
+//! Reading order, following a packet: [`rtmp`] / [`srt`] (with `wire::srt_guard` and
+//! `wire::streamid`) accept a publisher → [`node`] checks its key ([`auth`]) and capacity →
 //! [`pipeline`] demuxes, transcodes and hands access units to the `packager` crate, which
 //! serves them over HTTP. [`admin`] and [`metrics`] are for operators. Entry point: [`run`].
 
 pub mod admin;
 pub mod auth;
+pub mod control_link;
 pub mod flv;
 pub mod metrics;
 pub mod node;
 pub mod pipeline;
 pub mod rtmp;
 pub mod srt;
-pub mod srt_guard;
-pub mod streamid;
 
 use std::{sync::Arc, time::Duration};
 
@@ -48,6 +47,9 @@ pub enum StartError {
     /// GStreamer could not initialise or calibrate.
     #[error("gstreamer: {0}")]
     Gstreamer(String),
+    /// The control plane could not start (certificates unreadable or invalid).
+    #[error("control plane: {0}")]
+    Control(String),
 }
 
 /// The node's listeners, bound and ready.
@@ -117,6 +119,10 @@ pub async fn run(
         ..packager::PackagerConfig::default()
     });
     let node = Node::new(cfg, capacity, origin.clone());
+    if let Some(c) = node.config.control.clone() {
+        let handle = control_link::start(&node, &c, stop.clone())?;
+        node.set_control(handle);
+    }
     let accept = CancellationToken::new();
     let serve_stop = stop.clone();
     let tasks = [
@@ -141,6 +147,16 @@ pub async fn run(
             }
         }),
     ];
+    let hk = Arc::clone(&node);
+    let hk_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut cpu = node::CpuSampler::default();
+        let mut tick = tokio::time::interval(node::HOUSEKEEPING_INTERVAL);
+        while !hk_stop.is_cancelled() {
+            tick.tick().await;
+            hk.housekeeping(&mut cpu);
+        }
+    });
     tracing::info!(node.id = %node.config.node.id, capacity_milli_units = capacity, "ingest node ready");
     tokio::select! {
         _ = stop.cancelled() => {}

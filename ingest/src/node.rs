@@ -7,6 +7,7 @@
 //! watches that encoding keeps up with real time.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
@@ -34,6 +35,16 @@ const REPLACE_WAIT: Duration = Duration::from_secs(5);
 const OVERLOAD_HOLD: Duration = Duration::from_secs(30);
 /// How long a pipeline may take to drain after its input ended before it is stopped.
 const PIPELINE_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often expired reservations are released and the CPU is sampled.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Capacity a balancer asked this node to hold for a stream it is about to relay.
+struct Held {
+    milli_units: u32,
+    expires: Instant,
+    /// Numbering to continue, when the stream was live on another node.
+    continuation: Option<packager::Continuation>,
+}
 
 /// Protocols publishers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,6 +97,7 @@ pub enum NodeState {
     Full,
     Overloaded,
     Draining,
+    Cordoned,
 }
 
 /// A stream being published, as the admin API lists it.
@@ -105,6 +117,8 @@ pub struct StreamInfo {
 
 struct Active {
     session_id: u64,
+    stream_ref: String,
+    reservation: Option<u64>,
     protocol: Protocol,
     client: SocketAddr,
     started: SystemTime,
@@ -122,6 +136,14 @@ pub struct Node {
     used: AtomicU32,
     overloaded_until: Mutex<Option<Instant>>,
     draining: AtomicBool,
+    cordoned: AtomicBool,
+    reservations: Mutex<HashMap<u64, Held>>,
+    /// Machine CPU use, 0..=1, as f32 bits (sampled by [`Node::housekeeping`]).
+    cpu: AtomicU32,
+    /// Called on every change a balancer should hear about at once (set by the control link).
+    on_change: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The control-plane link, when the node has balancers.
+    control: std::sync::OnceLock<control::client::ClientHandle>,
     next_session: AtomicU64,
     active: DashMap<String, Active>,
     /// Last session that published each playback ID, for the reconnect window.
@@ -139,10 +161,23 @@ impl Node {
             used: AtomicU32::new(0),
             overloaded_until: Mutex::new(None),
             draining: AtomicBool::new(false),
+            cordoned: AtomicBool::new(false),
+            reservations: Mutex::new(HashMap::new()),
+            cpu: AtomicU32::new(0),
+            on_change: std::sync::OnceLock::new(),
+            control: std::sync::OnceLock::new(),
             next_session: AtomicU64::new(1),
             active: DashMap::new(),
             last_session: DashMap::new(),
         })
+    }
+
+    /// Whether `ip` is one of our balancers (may send PROXY headers and reservation IDs).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        self.config
+            .control
+            .as_ref()
+            .is_some_and(|c| c.trusted_proxies.contains(&ip))
     }
 
     pub fn capacity(&self) -> u32 {
@@ -177,11 +212,39 @@ impl Node {
     pub fn start_draining(&self) {
         if !self.draining.swap(true, Ordering::AcqRel) {
             tracing::info!(node.id = %self.config.node.id, streams = self.active.len(), "node draining: no new streams");
+            self.changed();
         }
+    }
+    /// Cordon (no new streams, keep the live ones) or lift it.
+    pub fn set_cordoned(&self, on: bool) {
+        if self.cordoned.swap(on, Ordering::AcqRel) != on {
+            tracing::info!(node.id = %self.config.node.id, cordoned = on, "node cordon changed");
+            self.changed();
+        }
+    }
+    pub fn set_control(&self, handle: control::client::ClientHandle) {
+        let _ = self.control.set(handle);
+    }
+    pub fn control(&self) -> Option<&control::client::ClientHandle> {
+        self.control.get()
+    }
+    /// Register the callback that pushes a report to the balancers.
+    pub fn set_on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_change.set(f);
+    }
+    fn changed(&self) {
+        if let Some(f) = self.on_change.get() {
+            f();
+        }
+    }
+    pub fn cpu(&self) -> f32 {
+        f32::from_bits(self.cpu.load(Ordering::Relaxed))
     }
     pub fn state(&self) -> NodeState {
         if self.draining.load(Ordering::Acquire) {
             NodeState::Draining
+        } else if self.cordoned.load(Ordering::Acquire) {
+            NodeState::Cordoned
         } else if self.overloaded() {
             NodeState::Overloaded
         } else if self.capacity.saturating_sub(self.used()) < self.config.stream_milli_units(None) {
@@ -198,6 +261,9 @@ impl Node {
     fn reserve(&self, want: u32) -> Result<(), AdmitError> {
         if self.draining.load(Ordering::Acquire) {
             return Err(AdmitError::Full("draining"));
+        }
+        if self.cordoned.load(Ordering::Acquire) {
+            return Err(AdmitError::Full("cordoned"));
         }
         if self.overloaded() {
             return Err(AdmitError::Full(
@@ -220,15 +286,96 @@ impl Node {
         metrics::USED.set(i64::from(self.used()));
     }
 
+    /// A balancer's placement: hold `milli_units` for `ttl` until the relayed stream arrives.
+    /// This is the node's final say: it refuses when that would exceed its capacity.
+    pub fn hold(
+        &self,
+        id: u64,
+        milli_units: u32,
+        ttl: Duration,
+        continuation: Option<packager::Continuation>,
+    ) -> Result<(), String> {
+        if self
+            .reservations
+            .lock()
+            .map(|r| r.contains_key(&id))
+            .unwrap_or(false)
+        {
+            return Ok(()); // a retried request
+        }
+        self.reserve(milli_units).map_err(|e| e.to_string())?;
+        if let Ok(mut r) = self.reservations.lock() {
+            r.insert(
+                id,
+                Held {
+                    milli_units,
+                    expires: Instant::now() + ttl,
+                    continuation,
+                },
+            );
+        }
+        tracing::debug!(
+            reservation = id,
+            milli_units,
+            "capacity held for a balancer"
+        );
+        self.changed();
+        Ok(())
+    }
+
+    /// Release a held reservation (the balancer gave up on it).
+    pub fn unhold(&self, id: u64) {
+        let held = self
+            .reservations
+            .lock()
+            .ok()
+            .and_then(|mut r| r.remove(&id));
+        if let Some(h) = held {
+            self.release(h.milli_units);
+            self.changed();
+        }
+    }
+
+    /// Release expired reservations and sample the CPU; run every [`HOUSEKEEPING_INTERVAL`].
+    pub fn housekeeping(&self, cpu: &mut CpuSampler) {
+        let now = Instant::now();
+        let expired: Vec<u32> = match self.reservations.lock() {
+            Ok(mut r) => {
+                let ids: Vec<u64> = r
+                    .iter()
+                    .filter(|(_, h)| h.expires <= now)
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.iter()
+                    .filter_map(|id| r.remove(id))
+                    .map(|h| h.milli_units)
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for u in &expired {
+            self.release(*u);
+        }
+        if !expired.is_empty() {
+            tracing::info!(count = expired.len(), "reservations expired unused");
+            self.changed();
+        }
+        if let Some(c) = cpu.sample() {
+            self.cpu.store(c.to_bits(), Ordering::Relaxed);
+        }
+    }
+
     /// Check the key, replace a stale publisher of the same stream, reserve capacity, register.
     pub async fn admit(
         self: &Arc<Self>,
         key: &str,
         client: SocketAddr,
         protocol: Protocol,
+        reservation: Option<u64>,
     ) -> Result<Admission, AdmitError> {
         let grant = self.auth.check(key, client, protocol.as_str()).await?;
-        self.admit_grant(grant, client, protocol).await
+        self.admit_grant(grant, key, client, protocol, reservation)
+            .await
     }
 
     /// Only the key check, for protocols that must answer before admitting (SRT passphrase).
@@ -241,11 +388,15 @@ impl Node {
         self.auth.check(key, client, protocol.as_str()).await
     }
 
+    /// Admit a publisher whose key is already checked. `reservation`: capacity a balancer had
+    /// the node hold for this stream (only passed for connections from trusted balancers).
     pub async fn admit_grant(
         self: &Arc<Self>,
         grant: Grant,
+        key: &str,
         client: SocketAddr,
         protocol: Protocol,
+        reservation: Option<u64>,
     ) -> Result<Admission, AdmitError> {
         let pid = grant.playback_id.clone();
         // A second publisher with the same key replaces the first (a reconnecting encoder
@@ -261,14 +412,30 @@ impl Node {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let units = self.config.stream_milli_units(None);
-        self.reserve(units)?;
+        // A balancer's reservation already counts in `used`: take it over. Without one (a direct
+        // publisher, or a reservation that expired) reserve now.
+        let held = reservation.and_then(|id| {
+            self.reservations
+                .lock()
+                .ok()
+                .and_then(|mut r| r.remove(&id))
+        });
+        let (units, continuation) = match held {
+            Some(h) => (h.milli_units, h.continuation),
+            None => {
+                let units = self.config.stream_milli_units(None);
+                self.reserve(units)?;
+                (units, None)
+            }
+        };
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
         let milli_units = Arc::new(AtomicU32::new(units));
         let plan = Arc::new(Mutex::new(None));
         let entry = Active {
             session_id,
+            stream_ref: control::stream_ref(key),
+            reservation,
             protocol,
             client,
             started: SystemTime::now(),
@@ -287,7 +454,9 @@ impl Node {
         metrics::STREAMS
             .with_label_values(&[protocol.as_str()])
             .inc();
+        self.changed();
         Ok(Admission {
+            continuation,
             node: Arc::clone(self),
             playback_id: pid,
             session_id,
@@ -304,6 +473,67 @@ impl Node {
             .get(playback_id)
             .map(|a| a.cancel.cancel())
             .is_some()
+    }
+
+    /// What this node tells its balancers.
+    pub fn report(&self, advertise: (SocketAddr, SocketAddr, SocketAddr)) -> control::Report {
+        let streams = self
+            .active
+            .iter()
+            .map(|e| control::StreamReport {
+                stream_ref: e.stream_ref.clone(),
+                playback_id: e.key().clone(),
+                protocol: e.protocol.as_str().to_string(),
+                milli_units: e.milli_units.load(Ordering::Relaxed),
+                started_unix_ms: e
+                    .started
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                reservation: e.reservation,
+            })
+            .collect();
+        let reservations = self
+            .reservations
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
+        control::Report {
+            node_id: self.config.node.id.clone(),
+            seq: 0,
+            rtmp_addr: advertise.0,
+            srt_addr: advertise.1,
+            http_addr: advertise.2,
+            state: if self.draining.load(Ordering::Acquire) {
+                control::NodeState::Draining
+            } else if self.cordoned.load(Ordering::Acquire) {
+                control::NodeState::Cordoned
+            } else {
+                control::NodeState::Ready
+            },
+            overloaded: self.overloaded(),
+            capacity_milli_units: self.capacity,
+            used_milli_units: self.used(),
+            stream_milli_units: self.config.stream_milli_units(None),
+            cpu: self.cpu(),
+            streams,
+            reservations,
+            served: self
+                .origin
+                .streams()
+                .into_iter()
+                .map(|s| s.playback_id)
+                .collect(),
+            continuations: self
+                .origin
+                .streams()
+                .into_iter()
+                .filter_map(|s| {
+                    let c = self.origin.continuation(&s.playback_id)?;
+                    Some((s.playback_id, serde_json::to_value(c).ok()?))
+                })
+                .collect(),
+        }
     }
 
     pub fn streams(&self) -> Vec<StreamInfo> {
@@ -349,6 +579,8 @@ pub struct Admission {
     pub cancel: CancellationToken,
     milli_units: Arc<AtomicU32>,
     plan: Arc<Mutex<Option<Plan>>>,
+    /// Numbering handed over from another node, used when this node has no state of its own.
+    continuation: Option<packager::Continuation>,
 }
 
 impl Admission {
@@ -367,6 +599,7 @@ impl Admission {
             plan: Arc::clone(&self.plan),
             arrivals: Arc::new(ArrivalLog::default()),
             codecs: Mutex::new(Vec::new()),
+            continuation: Mutex::new(self.continuation.clone()),
         });
         let spec = PipelineSpec {
             label: self.playback_id.clone(),
@@ -413,6 +646,7 @@ impl Drop for Admission {
         metrics::STREAMS
             .with_label_values(&[self.protocol.as_str()])
             .dec();
+        node.changed();
         // The reconnect window: if nobody publishes this stream again in time, end it.
         let (node, pid, sid) = (Arc::clone(node), self.playback_id.clone(), self.session_id);
         let window = node.config.hls.reconnect_window;
@@ -446,6 +680,8 @@ pub struct StreamOutput {
     /// Codec configs seen so far: a rendition (audio, typically) may start before the video
     /// caps decide the plan and create the packager stream; they are replayed then.
     codecs: Mutex<Vec<(String, CodecConfig)>>,
+    /// Numbering from another node, for the first publish of this stream here.
+    continuation: Mutex<Option<packager::Continuation>>,
 }
 
 impl StreamOutput {
@@ -479,7 +715,18 @@ impl Output for StreamOutput {
         let Ok(mut slot) = self.handle.lock() else {
             return;
         };
-        let handle = self.node.origin.publish(&self.playback_id, renditions);
+        // Our own packager state wins (a reconnect to this node); otherwise continue the
+        // numbering the stream had on its previous node.
+        let handed = self.continuation.lock().ok().and_then(|mut c| c.take());
+        let handle = match handed {
+            Some(c) if self.node.origin.continuation(&self.playback_id).is_none() => {
+                tracing::info!(stream.id = %self.playback_id, "continuing numbering from the previous node");
+                self.node
+                    .origin
+                    .publish_with(&self.playback_id, renditions, Some(c))
+            }
+            _ => self.node.origin.publish(&self.playback_id, renditions),
+        };
         if let Ok(codecs) = self.codecs.lock() {
             for (name, codec) in codecs.iter() {
                 if let Err(e) = handle.configure(name, codec.clone()) {
@@ -539,5 +786,33 @@ impl Output for StreamOutput {
                 }
             }
         }
+    }
+}
+
+/// Machine CPU use from /proc/stat deltas (Linux). `None` where /proc is unreadable.
+#[derive(Default)]
+pub struct CpuSampler {
+    last: Option<(u64, u64)>,
+}
+
+impl CpuSampler {
+    /// Use since the previous call, 0..=1.
+    pub fn sample(&mut self) -> Option<f32> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = text.lines().next()?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let total: u64 = v.iter().sum();
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        let prev = self.last.replace((total, idle));
+        let (pt, pi) = prev?;
+        let dt = total.saturating_sub(pt);
+        if dt == 0 {
+            return None;
+        }
+        Some(1.0 - idle.saturating_sub(pi) as f32 / dt as f32)
     }
 }

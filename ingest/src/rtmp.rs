@@ -22,11 +22,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use wire::streamid::APP;
+
 use crate::{
     flv, metrics,
     node::{Admission, AdmitError, Node, Protocol, StreamOutput},
     pipeline::{InputFormat, Pipeline},
-    streamid::APP,
 };
 
 /// Connections at once, publishing or not: bounds what idle or slow peers can hold.
@@ -118,7 +119,32 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; READ_BUF];
-    let remaining = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut io, &mut buf))
+    // A balancer in front of us opens with a PROXY v2 header naming the encoder and the
+    // reservation it holds here; anyone else's connection starts with the RTMP handshake.
+    let (conn, prefix) = if node.trusts(peer.ip()) {
+        let (header, rest) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, read_proxy_header(&mut io, &mut buf))
+                .await
+                .map_err(|_| RtmpError::Timeout("PROXY header"))??;
+        let conn = ConnInfo {
+            client: header.as_ref().and_then(|h| h.source).unwrap_or(peer),
+            reservation: header.and_then(|h| h.reservation),
+        };
+        if conn.client != peer {
+            tracing::Span::current().record("client.addr", tracing::field::display(conn.client));
+            tracing::info!(balancer.addr = %peer, "connection relayed by a balancer");
+        }
+        (conn, rest)
+    } else {
+        (
+            ConnInfo {
+                client: peer,
+                reservation: None,
+            },
+            Vec::new(),
+        )
+    };
+    let remaining = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut io, &mut buf, prefix))
         .await
         .map_err(|_| RtmpError::Timeout("handshake"))??;
 
@@ -141,7 +167,7 @@ where
             &mut session,
             &mut pending,
             &mut publishing,
-            peer,
+            &conn,
         )
         .await
         {
@@ -195,17 +221,51 @@ where
     result
 }
 
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+/// Where a connection really comes from, and the balancer's reservation for it.
+struct ConnInfo {
+    client: SocketAddr,
+    reservation: Option<u64>,
+}
+
+/// Read a PROXY v2 header if the connection starts with one. Returns it (or `None`) and the
+/// bytes read past it, which belong to the RTMP handshake.
+async fn read_proxy_header<S: AsyncRead + Unpin>(
     io: &mut S,
     buf: &mut [u8],
-) -> Result<Vec<u8>, RtmpError> {
-    let mut hs = Handshake::new(PeerType::Server);
+) -> Result<(Option<wire::proxy::Header>, Vec<u8>), RtmpError> {
+    let mut acc = Vec::new();
     loop {
         let n = io.read(buf).await?;
         if n == 0 {
-            return Err(RtmpError::Handshake("closed during handshake".into()));
+            return Err(RtmpError::Handshake("closed before the handshake".into()));
         }
-        let step = std::panic::catch_unwind(AssertUnwindSafe(|| hs.process_bytes(&buf[..n])))
+        acc.extend_from_slice(&buf[..n]);
+        match wire::proxy::decode(&acc) {
+            Ok(wire::proxy::Decoded::Header(h, used)) => return Ok((Some(h), acc.split_off(used))),
+            Ok(wire::proxy::Decoded::Incomplete(_)) => continue,
+            Err(wire::proxy::ProxyError::NoSignature) => return Ok((None, acc)),
+            Err(e) => return Err(RtmpError::Handshake(e.to_string())),
+        }
+    }
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    buf: &mut [u8],
+    mut prefix: Vec<u8>,
+) -> Result<Vec<u8>, RtmpError> {
+    let mut hs = Handshake::new(PeerType::Server);
+    loop {
+        let data = if prefix.is_empty() {
+            let n = io.read(buf).await?;
+            if n == 0 {
+                return Err(RtmpError::Handshake("closed during handshake".into()));
+            }
+            buf[..n].to_vec()
+        } else {
+            std::mem::take(&mut prefix)
+        };
+        let step = std::panic::catch_unwind(AssertUnwindSafe(|| hs.process_bytes(&data)))
             .map_err(|_| RtmpError::Handshake("handshake parser failed".into()))?
             .map_err(|e| RtmpError::Handshake(format!("{e:?}")))?;
         match step {
@@ -241,7 +301,7 @@ async fn process<S: AsyncWrite + Unpin>(
     session: &mut ServerSession,
     pending: &mut Vec<ServerSessionResult>,
     publishing: &mut Option<Publishing>,
-    peer: SocketAddr,
+    conn: &ConnInfo,
 ) -> Result<bool, RtmpError> {
     while !pending.is_empty() {
         let results = std::mem::take(pending);
@@ -291,7 +351,10 @@ async fn process<S: AsyncWrite + Unpin>(
                                 send_all(io, out).await?;
                                 continue;
                             }
-                            match node.admit(&stream_key, peer, Protocol::Rtmp).await {
+                            match node
+                                .admit(&stream_key, conn.client, Protocol::Rtmp, conn.reservation)
+                                .await
+                            {
                                 Ok(admission) => {
                                     tracing::Span::current()
                                         .record("stream.id", admission.playback_id.as_str());

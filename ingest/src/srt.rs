@@ -33,12 +33,15 @@ use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use wire::{
+    srt_guard::{self, Kind, Verdict},
+    streamid,
+};
+
 use crate::{
     metrics,
     node::{AdmitError, Node, Protocol},
     pipeline::InputFormat,
-    srt_guard::{self, Kind, Verdict},
-    streamid,
 };
 
 /// Sessions (peers) at once, established or handshaking: bounds what spoofed inductions can
@@ -284,7 +287,7 @@ async fn handle_request(
 ) -> Option<tokio::task::JoinHandle<()>> {
     let sid = req.stream_id().map(|s| s.to_string()).unwrap_or_default();
     let key = match streamid::parse(&sid) {
-        Ok(r) => r.key,
+        Ok(r) => r,
         Err(e) => {
             let reason = match e {
                 streamid::StreamIdError::NotPublish(_) => ServerRejectReason::BadMode,
@@ -300,7 +303,14 @@ async fn handle_request(
             .await;
         }
     };
-    let grant = match node.authenticate(&key, peer, Protocol::Srt).await {
+    // Only our balancers may say which reservation this is and who the encoder really is.
+    let (reservation, client) = if node.trusts(peer.ip()) {
+        (key.reservation, key.client.unwrap_or(peer))
+    } else {
+        (None, peer)
+    };
+    let key = key.key;
+    let grant = match node.authenticate(&key, client, Protocol::Srt).await {
         Ok(g) => g,
         Err(e) => {
             let label = AdmitError::Auth(e.clone()).label();
@@ -347,7 +357,10 @@ async fn handle_request(
         },
     };
     let playback_id = grant.playback_id.clone();
-    let admission = match node.admit_grant(grant, peer, Protocol::Srt).await {
+    let admission = match node
+        .admit_grant(grant, &key, client, Protocol::Srt, reservation)
+        .await
+    {
         Ok(a) => a,
         Err(e) => {
             let reason = match e {

@@ -35,6 +35,9 @@ pub struct EncOpts {
     pub audio: bool,
     /// Video bitrate (kbit/s).
     pub video_kbps: u32,
+    /// Publish this pre-encoded file in a loop with `-c copy` instead of encoding a test
+    /// pattern: almost no CPU, for tests with many publishers (see [`clip`]).
+    pub source_file: Option<PathBuf>,
 }
 
 impl Default for EncOpts {
@@ -48,6 +51,7 @@ impl Default for EncOpts {
             realtime: true,
             audio: true,
             video_kbps: 1500,
+            source_file: None,
         }
     }
 }
@@ -67,6 +71,13 @@ impl EncOpts {
                 a.push("-re".into());
             }
         };
+        if let Some(f) = &self.source_file {
+            re(&mut a);
+            a.extend(["-stream_loop", "-1", "-i"].map(String::from));
+            a.push(f.display().to_string());
+            a.extend(["-t".into(), self.secs(), "-c".into(), "copy".into()]);
+            return a;
+        }
         re(&mut a);
         a.extend(["-f".into(), "lavfi".into(), "-i".into()]);
         a.push(format!(
@@ -347,4 +358,58 @@ fn shell_words(s: &str) -> Vec<String> {
         words.push(cur);
     }
     words
+}
+
+/// A 200 s 320x180 15 fps H.264 (2 s GOP) + AAC clip, made once per test process, for
+/// [`EncOpts::source_file`]. Longer than any test, so the loop (whose timestamp seam makes a
+/// short part) never comes round; for
+/// [`EncOpts::source_file`].
+pub fn clip() -> PathBuf {
+    static CLIP: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CLIP.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("edge-test-clip-{}.flv", std::process::id()));
+        let st = std::process::Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x180:rate=15",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+            ])
+            .args([
+                "-t",
+                "200",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "30",
+                "-keyint_min",
+                "30",
+                "-sc_threshold",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                "-b:v",
+                "300k",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+            ])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg to make the test clip");
+        assert!(st.success(), "ffmpeg could not make the test clip");
+        path
+    })
+    .clone()
 }

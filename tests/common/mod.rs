@@ -7,6 +7,7 @@
 //! ([`play_in_chromium`]). Every spawned process is killed when its handle drops.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
 pub mod encoder;
 pub mod hls;
 pub mod http;
@@ -15,7 +16,7 @@ pub mod player;
 pub mod probe;
 pub mod srt_raw;
 
-pub use encoder::{EncOpts, Encoder};
+pub use encoder::{clip, EncOpts, Encoder};
 pub use hls::{
     blocking_reload_url, check_ll_hls, parse_media_playlist, parse_multivariant, resolve_url,
     MediaPlaylist, MediaRendition, Multivariant, Part, PreloadHint, RenditionReport, Segment,

@@ -20,6 +20,10 @@ pub const HEADER_LEN: usize = 16;
 pub const HANDSHAKE_CIF_LEN: usize = 48;
 /// SRT caps the stream ID at 512 bytes.
 const MAX_SID_BYTES: usize = 512;
+/// HSREQ/HSRSP bodies are three 32-bit words.
+const HSREQ_LEN: usize = 12;
+/// A keying-material message has at least four 32-bit words before its keys.
+const KM_MIN_LEN: usize = 16;
 
 /// What kind of packet passed inspection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +116,16 @@ pub fn inspect(pkt: &[u8]) -> Verdict {
         // ACK (full or light), NAK and drop requests carry CIFs srt-tokio parses with checks.
         CT_ACK | CT_NAK | CT_DROPREQ => Verdict::Forward(Kind::Control),
         CT_USER => match be16(pkt, 2) {
-            Some(EXT_HSREQ | EXT_HSRSP | EXT_KMREQ | EXT_KMRSP) => Verdict::Forward(Kind::Control),
+            // srt-tokio reads these bodies without checking their length first.
+            Some(EXT_HSREQ | EXT_HSRSP) if pkt.len() >= HEADER_LEN + HSREQ_LEN => {
+                Verdict::Forward(Kind::Control)
+            }
+            Some(EXT_KMREQ | EXT_KMRSP) if pkt.len() >= HEADER_LEN + KM_MIN_LEN => {
+                Verdict::Forward(Kind::Control)
+            }
+            Some(EXT_HSREQ | EXT_HSRSP | EXT_KMREQ | EXT_KMRSP) => {
+                Verdict::Drop(DropReason::BadHandshake)
+            }
             _ => Verdict::Drop(DropReason::UnsupportedControl),
         },
         _ => Verdict::Drop(DropReason::UnsupportedControl),
@@ -169,7 +182,13 @@ fn extensions(pkt: &[u8]) -> Verdict {
         }
         match ty {
             EXT_HSREQ | EXT_HSRSP if len != 12 => return Verdict::Drop(DropReason::BadHandshake),
-            EXT_SID if len > MAX_SID_BYTES => return Verdict::Drop(DropReason::BadHandshake),
+            // An empty stream ID makes srt-tokio read a word that is not there (a panic).
+            EXT_SID if len == 0 || len > MAX_SID_BYTES => {
+                return Verdict::Drop(DropReason::BadHandshake)
+            }
+            EXT_KMREQ | EXT_KMRSP if len < KM_MIN_LEN => {
+                return Verdict::Drop(DropReason::BadHandshake)
+            }
             EXT_HSREQ | EXT_HSRSP | EXT_KMREQ | EXT_KMRSP | EXT_SID => kept.push((at, end)),
             _ => stripped = true,
         }
@@ -233,9 +252,26 @@ pub(crate) mod tests {
                 "type {t}"
             );
         }
+        let mut km = control(CT_USER, EXT_KMREQ);
+        km.extend_from_slice(&[0; 16]);
+        assert_eq!(inspect(&km), Verdict::Forward(Kind::Control));
+        // Truncated keying material / HSREQ bodies, and an empty stream ID: srt-tokio reads
+        // past the end of each.
         assert_eq!(
             inspect(&control(CT_USER, EXT_KMREQ)),
-            Verdict::Forward(Kind::Control)
+            Verdict::Drop(DropReason::BadHandshake)
+        );
+        assert_eq!(
+            inspect(&control(CT_USER, EXT_HSREQ)),
+            Verdict::Drop(DropReason::BadHandshake)
+        );
+        assert_eq!(
+            inspect(&hs(5, HS_CONCLUSION, &[(EXT_SID, vec![])])),
+            Verdict::Drop(DropReason::BadHandshake)
+        );
+        assert_eq!(
+            inspect(&hs(5, HS_CONCLUSION, &[(EXT_KMREQ, vec![0; 8])])),
+            Verdict::Drop(DropReason::BadHandshake)
         );
     }
 

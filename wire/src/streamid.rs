@@ -9,6 +9,10 @@
 pub struct StreamIdRequest {
     /// The stream key (a secret: never log it).
     pub key: String,
+    /// `edge-res=N`: the balancer's reservation on this node (only honoured from a balancer).
+    pub reservation: Option<u64>,
+    /// `edge-client=ADDR`: the encoder's address, as the balancer saw it (idem).
+    pub client: Option<std::net::SocketAddr>,
 }
 
 /// Why a stream ID was refused.
@@ -34,6 +38,17 @@ pub enum StreamIdError {
 /// SRT limits the stream ID to 512 bytes (SRTO_STREAMID).
 pub const MAX_STREAM_ID_LEN: usize = 512;
 
+/// Access-control key a balancer adds for the reservation it holds on the node.
+pub const RESERVATION_KEY: &str = "edge-res";
+/// Access-control key a balancer adds for the encoder's address.
+pub const CLIENT_KEY: &str = "edge-client";
+
+/// The stream ID a balancer sends a node: the caller's key in the access-control form, plus
+/// the reservation and the encoder's address.
+pub fn for_node(key: &str, reservation: u64, client: std::net::SocketAddr) -> String {
+    format!("#!::r={APP}/{key},m=publish,{RESERVATION_KEY}={reservation},{CLIENT_KEY}={client}")
+}
+
 /// The one application name we serve, as in `rtmp://host/live/KEY`.
 pub const APP: &str = "live";
 
@@ -50,6 +65,8 @@ pub fn parse(sid: &str) -> Result<StreamIdRequest, StreamIdError> {
         let mut resource = None;
         let mut user = None;
         let mut mode = "request";
+        let mut reservation: Option<u64> = None;
+        let mut client: Option<std::net::SocketAddr> = None;
         for pair in body.split(',') {
             let (k, v) = pair
                 .split_once('=')
@@ -58,6 +75,8 @@ pub fn parse(sid: &str) -> Result<StreamIdRequest, StreamIdError> {
                 "r" => resource = Some(v.trim()),
                 "u" => user = Some(v.trim()),
                 "m" => mode = v.trim(),
+                RESERVATION_KEY => reservation = v.trim().parse().ok(),
+                CLIENT_KEY => client = v.trim().parse().ok(),
                 // h (host), s (session), t (type) and custom keys are allowed and ignored.
                 _ => {}
             }
@@ -69,7 +88,10 @@ pub fn parse(sid: &str) -> Result<StreamIdRequest, StreamIdError> {
         let resource = resource
             .or(user)
             .ok_or(StreamIdError::Malformed("no r= resource"))?;
-        return resource_key(resource);
+        let mut r = resource_key(resource)?;
+        r.reservation = reservation;
+        r.client = client;
+        return Ok(r);
     }
     if let Some(rest) = sid.strip_prefix("publish:") {
         return resource_key(rest);
@@ -97,6 +119,8 @@ fn resource_key(resource: &str) -> Result<StreamIdRequest, StreamIdError> {
     }
     Ok(StreamIdRequest {
         key: key.to_string(),
+        reservation: None,
+        client: None,
     })
 }
 
@@ -116,6 +140,22 @@ mod tests {
         assert_eq!(key("publish:live/abc").unwrap(), "abc");
         assert_eq!(key("live/abc").unwrap(), "abc");
         assert_eq!(key("abc").unwrap(), "abc");
+    }
+
+    #[test]
+    fn balancer_fields_round_trip() {
+        let c: std::net::SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let r = parse(&for_node("abc", 77, c)).unwrap();
+        assert_eq!(
+            (r.key.as_str(), r.reservation, r.client),
+            ("abc", Some(77), Some(c))
+        );
+        assert_eq!(
+            parse("#!::r=live/abc,m=publish,edge-res=x")
+                .unwrap()
+                .reservation,
+            None
+        );
     }
 
     #[test]

@@ -1,0 +1,94 @@
+//! Prometheus metrics of the balancer (default registry, served on its admin listener).
+//! Labels are low-cardinality: protocol, state, result, direction, and node ID (a fleet has
+//! tens of nodes, not thousands). Never a stream key.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_gauge_vec, register_int_counter_vec, register_int_gauge_vec, GaugeVec, IntCounterVec,
+    IntGaugeVec,
+};
+
+pub static CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edge_balancer_connections",
+        "Encoder connections by protocol and state (placing, relaying)",
+        &["protocol", "state"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
+});
+
+pub static CONNECTIONS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edge_balancer_connections_total",
+        "Encoder connections by protocol and how they ended up (relayed, refused, failed)",
+        &["protocol", "result"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
+});
+
+pub static PLACEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edge_balancer_placements_total",
+        "Placement attempts by result (accepted, refused_by_node, node_unreachable, no_capacity)",
+        &["result"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
+});
+
+pub static RELAYED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "edge_balancer_relayed_bytes_total",
+        "Bytes relayed, by protocol and direction (to_node, to_encoder)",
+        &["protocol", "direction"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
+});
+
+pub static NODE_FREE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("edge_balancer_node_free_milliunits", "Free transcode units per node as this balancer counts them (reports minus pending placements)", &["node"]).expect("metric")
+    // infallible: constant valid name, registered once
+});
+
+pub static NODE_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "edge_balancer_node_state",
+        "1 for the state each node is in (ready, full, draining, cordoned, lost)",
+        &["node", "state"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
+});
+
+pub static REPORT_AGE: LazyLock<GaugeVec> = LazyLock::new(|| {
+    register_gauge_vec!(
+        "edge_balancer_report_age_seconds",
+        "Age of the last report from each node",
+        &["node"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
+});
+
+/// Make the metrics appear from the start.
+pub fn init() {
+    for p in ["rtmp", "srt"] {
+        for s in ["placing", "relaying"] {
+            CONNECTIONS.with_label_values(&[p, s]).set(0);
+        }
+        for d in ["to_node", "to_encoder"] {
+            RELAYED_BYTES.with_label_values(&[p, d]);
+        }
+    }
+    LazyLock::force(&CONNECTIONS_TOTAL);
+    LazyLock::force(&PLACEMENTS);
+    LazyLock::force(&NODE_FREE);
+    LazyLock::force(&NODE_STATE);
+    LazyLock::force(&REPORT_AGE);
+}
+
+/// Text exposition of every registered metric.
+pub fn render() -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}

@@ -1,0 +1,376 @@
+//! The placement service: turns the nodes' reports into a choice, and gets the chosen node's
+//! final say before a single byte of the encoder is relayed.
+//!
+//! [`Placement::place`] asks the pure [`Placer`] for candidates (free units minus pending
+//! placements, affinity for a returning stream), then asks each candidate in turn to hold
+//! capacity (a reservation over the control plane). The first node that says yes gets the
+//! stream; a node that says no, or does not answer in [`RESERVE_TIMEOUT`], is skipped. When
+//! none can, the stream is refused. Nothing here ever touches a relayed connection.
+
+use std::{
+    sync::{atomic::AtomicU64, atomic::Ordering, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use control::server::{NodeSnapshot, Registry, ReserveError};
+use edge_config::BalancerConfig;
+
+use crate::{
+    metrics,
+    placement::{AdminState, NodeStatus, NodeView, Pending, PlacementConfig, Placer, Policy},
+};
+
+/// How long a node may take to answer a reservation before we try the next one. A node on
+/// the same network answers in a millisecond; this bounds what a sick node costs a publisher.
+pub const RESERVE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long past the reconnect window a stream_ref → playback ID memory is kept.
+const REF_MEMORY_MARGIN: Duration = Duration::from_secs(60);
+
+/// A placement the chosen node accepted.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub node_id: String,
+    pub reservation: u64,
+    pub rtmp_addr: std::net::SocketAddr,
+    pub srt_addr: std::net::SocketAddr,
+}
+
+/// Why a stream could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    /// No node is ready with free units (or every candidate refused).
+    #[error("no node can take a stream: {0}")]
+    NoCapacity(String),
+}
+
+/// A node as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub status: NodeStatus,
+    pub connected: bool,
+    pub report_age_ms: u64,
+    pub capacity_milli_units: u32,
+    pub used_milli_units: u32,
+    pub free_milli_units: u32,
+    pub stream_milli_units: u32,
+    pub cpu: f32,
+    pub streams: usize,
+    pub rtmp_addr: std::net::SocketAddr,
+    pub srt_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+}
+
+pub struct Placement {
+    registry: Arc<Registry>,
+    /// Which playback ID each stream_ref had, from the reports, so a returning stream placed
+    /// on another node can take its numbering along.
+    refs: Mutex<std::collections::HashMap<String, (String, Instant)>>,
+    placer: Mutex<Placer>,
+    settings: Mutex<(Duration, PlacementConfig)>,
+    next_id: AtomicU64,
+    seed: AtomicU64,
+}
+
+fn placement_config(cfg: &BalancerConfig) -> PlacementConfig {
+    PlacementConfig {
+        lost_after: cfg.lost_after,
+        reconnect_window: cfg.reconnect_window,
+        policy: match cfg.policy {
+            edge_config::Policy::LeastLoaded => Policy::LeastLoaded,
+            edge_config::Policy::PowerOfTwo => Policy::PowerOfTwo,
+        },
+    }
+}
+
+/// A random-ish u64 from the process's hasher keys, the time and the PID.
+pub fn random_u64() -> u64 {
+    random_start() << 1 ^ random_start()
+}
+
+/// Reservation IDs must not collide between balancers placing on the same node: start each
+/// balancer at a random point of the 64-bit space.
+fn random_start() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish() >> 1
+}
+
+impl Placement {
+    pub fn new(cfg: &BalancerConfig, registry: Arc<Registry>) -> Arc<Self> {
+        let pc = placement_config(cfg);
+        Arc::new(Self {
+            registry,
+            refs: Mutex::new(std::collections::HashMap::new()),
+            placer: Mutex::new(Placer::new(pc.clone())),
+            settings: Mutex::new((cfg.reservation_ttl, pc)),
+            next_id: AtomicU64::new(random_start()),
+            seed: AtomicU64::new(random_start()),
+        })
+    }
+
+    /// Apply a reloaded config (placement settings only; pending placements are kept).
+    pub fn reconfigure(&self, cfg: &BalancerConfig) {
+        let pc = placement_config(cfg);
+        if let Ok(mut p) = self.placer.lock() {
+            p.reconfigure(pc.clone());
+        }
+        if let Ok(mut s) = self.settings.lock() {
+            *s = (cfg.reservation_ttl, pc);
+        }
+    }
+
+    fn views(snapshot: &[NodeSnapshot]) -> Vec<NodeView> {
+        snapshot
+            .iter()
+            .map(|n| NodeView {
+                id: n.report.node_id.clone(),
+                state: match n.report.state {
+                    control::NodeState::Ready => AdminState::Ready,
+                    control::NodeState::Draining => AdminState::Draining,
+                    control::NodeState::Cordoned => AdminState::Cordoned,
+                },
+                overloaded: n.report.overloaded,
+                last_report: n.received.into_std(),
+                capacity: n.report.capacity_milli_units,
+                used: n.report.used_milli_units,
+                stream_cost: n.report.stream_milli_units,
+                streams: n
+                    .report
+                    .streams
+                    .iter()
+                    .map(|s| s.stream_ref.clone())
+                    .collect(),
+                reservations: n.report.reservations.clone(),
+                stream_reservations: n
+                    .report
+                    .streams
+                    .iter()
+                    .filter_map(|s| s.reservation)
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Remember stream_ref → playback ID from the reports; forget after the reconnect window.
+    fn learn(&self, snapshot: &[NodeSnapshot], now: Instant) {
+        let window = self
+            .settings
+            .lock()
+            .map(|s| s.1.reconnect_window)
+            .unwrap_or(Duration::from_secs(30));
+        if let Ok(mut refs) = self.refs.lock() {
+            for n in snapshot {
+                for st in &n.report.streams {
+                    refs.insert(st.stream_ref.clone(), (st.playback_id.clone(), now));
+                }
+            }
+            refs.retain(|_, (_, seen)| {
+                now.saturating_duration_since(*seen) <= window + REF_MEMORY_MARGIN
+            });
+        }
+    }
+
+    /// The freshest continuation any node reports for the stream behind `stream_ref`.
+    fn continuation(
+        &self,
+        snapshot: &[NodeSnapshot],
+        stream_ref: &str,
+    ) -> Option<serde_json::Value> {
+        let pid = self.refs.lock().ok()?.get(stream_ref)?.0.clone();
+        snapshot
+            .iter()
+            .filter_map(|n| n.report.continuations.get(&pid).map(|c| (n.received, c)))
+            .max_by_key(|(t, _)| *t)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Choose a node for a new stream and get its promise. `stream_ref` (the key's one-way
+    /// fingerprint) sends a returning stream back to its node when that node can take it.
+    pub async fn place(
+        &self,
+        stream_ref: Option<&str>,
+        exclude: &[String],
+    ) -> Result<Placed, PlaceError> {
+        let snapshot = self.registry.snapshot();
+        let views = Self::views(&snapshot);
+        let now = Instant::now();
+        self.learn(&snapshot, now);
+        let continuation = stream_ref.and_then(|r| self.continuation(&snapshot, r));
+        let seed = self
+            .seed
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        let candidates = match self.placer.lock() {
+            Ok(mut p) => {
+                p.observe(&views, now);
+                p.candidates(&views, stream_ref, None, seed, now)
+            }
+            Err(_) => Vec::new(),
+        };
+        let ttl = self
+            .settings
+            .lock()
+            .map(|s| s.0)
+            .unwrap_or(Duration::from_secs(10));
+        let mut why = String::from("no ready node has free units");
+        for node_id in candidates.iter().filter(|c| !exclude.contains(c)) {
+            let Some(snap) = snapshot.iter().find(|s| &s.report.node_id == node_id) else {
+                continue;
+            };
+            let units = snap.report.stream_milli_units;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            match self
+                .registry
+                .reserve_with(
+                    node_id,
+                    id,
+                    units,
+                    stream_ref.map(str::to_string),
+                    ttl,
+                    RESERVE_TIMEOUT,
+                    continuation.clone(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    metrics::PLACEMENTS.with_label_values(&["accepted"]).inc();
+                    if let Ok(mut p) = self.placer.lock() {
+                        p.add_pending(Pending {
+                            id,
+                            node: node_id.clone(),
+                            milli_units: units,
+                            expires: Instant::now() + ttl,
+                        });
+                    }
+                    tracing::info!(node.id = %node_id, reservation = id, "stream placed");
+                    return Ok(Placed {
+                        node_id: node_id.clone(),
+                        reservation: id,
+                        rtmp_addr: snap.report.rtmp_addr,
+                        srt_addr: snap.report.srt_addr,
+                    });
+                }
+                Err(ReserveError::Refused(reason)) => {
+                    metrics::PLACEMENTS
+                        .with_label_values(&["refused_by_node"])
+                        .inc();
+                    tracing::info!(node.id = %node_id, reason = %reason, "node refused the placement");
+                    why = format!("nodes refused (last: {reason})");
+                }
+                Err(e) => {
+                    metrics::PLACEMENTS
+                        .with_label_values(&["node_unreachable"])
+                        .inc();
+                    tracing::warn!(node.id = %node_id, error = %e, "node did not answer the placement");
+                    why = "nodes did not answer".into();
+                }
+            }
+        }
+        metrics::PLACEMENTS
+            .with_label_values(&["no_capacity"])
+            .inc();
+        Err(PlaceError::NoCapacity(why))
+    }
+
+    /// The relay could not use a placement (the node was unreachable): give it back.
+    pub async fn abandon(&self, placed: &Placed) {
+        if let Ok(mut p) = self.placer.lock() {
+            p.remove_pending(placed.reservation);
+        }
+        self.registry
+            .cancel(&placed.node_id, placed.reservation)
+            .await;
+    }
+
+    /// The HTTP address of the node that serves `playback_id`: where it is live first, else
+    /// where it is retained (waiting for a reconnect, or ended); among those, the most
+    /// recently heard from. Nodes that stopped reporting are used only if no other has it.
+    pub fn node_serving(&self, playback_id: &str) -> Option<std::net::SocketAddr> {
+        let snapshot = self.registry.snapshot();
+        let lost_after = self
+            .settings
+            .lock()
+            .map(|s| s.1.lost_after)
+            .unwrap_or(Duration::from_secs(5));
+        snapshot
+            .iter()
+            .filter(|n| {
+                n.report.served.iter().any(|p| p == playback_id)
+                    || n.report
+                        .streams
+                        .iter()
+                        .any(|s| s.playback_id == playback_id)
+            })
+            .max_by_key(|n| {
+                let live = n
+                    .report
+                    .streams
+                    .iter()
+                    .any(|s| s.playback_id == playback_id);
+                let fresh = n.connected && n.received.elapsed() < lost_after;
+                (fresh, live, n.received)
+            })
+            .map(|n| n.report.http_addr)
+    }
+
+    /// Every node this balancer has heard of, with its status; also refreshes node metrics.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let snapshot = self.registry.snapshot();
+        let views = Self::views(&snapshot);
+        let now = Instant::now();
+        self.learn(&snapshot, now);
+        let Ok(mut p) = self.placer.lock() else {
+            return Vec::new();
+        };
+        p.observe(&views, now);
+        let mut out: Vec<NodeInfo> = snapshot
+            .iter()
+            .zip(views.iter())
+            .map(|(s, v)| {
+                let status = p.status(v, now);
+                let free = p.free_units(v, now);
+                let age = now.saturating_duration_since(v.last_report);
+                metrics::NODE_FREE
+                    .with_label_values(&[&v.id])
+                    .set(i64::from(free));
+                metrics::REPORT_AGE
+                    .with_label_values(&[&v.id])
+                    .set(age.as_secs_f64());
+                for st in ["ready", "full", "draining", "cordoned", "lost"] {
+                    let on = serde_json::to_value(status)
+                        .ok()
+                        .and_then(|x| x.as_str().map(|x| x == st))
+                        .unwrap_or(false);
+                    metrics::NODE_STATE
+                        .with_label_values(&[&v.id, st])
+                        .set(i64::from(on));
+                }
+                NodeInfo {
+                    id: v.id.clone(),
+                    status,
+                    connected: s.connected,
+                    report_age_ms: age.as_millis() as u64,
+                    capacity_milli_units: v.capacity,
+                    used_milli_units: v.used,
+                    free_milli_units: free,
+                    stream_milli_units: v.stream_cost,
+                    cpu: s.report.cpu,
+                    streams: s.report.streams.len(),
+                    rtmp_addr: s.report.rtmp_addr,
+                    srt_addr: s.report.srt_addr,
+                    http_addr: s.report.http_addr,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}

@@ -1,0 +1,84 @@
+//! The node's side of the control plane: reports to every balancer over QUIC (mutual TLS) and
+//! answers their reservation requests. Entry point: [`start`].
+//!
+//! Losing the control plane affects nothing else: streams keep flowing, and the node keeps
+//! taking direct publishers; balancers simply stop placing streams here until reports resume.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use control::client::{ClientConfig, ClientHandle, NodeControl};
+use edge_config::ControlConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::{node::Node, StartError};
+
+struct Link {
+    node: Arc<Node>,
+    advertise: (SocketAddr, SocketAddr, SocketAddr),
+}
+
+impl NodeControl for Link {
+    fn report(&self) -> control::Report {
+        self.node.report(self.advertise)
+    }
+    fn reserve(
+        &self,
+        id: u64,
+        milli_units: u32,
+        _stream_ref: Option<&str>,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        self.node.hold(id, milli_units, ttl, None)
+    }
+    fn reserve_with(
+        &self,
+        id: u64,
+        milli_units: u32,
+        _stream_ref: Option<&str>,
+        ttl: Duration,
+        continuation: Option<serde_json::Value>,
+    ) -> Result<(), String> {
+        // A continuation we cannot read is dropped: the stream then starts fresh numbering,
+        // which players survive; refusing the stream would be worse.
+        let c = continuation.and_then(|v| serde_json::from_value::<packager::Continuation>(v).ok());
+        self.node.hold(id, milli_units, ttl, c)
+    }
+    fn cancel(&self, id: u64) {
+        self.node.unhold(id);
+    }
+}
+
+/// Connect to every balancer and keep reporting until `shutdown`.
+pub fn start(
+    node: &Arc<Node>,
+    cfg: &ControlConfig,
+    shutdown: CancellationToken,
+) -> Result<ClientHandle, StartError> {
+    let files = control::certs::TlsFiles {
+        ca: cfg.tls.ca.clone(),
+        cert: cfg.tls.cert.clone(),
+        key: cfg.tls.key.clone(),
+    };
+    let (ca, own) = files
+        .load()
+        .map_err(|e| StartError::Control(e.to_string()))?;
+    let link = Arc::new(Link {
+        node: Arc::clone(node),
+        advertise: (cfg.advertise_rtmp, cfg.advertise_srt, cfg.advertise_http),
+    });
+    let handle = control::client::spawn_client(
+        ClientConfig {
+            balancers: cfg.balancers.clone(),
+            ca_pem: ca.cert_pem,
+            cert_pem: own.cert_pem,
+            key_pem: own.key_pem,
+            report_interval: cfg.report_interval,
+        },
+        link,
+        shutdown,
+    )
+    .map_err(|e| StartError::Control(e.to_string()))?;
+    let h = handle.clone();
+    node.set_on_change(Box::new(move || h.report_now()));
+    Ok(handle)
+}
