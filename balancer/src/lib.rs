@@ -17,6 +17,7 @@ pub mod place;
 pub mod placement;
 pub mod playback;
 pub mod rtmp;
+pub mod rtmp_peek;
 pub mod srt;
 pub mod srt_relay;
 
@@ -119,6 +120,7 @@ pub async fn run(
     .await
     .map_err(|e| StartError::Control(e.to_string()))?;
     let placement = place::Placement::new(&cfg, registry);
+    tokio::spawn(Arc::clone(&placement).learn_forever(stop.clone()));
     let conns = Arc::new(conns::Conns::default());
     let admin = Arc::new(admin::AdminState {
         token: std::sync::RwLock::new(cfg.admin.token.clone()),

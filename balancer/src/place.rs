@@ -60,6 +60,8 @@ pub struct NodeInfo {
     pub rtmp_addr: std::net::SocketAddr,
     pub srt_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
+    /// Playback IDs this node serves to viewers.
+    pub served: Vec<String>,
 }
 
 pub struct Placement {
@@ -158,6 +160,20 @@ impl Placement {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Learn from every report as it arrives (not only when placing), so the stream_ref →
+    /// playback ID memory covers streams that started and ended between two placements.
+    pub async fn learn_forever(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let mut updates = self.registry.updates();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                r = updates.changed() => if r.is_err() { break },
+            }
+            let snapshot = self.registry.snapshot();
+            self.learn(&snapshot, Instant::now());
+        }
     }
 
     /// Remember stream_ref → playback ID from the reports; forget after the reconnect window.
@@ -300,23 +316,21 @@ impl Placement {
             .lock()
             .map(|s| s.1.lost_after)
             .unwrap_or(Duration::from_secs(5));
+        let serves = |n: &NodeSnapshot| n.report.served.iter().any(|p| p == playback_id);
+        let live = |n: &NodeSnapshot| {
+            n.report
+                .streams
+                .iter()
+                .any(|s| s.playback_id == playback_id)
+        };
         snapshot
             .iter()
-            .filter(|n| {
-                n.report.served.iter().any(|p| p == playback_id)
-                    || n.report
-                        .streams
-                        .iter()
-                        .any(|s| s.playback_id == playback_id)
-            })
+            .filter(|n| serves(n) || live(n))
             .max_by_key(|n| {
-                let live = n
-                    .report
-                    .streams
-                    .iter()
-                    .any(|s| s.playback_id == playback_id);
                 let fresh = n.connected && n.received.elapsed() < lost_after;
-                (fresh, live, n.received)
+                // A node whose packager already serves the ID (every rendition has a segment)
+                // beats one where the encoder has just arrived; live beats retained.
+                (fresh && serves(n), serves(n), live(n), n.received)
             })
             .map(|n| n.report.http_addr)
     }
@@ -367,6 +381,7 @@ impl Placement {
                     rtmp_addr: s.report.rtmp_addr,
                     srt_addr: s.report.srt_addr,
                     http_addr: s.report.http_addr,
+                    served: s.report.served.clone(),
                 }
             })
             .collect();

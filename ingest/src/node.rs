@@ -518,10 +518,14 @@ impl Node {
             cpu: self.cpu(),
             streams,
             reservations,
+            // Served = a viewer routed here gets media: every rendition has a segment. A stream
+            // that just arrived from another node is not served here until then, so balancers
+            // keep routing viewers to the node that still has its last segments.
             served: self
                 .origin
                 .streams()
                 .into_iter()
+                .filter(|s| !s.renditions.is_empty() && s.renditions.iter().all(|r| r.segments > 0))
                 .map(|s| s.playback_id)
                 .collect(),
             continuations: self

@@ -41,6 +41,9 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 /// Read buffer per connection.
 const READ_BUF: usize = 64 * 1024;
+/// What a publisher may send before `publish`: connect, releaseStream, FCPublish,
+/// createStream and publish are a few hundred bytes. Bounds the byte-at-a-time parsing.
+const MAX_BYTES_BEFORE_PUBLISH: usize = 64 * 1024;
 
 /// Why a connection ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +91,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: Cancellatio
         };
         let _ = sock.set_nodelay(true);
         let node = Arc::clone(&node);
-        let span =
-            tracing::info_span!("rtmp", client.addr = %peer, stream.id = tracing::field::Empty);
+        let span = tracing::info_span!("rtmp", client.addr = %peer, encoder.addr = tracing::field::Empty, stream.id = tracing::field::Empty);
         tokio::spawn(
             async move {
                 match handle_connection(node, sock, peer).await {
@@ -131,7 +133,7 @@ where
             reservation: header.and_then(|h| h.reservation),
         };
         if conn.client != peer {
-            tracing::Span::current().record("client.addr", tracing::field::display(conn.client));
+            tracing::Span::current().record("encoder.addr", tracing::field::display(conn.client));
             tracing::info!(balancer.addr = %peer, "connection relayed by a balancer");
         }
         (conn, rest)
@@ -153,13 +155,65 @@ where
     let mut publishing: Option<Publishing> = None;
     let mut pending = initial;
     let mut input = remaining;
+    let mut before_publish = 0usize;
     let result = loop {
         if !input.is_empty() {
-            match guarded_input(&mut session, &input) {
-                Ok(r) => pending.extend(r),
-                Err(e) => break Err(e),
+            let data = std::mem::take(&mut input);
+            let mut fed = 0;
+            let mut outcome = None;
+            while fed < data.len() {
+                // Before publish, one byte at a time: each command is answered (connect
+                // accepted, stream created) before the next is parsed, because rml_rtmp drops
+                // commands that arrive before their connect is accepted, and encoders and our
+                // balancers send connect ... publish in one go. After publish, all at once.
+                let step = if publishing.is_some() {
+                    data.len() - fed
+                } else {
+                    1
+                };
+                if publishing.is_none() {
+                    before_publish += step;
+                    if before_publish > MAX_BYTES_BEFORE_PUBLISH {
+                        outcome = Some(Err(RtmpError::Malformed(
+                            "too much data before publish".into(),
+                        )));
+                        break;
+                    }
+                }
+                match guarded_input(&mut session, &data[fed..fed + step]) {
+                    Ok(r) => pending.extend(r),
+                    Err(e) => {
+                        outcome = Some(Err(e));
+                        break;
+                    }
+                }
+                fed += step;
+                if !pending.is_empty() {
+                    match process(
+                        &node,
+                        &mut io,
+                        &mut session,
+                        &mut pending,
+                        &mut publishing,
+                        &conn,
+                    )
+                    .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            outcome = Some(Ok(()));
+                            break;
+                        }
+                        Err(e) => {
+                            outcome = Some(Err(e));
+                            break;
+                        }
+                    }
+                }
             }
-            input.clear();
+            if let Some(o) = outcome {
+                break o;
+            }
         }
         match process(
             &node,
