@@ -30,6 +30,8 @@ struct Watched {
     pid: String,
     node: usize,
     last: (u64, usize),
+    /// The encoder came back after a drop: its playlist marks the join.
+    rejoined: bool,
 }
 
 /// Which node (index into `nodes`) has `pid` live, waiting for it to appear.
@@ -40,7 +42,9 @@ fn landed(nodes: &[&Node], pid: &str) -> usize {
     .unwrap_or_else(|| panic!("stream {pid} never appeared on any node"))
 }
 
-fn position(node: &Node, pid: &str) -> Option<(u64, usize)> {
+/// Last part of `pid`'s playlist; `rejoined` streams (an encoder came back) may carry the
+/// discontinuity that marks their join, others must not.
+fn position_of(node: &Node, pid: &str, rejoined: bool) -> Option<(u64, usize)> {
     let r = http_get(&node.media_playlist_url(pid, "source"), HTTP_TIMEOUT).ok()?;
     if r.status != 200 {
         eprintln!("{pid}: HTTP {}", r.status);
@@ -54,7 +58,7 @@ fn position(node: &Node, pid: &str) -> Option<(u64, usize)> {
         }
     };
     assert!(
-        pl.discontinuities().is_empty() && !pl.trailing_discontinuity,
+        rejoined || (pl.discontinuities().is_empty() && !pl.trailing_discontinuity),
         "{pid}: discontinuity in a stream that never broke:\n{}",
         r.text()
     );
@@ -62,6 +66,11 @@ fn position(node: &Node, pid: &str) -> Option<(u64, usize)> {
 }
 
 fn publish(b: &Balancer, nodes: &[&Node], i: usize, srt: bool) -> Watched {
+    publish_as(b, nodes, i, srt, false)
+}
+
+/// Publish key `i`; `rejoined`: the same key was live before (its playlist marks the join).
+fn publish_as(b: &Balancer, nodes: &[&Node], i: usize, srt: bool, rejoined: bool) -> Watched {
     let enc = if srt {
         Encoder::ffmpeg_srt(&b.srt_url(&key(i)), opts())
     } else {
@@ -69,13 +78,14 @@ fn publish(b: &Balancer, nodes: &[&Node], i: usize, srt: bool) -> Watched {
     };
     let pid = pid(i);
     let node = landed(nodes, &pid);
-    let last = wait_until(PUBLISH_TIMEOUT, || position(nodes[node], &pid))
+    let last = wait_until(PUBLISH_TIMEOUT, || position_of(nodes[node], &pid, rejoined))
         .unwrap_or_else(|| panic!("{pid}: no playlist"));
     Watched {
         enc,
         pid,
         node,
         last,
+        rejoined,
     }
 }
 
@@ -89,8 +99,8 @@ fn all_flowing(nodes: &[&Node], ws: &mut [Watched]) {
             w.pid,
             w.enc.log_text()
         );
-        let now =
-            position(nodes[w.node], &w.pid).unwrap_or_else(|| panic!("{}: playlist gone", w.pid));
+        let now = position_of(nodes[w.node], &w.pid, w.rejoined)
+            .unwrap_or_else(|| panic!("{}: playlist gone", w.pid));
         assert!(now > w.last, "{}: stalled at {:?}", w.pid, now);
         w.last = now;
     }
@@ -301,7 +311,7 @@ fn killing_a_node_ends_only_its_streams_and_reconnects_land_elsewhere() {
     // ...and their reconnects (a new publish with the same key) land on n2.
     for w in &dead {
         let i: usize = w.pid[1..].parse().unwrap();
-        let back = publish(&b, &[&n2], i, false);
+        let back = publish_as(&b, &[&n2], i, false, true);
         assert_eq!(back.node, 0);
         alive.push(back);
     }

@@ -65,8 +65,10 @@ pub async fn serve(
         *b = (crate::place::random_u64() >> (i % 8 * 8)) as u8 ^ (i as u8).wrapping_mul(31);
     }
     let cookies = Cookies::new(secret);
-    // Per caller: the queue to its session task, and whether its relay is established.
-    let mut sessions: HashMap<SocketAddr, (mpsc::Sender<Bytes>, Arc<AtomicBool>)> = HashMap::new();
+    // Per caller: the queue to its session task, whether its relay is established, and the
+    // caller's SRT socket ID (a restarted caller has a new one).
+    let mut sessions: HashMap<SocketAddr, (mpsc::Sender<Bytes>, Arc<AtomicBool>, u32)> =
+        HashMap::new();
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, peer) = match front.recv_from(&mut buf).await {
@@ -80,11 +82,15 @@ pub async fn serve(
         // Inductions always get the stateless answer: a retransmission while a session is
         // placing, or a caller restarting from the same address and port.
         let induction = is_induction(pkt);
-        // A conclusion to an established session means the caller restarted: new session.
-        let restart = |est: &AtomicBool| est.load(Ordering::Acquire) && is_conclusion(pkt);
-        if let Some((tx, _)) = sessions
+        // A conclusion with a new caller socket ID to an established session means the caller
+        // restarted: new session. The same ID is a retransmission (libsrt repeats its
+        // conclusion until answered), which the session answers from its cache.
+        let restart = |est: &AtomicBool, sid: u32| {
+            est.load(Ordering::Acquire) && is_conclusion(pkt) && caller_socket_id(pkt) != Some(sid)
+        };
+        if let Some((tx, _, _)) = sessions
             .get(&peer)
-            .filter(|(_, est)| !induction && !restart(est))
+            .filter(|(_, est, sid)| !induction && !restart(est, *sid))
         {
             if !tx.is_closed() {
                 if tx.try_send(Bytes::copy_from_slice(pkt)).is_err() {
@@ -104,7 +110,7 @@ pub async fn serve(
             Fresh::Place {
                 stream_id,
                 conclusion,
-                ..
+                caller_socket_id: caller,
             } => {
                 if stop_accepting.is_cancelled() {
                     if let Some(r) = srt_relay::rejection(&conclusion, REJECT_OVERLOAD) {
@@ -113,7 +119,7 @@ pub async fn serve(
                     continue;
                 }
                 if sessions.len() >= MAX_SESSIONS {
-                    sessions.retain(|_, (tx, _)| !tx.is_closed());
+                    sessions.retain(|_, (tx, _, _)| !tx.is_closed());
                     if sessions.len() >= MAX_SESSIONS {
                         metrics::CONNECTIONS_TOTAL
                             .with_label_values(&["srt", "too_many_sessions"])
@@ -124,7 +130,7 @@ pub async fn serve(
                 let (tx, rx) = mpsc::channel(SESSION_QUEUE);
                 let established = Arc::new(AtomicBool::new(false));
                 // Replacing an entry drops the old sender, which ends the old session.
-                sessions.insert(peer, (tx, Arc::clone(&established)));
+                sessions.insert(peer, (tx, Arc::clone(&established), caller));
                 let span = tracing::info_span!("srt", client.addr = %peer, node.id = tracing::field::Empty);
                 tokio::spawn(
                     session(
@@ -142,6 +148,11 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// The caller's SRT socket ID in a handshake (CIF offset 24).
+fn caller_socket_id(pkt: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(pkt.get(40..44)?.try_into().ok()?))
 }
 
 /// Whether a datagram is a handshake conclusion (control type 0, handshake type -1).

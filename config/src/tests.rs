@@ -123,3 +123,72 @@ fn stream_units_skip_rungs_above_the_source() {
     );
     assert!(all > small);
 }
+
+#[test]
+fn balancer_example_is_valid_once_its_files_exist() {
+    let dir = std::env::temp_dir().join(format!("edge-config-bal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in [
+        "admin-token",
+        "ca.pem",
+        "balancer-lb-1.pem",
+        "balancer-lb-1.key",
+    ] {
+        std::fs::write(dir.join(f), "0123456789abcdef0123\n").unwrap();
+    }
+    let text = include_str!("../examples/balancer.toml")
+        .replace("/etc/edge/certs", dir.to_str().unwrap())
+        .replace(
+            "/etc/edge/admin-token",
+            dir.join("admin-token").to_str().unwrap(),
+        );
+    let c = load_balancer_str(&text, "balancer.toml").expect("balancer example must validate");
+    assert_eq!(c.id, "lb-1");
+    assert_eq!(c.policy, Policy::LeastLoaded);
+    assert_eq!(c.listen.control.port(), 7000);
+    assert_eq!(c.lost_after, std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn balancer_problems_are_all_reported() {
+    let text = "[balancer]\nid = \"bad id\"\nlost_after = \"10ms\"\npolicy = \"random\"\n[admin]\ntoken = \"short\"\n[tls]\nca = \"/nope/ca.pem\"\ncert = \"/nope/c.pem\"\nkey = \"/nope/k.key\"\n";
+    let lines = load_balancer_str(text, "b.toml").unwrap_err().lines();
+    for want in [
+        "balancer.id",
+        "balancer.lost_after",
+        "balancer.policy",
+        "admin.token",
+        "tls.ca",
+        "tls.cert",
+        "tls.key",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(&format!("b.toml: {want}"))),
+            "missing {want} in {lines:#?}"
+        );
+    }
+    let unknown = load_balancer_str("[balancer]\nid = \"b\"\nwat = 1\n", "b.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(unknown.contains("wat"), "{unknown}");
+}
+
+#[test]
+fn node_control_section_needs_advertised_addresses_for_wildcard_listens() {
+    let text = format!(
+        "{DEV_CONFIG}\n[control]\nbalancers = [\"127.0.0.1:7000\"]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\ntrusted_proxies = [\"127.0.0.1\"]\n"
+    );
+    // The dev config listens on 0.0.0.0 for rtmp/srt/http: balancers cannot relay to that.
+    let lines = load_str(&text, "n.toml").unwrap_err().lines();
+    assert!(
+        lines.iter().any(|l| l.contains("control.advertise_rtmp")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("control.advertise_srt")),
+        "{lines:#?}"
+    );
+    let ok = text.replace("trusted_proxies", "advertise_rtmp = \"10.0.0.1:1935\"\nadvertise_srt = \"10.0.0.1:9000\"\nadvertise_http = \"10.0.0.1:8080\"\ntrusted_proxies");
+    let c = load_str(&ok, "n.toml").expect("valid with advertised addresses");
+    assert_eq!(c.control.unwrap().advertise_rtmp.port(), 1935);
+}
