@@ -209,7 +209,10 @@ fn srt_stream_survives_its_node_being_killed() {
     let _enc = Encoder::srt_live_transmit(&b.srt_url(&key(0)), opts());
     let home = landed(&[&n1, &n2], &pid(0));
     node_wait(&b, &pid(0));
-    std::thread::sleep(Duration::from_secs(3));
+    // A viewer plays through the balancer the whole time.
+    let url = b.playlist_url(&pid(0));
+    let player = std::thread::spawn(move || play_in_chromium(&url, 30));
+    std::thread::sleep(Duration::from_secs(6));
     let before = capture(&b, &pid(0));
     assert_eq!(
         http_get(&b.playlist_url("nope"), HTTP_TIMEOUT)
@@ -239,6 +242,18 @@ fn srt_stream_survives_its_node_being_killed() {
         log.contains("continuing numbering from the previous node"),
         "no continuation handed over: {}",
         after.media_sequence()
+    );
+    let report = player.join().expect("player thread");
+    println!("hls.js across a node kill (SRT): {report:?}");
+    assert!(
+        report.fatal_errors.is_empty(),
+        "fatal errors: {:?}",
+        report.fatal_errors
+    );
+    assert!(
+        report.advanced >= 12.0,
+        "currentTime advanced only {} s in 30 s across the node kill",
+        report.advanced
     );
 }
 

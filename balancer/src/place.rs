@@ -310,6 +310,15 @@ impl Placement {
     /// where it is retained (waiting for a reconnect, or ended); among those, the most
     /// recently heard from. Nodes that stopped reporting are used only if no other has it.
     pub fn node_serving(&self, playback_id: &str) -> Option<std::net::SocketAddr> {
+        self.nodes_serving(playback_id)
+            .into_iter()
+            .next()
+            .map(|(a, _)| a)
+    }
+
+    /// Every node that serves or carries `playback_id`, best first (see [`Self::node_serving`]),
+    /// with whether it serves the ID (every rendition has a segment there).
+    pub fn nodes_serving(&self, playback_id: &str) -> Vec<(std::net::SocketAddr, bool)> {
         let snapshot = self.registry.snapshot();
         let lost_after = self
             .settings
@@ -323,16 +332,16 @@ impl Placement {
                 .iter()
                 .any(|s| s.playback_id == playback_id)
         };
-        snapshot
-            .iter()
-            .filter(|n| serves(n) || live(n))
-            .max_by_key(|n| {
-                let fresh = n.connected && n.received.elapsed() < lost_after;
-                // A node whose packager already serves the ID (every rendition has a segment)
-                // beats one where the encoder has just arrived; live beats retained.
-                (fresh && serves(n), serves(n), live(n), n.received)
-            })
-            .map(|n| n.report.http_addr)
+        let mut v: Vec<&NodeSnapshot> = snapshot.iter().filter(|n| serves(n) || live(n)).collect();
+        // A node whose packager already serves the ID (every rendition has a segment) beats
+        // one where the encoder has just arrived; live beats retained; fresher beats older.
+        v.sort_by_key(|n| {
+            let fresh = n.connected && n.received.elapsed() < lost_after;
+            std::cmp::Reverse((fresh && serves(n), serves(n), live(n), n.received))
+        });
+        v.into_iter()
+            .map(|n| (n.report.http_addr, serves(n)))
+            .collect()
     }
 
     /// Every node this balancer has heard of, with its status; also refreshes node metrics.

@@ -3,9 +3,11 @@
 //! nodes' reports, over pooled HTTP/1.1 connections. Blocking playlist requests (LL-HLS
 //! `_HLS_msn`) are forwarded as they are and may wait on the node.
 //!
-//! Unknown playback IDs get 404 at once. A node that just died gets a fast error: connecting
-//! to it fails within [`CONNECT_TIMEOUT`], and a node whose reports stopped is skipped while
-//! another node serves the ID.
+//! Unknown playback IDs get 404 at once. A node that just died costs one failed connect
+//! (within [`CONNECT_TIMEOUT`]); it is then skipped for [`SUSPECT_FOR`] and the next node that
+//! has the stream is tried. While a stream moves between nodes, playlist requests are held up
+//! to [`SWITCH_WAIT`] for a node to serve it (players give up on playlist errors quickly);
+//! part and segment requests fail fast.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -32,6 +34,16 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// Idle pooled connections to a node are kept this long.
 const POOL_IDLE: Duration = Duration::from_secs(30);
+/// A node we could not connect to is skipped for this long (it died; its last reports still
+/// say it serves streams until it is declared lost).
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
+/// While a stream moves between nodes (its node died, its encoder is reconnecting elsewhere)
+/// no node may serve it for a few seconds. Playlist requests are held and retried this long
+/// instead of failing: players treat playlist errors as fatal after a couple of retries, and
+/// they already wait this long on LL-HLS blocking reloads.
+const SWITCH_WAIT: Duration = Duration::from_secs(10);
+/// Retry interval while holding a playlist request.
+const SWITCH_POLL: Duration = Duration::from_millis(250);
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -56,6 +68,15 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 pub struct Router {
     placement: Arc<Placement>,
     client: Client<HttpConnector, Full<Bytes>>,
+    suspects:
+        std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, tokio::time::Instant>>,
+}
+
+/// What one attempt at a node gave.
+enum Attempt {
+    Done(Response<Full<Bytes>>),
+    /// The node could not be reached (or does not have the stream yet): try another / later.
+    Retry(&'static str),
 }
 
 impl Router {
@@ -66,10 +87,28 @@ impl Router {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
             .build(connector);
-        Arc::new(Self { placement, client })
+        Arc::new(Self {
+            placement,
+            client,
+            suspects: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
     }
 
-    /// Forward one viewer request.
+    fn suspect(&self, node: std::net::SocketAddr) -> bool {
+        self.suspects
+            .lock()
+            .map(|m| m.get(&node).is_some_and(|t| t.elapsed() < SUSPECT_FOR))
+            .unwrap_or(false)
+    }
+
+    fn mark_suspect(&self, node: std::net::SocketAddr) {
+        if let Ok(mut m) = self.suspects.lock() {
+            m.retain(|_, t| t.elapsed() < SUSPECT_FOR);
+            m.insert(node, tokio::time::Instant::now());
+        }
+    }
+
+    /// Forward one viewer request to the node serving its stream; see the module docs.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET
             && req.method() != Method::HEAD
@@ -85,16 +124,56 @@ impl Router {
         else {
             return text(StatusCode::NOT_FOUND, "not found\n");
         };
-        let Some(node) = self.placement.node_serving(pid) else {
+        if self.placement.nodes_serving(pid).is_empty() {
             return text(StatusCode::NOT_FOUND, "unknown stream\n");
-        };
+        }
+        let playlist = path.ends_with(".m3u8");
+        let deadline = tokio::time::Instant::now()
+            + if playlist {
+                SWITCH_WAIT
+            } else {
+                Duration::ZERO
+            };
+        let mut why = "the node serving this stream is unreachable";
+        loop {
+            let nodes = self.placement.nodes_serving(pid);
+            // Once any node has served the stream, playlists come only from a node that serves
+            // it: one where the encoder has just arrived has empty playlists, which players
+            // treat as fatal. A brand-new stream has no such node yet and is asked where it is.
+            let any_serving = nodes.iter().any(|(_, serves)| *serves);
+            for (node, serves) in nodes {
+                if self.suspect(node) || (playlist && any_serving && !serves) {
+                    continue;
+                }
+                match self.forward(&req, node, playlist).await {
+                    Attempt::Done(r) => return r,
+                    Attempt::Retry(w) => why = w,
+                }
+            }
+            if tokio::time::Instant::now() + SWITCH_POLL > deadline {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "the stream is moving between nodes or its node is unreachable\n",
+                );
+            }
+            tracing::debug!(stream.id = %pid, reason = why, "holding a playlist request while the stream has no reachable node");
+            tokio::time::sleep(SWITCH_POLL).await;
+        }
+    }
+
+    async fn forward<B>(
+        &self,
+        req: &Request<B>,
+        node: std::net::SocketAddr,
+        playlist: bool,
+    ) -> Attempt {
         let pq = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
         let Ok(uri) = format!("http://{node}{pq}").parse::<http::Uri>() else {
-            return text(StatusCode::BAD_REQUEST, "bad path\n");
+            return Attempt::Done(text(StatusCode::BAD_REQUEST, "bad path\n"));
         };
         let mut fwd = Request::builder().method(req.method().clone()).uri(uri);
         for (k, v) in req.headers() {
@@ -108,24 +187,26 @@ impl Router {
             }
         }
         let Ok(fwd) = fwd.body(Full::new(Bytes::new())) else {
-            return text(StatusCode::BAD_REQUEST, "bad request\n");
+            return Attempt::Done(text(StatusCode::BAD_REQUEST, "bad request\n"));
         };
         let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(fwd)).await {
             Err(_) => {
-                return text(
+                return Attempt::Done(text(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the node did not answer in time\n",
-                )
+                ))
             }
             Ok(Err(e)) => {
-                tracing::info!(node = %node, error = %e, "playback request failed");
-                return text(
-                    StatusCode::BAD_GATEWAY,
-                    "the node serving this stream is unreachable\n",
-                );
+                tracing::info!(node = %node, error = %e, "playback request failed; node marked unreachable");
+                self.mark_suspect(node);
+                return Attempt::Retry("the node serving this stream is unreachable");
             }
             Ok(Ok(r)) => r,
         };
+        // A node the encoder just reached has no playlist yet: another node (or a moment) will.
+        if playlist && resp.status() == StatusCode::NOT_FOUND {
+            return Attempt::Retry("the stream's new node has no playlist yet");
+        }
         let (parts, body) = resp.into_parts();
         let body = match tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -134,12 +215,17 @@ impl Router {
         .await
         {
             Ok(Ok(b)) => b.to_bytes(),
-            _ => return text(StatusCode::BAD_GATEWAY, "the node's answer broke off\n"),
+            _ => {
+                return Attempt::Done(text(
+                    StatusCode::BAD_GATEWAY,
+                    "the node's answer broke off\n",
+                ))
+            }
         };
         let mut out = Response::from_parts(parts, Full::new(body));
         out.headers_mut().remove(header::CONNECTION);
         out.headers_mut().remove(header::TRANSFER_ENCODING);
-        out
+        Attempt::Done(out)
     }
 }
 
