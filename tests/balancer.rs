@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cluster::*, *};
+use common::{cluster::*, srt_raw, *};
 
 /// Let streams run between checks: several parts' worth.
 const SETTLE: Duration = Duration::from_secs(3);
@@ -161,6 +161,43 @@ fn fill_nodes_then_refuse_and_drain_keeps_streams() {
     );
     refused(&b, &nodes, 4, false);
     refused(&b, &nodes, 5, true);
+    // The code an SRT caller reads: libsrt's 1402 (overload), 2402 on the wire.
+    let srt_addr = format!("127.0.0.1:{}", b.ports.srt);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(
+        srt_raw::connect(
+            &sock,
+            &srt_addr,
+            &format!("#!::r=live/{},m=publish", key(7))
+        ),
+        Ok(2402)
+    );
+    // Malformed and hostile SRT datagrams at the balancer are dropped, not passed to a node;
+    // the established streams below keep flowing through them.
+    let hostile = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xFF; 15],
+        vec![0x80; 2000],
+        srt_raw::control(8, 0, 0x0bad_cafe, &[0, 0, 0, 1]),
+        srt_raw::control(4, 0, 0x0bad_cafe, &[]),
+        srt_raw::control(0x7FFF, 9, 0x0bad_cafe, &[1, 2, 3, 4]),
+        srt_raw::handshake(5, 5, srt_raw::HS_CONCLUSION, 7, 0, &[(5, vec![])]),
+        srt_raw::handshake(
+            5,
+            5,
+            srt_raw::HS_CONCLUSION,
+            7,
+            12345,
+            &[(6, b"live".to_vec())],
+        ),
+        srt_raw::handshake(9, 0, srt_raw::HS_INDUCTION, 7, 0, &[]),
+    ];
+    for _ in 0..50 {
+        for p in &junk {
+            let _ = hostile.send_to(p, &srt_addr);
+        }
+    }
     assert!(
         b.log_text().contains("no node can take a stream"),
         "refusal reason not logged"
