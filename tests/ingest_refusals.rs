@@ -114,6 +114,15 @@ fn refusals_and_hostile_peers_leave_other_streams_flowing() {
         ),
         "server kept a connection sending a broken command"
     );
+    // RTMP: an AMF3 command with a truncated payload, which panics inside rml_rtmp (found by
+    // the rtmp_session fuzz target, fuzz/regressions/): contained to its connection.
+    assert!(
+        rtmp_garbage_after_handshake(
+            &rtmp_addr,
+            include_bytes!("../fuzz/regressions/rtmp_session_amf3_truncated.bin")
+        ),
+        "server kept a connection whose input panicked the RTMP parser"
+    );
     // RTMP: garbage instead of a handshake.
     let mut s = TcpStream::connect(&rtmp_addr).unwrap();
     let _ = s.write_all(&[0x42; 2000]);
