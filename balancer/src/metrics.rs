@@ -46,8 +46,12 @@ pub static RELAYED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static NODE_FREE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("edge_balancer_node_free_milliunits", "Free transcode units per node as this balancer counts them (reports minus pending placements)", &["node"]).expect("metric")
-    // infallible: constant valid name, registered once
+    register_int_gauge_vec!(
+        "edge_balancer_node_free_milliunits",
+        "Free transcode units per node as this balancer counts them (reports minus pending placements)",
+        &["node"]
+    )
+    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static NODE_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {

@@ -18,9 +18,10 @@ static PARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "edge_packager_parts_total",
         "LL-HLS parts published, by rendition kind",
     );
-    prometheus::register_int_counter_vec!(opts.clone(), &["kind"])
-        .unwrap_or_else(|_| IntCounterVec::new(opts, &["kind"]).expect("valid metric"))
-    // infallible
+    prometheus::register_int_counter_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
+        let unregistered = IntCounterVec::new(opts, &["kind"]);
+        unregistered.expect("valid metric") // infallible: constant valid name
+    })
 });
 
 static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -29,9 +30,10 @@ static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Time from a frame's arrival at the node to the publication of the part holding it",
     )
     .buckets(LATENCY_BUCKETS.to_vec());
-    prometheus::register_histogram_vec!(opts.clone(), &["kind"])
-        .unwrap_or_else(|_| HistogramVec::new(opts, &["kind"]).expect("valid metric"))
-    // infallible
+    prometheus::register_histogram_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
+        let unregistered = HistogramVec::new(opts, &["kind"]);
+        unregistered.expect("valid metric") // infallible: constant valid name
+    })
 });
 
 static HTTP: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -39,9 +41,10 @@ static HTTP: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "edge_packager_http_requests_total",
         "HTTP requests served by the packager, by kind and status code",
     );
-    prometheus::register_int_counter_vec!(opts.clone(), &["kind", "code"])
-        .unwrap_or_else(|_| IntCounterVec::new(opts, &["kind", "code"]).expect("valid metric"))
-    // infallible
+    prometheus::register_int_counter_vec!(opts.clone(), &["kind", "code"]).unwrap_or_else(|_| {
+        let unregistered = IntCounterVec::new(opts, &["kind", "code"]);
+        unregistered.expect("valid metric") // infallible: constant valid name
+    })
 });
 
 static STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {

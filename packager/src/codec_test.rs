@@ -1,0 +1,57 @@
+//! Unit tests of `codec` (kept beside it; compiled only for tests).
+
+use super::*;
+use bytes::Bytes;
+
+#[test]
+fn codec_strings() {
+    assert_eq!(
+        avc_codec_string(&[1, 0x64, 0x00, 0x1f, 0xff]).as_deref(),
+        Some("avc1.64001f")
+    );
+    assert_eq!(avc_codec_string(&[1, 0x64]), None);
+    // AAC-LC 48 kHz stereo: 0x11 0x90.
+    assert_eq!(aac_object_type(&[0x11, 0x90]), Some(2));
+    // HE-AAC (SBR, AOT 5): 0x2B 0x11 ...
+    assert_eq!(aac_object_type(&[0x2b, 0x11, 0x88]), Some(5));
+    // Escape: 31 then 6 bits (000010 → 34).
+    assert_eq!(aac_object_type(&[0xf8, 0x40]), Some(34));
+    assert_eq!(aac_object_type(&[0x11]), None);
+}
+
+#[test]
+fn validation_by_kind() {
+    let h264 = CodecConfig::H264 {
+        avcc: Bytes::from_static(&[1, 0x42, 0xc0, 0x1e, 0xff, 0xe0, 0x00]),
+        width: 640,
+        height: 360,
+        framerate: Some((30000, 1001)),
+    };
+    let info = CodecInfo::new("360p", RenditionKind::Video, h264.clone()).unwrap();
+    assert_eq!(info.codec_string, "avc1.42c01e");
+    assert_eq!(info.timescale, 90_000);
+    assert!((info.frame_rate().unwrap() - 29.97).abs() < 0.001);
+    assert!(CodecInfo::new("audio", RenditionKind::Audio, h264).is_err());
+    let aac = CodecConfig::Aac {
+        asc: Bytes::from_static(&[0x11, 0x90]),
+        sample_rate: 48_000,
+        channels: 2,
+    };
+    let info = CodecInfo::new("audio", RenditionKind::Audio, aac).unwrap();
+    assert_eq!(info.codec_string, "mp4a.40.2");
+    assert_eq!(info.timescale, 48_000);
+}
+
+#[test]
+fn tick_conversions() {
+    assert_eq!(ns_to_ticks(1_000_000_000, 90_000), 90_000);
+    assert_eq!(ns_to_ticks(33_366_667, 90_000), 3003);
+    assert_eq!(
+        duration_to_ticks_floor(Duration::from_millis(333), 90_000),
+        29_970
+    );
+    assert_eq!(
+        duration_to_ticks_floor(Duration::from_millis(333), 48_000),
+        15_984
+    );
+}

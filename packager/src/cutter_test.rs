@@ -1,0 +1,309 @@
+//! Unit tests of `cutter` (kept beside it; compiled only for tests).
+
+use super::*;
+
+/// A part as produced by the driver below.
+#[derive(Debug, Clone)]
+pub struct SimPart {
+    pub duration: u64,
+    pub first_is_key: bool,
+    pub samples: usize,
+}
+
+/// A segment as produced by the driver below.
+#[derive(Debug, Clone)]
+pub struct SimSegment {
+    pub start_pts: u64,
+    pub duration: u64,
+    pub parts: Vec<SimPart>,
+    /// Keyframe PTS inside the segment (after its first sample).
+    pub inner_keyframes: Vec<u64>,
+}
+
+/// Run (pts, keyframe) samples (PTS == DTS, increasing) through a cutter like the track does.
+pub fn simulate(cfg: CutterConfig, samples: &[(u64, bool)]) -> Vec<SimSegment> {
+    let mut cutter = Cutter::new(cfg);
+    let mut segments: Vec<SimSegment> = Vec::new();
+    let mut seg: Option<SimSegment> = None;
+    let mut part: Option<SimPart> = None;
+    let close_part = |seg: &mut Option<SimSegment>, part: &mut Option<SimPart>| {
+        if let (Some(s), Some(p)) = (seg.as_mut(), part.take()) {
+            s.duration += p.duration;
+            s.parts.push(p);
+        }
+    };
+    for (i, &(pts, key)) in samples.iter().enumerate() {
+        let (duration, next) = match samples.get(i + 1) {
+            Some(&(npts, nkey)) => (
+                npts - pts,
+                Some(Lookahead {
+                    pts: npts,
+                    keyframe: nkey,
+                    gap: false,
+                }),
+            ),
+            None => (pts - samples[i - 1].0, None),
+        };
+        let s = CutSample {
+            pts,
+            duration,
+            keyframe: key,
+            gap_before: false,
+        };
+        let (start, end) = match cutter.push(&s, next) {
+            Placement::Drop => continue,
+            Placement::Add { start, end } => (start, end),
+        };
+        match start {
+            Start::Segment => {
+                close_part(&mut seg, &mut part);
+                segments.extend(seg.take());
+                seg = Some(SimSegment {
+                    start_pts: pts,
+                    duration: 0,
+                    parts: vec![],
+                    inner_keyframes: vec![],
+                });
+            }
+            Start::Part => close_part(&mut seg, &mut part),
+            Start::Continue => {}
+        }
+        if key && start != Start::Segment {
+            if let Some(s) = seg.as_mut() {
+                s.inner_keyframes.push(pts);
+            }
+        }
+        let p = part.get_or_insert(SimPart {
+            duration: 0,
+            first_is_key: key,
+            samples: 0,
+        });
+        p.duration += duration;
+        p.samples += 1;
+        match end {
+            End::Segment => {
+                close_part(&mut seg, &mut part);
+                segments.extend(seg.take());
+            }
+            End::Part => close_part(&mut seg, &mut part),
+            End::Open => {}
+        }
+    }
+    close_part(&mut seg, &mut part);
+    segments.extend(seg.take());
+    segments
+}
+
+const TS: u64 = 90_000;
+const PART: u64 = 29_970; // 333 ms
+const SEG: u64 = 180_000; // 2 s
+const TOL: u64 = 900; // 10 ms
+
+fn video_cfg() -> CutterConfig {
+    CutterConfig {
+        part_target: PART,
+        segment_target: SEG,
+        tolerance: TOL,
+        max_segment: 30 * TS,
+        mode: SegmentMode::Keyframe,
+    }
+}
+
+/// Deterministic pseudo-random numbers (xorshift), so the test is reproducible.
+fn rng(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// An hour of video at `num/den` fps; keyframe when `is_key(frame index, pts)`.
+fn video(
+    num: u64,
+    den: u64,
+    secs: u64,
+    mut is_key: impl FnMut(u64, u64) -> bool,
+) -> Vec<(u64, bool)> {
+    let frames = secs * num / den;
+    (0..frames)
+        .map(|i| {
+            let pts = 1_000_000 + i * TS * den / num;
+            (pts, is_key(i, pts))
+        })
+        .collect()
+}
+
+fn check_rules(cfg: &CutterConfig, segs: &[SimSegment]) {
+    assert!(segs.len() > 10);
+    let last = segs.len() - 1;
+    for (si, s) in segs.iter().enumerate() {
+        assert!(
+            s.parts[0].first_is_key,
+            "segment {si} starts without keyframe"
+        );
+        for (pi, p) in s.parts.iter().enumerate() {
+            assert!(
+                p.duration <= cfg.part_target,
+                "part {si}.{pi} too long: {}",
+                p.duration
+            );
+            if pi + 1 < s.parts.len() {
+                assert!(
+                    p.duration * 100 >= cfg.part_target * 85,
+                    "non-final part {si}.{pi} too short: {} ({} samples)",
+                    p.duration,
+                    p.samples
+                );
+            }
+        }
+        if si < last && cfg.mode == SegmentMode::Keyframe {
+            // Cut at the first qualifying keyframe, never before.
+            assert!(
+                s.duration + cfg.tolerance >= cfg.segment_target,
+                "segment {si} short"
+            );
+            for k in &s.inner_keyframes {
+                assert!(
+                    k + cfg.tolerance < s.start_pts + cfg.segment_target,
+                    "segment {si} passed a qualifying keyframe"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hour_of_30fps_regular_gop() {
+    let cfg = video_cfg();
+    let samples = video(30, 1, 3600, |i, _| i % 60 == 0);
+    let segs = simulate(cfg, &samples);
+    check_rules(&cfg, &segs);
+    assert_eq!(segs.len(), 1800);
+    // Every segment exactly 2 s, 6 parts of 9 frames and one of 6 frames.
+    assert!(segs[..segs.len() - 1].iter().all(|s| s.duration == SEG));
+    assert_eq!(
+        segs[0].parts.iter().map(|p| p.samples).collect::<Vec<_>>(),
+        vec![9, 9, 9, 9, 9, 9, 6]
+    );
+}
+
+#[test]
+fn hour_of_2997fps_irregular_gops() {
+    let cfg = video_cfg();
+    let mut seed = 0x2545_f491_4f6c_dd1d;
+    let mut next_key = 0;
+    let samples = video(30_000, 1001, 3600, |i, _| {
+        if i == next_key {
+            // Next GOP between 0.5 s and 4 s (15..120 frames).
+            next_key = i + 15 + rng(&mut seed) % 106;
+            true
+        } else {
+            false
+        }
+    });
+    let segs = simulate(cfg, &samples);
+    check_rules(&cfg, &segs);
+    // Some GOPs are longer than the target: segments longer than 2 s exist.
+    assert!(segs.iter().any(|s| s.duration > SEG + 3 * 3003));
+    // Mid-segment keyframes that did not qualify exist too.
+    assert!(segs.iter().any(|s| !s.inner_keyframes.is_empty()));
+}
+
+#[test]
+fn hour_of_aac_48k_grid() {
+    let cfg = CutterConfig {
+        part_target: 15_984,
+        segment_target: 96_000,
+        tolerance: 480,
+        max_segment: 30 * 48_000,
+        mode: SegmentMode::Grid,
+    };
+    let frames = 3600 * 48_000 / 1024;
+    let samples: Vec<(u64, bool)> = (0..frames).map(|i| (5_000 + i * 1024, true)).collect();
+    let segs = simulate(cfg, &samples);
+    check_rules(&cfg, &segs);
+    // Parts of 15 frames (320 ms), every part independent.
+    assert!(segs.iter().all(|s| s.parts.iter().all(|p| p.first_is_key)));
+    assert_eq!(segs[0].parts[0].samples, 15);
+    // No drift: segment k starts within one frame of the k-th 2 s boundary.
+    for (k, s) in segs.iter().enumerate() {
+        let ideal = 5_000 + k as u64 * 96_000;
+        assert!(
+            s.start_pts + 480 >= ideal && s.start_pts < ideal + 1024,
+            "segment {k} drifted"
+        );
+    }
+    assert_eq!(segs.len(), 1800);
+}
+
+#[test]
+fn renditions_with_same_keyframe_pts_align() {
+    let cfg = video_cfg();
+    // Keyframes at the same instants (irregular GOPs of 1..3 s), 30 fps vs 15 fps vs 60 fps.
+    let mut seed = 7u64;
+    let mut keys = vec![0u64];
+    while *keys.last().unwrap_or(&0) < 3600 * TS {
+        let gap = (1 + rng(&mut seed) % 3) * TS / 2 * 2; // 1, 2 or 3 s
+        keys.push(keys.last().unwrap_or(&0) + gap);
+    }
+    let key_at = |pts: u64| keys.binary_search(&(pts - 1_000_000)).is_ok();
+    let a = simulate(cfg, &video(30, 1, 3600, |_, pts| key_at(pts)));
+    let b = simulate(cfg, &video(15, 1, 3600, |_, pts| key_at(pts)));
+    let c = simulate(cfg, &video(60, 1, 3600, |_, pts| key_at(pts)));
+    let starts = |s: &[SimSegment]| s.iter().map(|x| x.start_pts).collect::<Vec<_>>();
+    assert_eq!(starts(&a), starts(&b));
+    assert_eq!(starts(&a), starts(&c));
+    check_rules(&cfg, &a);
+    check_rules(&cfg, &c);
+}
+
+#[test]
+fn drops_until_first_keyframe_and_forces_long_segments() {
+    let mut cfg = video_cfg();
+    cfg.max_segment = 4 * TS;
+    // Keyframe only at frame 10; none after.
+    let samples = video(30, 1, 20, |i, _| i == 10);
+    let segs = simulate(cfg, &samples);
+    assert_eq!(segs[0].start_pts, samples[10].0);
+    // Forced cuts every <= 4 s.
+    assert!(segs.len() >= 4);
+    assert!(segs.iter().all(|s| s.duration <= 4 * TS));
+    assert!(!segs[1].parts[0].first_is_key);
+}
+
+#[test]
+fn gap_forces_part_boundary() {
+    let mut c = Cutter::new(video_cfg());
+    let s = |pts, gap| CutSample {
+        pts,
+        duration: 3000,
+        keyframe: pts == 0,
+        gap_before: gap,
+    };
+    assert_eq!(
+        c.push(&s(0, false), None),
+        Placement::Add {
+            start: Start::Segment,
+            end: End::Open
+        }
+    );
+    let next = Lookahead {
+        pts: 900_000,
+        keyframe: false,
+        gap: true,
+    };
+    assert_eq!(
+        c.push(&s(3000, false), Some(next)),
+        Placement::Add {
+            start: Start::Continue,
+            end: End::Part
+        }
+    );
+    assert!(matches!(
+        c.push(&s(900_000, true), None),
+        Placement::Add {
+            start: Start::Part,
+            ..
+        }
+    ));
+}

@@ -1,0 +1,352 @@
+//! Unit tests of `server` (kept beside it; compiled only for tests).
+
+use super::*;
+use crate::fmp4::tests::{aac_info, h264_info};
+use crate::playlist::tests::attr;
+use crate::track::tests::{audio_plan, audio_sample, video_plan, video_sample};
+use crate::{PackagerConfig, StreamHandle};
+use http_body_util::BodyExt;
+
+fn get(path: &str) -> Request<()> {
+    Request::builder().uri(path).body(()).unwrap()
+}
+
+async fn bytes(r: Response<Body>) -> Bytes {
+    r.into_body().collect().await.unwrap().to_bytes()
+}
+
+async fn body(r: Response<Body>) -> String {
+    String::from_utf8_lossy(&bytes(r).await).into_owned()
+}
+
+/// Small targets so blocking tests are fast: 100 ms parts, 1 s segments.
+fn fast_origin() -> Origin {
+    Origin::new(PackagerConfig {
+        part_target: Duration::from_millis(100),
+        segment_target: Duration::from_secs(1),
+        window_segments: 6,
+        ended_retention: Duration::from_secs(60),
+        ready_timeout: Duration::from_millis(300),
+    })
+}
+
+fn started(o: &Origin, frames: u64) -> StreamHandle {
+    let h = o.publish(
+        "abc",
+        vec![video_plan("720p"), video_plan("360p"), audio_plan()],
+    );
+    h.configure("720p", h264_info().config).unwrap();
+    h.configure("360p", h264_info().config).unwrap();
+    h.configure("audio", aac_info().config).unwrap();
+    for i in 0..frames {
+        h.push("720p", video_sample(i, None)).unwrap();
+        h.push("360p", video_sample(i, None)).unwrap();
+    }
+    for i in 0..(frames * 48_000 / 1024 / 30) {
+        h.push("audio", audio_sample(i)).unwrap();
+    }
+    h
+}
+
+#[tokio::test]
+async fn methods_cors_and_not_found() {
+    let o = fast_origin();
+    let _h = started(&o, 40);
+    let r = o
+        .handle(
+            Request::builder()
+                .method("POST")
+                .uri("/live/abc/index.m3u8")
+                .body(())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers()[header::ALLOW], ALLOWED_METHODS);
+    let r = o
+        .handle(
+            Request::builder()
+                .method("OPTIONS")
+                .uri("/live/abc/index.m3u8")
+                .body(())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(r.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap()
+        .contains("GET"));
+    for p in [
+        "/live/nope/index.m3u8",
+        "/live/abc/1080p/index.m3u8",
+        "/live/abc/720p/seg99.m4s",
+        "/live/abc/720p/init5.mp4",
+        "/live/abc/720p/part0.99.m4s",
+        "/elsewhere",
+    ] {
+        let r = o.handle(get(p)).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{p}");
+        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+    let r = o.handle(get("/live/abc/720p/init.mp4")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], INIT_TYPE);
+    assert!(r.headers()[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap()
+        .contains("max-age=3600"));
+    let head = o
+        .handle(
+            Request::builder()
+                .method("HEAD")
+                .uri("/live/abc/720p/init.mp4")
+                .body(())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(head.status(), StatusCode::OK);
+    let len: usize = head.headers()[header::CONTENT_LENGTH]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(len, bytes(r).await.len());
+    assert_eq!(bytes(head).await.len(), 0);
+}
+
+#[tokio::test]
+async fn multivariant_lists_ready_renditions() {
+    let o = fast_origin();
+    let _h = started(&o, 40);
+    let r = o.handle(get("/live/abc/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], PLAYLIST_TYPE);
+    let text = body(r).await;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.contains(&"#EXT-X-INDEPENDENT-SEGMENTS"));
+    assert!(lines.iter().any(|l| l.starts_with(
+        "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES"
+    ) && l.ends_with("URI=\"audio/index.m3u8\"")));
+    let infs: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
+        .collect();
+    assert_eq!(infs.len(), 2);
+    assert_eq!(attr(infs[0], "CODECS"), Some("avc1.64001f,mp4a.40.2"));
+    assert_eq!(attr(infs[0], "BANDWIDTH"), Some("2128000"));
+    assert_eq!(attr(infs[0], "RESOLUTION"), Some("1280x720"));
+    assert_eq!(attr(infs[0], "FRAME-RATE"), Some("30.000"));
+    assert_eq!(attr(infs[0], "AUDIO"), Some("audio"));
+    assert!(text.contains("\n720p/index.m3u8\n"));
+    assert!(text.contains("\n360p/index.m3u8\n"));
+}
+
+#[tokio::test]
+async fn multivariant_waits_then_503_when_nothing_ready() {
+    let o = fast_origin();
+    let _h = o.publish("abc", vec![video_plan("720p")]);
+    let t = Instant::now();
+    let r = o.handle(get("/live/abc/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key(header::RETRY_AFTER));
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn media_playlist_has_ll_hls_tags() {
+    let o = fast_origin();
+    let _h = started(&o, 100);
+    let r = o.handle(get("/live/abc/720p/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-cache");
+    let text = body(r).await;
+    // 100 ms configured + PART_TARGET_SLACK.
+    assert!(
+        text.contains("#EXT-X-PART-INF:PART-TARGET=0.10500"),
+        "{text}"
+    );
+    assert!(text.contains("#EXT-X-MAP:URI=\"init.mp4\""));
+    assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part"));
+    assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../360p/index.m3u8\""));
+    assert!(text.contains("#EXT-X-RENDITION-REPORT:URI=\"../audio/index.m3u8\""));
+    assert!(!text.contains("../720p/"));
+    // Every listed part and segment is served.
+    for line in text.lines() {
+        let uri = if line.starts_with("#EXT-X-PART:") {
+            attr(line, "URI").map(str::to_string)
+        } else if !line.starts_with('#') {
+            Some(line.to_string())
+        } else {
+            None
+        };
+        if let Some(uri) = uri {
+            let r = o.handle(get(&format!("/live/abc/720p/{uri}"))).await;
+            assert_eq!(r.status(), StatusCode::OK, "{uri}");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], SEGMENT_TYPE);
+        }
+    }
+}
+
+#[tokio::test]
+async fn blocking_reload_rules() {
+    let o = fast_origin();
+    let h = started(&o, 40);
+    let r = o.handle(get("/live/abc/720p/index.m3u8?_HLS_part=1")).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(body(r).await.contains("_HLS_msn"));
+    let r = o.handle(get("/live/abc/720p/index.m3u8?_HLS_msn=x")).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let (last_msn, last_part) = {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        st.track("720p").unwrap().last_part().unwrap()
+    };
+    let r = o
+        .handle(get(&format!(
+            "/live/abc/720p/index.m3u8?_HLS_msn={}",
+            last_msn + 3
+        )))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Already available: immediate, cacheable briefly.
+    let r = o
+        .handle(get(&format!(
+            "/live/abc/720p/index.m3u8?_HLS_msn={last_msn}&_HLS_part={last_part}"
+        )))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "public, max-age=6");
+    // The next part: blocks until pushed.
+    let next = format!(
+        "/live/abc/720p/index.m3u8?_HLS_msn={last_msn}&_HLS_part={}",
+        last_part + 1
+    );
+    let waiter = tokio::spawn(o.handle(get(&next)));
+    let hint = tokio::spawn(o.handle(get(&format!(
+        "/live/abc/720p/part{last_msn}.{}.m4s",
+        last_part + 1
+    ))));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    assert!(!hint.is_finished());
+    // Push from a plain thread, as GStreamer would.
+    let pushed = std::thread::spawn(move || {
+        for i in 40..60 {
+            h.push("720p", video_sample(i, None)).unwrap();
+        }
+        h
+    })
+    .join()
+    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = body(r).await;
+    assert!(text.contains(&format!("part{last_msn}.{}.m4s", last_part + 1)));
+    let r = tokio::time::timeout(Duration::from_secs(2), hint)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!body(r).await.is_empty());
+    drop(pushed);
+}
+
+#[tokio::test]
+async fn blocking_reload_times_out_with_503() {
+    let o = fast_origin();
+    let _h = started(&o, 40);
+    let (m, p) = {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        st.track("720p").unwrap().last_part().unwrap()
+    };
+    let t = Instant::now();
+    let r = o
+        .handle(get(&format!(
+            "/live/abc/720p/index.m3u8?_HLS_msn={}&_HLS_part={}",
+            m + 1,
+            p
+        )))
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // 3 x target duration (1 s).
+    assert!(t.elapsed() >= Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn finish_unblocks_and_adds_endlist() {
+    let o = fast_origin();
+    let h = started(&o, 40);
+    let (m, _) = {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        st.track("720p").unwrap().last_part().unwrap()
+    };
+    let waiter = tokio::spawn(o.handle(get(&format!(
+        "/live/abc/720p/index.m3u8?_HLS_msn={}",
+        m + 1
+    ))));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    h.end();
+    o.finish("abc");
+    let r = tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = body(r).await;
+    assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"));
+    assert!(!text.contains("PRELOAD-HINT"));
+    o.remove("abc");
+    let r = o.handle(get("/live/abc/720p/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn serve_http1_and_h2c() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let o = fast_origin();
+    let _h = started(&o, 40);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(o.clone().serve(listener, async move {
+        let _ = rx.await;
+    }));
+    // HTTP/1.1
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /live/abc/720p/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("#EXT-X-TARGETDURATION:1"));
+    // HTTP/2 with prior knowledge (h2c).
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(format!("http://{addr}/live/abc/720p/init.mp4"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let r = sender.send_request(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(7), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

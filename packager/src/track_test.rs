@@ -1,0 +1,250 @@
+//! Unit tests of `track` (kept beside it; compiled only for tests).
+
+use super::*;
+use crate::fmp4::tests::{aac_info, h264_info};
+use mp4_atom::{Decode, Mdat, Moof};
+
+pub fn cfg() -> TrackConfig {
+    TrackConfig {
+        part_target: Duration::from_millis(333),
+        segment_target: Duration::from_secs(2),
+        window_segments: 6,
+    }
+}
+
+pub fn video_plan(name: &str) -> RenditionPlan {
+    RenditionPlan {
+        name: name.into(),
+        kind: RenditionKind::Video,
+        bandwidth: 2_000_000,
+    }
+}
+
+pub fn audio_plan() -> RenditionPlan {
+    RenditionPlan {
+        name: "audio".into(),
+        kind: RenditionKind::Audio,
+        bandwidth: 128_000,
+    }
+}
+
+/// Frame `i` of 30 fps video (keyframe every 60), with 2-frame B reordering offsets.
+pub fn video_sample(i: u64, arrival: Option<Instant>) -> Sample {
+    let dts_ns = 1_000_000_000 + i * 1_000_000_000 / 30;
+    Sample {
+        pts_ns: dts_ns + if i.is_multiple_of(60) { 0 } else { 66_666_667 },
+        dts_ns,
+        keyframe: i.is_multiple_of(60),
+        data: Bytes::from(vec![(i % 251) as u8; 100 + (i % 7) as usize]),
+        arrival,
+    }
+}
+
+pub fn audio_sample(i: u64) -> Sample {
+    let ns = 1_000_000_000 + i * 1024 * 1_000_000_000 / 48_000;
+    Sample {
+        pts_ns: ns,
+        dts_ns: ns,
+        keyframe: true,
+        data: Bytes::from(vec![1u8; 10]),
+        arrival: None,
+    }
+}
+
+fn anchor() -> WallAnchor {
+    WallAnchor {
+        wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        pts_ns: 1_000_000_000,
+    }
+}
+
+fn video_track() -> Track {
+    let mut t = Track::new(video_plan("720p"), cfg(), TrackStart::default());
+    t.configure(h264_info().config, Instant::now()).unwrap();
+    t
+}
+
+#[test]
+fn push_before_configure_fails() {
+    let mut t = Track::new(video_plan("720p"), cfg(), TrackStart::default());
+    let err = t
+        .push(video_sample(0, None), &anchor(), Instant::now())
+        .unwrap_err();
+    assert!(matches!(err, PackagerError::NotConfigured(_)));
+}
+
+#[test]
+fn parts_parse_back_with_pushed_samples() {
+    let mut t = video_track();
+    let start = Instant::now();
+    let mut pushed_total = 0u32;
+    for i in 0..130 {
+        t.push(
+            video_sample(i, Some(start)),
+            &anchor(),
+            start + Duration::from_millis(400),
+        )
+        .unwrap();
+        pushed_total += 1;
+    }
+    t.flush(start).unwrap();
+    // 130 frames: segments of 60, 60 and 10 frames.
+    assert_eq!(t.segment_count(), 3);
+    let mut samples_seen = 0u32;
+    for msn in 0..3u64 {
+        let seg = t.segment(msn).unwrap();
+        let mut buf = seg.as_ref();
+        let mut idx = 0u32;
+        while !buf.is_empty() {
+            let moof = Moof::decode(&mut buf).unwrap();
+            let mdat = Mdat::decode(&mut buf).unwrap();
+            let traf = &moof.traf[0];
+            let trun = &traf.trun[0];
+            let n = trun.samples.len() as u32;
+            // tfdt equals the DTS (90 kHz) of the part's first sample.
+            let first_frame = u64::from(samples_seen);
+            let dts = codec::ns_to_ticks(video_sample(first_frame, None).dts_ns, 90_000);
+            assert_eq!(traf.tfdt.as_ref().unwrap().base_media_decode_time, dts);
+            let sizes: u32 = trun.samples.iter().map(|e| e.size.unwrap()).sum();
+            assert_eq!(sizes as usize, mdat.data.len());
+            // The part's own URL serves the same bytes.
+            let part = t.part(msn, idx).unwrap();
+            assert!(seg.as_ref().windows(part.len()).any(|w| w == part.as_ref()));
+            samples_seen += n;
+            idx += 1;
+        }
+    }
+    assert_eq!(samples_seen, pushed_total);
+}
+
+#[test]
+fn independent_exactly_on_keyframe_parts() {
+    let mut t = video_track();
+    let now = Instant::now();
+    for i in 0..600 {
+        t.push(video_sample(i, None), &anchor(), now).unwrap();
+    }
+    let pl = t.playlist(vec![]);
+    let mut checked = 0;
+    for s in &pl.segments {
+        for (i, p) in s.parts.iter().enumerate() {
+            let data = t.part(s.msn, i as u32).unwrap();
+            let moof = Moof::decode(&mut data.as_ref()).unwrap();
+            let first = moof.traf[0].trun[0].samples.get(0).unwrap();
+            let is_key = first.flags == Some(0x0200_0000);
+            assert_eq!(p.independent, is_key, "part {}.{}", s.msn, i);
+            assert_eq!(p.independent, i == 0);
+            checked += 1;
+        }
+    }
+    assert!(checked > 30);
+}
+
+#[test]
+fn window_slides_and_old_media_is_gone() {
+    let mut t = video_track();
+    let now = Instant::now();
+    for i in 0..(60 * 10 + 1) {
+        t.push(video_sample(i, None), &anchor(), now).unwrap();
+    }
+    assert_eq!(t.segment_count(), 6);
+    assert_eq!(t.last_complete_msn(), Some(9));
+    assert!(t.segment(3).is_none());
+    assert!(t.part(3, 0).is_none());
+    assert!(t.segment(4).is_some());
+    let pl = t.playlist(vec![]);
+    assert_eq!(pl.media_sequence, 4);
+    assert_eq!(pl.target_duration, 2);
+}
+
+#[test]
+fn latency_is_publish_time_minus_arrival() {
+    let mut t = video_track();
+    let arrival = Instant::now();
+    let publish = arrival + Duration::from_millis(250);
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        latencies.extend(
+            t.push(video_sample(i, Some(arrival)), &anchor(), publish)
+                .unwrap()
+                .latencies,
+        );
+    }
+    // 9-frame parts; 20 pushes make two parts (18 frames) complete.
+    assert_eq!(latencies.len(), 18);
+    assert!(latencies.iter().all(|l| *l == Duration::from_millis(250)));
+}
+
+#[test]
+fn codec_change_makes_new_init_and_discontinuity() {
+    let mut t = video_track();
+    let now = Instant::now();
+    for i in 0..70 {
+        t.push(video_sample(i, None), &anchor(), now).unwrap();
+    }
+    // Same config again: nothing changes.
+    t.configure(h264_info().config, now).unwrap();
+    assert!(t.init(1).is_none());
+    let mut changed = h264_info().config;
+    if let CodecConfig::H264 { width, .. } = &mut changed {
+        *width = 640;
+    }
+    t.configure(changed, now).unwrap();
+    assert!(t.init(1).is_some());
+    for i in 70..200 {
+        t.push(video_sample(i + 50, None), &anchor(), now).unwrap();
+    }
+    let pl = t.playlist(vec![]);
+    let after = pl.segments.iter().find(|s| s.discontinuity).unwrap();
+    assert_eq!(after.map_uri, "init1.mp4");
+    assert_eq!(pl.segments[0].map_uri, "init.mp4");
+}
+
+#[test]
+fn non_monotonic_dts_is_rejected() {
+    let mut t = video_track();
+    let now = Instant::now();
+    t.push(video_sample(5, None), &anchor(), now).unwrap();
+    let err = t.push(video_sample(4, None), &anchor(), now).unwrap_err();
+    assert!(matches!(err, PackagerError::NonMonotonicDts { .. }));
+}
+
+#[test]
+fn audio_track_parts() {
+    let mut t = Track::new(audio_plan(), cfg(), TrackStart::default());
+    let now = Instant::now();
+    t.configure(aac_info().config, now).unwrap();
+    for i in 0..500 {
+        t.push(audio_sample(i), &anchor(), now).unwrap();
+    }
+    let pl = t.playlist(vec![]);
+    assert!(pl
+        .segments
+        .iter()
+        .all(|s| s.parts.iter().all(|p| p.independent)));
+    assert!(pl
+        .segments
+        .iter()
+        .all(|s| s.parts.iter().all(|p| p.duration <= 0.333)));
+    assert!(t.segment_count() >= 4);
+}
+
+#[test]
+fn positions_and_hint() {
+    let mut t = video_track();
+    let now = Instant::now();
+    assert_eq!(t.next_part_position(), Some((0, 0)));
+    for i in 0..11 {
+        t.push(video_sample(i, None), &anchor(), now).unwrap();
+    }
+    // Frames 0..8 form part 0.0 (closed eagerly once frame 9 arrived... and 10).
+    assert_eq!(t.last_part(), Some((0, 0)));
+    assert_eq!(t.next_part_position(), Some((0, 1)));
+    t.end_session(now).unwrap();
+    assert_eq!(t.state(), TrackState::Idle);
+    assert_eq!(t.last_part(), Some((0, 1)));
+    assert_eq!(t.next_part_position(), Some((1, 0)));
+    t.begin_session(now).unwrap();
+    // The next part follows a discontinuity: no hint until it exists.
+    assert_eq!(t.next_part_position(), None);
+}
