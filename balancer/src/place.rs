@@ -27,6 +27,18 @@ pub const RESERVE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long past the reconnect window a stream_ref → playback ID memory is kept.
 const REF_MEMORY_MARGIN: Duration = Duration::from_secs(60);
 
+/// One node that has a playback ID, as the playback router needs it.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    http_addr: std::net::SocketAddr,
+    /// Its packager serves the ID (every rendition has a segment).
+    serves: bool,
+    /// An encoder of the stream is connected to it.
+    live: bool,
+    received: tokio::time::Instant,
+    connected: bool,
+}
+
 /// A placement the chosen node accepted.
 #[derive(Debug, Clone)]
 pub struct Placed {
@@ -69,6 +81,9 @@ pub struct Placement {
     /// Which playback ID each stream_ref had, from the reports, so a returning stream placed
     /// on another node can take its numbering along.
     refs: Mutex<std::collections::HashMap<String, (String, Instant)>>,
+    /// Playback ID → the nodes that serve or carry it, rebuilt on every report, so a viewer
+    /// request looks up a few entries instead of copying every node's report.
+    routes: Mutex<std::collections::HashMap<String, Vec<Route>>>,
     placer: Mutex<Placer>,
     settings: Mutex<(Duration, PlacementConfig)>,
     next_id: AtomicU64,
@@ -112,6 +127,7 @@ impl Placement {
         Arc::new(Self {
             registry,
             refs: Mutex::new(std::collections::HashMap::new()),
+            routes: Mutex::new(std::collections::HashMap::new()),
             placer: Mutex::new(Placer::new(pc.clone())),
             settings: Mutex::new((cfg.reservation_ttl, pc)),
             next_id: AtomicU64::new(random_start()),
@@ -193,6 +209,31 @@ impl Placement {
                 now.saturating_duration_since(*seen) <= window + REF_MEMORY_MARGIN
             });
         }
+        let mut routes: std::collections::HashMap<String, Vec<Route>> =
+            std::collections::HashMap::new();
+        for n in snapshot {
+            let ids = n
+                .report
+                .served
+                .iter()
+                .chain(n.report.streams.iter().map(|s| &s.playback_id));
+            for id in ids {
+                let entry = routes.entry(id.clone()).or_default();
+                if entry.iter().any(|r| r.http_addr == n.report.http_addr) {
+                    continue;
+                }
+                entry.push(Route {
+                    http_addr: n.report.http_addr,
+                    serves: n.report.served.contains(id),
+                    live: n.report.streams.iter().any(|s| &s.playback_id == id),
+                    received: n.received,
+                    connected: n.connected,
+                });
+            }
+        }
+        if let Ok(mut r) = self.routes.lock() {
+            *r = routes;
+        }
     }
 
     /// The freshest continuation any node reports for the stream behind `stream_ref`.
@@ -219,7 +260,6 @@ impl Placement {
         let snapshot = self.registry.snapshot();
         let views = Self::views(&snapshot);
         let now = Instant::now();
-        self.learn(&snapshot, now);
         let continuation = stream_ref.and_then(|r| self.continuation(&snapshot, r));
         let seed = self
             .seed
@@ -319,29 +359,24 @@ impl Placement {
     /// Every node that serves or carries `playback_id`, best first (see [`Self::node_serving`]),
     /// with whether it serves the ID (every rendition has a segment there).
     pub fn nodes_serving(&self, playback_id: &str) -> Vec<(std::net::SocketAddr, bool)> {
-        let snapshot = self.registry.snapshot();
         let lost_after = self
             .settings
             .lock()
             .map(|s| s.1.lost_after)
             .unwrap_or(Duration::from_secs(5));
-        let serves = |n: &NodeSnapshot| n.report.served.iter().any(|p| p == playback_id);
-        let live = |n: &NodeSnapshot| {
-            n.report
-                .streams
-                .iter()
-                .any(|s| s.playback_id == playback_id)
-        };
-        let mut v: Vec<&NodeSnapshot> = snapshot.iter().filter(|n| serves(n) || live(n)).collect();
+        let mut v: Vec<Route> = self
+            .routes
+            .lock()
+            .ok()
+            .and_then(|r| r.get(playback_id).cloned())
+            .unwrap_or_default();
         // A node whose packager already serves the ID (every rendition has a segment) beats
         // one where the encoder has just arrived; live beats retained; fresher beats older.
-        v.sort_by_key(|n| {
-            let fresh = n.connected && n.received.elapsed() < lost_after;
-            std::cmp::Reverse((fresh && serves(n), serves(n), live(n), n.received))
+        v.sort_by_key(|r| {
+            let fresh = r.connected && r.received.elapsed() < lost_after;
+            std::cmp::Reverse((fresh && r.serves, r.serves, r.live, r.received))
         });
-        v.into_iter()
-            .map(|n| (n.report.http_addr, serves(n)))
-            .collect()
+        v.into_iter().map(|r| (r.http_addr, r.serves)).collect()
     }
 
     /// Every node this balancer has heard of, with its status; also refreshes node metrics.
@@ -349,7 +384,6 @@ impl Placement {
         let snapshot = self.registry.snapshot();
         let views = Self::views(&snapshot);
         let now = Instant::now();
-        self.learn(&snapshot, now);
         let Ok(mut p) = self.placer.lock() else {
             return Vec::new();
         };

@@ -493,6 +493,7 @@ impl Node {
                 reservation: e.reservation,
             })
             .collect();
+        let served = self.origin.streams();
         let reservations = self
             .reservations
             .lock()
@@ -521,16 +522,12 @@ impl Node {
             // Served = a viewer routed here gets media: every rendition has a segment. A stream
             // that just arrived from another node is not served here until then, so balancers
             // keep routing viewers to the node that still has its last segments.
-            served: self
-                .origin
-                .streams()
-                .into_iter()
+            served: served
+                .iter()
                 .filter(|s| !s.renditions.is_empty() && s.renditions.iter().all(|r| r.segments > 0))
-                .map(|s| s.playback_id)
+                .map(|s| s.playback_id.clone())
                 .collect(),
-            continuations: self
-                .origin
-                .streams()
+            continuations: served
                 .into_iter()
                 .filter_map(|s| {
                     let c = self.origin.continuation(&s.playback_id)?;
