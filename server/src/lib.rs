@@ -1,0 +1,23 @@
+//! The server kit: what the ingest node and the balancer both do to serve, written once.
+//!
+//! - [`http`]: replies (`text`, `json`, the Prometheus exposition) and the bearer-token check
+//!   of the admin APIs, constant time including the length.
+//! - [`accept`]: the accept loop every TCP listener runs: a global and a per-IP connection cap
+//!   (trusted proxies exempt), backoff when `accept` fails (out of file descriptors), and a
+//!   permit that releases the slot when the connection ends.
+//! - [`serve`]: an HTTP/1.1 + h2c server over [`accept`] with a header deadline and HTTP/2
+//!   limits, for the admin listeners.
+//! - [`listen`]: binding listeners with an error that names the listener.
+//! - [`metrics`]: registering Prometheus metrics in the default registry without boilerplate.
+//!
+//! Nothing here knows about streams or nodes; the node (`ingest`) and the balancer
+//! (`balancer`) pass their own handlers and limits in.
+
+pub mod accept;
+pub mod http;
+pub mod listen;
+pub mod metrics;
+pub mod serve;
+
+pub use accept::{Acceptor, ConnLimits, ConnPermit};
+pub use listen::BindError;
