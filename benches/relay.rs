@@ -16,6 +16,9 @@
 //! HAProxy and through edge; (3) relay RSS per pinned idle publisher at 5,000 publishers.
 //!
 //! Run: `cargo bench --bench relay` (needs /usr/sbin/haproxy; about 2 minutes).
+// End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
+// time; the ban on the std clock (clippy.toml) is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::{
     cell::RefCell,

@@ -1,6 +1,9 @@
 //! End to end: one stream, one URL. Viewers play through any balancer; an encoder that drops
 //! and comes back with the same key continues the same playback URL (numbering goes on, a
 //! discontinuity marks the join, no ENDLIST), on its node or on another one.
+// End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
+// time; the ban on the std clock (clippy.toml) is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
 

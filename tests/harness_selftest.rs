@@ -1,6 +1,9 @@
 //! Tests of the test harness itself (tests/common), independent of the `edge` binary: the LL-HLS
 //! checker on hand-written good and bad playlists, the HTTP client, ffprobe decoding, the
 //! encoders (against local ffmpeg / srt-live-transmit listeners) and the Chromium player.
+// End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
+// time; the ban on the std clock (clippy.toml) is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
 

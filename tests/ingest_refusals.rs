@@ -1,5 +1,8 @@
 //! End to end: everything a node must refuse or survive, while other streams keep flowing;
 //! capacity, replacement of a stale publisher, the admin API, the end of a stream.
+// End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
+// time; the ban on the std clock (clippy.toml) is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
 

@@ -1,4 +1,7 @@
 //! End to end: hls.js in headless Chromium plays a stream published with ffmpeg over RTMP.
+// End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
+// time; the ban on the std clock (clippy.toml) is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
 

@@ -4,17 +4,10 @@
 //! - `GET /api/v1/nodes`: every node this balancer has heard of.
 //! - `GET /api/v1/connections`: every connection it relays, with its node.
 
-use std::{convert::Infallible, sync::Arc};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
-use subtle::ConstantTimeEq;
+use http::{Method, Request, StatusCode};
+use server::http::{json, text, Reply};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -28,73 +21,26 @@ pub struct AdminState {
     pub id: String,
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
-
-fn json(v: &impl serde::Serialize) -> Response<Full<Bytes>> {
-    match serde_json::to_vec_pretty(v) {
-        Ok(b) => {
-            let mut r = Response::new(Full::new(Bytes::from(b)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode: {e}\n"),
-        ),
-    }
-}
-
-fn authorized<B>(st: &AdminState, req: &Request<B>) -> bool {
-    let Some(given) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    let Ok(want) = st.token.read() else {
-        return false;
-    };
-    given.len() == want.len() && bool::from(given.as_bytes().ct_eq(want.as_bytes()))
-}
-
-pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
             let _ = st.placement.nodes(); // refresh per-node gauges
-            let mut r = text(StatusCode::OK, crate::metrics::render());
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return r;
+            return server::http::metrics();
         }
         _ => {}
     }
     if !path.starts_with("/api/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    if !authorized(st, req) {
-        let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+    let token_ok = st
+        .token
+        .read()
+        .map(|t| server::http::bearer_ok(req, &t))
+        .unwrap_or(false);
+    if !token_ok {
+        return server::http::unauthorized();
     }
     match (req.method(), path) {
         (&Method::GET, "/api/v1/nodes") => json(&st.placement.nodes()),
@@ -111,21 +57,33 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
+/// Connections at once on the admin listener: operators, dashboards and Prometheus need
+/// a handful; the cap bounds what a flood can hold.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Per address: a dashboard opens a few, Prometheus one.
+pub const MAX_CONNECTIONS_PER_IP: usize = 32;
+
+/// Serve the admin API until `shutdown`.
 pub async fn serve(st: Arc<AdminState>, listener: TcpListener, shutdown: CancellationToken) {
-    loop {
-        let (sock, _) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-        };
-        let st = Arc::clone(&st);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let r = handle(&st, &req);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(sock), svc)
-                .await;
-        });
-    }
+    let acceptor = server::Acceptor::new(
+        "admin",
+        server::ConnLimits {
+            max_total: MAX_CONNECTIONS,
+            max_per_ip: MAX_CONNECTIONS_PER_IP,
+            exempt: Vec::new(),
+        },
+        |why| {
+            crate::metrics::CONNECTIONS_TOTAL
+                .with_label_values(&["admin", why.as_str()])
+                .inc();
+        },
+    );
+    server::serve::serve_http(
+        listener,
+        acceptor,
+        server::serve::ADMIN_LIMITS,
+        move |req, _peer| handle(&st, &req),
+        shutdown,
+    )
+    .await;
 }

@@ -31,12 +31,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listening address could not be bound.
-    #[error("cannot listen on {what} {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
     /// Certificates unreadable or the control plane could not start.
     #[error("control plane: {0}")]
     Control(String),
@@ -53,14 +49,11 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(cfg: &BalancerConfig) -> Result<Self, StartError> {
         let l = &cfg.listen;
-        let e = |what, addr| move |source| StartError::Bind { what, addr, source };
         Ok(Self {
-            rtmp: TcpListener::bind(l.rtmp).await.map_err(e("rtmp", l.rtmp))?,
-            srt: UdpSocket::bind(l.srt).await.map_err(e("srt", l.srt))?,
-            http: TcpListener::bind(l.http).await.map_err(e("http", l.http))?,
-            admin: TcpListener::bind(l.admin)
-                .await
-                .map_err(e("admin", l.admin))?,
+            rtmp: server::listen::tcp("rtmp", l.rtmp).await?,
+            srt: server::listen::udp("srt", l.srt, None).await?,
+            http: server::listen::tcp("http", l.http).await?,
+            admin: server::listen::tcp("admin", l.admin).await?,
         })
     }
 }

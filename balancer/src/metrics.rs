@@ -4,72 +4,59 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    register_gauge_vec, register_int_counter_vec, register_int_gauge_vec, GaugeVec, IntCounterVec,
-    IntGaugeVec,
-};
+use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec};
 
 pub static CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
+    server::metrics::gauge_vec(
         "edge_balancer_connections",
         "Encoder connections by protocol and state (placing, relaying)",
-        &["protocol", "state"]
+        &["protocol", "state"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static CONNECTIONS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
+    server::metrics::counter_vec(
         "edge_balancer_connections_total",
         "Encoder connections by protocol and how they ended up (relayed, refused, failed)",
-        &["protocol", "result"]
+        &["protocol", "result"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
-pub static PLACEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
-        "edge_balancer_placements_total",
+pub static PLACEMENTS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| {
+        server::metrics::counter_vec("edge_balancer_placements_total",
         "Placement attempts by result (accepted, refused_by_node, node_unreachable, no_capacity)",
-        &["result"]
-    )
-    .expect("metric") // infallible: constant valid name, registered once
-});
+        &["result"])
+    });
 
 pub static RELAYED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
+    server::metrics::counter_vec(
         "edge_balancer_relayed_bytes_total",
         "Bytes relayed, by protocol and direction (to_node, to_encoder)",
-        &["protocol", "direction"]
+        &["protocol", "direction"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static NODE_FREE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
-        "edge_balancer_node_free_milliunits",
+    server::metrics::gauge_vec("edge_balancer_node_free_milliunits",
         "Free transcode units per node as this balancer counts them (reports minus pending placements)",
-        &["node"]
-    )
-    .expect("metric") // infallible: constant valid name, registered once
+        &["node"])
 });
 
 pub static NODE_STATE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
+    server::metrics::gauge_vec(
         "edge_balancer_node_state",
         "1 for the state each node is in (ready, full, draining, cordoned, lost)",
-        &["node", "state"]
+        &["node", "state"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static REPORT_AGE: LazyLock<GaugeVec> = LazyLock::new(|| {
-    register_gauge_vec!(
+    server::metrics::float_gauge_vec(
         "edge_balancer_report_age_seconds",
         "Age of the last report from each node",
-        &["node"]
+        &["node"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 /// Make the metrics appear from the start.

@@ -14,7 +14,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,6 +22,9 @@ use crate::{conns::Conns, metrics, place::Placement, rtmp_peek};
 
 /// Connections at once: bounds what a flood of idle sockets can hold.
 pub const MAX_CONNECTIONS: usize = 20_000;
+/// Connections at once from one address: an encoder needs one, a studio or a mobile
+/// carrier's NAT a few dozen.
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Connecting to the chosen node: it is on our network and answered a reservation just now.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Relay buffer per direction. Encoders send 1-20 Mbps; 64 KiB is ~25 ms at 20 Mbps, enough
@@ -33,8 +35,6 @@ const MAX_ATTEMPTS: usize = 3;
 /// TCP keepalive on both sockets: the only way a silently dead peer is noticed, since we
 /// have no idle timeout.
 const KEEPALIVE: Duration = Duration::from_secs(30);
-/// From accept to the encoder's `publish`: encoders send connect ... publish at once.
-const PEEK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The RTMP handshake with the node, which is on our network.
 const NODE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -45,24 +45,23 @@ pub async fn serve(
     conns: Arc<Conns>,
     stop_accepting: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (sock, peer) = tokio::select! {
-            _ = stop_accepting.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rtmp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+    let acceptor = server::Acceptor::new(
+        "rtmp",
+        server::ConnLimits {
+            max_total: MAX_CONNECTIONS,
+            max_per_ip: MAX_CONNECTIONS_PER_IP,
+            exempt: Vec::new(),
+        },
+        |why| {
             metrics::CONNECTIONS_TOTAL
-                .with_label_values(&["rtmp", "too_many_connections"])
+                .with_label_values(&["rtmp", why.as_str()])
                 .inc();
-            continue;
+        },
+    );
+    loop {
+        let (sock, peer, permit) = tokio::select! {
+            _ = stop_accepting.cancelled() => break,
+            c = acceptor.accept(&listener) => c,
         };
         let (placement, conns) = (Arc::clone(&placement), Arc::clone(&conns));
         let span =
@@ -168,11 +167,7 @@ async fn open(
     ),
     String,
 > {
-    let peeked = match tokio::time::timeout(PEEK_TIMEOUT, rtmp_peek::peek(client)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("timed out before publish".into()),
-    };
+    let peeked = rtmp_peek::peek(client).await.map_err(|e| e.to_string())?;
     let sref = control::stream_ref(&peeked.key);
     let mut tried: Vec<String> = Vec::new();
     let mut why = String::new();

@@ -2,9 +2,9 @@
 //! `publish` (to learn the key), then hands the connection to the node without the encoder
 //! noticing.
 //!
-//! 1. [`peek`]: handshake with the encoder as a server and answer `connect`/`createStream`
-//!    with rml_rtmp's own server session, recording every byte the encoder sent after the
-//!    handshake, until `publish` names the key.
+//! 1. [`peek`]: run the shared RTMP server core (`wire::rtmp::ServerCore`, the same one the
+//!    node runs) with recording on: it answers `connect`/`createStream` and records every byte
+//!    the encoder sent after the handshake, until `publish` names the key.
 //! 2. The caller places the stream by the key's fingerprint (a reconnecting encoder goes back
 //!    to its node, or takes its numbering to another one).
 //! 3. [`handshake_with_node`] shakes hands with the node as a client; the recorded bytes are
@@ -18,24 +18,33 @@
 //! Everything rml_rtmp parses here comes from the network; a panic inside it is caught and
 //! ends that connection only.
 
-use std::panic::AssertUnwindSafe;
+use std::{panic::AssertUnwindSafe, time::Duration};
 
 use rml_rtmp::{
     chunk_io::{ChunkDeserializer, ChunkSerializer},
-    handshake::{Handshake, HandshakeProcessResult, PeerType},
     messages::RtmpMessage,
-    sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult},
     time::RtmpTimestamp,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    time::Instant,
+};
+use wire::rtmp::{
+    ClientHandshake, ClientStep, Event, ServerCore, ServerOptions, SessionError, Timeouts,
+};
 
-/// What an encoder may send before `publish`: connect, releaseStream, FCPublish, createStream
-/// and publish are a few hundred bytes. More is not an encoder about to publish.
-pub const MAX_PEEK_BYTES: usize = 64 * 1024;
+/// What an encoder may send before `publish` (the core enforces it).
+pub const MAX_PEEK_BYTES: usize = wire::rtmp::MAX_BYTES_BEFORE_PUBLISH;
 /// Read buffer while peeking.
 const READ_BUF: usize = 16 * 1024;
-/// The application name encoders publish to (`rtmp://HOST/live/KEY`).
-const APP: &str = "live";
+/// The balancer's deadlines before it has a node: the handshake, then the whole opening up to
+/// `publish` (encoders send connect ... publish at once). Media never flows through the core
+/// here: after `publish` the connection is a byte relay.
+pub const PEEK_TIMEOUTS: Timeouts = Timeouts {
+    handshake: Duration::from_secs(10),
+    publish: Duration::from_secs(10),
+    media: Duration::from_secs(10),
+};
 
 /// Why a peek or hand-over failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,15 +54,12 @@ pub enum PeekError {
     /// The peer closed before publishing.
     #[error("closed before publish")]
     Closed,
-    /// Not RTMP, or RTMP we cannot follow.
+    /// The RTMP session failed: not RTMP, a deadline, a wrong application, a play request.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// rml_rtmp could not follow the node's chunk stream.
     #[error("malformed RTMP: {0}")]
     Malformed(String),
-    /// More than [`MAX_PEEK_BYTES`] before `publish`.
-    #[error("too much data before publish")]
-    TooLong,
-    /// The peer wants to play, or a wrong application.
-    #[error("refused: {0}")]
-    Refused(String),
 }
 
 fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, PeekError> {
@@ -70,8 +76,7 @@ pub struct Peeked {
     pub recorded: Vec<u8>,
     /// The chunk size the encoder was told to expect from us.
     pub chunk_size: u32,
-    session: ServerSession,
-    request_id: u32,
+    core: ServerCore,
 }
 
 impl Peeked {
@@ -81,121 +86,67 @@ impl Peeked {
         io: &mut S,
         description: &str,
     ) -> Result<(), PeekError> {
-        let out = guard(|| {
-            self.session
-                .reject_request(self.request_id, "NetStream.Publish.Rejected", description)
-        })?;
-        write_results(io, out).await?;
+        self.core
+            .reject_publish("NetStream.Publish.Rejected", description)?;
+        if let Some(b) = self.core.poll_transmit() {
+            io.write_all(&b).await?;
+        }
         io.flush().await?;
         Ok(())
     }
 }
 
-async fn write_results<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    results: Vec<ServerSessionResult>,
-) -> Result<(), PeekError> {
-    for r in results {
-        if let ServerSessionResult::OutboundResponse(p) = r {
-            io.write_all(&p.bytes).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Run the encoder side up to `publish`. Bound the time with a timeout around this call.
+/// Run the encoder side up to `publish`, within [`PEEK_TIMEOUTS`].
 pub async fn peek<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) -> Result<Peeked, PeekError> {
     let mut buf = vec![0u8; READ_BUF];
-    let mut hs = Handshake::new(PeerType::Server);
-    let remaining = loop {
-        let n = io.read(&mut buf).await?;
-        if n == 0 {
-            return Err(PeekError::Closed);
-        }
-        match guard(|| hs.process_bytes(&buf[..n]))? {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                io.write_all(&response_bytes).await?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                io.write_all(&response_bytes).await?;
-                break remaining_bytes;
-            }
-        }
-    };
-    let config = ServerSessionConfig::new();
-    let chunk_size = config.chunk_size;
-    let (mut session, initial) = guard(|| ServerSession::new(config))?;
-    write_results(io, initial).await?;
-    let mut recorded = Vec::new();
-    let mut input = remaining;
+    let mut core = ServerCore::new(
+        ServerOptions {
+            expect_proxy: false,
+            record: true,
+            timeouts: PEEK_TIMEOUTS,
+        },
+        Instant::now(),
+    );
     loop {
-        if !input.is_empty() {
-            recorded.extend_from_slice(&input);
-            if recorded.len() > MAX_PEEK_BYTES {
-                return Err(PeekError::TooLong);
+        let failed = loop {
+            if let Some(b) = core.poll_transmit() {
+                io.write_all(&b).await?;
+                continue;
             }
-            let mut pending = guard(|| session.handle_input(&input))?;
-            input.clear();
-            while !pending.is_empty() {
-                for r in std::mem::take(&mut pending) {
-                    match r {
-                        ServerSessionResult::OutboundResponse(p) => io.write_all(&p.bytes).await?,
-                        ServerSessionResult::RaisedEvent(
-                            ServerSessionEvent::ConnectionRequested {
-                                request_id,
-                                app_name,
-                            },
-                        ) => {
-                            if app_name.trim_matches('/') != APP {
-                                let out = guard(|| {
-                                    session.reject_request(request_id, "NetConnection.Connect.Rejected", "unknown application: publish to rtmp://HOST/live/STREAM_KEY")
-                                })?;
-                                write_results(io, out).await?;
-                                return Err(PeekError::Refused("unknown application".into()));
-                            }
-                            pending.extend(guard(|| session.accept_request(request_id))?);
-                        }
-                        ServerSessionResult::RaisedEvent(
-                            ServerSessionEvent::PublishStreamRequested {
-                                request_id,
-                                stream_key,
-                                ..
-                            },
-                        ) => {
-                            return Ok(Peeked {
-                                key: stream_key,
-                                recorded,
-                                chunk_size,
-                                session,
-                                request_id,
-                            });
-                        }
-                        ServerSessionResult::RaisedEvent(
-                            ServerSessionEvent::PlayStreamRequested { request_id, .. },
-                        ) => {
-                            let out = guard(|| {
-                                session.reject_request(
-                                    request_id,
-                                    "NetStream.Play.Failed",
-                                    "this is an ingest: play over HLS",
-                                )
-                            })?;
-                            write_results(io, out).await?;
-                            return Err(PeekError::Refused("play requested".into()));
-                        }
-                        _ => {}
-                    }
+            match core.poll_event() {
+                Some(Event::PublishRequested { key }) => {
+                    return Ok(Peeked {
+                        key,
+                        recorded: core.recorded().to_vec(),
+                        chunk_size: core.chunk_size(),
+                        core,
+                    });
                 }
+                Some(_) => continue,
+                None => break None,
             }
+        };
+        if let Some(e) = failed {
+            return Err(e);
         }
-        let n = io.read(&mut buf).await?;
-        if n == 0 {
-            return Err(PeekError::Closed);
+        let read = match core.poll_timeout() {
+            Some(at) => tokio::time::timeout_at(at, io.read(&mut buf)).await.ok(),
+            None => Some(io.read(&mut buf).await),
+        };
+        let step = match read {
+            None => core.handle_timeout(Instant::now()),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(0)) => return Err(PeekError::Closed),
+            Some(Ok(n)) => core.handle_input(&buf[..n], Instant::now()),
+        };
+        if let Err(e) = step {
+            // A refusal (wrong application, play) carries a status for the encoder.
+            if let Some(b) = core.poll_transmit() {
+                let _ = io.write_all(&b).await;
+                let _ = io.flush().await;
+            }
+            return Err(e.into());
         }
-        input.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -203,8 +154,7 @@ pub async fn peek<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) -> Result<Peeke
 pub async fn handshake_with_node<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
 ) -> Result<Vec<u8>, PeekError> {
-    let mut hs = Handshake::new(PeerType::Client);
-    let c0c1 = guard(|| hs.generate_outbound_p0_and_p1())?;
+    let (mut hs, c0c1) = ClientHandshake::start()?;
     io.write_all(&c0c1).await?;
     let mut buf = vec![0u8; READ_BUF];
     loop {
@@ -212,16 +162,11 @@ pub async fn handshake_with_node<S: AsyncRead + AsyncWrite + Unpin>(
         if n == 0 {
             return Err(PeekError::Closed);
         }
-        match guard(|| hs.process_bytes(&buf[..n]))? {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                io.write_all(&response_bytes).await?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                io.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
+        match hs.handle_input(&buf[..n])? {
+            ClientStep::Continue(b) => io.write_all(&b).await?,
+            ClientStep::Done { send, remaining } => {
+                io.write_all(&send).await?;
+                return Ok(remaining);
             }
         }
     }

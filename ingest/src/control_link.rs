@@ -28,7 +28,7 @@ impl NodeControl for Link {
         _stream_ref: Option<&str>,
         ttl: Duration,
     ) -> Result<(), String> {
-        self.node.hold(id, milli_units, ttl, None)
+        self.node.reserve(id, milli_units, ttl, None)
     }
     fn reserve_with(
         &self,
@@ -41,10 +41,10 @@ impl NodeControl for Link {
         // A continuation we cannot read is dropped: the stream then starts fresh numbering,
         // which players survive; refusing the stream would be worse.
         let c = continuation.and_then(|v| serde_json::from_value::<packager::Continuation>(v).ok());
-        self.node.hold(id, milli_units, ttl, c)
+        self.node.reserve(id, milli_units, ttl, c)
     }
     fn cancel(&self, id: u64) {
-        self.node.unhold(id);
+        self.node.cancel_reservation(id);
     }
 }
 

@@ -1,19 +1,31 @@
 //! The ingest node: RTMP and SRT publishers in, a GStreamer ladder per stream, LL-HLS out.
 //!
-//! Reading order, following a packet: [`rtmp`] / [`srt`] (with `wire::srt_guard` and
-//! `wire::streamid`) accept a publisher → [`node`] checks its key ([`auth`]) and capacity →
-//! [`pipeline`] demuxes, transcodes and hands access units to the `packager` crate, which
-//! serves them over HTTP. [`admin`] and [`metrics`] are for operators. Entry point: [`run`].
+//! Reading order, following a packet (`docs/architecture.md` has every hop): [`rtmp`] (a thin
+//! driver of `wire::rtmp::ServerCore`) / [`srt`] (with `wire::srt_guard` and `wire::streamid`)
+//! accept a publisher → [`admission`] checks its key ([`auth`]) and charges [`capacity`],
+//! registering it in the [`node`] → [`pipeline`] demuxes and transcodes the rungs [`ladder`]
+//! picks → [`output`] creates the stream's packager stream and hands it every access unit;
+//! the `packager` crate serves them over HTTP. [`report`] is what the node tells its
+//! balancers ([`control_link`]); [`admin`] and [`metrics`] are for operators; [`calibrate`]
+//! measures capacity at start; [`cpu`] samples CPU use. Entry point: [`run`].
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
+pub mod calibrate;
+pub mod capacity;
 pub mod control_link;
+pub mod cpu;
 pub mod flv;
+pub mod ladder;
 pub mod metrics;
 pub mod node;
+pub mod output;
 pub mod pipeline;
+pub mod report;
 pub mod rtmp;
 pub mod srt;
+pub mod srt_front;
 
 use std::{sync::Arc, time::Duration};
 
@@ -38,12 +50,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(500);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listening address could not be bound.
-    #[error("cannot listen on {what} {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] server::BindError),
     /// GStreamer could not initialise or calibrate.
     #[error("gstreamer: {0}")]
     Gstreamer(String),
@@ -63,26 +71,11 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(cfg: &Config) -> Result<Self, StartError> {
         let l = &cfg.listen;
-        let bind_err = |what, addr| move |source| StartError::Bind { what, addr, source };
         Ok(Self {
-            rtmp: TcpListener::bind(l.rtmp)
-                .await
-                .map_err(bind_err("rtmp", l.rtmp))?,
-            srt: {
-                let s = UdpSocket::bind(l.srt)
-                    .await
-                    .map_err(bind_err("srt", l.srt))?;
-                if let Err(e) = socket2::SockRef::from(&s).set_recv_buffer_size(SRT_RECV_BUFFER) {
-                    tracing::warn!(error = %e, "cannot enlarge the SRT receive buffer");
-                }
-                s
-            },
-            http: TcpListener::bind(l.http)
-                .await
-                .map_err(bind_err("http", l.http))?,
-            admin: TcpListener::bind(l.admin)
-                .await
-                .map_err(bind_err("admin", l.admin))?,
+            rtmp: server::listen::tcp("rtmp", l.rtmp).await?,
+            srt: server::listen::udp("srt", l.srt, Some(SRT_RECV_BUFFER)).await?,
+            http: server::listen::tcp("http", l.http).await?,
+            admin: server::listen::tcp("admin", l.admin).await?,
         })
     }
 }
@@ -92,7 +85,7 @@ pub fn capacity(cfg: &Config) -> Result<u32, StartError> {
     match cfg.node.capacity {
         Capacity::Units(u) => Ok(u),
         Capacity::Calibrate => {
-            let u = pipeline::calibrate(&cfg.transcode.x264_preset)
+            let u = calibrate::calibrate(&cfg.transcode.x264_preset)
                 .map_err(|e| StartError::Gstreamer(e.to_string()))?;
             tracing::info!(milli_units = u, "capacity calibrated");
             Ok(u)
@@ -150,7 +143,7 @@ pub async fn run(
     let hk = Arc::clone(&node);
     let hk_stop = stop.clone();
     tokio::spawn(async move {
-        let mut cpu = node::CpuSampler::default();
+        let mut cpu = cpu::CpuSampler::default();
         let mut tick = tokio::time::interval(node::HOUSEKEEPING_INTERVAL);
         while !hk_stop.is_cancelled() {
             tick.tick().await;

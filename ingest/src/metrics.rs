@@ -4,86 +4,74 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
-pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
+pub static CONNECTIONS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    server::metrics::counter_vec(
         "edge_ingest_connections_total",
         "Publisher connections by protocol and result",
-        &["protocol", "result"]
+        &["protocol", "result"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static STREAMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
+    server::metrics::gauge_vec(
         "edge_ingest_streams",
         "Streams being published, by protocol",
-        &["protocol"]
+        &["protocol"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static BYTES_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
+    server::metrics::counter_vec(
         "edge_ingest_received_bytes_total",
         "Media bytes received from publishers",
-        &["protocol"]
+        &["protocol"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static CAPACITY: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    server::metrics::gauge(
         "edge_ingest_capacity_milliunits",
-        "Transcode capacity of this node"
+        "Transcode capacity of this node",
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static USED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    server::metrics::gauge(
         "edge_ingest_used_milliunits",
-        "Transcode units charged to running streams"
+        "Transcode units charged to running streams",
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static OVERLOADED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    server::metrics::gauge(
         "edge_ingest_overloaded",
-        "1 while a pipeline lags behind real time"
+        "1 while a pipeline lags behind real time",
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static PIPELINE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
+    server::metrics::counter(
         "edge_ingest_pipeline_errors_total",
-        "Streams ended by a pipeline error"
+        "Streams ended by a pipeline error",
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static LAG: LazyLock<Histogram> = LazyLock::new(|| {
-    register_histogram!(
+    server::metrics::histogram(
         "edge_ingest_encode_lag_seconds",
         "Time from a source frame reaching the node to its encoded rendition frame",
-        vec![0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]
+        vec![0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
     )
-    .expect("metric") // infallible: constant valid name and buckets, registered once
 });
 
 pub static SRT_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register_int_counter_vec!(
+    server::metrics::counter_vec(
         "edge_ingest_srt_dropped_packets_total",
         "SRT datagrams dropped by the guard, by reason",
-        &["reason"]
+        &["reason"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 /// Touch every metric so it appears in /metrics from the start (at zero).
@@ -97,14 +85,9 @@ pub fn init() {
     LazyLock::force(&OVERLOADED);
     LazyLock::force(&PIPELINE_ERRORS);
     LazyLock::force(&LAG);
-    LazyLock::force(&CONNECTIONS);
+    LazyLock::force(&CONNECTIONS_TOTAL);
     LazyLock::force(&SRT_DROPPED);
 }
 
 /// The text exposition of every registered metric.
-pub fn render() -> String {
-    use prometheus::Encoder;
-    let mut buf = Vec::new();
-    let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
-    String::from_utf8(buf).unwrap_or_default()
-}
+pub use server::metrics::render;

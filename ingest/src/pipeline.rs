@@ -8,8 +8,11 @@
 //!                                  └audio→ aacparse → capsfilter(raw) → appsink "audio"   (non-AAC: decodebin → avenc_aac)
 //! ```
 //!
-//! The ladder branch is built when the source's caps (resolution, frame rate) are known: rungs
-//! above the source height are skipped and the [`Output`] receives the final [`Plan`] first.
+//! The ladder branch is built when the source's caps (resolution, frame rate) are known
+//! (`on_demux_pad` → `build_ladder`): [`crate::ladder`] picks the rungs, and the [`Output`]
+//! receives the final [`Plan`] first; that call is where the stream's packager stream is
+//! created (`crate::output::StreamOutput::plan`). Capacity calibration is in
+//! [`crate::calibrate`].
 //! Keyframes are aligned across rungs: every source keyframe forces a keyframe in every
 //! encoder at the same timestamp (x264 scene-cut keyframes are off), so the packager cuts all
 //! renditions at the same points. A pipeline error ends this stream only.
@@ -17,8 +20,11 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
-    time::Instant,
 };
+
+// GStreamer's streaming threads stamp arrivals on the same clock the packager reads; outside a
+// paused test runtime this is the monotonic clock.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use edge_config::Rung;
@@ -28,6 +34,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use packager::{CodecConfig, Sample};
+
+use crate::ladder;
 
 /// How much input may wait in front of the demuxer. Past this the pipeline is not keeping up
 /// with the encoder; the stream is ended with a clear error instead of eating the node's memory.
@@ -492,24 +500,6 @@ fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), Pipelin
     pad.link(&s).map(|_| ()).map_err(build_err)
 }
 
-/// Output size of a rung for a source: the rung's height, the source's aspect ratio, even sizes.
-pub fn rung_size(rung_height: u32, src_w: u32, src_h: u32) -> (u32, u32) {
-    if src_h == 0 {
-        return ((rung_height * 16 / 9) & !1, rung_height);
-    }
-    let w = (u64::from(rung_height) * u64::from(src_w) + u64::from(src_h) / 2) / u64::from(src_h);
-    ((w as u32).max(2) & !1, rung_height)
-}
-
-/// Rungs the source can feed: those not above its height.
-pub fn rungs_for_source(ladder: &[Rung], src_h: u32) -> Vec<Rung> {
-    ladder
-        .iter()
-        .filter(|r| r.height <= src_h)
-        .cloned()
-        .collect()
-}
-
 fn build_ladder(
     sh: &Arc<Shared>,
     pipeline: &gst::Pipeline,
@@ -538,14 +528,14 @@ fn build_ladder(
         .filter(|f| f.numer() > 0 && f.denom() > 0)
         .map(|f| f.numer() as f64 / f.denom() as f64)
         .unwrap_or(30.0);
-    let rungs = rungs_for_source(&sh.spec.ladder, h);
+    let rungs = ladder::rungs_for_source(&sh.spec.ladder, w, h, sh.spec.passthrough);
     let mut video = Vec::new();
     if sh.spec.passthrough {
         let bits = (f64::from(w) * f64::from(h) * fps * SOURCE_BITS_PER_PIXEL) as u64;
         video.push(("source".to_string(), w, h, bits + AUDIO_BITRATE));
     }
     for r in &rungs {
-        let (rw, rh) = rung_size(r.height, w, h);
+        let (rw, rh) = ladder::rung_size(r.height, w, h);
         video.push((
             r.name.clone(),
             rw,
@@ -574,7 +564,7 @@ fn build_ladder(
         &[&make_queue()?, &make("avdec_h264")?, &dtee],
     )?;
     for r in &rungs {
-        let (rw, rh) = rung_size(r.height, w, h);
+        let (rw, rh) = ladder::rung_size(r.height, w, h);
         let scale = make("videoscale")?;
         let rate = gst::ElementFactory::make("videorate")
             .property("max-rate", r.fps as i32)
@@ -732,48 +722,3 @@ pub fn codec_from_caps(caps: &gst::CapsRef) -> Option<CodecConfig> {
         _ => None,
     }
 }
-
-/// Measure this machine's capacity: encode a few seconds of 720p30 with one x264 thread and
-/// return milli-units (1000 = one 720p30 rung in real time on one core) for all cores.
-pub fn calibrate(preset: &str) -> Result<u32, PipelineError> {
-    /// Frames encoded: 2 s of 720p30, long enough to smooth x264 start-up, short for start.
-    const CALIBRATION_FRAMES: u32 = 60;
-    /// Keep 20% for demuxing, decoding, scaling, packaging and the OS.
-    const HEADROOM: f64 = 0.8;
-    gst::init().map_err(build_err)?;
-    let desc = format!(
-        "videotestsrc num-buffers={CALIBRATION_FRAMES} pattern=smpte ! video/x-raw,width=1280,height=720,framerate=30/1 ! \
-         x264enc threads=1 speed-preset={preset} tune=zerolatency bitrate=3000 ! fakesink sync=false"
-    );
-    let pipeline = gst::parse::launch(&desc).map_err(build_err)?;
-    let start = Instant::now();
-    pipeline.set_state(gst::State::Playing).map_err(build_err)?;
-    let bus = pipeline.bus().ok_or_else(|| build_err("no bus"))?;
-    let mut result = Err(build_err("calibration did not finish"));
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(60)) {
-        match msg.view() {
-            gst::MessageView::Eos(_) => {
-                result = Ok(());
-                break;
-            }
-            gst::MessageView::Error(e) => {
-                result = Err(build_err(e.error()));
-                break;
-            }
-            _ => {}
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64().max(0.001);
-    let _ = pipeline.set_state(gst::State::Null);
-    result?;
-    let realtime = f64::from(CALIBRATION_FRAMES) / 30.0;
-    let per_core = realtime / elapsed;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as f64;
-    Ok((per_core * cores * HEADROOM * 1000.0) as u32)
-}
-
-#[cfg(test)]
-#[path = "pipeline_test.rs"]
-mod tests;

@@ -1,28 +1,26 @@
-//! RTMP ingest on tcp/1935 (rml_rtmp on tokio).
+//! RTMP ingest on tcp/1935: the thin tokio driver around `wire::rtmp::ServerCore`.
 //!
-//! [`serve`] accepts connections; [`handle_connection`] runs one of them and is generic over
-//! the byte stream, so tests can drive it through `tokio::io::duplex`. Flow: handshake →
-//! `connect` (app must be `live`) → `publish` (key checked, capacity reserved) → media
-//! messages wrapped as FLV tags into the stream's pipeline, until the publisher leaves, is
-//! kicked or replaced, or its pipeline fails. A refusal sends the RTMP `onStatus` error the
-//! encoder shows its user, then closes. Malformed input ends that connection only.
+//! [`serve`] accepts connections under the listener's caps (`server::Acceptor`);
+//! [`handle_connection`] runs one of them and is generic over the byte stream, so tests can
+//! drive it through `tokio::io::duplex`. The protocol (PROXY header from a trusted balancer,
+//! handshake, connect/publish, phase deadlines, media messages) lives in the core; this file
+//! moves bytes, asks the node to admit the publish ([`Node::admit`]), and wraps media
+//! messages as FLV tags into the stream's pipeline, until the publisher leaves, is kicked or
+//! replaced, or its pipeline fails. A refusal sends the RTMP `onStatus` error the encoder
+//! shows its user, then closes. Malformed input ends that connection only.
 
-use std::{net::SocketAddr, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use rml_rtmp::{
-    handshake::{Handshake, HandshakeProcessResult, PeerType},
-    sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult},
-};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpListener,
-    sync::Semaphore,
+    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use wire::streamid::APP;
+use wire::rtmp::{Event, MediaKind, ServerCore, ServerOptions, SessionError, NODE_TIMEOUTS};
 
 use crate::{
     flv, metrics,
@@ -32,18 +30,11 @@ use crate::{
 
 /// Connections at once, publishing or not: bounds what idle or slow peers can hold.
 pub const MAX_CONNECTIONS: usize = 4096;
-/// The RTMP handshake is 3 small messages each way; a peer slower than this is not an encoder.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// From handshake to `publish`: encoders send connect/createStream/publish at once.
-const PUBLISH_TIMEOUT: Duration = Duration::from_secs(15);
-/// A publisher that sends nothing at all for this long is gone (encoders send media many
-/// times per second; a TCP connection can stay half-open for hours without this).
-const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections at once from one address that is not a trusted balancer: an encoder needs
+/// one, a studio behind one NAT a few dozen.
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Read buffer per connection.
 const READ_BUF: usize = 64 * 1024;
-/// What a publisher may send before `publish`: connect, releaseStream, FCPublish,
-/// createStream and publish are a few hundred bytes. Bounds the byte-at-a-time parsing.
-const MAX_BYTES_BEFORE_PUBLISH: usize = 64 * 1024;
 
 /// Why a connection ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -51,16 +42,10 @@ pub enum RtmpError {
     /// Socket error.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
-    /// The peer broke the handshake.
-    #[error("bad handshake: {0}")]
-    Handshake(String),
-    /// The peer sent bytes that are not valid RTMP chunks or messages.
-    #[error("malformed RTMP input: {0}")]
-    Malformed(String),
-    /// A phase took longer than its timeout.
-    #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
-    /// The publisher was refused (key, capacity, app).
+    /// The RTMP session failed (handshake, malformed input, deadline, refused request).
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The publisher was refused (key, capacity) or kicked.
     #[error("refused: {0}")]
     Refused(String),
     /// The stream's pipeline failed or could not start.
@@ -70,24 +55,23 @@ pub enum RtmpError {
 
 /// Accept RTMP connections until `shutdown`.
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (sock, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "rtmp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            metrics::CONNECTIONS
-                .with_label_values(&["rtmp", "too_many_connections"])
+    let acceptor = server::Acceptor::new(
+        "rtmp",
+        server::ConnLimits {
+            max_total: MAX_CONNECTIONS,
+            max_per_ip: MAX_CONNECTIONS_PER_IP,
+            exempt: node.trusted_proxies(),
+        },
+        |why| {
+            metrics::CONNECTIONS_TOTAL
+                .with_label_values(&["rtmp", why.as_str()])
                 .inc();
-            continue;
+        },
+    );
+    loop {
+        let (sock, peer, permit) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            c = acceptor.accept(&listener) => c,
         };
         let _ = sock.set_nodelay(true);
         let node = Arc::clone(&node);
@@ -120,151 +104,37 @@ pub async fn handle_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; READ_BUF];
-    // A balancer in front of us opens with a PROXY v2 header naming the encoder and the
-    // reservation it holds here; anyone else's connection starts with the RTMP handshake.
-    let (conn, prefix) = if node.trusts(peer.ip()) {
-        let (header, rest) =
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, read_proxy_header(&mut io, &mut buf))
-                .await
-                .map_err(|_| RtmpError::Timeout("PROXY header"))??;
-        let conn = ConnInfo {
-            client: header.as_ref().and_then(|h| h.source).unwrap_or(peer),
-            reservation: header.and_then(|h| h.reservation),
-        };
-        if conn.client != peer {
-            tracing::Span::current().record("encoder.addr", tracing::field::display(conn.client));
-            tracing::info!(balancer.addr = %peer, "connection relayed by a balancer");
-        }
-        (conn, rest)
-    } else {
-        (
-            ConnInfo {
-                client: peer,
-                reservation: None,
-            },
-            Vec::new(),
-        )
+    let mut core = ServerCore::new(
+        ServerOptions {
+            // A balancer in front of us opens with a PROXY v2 header naming the encoder and
+            // the reservation it holds here; anyone else's connection starts with the RTMP
+            // handshake, and a PROXY header from them is not accepted.
+            expect_proxy: node.trusts(peer.ip()),
+            record: false,
+            timeouts: NODE_TIMEOUTS,
+        },
+        Instant::now(),
+    );
+    let mut conn = ConnInfo {
+        client: peer,
+        reservation: None,
     };
-    let remaining = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut io, &mut buf, prefix))
-        .await
-        .map_err(|_| RtmpError::Timeout("handshake"))??;
-
-    let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
-        .map_err(|e| RtmpError::Malformed(e.to_string()))?;
     let mut publishing: Option<Publishing> = None;
-    let mut pending = initial;
-    let mut input = remaining;
-    let mut before_publish = 0usize;
-    let result = loop {
-        if !input.is_empty() {
-            let data = std::mem::take(&mut input);
-            let mut fed = 0;
-            let mut outcome = None;
-            while fed < data.len() {
-                // Before publish, one byte at a time: each command is answered (connect
-                // accepted, stream created) before the next is parsed, because rml_rtmp drops
-                // commands that arrive before their connect is accepted, and encoders and our
-                // balancers send connect ... publish in one go. After publish, all at once.
-                let step = if publishing.is_some() {
-                    data.len() - fed
-                } else {
-                    1
-                };
-                if publishing.is_none() {
-                    before_publish += step;
-                    if before_publish > MAX_BYTES_BEFORE_PUBLISH {
-                        outcome = Some(Err(RtmpError::Malformed(
-                            "too much data before publish".into(),
-                        )));
-                        break;
-                    }
-                }
-                match guarded_input(&mut session, &data[fed..fed + step]) {
-                    Ok(r) => pending.extend(r),
-                    Err(e) => {
-                        outcome = Some(Err(e));
-                        break;
-                    }
-                }
-                fed += step;
-                if !pending.is_empty() {
-                    match process(
-                        &node,
-                        &mut io,
-                        &mut session,
-                        &mut pending,
-                        &mut publishing,
-                        &conn,
-                    )
-                    .await
-                    {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            outcome = Some(Ok(()));
-                            break;
-                        }
-                        Err(e) => {
-                            outcome = Some(Err(e));
-                            break;
-                        }
-                    }
-                }
-            }
-            if let Some(o) = outcome {
-                break o;
-            }
-        }
-        match process(
-            &node,
-            &mut io,
-            &mut session,
-            &mut pending,
-            &mut publishing,
-            &conn,
-        )
-        .await
-        {
-            Ok(true) => {}
-            Ok(false) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-        let timeout = if publishing.is_some() {
-            MEDIA_TIMEOUT
-        } else {
-            PUBLISH_TIMEOUT
-        };
-        let read = match &publishing {
-            Some(p) => tokio::select! {
-                _ = p.admission.cancel.cancelled() => break Err(RtmpError::Refused("kicked or replaced by a new publisher".into())),
-                r = p.pipeline.wait() => {
-                    metrics::PIPELINE_ERRORS.inc();
-                    break Err(RtmpError::Pipeline(r.err().map(|e| e.to_string()).unwrap_or_else(|| "ended".into())));
-                }
-                r = tokio::time::timeout(timeout, io.read(&mut buf)) => r,
-            },
-            None => tokio::time::timeout(timeout, io.read(&mut buf)).await,
-        };
-        match read {
-            Err(_) => {
-                break Err(RtmpError::Timeout(if publishing.is_some() {
-                    "media"
-                } else {
-                    "publish"
-                }))
-            }
-            Ok(Err(e)) => break Err(e.into()),
-            Ok(Ok(0)) => break Ok(()),
-            Ok(Ok(n)) => {
-                if publishing.is_some() {
-                    metrics::BYTES_RECEIVED
-                        .with_label_values(&["rtmp"])
-                        .inc_by(n as u64);
-                }
-                input.extend_from_slice(&buf[..n]);
-            }
-        }
-    };
+    let mut buf = vec![0u8; READ_BUF];
+    let result = run(
+        &node,
+        &mut io,
+        &mut core,
+        &mut conn,
+        &mut publishing,
+        &mut buf,
+    )
+    .await;
+    // Whatever the core still has to say (a refusal status) goes out before we close.
+    if let Some(b) = core.poll_transmit() {
+        let _ = io.write_all(&b).await;
+        let _ = io.flush().await;
+    }
     if let Some(p) = publishing {
         let r = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if let Err(e) = p.admission.finish_pipeline(p.pipeline, p.output, r).await {
@@ -275,243 +145,172 @@ where
     result
 }
 
+/// The connection's loop: send what the core has, act on its events, read or time out.
+async fn run<S>(
+    node: &Arc<Node>,
+    io: &mut S,
+    core: &mut ServerCore,
+    conn: &mut ConnInfo,
+    publishing: &mut Option<Publishing>,
+    buf: &mut [u8],
+) -> Result<(), RtmpError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if let Some(b) = core.poll_transmit() {
+            io.write_all(&b).await?;
+            continue;
+        }
+        if let Some(ev) = core.poll_event() {
+            match ev {
+                Event::Proxy(header) => {
+                    if let Some(h) = header {
+                        conn.reservation = h.reservation;
+                        if let Some(src) = h.source {
+                            conn.client = src;
+                            tracing::Span::current()
+                                .record("encoder.addr", tracing::field::display(src));
+                            tracing::info!("connection relayed by a balancer");
+                        }
+                    }
+                }
+                Event::PublishRequested { key } => {
+                    admit(node, core, conn, publishing, &key).await?;
+                }
+                Event::Media {
+                    kind,
+                    timestamp,
+                    data,
+                } => push_tag(publishing, kind, timestamp, &data)?,
+                Event::Finished => return Ok(()),
+            }
+            continue;
+        }
+        let deadline = core.poll_timeout();
+        let read = async {
+            match deadline {
+                Some(at) => tokio::time::timeout_at(at, io.read(buf)).await.ok(),
+                None => Some(io.read(buf).await),
+            }
+        };
+        let read = match publishing.as_ref() {
+            Some(p) => tokio::select! {
+                _ = p.admission.cancel.cancelled() => {
+                    return Err(RtmpError::Refused("kicked or replaced by a new publisher".into()))
+                }
+                r = p.pipeline.wait() => {
+                    metrics::PIPELINE_ERRORS.inc();
+                    return Err(RtmpError::Pipeline(
+                        r.err().map(|e| e.to_string()).unwrap_or_else(|| "ended".into()),
+                    ));
+                }
+                r = read => r,
+            },
+            None => read.await,
+        };
+        match read {
+            None => core.handle_timeout(Instant::now())?,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(0)) => return Ok(()),
+            Some(Ok(n)) => {
+                if publishing.is_some() {
+                    metrics::BYTES_RECEIVED
+                        .with_label_values(&["rtmp"])
+                        .inc_by(n as u64);
+                }
+                core.handle_input(&buf[..n], Instant::now())?;
+            }
+        }
+    }
+}
+
+/// The publish decision: key, capacity, the pipeline; the core tells the encoder.
+async fn admit(
+    node: &Arc<Node>,
+    core: &mut ServerCore,
+    conn: &ConnInfo,
+    publishing: &mut Option<Publishing>,
+    key: &str,
+) -> Result<(), RtmpError> {
+    match node
+        .admit(key, conn.client, Protocol::Rtmp, conn.reservation)
+        .await
+    {
+        Ok(admission) => {
+            tracing::Span::current().record("stream.id", admission.playback_id.as_str());
+            let (pipeline, output) = admission
+                .start_pipeline(InputFormat::Flv, None)
+                .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
+            pipeline
+                .push(flv::header())
+                .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
+            core.accept_publish()?;
+            metrics::CONNECTIONS_TOTAL
+                .with_label_values(&["rtmp", "accepted"])
+                .inc();
+            tracing::info!("rtmp publisher accepted");
+            *publishing = Some(Publishing {
+                admission,
+                pipeline,
+                output,
+            });
+            Ok(())
+        }
+        Err(e) => {
+            let (code, text) = refusal(&e);
+            core.reject_publish(code, &text)?;
+            metrics::CONNECTIONS_TOTAL
+                .with_label_values(&["rtmp", e.label()])
+                .inc();
+            Err(RtmpError::Refused(e.to_string()))
+        }
+    }
+}
+
+/// The RTMP status code and text an encoder shows its user for a refusal.
+fn refusal(e: &AdmitError) -> (&'static str, String) {
+    match e {
+        AdmitError::Auth(crate::auth::AuthError::Refused) => (
+            "NetStream.Publish.Denied",
+            "publish denied: invalid stream key".to_string(),
+        ),
+        AdmitError::Auth(_) => (
+            "NetStream.Publish.Rejected",
+            "publish rejected: the authentication service is unavailable, try again".to_string(),
+        ),
+        AdmitError::Full(why) => (
+            "NetStream.Publish.Rejected",
+            format!("publish rejected: {why}"),
+        ),
+        AdmitError::Busy => (
+            "NetStream.Publish.BadName",
+            "publish rejected: stream is busy".to_string(),
+        ),
+    }
+}
+
 /// Where a connection really comes from, and the balancer's reservation for it.
 struct ConnInfo {
     client: SocketAddr,
     reservation: Option<u64>,
 }
 
-/// Read a PROXY v2 header if the connection starts with one. Returns it (or `None`) and the
-/// bytes read past it, which belong to the RTMP handshake.
-async fn read_proxy_header<S: AsyncRead + Unpin>(
-    io: &mut S,
-    buf: &mut [u8],
-) -> Result<(Option<wire::proxy::Header>, Vec<u8>), RtmpError> {
-    let mut acc = Vec::new();
-    loop {
-        let n = io.read(buf).await?;
-        if n == 0 {
-            return Err(RtmpError::Handshake("closed before the handshake".into()));
-        }
-        acc.extend_from_slice(&buf[..n]);
-        match wire::proxy::decode(&acc) {
-            Ok(wire::proxy::Decoded::Header(h, used)) => return Ok((Some(h), acc.split_off(used))),
-            Ok(wire::proxy::Decoded::Incomplete(_)) => continue,
-            Err(wire::proxy::ProxyError::NoSignature) => return Ok((None, acc)),
-            Err(e) => return Err(RtmpError::Handshake(e.to_string())),
-        }
-    }
-}
-
-async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
-    io: &mut S,
-    buf: &mut [u8],
-    mut prefix: Vec<u8>,
-) -> Result<Vec<u8>, RtmpError> {
-    let mut hs = Handshake::new(PeerType::Server);
-    loop {
-        let data = if prefix.is_empty() {
-            let n = io.read(buf).await?;
-            if n == 0 {
-                return Err(RtmpError::Handshake("closed during handshake".into()));
-            }
-            buf[..n].to_vec()
-        } else {
-            std::mem::take(&mut prefix)
-        };
-        let step = std::panic::catch_unwind(AssertUnwindSafe(|| hs.process_bytes(&data)))
-            .map_err(|_| RtmpError::Handshake("handshake parser failed".into()))?
-            .map_err(|e| RtmpError::Handshake(format!("{e:?}")))?;
-        match step {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                io.write_all(&response_bytes).await?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                io.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
-            }
-        }
-    }
-}
-
-/// Feed bytes to rml_rtmp; a panic inside it (a bug a hostile peer might find) becomes an
-/// error for this connection instead of a crash.
-fn guarded_input(
-    session: &mut ServerSession,
-    bytes: &[u8],
-) -> Result<Vec<ServerSessionResult>, RtmpError> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| session.handle_input(bytes)))
-        .map_err(|_| RtmpError::Malformed("RTMP parser failed".into()))?
-        .map_err(|e| RtmpError::Malformed(e.to_string()))
-}
-
-/// Send outbound packets and act on events. Ok(false) when the publisher finished.
-async fn process<S: AsyncWrite + Unpin>(
-    node: &Arc<Node>,
-    io: &mut S,
-    session: &mut ServerSession,
-    pending: &mut Vec<ServerSessionResult>,
-    publishing: &mut Option<Publishing>,
-    conn: &ConnInfo,
-) -> Result<bool, RtmpError> {
-    while !pending.is_empty() {
-        let results = std::mem::take(pending);
-        for r in results {
-            match r {
-                ServerSessionResult::OutboundResponse(p) => io.write_all(&p.bytes).await?,
-                ServerSessionResult::UnhandleableMessageReceived(_) => {}
-                ServerSessionResult::RaisedEvent(ev) => {
-                    match ev {
-                        ServerSessionEvent::ConnectionRequested {
-                            request_id,
-                            app_name,
-                        } => {
-                            if app_name.trim_matches('/') == APP {
-                                pending.extend(
-                                    session
-                                        .accept_request(request_id)
-                                        .map_err(|e| RtmpError::Malformed(e.to_string()))?,
-                                );
-                            } else {
-                                let out = session
-                                .reject_request(request_id, "NetConnection.Connect.Rejected", "unknown application: publish to rtmp://HOST/live/STREAM_KEY")
-                                .map_err(|e| RtmpError::Malformed(e.to_string()))?;
-                                send_all(io, out).await?;
-                                metrics::CONNECTIONS
-                                    .with_label_values(&["rtmp", "bad_app"])
-                                    .inc();
-                                return Err(RtmpError::Refused(format!(
-                                    "unknown application '{}'",
-                                    app_name.chars().take(64).collect::<String>()
-                                )));
-                            }
-                        }
-                        ServerSessionEvent::PublishStreamRequested {
-                            request_id,
-                            stream_key,
-                            ..
-                        } => {
-                            if publishing.is_some() {
-                                let out = session
-                                    .reject_request(
-                                        request_id,
-                                        "NetStream.Publish.BadName",
-                                        "this connection already publishes a stream",
-                                    )
-                                    .map_err(|e| RtmpError::Malformed(e.to_string()))?;
-                                send_all(io, out).await?;
-                                continue;
-                            }
-                            match node
-                                .admit(&stream_key, conn.client, Protocol::Rtmp, conn.reservation)
-                                .await
-                            {
-                                Ok(admission) => {
-                                    tracing::Span::current()
-                                        .record("stream.id", admission.playback_id.as_str());
-                                    let (pipeline, output) = admission
-                                        .start_pipeline(InputFormat::Flv, None)
-                                        .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
-                                    pipeline
-                                        .push(flv::header())
-                                        .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
-                                    pending.extend(
-                                        session
-                                            .accept_request(request_id)
-                                            .map_err(|e| RtmpError::Malformed(e.to_string()))?,
-                                    );
-                                    metrics::CONNECTIONS
-                                        .with_label_values(&["rtmp", "accepted"])
-                                        .inc();
-                                    tracing::info!("rtmp publisher accepted");
-                                    *publishing = Some(Publishing {
-                                        admission,
-                                        pipeline,
-                                        output,
-                                    });
-                                }
-                                Err(e) => {
-                                    let (code, text) = match &e {
-                                        AdmitError::Auth(_) => (
-                                            "NetStream.Publish.Denied",
-                                            "publish denied: invalid stream key".to_string(),
-                                        ),
-                                        AdmitError::Full(why) => (
-                                            "NetStream.Publish.Rejected",
-                                            format!("publish rejected: {why}"),
-                                        ),
-                                        AdmitError::Busy => (
-                                            "NetStream.Publish.BadName",
-                                            "publish rejected: stream is busy".to_string(),
-                                        ),
-                                    };
-                                    let out = session
-                                        .reject_request(request_id, code, &text)
-                                        .map_err(|e| RtmpError::Malformed(e.to_string()))?;
-                                    send_all(io, out).await?;
-                                    let _ = io.flush().await;
-                                    metrics::CONNECTIONS
-                                        .with_label_values(&["rtmp", e.label()])
-                                        .inc();
-                                    return Err(RtmpError::Refused(e.to_string()));
-                                }
-                            }
-                        }
-                        ServerSessionEvent::PublishStreamFinished { .. } => return Ok(false),
-                        ServerSessionEvent::VideoDataReceived {
-                            data, timestamp, ..
-                        } => push_tag(publishing, flv::TagType::Video, timestamp.value, &data)?,
-                        ServerSessionEvent::AudioDataReceived {
-                            data, timestamp, ..
-                        } => push_tag(publishing, flv::TagType::Audio, timestamp.value, &data)?,
-                        ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
-                            let out = session
-                                .reject_request(
-                                    request_id,
-                                    "NetStream.Play.Failed",
-                                    "this is an ingest: play over HLS",
-                                )
-                                .map_err(|e| RtmpError::Malformed(e.to_string()))?;
-                            send_all(io, out).await?;
-                            return Err(RtmpError::Refused("play requested".into()));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    Ok(true)
-}
-
-async fn send_all<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    results: Vec<ServerSessionResult>,
-) -> Result<(), RtmpError> {
-    for r in results {
-        if let ServerSessionResult::OutboundResponse(p) = r {
-            io.write_all(&p.bytes).await?;
-        }
-    }
-    Ok(())
-}
-
 fn push_tag(
     publishing: &Option<Publishing>,
-    kind: flv::TagType,
+    kind: MediaKind,
     ts: u32,
     data: &Bytes,
 ) -> Result<(), RtmpError> {
     let Some(p) = publishing else {
         return Ok(()); // media before publish: ignore
     };
+    let kind = match kind {
+        MediaKind::Audio => flv::TagType::Audio,
+        MediaKind::Video => flv::TagType::Video,
+    };
     let Some(tag) = flv::tag(kind, ts, data) else {
-        return Err(RtmpError::Malformed(
-            "media message larger than FLV allows".into(),
-        ));
+        return Err(SessionError::Malformed("media message larger than FLV allows".into()).into());
     };
     p.pipeline
         .push(tag)

@@ -11,7 +11,6 @@
 //! goes silent.
 
 use std::{
-    collections::HashMap,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU8, Ordering},
@@ -34,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use wire::{
-    srt_guard::{self, Kind, Verdict},
+    srt_guard::{self, Verdict},
     streamid,
 };
 
@@ -42,11 +41,9 @@ use crate::{
     metrics,
     node::{AdmitError, Node, Protocol},
     pipeline::InputFormat,
+    srt_front::{Front, Phase, Route, SessionLink, MAX_SESSIONS},
 };
 
-/// Sessions (peers) at once, established or handshaking: bounds what spoofed inductions can
-/// cost (two loopback sockets and a task each).
-pub const MAX_SESSIONS: usize = 1024;
 /// Datagrams queued from the front socket to one session; beyond this we drop, as the
 /// network would (SRT retransmits).
 const SESSION_QUEUE: usize = 4096;
@@ -58,39 +55,31 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the front sweeps ended sessions out of its table.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Where a session is, as the front needs to know it to route a handshake induction: a
-/// caller retransmits its induction until answered (same session), but an induction after a
-/// rejection or after a stream means a new connection from the same address and port.
-const PHASE_HANDSHAKE: u8 = 0;
-const PHASE_STREAMING: u8 = 1;
-const PHASE_DONE: u8 = 2;
-
 struct SessionEntry {
     tx: mpsc::Sender<Bytes>,
     phase: Arc<AtomicU8>,
 }
 
-impl SessionEntry {
-    fn open(&self) -> bool {
+impl SessionLink for SessionEntry {
+    fn is_open(&self) -> bool {
         !self.tx.is_closed()
     }
-    /// Whether an induction from this peer belongs to this session.
-    fn takes_induction(&self) -> bool {
-        self.open() && self.phase.load(Ordering::Acquire) == PHASE_HANDSHAKE
+    fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
     }
 }
 
 /// Run the SRT front on `socket` until `shutdown`.
 pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationToken) {
     let front = Arc::new(socket);
-    let mut sessions: HashMap<SocketAddr, SessionEntry> = HashMap::new();
+    let mut sessions: Front<SocketAddr, SessionEntry> = Front::new(MAX_SESSIONS);
     let mut buf = vec![0u8; 65536];
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         let (n, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => {
-                sessions.retain(|_, e| e.open());
+                sessions.sweep();
                 continue;
             }
             r = front.recv_from(&mut buf) => match r {
@@ -114,42 +103,26 @@ pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationTok
                 continue;
             }
         };
-        if let Some(e) = sessions.get(&peer) {
-            let mine = if kind == Kind::Induction {
-                e.takes_induction()
-            } else {
-                e.open()
-            };
-            tracing::trace!(client.addr = %peer, ?kind, mine, phase = e.phase.load(Ordering::Relaxed), "srt datagram to existing session");
-            if mine {
-                if e.tx.try_send(bytes).is_err() {
-                    metrics::SRT_DROPPED
-                        .with_label_values(&["session_queue_full"])
-                        .inc();
+        match sessions.route(peer, kind) {
+            Route::ToSession => {
+                if let Some(e) = sessions.get(&peer) {
+                    if e.tx.try_send(bytes).is_err() {
+                        metrics::SRT_DROPPED
+                            .with_label_values(&["session_queue_full"])
+                            .inc();
+                    }
                 }
                 continue;
             }
-            // Dropping the sender ends the old session.
-            sessions.remove(&peer);
-        }
-        if kind != Kind::Induction {
-            metrics::SRT_DROPPED
-                .with_label_values(&["no_session"])
-                .inc();
-            continue;
-        }
-        if sessions.len() >= MAX_SESSIONS {
-            sessions.retain(|_, e| e.open());
-            if sessions.len() >= MAX_SESSIONS {
-                metrics::SRT_DROPPED
-                    .with_label_values(&["too_many_sessions"])
-                    .inc();
+            Route::Drop(reason) => {
+                metrics::SRT_DROPPED.with_label_values(&[reason]).inc();
                 continue;
             }
+            Route::Open => {}
         }
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
         let _ = tx.try_send(bytes);
-        let phase = Arc::new(AtomicU8::new(PHASE_HANDSHAKE));
+        let phase = Arc::new(AtomicU8::new(Phase::Handshake.to_u8()));
         sessions.insert(
             peer,
             SessionEntry {
@@ -231,10 +204,10 @@ async fn run_session(
                 // the idle timer then ends the session.
                 match done {
                     Some(Some(task)) => {
-                        phase.store(PHASE_STREAMING, Ordering::Release);
+                        phase.store(Phase::Streaming.to_u8(), Ordering::Release);
                         stream = Some(task);
                     }
-                    _ => phase.store(PHASE_DONE, Ordering::Release),
+                    _ => phase.store(Phase::Done.to_u8(), Ordering::Release),
                 }
             },
             _ = join_opt(&mut stream), if stream.is_some() => {
@@ -262,7 +235,7 @@ async fn reject(
     label: &'static str,
     why: String,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    metrics::CONNECTIONS
+    metrics::CONNECTIONS_TOTAL
         .with_label_values(&["srt", label])
         .inc();
     tracing::info!(reason = %why, code = ?reason, "srt publisher rejected");
@@ -374,14 +347,14 @@ async fn handle_request(
     let mut socket = match req.accept(key_settings).await {
         Ok(s) => s,
         Err(e) => {
-            metrics::CONNECTIONS
+            metrics::CONNECTIONS_TOTAL
                 .with_label_values(&["srt", "handshake_failed"])
                 .inc();
             tracing::info!(stream.id = %playback_id, error = %e, "srt handshake failed");
             return None;
         }
     };
-    metrics::CONNECTIONS
+    metrics::CONNECTIONS_TOTAL
         .with_label_values(&["srt", "accepted"])
         .inc();
     tracing::info!(stream.id = %playback_id, "srt publisher accepted");

@@ -139,5 +139,12 @@ pub struct Sample {
     /// One access unit: AVC length-prefixed NALUs (4-byte lengths) or one raw AAC frame.
     pub data: Bytes,
     /// When the source frame reached the node (feeds the part latency histogram).
-    pub arrival: Option<std::time::Instant>,
+    pub arrival: Option<tokio::time::Instant>,
+}
+
+/// The wall clock, for `EXT-X-PROGRAM-DATE-TIME` (viewers align renditions and players by it);
+/// timeouts and part timing follow tokio's clock instead, which tests can pause.
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
 }

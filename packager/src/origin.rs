@@ -25,7 +25,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -558,7 +559,7 @@ impl StreamHandle {
     pub fn push(&self, rendition: &str, sample: Sample) -> Result<(), PackagerError> {
         let (published, kind) = self.with_track(rendition, |t, anchor| {
             let a = *anchor.get_or_insert(WallAnchor {
-                wall: SystemTime::now(),
+                wall: crate::wall_clock(),
                 pts_ns: sample.pts_ns,
             });
             t.push(sample, &a, Instant::now())

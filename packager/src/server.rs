@@ -17,7 +17,9 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};

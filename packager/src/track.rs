@@ -21,7 +21,9 @@
 //! longer segments and a larger target duration; it never shrinks within a stream.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 

@@ -27,7 +27,7 @@ fn feed(h: &StreamHandle, frames: u64) -> Result<(), PackagerError> {
                 dts_ns: ns,
                 keyframe: i % 60 == 0,
                 data: Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
-                arrival: Some(std::time::Instant::now()),
+                arrival: Some(tokio::time::Instant::now()),
             },
         )?;
     }

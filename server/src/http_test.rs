@@ -28,7 +28,10 @@ fn empty_secret_matches_nothing() {
 fn replies_have_content_types() {
     let r = text(StatusCode::NOT_FOUND, "x");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+    assert_eq!(
+        r.headers()[header::CONTENT_TYPE],
+        "text/plain; charset=utf-8"
+    );
     let j = json(&serde_json::json!({"a": 1}));
     assert_eq!(j.headers()[header::CONTENT_TYPE], "application/json");
     let u = unauthorized();

@@ -38,4 +38,3 @@ pub async fn udp(
     }
     Ok(s)
 }
-

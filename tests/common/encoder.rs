@@ -17,7 +17,7 @@ const RELAY_START_DELAY: Duration = Duration::from_millis(300);
 /// Lines of an encoder's log printed when a test fails while it is alive.
 const LOG_TAIL_LINES: usize = 20;
 
-/// What to encode. Defaults: 640x360 at 30 fps, a keyframe every 60 frames (2 s), 120 s,
+/// What to encode. Defaults: 854x480 at 30 fps, a keyframe every 60 frames (2 s), 120 s,
 /// real time, with audio.
 #[derive(Debug, Clone)]
 pub struct EncOpts {
@@ -43,8 +43,8 @@ pub struct EncOpts {
 impl Default for EncOpts {
     fn default() -> Self {
         EncOpts {
-            width: 640,
-            height: 360,
+            width: 854,
+            height: 480,
             fps: 30,
             gop: 60,
             duration: DEFAULT_ENCODE_DURATION,

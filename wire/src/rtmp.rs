@@ -196,8 +196,7 @@ impl ServerCore {
         }
         self.last_input = now;
         self.input.extend_from_slice(data);
-        if self.phase == Phase::AwaitingAdmission
-            && self.input.len() > MAX_BYTES_AWAITING_ADMISSION
+        if self.phase == Phase::AwaitingAdmission && self.input.len() > MAX_BYTES_AWAITING_ADMISSION
         {
             return self.fail(SessionError::Malformed(
                 "too much data before the publish was answered".into(),
@@ -348,7 +347,8 @@ impl ServerCore {
                             self.input = remaining_bytes;
                             let config = ServerSessionConfig::new();
                             self.chunk_size = config.chunk_size;
-                            let (session, initial) = guard("session", || ServerSession::new(config))?;
+                            let (session, initial) =
+                                guard("session", || ServerSession::new(config))?;
                             self.session = Some(session);
                             self.phase = Phase::Commands;
                             self.apply(initial)?;
@@ -528,12 +528,11 @@ impl ClientHandshake {
     /// Start; returns the handshake and the C0+C1 bytes to send.
     pub fn start() -> Result<(Self, Vec<u8>), SessionError> {
         let mut hs = Handshake::new(PeerType::Client);
-        let c0c1 = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            hs.generate_outbound_p0_and_p1()
-        })) {
-            Ok(Ok(b)) => b,
-            _ => return Err(SessionError::Handshake("cannot start the handshake".into())),
-        };
+        let c0c1 =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| hs.generate_outbound_p0_and_p1())) {
+                Ok(Ok(b)) => b,
+                _ => return Err(SessionError::Handshake("cannot start the handshake".into())),
+            };
         Ok((Self { hs }, c0c1))
     }
 

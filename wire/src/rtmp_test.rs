@@ -3,8 +3,7 @@
 
 use super::*;
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
 
@@ -67,7 +66,11 @@ fn handshake(core: &mut ServerCore, now: Instant) -> Client {
 }
 
 /// Pass bytes both ways until neither side has anything to say; returns the core's events.
-fn exchange(core: &mut ServerCore, c: &mut Client, now: Instant) -> Result<Vec<Event>, SessionError> {
+fn exchange(
+    core: &mut ServerCore,
+    c: &mut Client,
+    now: Instant,
+) -> Result<Vec<Event>, SessionError> {
     let mut events = Vec::new();
     for _ in 0..100 {
         let mut moved = false;
@@ -93,7 +96,10 @@ fn exchange(core: &mut ServerCore, c: &mut Client, now: Instant) -> Result<Vec<E
 
 fn connect(core: &mut ServerCore, app: &str, now: Instant) -> Client {
     let mut c = handshake(core, now);
-    let r = c.session.request_connection(app.to_string()).expect("connect");
+    let r = c
+        .session
+        .request_connection(app.to_string())
+        .expect("connect");
     c.result(r);
     exchange(core, &mut c, now).expect("connect exchange");
     c
@@ -134,12 +140,20 @@ fn a_whole_publish() {
         .any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)));
     let r = c
         .session
-        .publish_video_data(Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2]), RtmpTimestamp::new(40), false)
+        .publish_video_data(
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2]),
+            RtmpTimestamp::new(40),
+            false,
+        )
         .expect("video");
     c.result(r);
     let r = c
         .session
-        .publish_audio_data(Bytes::from_static(&[0xaf, 1, 9]), RtmpTimestamp::new(41), false)
+        .publish_audio_data(
+            Bytes::from_static(&[0xaf, 1, 9]),
+            RtmpTimestamp::new(41),
+            false,
+        )
         .expect("audio");
     c.result(r);
     let ev = exchange(&mut core, &mut c, t0).expect("media");
@@ -242,15 +256,19 @@ fn rejected_publish_tells_the_encoder_and_closes() {
     let mut core = ServerCore::new(OPTS, t0);
     let mut c = connect(&mut core, "live", t0);
     publish(&mut core, &mut c, "bad", t0);
-    core.reject_publish("NetStream.Publish.Denied", "publish denied: invalid stream key")
-        .expect("reject");
+    core.reject_publish(
+        "NetStream.Publish.Denied",
+        "publish denied: invalid stream key",
+    )
+    .expect("reject");
     let b = core.poll_transmit().expect("status sent");
     let rs = c.session.handle_input(&b).expect("client");
     c.results(rs);
     let told = format!("{:?}", c.events);
     assert!(told.contains("NetStream.Publish.Denied"), "{told}");
     assert_eq!(core.poll_timeout(), None, "closed");
-    core.handle_input(&[1, 2, 3], t0).expect("input after close is ignored");
+    core.handle_input(&[1, 2, 3], t0)
+        .expect("input after close is ignored");
     assert!(core.poll_event().is_none());
 }
 
@@ -261,10 +279,12 @@ fn the_publish_deadline_is_for_the_whole_phase() {
     let _c = handshake(&mut core, t0);
     // A peer trickling a byte every few seconds does not push the deadline.
     for s in [3u64, 6, 9, 12] {
-        core.handle_input(&[0x03], t0 + Duration::from_secs(s)).expect("trickle");
+        core.handle_input(&[0x03], t0 + Duration::from_secs(s))
+            .expect("trickle");
     }
     assert_eq!(core.poll_timeout(), Some(t0 + NODE_TIMEOUTS.publish));
-    core.handle_timeout(t0 + Duration::from_secs(14)).expect("not yet");
+    core.handle_timeout(t0 + Duration::from_secs(14))
+        .expect("not yet");
     assert_eq!(
         core.handle_timeout(t0 + NODE_TIMEOUTS.publish),
         Err(SessionError::Timeout("publish"))
@@ -324,7 +344,10 @@ fn too_much_before_publish() {
         sent += b.len();
         result = core.handle_input(&b, t0);
     }
-    assert!(result.is_err(), "no error after {sent} bytes before publish");
+    assert!(
+        result.is_err(),
+        "no error after {sent} bytes before publish"
+    );
 }
 
 #[test]

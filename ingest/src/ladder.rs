@@ -1,0 +1,56 @@
+//! Ladder planning: which rungs a source feeds, and at what size.
+//!
+//! A rung's `height` is the short side of its picture, so a vertical 720x1280 phone stream
+//! gets 720-, 480- and 360-wide rungs in its own aspect ratio. A rung is encoded only when it
+//! is smaller than the source: with passthrough on, the source rendition is already there at
+//! full size, and re-encoding a rung of the same size adds nothing but CPU; without
+//! passthrough, a rung the size of the source is the source's only rendition and stays.
+
+use edge_config::Rung;
+
+/// The short side of a picture.
+fn short_side(w: u32, h: u32) -> u32 {
+    if w == 0 {
+        h
+    } else {
+        w.min(h)
+    }
+}
+
+/// Output size of a rung for a source: the rung's short side, the source's aspect ratio,
+/// even sizes (x264 needs them). A source of unknown size gets a 16:9 landscape rung.
+pub fn rung_size(rung_short: u32, src_w: u32, src_h: u32) -> (u32, u32) {
+    if src_h == 0 || src_w == 0 {
+        return ((rung_short * 16 / 9) & !1, rung_short & !1);
+    }
+    let scale = |long: u32, short: u32| -> u32 {
+        let v = (u64::from(rung_short) * u64::from(long) + u64::from(short) / 2) / u64::from(short);
+        (v as u32).max(2) & !1
+    };
+    if src_h > src_w {
+        (rung_short.max(2) & !1, scale(src_h, src_w))
+    } else {
+        (scale(src_w, src_h), rung_short.max(2) & !1)
+    }
+}
+
+/// The rungs a source of `src_w` x `src_h` feeds: smaller than the source (with
+/// `passthrough`), or not larger (without it).
+pub fn rungs_for_source(ladder: &[Rung], src_w: u32, src_h: u32, passthrough: bool) -> Vec<Rung> {
+    let short = short_side(src_w, src_h);
+    ladder
+        .iter()
+        .filter(|r| {
+            if passthrough {
+                r.height < short
+            } else {
+                r.height <= short
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "ladder_test.rs"]
+mod tests;

@@ -1,0 +1,114 @@
+//! What the node tells others about itself: the capacity report its balancers receive over
+//! the control plane, and the stream list of the admin API.
+
+use std::{net::SocketAddr, sync::atomic::Ordering, time::SystemTime};
+
+use serde::Serialize;
+
+use crate::node::{Node, Protocol};
+
+/// A stream being published, as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// Identifies this publish session (changes when the encoder reconnects).
+    pub session_id: u64,
+    pub playback_id: String,
+    pub protocol: Protocol,
+    pub client_addr: String,
+    pub state: &'static str,
+    pub started_unix_ms: u64,
+    pub milli_units: u32,
+    pub source: Option<String>,
+    pub renditions: Vec<String>,
+}
+
+impl Node {
+    /// What this node tells its balancers.
+    pub fn report(&self, advertise: (SocketAddr, SocketAddr, SocketAddr)) -> control::Report {
+        let streams = self
+            .active
+            .iter()
+            .map(|e| control::StreamReport {
+                stream_ref: e.stream_ref.clone(),
+                playback_id: e.key().clone(),
+                protocol: e.protocol.as_str().to_string(),
+                milli_units: e.milli_units.load(Ordering::Relaxed),
+                started_unix_ms: e
+                    .started
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                reservation: e.reservation,
+            })
+            .collect();
+        let served = self.origin.streams();
+        let reservations = self.capacity.reservation_ids();
+        control::Report {
+            node_id: self.config.node.id.clone(),
+            seq: 0,
+            rtmp_addr: advertise.0,
+            srt_addr: advertise.1,
+            http_addr: advertise.2,
+            state: if self.is_draining() {
+                control::NodeState::Draining
+            } else if self.is_cordoned() {
+                control::NodeState::Cordoned
+            } else {
+                control::NodeState::Ready
+            },
+            overloaded: self.overloaded(),
+            capacity_milli_units: self.capacity.total(),
+            used_milli_units: self.capacity.used(),
+            stream_milli_units: self.config.stream_milli_units(None),
+            cpu: self.cpu(),
+            streams,
+            reservations,
+            // Served = a viewer routed here gets media: every rendition has a segment. A stream
+            // that just arrived from another node is not served here until then, so balancers
+            // keep routing viewers to the node that still has its last segments.
+            served: served
+                .iter()
+                .filter(|s| !s.renditions.is_empty() && s.renditions.iter().all(|r| r.segments > 0))
+                .map(|s| s.playback_id.clone())
+                .collect(),
+            continuations: served
+                .into_iter()
+                .filter_map(|s| {
+                    let c = self.origin.continuation(&s.playback_id)?;
+                    Some((s.playback_id, serde_json::to_value(c).ok()?))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn streams(&self) -> Vec<StreamInfo> {
+        let mut v: Vec<StreamInfo> = self
+            .active
+            .iter()
+            .map(|e| {
+                let plan = e.plan.lock().ok().and_then(|p| p.clone());
+                StreamInfo {
+                    session_id: e.session_id,
+                    playback_id: e.key().clone(),
+                    protocol: e.protocol,
+                    client_addr: e.client.to_string(),
+                    state: if plan.is_some() { "live" } else { "starting" },
+                    started_unix_ms: e
+                        .started
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    milli_units: e.milli_units.load(Ordering::Relaxed),
+                    source: plan
+                        .as_ref()
+                        .map(|p| format!("{}x{}", p.source_width, p.source_height)),
+                    renditions: plan
+                        .map(|p| p.video.into_iter().map(|v| v.0).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.playback_id.cmp(&b.playback_id));
+        v
+    }
+}
