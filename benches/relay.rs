@@ -288,7 +288,7 @@ impl NodeControl for FakeNode {
             continuations: Default::default(),
         }
     }
-    fn reserve(&self, _: u64, _: u32, _: Option<&str>, _: Duration) -> Result<(), String> {
+    fn reserve(&self, _: control::Reservation) -> Result<(), String> {
         self.reserves.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

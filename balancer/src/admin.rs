@@ -11,12 +11,12 @@ use server::http::{json, text, Reply};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{conns::Conns, place::Placement};
+use crate::{conns::Conns, place::Placer};
 
 /// What the admin API needs; the token can change on reload.
 pub struct AdminState {
     pub token: std::sync::RwLock<String>,
-    pub placement: Arc<Placement>,
+    pub placement: Arc<Placer>,
     pub conns: Arc<Conns>,
     pub id: String,
 }

@@ -1,10 +1,10 @@
 //! The balancer: accepts every encoder connection and pins it to one ingest node for its whole
 //! life, placing it from the capacity reports the nodes push over the control plane.
 //!
-//! Reading order: [`rtmp`] and [`srt`] accept encoders → [`place`] chooses a node with the
-//! pure [`placement`] policy and gets the node's promise over the control plane (`control`
-//! crate) → the relay runs until one of its two sockets ends. [`srt_relay`] is the pure SRT
-//! handshake relay; [`playback`] routes viewers to the node serving their stream; [`admin`]
+//! Reading order: [`rtmp`] and [`srt`] accept encoders → [`place`] (the [`place::Placer`])
+//! chooses a node with the pure [`placement`] policy and gets the node's promise over the
+//! control plane (`control` crate) → the relay runs until one of its two sockets ends.
+//! [`srt_relay`] is the pure SRT handshake relay; [`playback`] routes viewers to the node serving their stream; [`admin`]
 //! and [`metrics`] are for operators. Entry point: [`run`].
 //!
 //! The rule everything here keeps: admission is not liveness. A node that is full, draining,
@@ -60,7 +60,7 @@ impl Listeners {
 
 /// Handles a running balancer exposes to its caller (reload).
 pub struct Running {
-    pub placement: Arc<place::Placement>,
+    pub placement: Arc<place::Placer>,
     pub admin: Arc<admin::AdminState>,
 }
 
@@ -112,7 +112,7 @@ pub async fn run(
     )
     .await
     .map_err(|e| StartError::Control(e.to_string()))?;
-    let placement = place::Placement::new(&cfg, registry);
+    let placement = place::Placer::new(&cfg, registry);
     tokio::spawn(Arc::clone(&placement).learn_forever(stop.clone()));
     let conns = Arc::new(conns::Conns::default());
     let admin = Arc::new(admin::AdminState {

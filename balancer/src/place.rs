@@ -1,23 +1,29 @@
 //! The placement service: turns the nodes' reports into a choice, and gets the chosen node's
 //! final say before a single byte of the encoder is relayed.
 //!
-//! [`Placement::place`] asks the pure [`Placer`] for candidates (free units minus pending
+//! [`Placer::place`] asks the pure placement [`Policy`] for candidates (free units minus pending
 //! placements, affinity for a returning stream), then asks each candidate in turn to hold
 //! capacity (a reservation over the control plane). The first node that says yes gets the
 //! stream; a node that says no, or does not answer in [`RESERVE_TIMEOUT`], is skipped. When
-//! none can, the stream is refused. Nothing here ever touches a relayed connection.
+//! none can, the stream is refused; a relay that cannot use its placement gives it back with
+//! [`Placer::cancel`]. Nothing here ever touches a relayed connection.
+//!
+//! The placer also keeps what viewers and operators need from the reports: which node serves a
+//! playback ID ([`Placer::node_serving`]) and every node's status ([`Placer::nodes`]).
 
 use std::{
-    sync::{atomic::AtomicU64, atomic::Ordering, Arc, Mutex},
-    time::{Duration, Instant},
+    sync::{atomic::AtomicU64, atomic::Ordering, Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use control::server::{NodeSnapshot, Registry, ReserveError};
+use control::Reservation;
 use edge_config::BalancerConfig;
+use tokio::time::Instant;
 
 use crate::{
     metrics,
-    placement::{AdminState, NodeStatus, NodeView, Pending, PlacementConfig, Placer, Policy},
+    placement::{AdminState, NodeStatus, NodeView, Pending, Policy, PolicyConfig},
 };
 
 /// How long a node may take to answer a reservation before we try the next one. A node on
@@ -76,7 +82,9 @@ pub struct NodeInfo {
     pub served: Vec<String>,
 }
 
-pub struct Placement {
+/// The placement service of a balancer (one per process, shared by the RTMP and SRT fronts,
+/// the playback router and the admin API).
+pub struct Placer {
     registry: Arc<Registry>,
     /// Which playback ID each stream_ref had, from the reports, so a returning stream placed
     /// on another node can take its numbering along.
@@ -84,24 +92,36 @@ pub struct Placement {
     /// Playback ID → the nodes that serve or carry it, rebuilt on every report, so a viewer
     /// request looks up a few entries instead of copying every node's report.
     routes: Mutex<std::collections::HashMap<String, Vec<Route>>>,
-    placer: Mutex<Placer>,
-    settings: Mutex<(Duration, PlacementConfig)>,
+    policy: Mutex<Policy>,
+    settings: Mutex<Settings>,
     next_id: AtomicU64,
     seed: AtomicU64,
 }
 
-fn placement_config(cfg: &BalancerConfig) -> PlacementConfig {
-    PlacementConfig {
-        lost_after: cfg.lost_after,
-        reconnect_window: cfg.reconnect_window,
-        policy: match cfg.policy {
-            edge_config::Policy::LeastLoaded => Policy::LeastLoaded,
-            edge_config::Policy::PowerOfTwo => Policy::PowerOfTwo,
-        },
+/// What [`Placer::reconfigure`] changes besides the policy's own settings.
+#[derive(Debug, Clone)]
+struct Settings {
+    reservation_ttl: Duration,
+    policy: PolicyConfig,
+}
+
+impl Settings {
+    fn new(cfg: &BalancerConfig) -> Self {
+        Settings {
+            reservation_ttl: cfg.reservation_ttl,
+            policy: PolicyConfig::from(cfg),
+        }
     }
 }
 
-/// A random-ish u64 from the process's hasher keys, the time and the PID.
+/// A panic elsewhere while holding a lock must not take placement down: the data is plain
+/// values, still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A random-ish u64 from the process's hasher keys (seeded from the OS once per thread), the
+/// PID and a counter.
 pub fn random_u64() -> u64 {
     random_start() << 1 ^ random_start()
 }
@@ -110,26 +130,22 @@ pub fn random_u64() -> u64 {
 /// balancer at a random point of the 64-bit space.
 fn random_start() -> u64 {
     use std::hash::{BuildHasher, Hasher};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
+    h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
     h.write_u32(std::process::id());
     h.finish() >> 1
 }
 
-impl Placement {
+impl Placer {
     pub fn new(cfg: &BalancerConfig, registry: Arc<Registry>) -> Arc<Self> {
-        let pc = placement_config(cfg);
+        let settings = Settings::new(cfg);
         Arc::new(Self {
             registry,
             refs: Mutex::new(std::collections::HashMap::new()),
             routes: Mutex::new(std::collections::HashMap::new()),
-            placer: Mutex::new(Placer::new(pc.clone())),
-            settings: Mutex::new((cfg.reservation_ttl, pc)),
+            policy: Mutex::new(Policy::new(settings.policy.clone())),
+            settings: Mutex::new(settings),
             next_id: AtomicU64::new(random_start()),
             seed: AtomicU64::new(random_start()),
         })
@@ -137,13 +153,9 @@ impl Placement {
 
     /// Apply a reloaded config (placement settings only; pending placements are kept).
     pub fn reconfigure(&self, cfg: &BalancerConfig) {
-        let pc = placement_config(cfg);
-        if let Ok(mut p) = self.placer.lock() {
-            p.reconfigure(pc.clone());
-        }
-        if let Ok(mut s) = self.settings.lock() {
-            *s = (cfg.reservation_ttl, pc);
-        }
+        let settings = Settings::new(cfg);
+        lock(&self.policy).reconfigure(settings.policy.clone());
+        *lock(&self.settings) = settings;
     }
 
     fn views(snapshot: &[NodeSnapshot]) -> Vec<NodeView> {
@@ -157,7 +169,7 @@ impl Placement {
                     control::NodeState::Cordoned => AdminState::Cordoned,
                 },
                 overloaded: n.report.overloaded,
-                last_report: n.received.into_std(),
+                last_report: n.received,
                 capacity: n.report.capacity_milli_units,
                 used: n.report.used_milli_units,
                 stream_cost: n.report.stream_milli_units,
@@ -194,12 +206,9 @@ impl Placement {
 
     /// Remember stream_ref → playback ID from the reports; forget after the reconnect window.
     fn learn(&self, snapshot: &[NodeSnapshot], now: Instant) {
-        let window = self
-            .settings
-            .lock()
-            .map(|s| s.1.reconnect_window)
-            .unwrap_or(Duration::from_secs(30));
-        if let Ok(mut refs) = self.refs.lock() {
+        let window = lock(&self.settings).policy.reconnect_window;
+        {
+            let mut refs = lock(&self.refs);
             for n in snapshot {
                 for st in &n.report.streams {
                     refs.insert(st.stream_ref.clone(), (st.playback_id.clone(), now));
@@ -231,9 +240,7 @@ impl Placement {
                 });
             }
         }
-        if let Ok(mut r) = self.routes.lock() {
-            *r = routes;
-        }
+        *lock(&self.routes) = routes;
     }
 
     /// The freshest continuation any node reports for the stream behind `stream_ref`.
@@ -242,7 +249,7 @@ impl Placement {
         snapshot: &[NodeSnapshot],
         stream_ref: &str,
     ) -> Option<serde_json::Value> {
-        let pid = self.refs.lock().ok()?.get(stream_ref)?.0.clone();
+        let pid = lock(&self.refs).get(stream_ref)?.0.clone();
         snapshot
             .iter()
             .filter_map(|n| n.report.continuations.get(&pid).map(|c| (n.received, c)))
@@ -264,18 +271,12 @@ impl Placement {
         let seed = self
             .seed
             .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        let candidates = match self.placer.lock() {
-            Ok(mut p) => {
-                p.observe(&views, now);
-                p.candidates(&views, stream_ref, None, seed, now)
-            }
-            Err(_) => Vec::new(),
+        let candidates = {
+            let mut p = lock(&self.policy);
+            p.observe(&views, now);
+            p.candidates(&views, stream_ref, None, seed, now)
         };
-        let ttl = self
-            .settings
-            .lock()
-            .map(|s| s.0)
-            .unwrap_or(Duration::from_secs(10));
+        let ttl = lock(&self.settings).reservation_ttl;
         let mut why = String::from("no ready node has free units");
         for node_id in candidates.iter().filter(|c| !exclude.contains(c)) {
             let Some(snap) = snapshot.iter().find(|s| &s.report.node_id == node_id) else {
@@ -285,27 +286,27 @@ impl Placement {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             match self
                 .registry
-                .reserve_with(
+                .reserve(
                     node_id,
-                    id,
-                    units,
-                    stream_ref.map(str::to_string),
-                    ttl,
+                    Reservation {
+                        id,
+                        milli_units: units,
+                        stream_ref: stream_ref.map(str::to_string),
+                        ttl,
+                        continuation: continuation.clone(),
+                    },
                     RESERVE_TIMEOUT,
-                    continuation.clone(),
                 )
                 .await
             {
                 Ok(()) => {
                     metrics::PLACEMENTS.with_label_values(&["accepted"]).inc();
-                    if let Ok(mut p) = self.placer.lock() {
-                        p.add_pending(Pending {
-                            id,
-                            node: node_id.clone(),
-                            milli_units: units,
-                            expires: Instant::now() + ttl,
-                        });
-                    }
+                    lock(&self.policy).add_pending(Pending {
+                        id,
+                        node: node_id.clone(),
+                        milli_units: units,
+                        expires: Instant::now() + ttl,
+                    });
                     tracing::info!(node.id = %node_id, reservation = id, "stream placed");
                     return Ok(Placed {
                         node_id: node_id.clone(),
@@ -336,11 +337,10 @@ impl Placement {
         Err(PlaceError::NoCapacity(why))
     }
 
-    /// The relay could not use a placement (the node was unreachable): give it back.
-    pub async fn abandon(&self, placed: &Placed) {
-        if let Ok(mut p) = self.placer.lock() {
-            p.remove_pending(placed.reservation);
-        }
+    /// The relay could not use a placement (the node was unreachable, the encoder left before
+    /// the relay started): cancel the reservation.
+    pub async fn cancel(&self, placed: &Placed) {
+        lock(&self.policy).remove_pending(placed.reservation);
         self.registry
             .cancel(&placed.node_id, placed.reservation)
             .await;
@@ -359,21 +359,16 @@ impl Placement {
     /// Every node that serves or carries `playback_id`, best first (see [`Self::node_serving`]),
     /// with whether it serves the ID (every rendition has a segment there).
     pub fn nodes_serving(&self, playback_id: &str) -> Vec<(std::net::SocketAddr, bool)> {
-        let lost_after = self
-            .settings
-            .lock()
-            .map(|s| s.1.lost_after)
-            .unwrap_or(Duration::from_secs(5));
-        let mut v: Vec<Route> = self
-            .routes
-            .lock()
-            .ok()
-            .and_then(|r| r.get(playback_id).cloned())
+        let lost_after = lock(&self.settings).policy.lost_after;
+        let now = Instant::now();
+        let mut v: Vec<Route> = lock(&self.routes)
+            .get(playback_id)
+            .cloned()
             .unwrap_or_default();
         // A node whose packager already serves the ID (every rendition has a segment) beats
         // one where the encoder has just arrived; live beats retained; fresher beats older.
         v.sort_by_key(|r| {
-            let fresh = r.connected && r.received.elapsed() < lost_after;
+            let fresh = r.connected && now.saturating_duration_since(r.received) < lost_after;
             std::cmp::Reverse((fresh && r.serves, r.serves, r.live, r.received))
         });
         v.into_iter().map(|r| (r.http_addr, r.serves)).collect()
@@ -384,9 +379,7 @@ impl Placement {
         let snapshot = self.registry.snapshot();
         let views = Self::views(&snapshot);
         let now = Instant::now();
-        let Ok(mut p) = self.placer.lock() else {
-            return Vec::new();
-        };
+        let mut p = lock(&self.policy);
         p.observe(&views, now);
         let mut out: Vec<NodeInfo> = snapshot
             .iter()

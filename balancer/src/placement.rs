@@ -1,14 +1,14 @@
 //! The placement policy: which ingest nodes may take a new stream, best first.
 //!
 //! Pure code: node views, pending placements and `now` come in, an ordered list of node ids goes
-//! out. No sockets, no clock, no randomness except the seed passed to [`Placer::candidates`].
+//! out. No sockets, no clock, no randomness except the seed passed to [`Policy::candidates`].
 //!
 //! Entry points:
-//! - [`Placer::observe`]: feed the current view of every node (after a report or a refresh).
-//! - [`Placer::candidates`]: the nodes to try for a new stream, best first; empty = refuse.
-//! - [`Placer::add_pending`] / [`Placer::remove_pending`]: a node accepted (or the relay gave up
+//! - [`Policy::observe`]: feed the current view of every node (after a report or a refresh).
+//! - [`Policy::candidates`]: the nodes to try for a new stream, best first; empty = refuse.
+//! - [`Policy::add_pending`] / [`Policy::remove_pending`]: a node accepted (or the relay gave up
 //!   on) a reservation; it counts against the node's free units until a report includes it.
-//! - [`Placer::status`] / [`Placer::free_units`]: what the admin API shows.
+//! - [`Policy::status`] / [`Policy::free_units`]: what the admin API shows.
 //!
 //! The rules (DESIGN.md, "The rules that make it an ingest edge and not a proxy"):
 //! - Admission is not liveness: a node that is full, overloaded, draining, cordoned or lost
@@ -25,17 +25,17 @@
 //! - The placer trusts each view to be the node's newest report. A report delivered out of order
 //!   can make it overestimate free units for a moment; capacity still holds because the node
 //!   enforces it when it grants a reservation (the balancer then tries the next candidate).
-//! - [`Placer::observe`] expects the full node list: a node missing from it counts as carrying
+//! - [`Policy::observe`] expects the full node list: a node missing from it counts as carrying
 //!   none of its streams, which starts their reconnect window.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Default for [`PlacementConfig::lost_after`]: a few report intervals (matches the config).
-pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(5);
-/// Default for [`PlacementConfig::reconnect_window`]: how long an encoder that dropped goes back
-/// to its node (matches the config).
-pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+pub use edge_config::Ranking;
+use edge_config::{DEFAULT_LOST_AFTER, DEFAULT_RANKING, DEFAULT_RECONNECT_WINDOW};
+// Every `now` here is tokio's instant, so the driver's clock and a test on paused time agree
+// (the policy itself never reads a clock).
+use tokio::time::Instant;
 
 /// The state an operator (or the node itself) put a node in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -96,50 +96,32 @@ pub struct Pending {
     pub expires: Instant,
 }
 
-/// How to order the nodes that can take a stream (after affinity).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Policy {
-    /// Most free units first, ties by id.
-    #[default]
-    LeastLoaded,
-    /// Two nodes picked with the seed; the one with more free units first.
-    PowerOfTwo,
-}
-
-impl From<edge_config::Policy> for Policy {
-    fn from(p: edge_config::Policy) -> Self {
-        match p {
-            edge_config::Policy::LeastLoaded => Policy::LeastLoaded,
-            edge_config::Policy::PowerOfTwo => Policy::PowerOfTwo,
-        }
-    }
-}
-
+/// The settings of the [`Policy`] (from `[balancer]` in the config; reloadable).
 #[derive(Debug, Clone)]
-pub struct PlacementConfig {
+pub struct PolicyConfig {
     /// A node with no report for this long is lost: no new streams.
     pub lost_after: Duration,
     /// How long a stream goes back to its node after it disappeared from the node's reports.
     pub reconnect_window: Duration,
-    pub policy: Policy,
+    pub ranking: Ranking,
 }
 
-impl Default for PlacementConfig {
+impl Default for PolicyConfig {
     fn default() -> Self {
-        PlacementConfig {
+        PolicyConfig {
             lost_after: DEFAULT_LOST_AFTER,
             reconnect_window: DEFAULT_RECONNECT_WINDOW,
-            policy: Policy::LeastLoaded,
+            ranking: DEFAULT_RANKING,
         }
     }
 }
 
-impl From<&edge_config::BalancerConfig> for PlacementConfig {
+impl From<&edge_config::BalancerConfig> for PolicyConfig {
     fn from(c: &edge_config::BalancerConfig) -> Self {
-        PlacementConfig {
+        PolicyConfig {
             lost_after: c.lost_after,
             reconnect_window: c.reconnect_window,
-            policy: c.policy.into(),
+            ranking: c.policy,
         }
     }
 }
@@ -155,15 +137,15 @@ struct Seen {
 /// The state a balancer keeps: pending placements and recent stream locations (affinity).
 /// Pure: all inputs passed in.
 #[derive(Debug, Default)]
-pub struct Placer {
-    cfg: PlacementConfig,
+pub struct Policy {
+    cfg: PolicyConfig,
     pending: Vec<Pending>,
     seen: HashMap<String, Seen>,
 }
 
-impl Placer {
-    pub fn new(cfg: PlacementConfig) -> Self {
-        Placer {
+impl Policy {
+    pub fn new(cfg: PolicyConfig) -> Self {
+        Policy {
             cfg,
             pending: Vec::new(),
             seen: HashMap::new(),
@@ -171,11 +153,11 @@ impl Placer {
     }
 
     /// Apply a reloaded config; pending placements and stream locations are kept.
-    pub fn reconfigure(&mut self, cfg: PlacementConfig) {
+    pub fn reconfigure(&mut self, cfg: PolicyConfig) {
         self.cfg = cfg;
     }
 
-    pub fn config(&self) -> &PlacementConfig {
+    pub fn config(&self) -> &PolicyConfig {
         &self.cfg
     }
 
@@ -287,7 +269,7 @@ impl Placer {
                 out.push(n.id.clone());
             }
         }
-        if self.cfg.policy == Policy::PowerOfTwo && ok.len() >= 2 {
+        if self.cfg.ranking == Ranking::PowerOfTwo && ok.len() >= 2 {
             let mut rng = SplitMix64(seed);
             let len = ok.len() as u64;
             let i = (rng.next() % len) as usize;

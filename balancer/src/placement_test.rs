@@ -5,11 +5,11 @@ use proptest::prelude::*;
 
 const MS: Duration = Duration::from_millis(1);
 
-fn cfg(policy: Policy) -> PlacementConfig {
-    PlacementConfig {
+fn cfg(ranking: Ranking) -> PolicyConfig {
+    PolicyConfig {
         lost_after: Duration::from_secs(5),
         reconnect_window: Duration::from_secs(30),
-        policy,
+        ranking,
     }
 }
 
@@ -46,7 +46,7 @@ fn ids(v: &[&str]) -> Vec<String> {
 fn status_of_each_kind_of_node() {
     let t0 = Instant::now();
     let now = t0 + Duration::from_secs(1);
-    let p = Placer::new(cfg(Policy::LeastLoaded));
+    let p = Policy::new(cfg(Ranking::LeastLoaded));
     assert_eq!(p.status(&node("a", 4000, 0, t0), now), NodeStatus::Ready);
     assert_eq!(p.status(&node("a", 4000, 3500, t0), now), NodeStatus::Full);
     assert_eq!(p.status(&node("a", 4000, 4000, t0), now), NodeStatus::Full);
@@ -86,7 +86,7 @@ fn status_of_each_kind_of_node() {
 fn only_ready_nodes_with_room_are_candidates() {
     let t0 = Instant::now();
     let now = t0 + Duration::from_secs(1);
-    let p = Placer::new(cfg(Policy::LeastLoaded));
+    let p = Policy::new(cfg(Ranking::LeastLoaded));
     let mut nodes = vec![
         node("full", 4000, 3500, t0),
         node("lost", 8000, 0, t0 - Duration::from_secs(10)),
@@ -110,7 +110,7 @@ fn only_ready_nodes_with_room_are_candidates() {
 #[test]
 fn every_node_full_means_refuse() {
     let t0 = Instant::now();
-    let p = Placer::new(cfg(Policy::PowerOfTwo));
+    let p = Policy::new(cfg(Ranking::PowerOfTwo));
     let nodes = vec![node("a", 4000, 4000, t0), node("b", 4000, 3999, t0)];
     for seed in 0..50 {
         assert!(p.candidates(&nodes, Some("s"), None, seed, t0).is_empty());
@@ -121,7 +121,7 @@ fn every_node_full_means_refuse() {
 #[test]
 fn least_loaded_orders_by_free_units_then_id() {
     let t0 = Instant::now();
-    let p = Placer::new(cfg(Policy::LeastLoaded));
+    let p = Policy::new(cfg(Ranking::LeastLoaded));
     let nodes = vec![
         node("c", 4000, 1000, t0),
         node("b", 4000, 0, t0),
@@ -137,7 +137,7 @@ fn least_loaded_orders_by_free_units_then_id() {
 #[test]
 fn power_of_two_is_seeded_and_prefers_the_freer_of_two() {
     let t0 = Instant::now();
-    let p = Placer::new(cfg(Policy::PowerOfTwo));
+    let p = Policy::new(cfg(Ranking::PowerOfTwo));
     let nodes: Vec<NodeView> = (0..6)
         .map(|i| node(&format!("n{i}"), 10_000, i * 1000, t0))
         .collect();
@@ -168,7 +168,7 @@ fn power_of_two_is_seeded_and_prefers_the_freer_of_two() {
 #[test]
 fn pending_counts_until_a_report_includes_it() {
     let t0 = Instant::now();
-    let mut p = Placer::new(cfg(Policy::LeastLoaded));
+    let mut p = Policy::new(cfg(Ranking::LeastLoaded));
     let exp = t0 + Duration::from_secs(10);
     let a = node("a", 3000, 0, t0);
     p.add_pending(pending(1, "a", 1000, exp));
@@ -211,7 +211,7 @@ fn pending_counts_until_a_report_includes_it() {
 #[test]
 fn pending_expires() {
     let t0 = Instant::now();
-    let mut p = Placer::new(cfg(Policy::LeastLoaded));
+    let mut p = Policy::new(cfg(Ranking::LeastLoaded));
     let a = node("a", 2000, 0, t0);
     p.add_pending(pending(9, "a", 1500, t0 + Duration::from_secs(2)));
     assert_eq!(p.free_units(&a, t0 + Duration::from_millis(1999)), 500);
@@ -226,7 +226,7 @@ fn pending_expires() {
 fn one_balancer_placing_fast_never_overcommits_from_a_stale_report() {
     // Ten placements before any new report: pendings keep the placer honest.
     let t0 = Instant::now();
-    let mut p = Placer::new(cfg(Policy::LeastLoaded));
+    let mut p = Policy::new(cfg(Ranking::LeastLoaded));
     let nodes = vec![node("a", 3000, 0, t0), node("b", 2000, 0, t0)];
     let mut placed = 0;
     for i in 0..10u64 {
@@ -244,7 +244,7 @@ fn one_balancer_placing_fast_never_overcommits_from_a_stale_report() {
 #[test]
 fn affinity_sends_a_stream_back_to_its_node() {
     let t0 = Instant::now();
-    let mut p = Placer::new(cfg(Policy::LeastLoaded));
+    let mut p = Policy::new(cfg(Ranking::LeastLoaded));
     let mut home = node("home", 4000, 2000, t0);
     home.streams = vec!["s".into()];
     let idle = node("idle", 8000, 0, t0);
@@ -303,7 +303,7 @@ fn affinity_sends_a_stream_back_to_its_node() {
 #[test]
 fn a_node_leaving_the_list_starts_the_window_and_a_return_resets_it() {
     let t0 = Instant::now();
-    let mut p = Placer::new(cfg(Policy::LeastLoaded));
+    let mut p = Policy::new(cfg(Ranking::LeastLoaded));
     let mut a = node("a", 4000, 0, t0);
     a.streams = vec!["s".into()];
     p.observe(&[a.clone()], t0);
@@ -319,7 +319,7 @@ fn a_node_leaving_the_list_starts_the_window_and_a_return_resets_it() {
 #[test]
 fn duplicate_node_ids_appear_once() {
     let t0 = Instant::now();
-    let p = Placer::new(cfg(Policy::PowerOfTwo));
+    let p = Policy::new(cfg(Ranking::PowerOfTwo));
     let nodes = vec![
         node("a", 4000, 0, t0),
         node("a", 4000, 0, t0),
@@ -333,19 +333,47 @@ fn duplicate_node_ids_appear_once() {
 }
 
 #[test]
-fn policy_and_config_from_the_balancer_config() {
+fn policy_config_defaults_and_from_the_balancer_config() {
+    let d = PolicyConfig::default();
     assert_eq!(
-        Policy::from(edge_config::Policy::PowerOfTwo),
-        Policy::PowerOfTwo
+        (d.lost_after, d.reconnect_window, d.ranking),
+        (
+            DEFAULT_LOST_AFTER,
+            DEFAULT_RECONNECT_WINDOW,
+            DEFAULT_RANKING
+        )
     );
+    let paths = || edge_config::TlsPaths {
+        ca: "ca".into(),
+        cert: "c".into(),
+        key: "k".into(),
+    };
+    let b = edge_config::BalancerConfig {
+        id: "b".into(),
+        lost_after: Duration::from_secs(7),
+        reservation_ttl: Duration::from_secs(9),
+        reconnect_window: Duration::from_secs(11),
+        policy: Ranking::PowerOfTwo,
+        listen: edge_config::BalancerListen {
+            rtmp: edge_config::DEFAULT_LISTEN_RTMP,
+            srt: edge_config::DEFAULT_LISTEN_SRT,
+            http: edge_config::DEFAULT_LISTEN_HTTP,
+            admin: edge_config::DEFAULT_LISTEN_ADMIN,
+            control: edge_config::DEFAULT_LISTEN_CONTROL,
+        },
+        admin: edge_config::AdminConfig {
+            token: String::new(),
+        },
+        tls: paths(),
+    };
+    let c = PolicyConfig::from(&b);
     assert_eq!(
-        Policy::from(edge_config::Policy::LeastLoaded),
-        Policy::LeastLoaded
-    );
-    let d = PlacementConfig::default();
-    assert_eq!(
-        (d.lost_after, d.reconnect_window),
-        (DEFAULT_LOST_AFTER, DEFAULT_RECONNECT_WINDOW)
+        (c.lost_after, c.reconnect_window, c.ranking),
+        (
+            Duration::from_secs(7),
+            Duration::from_secs(11),
+            Ranking::PowerOfTwo
+        )
     );
 }
 
@@ -458,8 +486,8 @@ proptest! {
     ) {
         let base = Instant::now();
         let now = at(base, 0);
-        let policy = if two { Policy::PowerOfTwo } else { Policy::LeastLoaded };
-        let mut p = Placer::new(cfg(policy));
+        let ranking = if two { Ranking::PowerOfTwo } else { Ranking::LeastLoaded };
+        let mut p = Policy::new(cfg(ranking));
         for &(id, n, u, off) in &pendings {
             p.add_pending(pending(id, NODE_IDS[n], u, at(base, off)));
         }
@@ -491,7 +519,7 @@ proptest! {
         }
     }
 
-    /// (c) A stream live on a ready node with room goes there first, whatever the policy.
+    /// (c) A stream live on a ready node with room goes there first, whatever the ranking.
     #[test]
     fn prop_affinity_first(
         gens in prop::collection::vec(gen_node(), 1..7),
@@ -502,8 +530,8 @@ proptest! {
     ) {
         let base = Instant::now();
         let now = at(base, 0);
-        let policy = if two { Policy::PowerOfTwo } else { Policy::LeastLoaded };
-        let mut p = Placer::new(cfg(policy));
+        let ranking = if two { Ranking::PowerOfTwo } else { Ranking::LeastLoaded };
+        let mut p = Policy::new(cfg(ranking));
         // Only `home` lists "s0"; it is ready, fresh and has room.
         let mut nodes: Vec<NodeView> = gens.iter()
             .map(|g| {
@@ -546,10 +574,10 @@ proptest! {
         window_ms in prop_oneof![Just(0u64), 0u64..60_000, Just(u64::MAX)],
     ) {
         let base = Instant::now();
-        let mut p = Placer::new(PlacementConfig {
+        let mut p = Policy::new(PolicyConfig {
             lost_after: Duration::from_millis(lost_ms),
             reconnect_window: Duration::from_millis(window_ms),
-            policy: if window_ms % 2 == 0 { Policy::PowerOfTwo } else { Policy::LeastLoaded },
+            ranking: if window_ms % 2 == 0 { Ranking::PowerOfTwo } else { Ranking::LeastLoaded },
         });
         for (gens, pendings, off, seed, units, what) in steps {
             let now = at(base, off);
@@ -625,7 +653,7 @@ impl SimNode {
 
 #[derive(Debug, Default)]
 struct SimBalancer {
-    placer: Placer,
+    placer: Policy,
     views: std::collections::BTreeMap<String, NodeView>,
     /// (deliver at, report): delivered in arrival order, so older reports can overwrite newer.
     inbox: Vec<(Instant, NodeView)>,
@@ -687,7 +715,7 @@ fn simulate(
     capacities: &[u32],
     balancers: usize,
     ops: &[Op],
-    policy: Policy,
+    ranking: Ranking,
     fresh_reports_each_tick: bool,
 ) -> Result<(usize, usize, usize), TestCaseError> {
     let mut now = Instant::now();
@@ -703,10 +731,10 @@ fn simulate(
         .collect();
     let mut bals: Vec<SimBalancer> = (0..balancers)
         .map(|_| SimBalancer {
-            placer: Placer::new(PlacementConfig {
+            placer: Policy::new(PolicyConfig {
                 lost_after: Duration::from_secs(5),
                 reconnect_window: Duration::from_secs(30),
-                policy,
+                ranking,
             }),
             ..Default::default()
         })
@@ -845,7 +873,7 @@ fn simulate(
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
-    /// (b) Several balancers, each with its own Placer, placing on shared nodes with
+    /// (b) Several balancers, each with its own Policy, placing on shared nodes with
     /// reports late, out of order or lost: no node ever exceeds its capacity, and every
     /// placed stream was accepted by exactly one node.
     #[test]
@@ -860,8 +888,8 @@ proptest! {
             Op::Report { node, balancer, delay_ms } => Op::Report { node: node % capacities.len(), balancer: balancer % balancers, delay_ms },
             o => o,
         }).collect();
-        let policy = if two { Policy::PowerOfTwo } else { Policy::LeastLoaded };
-        simulate(&capacities, balancers, &ops, policy, false)?;
+        let ranking = if two { Ranking::PowerOfTwo } else { Ranking::LeastLoaded };
+        simulate(&capacities, balancers, &ops, ranking, false)?;
     }
 
     /// Race-freedom on the balancer's side: one balancer with current reports (each tick)
@@ -879,8 +907,8 @@ proptest! {
                 o => o,
             })
             .collect();
-        let policy = if two { Policy::PowerOfTwo } else { Policy::LeastLoaded };
-        let (_, _, first_refusals) = simulate(&capacities, 1, &ops, policy, true)?;
+        let ranking = if two { Ranking::PowerOfTwo } else { Ranking::LeastLoaded };
+        let (_, _, first_refusals) = simulate(&capacities, 1, &ops, ranking, true)?;
         prop_assert_eq!(first_refusals, 0);
     }
 }

@@ -23,7 +23,7 @@ use hyper_util::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::place::Placement;
+use crate::place::Placer;
 
 /// Connecting to a node on our network takes a millisecond; longer means it is gone.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 
 /// The router: which node serves a playback ID, and the client to reach it.
 pub struct Router {
-    placement: Arc<Placement>,
+    placement: Arc<Placer>,
     client: Client<HttpConnector, Full<Bytes>>,
     suspects:
         std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, tokio::time::Instant>>,
@@ -80,7 +80,7 @@ enum Attempt {
 }
 
 impl Router {
-    pub fn new(placement: Arc<Placement>) -> Arc<Self> {
+    pub fn new(placement: Arc<Placer>) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);

@@ -18,7 +18,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{conns::Conns, metrics, place::Placement, rtmp_peek};
+use crate::{conns::Conns, metrics, place::Placer, rtmp_peek};
 
 /// Connections at once: bounds what a flood of idle sockets can hold.
 pub const MAX_CONNECTIONS: usize = 20_000;
@@ -41,7 +41,7 @@ const NODE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Accept until `stop_accepting`; live relays are not touched by it.
 pub async fn serve(
     listener: TcpListener,
-    placement: Arc<Placement>,
+    placement: Arc<Placer>,
     conns: Arc<Conns>,
     stop_accepting: CancellationToken,
 ) {
@@ -84,12 +84,7 @@ fn keepalive(s: &TcpStream) {
     let _ = s.set_nodelay(true);
 }
 
-async fn relay(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    placement: Arc<Placement>,
-    conns: Arc<Conns>,
-) {
+async fn relay(mut client: TcpStream, peer: SocketAddr, placement: Arc<Placer>, conns: Arc<Conns>) {
     keepalive(&client);
     metrics::CONNECTIONS
         .with_label_values(&["rtmp", "placing"])
@@ -157,7 +152,7 @@ async fn relay(
 async fn open(
     client: &mut TcpStream,
     peer: SocketAddr,
-    placement: &Placement,
+    placement: &Placer,
 ) -> Result<
     (
         TcpStream,
@@ -186,7 +181,7 @@ async fn open(
                 why = e;
             }
         }
-        placement.abandon(&placed).await;
+        placement.cancel(&placed).await;
         tried.push(placed.node_id);
     }
     // Tell the encoder, in the status it shows its user, then close.

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::{
     conns::Conns,
     metrics,
-    place::Placement,
+    place::Placer,
     srt_relay::{self, Cookies, Fresh, Step, Upstream, REJECT_BAD_REQUEST, REJECT_OVERLOAD},
 };
 
@@ -52,7 +52,7 @@ fn now_secs() -> u64 {
 /// Serve SRT on `socket` until `stop_accepting` (new sessions) / the process ends (live ones).
 pub async fn serve(
     socket: UdpSocket,
-    placement: Arc<Placement>,
+    placement: Arc<Placer>,
     conns: Arc<Conns>,
     stop_accepting: CancellationToken,
 ) {
@@ -180,7 +180,7 @@ async fn session(
     conclusion: Vec<u8>,
     mut rx: mpsc::Receiver<Bytes>,
     established: Arc<AtomicBool>,
-    placement: Arc<Placement>,
+    placement: Arc<Placer>,
     conns: Arc<Conns>,
 ) {
     metrics::CONNECTIONS
@@ -221,13 +221,13 @@ async fn session(
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot open an upstream socket");
-            placement.abandon(&placed).await;
+            placement.cancel(&placed).await;
             reject(&front, peer, &conclusion, REJECT_OVERLOAD).await;
             return;
         }
     };
     if upstream_sock.connect(placed.srt_addr).await.is_err() {
-        placement.abandon(&placed).await;
+        placement.cancel(&placed).await;
         reject(&front, peer, &conclusion, REJECT_OVERLOAD).await;
         return;
     }
@@ -312,6 +312,6 @@ async fn session(
             .dec();
         tracing::info!("srt relay ended");
     } else {
-        placement.abandon(&placed).await;
+        placement.cancel(&placed).await;
     }
 }

@@ -5,69 +5,26 @@
 //! [`raw::RawConfig::validate`] checks every value and returns the resolved types the rest of
 //! the code uses, or the complete list of [`Problem`]s, each naming the key's path.
 //!
+//! Layout: [`raw`] holds the file's serde types and their validation (node, balancer, and the
+//! URI check they use), `resolved` the validated types, `defaults` every setting's default
+//! (one `DEFAULT_*` constant each), `error` the problem and error types.
+//!
 //! Caveat: TOML syntax and type errors stop the parse at the first one (that is how the TOML
 //! parser works); value problems are all collected and reported together.
 
+mod defaults;
+mod error;
 pub mod raw;
 mod resolved;
 
+pub use defaults::*;
+pub use error::{ConfigError, Problem};
 pub use resolved::*;
 
-use std::{fmt, path::Path};
+use std::path::Path;
 
 /// The dev config that `edge dev` embeds; also shipped as `config/examples/dev.toml`.
 pub const DEV_CONFIG: &str = include_str!("../examples/dev.toml");
-
-/// One thing wrong with a config file: where and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted path of the key, e.g. `streams[1].playback_id`; empty for a file-level problem.
-    pub path: String,
-    /// What is wrong, in words an operator can act on.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Why a config could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, or a key is unknown or of the wrong type.
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
-    /// The file parsed but values are wrong; every problem is listed.
-    #[error("{file}: {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid {
-        file: String,
-        problems: Vec<Problem>,
-    },
-}
-
-impl ConfigError {
-    /// Every problem as `file: path: message` lines, for `edge config check`.
-    pub fn lines(&self) -> Vec<String> {
-        match self {
-            ConfigError::Invalid { file, problems } => {
-                problems.iter().map(|p| format!("{file}: {p}")).collect()
-            }
-            other => vec![other.to_string()],
-        }
-    }
-}
 
 /// Parse and validate config text. `file` names the source in messages.
 pub fn load_str(text: &str, file: &str) -> Result<Config, ConfigError> {

@@ -40,11 +40,78 @@ pub struct TlsPaths {
     pub key: std::path::PathBuf,
 }
 
-/// Placement policy among nodes that can take a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
+/// A closed set of values written as names in the config file (`policy = "least-loaded"`).
+/// The raw types parse the name at load; an unknown one is a [`crate::Problem`] listing
+/// [`Named::ALL`].
+pub trait Named: Copy + PartialEq + 'static {
+    /// Every value with its name in the file, in the order messages list them.
+    const ALL: &'static [(&'static str, Self)];
+
+    /// The value a name stands for.
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    /// The name of this value in the file.
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+/// `balancer.policy`: how placement ranks the nodes that can take a stream (after affinity).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ranking {
+    /// `least-loaded`: most free units first, ties by id.
+    #[default]
     LeastLoaded,
+    /// `power-of-two`: two nodes picked at random; the one with more free units first.
     PowerOfTwo,
+}
+
+impl Named for Ranking {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("least-loaded", Ranking::LeastLoaded),
+        ("power-of-two", Ranking::PowerOfTwo),
+    ];
+}
+
+/// `transcode.x264_preset`: the x264 `speed-preset` of every rung (the fast end only: a live
+/// ladder must encode in real time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum X264Preset {
+    Ultrafast,
+    Superfast,
+    Veryfast,
+    Faster,
+    Fast,
+    Medium,
+}
+
+impl Named for X264Preset {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("ultrafast", X264Preset::Ultrafast),
+        ("superfast", X264Preset::Superfast),
+        ("veryfast", X264Preset::Veryfast),
+        ("faster", X264Preset::Faster),
+        ("fast", X264Preset::Fast),
+        ("medium", X264Preset::Medium),
+    ];
+}
+
+impl X264Preset {
+    /// The name x264enc's `speed-preset` property takes.
+    pub fn as_str(self) -> &'static str {
+        self.name()
+    }
+}
+
+impl std::fmt::Display for X264Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A validated balancer config.
@@ -54,7 +121,8 @@ pub struct BalancerConfig {
     pub lost_after: Duration,
     pub reservation_ttl: Duration,
     pub reconnect_window: Duration,
-    pub policy: Policy,
+    /// `balancer.policy` in the file.
+    pub policy: Ranking,
     pub listen: BalancerListen,
     pub admin: AdminConfig,
     pub tls: TlsPaths,
@@ -128,7 +196,7 @@ pub struct AuthConfig {
 #[derive(Debug, Clone)]
 pub struct TranscodeConfig {
     pub passthrough: bool,
-    pub x264_preset: String,
+    pub x264_preset: X264Preset,
     pub decode_milli_units: u32,
 }
 

@@ -144,7 +144,7 @@ fn balancer_example_is_valid_once_its_files_exist() {
         );
     let c = load_balancer_str(&text, "balancer.toml").expect("balancer example must validate");
     assert_eq!(c.id, "lb-1");
-    assert_eq!(c.policy, Policy::LeastLoaded);
+    assert_eq!(c.policy, Ranking::LeastLoaded);
     assert_eq!(c.listen.control.port(), 7000);
     assert_eq!(c.lost_after, std::time::Duration::from_secs(5));
 }
@@ -191,4 +191,57 @@ fn node_control_section_needs_advertised_addresses_for_wildcard_listens() {
     let ok = text.replace("trusted_proxies", "advertise_rtmp = \"10.0.0.1:1935\"\nadvertise_srt = \"10.0.0.1:9000\"\nadvertise_http = \"10.0.0.1:8080\"\ntrusted_proxies");
     let c = load_str(&ok, "n.toml").expect("valid with advertised addresses");
     assert_eq!(c.control.unwrap().advertise_rtmp.port(), 1935);
+}
+
+#[test]
+fn absent_keys_take_the_one_default() {
+    let node = "[node]\nid = \"n\"\n[admin]\ntoken = \"0123456789abcdef\"\n[[streams]]\nkey = \"stream-key-1\"\nplayback_id = \"p\"\n";
+    let c = load_str(node, "n.toml").expect("minimal node config");
+    assert_eq!(c.hls.window_segments, DEFAULT_WINDOW_SEGMENTS);
+    assert_eq!(c.hls.part_target, DEFAULT_PART_TARGET);
+    assert_eq!(c.hls.segment_target, DEFAULT_SEGMENT_TARGET);
+    assert_eq!(c.hls.reconnect_window, DEFAULT_RECONNECT_WINDOW);
+    assert_eq!(c.hls.ended_retention, DEFAULT_ENDED_RETENTION);
+    assert_eq!(c.srt.latency, DEFAULT_SRT_LATENCY);
+    assert_eq!(c.auth.webhook_timeout, DEFAULT_WEBHOOK_TIMEOUT);
+    assert_eq!(c.transcode.x264_preset, DEFAULT_X264_PRESET);
+    assert_eq!(c.transcode.passthrough, DEFAULT_PASSTHROUGH);
+    assert_eq!(c.node.overload_lag, DEFAULT_OVERLOAD_LAG);
+    assert_eq!(c.listen.rtmp, DEFAULT_LISTEN_RTMP);
+    assert_eq!(c.listen.srt, DEFAULT_LISTEN_SRT);
+    assert_eq!(c.listen.http, DEFAULT_LISTEN_HTTP);
+    assert_eq!(c.listen.admin, DEFAULT_LISTEN_ADMIN);
+    assert!(c.ladder.iter().all(|r| r.fps == DEFAULT_RUNG_FPS));
+    // The example files spell the defaults out; they must agree with them.
+    let dev = load_str(DEV_CONFIG, "dev.toml").unwrap();
+    assert_eq!(dev.hls.window_segments, DEFAULT_WINDOW_SEGMENTS);
+    assert_eq!(dev.hls.reconnect_window, DEFAULT_RECONNECT_WINDOW);
+
+    let dir = std::env::temp_dir().join(format!("edge-config-defaults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    let bal = format!("[balancer]\nid = \"b\"\n[admin]\ntoken = \"0123456789abcdef\"\n[tls]\nca = \"{d}\"\ncert = \"{d}\"\nkey = \"{d}\"\n");
+    let b = load_balancer_str(&bal, "b.toml").expect("minimal balancer config");
+    assert_eq!(b.lost_after, DEFAULT_LOST_AFTER);
+    assert_eq!(b.reservation_ttl, DEFAULT_RESERVATION_TTL);
+    assert_eq!(b.reconnect_window, DEFAULT_RECONNECT_WINDOW);
+    assert_eq!(b.policy, DEFAULT_RANKING);
+    assert_eq!(b.listen.control, DEFAULT_LISTEN_CONTROL);
+}
+
+#[test]
+fn closed_sets_are_typed_and_unknown_names_are_problems() {
+    let text = DEV_CONFIG.replace("x264_preset = \"veryfast\"", "x264_preset = \"placebo\"");
+    assert!(text.contains("placebo"), "dev.toml sets x264_preset");
+    let lines = load_str(&text, "x.toml").unwrap_err().lines();
+    assert!(
+        lines.iter().any(|l| l
+            == "x.toml: transcode.x264_preset: must be one of ultrafast, superfast, veryfast, faster, fast, medium"),
+        "{lines:#?}"
+    );
+    let ok = text.replace("placebo", "medium");
+    assert_eq!(
+        load_str(&ok, "x.toml").unwrap().transcode.x264_preset,
+        X264Preset::Medium
+    );
 }

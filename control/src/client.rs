@@ -10,6 +10,9 @@
 //! [`ToNode::Reserve`] with [`ToBalancer::Reserved`] and applies [`ToNode::Cancel`]. After a
 //! successful reserve or a cancel it reports at once, so every balancer learns of it.
 //!
+//! Layout: the report schedule, the pause drill and the answers to reservations are the pure
+//! [`crate::client_session`]; this file is the quinn driver (connect, backoff, read, write).
+//!
 //! Caveats: [`NodeControl`] methods run on the connection task and must not block. Losing a
 //! balancer affects nothing but the reports to it: the task reconnects with jittered
 //! exponential backoff until shutdown.
@@ -27,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::certs::BALANCER_NAME;
-use crate::proto::{encode_frame, FrameDecoder, Report, ToBalancer, ToNode};
+use crate::client_session::{answer, pause_until, BalancerSession, Handled};
+use crate::proto::{encode_frame, Report, ToBalancer};
+use crate::reservation::Reservation;
+pub use crate::reservation::MAX_RESERVE_TTL;
 use crate::tls::client_config;
 use crate::ControlError;
 
@@ -54,10 +60,6 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Shortest report interval; a zero interval would spin (and tokio refuses it).
 pub const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Longest reservation TTL the node is asked to honour: a relayed encoder arrives within
-/// seconds, so a longer TTL from a buggy balancer would only strand capacity.
-pub const MAX_RESERVE_TTL: Duration = Duration::from_secs(60);
 
 /// On shutdown, how long to wait for the close to reach the balancer.
 pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -93,29 +95,11 @@ impl std::fmt::Debug for ClientConfig {
 pub trait NodeControl: Send + Sync + 'static {
     /// A snapshot of the node for a report (seq is filled in by the client).
     fn report(&self) -> Report;
-    /// The node's final say on a placement: hold `milli_units` for `ttl` (or until the stream
-    /// arrives) or refuse with a reason.
-    fn reserve(
-        &self,
-        id: u64,
-        milli_units: u32,
-        stream_ref: Option<&str>,
-        ttl: Duration,
-    ) -> Result<(), String>;
+    /// The node's final say on a placement: hold `reservation.milli_units` for
+    /// `reservation.ttl` (at most [`MAX_RESERVE_TTL`]) or until the stream arrives, or refuse
+    /// with a reason.
+    fn reserve(&self, reservation: Reservation) -> Result<(), String>;
     /// Release a reservation (unknown IDs are ignored).
-    /// Like [`NodeControl::reserve`], with the stream's continuation from the node that had it
-    /// (when the balancer places a returning stream on another node). Default: ignore it.
-    fn reserve_with(
-        &self,
-        id: u64,
-        milli_units: u32,
-        stream_ref: Option<&str>,
-        ttl: Duration,
-        continuation: Option<serde_json::Value>,
-    ) -> Result<(), String> {
-        let _ = continuation;
-        self.reserve(id, milli_units, stream_ref, ttl)
-    }
     fn cancel(&self, id: u64);
 }
 
@@ -176,12 +160,7 @@ impl ClientHandle {
     /// For operators and tests: stop sending reports for `d` while keeping everything else
     /// (simulates control-plane loss). A later call replaces the pause; `Duration::ZERO` ends it.
     pub fn pause(&self, d: Duration) {
-        let now = Instant::now();
-        // Far enough to mean "until further notice" without overflowing.
-        let until = now
-            .checked_add(d)
-            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
-        *lock(&self.shared.paused_until) = Some(until);
+        *lock(&self.shared.paused_until) = Some(pause_until(Instant::now(), d));
         self.shared.wake();
     }
 
@@ -194,7 +173,8 @@ impl ClientHandle {
 /// Spawn one task per balancer: connect over QUIC (server name "balancer.edge", verify the
 /// balancer's cert against the CA; present the node cert), open one bidirectional stream, send
 /// a Report every report_interval and at once on report_now(), answer every ToNode::Reserve
-/// with ToBalancer::Reserved (calling NodeControl::reserve) and apply ToNode::Cancel.
+/// with ToBalancer::Reserved (calling NodeControl::reserve) and apply ToNode::Cancel
+/// (calling NodeControl::cancel).
 /// Reconnect with exponential backoff (start 100 ms, max 5 s, jitter) forever until
 /// `shutdown`. Log connect/disconnect (info) with the balancer address.
 ///
@@ -395,19 +375,16 @@ impl LinkTask {
     ) -> Result<(), ControlError> {
         let mut wake = self.shared.wake.subscribe();
         wake.mark_unchanged();
-        let mut decoder = FrameDecoder::new();
         let mut buf = vec![0u8; READ_CHUNK];
-        let mut tick = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        if self.shared.pause_end().is_none() {
+        let mut core = BalancerSession::new(self.interval, Instant::now(), self.shared.pause_end());
+        if core.handle_timeout(Instant::now()) {
             self.send_report(&mut send).await?;
         }
         loop {
-            let pause_end = self.shared.pause_end();
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
-                _ = tick.tick() => {
-                    if pause_end.is_none() {
+                _ = tokio::time::sleep_until(core.poll_timeout()) => {
+                    if core.handle_timeout(Instant::now()) {
                         self.send_report(&mut send).await?;
                     }
                 }
@@ -417,14 +394,9 @@ impl LinkTask {
                         return Ok(());
                     }
                     // Re-read: a pause() may have just started or ended.
-                    if self.shared.pause_end().is_none() {
+                    if core.handle_wake(Instant::now(), self.shared.pause_end()) {
                         self.send_report(&mut send).await?;
-                        tick.reset();
                     }
-                }
-                _ = tokio::time::sleep_until(pause_end.unwrap_or_else(Instant::now)), if pause_end.is_some() => {
-                    self.send_report(&mut send).await?;
-                    tick.reset();
                 }
                 read = recv.read(&mut buf) => {
                     let n = match read {
@@ -432,58 +404,28 @@ impl LinkTask {
                         Ok(None) => return Err(ControlError::Protocol("balancer finished the stream".into())),
                         Err(e) => return Err(ControlError::Connection(e.to_string())),
                     };
-                    decoder.push(buf.get(..n).unwrap_or_default());
-                    while let Some(msg) = decoder.next::<ToNode>()? {
-                        self.handle(msg, &mut send).await?;
+                    core.handle_bytes(buf.get(..n).unwrap_or_default());
+                    while let Some(msg) = core.poll_message()? {
+                        let handled = answer(msg, &*self.node);
+                        if let Some(reply) = handled.reply() {
+                            write(&mut send, &encode_frame(&reply)?).await?;
+                        }
+                        match handled {
+                            Handled::Reserved { id, answer } => {
+                                debug!(balancer = %self.addr, id, ok = answer.is_ok(), "reserve answered");
+                                if answer.is_ok() {
+                                    self.shared.wake();
+                                }
+                            }
+                            Handled::Cancelled { id } => {
+                                debug!(balancer = %self.addr, id, "reservation cancelled");
+                                self.shared.wake();
+                            }
+                        }
                     }
                 }
             }
         }
-    }
-
-    async fn handle(&self, msg: ToNode, send: &mut quinn::SendStream) -> Result<(), ControlError> {
-        match msg {
-            ToNode::Reserve {
-                id,
-                milli_units,
-                stream_ref,
-                ttl_ms,
-                continuation,
-            } => {
-                let ttl = Duration::from_millis(ttl_ms).min(MAX_RESERVE_TTL);
-                let answer = self.node.reserve_with(
-                    id,
-                    milli_units,
-                    stream_ref.as_deref(),
-                    ttl,
-                    continuation,
-                );
-                debug!(balancer = %self.addr, id, milli_units, ok = answer.is_ok(), "reserve answered");
-                let ok = answer.is_ok();
-                let reply = match answer {
-                    Ok(()) => ToBalancer::Reserved {
-                        id,
-                        ok: true,
-                        reason: String::new(),
-                    },
-                    Err(reason) => ToBalancer::Reserved {
-                        id,
-                        ok: false,
-                        reason,
-                    },
-                };
-                write(send, &encode_frame(&reply)?).await?;
-                if ok {
-                    self.shared.wake();
-                }
-            }
-            ToNode::Cancel { id } => {
-                debug!(balancer = %self.addr, id, "reservation cancelled");
-                self.node.cancel(id);
-                self.shared.wake();
-            }
-        }
-        Ok(())
     }
 
     async fn send_report(&self, send: &mut quinn::SendStream) -> Result<(), ControlError> {

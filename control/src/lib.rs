@@ -7,8 +7,11 @@
 //! Entry points:
 //! - [`certs`]: the cluster CA and the node/balancer certificates (`edge certs`, `edge dev`).
 //! - [`proto`]: the messages and their framing (pure, no sockets; re-exported at the root).
-//! - [`client::spawn_client`]: the node side.
-//! - [`server::run_server`] / [`server::spawn_server`] and [`server::Registry`]: the balancer side.
+//! - [`client::spawn_client`]: the node side (quinn driver); its session logic is the pure
+//!   [`client_session`] (report schedule, pause drill, answering reservations).
+//! - [`server::run_server`] / [`server::spawn_server`] and [`server::Registry`]: the balancer side
+//!   (quinn driver); its session logic is the pure [`server_session`] (hello, identity, frames).
+//! - [`reservation`]: the one name for capacity held for a placement (reserve, cancel, TTL).
 //!
 //! Caveat: losing the control connection never affects anything else. A node keeps its
 //! streams; a balancer just stops receiving that node's reports and decides from the age of
@@ -16,11 +19,15 @@
 
 pub mod certs;
 pub mod client;
+pub mod client_session;
 pub mod proto;
+pub mod reservation;
 pub mod server;
+pub mod server_session;
 mod tls;
 
 pub use proto::*;
+pub use reservation::{Reservation, MAX_RESERVE_TTL};
 pub use tls::{IDLE_TIMEOUT, KEEP_ALIVE_INTERVAL};
 
 use std::net::SocketAddr;

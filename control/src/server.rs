@@ -5,6 +5,12 @@
 //! a task; for tests and for `edge dev`), and [`Registry`], shared with placement and the
 //! admin API.
 //!
+//! Layout: the rules of one node's session (hello, identity, frames) are the pure
+//! [`crate::server_session::NodeSession`]; what the balancer knows of every node, and the
+//! reservations waiting for an answer, are the [`Registry`] (no sockets: a connection is a
+//! [`NodeLink`] to it, which tests can open without QUIC); the rest of this file is the quinn
+//! driver that moves bytes between the two.
+//!
 //! Security: a node must present a certificate chaining to the cluster CA, and every report
 //! it sends must carry the node ID its certificate names (SAN `<id>.node.edge`, else CN);
 //! otherwise the connection is closed with a logged reason, so a node cannot impersonate
@@ -26,7 +32,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::proto::{encode_frame, FrameDecoder, Report, ToBalancer, ToNode};
+use crate::proto::{encode_frame, Report, ToNode};
+use crate::reservation::Reservation;
+pub use crate::server_session::HELLO_TIMEOUT;
+use crate::server_session::{CloseCode, Inbound, Kick, NodeSession};
 use crate::tls::{connection_node_id, server_config};
 use crate::ControlError;
 
@@ -38,11 +47,6 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// A QUIC + TLS handshake that takes longer than this is abandoned (a healthy one takes a
 /// few round trips); stops half-open handshakes from holding connection slots.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// After the handshake, a node must open its stream and send its first report within this
-/// time (it does so at once), or it is dropped: connections that never identify themselves
-/// hold no slot for long.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest a write of one message to a node may take; a node that stops reading (flow
 /// control stuck) is disconnected instead of stalling its connection forever.
@@ -60,19 +64,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Bytes read from a stream at a time.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// QUIC application close codes sent to nodes (the reason text says more).
-mod close {
-    use quinn::VarInt;
-    /// Server shutting down.
-    pub const SHUTDOWN: VarInt = VarInt::from_u32(0);
-    /// Malformed frame or unexpected message.
-    pub const PROTOCOL: VarInt = VarInt::from_u32(1);
-    /// Certificate names no node, or a report names another node.
-    pub const IDENTITY: VarInt = VarInt::from_u32(2);
-    /// The same node connected again; this connection is obsolete.
-    pub const REPLACED: VarInt = VarInt::from_u32(3);
-    /// The node took too long to identify itself or to read.
-    pub const TIMEOUT: VarInt = VarInt::from_u32(4);
+fn close_code(code: CloseCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code.as_u32())
 }
 
 /// Configuration of the balancer's control-plane listener.
@@ -131,9 +124,12 @@ type Answer = Result<(), String>;
 /// One live connection to a node.
 struct Link {
     conn_id: u64,
+    /// The node its certificate names.
+    node_id: String,
     remote: SocketAddr,
-    conn: quinn::Connection,
     tx: mpsc::Sender<ToNode>,
+    /// Cancelled when a newer connection of the same node takes over.
+    replaced: CancellationToken,
     /// Reservation ID → (request token, who waits for the answer).
     pending: Mutex<HashMap<u64, (u64, oneshot::Sender<Answer>)>>,
 }
@@ -164,11 +160,36 @@ pub struct Registry {
     next_id: AtomicU64,
 }
 
-/// Result of recording a report.
-enum Recorded {
-    Ok,
-    /// A newer connection of the same node exists; this one must go.
-    Stale,
+/// One node connection attached to the [`Registry`]: how its driver (or a test) hands the
+/// registry what the node said. Dropping it disconnects the node (reservations waiting on
+/// this connection end with [`ReserveError::Closed`]).
+pub struct NodeLink {
+    registry: Arc<Registry>,
+    link: Arc<Link>,
+}
+
+impl NodeLink {
+    /// The node sent a report (already checked to name the node its certificate names).
+    /// `Err` when a newer connection of the same node took over: this one must close.
+    pub fn report(&self, report: Report, now: Instant) -> Result<(), Kick> {
+        self.registry.record_report(&self.link, report, now)
+    }
+
+    /// The node's final answer to reservation `id`.
+    pub fn answer(&self, id: u64, answer: Result<(), String>) {
+        self.registry.answer(&self.link, id, answer);
+    }
+
+    /// Resolves when a newer connection of the same node took over (close this one).
+    pub async fn replaced(&self) {
+        self.link.replaced.cancelled().await
+    }
+}
+
+impl Drop for NodeLink {
+    fn drop(&mut self) {
+        self.registry.disconnect(&self.link);
+    }
 }
 
 /// Removes a pending reservation entry when [`Registry::reserve`] returns or is dropped.
@@ -223,34 +244,16 @@ impl Registry {
     }
 
     /// Ask a node to hold capacity for a placement; the node's answer is final. Fails fast if
-    /// the node is not connected. On timeout a cancel is sent, in case the node did reserve.
+    /// the node is not connected. Gives up after `timeout`, sending a cancel in case the node
+    /// did reserve.
     pub async fn reserve(
         &self,
         node_id: &str,
-        id: u64,
-        milli_units: u32,
-        stream_ref: Option<String>,
-        ttl: Duration,
+        reservation: Reservation,
         timeout: Duration,
-    ) -> Result<(), ReserveError> {
-        self.reserve_with(node_id, id, milli_units, stream_ref, ttl, timeout, None)
-            .await
-    }
-
-    /// Like [`Registry::reserve`], handing the node the stream's continuation (the packager
-    /// numbering from the node that had it), so a returning stream keeps its URL's numbering.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn reserve_with(
-        &self,
-        node_id: &str,
-        id: u64,
-        milli_units: u32,
-        stream_ref: Option<String>,
-        ttl: Duration,
-        timeout: Duration,
-        continuation: Option<serde_json::Value>,
     ) -> Result<(), ReserveError> {
         let deadline = Instant::now() + timeout;
+        let id = reservation.id;
         let link = self
             .lock()
             .links
@@ -266,15 +269,7 @@ impl Registry {
             id,
             token,
         };
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let msg = ToNode::Reserve {
-            id,
-            milli_units,
-            stream_ref,
-            ttl_ms,
-            continuation,
-        };
-        match tokio::time::timeout_at(deadline, link.tx.send(msg)).await {
+        match tokio::time::timeout_at(deadline, link.tx.send(reservation.to_message())).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(ReserveError::Closed),
             Err(_) => return Err(ReserveError::Timeout),
@@ -332,11 +327,43 @@ impl Registry {
         }
     }
 
-    fn record_report(&self, link: &Arc<Link>, node_id: &str, report: Report) -> Recorded {
+    /// A connection from `remote` for the node its certificate names: attach it. Messages for
+    /// the node come out of the receiver (the driver writes them to the node's stream).
+    pub fn attach(
+        self: &Arc<Self>,
+        node_id: &str,
+        remote: SocketAddr,
+    ) -> (NodeLink, mpsc::Receiver<ToNode>) {
+        let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        let link = Arc::new(Link {
+            conn_id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            node_id: node_id.to_string(),
+            remote,
+            tx,
+            replaced: CancellationToken::new(),
+            pending: Mutex::new(HashMap::new()),
+        });
+        (
+            NodeLink {
+                registry: Arc::clone(self),
+                link,
+            },
+            rx,
+        )
+    }
+
+    /// Record a report; the newest connection of a node wins (an older one is told to go).
+    fn record_report(&self, link: &Arc<Link>, report: Report, now: Instant) -> Result<(), Kick> {
+        let node_id = link.node_id.as_str();
         let replaced = {
             let mut inner = self.lock();
             let replaced = match inner.links.get(node_id) {
-                Some(cur) if cur.conn_id > link.conn_id => return Recorded::Stale,
+                Some(cur) if cur.conn_id > link.conn_id => {
+                    return Err(Kick {
+                        code: CloseCode::Replaced,
+                        reason: "replaced by a newer connection",
+                    })
+                }
                 Some(cur) if cur.conn_id == link.conn_id => None,
                 _ => inner.links.insert(node_id.to_string(), link.clone()),
             };
@@ -344,7 +371,7 @@ impl Registry {
                 node_id.to_string(),
                 NodeEntry {
                     report,
-                    received: Instant::now(),
+                    received: now,
                     remote: link.remote,
                 },
             );
@@ -352,14 +379,14 @@ impl Registry {
         };
         if let Some(old) = replaced {
             info!(node = node_id, old = %old.remote, new = %link.remote, "node reconnected; closing its old connection");
-            old.conn
-                .close(close::REPLACED, b"replaced by a newer connection");
+            old.replaced.cancel();
         }
         self.bump();
-        Recorded::Ok
+        Ok(())
     }
 
-    fn disconnect(&self, link: &Arc<Link>, node_id: &str) {
+    fn disconnect(&self, link: &Arc<Link>) {
+        let node_id = link.node_id.as_str();
         let was_current = {
             let mut inner = self.lock();
             let current = inner
@@ -447,12 +474,11 @@ async fn serve(endpoint: quinn::Endpoint, registry: Arc<Registry>, shutdown: Can
                     incoming.refuse();
                     continue;
                 }
-                let conn_id = registry.next_id.fetch_add(1, Ordering::Relaxed);
-                tasks.spawn(handle_connection(incoming, registry.clone(), shutdown.child_token(), conn_id));
+                tasks.spawn(handle_connection(incoming, registry.clone(), shutdown.child_token()));
             }
         }
     }
-    endpoint.close(close::SHUTDOWN, b"balancer shutting down");
+    endpoint.close(close_code(CloseCode::Shutdown), b"balancer shutting down");
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
         endpoint.wait_idle().await;
@@ -468,17 +494,13 @@ async fn serve(endpoint: quinn::Endpoint, registry: Arc<Registry>, shutdown: Can
 enum End {
     Shutdown,
     Closed(String),
-    Kicked {
-        code: quinn::VarInt,
-        reason: &'static str,
-    },
+    Kicked(Kick),
 }
 
 async fn handle_connection(
     incoming: quinn::Incoming,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
-    conn_id: u64,
 ) {
     let remote = incoming.remote_address();
     let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
@@ -495,10 +517,14 @@ async fn handle_connection(
     };
     let Some(node_id) = connection_node_id(&conn) else {
         warn!(%remote, "client certificate names no node; closing");
-        conn.close(close::IDENTITY, b"certificate names no node");
+        conn.close(
+            close_code(CloseCode::Identity),
+            b"certificate names no node",
+        );
         return;
     };
-    let hello_deadline = Instant::now() + HELLO_TIMEOUT;
+    let mut core = NodeSession::new(node_id.as_str(), Instant::now());
+    let hello_deadline = core.poll_timeout().unwrap_or_else(Instant::now);
     let (send, recv) = tokio::select! {
         _ = shutdown.cancelled() => return,
         r = tokio::time::timeout_at(hello_deadline, conn.accept_bi()) => match r {
@@ -509,60 +535,47 @@ async fn handle_connection(
             }
             Err(_) => {
                 warn!(node = %node_id, %remote, "node opened no stream in time; closing");
-                conn.close(close::TIMEOUT, b"no stream");
+                conn.close(close_code(CloseCode::Timeout), b"no stream");
                 return;
             }
         },
     };
-    let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let link = Arc::new(Link {
-        conn_id,
-        remote,
-        conn: conn.clone(),
-        tx,
-        pending: Mutex::new(HashMap::new()),
-    });
-    let end = session(
-        &registry,
-        &link,
-        &node_id,
-        send,
-        recv,
-        rx,
-        hello_deadline,
-        &shutdown,
-    )
-    .await;
-    registry.disconnect(&link, &node_id);
+    let (link, rx) = registry.attach(&node_id, remote);
+    let end = session(&link, &mut core, send, recv, rx, &shutdown).await;
+    // Disconnect before closing, so waiting reservations learn at once.
+    drop(link);
     match end {
-        End::Shutdown => conn.close(close::SHUTDOWN, b"balancer shutting down"),
+        End::Shutdown => conn.close(close_code(CloseCode::Shutdown), b"balancer shutting down"),
         End::Closed(reason) => info!(node = %node_id, %remote, %reason, "node disconnected"),
-        End::Kicked { code, reason } => {
+        End::Kicked(Kick { code, reason }) => {
             warn!(node = %node_id, %remote, %reason, "closing node connection");
-            conn.close(code, reason.as_bytes());
+            conn.close(close_code(code), reason.as_bytes());
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Move bytes between the node's stream and its [`NodeSession`], and the session's messages
+/// to the registry, until the session ends.
 async fn session(
-    registry: &Registry,
-    link: &Arc<Link>,
-    node_id: &str,
+    link: &NodeLink,
+    core: &mut NodeSession,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     mut rx: mpsc::Receiver<ToNode>,
-    hello_deadline: Instant,
     shutdown: &CancellationToken,
 ) -> End {
-    let mut decoder = FrameDecoder::new();
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut identified = false;
     loop {
+        let hello = core.poll_timeout();
         tokio::select! {
             _ = shutdown.cancelled() => return End::Shutdown,
-            _ = tokio::time::sleep_until(hello_deadline), if !identified => {
-                return End::Kicked { code: close::TIMEOUT, reason: "no report in time" };
+            _ = link.replaced() => {
+                return End::Kicked(Kick { code: CloseCode::Replaced, reason: "replaced by a newer connection" });
+            }
+            _ = tokio::time::sleep_until(hello.unwrap_or_else(Instant::now)), if hello.is_some() => {
+                if let Err(kick) = core.handle_timeout(Instant::now()) {
+                    return End::Kicked(kick);
+                }
             }
             read = recv.read(&mut buf) => {
                 let n = match read {
@@ -570,37 +583,20 @@ async fn session(
                     Ok(None) => return End::Closed("stream finished".into()),
                     Err(e) => return End::Closed(e.to_string()),
                 };
-                decoder.push(buf.get(..n).unwrap_or_default());
+                core.handle_bytes(buf.get(..n).unwrap_or_default());
                 loop {
-                    let msg = match decoder.next::<ToBalancer>() {
-                        Ok(Some(msg)) => msg,
+                    match core.poll_inbound() {
                         Ok(None) => break,
-                        Err(e) => {
-                            warn!(node = %node_id, error = %e, "bad frame from node");
-                            return End::Kicked { code: close::PROTOCOL, reason: "bad frame" };
-                        }
-                    };
-                    match msg {
-                        ToBalancer::Report(report) => {
-                            if report.node_id != node_id {
-                                warn!(cert_node = %node_id, report_node = %report.node_id, remote = %link.remote,
-                                    "report names another node than the certificate");
-                                return End::Kicked { code: close::IDENTITY, reason: "node id does not match certificate" };
+                        Err(kick) => return End::Kicked(kick),
+                        Ok(Some(Inbound::Report { report, first })) => {
+                            if first {
+                                info!(node = %core.node_id(), remote = %link.link.remote, "node connected");
                             }
-                            if !identified {
-                                info!(node = %node_id, remote = %link.remote, "node connected");
-                                identified = true;
-                            }
-                            if let Recorded::Stale = registry.record_report(link, node_id, report) {
-                                return End::Kicked { code: close::REPLACED, reason: "replaced by a newer connection" };
+                            if let Err(kick) = link.report(report, Instant::now()) {
+                                return End::Kicked(kick);
                             }
                         }
-                        ToBalancer::Reserved { id, ok, reason } => {
-                            if !identified {
-                                return End::Kicked { code: close::PROTOCOL, reason: "first message must be a report" };
-                            }
-                            registry.answer(link, id, if ok { Ok(()) } else { Err(reason) });
-                        }
+                        Ok(Some(Inbound::Answer { id, answer })) => link.answer(id, answer),
                     }
                 }
             }
@@ -608,14 +604,14 @@ async fn session(
                 let frame = match encode_frame(&msg) {
                     Ok(f) => f,
                     Err(e) => {
-                        warn!(node = %node_id, error = %e, "cannot encode message to node");
+                        warn!(node = %core.node_id(), error = %e, "cannot encode message to node");
                         continue;
                     }
                 };
                 match tokio::time::timeout(WRITE_TIMEOUT, send.write_all(&frame)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => return End::Closed(e.to_string()),
-                    Err(_) => return End::Kicked { code: close::TIMEOUT, reason: "write timed out" },
+                    Err(_) => return End::Kicked(Kick { code: CloseCode::Timeout, reason: "write timed out" }),
                 }
             }
         }
@@ -623,280 +619,5 @@ async fn session(
 }
 
 #[cfg(test)]
-mod tests {
-    //! Server behaviour against a hand-driven QUIC client (what a broken or hostile node does).
-    use super::*;
-    use crate::certs::{issue, new_ca, Pem, Role};
-    use crate::proto::{NodeState, MAX_FRAME};
-    use crate::tls::client_config;
-
-    struct Raw {
-        conn: quinn::Connection,
-        send: quinn::SendStream,
-        recv: quinn::RecvStream,
-        _ep: quinn::Endpoint,
-    }
-
-    async fn raw_connect(ca: &Pem, node: &Pem, addr: SocketAddr) -> Raw {
-        let cfg = client_config(&ca.cert_pem, &node.cert_pem, &node.key_pem).unwrap();
-        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        let conn = ep
-            .connect_with(cfg, addr, crate::certs::BALANCER_NAME)
-            .unwrap()
-            .await
-            .unwrap();
-        let (send, recv) = conn.open_bi().await.unwrap();
-        Raw {
-            conn,
-            send,
-            recv,
-            _ep: ep,
-        }
-    }
-
-    fn report(id: &str) -> Report {
-        Report {
-            node_id: id.into(),
-            seq: 1,
-            rtmp_addr: "127.0.0.1:1".parse().unwrap(),
-            srt_addr: "127.0.0.1:2".parse().unwrap(),
-            http_addr: "127.0.0.1:3".parse().unwrap(),
-            state: NodeState::Ready,
-            overloaded: false,
-            capacity_milli_units: 1,
-            used_milli_units: 0,
-            stream_milli_units: 1,
-            cpu: 0.0,
-            streams: vec![],
-            reservations: vec![],
-            served: vec![],
-            continuations: Default::default(),
-        }
-    }
-
-    async fn start() -> (Pem, Arc<Registry>, SocketAddr, CancellationToken) {
-        let ca = new_ca("t").unwrap();
-        let bal = issue(&ca, &Role::Balancer("b".into())).unwrap();
-        let registry = Registry::new();
-        let stop = CancellationToken::new();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ca_pem: ca.cert_pem.clone(),
-            cert_pem: bal.cert_pem,
-            key_pem: bal.key_pem,
-        };
-        let addr = spawn_server(cfg, registry.clone(), stop.clone())
-            .await
-            .unwrap();
-        (ca, registry, addr, stop)
-    }
-
-    async fn wait_node(registry: &Registry, id: &str) {
-        tokio::time::timeout(Duration::from_secs(2), async {
-            while !registry.snapshot().iter().any(|n| n.report.node_id == id) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap();
-    }
-
-    #[tokio::test]
-    async fn bad_frames_close_only_that_connection() {
-        let (ca, registry, addr, stop) = start().await;
-        let good = issue(&ca, &Role::Node("good".into())).unwrap();
-        let mut g = raw_connect(&ca, &good, addr).await;
-        g.send
-            .write_all(&encode_frame(&ToBalancer::Report(report("good"))).unwrap())
-            .await
-            .unwrap();
-        wait_node(&registry, "good").await;
-
-        // Oversize length prefix after a valid report.
-        let bad = issue(&ca, &Role::Node("bad".into())).unwrap();
-        let mut b = raw_connect(&ca, &bad, addr).await;
-        b.send
-            .write_all(&encode_frame(&ToBalancer::Report(report("bad"))).unwrap())
-            .await
-            .unwrap();
-        b.send
-            .write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())
-            .await
-            .unwrap();
-        let reason = tokio::time::timeout(Duration::from_secs(2), b.conn.closed())
-            .await
-            .unwrap();
-        assert!(
-            matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close::PROTOCOL),
-            "{reason:?}"
-        );
-        // Garbage JSON before any report.
-        let mut b2 = raw_connect(&ca, &bad, addr).await;
-        b2.send
-            .write_all(&[0, 0, 0, 3, b'{', b'{', b'{'])
-            .await
-            .unwrap();
-        let reason = tokio::time::timeout(Duration::from_secs(2), b2.conn.closed())
-            .await
-            .unwrap();
-        assert!(
-            matches!(reason, quinn::ConnectionError::ApplicationClosed(_)),
-            "{reason:?}"
-        );
-
-        // The good node is untouched and the server still accepts.
-        assert!(g.conn.close_reason().is_none());
-        let mut r2 = report("good");
-        r2.seq = 2;
-        g.send
-            .write_all(&encode_frame(&ToBalancer::Report(r2)).unwrap())
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(2), async {
-            while !registry
-                .snapshot()
-                .iter()
-                .any(|n| n.report.node_id == "good" && n.report.seq == 2)
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .unwrap();
-        let other = issue(&ca, &Role::Node("other".into())).unwrap();
-        let mut o = raw_connect(&ca, &other, addr).await;
-        o.send
-            .write_all(&encode_frame(&ToBalancer::Report(report("other"))).unwrap())
-            .await
-            .unwrap();
-        wait_node(&registry, "other").await;
-        stop.cancel();
-    }
-
-    #[tokio::test]
-    async fn reserve_timeout_sends_cancel_and_reconnect_replaces() {
-        let (ca, registry, addr, stop) = start().await;
-        let cert = issue(&ca, &Role::Node("n".into())).unwrap();
-        let mut a = raw_connect(&ca, &cert, addr).await;
-        a.send
-            .write_all(&encode_frame(&ToBalancer::Report(report("n"))).unwrap())
-            .await
-            .unwrap();
-        wait_node(&registry, "n").await;
-
-        // The node never answers.
-        let t = Instant::now();
-        let r = registry
-            .reserve(
-                "n",
-                42,
-                5,
-                None,
-                Duration::from_secs(3),
-                Duration::from_millis(300),
-            )
-            .await;
-        assert_eq!(r, Err(ReserveError::Timeout));
-        assert!(t.elapsed() < Duration::from_secs(1));
-        let mut dec = FrameDecoder::new();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while got.len() < 2 {
-            let n = tokio::time::timeout(Duration::from_secs(2), a.recv.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
-            dec.push(&buf[..n]);
-            while let Some(m) = dec.next::<ToNode>().unwrap() {
-                got.push(m);
-            }
-        }
-        assert_eq!(
-            got[0],
-            ToNode::Reserve {
-                id: 42,
-                milli_units: 5,
-                stream_ref: None,
-                ttl_ms: 3000,
-                continuation: None
-            }
-        );
-        assert_eq!(got[1], ToNode::Cancel { id: 42 });
-
-        // A reserve waiting on a connection that gets replaced ends with Closed, and the new
-        // connection is the one used afterwards.
-        let reg2 = registry.clone();
-        let waiting = tokio::spawn(async move {
-            reg2.reserve(
-                "n",
-                43,
-                5,
-                None,
-                Duration::from_secs(3),
-                Duration::from_secs(5),
-            )
-            .await
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut b = raw_connect(&ca, &cert, addr).await;
-        b.send
-            .write_all(&encode_frame(&ToBalancer::Report(report("n"))).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            tokio::time::timeout(Duration::from_secs(2), waiting)
-                .await
-                .unwrap()
-                .unwrap(),
-            Err(ReserveError::Closed)
-        );
-        let reason = tokio::time::timeout(Duration::from_secs(2), a.conn.closed())
-            .await
-            .unwrap();
-        assert!(
-            matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close::REPLACED),
-            "{reason:?}"
-        );
-        let snap = registry.snapshot();
-        assert_eq!(snap.len(), 1);
-        assert!(snap[0].connected);
-        assert_eq!(snap[0].remote.port(), b._ep.local_addr().unwrap().port());
-
-        // Answer through the new connection.
-        let reg3 = registry.clone();
-        let waiting = tokio::spawn(async move {
-            reg3.reserve(
-                "n",
-                44,
-                5,
-                None,
-                Duration::from_secs(3),
-                Duration::from_secs(2),
-            )
-            .await
-        });
-        let mut dec = FrameDecoder::new();
-        let n = tokio::time::timeout(Duration::from_secs(2), b.recv.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        dec.push(&buf[..n]);
-        assert!(matches!(
-            dec.next::<ToNode>().unwrap(),
-            Some(ToNode::Reserve { id: 44, .. })
-        ));
-        let no = ToBalancer::Reserved {
-            id: 44,
-            ok: false,
-            reason: "draining".into(),
-        };
-        b.send.write_all(&encode_frame(&no).unwrap()).await.unwrap();
-        assert_eq!(
-            waiting.await.unwrap(),
-            Err(ReserveError::Refused("draining".into()))
-        );
-        stop.cancel();
-    }
-}
+#[path = "server_test.rs"]
+mod tests;

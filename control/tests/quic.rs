@@ -8,6 +8,18 @@ use std::time::Duration;
 use control::certs::{issue, new_ca, Pem, Role};
 use control::client::{spawn_client, ClientConfig, ClientHandle, NodeControl};
 use control::server::{spawn_server, NodeSnapshot, Registry, ReserveError, ServerConfig};
+use control::Reservation;
+
+/// A reservation request as the tests write it.
+fn res(id: u64, milli_units: u32, stream_ref: Option<String>, ttl: Duration) -> Reservation {
+    Reservation {
+        id,
+        milli_units,
+        stream_ref,
+        ttl,
+        continuation: None,
+    }
+}
 use control::{NodeState, Report};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -100,16 +112,16 @@ impl NodeControl for TestNode {
             continuations: Default::default(),
         }
     }
-    fn reserve(
-        &self,
-        id: u64,
-        milli_units: u32,
-        stream_ref: Option<&str>,
-        ttl: Duration,
-    ) -> Result<(), String> {
+    fn reserve(&self, r: Reservation) -> Result<(), String> {
+        let Reservation {
+            id,
+            milli_units,
+            stream_ref,
+            ttl,
+            ..
+        } = r;
         let mut log = self.log.lock().unwrap();
-        log.reserves
-            .push((id, milli_units, stream_ref.map(str::to_string), ttl));
+        log.reserves.push((id, milli_units, stream_ref, ttl));
         if milli_units > 1000 {
             return Err(format!("no room for {milli_units}"));
         }
@@ -247,10 +259,7 @@ async fn reserve_ok_refused_and_cancel() {
     s.registry
         .reserve(
             "n1",
-            7,
-            1000,
-            Some("ref7".into()),
-            Duration::from_millis(3000),
+            res(7, 1000, Some("ref7".into()), Duration::from_millis(3000)),
             timeout,
         )
         .await
@@ -278,7 +287,7 @@ async fn reserve_ok_refused_and_cancel() {
 
     let refused = s
         .registry
-        .reserve("n1", 8, 2500, None, Duration::from_secs(3), timeout)
+        .reserve("n1", res(8, 2500, None, Duration::from_secs(3)), timeout)
         .await;
     assert_eq!(
         refused,
@@ -287,7 +296,7 @@ async fn reserve_ok_refused_and_cancel() {
 
     // TTLs are capped on the node side.
     s.registry
-        .reserve("n1", 9, 500, None, Duration::from_secs(3600), timeout)
+        .reserve("n1", res(9, 500, None, Duration::from_secs(3600)), timeout)
         .await
         .unwrap();
     assert_eq!(
@@ -317,7 +326,10 @@ async fn reserve_on_unknown_or_disconnected_node_fails_fast() {
     let s = setup().await;
     let long = Duration::from_secs(10);
     let t = Instant::now();
-    let r = s.registry.reserve("ghost", 1, 100, None, long, long).await;
+    let r = s
+        .registry
+        .reserve("ghost", res(1, 100, None, long), long)
+        .await;
     assert_eq!(r, Err(ReserveError::NotConnected));
     assert!(t.elapsed() < Duration::from_millis(100));
 
@@ -332,7 +344,10 @@ async fn reserve_on_unknown_or_disconnected_node_fails_fast() {
     })
     .await;
     let t = Instant::now();
-    let r = s.registry.reserve("n1", 2, 100, None, long, long).await;
+    let r = s
+        .registry
+        .reserve("n1", res(2, 100, None, long), long)
+        .await;
     assert_eq!(r, Err(ReserveError::NotConnected));
     assert!(t.elapsed() < Duration::from_millis(100));
     s.server_stop.cancel();
@@ -424,10 +439,7 @@ async fn node_cannot_impersonate_another() {
         .registry
         .reserve(
             "a",
-            1,
-            1,
-            None,
-            Duration::from_secs(1),
+            res(1, 1, None, Duration::from_secs(1)),
             Duration::from_secs(1),
         )
         .await;
@@ -490,10 +502,7 @@ async fn pause_stops_reports_then_they_resume() {
     s.registry
         .reserve(
             "n1",
-            5,
-            10,
-            None,
-            Duration::from_secs(1),
+            res(5, 10, None, Duration::from_secs(1)),
             Duration::from_secs(1),
         )
         .await

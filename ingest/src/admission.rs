@@ -185,7 +185,7 @@ impl Admission {
             format,
             ladder: cfg.ladder.clone(),
             passthrough: cfg.transcode.passthrough,
-            x264_preset: cfg.transcode.x264_preset.clone(),
+            x264_preset: cfg.transcode.x264_preset.to_string(),
             has_audio,
         };
         let out: Arc<dyn Output> = output.clone();

@@ -4,7 +4,7 @@
 //! Losing the control plane affects nothing else: streams keep flowing, and the node keeps
 //! taking direct publishers; balancers simply stop placing streams here until reports resume.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use control::client::{ClientConfig, ClientHandle, NodeControl};
 use edge_config::ControlConfig;
@@ -21,27 +21,13 @@ impl NodeControl for Link {
     fn report(&self) -> control::Report {
         self.node.report(self.advertise)
     }
-    fn reserve(
-        &self,
-        id: u64,
-        milli_units: u32,
-        _stream_ref: Option<&str>,
-        ttl: Duration,
-    ) -> Result<(), String> {
-        self.node.reserve(id, milli_units, ttl, None)
-    }
-    fn reserve_with(
-        &self,
-        id: u64,
-        milli_units: u32,
-        _stream_ref: Option<&str>,
-        ttl: Duration,
-        continuation: Option<serde_json::Value>,
-    ) -> Result<(), String> {
+    fn reserve(&self, r: control::Reservation) -> Result<(), String> {
         // A continuation we cannot read is dropped: the stream then starts fresh numbering,
         // which players survive; refusing the stream would be worse.
-        let c = continuation.and_then(|v| serde_json::from_value::<packager::Continuation>(v).ok());
-        self.node.reserve(id, milli_units, ttl, c)
+        let c = r
+            .continuation
+            .and_then(|v| serde_json::from_value::<packager::Continuation>(v).ok());
+        self.node.reserve(r.id, r.milli_units, r.ttl, c)
     }
     fn cancel(&self, id: u64) {
         self.node.cancel_reservation(id);

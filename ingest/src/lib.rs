@@ -85,7 +85,7 @@ pub fn capacity(cfg: &Config) -> Result<u32, StartError> {
     match cfg.node.capacity {
         Capacity::Units(u) => Ok(u),
         Capacity::Calibrate => {
-            let u = calibrate::calibrate(&cfg.transcode.x264_preset)
+            let u = calibrate::calibrate(cfg.transcode.x264_preset.as_str())
                 .map_err(|e| StartError::Gstreamer(e.to_string()))?;
             tracing::info!(milli_units = u, "capacity calibrated");
             Ok(u)

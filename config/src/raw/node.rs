@@ -1,20 +1,11 @@
-//! The config file as written: serde types that mirror the TOML, with defaults and
-//! `deny_unknown_fields`. [`RawConfig::validate`] turns them into the resolved types.
+//! An ingest node's config file: [`RawConfig`] and its validation into [`Config`].
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{resolved::*, Problem};
-
-/// Default RTMP port (tcp/1935 is what every encoder assumes for `rtmp://`).
-const DEFAULT_RTMP: &str = "0.0.0.0:1935";
-/// Default SRT port (udp/9000, DESIGN.md).
-const DEFAULT_SRT: &str = "0.0.0.0:9000";
-/// Default viewer HTTP port.
-const DEFAULT_HTTP: &str = "0.0.0.0:8080";
-/// Default admin port: loopback only unless the operator opens it on purpose.
-const DEFAULT_ADMIN: &str = "127.0.0.1:8081";
+use super::{milli_units, uri, valid_id, Choice, RawAdmin, ID_RULE};
+use crate::{defaults::*, error::Problems, resolved::*, Problem};
 
 /// LL-HLS parts must be short enough for sub-second latency and long enough to carry a few
 /// frames; DESIGN.md asks for 200-333 ms, we accept a wider band for experiments.
@@ -29,16 +20,13 @@ const WINDOW_SEGMENTS_RANGE: (usize, usize) = (3, 60);
 const SRT_PASSPHRASE_LEN: (usize, usize) = (10, 79);
 /// A stream key shorter than this is guessable.
 const MIN_STREAM_KEY_LEN: usize = 8;
-/// Admin tokens shorter than this are guessable.
-const MIN_ADMIN_TOKEN_LEN: usize = 16;
-/// IDs end up in URLs and JSON; keep them short.
-const MAX_ID_LEN: usize = 64;
+/// Below this, encoder jitter alone would mark a node overloaded.
+const MIN_OVERLOAD_LAG: Duration = Duration::from_millis(500);
+/// Report intervals balancers can work with: a few per `lost_after`.
+const REPORT_INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(30));
 
-fn addr(s: &str) -> SocketAddr {
-    // infallible: the constants above are valid socket addresses (checked by a unit test).
-    s.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
-}
-
+/// An ingest node's config file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -82,7 +70,7 @@ pub struct RawControl {
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 fn d_report_interval() -> Duration {
-    Duration::from_secs(1)
+    DEFAULT_REPORT_INTERVAL
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,7 +85,7 @@ pub struct RawNode {
 }
 
 fn default_overload_lag() -> Duration {
-    Duration::from_secs(3)
+    DEFAULT_OVERLOAD_LAG
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,17 +100,17 @@ pub struct RawListen {
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
 }
-fn default_rtmp() -> SocketAddr {
-    addr(DEFAULT_RTMP)
+pub(super) fn default_rtmp() -> SocketAddr {
+    DEFAULT_LISTEN_RTMP
 }
-fn default_srt() -> SocketAddr {
-    addr(DEFAULT_SRT)
+pub(super) fn default_srt() -> SocketAddr {
+    DEFAULT_LISTEN_SRT
 }
-fn default_http() -> SocketAddr {
-    addr(DEFAULT_HTTP)
+pub(super) fn default_http() -> SocketAddr {
+    DEFAULT_LISTEN_HTTP
 }
-fn default_admin() -> SocketAddr {
-    addr(DEFAULT_ADMIN)
+pub(super) fn default_admin() -> SocketAddr {
+    DEFAULT_LISTEN_ADMIN
 }
 impl Default for RawListen {
     fn default() -> Self {
@@ -133,15 +121,6 @@ impl Default for RawListen {
             admin: default_admin(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    /// Bearer token for the admin API. Prefer `token_file` outside development.
-    pub token: Option<String>,
-    /// File holding the bearer token (trailing whitespace ignored).
-    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,21 +140,19 @@ pub struct RawHls {
     pub ended_retention: Duration,
 }
 fn d_part() -> Duration {
-    Duration::from_millis(333)
+    DEFAULT_PART_TARGET
 }
 fn d_segment() -> Duration {
-    Duration::from_secs(2)
+    DEFAULT_SEGMENT_TARGET
 }
-/// 10 segments of 2 s: long enough that a delta update (CAN-SKIP-UNTIL = 6 target durations)
-/// skips something, short enough for a live edge.
 fn d_window() -> usize {
-    10
+    DEFAULT_WINDOW_SEGMENTS
 }
-fn d_reconnect() -> Duration {
-    Duration::from_secs(30)
+pub(super) fn d_reconnect() -> Duration {
+    DEFAULT_RECONNECT_WINDOW
 }
 fn d_retention() -> Duration {
-    Duration::from_secs(60)
+    DEFAULT_ENDED_RETENTION
 }
 impl Default for RawHls {
     fn default() -> Self {
@@ -199,7 +176,7 @@ pub struct RawSrt {
     pub passphrase: Option<String>,
 }
 fn d_srt_latency() -> Duration {
-    Duration::from_millis(120)
+    DEFAULT_SRT_LATENCY
 }
 impl Default for RawSrt {
     fn default() -> Self {
@@ -219,7 +196,7 @@ pub struct RawAuth {
     pub webhook_timeout: Duration,
 }
 fn d_webhook_timeout() -> Duration {
-    Duration::from_secs(2)
+    DEFAULT_WEBHOOK_TIMEOUT
 }
 impl Default for RawAuth {
     fn default() -> Self {
@@ -234,28 +211,28 @@ impl Default for RawAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawTranscode {
     /// Serve the source as a rung without re-encoding it.
-    #[serde(default = "d_true")]
+    #[serde(default = "d_passthrough")]
     pub passthrough: bool,
     /// x264 `speed-preset` for every rung.
     #[serde(default = "d_preset")]
-    pub x264_preset: String,
+    pub x264_preset: Choice<X264Preset>,
     /// Units a stream costs for decoding its source once, on top of its rungs.
     #[serde(default = "d_decode_units")]
     pub decode_units: f64,
 }
-fn d_true() -> bool {
-    true
+fn d_passthrough() -> bool {
+    DEFAULT_PASSTHROUGH
 }
-fn d_preset() -> String {
-    "veryfast".into()
+fn d_preset() -> Choice<X264Preset> {
+    Choice::of(DEFAULT_X264_PRESET)
 }
 fn d_decode_units() -> f64 {
-    0.5
+    DEFAULT_DECODE_UNITS
 }
 impl Default for RawTranscode {
     fn default() -> Self {
         Self {
-            passthrough: true,
+            passthrough: d_passthrough(),
             x264_preset: d_preset(),
             decode_units: d_decode_units(),
         }
@@ -274,7 +251,7 @@ pub struct RawRung {
     pub units: Option<f64>,
 }
 fn d_fps() -> u32 {
-    30
+    DEFAULT_RUNG_FPS
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,35 +270,11 @@ pub fn default_ladder() -> Vec<RawRung> {
         .map(|(name, height, kbps)| RawRung {
             name: name.into(),
             height,
-            fps: 30,
+            fps: DEFAULT_RUNG_FPS,
             video_kbps: kbps,
             units: None,
         })
         .collect()
-}
-
-/// Problems collected while validating, each with its key path.
-#[derive(Default)]
-struct Problems(Vec<Problem>);
-impl Problems {
-    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-}
-
-fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_ID_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Milli-units from a float, refusing what is not a positive finite number.
-fn milli_units(v: f64) -> Option<u32> {
-    (v.is_finite() && v > 0.0 && v < 1_000_000.0).then(|| (v * 1000.0).round().max(1.0) as u32)
 }
 
 impl RawConfig {
@@ -330,10 +283,7 @@ impl RawConfig {
         let mut p = Problems::default();
 
         if !valid_id(&self.node.id) {
-            p.add(
-                "node.id",
-                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
-            );
+            p.add("node.id", ID_RULE);
         }
         let capacity = match self.node.capacity_units {
             None => Capacity::Calibrate,
@@ -345,7 +295,7 @@ impl RawConfig {
                 }
             },
         };
-        if self.node.overload_lag < Duration::from_millis(500) {
+        if self.node.overload_lag < MIN_OVERLOAD_LAG {
             p.add(
                 "node.overload_lag",
                 "must be at least 500ms (encoders jitter)",
@@ -366,42 +316,7 @@ impl RawConfig {
             }
         }
 
-        let token = match (&self.admin.token, &self.admin.token_file) {
-            (Some(_), Some(_)) => {
-                p.add("admin", "set either token or token_file, not both");
-                None
-            }
-            (None, None) => {
-                p.add(
-                    "admin.token",
-                    "missing: the admin API needs a token (or token_file)",
-                );
-                None
-            }
-            (Some(t), None) => Some(t.clone()),
-            (None, Some(f)) => match std::fs::read_to_string(f) {
-                Ok(t) => Some(t.trim_end().to_string()),
-                Err(e) => {
-                    p.add(
-                        "admin.token_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    );
-                    None
-                }
-            },
-        };
-        if let Some(t) = &token {
-            if t.len() < MIN_ADMIN_TOKEN_LEN {
-                p.add(
-                    if self.admin.token.is_some() {
-                        "admin.token"
-                    } else {
-                        "admin.token_file"
-                    },
-                    format!("too short: at least {MIN_ADMIN_TOKEN_LEN} characters"),
-                );
-            }
-        }
+        let token = self.admin.resolve(&mut p);
 
         let h = &self.hls;
         if h.part_target < PART_TARGET_RANGE.0 || h.part_target > PART_TARGET_RANGE.1 {
@@ -443,7 +358,7 @@ impl RawConfig {
 
         let webhook = match &self.auth.webhook {
             None => None,
-            Some(u) => match u.parse::<http_uri::Uri>() {
+            Some(u) => match u.parse::<uri::Uri>() {
                 Ok(uri) if uri.scheme == "http" && !uri.authority.is_empty() => Some(u.clone()),
                 _ => {
                     p.add(
@@ -455,21 +370,11 @@ impl RawConfig {
             },
         };
 
-        if ![
-            "ultrafast",
-            "superfast",
-            "veryfast",
-            "faster",
-            "fast",
-            "medium",
-        ]
-        .contains(&self.transcode.x264_preset.as_str())
-        {
-            p.add(
-                "transcode.x264_preset",
-                "must be one of ultrafast, superfast, veryfast, faster, fast, medium",
-            );
-        }
+        let x264_preset = self.transcode.x264_preset.resolve(
+            "transcode.x264_preset",
+            DEFAULT_X264_PRESET,
+            &mut p,
+        );
         let decode_units = milli_units(self.transcode.decode_units).unwrap_or_else(|| {
             p.add("transcode.decode_units", "must be a positive number");
             0
@@ -535,10 +440,7 @@ impl RawConfig {
                 );
             }
             if !valid_id(&s.playback_id) {
-                p.add(
-                    at("playback_id"),
-                    "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
-                );
+                p.add(at("playback_id"), ID_RULE);
             }
             if s.playback_id == s.key {
                 p.add(
@@ -572,7 +474,7 @@ impl RawConfig {
             if c.balancers.is_empty() {
                 p.add("control.balancers", "list at least one balancer");
             }
-            if c.report_interval < Duration::from_millis(100) || c.report_interval > Duration::from_secs(30) {
+            if c.report_interval < REPORT_INTERVAL_RANGE.0 || c.report_interval > REPORT_INTERVAL_RANGE.1 {
                 p.add("control.report_interval", "must be between 100ms and 30s");
             }
             let adv = |p: &mut Problems, key: &str, given: Option<SocketAddr>, listen: SocketAddr| {
@@ -599,10 +501,7 @@ impl RawConfig {
             );
         }
 
-        if !p.0.is_empty() {
-            return Err(p.0);
-        }
-        Ok(Config {
+        p.finish(|| Config {
             node: NodeConfig {
                 id: self.node.id,
                 capacity,
@@ -614,9 +513,7 @@ impl RawConfig {
                 http: l.http,
                 admin: l.admin,
             },
-            admin: AdminConfig {
-                token: token.unwrap_or_default(),
-            },
+            admin: AdminConfig { token },
             hls: HlsConfig {
                 part_target: h.part_target,
                 segment_target: h.segment_target,
@@ -633,203 +530,12 @@ impl RawConfig {
             },
             transcode: TranscodeConfig {
                 passthrough: self.transcode.passthrough,
-                x264_preset: self.transcode.x264_preset,
+                x264_preset,
                 decode_milli_units: decode_units,
             },
             ladder,
             streams,
             control,
-        })
-    }
-}
-
-/// Just enough URI parsing to check a webhook address without pulling in a URL crate.
-mod http_uri {
-    pub struct Uri {
-        pub scheme: String,
-        pub authority: String,
-    }
-    impl std::str::FromStr for Uri {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let (scheme, rest) = s.split_once("://").ok_or(())?;
-            let authority = rest.split('/').next().unwrap_or("").to_string();
-            if authority.contains(char::is_whitespace) {
-                return Err(());
-            }
-            Ok(Uri {
-                scheme: scheme.to_ascii_lowercase(),
-                authority,
-            })
-        }
-    }
-}
-
-/// A balancer's config file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBalancerConfig {
-    pub balancer: RawBalancer,
-    #[serde(default)]
-    pub listen: RawBalancerListen,
-    pub admin: RawAdmin,
-    pub tls: RawTls,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBalancer {
-    pub id: String,
-    /// A node with no report for this long is `lost`: no new streams (it keeps its own).
-    #[serde(default = "d_lost_after", with = "humantime_serde")]
-    pub lost_after: Duration,
-    /// How long a node holds capacity for a placement before the stream arrives.
-    #[serde(default = "d_reservation_ttl", with = "humantime_serde")]
-    pub reservation_ttl: Duration,
-    /// How long a stream goes back to its node after it was last seen there.
-    #[serde(default = "d_reconnect", with = "humantime_serde")]
-    pub reconnect_window: Duration,
-    /// `least-loaded` or `power-of-two`.
-    #[serde(default = "d_policy")]
-    pub policy: String,
-}
-fn d_lost_after() -> Duration {
-    Duration::from_secs(5)
-}
-fn d_reservation_ttl() -> Duration {
-    Duration::from_secs(10)
-}
-fn d_policy() -> String {
-    "least-loaded".into()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBalancerListen {
-    #[serde(default = "default_rtmp")]
-    pub rtmp: SocketAddr,
-    #[serde(default = "default_srt")]
-    pub srt: SocketAddr,
-    #[serde(default = "default_http")]
-    pub http: SocketAddr,
-    #[serde(default = "default_admin")]
-    pub admin: SocketAddr,
-    #[serde(default = "default_control")]
-    pub control: SocketAddr,
-}
-fn default_control() -> SocketAddr {
-    addr(DEFAULT_CONTROL)
-}
-/// Default QUIC control-plane port of a balancer.
-const DEFAULT_CONTROL: &str = "0.0.0.0:7000";
-impl Default for RawBalancerListen {
-    fn default() -> Self {
-        Self {
-            rtmp: default_rtmp(),
-            srt: default_srt(),
-            http: default_http(),
-            admin: default_admin(),
-            control: default_control(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-impl RawBalancerConfig {
-    pub fn validate(self) -> Result<BalancerConfig, Vec<Problem>> {
-        let mut p = Problems::default();
-        if !valid_id(&self.balancer.id) {
-            p.add(
-                "balancer.id",
-                "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'",
-            );
-        }
-        let b = &self.balancer;
-        if b.lost_after < Duration::from_secs(1) {
-            p.add(
-                "balancer.lost_after",
-                "must be at least 1s (a few report intervals)",
-            );
-        }
-        if b.reservation_ttl < Duration::from_secs(1)
-            || b.reservation_ttl > Duration::from_secs(120)
-        {
-            p.add("balancer.reservation_ttl", "must be between 1s and 2m");
-        }
-        let policy = match b.policy.as_str() {
-            "least-loaded" => Policy::LeastLoaded,
-            "power-of-two" => Policy::PowerOfTwo,
-            _ => {
-                p.add("balancer.policy", "must be least-loaded or power-of-two");
-                Policy::LeastLoaded
-            }
-        };
-        let token = match (&self.admin.token, &self.admin.token_file) {
-            (Some(t), None) => t.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .map(|t| t.trim_end().to_string())
-                .unwrap_or_else(|e| {
-                    p.add(
-                        "admin.token_file",
-                        format!("cannot read {}: {e}", f.display()),
-                    );
-                    String::new()
-                }),
-            _ => {
-                p.add("admin", "set exactly one of token and token_file");
-                String::new()
-            }
-        };
-        if !token.is_empty() && token.len() < MIN_ADMIN_TOKEN_LEN {
-            p.add(
-                "admin.token",
-                format!("too short: at least {MIN_ADMIN_TOKEN_LEN} characters"),
-            );
-        }
-        for (k, f) in [
-            ("tls.ca", &self.tls.ca),
-            ("tls.cert", &self.tls.cert),
-            ("tls.key", &self.tls.key),
-        ] {
-            if !f.exists() {
-                p.add(
-                    k,
-                    format!("{} does not exist (edge certs creates one)", f.display()),
-                );
-            }
-        }
-        if !p.0.is_empty() {
-            return Err(p.0);
-        }
-        let l = self.listen;
-        let (lost_after, reservation_ttl, reconnect_window) =
-            (b.lost_after, b.reservation_ttl, b.reconnect_window);
-        Ok(BalancerConfig {
-            id: self.balancer.id,
-            lost_after,
-            reservation_ttl,
-            reconnect_window,
-            policy,
-            listen: BalancerListen {
-                rtmp: l.rtmp,
-                srt: l.srt,
-                http: l.http,
-                admin: l.admin,
-                control: l.control,
-            },
-            admin: AdminConfig { token },
-            tls: TlsPaths {
-                ca: self.tls.ca,
-                cert: self.tls.cert,
-                key: self.tls.key,
-            },
         })
     }
 }

@@ -1,0 +1,64 @@
+//! The default of every config setting that has one, each written once.
+//!
+//! The raw (file) types use these for absent keys, and other crates that need a setting's
+//! default (tests, the balancer's placement policy) take it from here instead of repeating it.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::resolved::{Ranking, X264Preset};
+
+const fn any_v4(port: u16) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+}
+
+/// `listen.rtmp`: tcp/1935 is what every encoder assumes for `rtmp://`.
+pub const DEFAULT_LISTEN_RTMP: SocketAddr = any_v4(1935);
+/// `listen.srt`: udp/9000 (DESIGN.md).
+pub const DEFAULT_LISTEN_SRT: SocketAddr = any_v4(9000);
+/// `listen.http`: the viewer port.
+pub const DEFAULT_LISTEN_HTTP: SocketAddr = any_v4(8080);
+/// `listen.admin`: loopback only unless the operator opens it on purpose.
+pub const DEFAULT_LISTEN_ADMIN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
+/// `listen.control` of a balancer: the QUIC control plane.
+pub const DEFAULT_LISTEN_CONTROL: SocketAddr = any_v4(7000);
+
+/// `control.report_interval`.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// `node.overload_lag`.
+pub const DEFAULT_OVERLOAD_LAG: Duration = Duration::from_secs(3);
+
+/// `hls.part_target`: DESIGN.md asks for 200-333 ms parts.
+pub const DEFAULT_PART_TARGET: Duration = Duration::from_millis(333);
+/// `hls.segment_target`.
+pub const DEFAULT_SEGMENT_TARGET: Duration = Duration::from_secs(2);
+/// `hls.window_segments`: 10 segments of 2 s, long enough that a delta update
+/// (CAN-SKIP-UNTIL = 6 target durations) skips something, short enough for a live edge.
+pub const DEFAULT_WINDOW_SEGMENTS: usize = 10;
+/// `hls.reconnect_window` and `balancer.reconnect_window`: how long a stream waits for its
+/// encoder (and the balancer sends it back to its node).
+pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(30);
+/// `hls.ended_retention`.
+pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(60);
+
+/// `srt.latency`: libsrt's default receiver latency.
+pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);
+/// `auth.webhook_timeout`.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `transcode.passthrough`.
+pub const DEFAULT_PASSTHROUGH: bool = true;
+/// `transcode.x264_preset`.
+pub const DEFAULT_X264_PRESET: X264Preset = X264Preset::Veryfast;
+/// `transcode.decode_units`.
+pub const DEFAULT_DECODE_UNITS: f64 = 0.5;
+/// `ladder[].fps`.
+pub const DEFAULT_RUNG_FPS: u32 = 30;
+
+/// `balancer.lost_after`: a few report intervals.
+pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(5);
+/// `balancer.reservation_ttl`.
+pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(10);
+/// `balancer.policy`.
+pub const DEFAULT_RANKING: Ranking = Ranking::LeastLoaded;

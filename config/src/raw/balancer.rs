@@ -1,0 +1,147 @@
+//! A balancer's config file: [`RawBalancerConfig`] and its validation into [`BalancerConfig`].
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::node::{d_reconnect, default_admin, default_http, default_rtmp, default_srt};
+use super::{valid_id, Choice, RawAdmin, ID_RULE};
+use crate::{defaults::*, error::Problems, resolved::*, Problem};
+
+/// Shorter than a few report intervals, and a late report alone would make a node `lost`.
+const MIN_LOST_AFTER: Duration = Duration::from_secs(1);
+/// A relayed encoder arrives within seconds of its placement; nodes cap longer TTLs anyway.
+const RESERVATION_TTL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(120));
+
+/// A balancer's config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancerConfig {
+    pub balancer: RawBalancer,
+    #[serde(default)]
+    pub listen: RawBalancerListen,
+    pub admin: RawAdmin,
+    pub tls: RawTls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancer {
+    pub id: String,
+    /// A node with no report for this long is `lost`: no new streams (it keeps its own).
+    #[serde(default = "d_lost_after", with = "humantime_serde")]
+    pub lost_after: Duration,
+    /// How long a node holds capacity for a placement before the stream arrives.
+    #[serde(default = "d_reservation_ttl", with = "humantime_serde")]
+    pub reservation_ttl: Duration,
+    /// How long a stream goes back to its node after it was last seen there.
+    #[serde(default = "d_reconnect", with = "humantime_serde")]
+    pub reconnect_window: Duration,
+    /// `least-loaded` or `power-of-two`.
+    #[serde(default = "d_policy")]
+    pub policy: Choice<Ranking>,
+}
+fn d_lost_after() -> Duration {
+    DEFAULT_LOST_AFTER
+}
+fn d_reservation_ttl() -> Duration {
+    DEFAULT_RESERVATION_TTL
+}
+fn d_policy() -> Choice<Ranking> {
+    Choice::of(DEFAULT_RANKING)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBalancerListen {
+    #[serde(default = "default_rtmp")]
+    pub rtmp: SocketAddr,
+    #[serde(default = "default_srt")]
+    pub srt: SocketAddr,
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    #[serde(default = "default_admin")]
+    pub admin: SocketAddr,
+    #[serde(default = "default_control")]
+    pub control: SocketAddr,
+}
+fn default_control() -> SocketAddr {
+    DEFAULT_LISTEN_CONTROL
+}
+impl Default for RawBalancerListen {
+    fn default() -> Self {
+        Self {
+            rtmp: default_rtmp(),
+            srt: default_srt(),
+            http: default_http(),
+            admin: default_admin(),
+            control: default_control(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl RawBalancerConfig {
+    /// Check every value; return the resolved config or every problem found.
+    pub fn validate(self) -> Result<BalancerConfig, Vec<Problem>> {
+        let mut p = Problems::default();
+        if !valid_id(&self.balancer.id) {
+            p.add("balancer.id", ID_RULE);
+        }
+        let b = self.balancer;
+        if b.lost_after < MIN_LOST_AFTER {
+            p.add(
+                "balancer.lost_after",
+                "must be at least 1s (a few report intervals)",
+            );
+        }
+        if b.reservation_ttl < RESERVATION_TTL_RANGE.0
+            || b.reservation_ttl > RESERVATION_TTL_RANGE.1
+        {
+            p.add("balancer.reservation_ttl", "must be between 1s and 2m");
+        }
+        let policy = b.policy.resolve("balancer.policy", DEFAULT_RANKING, &mut p);
+        let token = self.admin.resolve(&mut p);
+        for (k, f) in [
+            ("tls.ca", &self.tls.ca),
+            ("tls.cert", &self.tls.cert),
+            ("tls.key", &self.tls.key),
+        ] {
+            if !f.exists() {
+                p.add(
+                    k,
+                    format!("{} does not exist (edge certs creates one)", f.display()),
+                );
+            }
+        }
+        let l = self.listen;
+        p.finish(|| BalancerConfig {
+            id: b.id,
+            lost_after: b.lost_after,
+            reservation_ttl: b.reservation_ttl,
+            reconnect_window: b.reconnect_window,
+            policy,
+            listen: BalancerListen {
+                rtmp: l.rtmp,
+                srt: l.srt,
+                http: l.http,
+                admin: l.admin,
+                control: l.control,
+            },
+            admin: AdminConfig { token },
+            tls: TlsPaths {
+                ca: self.tls.ca,
+                cert: self.tls.cert,
+                key: self.tls.key,
+            },
+        })
+    }
+}
