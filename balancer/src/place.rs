@@ -429,6 +429,7 @@ impl Placement {
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        crate::capacity_metrics::record(&out);
         out
     }
 }

@@ -9,6 +9,7 @@
 //! - [`proto`]: the messages and their framing (pure, no sockets; re-exported at the root).
 //! - [`client::spawn_client`]: the node side.
 //! - [`server::run_server`] / [`server::spawn_server`] and [`server::Registry`]: the balancer side.
+//! - [`process_metrics`]: `edge_build_info`, `process_*` and certificate expiry, for every process.
 //!
 //! Caveat: losing the control connection never affects anything else. A node keeps its
 //! streams; a balancer just stops receiving that node's reports and decides from the age of
@@ -16,6 +17,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod process_metrics;
 pub mod proto;
 pub mod server;
 mod tls;
