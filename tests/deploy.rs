@@ -602,6 +602,33 @@ fn spawn(cmd: &mut Command, log: PathBuf) -> Child {
     Child(c, log)
 }
 
+/// How long `edge dev` gets to stop its nodes after SIGTERM.
+const DEV_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `edge dev`. Dropped: SIGTERM, so it stops its node processes itself (a SIGKILL
+/// would orphan them on the dev ports); then any node process still running with this
+/// cluster's (unique) directory in its command line is killed by its PID.
+struct DevCluster {
+    child: Child,
+    dir: PathBuf,
+}
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = common::send_signal(self.child.0.id(), "TERM");
+        let _ = common::wait_child(&mut self.child.0, DEV_STOP_TIMEOUT);
+        let needle = self.dir.display().to_string();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmdline = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&needle) {
+                let _ = common::send_signal(pid, "KILL");
+            }
+        }
+    }
+}
+
 #[test]
 fn prometheus_scrapes_edge_dev_and_every_referenced_series_exists() {
     for p in DEV_PORTS {
@@ -611,13 +638,16 @@ fn prometheus_scrapes_edge_dev_and_every_referenced_series_exists() {
         );
     }
     let dir = TempDir::new("prom");
-    let dev = spawn(
-        Command::new(edge_bin())
-            .args(["dev", "--dir"])
-            .arg(dir.path().join("dev"))
-            .env("RUST_LOG", "info"),
-        dir.path().join("dev.log"),
-    );
+    let dev = DevCluster {
+        child: spawn(
+            Command::new(edge_bin())
+                .args(["dev", "--dir"])
+                .arg(dir.path().join("dev"))
+                .env("RUST_LOG", "info"),
+            dir.path().join("dev.log"),
+        ),
+        dir: dir.path().join("dev"),
+    };
     let nodes_reported = wait_until(DEV_START_TIMEOUT, || {
         let m = http_get("http://127.0.0.1:8081/metrics", HTTP_TIMEOUT).ok()?;
         let t = m.text();
