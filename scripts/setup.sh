@@ -2,7 +2,9 @@
 # Installs everything edge needs on a fresh Debian 12 machine (as root): the GStreamer 1.22
 # development files and plugins the ingest pipeline uses, ffmpeg and srt-tools (real encoders for
 # the tests), Chromium and hls.js (the real player for the browser test), HAProxy (the peer the
-# balancer benchmark compares against). Safe to run again: apt and npm skip what is there.
+# balancer benchmark compares against), and for deploy/: Prometheus (promtool and a real server for
+# the scrape test), debootstrap (the runtime root filesystem check) and kubernetes-validate (in a
+# virtualenv at .venv, for the manifest test). Safe to run again: apt, pip and npm skip what is there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -10,7 +12,7 @@ need_apt=0
 for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
          gstreamer1.0-libav gstreamer1.0-tools ffmpeg srt-tools chromium pkg-config \
-         haproxy curl; do
+         haproxy curl prometheus debootstrap python3-venv; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
@@ -21,7 +23,23 @@ if [ "$need_apt" = 1 ]; then
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
-    ffmpeg srt-tools chromium haproxy
+    ffmpeg srt-tools chromium haproxy \
+    prometheus debootstrap python3 python3-venv
+  # Debian starts the prometheus service on install; the tests run their own servers on
+  # loopback ports, so the packaged one (it listens on :9090 and scrapes nothing of ours) stays off.
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+  fi
+fi
+
+# deploy/ tests validate rendered manifests with kubernetes-validate (PyPI), pinned here; a
+# virtualenv keeps it off the system Python (Debian 12 refuses a system-wide pip install).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+venv="$here/.venv"
+if ! "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $KUBERNETES_VALIDATE_VERSION"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -11,6 +11,7 @@
 //! cordoned or silent gets no new streams and keeps every stream it has.
 
 pub mod admin;
+pub mod capacity_metrics;
 pub mod conns;
 pub mod metrics;
 pub mod place;
@@ -91,6 +92,12 @@ pub async fn run(
     ready: impl FnOnce(Running),
 ) -> Result<(), StartError> {
     metrics::init();
+    capacity_metrics::init();
+    control::process_metrics::register(
+        "balancer",
+        env!("CARGO_PKG_VERSION"),
+        Some((&cfg.tls.ca, &cfg.tls.cert)),
+    );
     let files = control::certs::TlsFiles {
         ca: cfg.tls.ca.clone(),
         cert: cfg.tls.cert.clone(),

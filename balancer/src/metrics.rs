@@ -69,8 +69,26 @@ pub fn init() {
             RELAYED_BYTES.with_label_values(&[p, d]);
         }
     }
-    LazyLock::force(&CONNECTIONS_TOTAL);
-    LazyLock::force(&PLACEMENTS);
+    // Every result the dashboards and alert rules select on exists from the start, at zero.
+    for (p, results) in [
+        ("rtmp", &["relayed", "refused", "too_many_connections"][..]),
+        (
+            "srt",
+            &["relayed", "refused", "refused_by_node", "too_many_sessions"][..],
+        ),
+    ] {
+        for r in results {
+            CONNECTIONS_TOTAL.with_label_values(&[p, r]);
+        }
+    }
+    for r in [
+        "accepted",
+        "refused_by_node",
+        "node_unreachable",
+        "no_capacity",
+    ] {
+        PLACEMENTS.with_label_values(&[r]);
+    }
     LazyLock::force(&NODE_FREE);
     LazyLock::force(&NODE_STATE);
     LazyLock::force(&REPORT_AGE);

@@ -422,6 +422,7 @@ impl Placer {
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
+        crate::capacity_metrics::record(&out);
         out
     }
 }

@@ -12,6 +12,7 @@
 //! - [`server::run_server`] / [`server::spawn_server`] and [`server::Registry`]: the balancer side
 //!   (quinn driver); its session logic is the pure [`server_session`] (hello, identity, frames).
 //! - [`reservation`]: the one name for capacity held for a placement (reserve, cancel, TTL).
+//! - [`process_metrics`]: `edge_build_info`, `process_*` and certificate expiry, for every process.
 //!
 //! Caveat: losing the control connection never affects anything else. A node keeps its
 //! streams; a balancer just stops receiving that node's reports and decides from the age of
@@ -20,6 +21,7 @@
 pub mod certs;
 pub mod client;
 pub mod client_session;
+pub mod process_metrics;
 pub mod proto;
 pub mod reservation;
 pub mod server;

@@ -103,6 +103,11 @@ pub async fn run(
 ) -> Result<(), StartError> {
     gstreamer::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
     metrics::init();
+    let certs = cfg
+        .control
+        .as_ref()
+        .map(|c| (c.tls.ca.as_path(), c.tls.cert.as_path()));
+    control::process_metrics::register("ingest", env!("CARGO_PKG_VERSION"), certs);
     let capacity = capacity(&cfg)?;
     let origin = packager::Origin::new(packager::PackagerConfig {
         part_target: cfg.hls.part_target,

@@ -74,11 +74,59 @@ pub static SRT_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Touch every metric so it appears in /metrics from the start (at zero).
+/// Results of `edge_ingest_connections_total` both protocols count: accepted, and the
+/// admission refusals (`node::AdmitError::label`).
+const RESULTS: [&str; 5] = [
+    "accepted",
+    "refused_key",
+    "auth_unavailable",
+    "refused_full",
+    "refused_busy",
+];
+/// Results only one protocol has.
+const RTMP_RESULTS: [&str; 4] = [
+    "too_many_connections",
+    "too_many_from_address",
+    "bad_app",
+    "play_refused",
+];
+const SRT_RESULTS: [&str; 4] = [
+    "handshake_failed",
+    "bad_stream_id",
+    "bad_passphrase",
+    "error",
+];
+
+/// Reasons of `edge_ingest_srt_dropped_packets_total`: the guard's (`wire::srt_guard`) and the
+/// session table's (`srt.rs`).
+const SRT_DROP_REASONS: [&str; 7] = [
+    "too_short",
+    "too_long",
+    "unsupported_control",
+    "bad_handshake",
+    "session_queue_full",
+    "no_session",
+    "too_many_sessions",
+];
+
+/// Touch every metric so it appears in /metrics from the start (at zero), with every label set
+/// that dashboards and alert rules select on (deploy/grafana, deploy/prometheus).
 pub fn init() {
     for p in ["rtmp", "srt"] {
         STREAMS.with_label_values(&[p]).set(0);
         BYTES_RECEIVED.with_label_values(&[p]);
+        for r in RESULTS {
+            CONNECTIONS_TOTAL.with_label_values(&[p, r]);
+        }
+    }
+    for r in RTMP_RESULTS {
+        CONNECTIONS_TOTAL.with_label_values(&["rtmp", r]);
+    }
+    for r in SRT_RESULTS {
+        CONNECTIONS_TOTAL.with_label_values(&["srt", r]);
+    }
+    for r in SRT_DROP_REASONS {
+        SRT_DROPPED.with_label_values(&[r]);
     }
     LazyLock::force(&CAPACITY);
     LazyLock::force(&USED);

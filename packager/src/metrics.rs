@@ -1,6 +1,7 @@
 //! Prometheus metrics of the packager, registered in the default registry on first use.
 //!
-//! Entry points: [`part_published`], [`part_latency`], [`http_request`], [`set_streams`].
+//! Entry points: [`part_published`], [`part_latency`], [`http_request`], [`blocking_reload`],
+//! [`set_streams`].
 //! Labels are low-cardinality only (rendition kind, request kind, status code): never stream
 //! keys or playback IDs. If a metric of the same name is already registered (another crate or
 //! a test harness), an unregistered instance is used instead, so recording never fails.
@@ -8,7 +9,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
 /// Histogram buckets of the part latency, seconds: from one frame-ish to "badly late".
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
@@ -77,4 +78,25 @@ pub(crate) fn http_request(kind: &str, code: u16) {
 /// Set the number of streams served.
 pub(crate) fn set_streams(n: usize) {
     STREAMS.set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// Buckets of a blocking playlist reload's wait, seconds: an answer is due within about one part
+/// target (0.2-0.33 s) of the request; the packager gives up after a few target durations.
+const BLOCKING_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 6.0];
+
+static BLOCKING: LazyLock<Histogram> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        "edge_packager_blocking_reload_seconds",
+        "How long blocking playlist reloads (_HLS_msn) waited before their answer",
+    )
+    .buckets(BLOCKING_BUCKETS.to_vec());
+    prometheus::register_histogram!(opts.clone()).unwrap_or_else(|_| {
+        let unregistered = Histogram::with_opts(opts);
+        unregistered.expect("valid metric") // infallible: constant valid name and buckets
+    })
+});
+
+/// Observe how long one blocking playlist reload waited.
+pub(crate) fn blocking_reload(waited: Duration) {
+    BLOCKING.observe(waited.as_secs_f64());
 }

@@ -315,6 +315,9 @@ impl Origin {
         let head = method == Method::HEAD;
         let route = request::route(uri.path());
         let kind = route.as_ref().map_or("other", Route::kind);
+        let started = tokio::time::Instant::now();
+        let blocking = matches!(route, Some(Route::Media { .. }))
+            && uri.query().is_some_and(|q| q.contains("_HLS_msn="));
         let mut resp = if method == Method::OPTIONS {
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -344,6 +347,9 @@ impl Origin {
             }
         };
         metrics::http_request(kind, resp.status().as_u16());
+        if blocking {
+            metrics::blocking_reload(started.elapsed());
+        }
         let h = resp.headers_mut();
         h.insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
