@@ -30,7 +30,11 @@
 //! session first. Encryption is end to end between encoder and node (KMREQ relayed as is).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's instant, so a driver on tokio's clock and a test on paused time agree; nothing here
+// reads a clock.
+use tokio::time::Instant;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
