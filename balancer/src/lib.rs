@@ -4,7 +4,8 @@
 //! Reading order: [`rtmp`] and [`srt`] accept encoders → [`place`] (the [`place::Placer`])
 //! chooses a node with the pure [`placement`] policy and gets the node's promise over the
 //! control plane (`control` crate) → the relay runs until one of its two sockets ends.
-//! [`srt_relay`] is the pure SRT handshake relay; [`playback`] routes viewers to the node serving their stream; [`admin`]
+//! [`srt_route`] is the pure SRT routing (which session a datagram belongs to, a session's
+//! life), [`srt_relay`] the pure SRT handshake relay; [`playback`] routes viewers to the node serving their stream; [`admin`]
 //! and [`metrics`] are for operators. Entry point: [`run`].
 //!
 //! The rule everything here keeps: admission is not liveness. A node that is full, draining,
@@ -21,6 +22,7 @@ pub mod rtmp;
 pub mod rtmp_peek;
 pub mod srt;
 pub mod srt_relay;
+pub mod srt_route;
 
 use std::sync::Arc;
 

@@ -426,3 +426,7 @@ impl Placer {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "place_test.rs"]
+mod tests;

@@ -1,25 +1,21 @@
-//! SRT relay on udp/9000: the IO around [`crate::srt_relay`].
+//! SRT relay on udp/9000: the tokio driver around [`crate::srt_route`] and
+//! [`crate::srt_relay`].
 //!
-//! The front socket answers inductions itself (stateless cookie), reads the stream ID from a
-//! caller's conclusion, places the stream (affinity by the key's fingerprint), and gives the
-//! session its own upstream UDP socket towards the node (libsrt drops packets whose source
-//! changes), over which [`Upstream`] redoes the handshake and then relays. Every datagram from
-//! callers passes `wire::srt_guard`; malformed and unknown control packets are dropped, never
-//! passed to a node. Sessions end when both sides are silent for [`SESSION_IDLE_TIMEOUT`]; no
-//! node state ever ends one.
+//! The front socket's datagrams go through a [`Router`] (induction answers with a stateless
+//! cookie, routing to live sessions, new sessions from a caller's conclusion). A new session is
+//! placed (affinity by the key's fingerprint) and gets its own upstream UDP socket towards the
+//! node (libsrt drops packets whose source changes), over which its [`Session`] redoes the
+//! handshake and then relays. Every datagram from callers passes `wire::srt_guard`; malformed
+//! and unknown control packets are dropped, never passed to a node. Sessions end when both
+//! sides are silent for [`crate::srt_route::SESSION_IDLE_TIMEOUT`]; no node state ever ends one.
+//!
+//! Entry point: [`serve`]. Everything decided here is in the two cores; this file moves bytes
+//! between sockets, tasks and them, and counts.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use tokio::{net::UdpSocket, sync::mpsc};
+use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -27,26 +23,34 @@ use crate::{
     conns::Conns,
     metrics,
     place::Placer,
-    srt_relay::{self, Cookies, Fresh, Step, Upstream, REJECT_BAD_REQUEST, REJECT_OVERLOAD},
+    srt_relay::{self, Step, REJECT_BAD_REQUEST, REJECT_OVERLOAD},
+    srt_route::{NewSession, Refusal, Routed, Router, Session, SessionId, Tick},
 };
 
 /// Sessions at once (placing or relaying): bounds the sockets and tasks callers can cost us.
 pub const MAX_SESSIONS: usize = 10_000;
 /// Datagrams queued from the front to one session before we drop (as the network would).
 const SESSION_QUEUE: usize = 4096;
-/// A session with no datagram either way for this long is over. libsrt declares its peer dead
-/// after 5 s without packets (keepalives flow every second even when idle).
-const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshake retransmission clock for [`Upstream::on_timer`] (libsrt retries every 250 ms).
-const TIMER_TICK: Duration = Duration::from_millis(50);
 /// Receive buffer of the front socket: it carries every SRT stream the balancer relays.
 const RECV_BUFFER: usize = 4 * 1024 * 1024;
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// What a session task tells the front loop.
+#[derive(Debug, Clone, Copy)]
+enum Notice {
+    Established(SessionId),
+    Closed(SessionId),
+}
+
+/// Sends [`Notice::Closed`] when a session task ends, however it ends.
+struct ClosedOnDrop {
+    id: SessionId,
+    notices: mpsc::UnboundedSender<Notice>,
+}
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        let _ = self.notices.send(Notice::Closed(self.id));
+    }
 }
 
 /// Serve SRT on `socket` until `stop_accepting` (new sessions) / the process ends (live ones).
@@ -64,82 +68,92 @@ pub async fn serve(
         // (they only stop blind spoofing of handshakes).
         *b = (crate::place::random_u64() >> (i % 8 * 8)) as u8 ^ (i as u8).wrapping_mul(31);
     }
-    let cookies = Cookies::new(secret);
-    // Per caller: the queue to its session task, whether its relay is established, and the
-    // caller's SRT socket ID (a restarted caller has a new one).
-    let mut sessions: HashMap<SocketAddr, (mpsc::Sender<Bytes>, Arc<AtomicBool>, u32)> =
-        HashMap::new();
+    let mut router = Router::new(secret, MAX_SESSIONS, Instant::now());
+    // The queue to each live session's task.
+    let mut sessions: HashMap<SessionId, mpsc::Sender<Bytes>> = HashMap::new();
+    let (notices_tx, mut notices) = mpsc::unbounded_channel();
     let mut buf = vec![0u8; 65536];
     loop {
-        let (n, peer) = match front.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(error = %e, "srt recv error");
-                continue;
-            }
-        };
-        let pkt = &buf[..n];
-        // Inductions always get the stateless answer: a retransmission while a session is
-        // placing, or a caller restarting from the same address and port.
-        let induction = is_induction(pkt);
-        // A conclusion with a new caller socket ID to an established session means the caller
-        // restarted: new session. The same ID is a retransmission (libsrt repeats its
-        // conclusion until answered), which the session answers from its cache.
-        let restart = |est: &AtomicBool, sid: u32| {
-            est.load(Ordering::Acquire) && is_conclusion(pkt) && caller_socket_id(pkt) != Some(sid)
-        };
-        if let Some((tx, _, _)) = sessions
-            .get(&peer)
-            .filter(|(_, est, sid)| !induction && !restart(est, *sid))
-        {
-            if !tx.is_closed() {
-                if tx.try_send(Bytes::copy_from_slice(pkt)).is_err() {
-                    tracing::trace!(client.addr = %peer, "srt session queue full");
+        let (n, peer) = tokio::select! {
+            // Notices first: a session's "established" must be known before its caller's
+            // next conclusion is routed.
+            biased;
+            Some(notice) = notices.recv() => {
+                match notice {
+                    Notice::Established(id) => router.handle_established(id),
+                    Notice::Closed(id) => {
+                        router.handle_closed(id);
+                        sessions.remove(&id);
+                    }
                 }
                 continue;
             }
-            sessions.remove(&peer);
+            r = front.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "srt recv error");
+                    continue;
+                }
+            },
+        };
+        if stop_accepting.is_cancelled() {
+            router.stop_accepting();
         }
-        match srt_relay::on_fresh(pkt, peer, &cookies, now_secs()) {
-            Fresh::Reply(r) => {
-                let _ = front.send_to(&r, peer).await;
-            }
-            Fresh::Drop(reason) => {
-                tracing::trace!(client.addr = %peer, reason, "srt datagram dropped");
-            }
-            Fresh::Place {
-                stream_id,
-                conclusion,
-                caller_socket_id: caller,
-            } => {
-                if stop_accepting.is_cancelled() {
-                    if let Some(r) = srt_relay::rejection(&conclusion, REJECT_OVERLOAD) {
-                        let _ = front.send_to(&r, peer).await;
+        let pkt = buf.get(..n).unwrap_or_default();
+        let mut routed = router.handle_datagram(Instant::now(), peer, pkt);
+        if let Routed::ToSession(id) = routed {
+            match sessions.get(&id) {
+                Some(tx) if !tx.is_closed() => {
+                    if tx.try_send(Bytes::copy_from_slice(pkt)).is_err() {
+                        tracing::trace!(client.addr = %peer, "srt session queue full");
                     }
                     continue;
                 }
-                if sessions.len() >= MAX_SESSIONS {
-                    sessions.retain(|_, (tx, _, _)| !tx.is_closed());
-                    if sessions.len() >= MAX_SESSIONS {
-                        metrics::CONNECTIONS_TOTAL
-                            .with_label_values(&["srt", "too_many_sessions"])
-                            .inc();
-                        continue;
-                    }
+                // Its task ended and the notice is still on its way: route afresh.
+                _ => {
+                    sessions.remove(&id);
+                    router.handle_closed(id);
+                    routed = router.handle_datagram(Instant::now(), peer, pkt);
+                }
+            }
+        }
+        match routed {
+            Routed::Reply(r) => {
+                let _ = front.send_to(&r, peer).await;
+            }
+            Routed::ToSession(_) => {}
+            Routed::Drop(reason) => {
+                tracing::trace!(client.addr = %peer, reason, "srt datagram dropped");
+            }
+            Routed::Refuse { reply, why } => {
+                if why == Refusal::TooManySessions {
+                    metrics::CONNECTIONS_TOTAL
+                        .with_label_values(&["srt", "too_many_sessions"])
+                        .inc();
+                }
+                if let Some(r) = reply {
+                    let _ = front.send_to(&r, peer).await;
+                }
+            }
+            Routed::Place(new) => {
+                if let Some(old) = new.replaces {
+                    // Dropping its queue ends the old session.
+                    sessions.remove(&old);
                 }
                 let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-                let established = Arc::new(AtomicBool::new(false));
-                // Replacing an entry drops the old sender, which ends the old session.
-                sessions.insert(peer, (tx, Arc::clone(&established), caller));
+                sessions.insert(new.id, tx);
                 let span = tracing::info_span!("srt", client.addr = %peer, node.id = tracing::field::Empty);
+                let closed = ClosedOnDrop {
+                    id: new.id,
+                    notices: notices_tx.clone(),
+                };
                 tokio::spawn(
                     session(
                         Arc::clone(&front),
                         peer,
-                        stream_id,
-                        conclusion,
+                        new,
                         rx,
-                        established,
+                        closed,
                         Arc::clone(&placement),
                         Arc::clone(&conns),
                     )
@@ -150,21 +164,6 @@ pub async fn serve(
     }
 }
 
-/// The caller's SRT socket ID in a handshake (CIF offset 24).
-fn caller_socket_id(pkt: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(pkt.get(40..44)?.try_into().ok()?))
-}
-
-/// Whether a datagram is a handshake conclusion (control type 0, handshake type -1).
-fn is_conclusion(pkt: &[u8]) -> bool {
-    pkt.len() >= 40 && pkt[0] == 0x80 && pkt[1] == 0 && pkt[36..40] == [0xFF; 4]
-}
-
-/// Whether a datagram is a handshake induction (control type 0, handshake type 1).
-fn is_induction(pkt: &[u8]) -> bool {
-    pkt.len() >= 40 && pkt[0] == 0x80 && pkt[1] == 0 && pkt[36..40] == [0, 0, 0, 1]
-}
-
 async fn reject(front: &UdpSocket, peer: SocketAddr, conclusion: &[u8], code: u32) {
     if let Some(r) = srt_relay::rejection(conclusion, code) {
         let _ = front.send_to(&r, peer).await;
@@ -172,17 +171,21 @@ async fn reject(front: &UdpSocket, peer: SocketAddr, conclusion: &[u8], code: u3
 }
 
 /// One caller: place it, handshake with the node from our own socket, relay.
-#[allow(clippy::too_many_arguments)]
 async fn session(
     front: Arc<UdpSocket>,
     peer: SocketAddr,
-    stream_id: String,
-    conclusion: Vec<u8>,
+    new: NewSession,
     mut rx: mpsc::Receiver<Bytes>,
-    established: Arc<AtomicBool>,
+    closed: ClosedOnDrop,
     placement: Arc<Placer>,
     conns: Arc<Conns>,
 ) {
+    let NewSession {
+        id,
+        stream_id,
+        conclusion,
+        ..
+    } = new;
     metrics::CONNECTIONS
         .with_label_values(&["srt", "placing"])
         .inc();
@@ -232,34 +235,24 @@ async fn session(
         return;
     }
     let node_sid = wire::streamid::for_node(&key, placed.reservation, peer);
-    let (mut up, first) = Upstream::start(conclusion.clone(), Some(node_sid), Instant::now());
+    let (mut core, first) = Session::start(conclusion, Some(node_sid), Instant::now());
     let _ = upstream_sock.send(&first).await;
     let mut guard = None;
     let mut buf = vec![0u8; 65536];
-    let mut last = Instant::now();
-    let mut tick = tokio::time::interval(TIMER_TICK);
     loop {
         let steps = tokio::select! {
             p = rx.recv() => match p {
-                Some(p) => {
-                    last = Instant::now();
-                    up.on_caller(&p, Instant::now())
-                }
+                Some(p) => core.handle_caller(&p, Instant::now()),
                 None => break,
             },
             r = upstream_sock.recv(&mut buf) => match r {
-                Ok(n) => {
-                    last = Instant::now();
-                    up.on_node(&buf[..n], Instant::now())
-                }
+                Ok(n) => core.handle_node(buf.get(..n).unwrap_or_default(), Instant::now()),
                 Err(_) => Vec::new(),
             },
-            _ = tick.tick() => {
-                if last.elapsed() > SESSION_IDLE_TIMEOUT {
-                    break;
-                }
-                up.on_timer(Instant::now())
-            }
+            _ = tokio::time::sleep_until(core.poll_timeout()) => match core.handle_timeout(Instant::now()) {
+                Tick::Steps(steps) => steps,
+                Tick::Idle => break,
+            },
         };
         let mut done = false;
         for step in steps {
@@ -289,14 +282,14 @@ async fn session(
                         .with_label_values(&["srt", "relaying"])
                         .inc();
                     guard = Some(conns.open("srt", peer, &placed.node_id));
-                    established.store(true, Ordering::Release);
+                    let _ = closed.notices.send(Notice::Established(id));
                 }
                 Step::Rejected(code) => {
                     tracing::info!(code, "node rejected the srt caller");
                     metrics::CONNECTIONS_TOTAL
                         .with_label_values(&["srt", "refused_by_node"])
                         .inc();
-                    reject(&front, peer, &conclusion, code).await;
+                    reject(&front, peer, core.conclusion(), code).await;
                     done = true;
                 }
                 Step::Nothing => {}

@@ -25,12 +25,16 @@
 //! then extension blocks (u16 type, u16 length in 4-byte words, body). The stream ID extension
 //! (type 5) is stored as 32-bit little-endian words, zero padded.
 //!
-//! Caveats: a caller that restarts from the same address and port while its session lives is
-//! not recognised here (its induction is ignored); the driver's idle timeout ends the old
-//! session first. Encryption is end to end between encoder and node (KMREQ relayed as is).
+//! Caveats: which session a datagram belongs to (a caller restarting from the same address and
+//! port included) is [`crate::srt_route`]'s business, not this module's. Encryption is end to
+//! end between encoder and node (KMREQ relayed as is).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's instant, so a driver on tokio's clock and a test on paused time agree; nothing here
+// reads a clock.
+use tokio::time::Instant;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

@@ -180,6 +180,11 @@ impl NodeLink {
         self.registry.answer(&self.link, id, answer);
     }
 
+    /// The address the node connects from.
+    pub fn remote(&self) -> SocketAddr {
+        self.link.remote
+    }
+
     /// Resolves when a newer connection of the same node took over (close this one).
     pub async fn replaced(&self) {
         self.link.replaced.cancelled().await
@@ -590,7 +595,7 @@ async fn session(
                         Err(kick) => return End::Kicked(kick),
                         Ok(Some(Inbound::Report { report, first })) => {
                             if first {
-                                info!(node = %core.node_id(), remote = %link.link.remote, "node connected");
+                                info!(node = %core.node_id(), remote = %link.remote(), "node connected");
                             }
                             if let Err(kick) = link.report(report, Instant::now()) {
                                 return End::Kicked(kick);
