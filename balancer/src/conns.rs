@@ -66,7 +66,7 @@ impl Conns {
             protocol,
             client_addr,
             node: node.to_string(),
-            started_unix_ms: SystemTime::now()
+            started_unix_ms: server::wall_clock()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),

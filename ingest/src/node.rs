@@ -35,12 +35,7 @@ pub use crate::report::StreamInfo;
 /// How often expired reservations are released and the CPU is sampled.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The wall clock, for the start times the APIs and reports show (never for timeouts: those
-/// follow tokio's clock, which tests can pause).
-#[allow(clippy::disallowed_methods)]
-pub fn wall_clock() -> SystemTime {
-    SystemTime::now()
-}
+pub use server::wall_clock;
 
 /// Protocols publishers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

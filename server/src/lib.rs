@@ -21,3 +21,11 @@ pub mod serve;
 
 pub use accept::{Acceptor, ConnLimits, ConnPermit};
 pub use listen::BindError;
+
+/// The wall clock, for the start times and timestamps the APIs and reports show (never for
+/// timeouts: those follow tokio's clock, which tests can pause). The one allowed use of
+/// `SystemTime::now` in node and balancer (clippy.toml).
+#[allow(clippy::disallowed_methods)]
+pub fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
