@@ -12,6 +12,9 @@
 //! - (opt-in, `EDGE_TEST_ROOTFS=1`) deploy/rootfs.sh: the runtime image built with debootstrap.
 //!
 //! Tools come from scripts/setup.sh (kubectl, .venv with kubernetes-validate, prometheus).
+// End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
+// time; the ban on the std clock (clippy.toml) is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
 

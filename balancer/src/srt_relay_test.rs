@@ -670,8 +670,11 @@ mod live {
                 .map(|i| Bytes::from(format!("message {i:03} {}", "x".repeat(i * 10))))
                 .collect();
             for m in &sent {
+                // srt-tokio's send API takes the std clock's Instant (it runs on real time).
+                #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+                let at = std::time::Instant::now();
                 caller
-                    .send((std::time::Instant::now(), m.clone()))
+                    .send((at, m.clone()))
                     .await
                     .unwrap();
                 // srt-tokio's live sender estimates the input rate and stalls on a burst.
