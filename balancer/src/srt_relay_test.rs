@@ -673,10 +673,7 @@ mod live {
                 // srt-tokio's send API takes the std clock's Instant (it runs on real time).
                 #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
                 let at = std::time::Instant::now();
-                caller
-                    .send((at, m.clone()))
-                    .await
-                    .unwrap();
+                caller.send((at, m.clone())).await.unwrap();
                 // srt-tokio's live sender estimates the input rate and stalls on a burst.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
