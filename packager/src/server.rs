@@ -37,8 +37,7 @@ use crate::track::{Track, TrackState};
 use crate::RenditionKind;
 
 /// Blocking playlist reloads and preload-hint part requests give up after this many target
-/// durations with a 503 (the spec suggests three), and never later than
-/// [`crate::MAX_BLOCKING_HOLD`] (which the balancer's proxy waits for).
+/// durations with a 503 (the spec suggests three).
 pub(crate) const BLOCKING_TIMEOUT_TARGET_DURATIONS: u32 = 3;
 
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
@@ -178,15 +177,11 @@ fn cached_playlist(
     text
 }
 
-/// How long a blocking request on a playlist of target duration `td` (seconds) is held.
-pub(crate) fn blocking_hold(td: u64) -> Duration {
-    let secs = td.saturating_mul(u64::from(BLOCKING_TIMEOUT_TARGET_DURATIONS));
-    Duration::from_secs(secs).min(crate::MAX_BLOCKING_HOLD)
-}
-
 /// Time limit of a blocking request on a track.
 fn blocking_deadline(track: Option<&Track>) -> tokio::time::Instant {
-    tokio::time::Instant::now() + blocking_hold(track.map_or(1, Track::target_duration))
+    let td = track.map_or(1, Track::target_duration);
+    let secs = td.saturating_mul(u64::from(BLOCKING_TIMEOUT_TARGET_DURATIONS));
+    tokio::time::Instant::now() + Duration::from_secs(secs)
 }
 
 fn position(t: &Track) -> Position {
@@ -199,7 +194,7 @@ fn position(t: &Track) -> Position {
 }
 
 /// Rendition reports for every rendition of the plan but `except`.
-pub(crate) fn reports(st: &StreamState, except: &str) -> Vec<RenditionReport> {
+fn reports(st: &StreamState, except: &str) -> Vec<RenditionReport> {
     st.plan_tracks()
         .filter(|t| t.name() != except)
         .filter_map(|t| {
@@ -217,12 +212,12 @@ fn ready(t: &Track) -> bool {
     t.codec().is_some() && t.last_part().is_some()
 }
 
-/// BANDWIDTH (the measured peak segment bit rate) and AVERAGE-BANDWIDTH (the measured
-/// average) of a track; the nominal bit rate and no average until a segment is complete.
+/// BANDWIDTH (peak, at least nominal) and AVERAGE-BANDWIDTH (measured) of a track.
 fn bandwidth(t: &Track) -> (u64, Option<u64>) {
+    let nominal = t.plan().bandwidth;
     match t.measured_bitrate() {
-        Some((peak, avg)) => (peak.max(1), Some(avg)),
-        None => (t.plan().bandwidth, None),
+        Some((peak, avg)) => (nominal.max(peak), Some(avg)),
+        None => (nominal, None),
     }
 }
 
