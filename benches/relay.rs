@@ -465,8 +465,19 @@ async fn publish(addr: SocketAddr, key: String) -> Result<TcpStream, BoxErr> {
         .map_err(|_| -> BoxErr { "publish setup timed out".into() })?
 }
 
+/// Publishers come from many addresses, as encoders do: the balancer caps connections per
+/// address (`balancer::rtmp::MAX_CONNECTIONS_PER_IP`). Each client binds its own source in
+/// 127.1.0.0/16 (all of 127/8 is loopback on Linux).
+fn next_source() -> SocketAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (250 * 250);
+    SocketAddr::from(([127, 1, (n / 250) as u8, (n % 250 + 1) as u8], 0))
+}
+
 async fn publish_inner(addr: SocketAddr, key: String) -> Result<TcpStream, BoxErr> {
-    let mut s = TcpStream::connect(addr).await?;
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(next_source())?;
+    let mut s = sock.connect(addr).await?;
     s.set_nodelay(true)?;
     let mut hs = Handshake::new(PeerType::Client);
     s.write_all(&hs.generate_outbound_p0_and_p1()?).await?;

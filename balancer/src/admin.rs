@@ -57,32 +57,16 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
     }
 }
 
-/// Connections at once on the admin listener: operators, dashboards and Prometheus need
-/// a handful; the cap bounds what a flood can hold.
-pub const MAX_CONNECTIONS: usize = 256;
-/// Per address: a dashboard opens a few, Prometheus one.
-pub const MAX_CONNECTIONS_PER_IP: usize = 32;
-
-/// Serve the admin API until `shutdown`.
+/// Serve the admin API until `shutdown` (limits: `server::serve::serve_admin`).
 pub async fn serve(st: Arc<AdminState>, listener: TcpListener, shutdown: CancellationToken) {
-    let acceptor = server::Acceptor::new(
-        "admin",
-        server::ConnLimits {
-            max_total: MAX_CONNECTIONS,
-            max_per_ip: MAX_CONNECTIONS_PER_IP,
-            exempt: Vec::new(),
-        },
+    server::serve::serve_admin(
+        listener,
+        move |req, _peer| handle(&st, &req),
         |why| {
             crate::metrics::CONNECTIONS_TOTAL
                 .with_label_values(&["admin", why.as_str()])
                 .inc();
         },
-    );
-    server::serve::serve_http(
-        listener,
-        acceptor,
-        server::serve::ADMIN_LIMITS,
-        move |req, _peer| handle(&st, &req),
         shutdown,
     )
     .await;

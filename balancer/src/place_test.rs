@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use control::server::NodeLink;
-use control::{NodeState, Report, ToNode};
+use control::{Report, ToNode};
 use tokio::sync::mpsc;
 
 use super::*;
@@ -41,21 +41,15 @@ fn config() -> BalancerConfig {
 /// A ready node with room for two streams of 1000, holding `reservations`.
 fn report(id: &str, reservations: Vec<u64>) -> Report {
     Report {
-        node_id: id.into(),
         seq: 1,
         rtmp_addr: "127.0.0.1:1935".parse().unwrap(),
         srt_addr: "127.0.0.1:9000".parse().unwrap(),
         http_addr: "127.0.0.1:8080".parse().unwrap(),
-        state: NodeState::Ready,
-        overloaded: false,
         capacity_milli_units: 2000,
         used_milli_units: 1000 * reservations.len() as u32,
         stream_milli_units: 1000,
-        cpu: 0.0,
-        streams: vec![],
         reservations,
-        served: vec![],
-        continuations: Default::default(),
+        ..Report::empty(id)
     }
 }
 

@@ -229,15 +229,14 @@ impl std::fmt::Debug for StreamConfig {
 }
 
 impl Config {
-    /// Units the node charges a stream whose source is `source_height` lines (None: unknown,
-    /// charge the whole ladder): decoding once plus every rung at or below the source.
-    pub fn stream_milli_units(&self, source_height: Option<u32>) -> u32 {
-        let rungs: u32 = self
-            .ladder
-            .iter()
-            .filter(|r| source_height.is_none_or(|h| r.height <= h))
-            .map(|r| r.milli_units)
-            .sum();
-        self.transcode.decode_milli_units + rungs
+    /// Units a stream whose source is not known yet may cost: decoding once plus the whole
+    /// ladder. The node charges this at admission and corrects it once the ladder is planned.
+    pub fn stream_milli_units(&self) -> u32 {
+        self.milli_units_for(&self.ladder)
+    }
+
+    /// Units a stream costs once its ladder is planned: decoding once plus the rungs that run.
+    pub fn milli_units_for(&self, rungs: &[Rung]) -> u32 {
+        self.transcode.decode_milli_units + rungs.iter().map(|r| r.milli_units).sum::<u32>()
     }
 }

@@ -113,14 +113,15 @@ fn admin_token_is_required_and_redacted() {
 }
 
 #[test]
-fn stream_units_skip_rungs_above_the_source() {
+fn stream_units_count_the_rungs_that_run() {
     let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
-    let all = c.stream_milli_units(None);
-    let small = c.stream_milli_units(Some(360));
+    let all = c.stream_milli_units();
+    let small = c.milli_units_for(&c.ladder[2..]);
     assert_eq!(
         small,
         c.transcode.decode_milli_units + c.ladder[2].milli_units
     );
+    assert_eq!(c.milli_units_for(&[]), c.transcode.decode_milli_units);
     assert!(all > small);
 }
 

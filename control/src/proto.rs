@@ -65,6 +65,31 @@ pub struct Report {
     pub continuations: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+impl Report {
+    /// A ready node with no capacity, no streams and unspecified addresses: the starting point
+    /// for a report that sets what it cares about (`Report { seq, ..Report::empty(id) }`).
+    pub fn empty(node_id: &str) -> Self {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Report {
+            node_id: node_id.into(),
+            seq: 0,
+            rtmp_addr: unspecified,
+            srt_addr: unspecified,
+            http_addr: unspecified,
+            state: NodeState::Ready,
+            overloaded: false,
+            capacity_milli_units: 0,
+            used_milli_units: 0,
+            stream_milli_units: 0,
+            cpu: 0.0,
+            streams: vec![],
+            reservations: vec![],
+            served: vec![],
+            continuations: Default::default(),
+        }
+    }
+}
+
 /// One stream on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamReport {

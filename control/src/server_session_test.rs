@@ -2,25 +2,14 @@
 //! clock (kept beside it; compiled only for tests).
 
 use super::*;
-use crate::proto::{encode_frame, NodeState, MAX_FRAME};
+use crate::proto::{encode_frame, MAX_FRAME};
 
 fn report(id: &str, seq: u64) -> Report {
     Report {
-        node_id: id.into(),
         seq,
-        rtmp_addr: "127.0.0.1:1".parse().unwrap(),
-        srt_addr: "127.0.0.1:2".parse().unwrap(),
-        http_addr: "127.0.0.1:3".parse().unwrap(),
-        state: NodeState::Ready,
-        overloaded: false,
         capacity_milli_units: 1,
-        used_milli_units: 0,
         stream_milli_units: 1,
-        cpu: 0.0,
-        streams: vec![],
-        reservations: vec![],
-        served: vec![],
-        continuations: Default::default(),
+        ..Report::empty(id)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::certs::{issue, new_ca, Pem, Role};
-use crate::proto::{FrameDecoder, NodeState, ToBalancer, MAX_FRAME};
+use crate::proto::{FrameDecoder, ToBalancer, MAX_FRAME};
 use crate::tls::client_config;
 
 fn res(id: u64, milli_units: u32, ttl: Duration) -> Reservation {
@@ -42,21 +42,10 @@ async fn raw_connect(ca: &Pem, node: &Pem, addr: SocketAddr) -> Raw {
 
 fn report(id: &str) -> Report {
     Report {
-        node_id: id.into(),
         seq: 1,
-        rtmp_addr: "127.0.0.1:1".parse().unwrap(),
-        srt_addr: "127.0.0.1:2".parse().unwrap(),
-        http_addr: "127.0.0.1:3".parse().unwrap(),
-        state: NodeState::Ready,
-        overloaded: false,
         capacity_milli_units: 1,
-        used_milli_units: 0,
         stream_milli_units: 1,
-        cpu: 0.0,
-        streams: vec![],
-        reservations: vec![],
-        served: vec![],
-        continuations: Default::default(),
+        ..Report::empty(id)
     }
 }
 

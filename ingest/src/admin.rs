@@ -61,7 +61,7 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Reply {
                 capacity_milli_units: node.capacity(),
                 used_milli_units: used,
                 free_milli_units: node.capacity().saturating_sub(used),
-                stream_milli_units: node.config.stream_milli_units(None),
+                stream_milli_units: node.config.stream_milli_units(),
                 streams: node.stream_count(),
             })
         }
@@ -122,32 +122,16 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Reply {
     }
 }
 
-/// Connections at once on the admin listener: operators, dashboards and Prometheus need
-/// a handful; the cap bounds what a flood can hold.
-pub const MAX_CONNECTIONS: usize = 256;
-/// Per address: a dashboard opens a few, Prometheus one.
-pub const MAX_CONNECTIONS_PER_IP: usize = 32;
-
-/// Serve the admin API until `shutdown`.
+/// Serve the admin API until `shutdown` (limits: `server::serve::serve_admin`).
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
-    let acceptor = server::Acceptor::new(
-        "admin",
-        server::ConnLimits {
-            max_total: MAX_CONNECTIONS,
-            max_per_ip: MAX_CONNECTIONS_PER_IP,
-            exempt: Vec::new(),
-        },
+    server::serve::serve_admin(
+        listener,
+        move |req, _peer| handle(&node, &req),
         |why| {
             crate::metrics::CONNECTIONS_TOTAL
                 .with_label_values(&["admin", why.as_str()])
                 .inc();
         },
-    );
-    server::serve::serve_http(
-        listener,
-        acceptor,
-        server::serve::ADMIN_LIMITS,
-        move |req, _peer| handle(&node, &req),
         shutdown,
     )
     .await;

@@ -99,7 +99,7 @@ impl Node {
         let (units, continuation) = match held {
             Some(h) => (h.milli_units, h.continuation),
             None => {
-                let units = self.config.stream_milli_units(None);
+                let units = self.config.stream_milli_units();
                 self.admissible()?;
                 self.capacity
                     .charge(units)

@@ -185,7 +185,7 @@ impl Node {
             NodeState::Cordoned
         } else if self.overloaded() {
             NodeState::Overloaded
-        } else if self.capacity.free() < self.config.stream_milli_units(None) {
+        } else if self.capacity.free() < self.config.stream_milli_units() {
             NodeState::Full
         } else {
             NodeState::Ready

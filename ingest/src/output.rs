@@ -91,8 +91,7 @@ impl Output for StreamOutput {
         *slot = Some(handle);
         drop(slot);
         // Charge what the stream really costs now that its source size is known.
-        let actual = self.node.config.transcode.decode_milli_units
-            + plan.rungs.iter().map(|r| r.milli_units).sum::<u32>();
+        let actual = self.node.config.milli_units_for(&plan.rungs);
         let before = self.milli_units.swap(actual, Ordering::AcqRel);
         self.node.capacity.release(before.saturating_sub(actual));
         tracing::info!(

@@ -59,7 +59,7 @@ impl Node {
             overloaded: self.overloaded(),
             capacity_milli_units: self.capacity.total(),
             used_milli_units: self.capacity.used(),
-            stream_milli_units: self.config.stream_milli_units(None),
+            stream_milli_units: self.config.stream_milli_units(),
             cpu: self.cpu(),
             streams,
             reservations,

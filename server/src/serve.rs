@@ -44,6 +44,34 @@ pub const ADMIN_LIMITS: HttpLimits = HttpLimits {
     max_pending_resets: 16,
 };
 
+/// Connections at once on an admin listener: operators, dashboards and Prometheus need a
+/// handful; the cap bounds what a flood can hold.
+pub const ADMIN_MAX_CONNECTIONS: usize = 256;
+/// Admin connections at once from one address: a dashboard opens a few, Prometheus one.
+pub const ADMIN_MAX_CONNECTIONS_PER_IP: usize = 32;
+
+/// Serve an admin API (node or balancer) on `listener` until `stop`: [`ADMIN_LIMITS`], the
+/// admin connection caps, and `on_refused` for each connection a cap refused.
+pub async fn serve_admin<H>(
+    listener: TcpListener,
+    handler: H,
+    on_refused: impl Fn(crate::accept::Refusal) + Send + Sync + 'static,
+    stop: CancellationToken,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
+{
+    let acceptor = Acceptor::new(
+        "admin",
+        crate::accept::ConnLimits {
+            max_total: ADMIN_MAX_CONNECTIONS,
+            max_per_ip: ADMIN_MAX_CONNECTIONS_PER_IP,
+            exempt: Vec::new(),
+        },
+        on_refused,
+    );
+    serve_http(listener, acceptor, ADMIN_LIMITS, handler, stop).await;
+}
+
 /// Build hyper's auto (HTTP/1.1 + h2c) connection builder with `limits`.
 pub fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());

@@ -325,28 +325,20 @@ fn garbage_instead_of_a_handshake() {
 fn too_much_before_publish() {
     let t0 = Instant::now();
     let mut core = ServerCore::new(OPTS, t0);
-    let mut c = connect(&mut core, "live", t0);
-    // A valid chunk stream that never publishes: keep sending connect-sized commands.
-    let mut sent = 0;
-    let mut result = Ok(());
-    while sent <= MAX_BYTES_BEFORE_PUBLISH + 1024 && result.is_ok() {
-        let r = c
-            .session
-            .publish_metadata(&rml_rtmp::sessions::StreamMetadata::new());
-        match r {
-            Ok(r) => c.result(r),
-            Err(_) => {
-                // The client refuses metadata before publishing: pad with ping-sized junk.
-                c.to_server.extend_from_slice(&[0x02; 512]);
-            }
-        }
-        let b = std::mem::take(&mut c.to_server);
-        sent += b.len();
-        result = core.handle_input(&b, t0);
+    let _c = connect(&mut core, "live", t0);
+    // One valid chunk stream that never publishes: an AMF0 data message declared 1 MB long
+    // (chunk stream 3, fmt 0), sent as 128-byte chunks with type-3 continuation headers.
+    let mut bytes = vec![0x03, 0, 0, 0, 0x0f, 0x42, 0x40, 0x12, 0, 0, 0, 0];
+    while bytes.len() < MAX_BYTES_BEFORE_PUBLISH + 4096 {
+        bytes.extend_from_slice(&[0x05; 128]);
+        bytes.push(0xc3);
     }
-    assert!(
-        result.is_err(),
-        "no error after {sent} bytes before publish"
+    let r = core.handle_input(&bytes, t0);
+    assert_eq!(
+        r,
+        Err(SessionError::Malformed(
+            "too much data before publish".into()
+        ))
     );
 }
 
