@@ -13,17 +13,34 @@
 //!   at most 15 % of it (30 fps video and AAC frames at 48/44.1 kHz with a 333 ms target do).
 //!   Parts end early only at a segment boundary (or a timestamp gap).
 //! - A segment starts only at a keyframe: the first keyframe whose PTS is at least
-//!   `segment_target - tolerance` after the segment's anchor. In [`SegmentMode::Keyframe`]
+//!   `segment_target - tolerance` after the segment's anchor, or an earlier one (at least a
+//!   quarter of the target in) when the next keyframe, expected one GOP later (the longest of
+//!   the last [`GOP_HISTORY`] keyframe intervals, so one scene-cut keyframe does not shrink the
+//!   estimate), would make the segment longer than `max_segment`: a 1.5 s GOP with a 2 s target
+//!   makes 1.5 s segments rather than 3 s ones that the fixed target duration cannot hold. In [`SegmentMode::Keyframe`]
 //!   (video) the anchor is the PTS of the keyframe that started the segment, so renditions
 //!   whose keyframes have the same PTS and that start on the same keyframe get identical
 //!   boundaries (same media sequence number ⇔ same time range). In [`SegmentMode::Grid`]
 //!   (audio, where every frame is a sync sample) the anchor advances by whole targets, so
 //!   segments average exactly `segment_target` and do not drift.
-//! - Segments are cut at a non-keyframe only when they would exceed `max_segment`.
+//! - In [`SegmentMode::Follow`] (audio next to video) the segment boundaries are those of the
+//!   stream's video, handed in with [`Cutter::set_boundary`] as the PTS (in this track's ticks)
+//!   where the next segment starts: a segment starts at the first sample at or after it, so
+//!   every rendition's segment N covers the same media time. Until the first boundary is known
+//!   samples are dropped (the audio waits for the video's first keyframe), for at most
+//!   `follow_wait`; then the track starts on its own.
+//! - Segments are cut at a non-keyframe only when they would exceed `max_segment` (the
+//!   longest segment the fixed EXT-X-TARGETDURATION allows). The test is made on PTS and the
+//!   previous sample's duration, so the decision taken when the part before is closed (with
+//!   the lookahead) and the one taken when the sample itself arrives are the same.
+//! - A segment start decided only when the sample arrives (a Follow boundary learned after the
+//!   part before was closed) would contradict the preload hint already published (part N.k);
+//!   where every sample is a sync sample the sample then fills part N.k alone and ends the
+//!   segment instead, so the hint holds; video starts its segment anyway (a keyframe must lead).
 //!
 //! Caveats: if a single sample is longer than `part_target`, its part is too (a part holds at
-//! least one sample); if a keyframe interval exceeds `segment_target`, segments are longer
-//! (the playlist's EXT-X-TARGETDURATION grows to cover them).
+//! least one sample); if a keyframe interval exceeds the segment limit, segments are cut at
+//! non-keyframes (the caller counts those: the stream's keyframe interval is too long).
 
 /// How segment anchors advance; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +49,8 @@ pub(crate) enum SegmentMode {
     Keyframe,
     /// Anchor advances by whole `segment_target`s (audio, every frame is sync).
     Grid,
+    /// Boundaries come from elsewhere ([`Cutter::set_boundary`]); every frame is sync.
+    Follow,
 }
 
 /// Cutting parameters, in ticks of the track timescale.
@@ -47,6 +66,8 @@ pub(crate) struct CutterConfig {
     pub max_segment: u64,
     /// How the segment anchor advances.
     pub mode: SegmentMode,
+    /// Follow mode: how long (ticks of media) to drop samples waiting for the first boundary.
+    pub follow_wait: u64,
 }
 
 /// A sample as the cutter sees it.
@@ -113,6 +134,14 @@ pub(crate) enum Placement {
 #[derive(Debug, Clone, Copy)]
 struct Open {
     anchor: u64,
+    start_pts: u64,
+    /// Duration of the last sample added (the estimate for the next one).
+    last_duration: u64,
+    /// PTS of the last keyframe seen, and the longest of the last few intervals (the GOP
+    /// estimate) with the intervals themselves.
+    last_key: Option<u64>,
+    last_gop: u64,
+    gops: [u64; GOP_HISTORY],
     segment_duration: u64,
     part_duration: u64,
     part_open: bool,
@@ -124,27 +153,79 @@ struct Open {
 pub(crate) struct Cutter {
     cfg: CutterConfig,
     open: Option<Open>,
+    /// Follow mode: PTS where the next segment starts, once known.
+    boundary: Option<u64>,
+    /// Follow mode: PTS of the first sample dropped while waiting for a boundary.
+    waiting_since: Option<u64>,
 }
 
 impl Cutter {
     /// A cutter waiting for its first (key)frame.
     pub fn new(cfg: CutterConfig) -> Self {
-        Self { cfg, open: None }
+        Self {
+            cfg,
+            open: None,
+            boundary: None,
+            waiting_since: None,
+        }
     }
 
     /// Forget the open segment (after a flush or discontinuity): the next sample must be a keyframe.
     pub fn reset(&mut self) {
         self.open = None;
+        self.boundary = None;
+        self.waiting_since = None;
+    }
+
+    /// Follow mode: where the next segment starts (PTS in ticks), if known yet.
+    pub fn set_boundary(&mut self, pts: Option<u64>) {
+        self.boundary = pts;
+    }
+
+    /// Every sample is a sync sample in this mode.
+    fn all_sync(&self) -> bool {
+        matches!(self.cfg.mode, SegmentMode::Grid | SegmentMode::Follow)
+    }
+
+    /// Follow mode before the first segment: may `pts` start it?
+    fn may_start(&mut self, pts: u64) -> bool {
+        if self.cfg.mode != SegmentMode::Follow {
+            return true;
+        }
+        if self
+            .boundary
+            .is_some_and(|b| pts.saturating_add(self.cfg.tolerance) >= b)
+        {
+            return true;
+        }
+        let since = *self.waiting_since.get_or_insert(pts);
+        pts.saturating_sub(since) >= self.cfg.follow_wait
     }
 
     /// Place one sample; see [`Placement`].
     pub fn push(&mut self, s: &CutSample, next: Option<Lookahead>) -> Placement {
         let cfg = self.cfg;
+        let mut late_boundary = false;
+        if self.open.is_none() && (!s.keyframe || !self.may_start(s.pts)) {
+            return Placement::Drop;
+        }
         let start = match self.open {
-            None if !s.keyframe => return Placement::Drop,
             None => Start::Segment,
             Some(o) if !o.segment_open => Start::Segment,
-            Some(o) if self.starts_segment(&o, s.pts, s.keyframe, s.duration) => Start::Segment,
+            Some(o) if self.starts_segment(&o, s.pts, s.keyframe) => {
+                // With no next sample (a flush) nothing follows in this segment anyway.
+                if self.all_sync() && next.is_some() {
+                    // Announced as part N.k (or inside the open part): finish segment N with it.
+                    late_boundary = true;
+                    if o.part_open && o.part_duration + s.duration <= cfg.part_target {
+                        Start::Continue
+                    } else {
+                        Start::Part
+                    }
+                } else {
+                    Start::Segment
+                }
+            }
             Some(o) if !o.part_open => Start::Part,
             Some(o) if s.gap_before || o.part_duration + s.duration > cfg.part_target => {
                 Start::Part
@@ -152,13 +233,21 @@ impl Cutter {
             Some(_) => Start::Continue,
         };
         let mut o = match (start, self.open) {
-            (Start::Segment, prev) => Open {
-                anchor: next_anchor(&cfg, prev.map(|p| p.anchor), s.pts),
-                segment_duration: 0,
-                part_duration: 0,
-                part_open: true,
-                segment_open: true,
-            },
+            (Start::Segment, prev) => {
+                self.waiting_since = None;
+                Open {
+                    anchor: next_anchor(&cfg, prev.map(|p| p.anchor), s.pts),
+                    start_pts: s.pts,
+                    last_duration: s.duration,
+                    last_key: prev.and_then(|p| p.last_key),
+                    last_gop: prev.map_or(0, |p| p.last_gop),
+                    gops: prev.map_or([0; GOP_HISTORY], |p| p.gops),
+                    segment_duration: 0,
+                    part_duration: 0,
+                    part_open: true,
+                    segment_open: true,
+                }
+            }
             (Start::Part, Some(o)) => Open {
                 part_duration: 0,
                 part_open: true,
@@ -170,8 +259,22 @@ impl Cutter {
         };
         o.part_duration += s.duration;
         o.segment_duration += s.duration;
+        o.last_duration = s.duration;
+        if s.keyframe {
+            if let Some(k) = o.last_key.filter(|k| *k < s.pts) {
+                o.gops.rotate_right(1);
+                o.gops[0] = s.pts - k;
+                o.last_gop = o.gops.iter().copied().max().unwrap_or(0);
+            }
+            o.last_key = Some(s.pts);
+        }
+        if start == Start::Segment && cfg.mode == SegmentMode::Follow {
+            // This boundary is used up; the caller hands in the next one.
+            self.boundary = None;
+        }
         let end = match next {
-            Some(n) if self.starts_segment(&o, n.pts, n.keyframe, s.duration) => End::Segment,
+            _ if late_boundary => End::Segment,
+            Some(n) if self.starts_segment(&o, n.pts, n.keyframe) => End::Segment,
             Some(n) if n.gap || o.part_duration + s.duration > cfg.part_target => End::Part,
             _ => End::Open,
         };
@@ -187,15 +290,42 @@ impl Cutter {
         Placement::Add { start, end }
     }
 
-    /// Would a sample at `pts` (lasting about `duration`) start a new segment?
-    fn starts_segment(&self, o: &Open, pts: u64, keyframe: bool, duration: u64) -> bool {
+    /// Would a sample at `pts` start a new segment? Uses only `pts`, `keyframe` and the open
+    /// segment (whose `last_duration` estimates the sample's), so the lookahead's answer and the
+    /// answer when the sample arrives agree.
+    fn starts_segment(&self, o: &Open, pts: u64, keyframe: bool) -> bool {
         let cfg = &self.cfg;
-        if o.segment_duration + duration > cfg.max_segment {
+        let length = pts.saturating_sub(o.start_pts).max(o.segment_duration);
+        if length.saturating_add(o.last_duration) > cfg.max_segment {
             return true;
         }
-        keyframe && pts.saturating_add(cfg.tolerance) >= o.anchor.saturating_add(cfg.segment_target)
+        if !keyframe {
+            return false;
+        }
+        match cfg.mode {
+            SegmentMode::Follow => self
+                .boundary
+                .is_some_and(|b| pts.saturating_add(cfg.tolerance) >= b),
+            SegmentMode::Grid => {
+                pts.saturating_add(cfg.tolerance) >= o.anchor.saturating_add(cfg.segment_target)
+            }
+            SegmentMode::Keyframe => {
+                let into = pts.saturating_sub(o.start_pts);
+                // This keyframe's own interval counts too (the first GOP has no history).
+                let gop = o
+                    .last_gop
+                    .max(pts.saturating_sub(o.last_key.unwrap_or(o.start_pts)));
+                pts.saturating_add(cfg.tolerance) >= o.anchor.saturating_add(cfg.segment_target)
+                    || (into * 4 >= cfg.segment_target
+                        && gop > 0
+                        && into.saturating_add(gop) > cfg.max_segment)
+            }
+        }
     }
 }
+
+/// Keyframe intervals remembered for the GOP estimate.
+pub(crate) const GOP_HISTORY: usize = 4;
 
 /// In grid mode, a sample more than this many segment targets past the previous anchor (a
 /// timestamp gap) restarts the grid at itself instead of advancing by whole targets.

@@ -106,6 +106,7 @@ fn video_cfg() -> CutterConfig {
         tolerance: TOL,
         max_segment: 30 * TS,
         mode: SegmentMode::Keyframe,
+        follow_wait: 0,
     }
 }
 
@@ -217,6 +218,7 @@ fn hour_of_aac_48k_grid() {
         tolerance: 480,
         max_segment: 30 * 48_000,
         mode: SegmentMode::Grid,
+        follow_wait: 0,
     };
     let frames = 3600 * 48_000 / 1024;
     let samples: Vec<(u64, bool)> = (0..frames).map(|i| (5_000 + i * 1024, true)).collect();
@@ -306,4 +308,26 @@ fn gap_forces_part_boundary() {
             ..
         }
     ));
+}
+
+#[test]
+fn gop_shorter_than_target_but_not_dividing_it_still_cuts_on_keyframes() {
+    // 1.5 s GOP, 2 s target, limit 2.45 s (TARGETDURATION 2): 1.5 s segments, never forced.
+    let mut cfg = video_cfg();
+    cfg.max_segment = 2 * TS + TS * 45 / 100;
+    let segs = simulate(cfg, &video(30, 1, 600, |i, _| i % 45 == 0));
+    let durations: Vec<u64> = segs.iter().map(|s| s.duration).collect();
+    assert!(
+        segs.iter()
+            .all(|s| s.parts[0].first_is_key && s.duration <= cfg.max_segment),
+        "{durations:?}"
+    );
+    assert!(segs[..segs.len() - 1]
+        .iter()
+        .all(|s| s.duration == TS * 3 / 2));
+    // A scene-cut keyframe in a 2 s GOP: a short segment, then back to 2 s, never forced.
+    let segs = simulate(cfg, &video(30, 1, 600, |i, _| i % 60 == 0 || i == 45 + 600));
+    assert!(segs
+        .iter()
+        .all(|s| s.parts[0].first_is_key && s.duration <= cfg.max_segment));
 }

@@ -16,8 +16,10 @@
 //! - `cutter`: where parts and segments end (pure);
 //! - `fmp4`: init segments and `moof`+`mdat` fragments with `mp4-atom` (pure);
 //! - `track`: one rendition's window of parts/segments (pure, takes `now`);
+//! - `timeline`: a stream's wall clock, one PDT per MSN for every rendition (pure);
 //! - `playlist`: renders media and multivariant playlists from plain views (pure);
 //! - `request`: URL routing and LL-HLS query rules (pure);
+//! - [`rules`]: the playlist rules checker every test that reads a playlist uses (pure);
 //! - `origin` and `server`: the thin locking / tokio / hyper glue; `metrics`: Prometheus.
 //!
 //! Caveats: everything lives in memory (a window of `window_segments` segments per
@@ -31,8 +33,13 @@ mod metrics;
 mod origin;
 mod playlist;
 mod request;
+pub mod rules;
 mod server;
+mod timeline;
 mod track;
+
+#[cfg(test)]
+mod prop_test;
 
 use std::time::Duration;
 
@@ -42,6 +49,12 @@ pub use crate::error::PackagerError;
 pub use crate::origin::{
     Continuation, Origin, RenditionContinuation, RenditionSummary, StreamHandle, StreamSummary,
 };
+
+/// The longest a node holds a blocking playlist reload (`_HLS_msn`) or a preload-hint part
+/// request before answering 503. The spec's limit is three target durations; this caps it for
+/// long targets so that whoever forwards requests to a node (the balancer's playback proxy)
+/// waits a bounded, known time: it derives its own timeout from this constant.
+pub const MAX_BLOCKING_HOLD: Duration = Duration::from_secs(12);
 
 /// Packaging and serving parameters shared by every stream of an [`Origin`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the packager, registered in the default registry on first use.
 //!
 //! Entry points: [`part_published`], [`part_latency`], [`http_request`], [`blocking_reload`],
-//! [`set_streams`].
+//! [`set_streams`], [`timestamp_jump`], [`forced_cut`], [`sample_dropped`].
 //! Labels are low-cardinality only (rendition kind, request kind, status code): never stream
 //! keys or playback IDs. If a metric of the same name is already registered (another crate or
 //! a test harness), an unregistered instance is used instead, so recording never fails.
@@ -56,6 +56,56 @@ static STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
     prometheus::register_int_gauge!(opts.clone())
         .unwrap_or_else(|_| IntGauge::with_opts(opts).expect("valid metric")) // infallible
 });
+
+static JUMPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "edge_packager_timestamp_jumps_total",
+        "Timestamp jumps (DTS backwards, or forward past a gap) turned into discontinuities",
+    );
+    prometheus::register_int_counter_vec!(opts.clone(), &["kind", "direction"]).unwrap_or_else(
+        |_| {
+            let unregistered = IntCounterVec::new(opts, &["kind", "direction"]);
+            unregistered.expect("valid metric") // infallible: constant valid name
+        },
+    )
+});
+
+static FORCED_CUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "edge_packager_forced_cuts_total",
+        "Segments started without a keyframe (the source's keyframe interval is too long)",
+    );
+    prometheus::register_int_counter_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
+        let unregistered = IntCounterVec::new(opts, &["kind"]);
+        unregistered.expect("valid metric") // infallible: constant valid name
+    })
+});
+
+static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let opts = Opts::new(
+        "edge_packager_samples_dropped_total",
+        "Samples dropped for repeating the previous sample's decode time",
+    );
+    prometheus::register_int_counter_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
+        let unregistered = IntCounterVec::new(opts, &["kind"]);
+        unregistered.expect("valid metric") // infallible: constant valid name
+    })
+});
+
+/// Count one timestamp jump of a rendition kind, "backward" or "forward".
+pub(crate) fn timestamp_jump(kind: &str, direction: &str) {
+    JUMPS.with_label_values(&[kind, direction]).inc();
+}
+
+/// Count `n` segments cut at a non-keyframe.
+pub(crate) fn forced_cut(kind: &str, n: u32) {
+    FORCED_CUTS.with_label_values(&[kind]).inc_by(u64::from(n));
+}
+
+/// Count `n` dropped samples.
+pub(crate) fn sample_dropped(kind: &str, n: u32) {
+    DROPPED.with_label_values(&[kind]).inc_by(u64::from(n));
+}
 
 /// Count `n` published parts of a rendition kind ("video" / "audio").
 pub(crate) fn part_published(kind: &str, n: u32) {

@@ -32,7 +32,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::metrics;
-use crate::track::{Published, Track, TrackConfig, TrackStart, TrackState, WallAnchor};
+use crate::timeline::Timeline;
+use crate::track::{Published, Track, TrackConfig, TrackStart, TrackState};
 use crate::{CodecConfig, PackagerConfig, PackagerError, RenditionKind, RenditionPlan, Sample};
 
 /// Serves every stream of this node; cheap to clone (an `Arc` inside).
@@ -97,8 +98,8 @@ pub(crate) struct StreamState {
     pub tracks: Vec<Track>,
     /// Names of the current plan, in plan order.
     pub plan: Vec<String>,
-    /// Wall clock of the current session's first sample.
-    pub anchor: Option<WallAnchor>,
+    /// The stream's wall clock: PDT per MSN, shared by the renditions.
+    pub timeline: Timeline,
     /// When `finish` was called.
     pub finished_at: Option<Instant>,
     /// Removed from the registry; waiters answer 404.
@@ -109,10 +110,6 @@ impl StreamState {
     /// The track of a rendition (current plan or retired).
     pub fn track(&self, name: &str) -> Option<&Track> {
         self.tracks.iter().find(|t| t.name() == name)
-    }
-
-    fn track_mut(&mut self, name: &str) -> Option<&mut Track> {
-        self.tracks.iter_mut().find(|t| t.name() == name)
     }
 
     /// Tracks of the current plan, in plan order.
@@ -145,6 +142,10 @@ pub struct RenditionContinuation {
     pub discontinuity_sequence: u64,
     /// Number of the next init version (`init{N}.mp4`).
     pub next_init_id: u32,
+    /// End of its last segment on the old node's wall clock (ms since the UNIX epoch): PDTs
+    /// here never go below it, even if this node's clock is behind.
+    #[serde(default)]
+    pub pdt_end_ms: Option<u64>,
 }
 
 /// Admin summary of a stream.
@@ -234,6 +235,7 @@ impl Origin {
         let mut seen = std::collections::HashSet::new();
         plan.retain(|p| seen.insert(p.name.clone()));
         let names: Vec<String> = plan.iter().map(|p| p.name.clone()).collect();
+        let has_video = plan.iter().any(|p| p.kind == RenditionKind::Video);
 
         let mut map = self.inner.streams.lock();
         let existing = map.get(playback_id).cloned();
@@ -243,20 +245,24 @@ impl Origin {
         });
         let stream = if let Some(stream) = live {
             {
-                let mut st = stream.state.lock();
+                let mut guard = stream.state.lock();
+                let st = &mut *guard;
                 st.session = session;
                 st.publishing = true;
-                st.anchor = None;
+                st.timeline.has_video = has_video;
                 for t in st.tracks.iter_mut() {
+                    let tl = &mut st.timeline;
                     let result = if let Some(p) = plan.iter().find(|p| p.name == t.name()) {
                         if p.kind == t.kind() {
                             t.set_plan(p.clone());
-                            t.begin_session(now)
+                            let r = t.begin_session(tl, now);
+                            t.set_follow(has_video);
+                            r
                         } else {
-                            t.finish(now)
+                            t.finish(tl, now)
                         }
                     } else if t.state() != TrackState::Ended {
-                        t.finish(now)
+                        t.finish(tl, now)
                     } else {
                         Ok(Published::default())
                     };
@@ -266,14 +272,21 @@ impl Origin {
                 st.tracks.retain(|t| {
                     t.state() != TrackState::Ended || !plan.iter().any(|p| p.name == t.name())
                 });
+                // Every rendition restarts at the same number: MSN N covers the same media time
+                // in all of them after the discontinuity too.
                 let msn = st.tracks.iter().map(Track::next_msn).max().unwrap_or(0);
+                for t in st.tracks.iter_mut() {
+                    t.align_msn(msn);
+                }
                 for p in &plan {
                     if st.track(&p.name).is_none() {
                         let start = TrackStart {
                             msn,
                             ..TrackStart::default()
                         };
-                        st.tracks.push(Track::new(p.clone(), cfg, start));
+                        let mut t = Track::new(p.clone(), cfg, start);
+                        t.set_follow(has_video);
+                        st.tracks.push(t);
                     }
                 }
                 st.plan = names;
@@ -282,51 +295,48 @@ impl Origin {
             stream
         } else {
             // A new stream; numbering continues from a finished predecessor or a continuation.
-            let starts: HashMap<String, TrackStart> = match map.get(playback_id) {
-                Some(old) => {
-                    let st = old.state.lock();
-                    st.tracks
-                        .iter()
-                        .map(|t| {
-                            (
-                                t.name().to_string(),
-                                TrackStart {
-                                    msn: t.next_msn(),
-                                    discontinuity_sequence: t.last_discontinuity_sequence(),
-                                    init_id: t.next_init_id(),
-                                    discontinuity: true,
-                                },
-                            )
-                        })
-                        .collect()
-                }
-                None => continuation
-                    .map(|c| {
-                        c.renditions
-                            .into_iter()
-                            .map(|r| {
-                                (
-                                    r.name,
-                                    TrackStart {
-                                        msn: r.next_msn,
-                                        discontinuity_sequence: r.discontinuity_sequence,
-                                        init_id: r.next_init_id,
-                                        discontinuity: true,
-                                    },
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            };
+            let old = map
+                .get(playback_id)
+                .map(|old| Origin::continuation_of(&old.state.lock()));
+            let continuation = old.or(continuation).unwrap_or_default();
+            let mut timeline = Timeline::new(now, crate::wall_clock());
+            timeline.has_video = has_video;
+            if let Some(ms) = continuation
+                .renditions
+                .iter()
+                .filter_map(|r| r.pdt_end_ms)
+                .max()
+            {
+                timeline.raise_floor(ms.saturating_mul(1_000_000));
+            }
+            // Every rendition continues at the same number (the highest), so MSN N covers the
+            // same media time in all of them; a rendition new to the plan starts there too.
+            let msn = continuation.renditions.iter().map(|r| r.next_msn).max();
+            let starts: HashMap<String, TrackStart> = continuation
+                .renditions
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.name,
+                        TrackStart {
+                            msn: msn.unwrap_or(r.next_msn),
+                            discontinuity_sequence: r.discontinuity_sequence,
+                            init_id: r.next_init_id,
+                            discontinuity: true,
+                        },
+                    )
+                })
+                .collect();
             let tracks = plan
                 .iter()
                 .map(|p| {
-                    Track::new(
-                        p.clone(),
-                        cfg,
-                        starts.get(&p.name).copied().unwrap_or_default(),
-                    )
+                    let start = starts.get(&p.name).copied().unwrap_or(TrackStart {
+                        msn: msn.unwrap_or(0),
+                        ..TrackStart::default()
+                    });
+                    let mut t = Track::new(p.clone(), cfg, start);
+                    t.set_follow(has_video);
+                    t
                 })
                 .collect();
             let stream = Arc::new(Stream::new(StreamState {
@@ -334,7 +344,7 @@ impl Origin {
                 publishing: true,
                 tracks,
                 plan: names,
-                anchor: None,
+                timeline,
                 finished_at: None,
                 removed: false,
             }));
@@ -362,12 +372,13 @@ impl Origin {
         };
         let now = Instant::now();
         {
-            let mut st = stream.state.lock();
+            let mut guard = stream.state.lock();
+            let st = &mut *guard;
             if st.finished_at.is_some() {
                 return;
             }
             for t in st.tracks.iter_mut() {
-                let r = t.finish(now);
+                let r = t.finish(&mut st.timeline, now);
                 record(t.kind(), r);
             }
             st.finished_at = Some(now);
@@ -435,7 +446,11 @@ impl Origin {
     pub fn continuation(&self, playback_id: &str) -> Option<Continuation> {
         let stream = self.stream(playback_id)?;
         let st = stream.state.lock();
-        Some(Continuation {
+        Some(Origin::continuation_of(&st))
+    }
+
+    fn continuation_of(st: &StreamState) -> Continuation {
+        Continuation {
             renditions: st
                 .tracks
                 .iter()
@@ -444,9 +459,10 @@ impl Origin {
                     next_msn: t.next_msn(),
                     discontinuity_sequence: t.last_discontinuity_sequence(),
                     next_init_id: t.next_init_id(),
+                    pdt_end_ms: t.pdt_end_ns().map(|ns| ns.div_ceil(1_000_000)),
                 })
                 .collect(),
-        })
+        }
     }
 
     /// The stream of a playback ID, unless it has expired (then it is removed).
@@ -494,6 +510,16 @@ fn record(kind: RenditionKind, result: Result<Published, PackagerError>) {
             if !p.latencies.is_empty() {
                 metrics::part_latency(kind.as_str(), &p.latencies);
             }
+            for j in &p.jumps {
+                metrics::timestamp_jump(kind.as_str(), j.as_str());
+            }
+            if p.forced_cuts > 0 {
+                tracing::warn!(kind = kind.as_str(), "segment cut without a keyframe: the source's keyframe interval is longer than the segment limit");
+                metrics::forced_cut(kind.as_str(), p.forced_cuts);
+            }
+            if p.dropped > 0 {
+                metrics::sample_dropped(kind.as_str(), p.dropped);
+            }
         }
         Err(e) => tracing::warn!(error = %e, "flushing a rendition failed"),
     }
@@ -525,22 +551,23 @@ impl StreamHandle {
     fn with_track<T>(
         &self,
         rendition: &str,
-        f: impl FnOnce(&mut Track, &mut Option<WallAnchor>) -> Result<T, PackagerError>,
+        f: impl FnOnce(&mut Track, &mut Timeline) -> Result<T, PackagerError>,
     ) -> Result<(T, RenditionKind), PackagerError> {
-        let mut st = self.stream.state.lock();
+        let mut guard = self.stream.state.lock();
+        let st = &mut *guard;
         if st.session != self.session || st.finished_at.is_some() || st.removed {
             return Err(PackagerError::SessionEnded);
         }
         if !st.plan.iter().any(|n| n == rendition) {
             return Err(PackagerError::UnknownRendition(rendition.to_string()));
         }
-        let mut anchor = st.anchor;
         let track = st
-            .track_mut(rendition)
+            .tracks
+            .iter_mut()
+            .find(|t| t.name() == rendition)
             .ok_or_else(|| PackagerError::UnknownRendition(rendition.to_string()))?;
         let kind = track.kind();
-        let out = f(track, &mut anchor)?;
-        st.anchor = anchor;
+        let out = f(track, &mut st.timeline)?;
         Ok((out, kind))
     }
 
@@ -548,7 +575,7 @@ impl StreamHandle {
     /// May be called again on a caps change (new init segment, discontinuity).
     pub fn configure(&self, rendition: &str, codec: CodecConfig) -> Result<(), PackagerError> {
         let (published, kind) =
-            self.with_track(rendition, |t, _| t.configure(codec, Instant::now()))?;
+            self.with_track(rendition, |t, tl| t.configure(codec, tl, Instant::now()))?;
         record(kind, Ok(published));
         // Readiness (multivariant) depends on configuration: always wake waiters.
         self.stream.notify();
@@ -557,15 +584,11 @@ impl StreamHandle {
 
     /// Add one encoded sample to a rendition.
     pub fn push(&self, rendition: &str, sample: Sample) -> Result<(), PackagerError> {
-        let (published, kind) = self.with_track(rendition, |t, anchor| {
-            let a = *anchor.get_or_insert(WallAnchor {
-                wall: crate::wall_clock(),
-                pts_ns: sample.pts_ns,
-            });
-            t.push(sample, &a, Instant::now())
-        })?;
-        if published.any() {
-            record(kind, Ok(published));
+        let (published, kind) =
+            self.with_track(rendition, |t, tl| t.push(sample, tl, Instant::now()))?;
+        let visible = published.any();
+        record(kind, Ok(published));
+        if visible {
             self.stream.notify();
         }
         Ok(())
@@ -582,14 +605,15 @@ impl Drop for StreamHandle {
     fn drop(&mut self) {
         let now = Instant::now();
         {
-            let mut st = self.stream.state.lock();
+            let mut guard = self.stream.state.lock();
+            let st = &mut *guard;
             if st.session != self.session || st.removed {
                 return;
             }
             st.publishing = false;
             for t in st.tracks.iter_mut() {
                 if t.state() == TrackState::Live {
-                    let r = t.end_session(now);
+                    let r = t.end_session(&mut st.timeline, now);
                     record(t.kind(), r);
                 }
             }

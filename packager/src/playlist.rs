@@ -1,7 +1,9 @@
 //! Playlist text: LL-HLS media playlists and the multivariant playlist (pure renderers).
 //!
-//! Entry points: [`render_media`] renders a [`MediaPlaylist`] view (full or, with
+//! Entry points: [`render_media`] renders a [`MediaPlaylist`] snapshot (full or, with
 //! `skip = true`, a Playlist Delta Update), [`render_multivariant`] renders the variants.
+//! Rendering is a pure function of the snapshot: this module depends on no other module of
+//! the crate (the track builds snapshots; the renderer never sees a track).
 //! Both follow draft-pantos-hls-rfc8216bis:
 //! - EXT-X-TARGETDURATION is an integer >= every EXTINF rounded to the nearest integer
 //!   (the track guarantees it);
@@ -10,17 +12,24 @@
 //! - EXT-X-PART lines are listed for segments that end within the last
 //!   [`PART_LIST_TARGET_DURATIONS`] target durations, INDEPENDENT=YES on parts starting with a
 //!   sync sample;
-//! - EXT-X-MAP before the first segment and wherever the init version changes,
-//!   EXT-X-PROGRAM-DATE-TIME on the first listed segment and after each discontinuity;
+//! - EXT-X-MAP before the first segment and wherever the init version changes;
+//!   EXT-X-PROGRAM-DATE-TIME on every segment (each is its first frame's arrival on the wall
+//!   clock and the same in every rendition, so a player that aligns renditions by PDT, or
+//!   joins at a later window, never derives a different date from durations);
 //! - a delta update replaces the leading complete segments that end at least CAN-SKIP-UNTIL
 //!   before the end of the playlist with EXT-X-SKIP (only when there is at least one);
 //! - EXT-X-PRELOAD-HINT for the next part, EXT-X-RENDITION-REPORT per other rendition, and
 //!   EXT-X-ENDLIST when the stream is over.
+//! - The multivariant playlist does not claim EXT-X-INDEPENDENT-SEGMENTS: a source whose
+//!   keyframe interval exceeds the segment limit gets segments cut at non-keyframes (see
+//!   `track`), and a claim made once to a player cannot be withdrawn.
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::track::PART_LIST_TARGET_DURATIONS;
+/// Parts stay listed (EXT-X-PART) for segments ending within this many target durations of
+/// the playlist end (the spec's minimum is three).
+pub(crate) const PART_LIST_TARGET_DURATIONS: u64 = 3;
 
 /// Protocol version: EXT-X-SKIP (delta updates) needs version 9; everything else we use
 /// (fMP4 EXT-X-MAP, parts, preload hints) is covered by it.
@@ -169,10 +178,8 @@ pub(crate) fn render_media(pl: &MediaPlaylist, skip: bool) -> String {
             let _ = writeln!(o, "#EXT-X-MAP:URI=\"{}\"", s.map_uri);
         }
         map = Some(&s.map_uri);
-        if first || s.discontinuity {
-            if let Some(pdt) = s.pdt {
-                let _ = writeln!(o, "#EXT-X-PROGRAM-DATE-TIME:{}", format_pdt(pdt));
-            }
+        if let Some(pdt) = s.pdt {
+            let _ = writeln!(o, "#EXT-X-PROGRAM-DATE-TIME:{}", format_pdt(pdt));
         }
         if !s.complete || total - end < part_window {
             for p in &s.parts {
@@ -215,7 +222,7 @@ pub(crate) fn render_media(pl: &MediaPlaylist, skip: bool) -> String {
 pub(crate) struct Variant {
     /// Relative URI of its media playlist.
     pub uri: String,
-    /// BANDWIDTH (peak, including audio).
+    /// BANDWIDTH (measured peak segment bit rate, including audio; nominal until measured).
     pub bandwidth: u64,
     /// AVERAGE-BANDWIDTH, when measured.
     pub average_bandwidth: Option<u64>,
@@ -248,7 +255,6 @@ pub(crate) struct AudioMedia {
 pub(crate) fn render_multivariant(variants: &[Variant], audio: &[AudioMedia]) -> String {
     let mut o = String::with_capacity(1024);
     let _ = writeln!(o, "#EXTM3U");
-    let _ = writeln!(o, "#EXT-X-INDEPENDENT-SEGMENTS");
     for a in audio {
         let _ = write!(
             o,

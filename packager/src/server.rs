@@ -37,7 +37,8 @@ use crate::track::{Track, TrackState};
 use crate::RenditionKind;
 
 /// Blocking playlist reloads and preload-hint part requests give up after this many target
-/// durations with a 503 (the spec suggests three).
+/// durations with a 503 (the spec suggests three), and never later than
+/// [`crate::MAX_BLOCKING_HOLD`] (which the balancer's proxy waits for).
 pub(crate) const BLOCKING_TIMEOUT_TARGET_DURATIONS: u32 = 3;
 
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
@@ -177,11 +178,15 @@ fn cached_playlist(
     text
 }
 
+/// How long a blocking request on a playlist of target duration `td` (seconds) is held.
+pub(crate) fn blocking_hold(td: u64) -> Duration {
+    let secs = td.saturating_mul(u64::from(BLOCKING_TIMEOUT_TARGET_DURATIONS));
+    Duration::from_secs(secs).min(crate::MAX_BLOCKING_HOLD)
+}
+
 /// Time limit of a blocking request on a track.
 fn blocking_deadline(track: Option<&Track>) -> tokio::time::Instant {
-    let td = track.map_or(1, Track::target_duration);
-    let secs = td.saturating_mul(u64::from(BLOCKING_TIMEOUT_TARGET_DURATIONS));
-    tokio::time::Instant::now() + Duration::from_secs(secs)
+    tokio::time::Instant::now() + blocking_hold(track.map_or(1, Track::target_duration))
 }
 
 fn position(t: &Track) -> Position {
@@ -194,7 +199,7 @@ fn position(t: &Track) -> Position {
 }
 
 /// Rendition reports for every rendition of the plan but `except`.
-fn reports(st: &StreamState, except: &str) -> Vec<RenditionReport> {
+pub(crate) fn reports(st: &StreamState, except: &str) -> Vec<RenditionReport> {
     st.plan_tracks()
         .filter(|t| t.name() != except)
         .filter_map(|t| {
@@ -212,12 +217,12 @@ fn ready(t: &Track) -> bool {
     t.codec().is_some() && t.last_part().is_some()
 }
 
-/// BANDWIDTH (peak, at least nominal) and AVERAGE-BANDWIDTH (measured) of a track.
+/// BANDWIDTH (the measured peak segment bit rate) and AVERAGE-BANDWIDTH (the measured
+/// average) of a track; the nominal bit rate and no average until a segment is complete.
 fn bandwidth(t: &Track) -> (u64, Option<u64>) {
-    let nominal = t.plan().bandwidth;
     match t.measured_bitrate() {
-        Some((peak, avg)) => (nominal.max(peak), Some(avg)),
-        None => (nominal, None),
+        Some((peak, avg)) => (peak.max(1), Some(avg)),
+        None => (t.plan().bandwidth, None),
     }
 }
 

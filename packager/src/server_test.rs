@@ -125,7 +125,8 @@ async fn multivariant_lists_ready_renditions() {
     assert_eq!(r.headers()[header::CONTENT_TYPE], PLAYLIST_TYPE);
     let text = body(r).await;
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines.contains(&"#EXT-X-INDEPENDENT-SEGMENTS"));
+    // Not claimed: a long-GOP source gets segments cut at non-keyframes (see `track`).
+    assert!(!lines.contains(&"#EXT-X-INDEPENDENT-SEGMENTS"));
     assert!(lines.iter().any(|l| l.starts_with(
         "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES"
     ) && l.ends_with("URI=\"audio/index.m3u8\"")));

@@ -7,18 +7,33 @@
 //! discontinuity), [`Track::finish`] (EXT-X-ENDLIST), and the read side used by the HTTP
 //! layer ([`Track::playlist`], [`Track::part`], [`Track::segment`], [`Track::init`], positions).
 //!
-//! Pure: no IO, no clocks; callers pass `now` (for latency accounting) and the wall-clock
-//! anchor of the publish session (for EXT-X-PROGRAM-DATE-TIME).
+//! Pure: no IO, no clocks; callers pass `now` (for latency accounting and as the arrival of
+//! samples that carry none) and the stream's [`Timeline`] (for EXT-X-PROGRAM-DATE-TIME and the
+//! boundaries the audio follows).
 //!
 //! Timing: timestamps are converted to ticks of the track timescale; a sample's duration is
 //! the next sample's DTS minus its own, so one sample per track is buffered (on flush the last
-//! sample reuses the previous duration). A jump of more than [`MAX_SAMPLE_DURATION`] between
-//! two DTS is treated as a gap: the sample before it keeps the previous duration and the next
-//! sample starts a new part whose `tfdt` carries the jump.
+//! sample reuses the previous duration).
 //!
-//! Caveat: EXT-X-TARGETDURATION starts at ceil(segment_target) and grows to cover the longest
-//! segment seen (rounded), so a source whose keyframe interval exceeds the segment target makes
-//! longer segments and a larger target duration; it never shrinks within a stream.
+//! Timestamp jumps: a DTS that goes backwards, or forward by more than [`MAX_SAMPLE_DURATION`],
+//! is a discontinuity: the buffered sample, part and segment are closed, the next segment is
+//! preceded by EXT-X-DISCONTINUITY (video: at the next keyframe) and its PDT is the wall clock
+//! of its first sample's arrival again. It is logged and counted (`Published::jumps`). A sample
+//! with the same DTS as the one before is dropped (counted): a zero-length sample cannot be cut.
+//!
+//! PDT: each segment's EXT-X-PROGRAM-DATE-TIME is its first sample's arrival on the wall clock.
+//! The track maps its own PTS to the wall clock with an offset taken, at each segment start, as
+//! the smallest `arrival - pts` over the previous segment's samples (the least-delayed sample is
+//! the closest to the true capture pace; network bursts only delay), so PDT and EXTINF agree
+//! and stay within the arrival jitter of the clock. The shared [`Timeline`] then makes PDT(N)
+//! the same in every rendition.
+//!
+//! EXT-X-TARGETDURATION is fixed for the life of the track: ceil(segment_target). Video
+//! segments end on keyframes; a segment that reaches the longest duration this target allows
+//! (EXTINF rounds to at most TARGETDURATION) without one is cut at a non-keyframe and counted
+//! (`Published::forced_cuts`): the source's keyframe interval is too long for the segment
+//! target. That is why the multivariant playlist does not claim EXT-X-INDEPENDENT-SEGMENTS;
+//! parts still say INDEPENDENT=YES exactly where they start with a keyframe.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -33,24 +48,32 @@ use crate::cutter::{
 };
 use crate::fmp4::{self, FragSample};
 use crate::playlist::{MediaPlaylist, PartEntry, RenditionReport, SegmentEntry};
+use crate::timeline::{self, Timeline, MIN_PDT_STEP_NS};
 use crate::{CodecConfig, PackagerError, RenditionKind, RenditionPlan, Sample};
 
 /// A keyframe up to this long before the segment target still ends the segment: absorbs
 /// timestamp rounding and jitter, small enough never to merge two real keyframes.
 pub(crate) const SEGMENT_CUT_TOLERANCE: Duration = Duration::from_millis(10);
 
-/// A segment is cut even without a keyframe once it reaches this length (but never below
-/// twice the segment target): bounds memory per segment and the target duration when a source
-/// sends no keyframes.
-pub(crate) const MAX_SEGMENT_DURATION: Duration = Duration::from_secs(30);
+/// How far below the longest duration EXT-X-TARGETDURATION allows (TARGETDURATION + 0.5 s,
+/// which still rounds to it) a segment is cut without a keyframe: room for the last sample's
+/// duration estimate to be off (a frame at 24 fps is 42 ms).
+pub(crate) const SEGMENT_LIMIT_MARGIN: Duration = Duration::from_millis(50);
+
+/// The same margin for audio that follows the video's boundaries: smaller, so the audio
+/// (whose frames never line up with the video's) still waits for a video boundary cut close to
+/// the video's own limit; one AAC frame (23 ms at 44.1 kHz) still fits under the hard limit.
+pub(crate) const FOLLOW_LIMIT_MARGIN: Duration = Duration::from_millis(25);
 
 /// A DTS step longer than this is a gap in the source, not a sample duration (no live video
-/// or audio frame lasts a second).
+/// or audio frame lasts a second): a discontinuity.
 pub(crate) const MAX_SAMPLE_DURATION: Duration = Duration::from_secs(1);
 
-/// Parts stay listed (EXT-X-PART) for segments ending within this many target durations of
-/// the playlist end (the spec's minimum is three).
-pub(crate) const PART_LIST_TARGET_DURATIONS: u64 = 3;
+/// Audio next to video waits this long (media time) for the video's first segment before it
+/// starts on its own (a video rendition that never produces a keyframe must not silence audio).
+pub(crate) const FOLLOW_WAIT: Duration = Duration::from_secs(4);
+
+pub(crate) use crate::playlist::PART_LIST_TARGET_DURATIONS;
 
 /// Fallback duration of a lone video sample when neither a previous duration nor the frame
 /// rate is known: one frame at this rate (the most common live frame rate).
@@ -59,24 +82,30 @@ const FALLBACK_FRAME_RATE: u32 = 30;
 /// Samples per AAC-LC frame: the fallback duration of a lone audio sample.
 const AAC_FRAME_SAMPLES: u64 = 1024;
 
-/// Wall-clock time of a media time, fixed at the first sample of a publish session.
+/// A track's map from its PTS to the wall clock (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WallAnchor {
-    /// Wall clock when the first sample arrived.
-    pub wall: SystemTime,
-    /// That sample's PTS (ns).
-    pub pts_ns: u64,
+struct TrackClock {
+    /// wall_ns - pts_ns for the open segment.
+    offset: i128,
+    /// Smallest wall_ns - pts_ns seen since the open segment started.
+    window_min: i128,
 }
 
-impl WallAnchor {
-    /// The wall-clock time of `pts_ns`.
-    pub fn at(&self, pts_ns: u64) -> SystemTime {
-        if pts_ns >= self.pts_ns {
-            self.wall + Duration::from_nanos(pts_ns - self.pts_ns)
-        } else {
-            self.wall
-                .checked_sub(Duration::from_nanos(self.pts_ns - pts_ns))
-                .unwrap_or(self.wall)
+/// Which way a timestamp jumped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Jump {
+    /// DTS went backwards.
+    Backward,
+    /// DTS went forward by more than [`MAX_SAMPLE_DURATION`].
+    Forward,
+}
+
+impl Jump {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Jump::Backward => "backward",
+            Jump::Forward => "forward",
         }
     }
 }
@@ -156,6 +185,12 @@ pub(crate) struct Published {
     pub segments: u32,
     /// For each completed sample with an arrival time: publish time minus arrival.
     pub latencies: Vec<Duration>,
+    /// Timestamp jumps turned into discontinuities.
+    pub jumps: Vec<Jump>,
+    /// Segments that had to start at a non-keyframe.
+    pub forced_cuts: u32,
+    /// Samples dropped for repeating the previous DTS.
+    pub dropped: u32,
 }
 
 impl Published {
@@ -163,6 +198,9 @@ impl Published {
         self.parts += other.parts;
         self.segments += other.segments;
         self.latencies.extend(other.latencies);
+        self.jumps.extend(other.jumps);
+        self.forced_cuts += other.forced_cuts;
+        self.dropped += other.dropped;
     }
 
     /// Whether anything became visible.
@@ -182,6 +220,8 @@ struct Pending {
     gap_before: bool,
     data: Bytes,
     arrival: Option<Instant>,
+    /// When it was pushed (its arrival if it carries none).
+    received: Instant,
 }
 
 /// The part being assembled.
@@ -213,11 +253,18 @@ pub(crate) struct Track {
     next_msn: u64,
     discontinuity_sequence: u64,
     pending_discontinuity: bool,
-    longest_segment_secs: u64,
     fragment_sequence: u32,
     state: TrackState,
     parts_total: u64,
-    anchor: Option<WallAnchor>,
+    clock: Option<TrackClock>,
+    last_pdt_ns: Option<u64>,
+    /// Audio that cuts where the stream's video cuts.
+    follow: bool,
+    /// The next segment starts at once, off the video's boundaries (see `feed`).
+    stale_boundary: bool,
+    /// Highest bit rate of a segment of at least half the target (shorter ones, cut by a
+    /// flush or a jump, would overstate it), bits/s.
+    peak_bps: u64,
 }
 
 impl Track {
@@ -239,11 +286,14 @@ impl Track {
             next_msn: start.msn,
             discontinuity_sequence: start.discontinuity_sequence,
             pending_discontinuity: start.discontinuity,
-            longest_segment_secs: 0,
             fragment_sequence: 0,
             state: TrackState::Live,
             parts_total: 0,
-            anchor: None,
+            clock: None,
+            last_pdt_ns: None,
+            follow: false,
+            stale_boundary: false,
+            peak_bps: 0,
         }
     }
 
@@ -312,6 +362,7 @@ impl Track {
     pub fn configure(
         &mut self,
         config: CodecConfig,
+        tl: &mut Timeline,
         now: Instant,
     ) -> Result<Published, PackagerError> {
         if self.state == TrackState::Ended {
@@ -333,7 +384,7 @@ impl Track {
         }
         let mut published = Published::default();
         if self.codec.is_some() {
-            published = self.flush(now)?;
+            published = self.flush(tl, now)?;
             self.pending_discontinuity = true;
         }
         let id = self.next_init_id;
@@ -347,7 +398,13 @@ impl Track {
     }
 
     fn cutter_config(&self, timescale: u32) -> CutterConfig {
-        let max_segment = MAX_SEGMENT_DURATION.max(self.cfg.segment_target * 2);
+        let limit = Duration::from_secs(self.target_duration()) + Duration::from_millis(500);
+        let margin = if self.follow {
+            FOLLOW_LIMIT_MARGIN
+        } else {
+            SEGMENT_LIMIT_MARGIN
+        };
+        let max_segment = limit.saturating_sub(margin);
         CutterConfig {
             part_target: codec::duration_to_ticks_floor(self.cfg.part_target, timescale),
             segment_target: codec::ns_to_ticks(
@@ -358,8 +415,24 @@ impl Track {
             max_segment: codec::duration_to_ticks_floor(max_segment, timescale),
             mode: match self.plan.kind {
                 RenditionKind::Video => SegmentMode::Keyframe,
+                RenditionKind::Audio if self.follow => SegmentMode::Follow,
                 RenditionKind::Audio => SegmentMode::Grid,
             },
+            follow_wait: codec::duration_to_ticks_floor(FOLLOW_WAIT, timescale),
+        }
+    }
+
+    /// Audio: follow the stream's video boundaries (or not, when the plan has no video). Takes
+    /// effect at the next segment start after a flush.
+    pub fn set_follow(&mut self, follow: bool) {
+        let follow = follow && self.plan.kind == RenditionKind::Audio;
+        if follow != self.follow {
+            self.follow = follow;
+            if let Some(c) = &self.codec {
+                if self.open.is_none() && self.pending.is_none() {
+                    self.cutter = Some(Cutter::new(self.cutter_config(c.timescale)));
+                }
+            }
         }
     }
 
@@ -367,7 +440,7 @@ impl Track {
     pub fn push(
         &mut self,
         sample: Sample,
-        anchor: &WallAnchor,
+        tl: &mut Timeline,
         now: Instant,
     ) -> Result<Published, PackagerError> {
         if self.state == TrackState::Ended {
@@ -378,31 +451,44 @@ impl Track {
             None => return Err(PackagerError::NotConfigured(self.plan.name.clone())),
         };
         self.state = TrackState::Live;
-        self.anchor = Some(*anchor);
         let dts = codec::ns_to_ticks(sample.dts_ns, timescale);
         let pts = codec::ns_to_ticks(sample.pts_ns, timescale);
-        let mut gap = false;
         let mut published = Published::default();
         if let Some(prev) = &self.pending {
-            if dts <= prev.dts {
-                return Err(PackagerError::NonMonotonicDts {
-                    rendition: self.plan.name.clone(),
-                    dts_ns: sample.dts_ns,
-                    previous_ns: prev.dts_ns,
-                });
+            let max_step = codec::duration_to_ticks_floor(MAX_SAMPLE_DURATION, timescale);
+            let jump = if dts < prev.dts {
+                Some(Jump::Backward)
+            } else if dts - prev.dts > max_step {
+                Some(Jump::Forward)
+            } else {
+                None
+            };
+            if dts == prev.dts {
+                published.dropped = 1;
+                return Ok(published);
             }
-            let mut duration = dts - prev.dts;
-            if duration > codec::duration_to_ticks_floor(MAX_SAMPLE_DURATION, timescale) {
-                gap = true;
-                duration = self.fallback_duration();
-            }
-            if let Some(prev) = self.pending.take() {
+            if let Some(jump) = jump {
+                tracing::warn!(
+                    rendition = %self.plan.name,
+                    direction = jump.as_str(),
+                    dts_ns = sample.dts_ns,
+                    previous_ns = prev.dts_ns,
+                    "timestamp jump: the next segment follows a discontinuity"
+                );
+                published.merge(self.flush(tl, now)?);
+                published.jumps.push(jump);
+                if self.parts_total > 0 || !self.segments.is_empty() {
+                    self.pending_discontinuity = true;
+                }
+                self.clock = None;
+            } else if let Some(prev) = self.pending.take() {
                 let next = Lookahead {
                     pts,
                     keyframe: sample.keyframe,
-                    gap,
+                    gap: false,
                 };
-                published = self.feed(prev, duration, Some(next), anchor, now)?;
+                let duration = dts - prev.dts;
+                published.merge(self.feed(prev, duration, Some(next), tl, now)?);
             }
         }
         self.pending = Some(Pending {
@@ -411,9 +497,10 @@ impl Track {
             pts_ns: sample.pts_ns,
             dts_ns: sample.dts_ns,
             keyframe: sample.keyframe,
-            gap_before: gap,
+            gap_before: false,
             data: sample.data,
             arrival: sample.arrival,
+            received: now,
         });
         Ok(published)
     }
@@ -444,10 +531,33 @@ impl Track {
         s: Pending,
         duration: u64,
         next: Option<Lookahead>,
-        anchor: &WallAnchor,
+        tl: &mut Timeline,
         now: Instant,
     ) -> Result<Published, PackagerError> {
         let mut published = Published::default();
+        let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
+        let arrival_ns = tl.wall_ns(s.arrival.unwrap_or(s.received));
+        let delta = i128::from(arrival_ns) - i128::from(s.pts_ns);
+        if self.follow {
+            let offset = self.clock.map_or(delta, |c| c.offset);
+            // After a timestamp jump, a boundary the video set before its own jump (it opened
+            // segment N just before the jump reached it) holds no media of ours: start N at
+            // once; the video's discontinuity comes at N+1, which we follow.
+            let b = tl.boundary(self.next_msn);
+            self.stale_boundary = self.pending_discontinuity && b.is_some_and(|b| !b.discontinuity);
+            let boundary = b.filter(|_| !self.stale_boundary).map(|b| {
+                let ns = (i128::from(b.wall_ns) - offset).clamp(0, i128::from(u64::MAX));
+                codec::ns_to_ticks(u64::try_from(ns).unwrap_or(u64::MAX), ts)
+            });
+            let boundary = if self.stale_boundary {
+                Some(0)
+            } else {
+                boundary
+            };
+            if let Some(c) = self.cutter.as_mut() {
+                c.set_boundary(boundary);
+            }
+        }
         let cut = CutSample {
             pts: s.pts,
             duration,
@@ -467,10 +577,28 @@ impl Track {
             Start::Segment => {
                 published.merge(self.close_part(now)?);
                 published.merge(self.close_segment());
-                self.open_segment(anchor.at(s.pts_ns));
+                let offset = match self.clock {
+                    None => delta,
+                    Some(c) => c.window_min.min(delta),
+                };
+                self.clock = Some(TrackClock {
+                    offset,
+                    window_min: delta,
+                });
+                let own = (i128::from(s.pts_ns) + offset).clamp(0, i128::from(u64::MAX));
+                self.open_segment(u64::try_from(own).unwrap_or(u64::MAX), tl);
+                if !s.keyframe && self.plan.kind == RenditionKind::Video {
+                    published.forced_cuts += 1;
+                }
             }
-            Start::Part => published.merge(self.close_part(now)?),
-            Start::Continue => {}
+            Start::Part | Start::Continue => {
+                if let Some(c) = self.clock.as_mut() {
+                    c.window_min = c.window_min.min(delta);
+                }
+                if start == Start::Part {
+                    published.merge(self.close_part(now)?);
+                }
+            }
         }
         let b = self.building.get_or_insert_with(|| PartBuilder {
             base_dts: s.dts,
@@ -502,9 +630,29 @@ impl Track {
         Ok(published)
     }
 
-    fn open_segment(&mut self, pdt: SystemTime) {
+    fn open_segment(&mut self, own_ns: u64, tl: &mut Timeline) {
         let msn = self.next_msn;
         self.next_msn += 1;
+        let mut pdt = tl.open(
+            msn,
+            own_ns,
+            self.plan.kind == RenditionKind::Video,
+            self.pending_discontinuity,
+        );
+        // A stale boundary's PDT is kept when our first post-jump sample came within a part of
+        // it (PDT(N) stays the same in every rendition), not after a pause in arrivals.
+        let part_ns = u64::try_from(self.cfg.part_target.as_nanos()).unwrap_or(u64::MAX);
+        if std::mem::take(&mut self.stale_boundary) && own_ns.abs_diff(pdt) > part_ns {
+            // Not past the video's next (post-jump) segment, which we follow next.
+            let next = tl
+                .boundary(msn + 1)
+                .map(|b| b.wall_ns.saturating_sub(MIN_PDT_STEP_NS));
+            pdt = next.map_or(own_ns, |n| own_ns.min(n));
+        }
+        if let Some(last) = self.last_pdt_ns {
+            pdt = pdt.max(last.saturating_add(MIN_PDT_STEP_NS));
+        }
+        self.last_pdt_ns = Some(pdt);
         self.open = Some(Segment {
             msn,
             parts: Vec::new(),
@@ -512,7 +660,7 @@ impl Track {
             data: None,
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             init_id: self.current_init.unwrap_or(0),
-            pdt: Some(pdt),
+            pdt: Some(timeline::system_time(pdt)),
         });
     }
 
@@ -571,11 +719,13 @@ impl Track {
             p.data = data.slice(offset..offset + len);
             offset += len;
         }
-        seg.data = Some(data);
-        if let Some(c) = &self.codec {
-            let secs = codec::ticks_to_secs(seg.duration, c.timescale).round() as u64;
-            self.longest_segment_secs = self.longest_segment_secs.max(secs);
+        let ts = self.timescale();
+        if seg.duration.saturating_mul(2) >= self.cfg.segment_target.as_secs() * ts {
+            if let Some(rate) = (data.len() as u64 * 8 * ts).checked_div(seg.duration) {
+                self.peak_bps = self.peak_bps.max(rate);
+            }
         }
+        seg.data = Some(data);
         self.segments.push_back(seg);
         published.segments = 1;
         self.slide_window();
@@ -619,12 +769,11 @@ impl Track {
     }
 
     /// The pending sample, part and segment become final (the publisher left or the codec changed).
-    pub fn flush(&mut self, now: Instant) -> Result<Published, PackagerError> {
+    pub fn flush(&mut self, tl: &mut Timeline, now: Instant) -> Result<Published, PackagerError> {
         let mut published = Published::default();
-        // `anchor` is always set when a sample is pending (push sets both).
-        if let (Some(p), Some(anchor)) = (self.pending.take(), self.anchor) {
+        if let Some(p) = self.pending.take() {
             let duration = self.fallback_duration();
-            published.merge(self.feed(p, duration, None, &anchor, now)?);
+            published.merge(self.feed(p, duration, None, tl, now)?);
         }
         published.merge(self.close_part(now)?);
         published.merge(self.close_segment());
@@ -635,8 +784,12 @@ impl Track {
     }
 
     /// The publisher left: flush; the playlist stays live for a reconnect.
-    pub fn end_session(&mut self, now: Instant) -> Result<Published, PackagerError> {
-        let published = self.flush(now);
+    pub fn end_session(
+        &mut self,
+        tl: &mut Timeline,
+        now: Instant,
+    ) -> Result<Published, PackagerError> {
+        let published = self.flush(tl, now);
         if self.state == TrackState::Live {
             self.state = TrackState::Idle;
         }
@@ -644,29 +797,51 @@ impl Track {
     }
 
     /// A new publisher continues this track: the next segment follows a discontinuity.
-    pub fn begin_session(&mut self, now: Instant) -> Result<Published, PackagerError> {
-        let published = self.flush(now);
+    pub fn begin_session(
+        &mut self,
+        tl: &mut Timeline,
+        now: Instant,
+    ) -> Result<Published, PackagerError> {
+        let published = self.flush(tl, now);
         if self.state != TrackState::Ended {
             self.state = TrackState::Live;
         }
         if self.parts_total > 0 || !self.segments.is_empty() {
             self.pending_discontinuity = true;
         }
+        self.clock = None;
         published
     }
 
+    /// Number the next segment at least `msn` (renditions of a stream restart aligned after a
+    /// reconnect). Only between segments, so no published hint is contradicted mid-segment.
+    pub fn align_msn(&mut self, msn: u64) {
+        if self.open.is_none() && self.pending.is_none() {
+            self.next_msn = self.next_msn.max(msn);
+        }
+    }
+
+    /// End of the last segment on the wall clock (ns since the UNIX epoch), if any.
+    pub fn pdt_end_ns(&self) -> Option<u64> {
+        let seg = self.open.as_ref().or(self.segments.back())?;
+        let start = seg.pdt?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
+        let len = Duration::from_secs_f64(codec::ticks_to_secs(seg.duration, ts));
+        u64::try_from((start + len).as_nanos()).ok()
+    }
+
     /// EXT-X-ENDLIST: flush and stop accepting samples.
-    pub fn finish(&mut self, now: Instant) -> Result<Published, PackagerError> {
-        let published = self.flush(now);
+    pub fn finish(&mut self, tl: &mut Timeline, now: Instant) -> Result<Published, PackagerError> {
+        let published = self.flush(tl, now);
         self.state = TrackState::Ended;
         published
     }
 
-    /// EXT-X-TARGETDURATION: ceil(segment target), grown to the longest segment seen.
+    /// EXT-X-TARGETDURATION: ceil(segment target), fixed for the life of the track.
     pub fn target_duration(&self) -> u64 {
         let base = self.cfg.segment_target.as_secs()
             + u64::from(self.cfg.segment_target.subsec_nanos() > 0);
-        base.max(self.longest_segment_secs).max(1)
+        base.max(1)
     }
 
     /// (msn, part index) of the last published part.
@@ -690,9 +865,7 @@ impl Track {
             return None;
         }
         match &self.open {
-            Some(o) if o.parts.is_empty() && o.discontinuity => None,
             Some(o) => Some((o.msn, u32::try_from(o.parts.len()).unwrap_or(u32::MAX))),
-            None if self.pending_discontinuity => None,
             None => Some((self.next_msn, 0)),
         }
     }
@@ -727,7 +900,8 @@ impl Track {
             .map(|(_, b)| b.clone())
     }
 
-    /// Peak and average bit rate over the complete segments in the window.
+    /// Peak bit rate since the track began (segments of at least half the target; the window's
+    /// peak until there is one) and average bit rate over the complete segments in the window.
     pub fn measured_bitrate(&self) -> Option<(u64, u64)> {
         let ts = self.timescale();
         let mut peak = 0u64;
@@ -740,6 +914,11 @@ impl Track {
             bytes += len;
             ticks += s.duration;
         }
+        let peak = if self.peak_bps > 0 {
+            self.peak_bps
+        } else {
+            peak
+        };
         (ticks > 0).then(|| (peak, bytes * 8 * ts / ticks))
     }
 

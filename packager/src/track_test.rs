@@ -51,16 +51,19 @@ pub fn audio_sample(i: u64) -> Sample {
     }
 }
 
-fn anchor() -> WallAnchor {
-    WallAnchor {
-        wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        pts_ns: 1_000_000_000,
-    }
+/// A stream timeline whose wall clock reads 2023-11-14T22:13:20Z now (one per call: the tests
+/// here drive one track, so nothing needs sharing).
+pub fn anchor() -> Timeline {
+    Timeline::new(
+        Instant::now(),
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    )
 }
 
 fn video_track() -> Track {
     let mut t = Track::new(video_plan("720p"), cfg(), TrackStart::default());
-    t.configure(h264_info().config, Instant::now()).unwrap();
+    t.configure(h264_info().config, &mut anchor(), Instant::now())
+        .unwrap();
     t
 }
 
@@ -68,7 +71,7 @@ fn video_track() -> Track {
 fn push_before_configure_fails() {
     let mut t = Track::new(video_plan("720p"), cfg(), TrackStart::default());
     let err = t
-        .push(video_sample(0, None), &anchor(), Instant::now())
+        .push(video_sample(0, None), &mut anchor(), Instant::now())
         .unwrap_err();
     assert!(matches!(err, PackagerError::NotConfigured(_)));
 }
@@ -81,13 +84,13 @@ fn parts_parse_back_with_pushed_samples() {
     for i in 0..130 {
         t.push(
             video_sample(i, Some(start)),
-            &anchor(),
+            &mut anchor(),
             start + Duration::from_millis(400),
         )
         .unwrap();
         pushed_total += 1;
     }
-    t.flush(start).unwrap();
+    t.flush(&mut anchor(), start).unwrap();
     // 130 frames: segments of 60, 60 and 10 frames.
     assert_eq!(t.segment_count(), 3);
     let mut samples_seen = 0u32;
@@ -122,7 +125,7 @@ fn independent_exactly_on_keyframe_parts() {
     let mut t = video_track();
     let now = Instant::now();
     for i in 0..600 {
-        t.push(video_sample(i, None), &anchor(), now).unwrap();
+        t.push(video_sample(i, None), &mut anchor(), now).unwrap();
     }
     let pl = t.playlist(vec![]);
     let mut checked = 0;
@@ -145,7 +148,7 @@ fn window_slides_and_old_media_is_gone() {
     let mut t = video_track();
     let now = Instant::now();
     for i in 0..(60 * 10 + 1) {
-        t.push(video_sample(i, None), &anchor(), now).unwrap();
+        t.push(video_sample(i, None), &mut anchor(), now).unwrap();
     }
     assert_eq!(t.segment_count(), 6);
     assert_eq!(t.last_complete_msn(), Some(9));
@@ -165,7 +168,7 @@ fn latency_is_publish_time_minus_arrival() {
     let mut latencies = Vec::new();
     for i in 0..20 {
         latencies.extend(
-            t.push(video_sample(i, Some(arrival)), &anchor(), publish)
+            t.push(video_sample(i, Some(arrival)), &mut anchor(), publish)
                 .unwrap()
                 .latencies,
         );
@@ -180,19 +183,20 @@ fn codec_change_makes_new_init_and_discontinuity() {
     let mut t = video_track();
     let now = Instant::now();
     for i in 0..70 {
-        t.push(video_sample(i, None), &anchor(), now).unwrap();
+        t.push(video_sample(i, None), &mut anchor(), now).unwrap();
     }
     // Same config again: nothing changes.
-    t.configure(h264_info().config, now).unwrap();
+    t.configure(h264_info().config, &mut anchor(), now).unwrap();
     assert!(t.init(1).is_none());
     let mut changed = h264_info().config;
     if let CodecConfig::H264 { width, .. } = &mut changed {
         *width = 640;
     }
-    t.configure(changed, now).unwrap();
+    t.configure(changed, &mut anchor(), now).unwrap();
     assert!(t.init(1).is_some());
     for i in 70..200 {
-        t.push(video_sample(i + 50, None), &anchor(), now).unwrap();
+        t.push(video_sample(i + 50, None), &mut anchor(), now)
+            .unwrap();
     }
     let pl = t.playlist(vec![]);
     let after = pl.segments.iter().find(|s| s.discontinuity).unwrap();
@@ -201,21 +205,65 @@ fn codec_change_makes_new_init_and_discontinuity() {
 }
 
 #[test]
-fn non_monotonic_dts_is_rejected() {
+fn timestamp_jumps_become_discontinuities() {
     let mut t = video_track();
+    let mut tl = anchor();
     let now = Instant::now();
-    t.push(video_sample(5, None), &anchor(), now).unwrap();
-    let err = t.push(video_sample(4, None), &anchor(), now).unwrap_err();
-    assert!(matches!(err, PackagerError::NonMonotonicDts { .. }));
+    let mut jumps = Vec::new();
+    // Frames arrive in real time whatever their timestamps say.
+    let mut arrived = 0u64;
+    let mut push = |t: &mut Track, i: u64, tl: &mut Timeline| {
+        let at = now + Duration::from_nanos(arrived * 1_000_000_000 / 30);
+        arrived += 1;
+        t.push(video_sample(i, Some(at)), tl, at).unwrap().jumps
+    };
+    for i in 0..130 {
+        jumps.extend(push(&mut t, i, &mut tl));
+    }
+    // Backwards by 100 frames (the encoder restarted its clock), then forward by 10 s.
+    for i in 30..130 {
+        jumps.extend(push(&mut t, i, &mut tl));
+    }
+    for i in 430..560 {
+        jumps.extend(push(&mut t, i, &mut tl));
+    }
+    assert_eq!(jumps, vec![Jump::Backward, Jump::Forward]);
+    let pl = t.playlist(vec![]);
+    let disc: Vec<u64> = pl
+        .segments
+        .iter()
+        .filter(|s| s.discontinuity)
+        .map(|s| s.msn)
+        .collect();
+    assert_eq!(
+        disc.len(),
+        2,
+        "two discontinuities expected in {:?}",
+        pl.segments
+    );
+    // Nothing was frozen: samples after each jump were published (from the next keyframe).
+    assert!(t.last_part().is_some_and(|(m, _)| m > disc[1]));
+    let text = crate::playlist::render_media(&pl, false);
+    crate::rules::check(
+        &text,
+        &crate::rules::Expect {
+            keyframe_segments: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:?} in\n{text}"));
+    // A repeated DTS is dropped, not a jump.
+    let p = t.push(video_sample(559, None), &mut tl, now).unwrap();
+    assert_eq!((p.dropped, p.jumps.len()), (1, 0));
 }
 
 #[test]
 fn audio_track_parts() {
     let mut t = Track::new(audio_plan(), cfg(), TrackStart::default());
     let now = Instant::now();
-    t.configure(aac_info().config, now).unwrap();
+    t.configure(aac_info().config, &mut anchor(), now).unwrap();
     for i in 0..500 {
-        t.push(audio_sample(i), &anchor(), now).unwrap();
+        t.push(audio_sample(i), &mut anchor(), now).unwrap();
     }
     let pl = t.playlist(vec![]);
     assert!(pl
@@ -235,16 +283,16 @@ fn positions_and_hint() {
     let now = Instant::now();
     assert_eq!(t.next_part_position(), Some((0, 0)));
     for i in 0..11 {
-        t.push(video_sample(i, None), &anchor(), now).unwrap();
+        t.push(video_sample(i, None), &mut anchor(), now).unwrap();
     }
     // Frames 0..8 form part 0.0 (closed eagerly once frame 9 arrived... and 10).
     assert_eq!(t.last_part(), Some((0, 0)));
     assert_eq!(t.next_part_position(), Some((0, 1)));
-    t.end_session(now).unwrap();
+    t.end_session(&mut anchor(), now).unwrap();
     assert_eq!(t.state(), TrackState::Idle);
     assert_eq!(t.last_part(), Some((0, 1)));
     assert_eq!(t.next_part_position(), Some((1, 0)));
-    t.begin_session(now).unwrap();
-    // The next part follows a discontinuity: no hint until it exists.
-    assert_eq!(t.next_part_position(), None);
+    t.begin_session(&mut anchor(), now).unwrap();
+    // The next part follows a discontinuity; it is still part 1.0.
+    assert_eq!(t.next_part_position(), Some((1, 0)));
 }

@@ -381,8 +381,9 @@ pub fn parse_media_playlist(text: &str) -> Result<MediaPlaylist, String> {
     Ok(pl)
 }
 
-/// Parses `text` and checks it against the LL-HLS rules below; on failure returns every
-/// violation found (or the parse error).
+/// Parses `text` and checks it against `packager::rules::check` (see that module for its
+/// rules) and the LL-HLS rules below; on failure returns every violation found (or the parse
+/// error).
 ///
 /// - `#EXTM3U` first; EXT-X-VERSION present (>= 6, needed for EXT-X-MAP in a media playlist);
 ///   EXT-X-MEDIA-SEQUENCE present; EXT-X-MAP present.
@@ -399,7 +400,14 @@ pub fn parse_media_playlist(text: &str) -> Result<MediaPlaylist, String> {
 /// - Part URIs are unique; no rendition is reported twice.
 pub fn check_ll_hls(text: &str, track: Track) -> Result<MediaPlaylist, Vec<String>> {
     let pl = parse_media_playlist(text).map_err(|e| vec![format!("unparseable playlist: {e}")])?;
-    let mut errs = Vec::new();
+    // The packager's own rules checker (the one its unit and property tests use) first.
+    let expect = packager::rules::Expect {
+        keyframe_segments: track == Track::Video,
+        ..packager::rules::Expect::default()
+    };
+    let mut errs = packager::rules::check(text, &expect)
+        .err()
+        .unwrap_or_default();
     if !pl.starts_with_extm3u {
         errs.push("first line is not #EXTM3U".to_string());
     }

@@ -1,0 +1,327 @@
+//! Property test: hours of virtual media through an [`Origin`], with random GOPs, timestamp
+//! jumps both ways, gaps, reconnects (continuations, on this node and on another one) and rung
+//! changes; after every step every playlist (full and delta update) of every rendition passes
+//! [`crate::rules`]: on its own, over time ([`rules::History`]) and across renditions.
+//!
+//! Virtual time: samples carry their arrival (`Sample::arrival`, an `Instant` offset from the
+//! start by the virtual clock), so PDTs follow the virtual clock; nothing sleeps.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use proptest::prelude::*;
+
+use crate::fmp4::tests::{aac_info, h264_info};
+use crate::rules::{self, Expect, History};
+use crate::{Origin, PackagerConfig, RenditionKind, RenditionPlan, Sample, StreamHandle};
+
+const PID: &str = "prop";
+/// GStreamer's video encoders shift their timestamps by 1000 hours (the PDT bug of issue 10).
+const ENCODER_SHIFT_NS: u64 = 1000 * 3600 * 1_000_000_000;
+/// How often (virtual) the playlists are checked.
+const CHECK_EVERY_NS: u64 = 700_000_000;
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// `secs` of media at `fps`, a keyframe every `gop` frames.
+    Run { secs: u64, fps: u64, gop: u64 },
+    /// Every rendition's timestamps jump back (`back`) or forward by `secs`; arrivals go on.
+    Jump { back: bool, secs: u64 },
+    /// Nothing arrives for `secs`, then media goes on with timestamps that skipped as much.
+    Gap { secs: u64 },
+    /// The encoder reconnects (`other_node`: to another node, with a continuation) with a
+    /// plan of the source, optionally the 720p rung, and audio.
+    Reconnect { other_node: bool, rung: bool },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (1u64..240, prop_oneof![Just(25u64), Just(30), Just(60)], 10u64..80)
+            .prop_map(|(secs, fps, gop)| Step::Run { secs, fps, gop }),
+        1 => (any::<bool>(), 2u64..600).prop_map(|(back, secs)| Step::Jump { back, secs }),
+        1 => (2u64..30).prop_map(|secs| Step::Gap { secs }),
+        1 => (any::<bool>(), any::<bool>())
+            .prop_map(|(other_node, rung)| Step::Reconnect { other_node, rung }),
+    ]
+}
+
+fn config() -> impl Strategy<Value = PackagerConfig> {
+    (
+        prop_oneof![Just(200u64), Just(250), Just(333)],
+        prop_oneof![Just(1000u64), Just(2000), Just(2000), Just(4000)],
+    )
+        .prop_map(|(part, seg)| PackagerConfig {
+            part_target: Duration::from_millis(part),
+            segment_target: Duration::from_millis(seg),
+            window_segments: 6,
+            ended_retention: Duration::from_secs(60),
+            ready_timeout: Duration::from_millis(10),
+        })
+}
+
+fn plan(rung: bool) -> Vec<RenditionPlan> {
+    let mut p = vec![RenditionPlan {
+        name: "source".into(),
+        kind: RenditionKind::Video,
+        bandwidth: 4_000_000,
+    }];
+    if rung {
+        p.push(RenditionPlan {
+            name: "720p".into(),
+            kind: RenditionKind::Video,
+            bandwidth: 3_000_000,
+        });
+    }
+    p.push(RenditionPlan {
+        name: "audio".into(),
+        kind: RenditionKind::Audio,
+        bandwidth: 128_000,
+    });
+    p
+}
+
+/// The simulated encoder, node(s) and viewer.
+struct Sim {
+    start: Instant,
+    /// Virtual wall clock, ns since `start`.
+    now_ns: u64,
+    /// Source timestamp at `now_ns` (moves with the clock, jumps with `Jump`).
+    media_ns: u64,
+    audio_media_ns: u64,
+    frame: u64,
+    origin: Origin,
+    handle: Option<StreamHandle>,
+    rung: bool,
+    expect: Expect,
+    histories: HashMap<String, History>,
+    next_check_ns: u64,
+    cfg: PackagerConfig,
+    /// When media last resumed after a pause (gap, reconnect).
+    resumed_ns: u64,
+}
+
+impl Sim {
+    fn new(cfg: PackagerConfig, keyframe_segments: bool) -> Self {
+        let origin = Origin::new(cfg.clone());
+        let mut sim = Self {
+            start: Instant::now(),
+            now_ns: 0,
+            media_ns: 0,
+            audio_media_ns: 0,
+            frame: 0,
+            origin,
+            handle: None,
+            rung: true,
+            expect: Expect {
+                keyframe_segments,
+                align_tolerance: 0.001,
+            },
+            histories: HashMap::new(),
+            next_check_ns: 0,
+            cfg,
+            resumed_ns: 0,
+        };
+        sim.connect(None);
+        sim
+    }
+
+    fn connect(&mut self, continuation: Option<crate::Continuation>) {
+        let h = self.origin.publish_with(PID, plan(self.rung), continuation);
+        h.configure("source", h264_info().config).unwrap();
+        if self.rung {
+            h.configure("720p", h264_info().config).unwrap();
+        }
+        h.configure("audio", aac_info().config).unwrap();
+        self.handle = Some(h);
+    }
+
+    fn at(&self, ns: u64) -> Instant {
+        self.start + Duration::from_nanos(ns)
+    }
+
+    fn run(&mut self, secs: u64, fps: u64, gop: u64) -> Result<(), TestCaseError> {
+        let frame_ns = 1_000_000_000 / fps;
+        let end = self.now_ns + secs * 1_000_000_000;
+        let mut first = true;
+        while self.now_ns < end {
+            let Some(h) = self.handle.as_ref() else {
+                return Ok(());
+            };
+            // Frames jitter by up to 7 ms on the way in (network), never earlier than sent.
+            let jitter = (self.frame * 7_919) % 7_000_000;
+            let arrival = Some(self.at(self.now_ns + jitter));
+            let keyframe = first || self.frame.is_multiple_of(gop);
+            first = false;
+            let video = |shift: u64| Sample {
+                pts_ns: self.media_ns + shift,
+                dts_ns: self.media_ns + shift,
+                keyframe,
+                data: bytes::Bytes::from(vec![7u8; if keyframe { 3000 } else { 300 }]),
+                arrival,
+            };
+            h.push("source", video(0)).unwrap();
+            if self.rung {
+                h.push("720p", video(ENCODER_SHIFT_NS)).unwrap();
+            }
+            // Audio: 1024-sample frames at 48 kHz, up to the video's time.
+            while self.audio_media_ns <= self.media_ns {
+                let sample = Sample {
+                    pts_ns: self.audio_media_ns,
+                    dts_ns: self.audio_media_ns,
+                    keyframe: true,
+                    data: bytes::Bytes::from_static(&[1u8; 40]),
+                    arrival: Some(self.at(self.now_ns + 2_000_000)),
+                };
+                h.push("audio", sample).unwrap();
+                self.audio_media_ns += 1024 * 1_000_000_000 / 48_000;
+            }
+            self.frame += 1;
+            self.now_ns += frame_ns;
+            self.media_ns += frame_ns;
+            if self.now_ns >= self.next_check_ns {
+                self.next_check_ns = self.now_ns + CHECK_EVERY_NS;
+                self.check()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, s: &Step) -> Result<(), TestCaseError> {
+        match *s {
+            Step::Run { secs, fps, gop } => self.run(secs, fps, gop)?,
+            Step::Jump { back, secs } => {
+                let d = secs * 1_000_000_000;
+                self.media_ns = if back {
+                    self.media_ns.saturating_sub(d)
+                } else {
+                    self.media_ns + d
+                };
+                self.audio_media_ns = self.media_ns;
+                self.run(1, 30, 30)?;
+            }
+            Step::Gap { secs } => {
+                let d = secs * 1_000_000_000;
+                self.now_ns += d;
+                self.resumed_ns = self.now_ns;
+                self.media_ns += d;
+                self.audio_media_ns = self.media_ns;
+                self.run(1, 30, 30)?;
+            }
+            Step::Reconnect { other_node, rung } => {
+                self.handle = None;
+                self.rung = rung;
+                // A new encoder session: timestamps restart near zero.
+                self.media_ns = 0;
+                self.audio_media_ns = 0;
+                self.now_ns += 1_500_000_000;
+                self.resumed_ns = self.now_ns;
+                if other_node {
+                    let cont = self.origin.continuation(PID);
+                    self.origin = Origin::new(self.cfg.clone());
+                    // The new node's `Instant`s are the same clock; its wall clock may differ,
+                    // which the continuation's PDT floor absorbs.
+                    self.connect(cont);
+                } else {
+                    self.connect(None);
+                }
+                self.run(2, 30, 30)?;
+            }
+        }
+        self.check()
+    }
+
+    /// Every playlist of every rendition of the current plan, full and delta, against the rules.
+    fn check(&mut self) -> Result<(), TestCaseError> {
+        let Some(stream) = self.origin.stream(PID) else {
+            return Ok(());
+        };
+        let st = stream.state.lock();
+        let mut latest = Vec::new();
+        for t in st.plan_tracks() {
+            if t.last_part().is_none() {
+                continue;
+            }
+            for skip in [false, true] {
+                let text = crate::playlist::render_media(
+                    &t.playlist(crate::server::reports(&st, t.name())),
+                    skip,
+                );
+                let expect = Expect {
+                    keyframe_segments: self.expect.keyframe_segments
+                        && t.kind() == RenditionKind::Video,
+                    ..self.expect
+                };
+                let pl = rules::check(&text, &expect).map_err(|e| {
+                    TestCaseError::fail(format!("{} (skip={skip}): {e:?}\n{text}", t.name()))
+                })?;
+                if !skip {
+                    let errs = self
+                        .histories
+                        .entry(t.name().to_string())
+                        .or_default()
+                        .observe(&pl);
+                    prop_assert!(errs.is_empty(), "{}: {errs:?}\n{text}", t.name());
+                    // The newest segment's PDT is its first frame's arrival, and the media
+                    // it lists ends about now: not in the future (the 1000-hour bug), and,
+                    // while media flows, behind the clock by at most the part being built,
+                    // the sample held back for its duration, and the arrival jitter.
+                    if let Some(s) = pl.segments.last() {
+                        let now = st.timeline.wall_ns(self.at(self.now_ns)) as f64 / 1e9;
+                        let pdt = s.pdt.unwrap_or(0.0);
+                        prop_assert!(
+                            pdt <= now + 0.01,
+                            "{}: newest PDT {pdt:.3} is after the clock {now:.3}\n{text}",
+                            t.name()
+                        );
+                        let flowing = self.now_ns.saturating_sub(self.resumed_ns) > 8_000_000_000;
+                        let behind = self.cfg.part_target.as_secs_f64() + 0.2;
+                        prop_assert!(
+                            !flowing || pdt + s.duration >= now - behind,
+                            "{}: newest media ends at {:.3} but the clock reads {now:.3}\n{text}",
+                            t.name(),
+                            pdt + s.duration
+                        );
+                    }
+                    latest.push((t.name().to_string(), pl, text));
+                }
+            }
+        }
+        let named: Vec<(&str, &rules::Playlist)> =
+            latest.iter().map(|(n, p, _)| (n.as_str(), p)).collect();
+        let errs = rules::check_aligned(&named, &self.expect);
+        let texts: Vec<&str> = latest.iter().map(|(_, _, t)| t.as_str()).collect();
+        prop_assert!(
+            errs.is_empty(),
+            "renditions disagree: {errs:?}\n{}",
+            texts.join("\n")
+        );
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 50, ..ProptestConfig::default() })]
+
+    #[test]
+    #[ignore = "open: a preload hint after a timestamp jump in the audio (see proptest-regressions/prop_test.txt); run with --ignored"]
+    fn playlists_follow_the_rules_through_hours_of_media(
+        cfg in config(),
+        steps in prop::collection::vec(step(), 5..30),
+    ) {
+        // The cutter cannot see the next keyframe: it promises keyframe-first segments only when
+        // any keyframe interval fits between the segment target and the limit the fixed target
+        // duration allows (regular GOPs do better: see the cutter's unit tests).
+        let td = cfg.segment_target.as_secs_f64().ceil();
+        let slack = td + 0.45 - cfg.segment_target.as_secs_f64();
+        let keyframe_segments = steps.iter().all(|s| match s {
+            Step::Run { fps, gop, .. } => (*gop as f64) / (*fps as f64) <= slack,
+            Step::Jump { .. } | Step::Gap { .. } | Step::Reconnect { .. } => 1.0 <= slack,
+        });
+        let mut sim = Sim::new(cfg, keyframe_segments);
+        for s in &steps {
+            sim.apply(s)?;
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The wall clock of a stream: one EXT-X-PROGRAM-DATE-TIME per media sequence number, shared by
+//! every rendition, and the segment boundaries the audio follows.
+//!
+//! Entry points: [`Timeline::new`] (per stream, with the `(Instant, SystemTime)` pair that maps
+//! the monotonic clock to the wall clock), [`Timeline::wall_ns`], [`Timeline::open`] (a rendition
+//! opens segment N: the PDT to print), [`Timeline::boundary`] (where the video opened N),
+//! [`Timeline::raise_floor`] (a continuation from a node whose clock may differ).
+//!
+//! Why a shared table: renditions have unrelated timestamp bases (GStreamer's video encoders
+//! shift their output by 1000 hours so that DTS never goes negative; the passthrough source and
+//! the audio keep the demuxer's), so a PDT derived from one rendition's PTS and applied to
+//! another's is off by that shift. Each rendition instead maps its own PTS to the wall clock
+//! from its samples' arrival (`crate::track`), and the first *video* rendition to open MSN N
+//! fixes PDT(N) for all: equal across renditions by construction, and the audio cuts its
+//! segment N where the video's starts.
+//!
+//! Pure: no clock is read here; callers pass instants.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+/// Boundaries remembered per stream: far more than a window of segments (renditions never lag
+/// each other by more than a few segments), small enough to stay a few KiB.
+pub(crate) const MAX_BOUNDARIES: usize = 64;
+
+/// Smallest step between two consecutive PDTs of a rendition: keeps PDT strictly increasing
+/// even when an encoder bursts ahead of real time; one millisecond is the PDT's resolution.
+pub(crate) const MIN_PDT_STEP_NS: u64 = 1_000_000;
+
+/// Where and when a video rendition opened a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Boundary {
+    /// PDT of the segment, ns since the UNIX epoch.
+    pub wall_ns: u64,
+    /// Set by a video rendition (audio entries are placeholders video overrides).
+    pub video: bool,
+    /// The segment follows a discontinuity.
+    pub discontinuity: bool,
+}
+
+/// One stream's wall clock; see the module documentation.
+#[derive(Debug, Clone)]
+pub(crate) struct Timeline {
+    epoch: Instant,
+    epoch_wall_ns: u64,
+    boundaries: BTreeMap<u64, Boundary>,
+    /// No PDT below this (ns), e.g. the end of the last segment served by another node.
+    floor_ns: u64,
+    /// Added to every PDT once a floor had to be applied (a clock behind the previous node's).
+    correction_ns: u64,
+    /// The current plan has video: audio renditions follow its boundaries.
+    pub has_video: bool,
+}
+
+impl Timeline {
+    /// A timeline whose wall clock reads `wall` at `epoch`.
+    pub fn new(epoch: Instant, wall: SystemTime) -> Self {
+        let epoch_wall_ns = wall
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Self {
+            epoch,
+            epoch_wall_ns,
+            boundaries: BTreeMap::new(),
+            floor_ns: 0,
+            correction_ns: 0,
+            has_video: false,
+        }
+    }
+
+    /// Wall clock (ns since the UNIX epoch) at `at`, on the monotonic clock.
+    pub fn wall_ns(&self, at: Instant) -> u64 {
+        if at >= self.epoch {
+            let d = u64::try_from(at.duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+            self.epoch_wall_ns.saturating_add(d)
+        } else {
+            let d = u64::try_from(self.epoch.duration_since(at).as_nanos()).unwrap_or(u64::MAX);
+            self.epoch_wall_ns.saturating_sub(d)
+        }
+    }
+
+    /// The video's boundary of segment `msn`, if a video rendition opened it.
+    pub fn boundary(&self, msn: u64) -> Option<Boundary> {
+        self.boundaries.get(&msn).copied().filter(|b| b.video)
+    }
+
+    /// A rendition opens segment `msn`, whose first sample it maps to `own_ns`: the PDT to print.
+    pub fn open(&mut self, msn: u64, own_ns: u64, video: bool, discontinuity: bool) -> u64 {
+        if let Some(b) = self.boundaries.get(&msn) {
+            if b.video || !video {
+                return b.wall_ns;
+            }
+        }
+        let mut wall = own_ns.saturating_add(self.correction_ns);
+        if wall < self.floor_ns {
+            self.correction_ns += self.floor_ns - wall;
+            wall = self.floor_ns;
+        }
+        self.boundaries.insert(
+            msn,
+            Boundary {
+                wall_ns: wall,
+                video,
+                discontinuity,
+            },
+        );
+        while self.boundaries.len() > MAX_BOUNDARIES {
+            self.boundaries.pop_first();
+        }
+        wall
+    }
+
+    /// No PDT of a later segment may be earlier than `ns`.
+    pub fn raise_floor(&mut self, ns: u64) {
+        self.floor_ns = self.floor_ns.max(ns);
+    }
+}
+
+/// ns since the UNIX epoch as a `SystemTime`.
+pub(crate) fn system_time(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
