@@ -30,7 +30,8 @@ const LISTENER_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // LL-HLS checker
 
-/// A correct LL-HLS video playlist: two complete segments without parts (the oldest, with a
+/// A correct LL-HLS video playlist as our packager writes it (a PDT on every segment, the map
+/// restated after a discontinuity): two complete segments without parts (the oldest, with a
 /// discontinuity before the second), one with parts ending in a short part, and a trailing
 /// segment with two parts plus the preload hint.
 const GOOD_VIDEO: &str = r#"#EXTM3U
@@ -45,8 +46,11 @@ const GOOD_VIDEO: &str = r#"#EXTM3U
 #EXTINF:2.000,
 seg10.m4s
 #EXT-X-DISCONTINUITY
+#EXT-X-MAP:URI="init1.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:10.000Z
 #EXTINF:2.000,
 seg11.m4s
+#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:12.000Z
 #EXT-X-PART:DURATION=0.33333,URI="part12.0.m4s",INDEPENDENT=YES
 #EXT-X-PART:DURATION=0.33333,URI="part12.1.m4s"
 #EXT-X-PART:DURATION=0.33333,URI="part12.2.m4s"
@@ -55,6 +59,7 @@ seg11.m4s
 #EXT-X-PART:DURATION=0.23335,URI="part12.5.m4s"
 #EXTINF:1.90000,
 seg12.m4s
+#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:13.900Z
 #EXT-X-PART:DURATION=0.33333,URI="part13.0.m4s",INDEPENDENT=YES
 #EXT-X-PART:DURATION=0.33333,URI="part13.1.m4s"
 #EXT-X-PRELOAD-HINT:TYPE=PART,URI="part13.2.m4s"
@@ -70,6 +75,7 @@ const GOOD_AUDIO: &str = r#"#EXTM3U
 #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.002
 #EXT-X-MEDIA-SEQUENCE:0
 #EXT-X-MAP:URI="init.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:00.000Z
 #EXT-X-PART:DURATION=0.32,URI="part0.0.m4s"
 #EXT-X-PART:DURATION=0.32,URI="part0.1.m4s"
 #EXT-X-PART:DURATION=0.32,URI="part0.2.m4s"
@@ -79,6 +85,7 @@ const GOOD_AUDIO: &str = r#"#EXTM3U
 #EXT-X-PART:DURATION=0.08,URI="part0.6.m4s"
 #EXTINF:2.0,
 seg0.m4s
+#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:02.000Z
 #EXT-X-PART:DURATION=0.32,URI="part1.0.m4s"
 #EXT-X-PRELOAD-HINT:TYPE=PART,URI="part1.1.m4s"
 "#;
@@ -91,8 +98,10 @@ const GOOD_ENDED: &str = r#"#EXTM3U
 #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.002
 #EXT-X-MEDIA-SEQUENCE:3
 #EXT-X-MAP:URI="init.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:06.000Z
 #EXTINF:2.000,
 seg3.m4s
+#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:08.000Z
 #EXT-X-PART:DURATION=0.33333,URI="part4.0.m4s",INDEPENDENT=YES
 #EXT-X-PART:DURATION=0.1,URI="part4.1.m4s"
 #EXTINF:0.43333,
@@ -115,7 +124,8 @@ fn good_video_playlist_passes_and_parses() {
     assert_eq!(pl.part_hold_back, Some(1.002));
     assert_eq!(pl.can_skip_until, Some(12.0));
     assert!(pl.can_block_reload);
-    assert_eq!(pl.map_uri.as_deref(), Some("init.mp4"));
+    // The map in force at the end of the playlist (restated after the discontinuity).
+    assert_eq!(pl.map_uri.as_deref(), Some("init1.mp4"));
     let segs: Vec<(u64, &str, usize)> = pl
         .segments
         .iter()
@@ -320,7 +330,11 @@ fn every_bad_video_playlist_is_caught() {
             without_line(g, "#EXT-X-MEDIA-SEQUENCE"),
             "no EXT-X-MEDIA-SEQUENCE",
         ),
-        ("no MAP", without_line(g, "#EXT-X-MAP"), "no EXT-X-MAP"),
+        (
+            "no MAP",
+            replace_once(g, "#EXT-X-MAP:URI=\"init.mp4\"\n", ""),
+            "no EXT-X-MAP",
+        ),
         (
             "segment's first part not independent",
             replace_once(g, "part12.0.m4s\",INDEPENDENT=YES", "part12.0.m4s\""),
@@ -393,7 +407,16 @@ fn every_bad_video_playlist_is_caught() {
 #[test]
 fn extinf_rounding_and_tolerances() {
     // 2.49 rounds to 2 (allowed with TARGETDURATION 2); 2.5 rounds to 3 (not allowed).
-    let ok = replace_once(GOOD_VIDEO, "#EXTINF:2.000,\nseg11", "#EXTINF:2.49,\nseg11");
+    // (The next segment's PDT moves with it: PDT steps follow EXTINF.)
+    let ok = replace_once(
+        &replace_once(
+            &replace_once(GOOD_VIDEO, "#EXTINF:2.000,\nseg11", "#EXTINF:2.49,\nseg11"),
+            "T00:00:12.000Z",
+            "T00:00:12.490Z",
+        ),
+        "T00:00:13.900Z",
+        "T00:00:14.390Z",
+    );
     checked(&ok, Track::Video);
     // 0.3345 is within DURATION_TOLERANCE of PART-TARGET 0.334; 0.336 is not.
     let ok = replace_once(
@@ -410,13 +433,19 @@ fn extinf_rounding_and_tolerances() {
     let ok = replace_once(GOOD_VIDEO, "0.33333,URI=\"part13.0", "0.284,URI=\"part13.0");
     checked(&ok, Track::Video);
     // EXT-X-SKIP shifts the MSN of the first listed segment.
+    // (MEDIA-SEQUENCE goes down by as many, so part URIs keep naming their own MSN.)
     let skip = replace_once(
-        GOOD_VIDEO,
-        "#EXT-X-MAP",
-        "#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n#EXT-X-MAP",
+        &replace_once(GOOD_VIDEO, "MEDIA-SEQUENCE:10", "MEDIA-SEQUENCE:5"),
+        "#EXT-X-MAP:URI=\"init.mp4\"",
+        "#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n#EXT-X-MAP:URI=\"init.mp4\"",
     );
-    let pl = checked(&skip, Track::Video);
-    assert_eq!((pl.first_msn(), pl.next_msn()), (15, 18));
+    // Parsed as such; the checker refuses it, since the segments it skips are newer than
+    // CAN-SKIP-UNTIL (12 s) from the end of this short playlist.
+    let pl = parse_media_playlist(&skip).expect("delta playlist parses");
+    assert!(check_ll_hls(&skip, Track::Video)
+        .is_err_and(|e| e.iter().any(|m| m.contains("CAN-SKIP-UNTIL"))));
+    assert_eq!(pl.media_sequence(), 5);
+    assert_eq!((pl.first_msn(), pl.next_msn()), (10, 13));
 }
 
 #[test]

@@ -24,8 +24,8 @@
 //! PDT: each segment's EXT-X-PROGRAM-DATE-TIME is its first sample's arrival on the wall clock.
 //! The track maps its own PTS to the wall clock with an offset taken, at each segment start, as
 //! the smallest `arrival - pts` over the previous segment's samples (the least-delayed sample is
-//! the closest to the true capture pace; network bursts only delay), so PDT and EXTINF agree
-//! and stay within the arrival jitter of the clock. The shared [`Timeline`] then makes PDT(N)
+//! the closest to the true capture pace; network bursts only delay), moved by at most
+//! `MAX_PDT_SLEW_NS` per segment, so PDT and EXTINF agree and PDT converges to arrival. The shared [`Timeline`] then makes PDT(N)
 //! the same in every rendition.
 //!
 //! EXT-X-TARGETDURATION is fixed for the life of the track: ceil(segment_target). Video
@@ -81,6 +81,11 @@ const FALLBACK_FRAME_RATE: u32 = 30;
 
 /// Samples per AAC-LC frame: the fallback duration of a lone audio sample.
 const AAC_FRAME_SAMPLES: u64 = 1024;
+
+/// How far a track's PTS-to-wall-clock offset may move from one segment to the next: half the
+/// PDT step the playlist rules tolerate (`rules::PDT_STEP_TOLERANCE`, 100 ms), so an encoder's
+/// start-up burst or a delayed segment never shows as a PDT step that disagrees with EXTINF.
+const MAX_PDT_SLEW_NS: i128 = 50_000_000;
 
 /// A track's map from its PTS to the wall clock (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -577,9 +582,16 @@ impl Track {
             Start::Segment => {
                 published.merge(self.close_part(now)?);
                 published.merge(self.close_segment());
+                // Follow the least-delayed arrival, but move by at most MAX_PDT_SLEW_NS per
+                // segment, so PDT(n+1) - PDT(n) stays within the slew of EXTINF(n) (a burst at
+                // start or a late segment would otherwise show as a PDT step players distrust)
+                // while PDT converges to arrival within a few segments.
                 let offset = match self.clock {
                     None => delta,
-                    Some(c) => c.window_min.min(delta),
+                    Some(c) => c
+                        .window_min
+                        .min(delta)
+                        .clamp(c.offset - MAX_PDT_SLEW_NS, c.offset + MAX_PDT_SLEW_NS),
                 };
                 self.clock = Some(TrackClock {
                     offset,
