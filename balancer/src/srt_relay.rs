@@ -96,12 +96,12 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
         b.get(at..at.checked_add(4)?)?.try_into().ok()?,
     ))
 }
-fn put16(b: &mut [u8], at: usize, v: u16) {
+pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
     if let Some(s) = b.get_mut(at..at + 2) {
         s.copy_from_slice(&v.to_be_bytes());
     }
 }
-fn put32(b: &mut [u8], at: usize, v: u32) {
+pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
     if let Some(s) = b.get_mut(at..at + 4) {
         s.copy_from_slice(&v.to_be_bytes());
     }
@@ -164,7 +164,7 @@ fn decode_sid(body: &[u8]) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-fn encode_sid(sid: &str) -> Vec<u8> {
+pub(crate) fn encode_sid(sid: &str) -> Vec<u8> {
     sid.as_bytes()
         .chunks(4)
         .flat_map(|w| {
@@ -627,3 +627,7 @@ impl Upstream {
 #[cfg(test)]
 #[path = "srt_relay_test.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "srt_packets_test.rs"]
+pub(crate) mod test_packets;

@@ -2,6 +2,7 @@
 //! a virtual clock, without sockets (kept beside it; compiled only for tests).
 
 use super::*;
+use crate::srt_relay::test_packets::{be32_at, encode_sid, hs, put16, put32};
 use crate::srt_relay::{REJECT_BAD_GATEWAY, REJECT_BAD_REQUEST};
 
 const CALLER: u32 = 0x0123_4567;
@@ -9,66 +10,11 @@ const NODE: u32 = 0x0765_4321;
 const MS: Duration = Duration::from_millis(1);
 const SID: &str = "#!::r=live/KEY,m=publish";
 
-const HS_LEN: usize = 64;
 const HS_INDUCTION: u32 = 1;
 const HS_CONCLUSION: u32 = 0xFFFF_FFFF;
 
 fn peer(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn put16(p: &mut [u8], at: usize, v: u16) {
-    p[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-fn put32(p: &mut [u8], at: usize, v: u32) {
-    p[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}
-fn be32(p: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(p[at..at + 4].try_into().unwrap())
-}
-
-/// A handshake: the fixed part with these fields, then extension blocks.
-fn hs(
-    version: u32,
-    ext_field: u16,
-    hs_type: u32,
-    socket: u32,
-    cookie: u32,
-    dest: u32,
-    exts: &[(u16, Vec<u8>)],
-) -> Vec<u8> {
-    let mut p = vec![0u8; HS_LEN];
-    put16(&mut p, 0, 0x8000);
-    put32(&mut p, 8, 1234);
-    put32(&mut p, 12, dest);
-    put32(&mut p, 16, version);
-    put16(&mut p, 22, ext_field);
-    put32(&mut p, 24, 777);
-    put32(&mut p, 28, 1500);
-    put32(&mut p, 32, 8192);
-    put32(&mut p, 36, hs_type);
-    put32(&mut p, 40, socket);
-    put32(&mut p, 44, cookie);
-    p[48..52].copy_from_slice(&[1, 0, 0, 127]);
-    for (ty, body) in exts {
-        p.extend_from_slice(&ty.to_be_bytes());
-        p.extend_from_slice(&((body.len() / 4) as u16).to_be_bytes());
-        p.extend_from_slice(body);
-    }
-    p
-}
-
-/// The stream ID extension body: 32-bit little-endian words, zero padded.
-fn sid_body(sid: &str) -> Vec<u8> {
-    sid.as_bytes()
-        .chunks(4)
-        .flat_map(|w| {
-            let mut word = [0u8; 4];
-            word[..w.len()].copy_from_slice(w);
-            word.reverse();
-            word
-        })
-        .collect()
 }
 
 /// As libsrt and srt-tokio send it: HSv4, UDT_DGRAM, cookie 0.
@@ -86,7 +32,7 @@ fn conclusion(socket: u32, cookie: u32) -> Vec<u8> {
         socket,
         cookie,
         0,
-        &[(1, hsreq), (5, sid_body(SID))],
+        &[(1, hsreq), (5, encode_sid(SID))],
     )
 }
 
@@ -114,7 +60,7 @@ fn router(t0: Instant) -> Router {
 /// The cookie of an induction answer.
 fn cookie_of(r: &Routed) -> u32 {
     match r {
-        Routed::Reply(a) => be32(a, 44),
+        Routed::Reply(a) => be32_at(a, 44),
         other => panic!("not an induction answer: {other:?}"),
     }
 }
@@ -137,7 +83,7 @@ fn establish(new: &NewSession, now: Instant) -> (Session, Vec<u8>) {
         now,
     );
     assert_eq!(
-        be32(&first, 36),
+        be32_at(&first, 36),
         HS_INDUCTION,
         "the node gets an induction first"
     );
@@ -145,8 +91,8 @@ fn establish(new: &NewSession, now: Instant) -> (Session, Vec<u8>) {
     let [Step::ToNode(c)] = steps.as_slice() else {
         panic!("{steps:?}")
     };
-    assert_eq!(be32(c, 36), HS_CONCLUSION);
-    assert_eq!(be32(c, 44), 0xC00C1E, "the node's cookie");
+    assert_eq!(be32_at(c, 36), HS_CONCLUSION);
+    assert_eq!(be32_at(c, 44), 0xC00C1E, "the node's cookie");
     let answer = node_conclusion_answer();
     assert_eq!(
         s.handle_node(&answer, now + 2 * MS),
@@ -168,7 +114,7 @@ fn a_whole_publish_induction_conclusion_placement_relay() {
     let Routed::Reply(a) = &answer else {
         unreachable!()
     };
-    assert_eq!((be32(a, 12), be32(a, 16)), (CALLER, 5));
+    assert_eq!((be32_at(a, 12), be32_at(a, 16)), (CALLER, 5));
     assert_eq!(r.sessions(), 0);
 
     // Conclusion with the cookie: a session to place, with the caller's stream ID.
@@ -396,8 +342,8 @@ fn draining_refuses_new_callers_with_the_overload_code_and_keeps_live_ones() {
         panic!("not refused")
     };
     // libsrt's SRT_REJX_OVERLOAD (1402), 1000 + reason on the wire, to the caller's socket.
-    assert_eq!(be32(&rej, 36), 2402);
-    assert_eq!(be32(&rej, 12), CALLER);
+    assert_eq!(be32_at(&rej, 36), 2402);
+    assert_eq!(be32_at(&rej, 12), CALLER);
     assert_eq!(
         r.handle_datagram(t0, peer(40000), &data(NODE, 1)),
         Routed::ToSession(live.id)
@@ -505,7 +451,7 @@ fn a_silent_node_gets_retransmissions_then_the_caller_a_bad_gateway_code() {
     assert_eq!(*at, t0 + srt_relay::HANDSHAKE_TIMEOUT);
     // The router answers the caller from the session's conclusion.
     let rej = srt_relay::rejection(s.conclusion(), REJECT_BAD_GATEWAY).unwrap();
-    assert_eq!(be32(&rej, 36), REJECT_BAD_GATEWAY);
+    assert_eq!(be32_at(&rej, 36), REJECT_BAD_GATEWAY);
 }
 
 #[test]
@@ -550,7 +496,7 @@ fn a_lossy_handshake_completes_by_retransmission() {
         sent += 1;
         let answer = if sent % 2 == 1 {
             None
-        } else if be32(&to_node, 36) == HS_INDUCTION {
+        } else if be32_at(&to_node, 36) == HS_INDUCTION {
             Some(node_induction_answer(0xC00C1E))
         } else {
             Some(node_conclusion_answer())
