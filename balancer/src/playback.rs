@@ -8,30 +8,143 @@
 //! has the stream is tried. While a stream moves between nodes, playlist requests are held up
 //! to [`SWITCH_WAIT`] for a node to serve it (players give up on playlist errors quickly);
 //! part and segment requests fail fast.
+//!
+//! Responses stream: each chunk the node writes goes on to the viewer as it arrives, so a
+//! part being produced reaches the player while it is written, and no response is held in
+//! memory whole. A node body that stalls for [`BODY_IDLE_TIMEOUT`] or grows past
+//! [`MAX_RESPONSE`] is cut (the viewer's request fails and its player retries).
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, service::service_fn};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::{
+    body::{Body, Frame, Incoming},
+    service::service_fn,
+};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, time::Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::place::Placer;
 
 /// Connecting to a node on our network takes a millisecond; longer means it is gone.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// A whole forwarded request, including a blocking playlist reload (the node holds those for
-/// up to 3 target durations, ~6 s) and the body. Past this the viewer gets 504 and retries.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Largest response we buffer from a node: a segment of a high-bitrate rendition.
+/// How much longer than the node's longest hold of a blocking request we wait for the head of
+/// its answer: the node answers 503 at its own limit, and that answer must still reach us.
+const HOLD_MARGIN: Duration = Duration::from_secs(3);
+/// Until the head of a forwarded answer: the node holds a blocking playlist reload or a
+/// preload-hint part request up to `packager::MAX_BLOCKING_HOLD`, then answers. Past this the
+/// viewer gets 504 and retries.
+pub const REQUEST_TIMEOUT: Duration =
+    Duration::from_secs(packager::MAX_BLOCKING_HOLD.as_secs() + HOLD_MARGIN.as_secs());
+/// Longest pause between two chunks of a node's body: a part being written arrives a frame at
+/// a time (tens of ms apart); a body that stops for this long is cut.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response we relay from a node: a segment of a high-bitrate rendition.
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+/// Viewer connections at once: each holds a few KiB (and a pooled node connection while a
+/// request is in flight).
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// Viewer connections from one address: a player opens a few; a CDN or a big NAT more.
+pub const MAX_CONNECTIONS_PER_IP: usize = 256;
+/// HTTP limits of the playback listener: players send small requests; hls.js keeps a few
+/// requests in flight (playlist, part, preload hint) per rendition.
+const LIMITS: server::serve::HttpLimits = server::serve::HttpLimits {
+    header_timeout: Duration::from_secs(10),
+    max_concurrent_streams: 64,
+    max_header_list_size: 16 * 1024,
+    keepalive_interval: Duration::from_secs(30),
+    max_pending_resets: 64,
+};
+
+/// What viewers receive: a reply of ours or a node's body as it streams.
+pub type ViewerBody = BoxBody<Bytes, BodyError>;
+
+/// Why a relayed body was cut.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The node's connection failed mid-body.
+    #[error("node body: {0}")]
+    Node(Box<dyn std::error::Error + Send + Sync>),
+    /// The body grew past [`MAX_RESPONSE`].
+    #[error("node body larger than {MAX_RESPONSE} bytes")]
+    TooLarge,
+    /// No chunk for [`BODY_IDLE_TIMEOUT`].
+    #[error("node body stalled")]
+    Stalled,
+}
+
+/// A node's body on its way to the viewer: counted against [`MAX_RESPONSE`], cut after
+/// [`BODY_IDLE_TIMEOUT`] without a chunk.
+struct Relayed<B> {
+    inner: B,
+    sent: usize,
+    idle: Pin<Box<Sleep>>,
+}
+
+impl<B> Relayed<B> {
+    fn new(inner: B) -> Self {
+        Self {
+            inner,
+            sent: 0,
+            idle: Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)),
+        }
+    }
+}
+
+impl<B> Body for Relayed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.sent = self.sent.saturating_add(d.len());
+                    if self.sent > MAX_RESPONSE {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                    }
+                }
+                let at = tokio::time::Instant::now() + BODY_IDLE_TIMEOUT;
+                self.idle.as_mut().reset(at);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Node(e.into())))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 /// Idle pooled connections to a node are kept this long.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 /// A node we could not connect to is skipped for this long (it died; its last reports still
@@ -45,8 +158,12 @@ const SWITCH_WAIT: Duration = Duration::from_secs(10);
 /// Retry interval while holding a playlist request.
 const SWITCH_POLL: Duration = Duration::from_millis(250);
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<ViewerBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(
@@ -74,7 +191,7 @@ pub struct Router {
 
 /// What one attempt at a node gave.
 enum Attempt {
-    Done(Response<Full<Bytes>>),
+    Done(Response<ViewerBody>),
     /// The node could not be reached (or does not have the stream yet): try another / later.
     Retry(&'static str),
 }
@@ -109,7 +226,7 @@ impl Router {
     }
 
     /// Forward one viewer request to the node serving its stream; see the module docs.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<ViewerBody> {
         if req.method() != Method::GET
             && req.method() != Method::HEAD
             && req.method() != Method::OPTIONS
@@ -208,44 +325,50 @@ impl Router {
             return Attempt::Retry("the stream's new node has no playlist yet");
         }
         let (parts, body) = resp.into_parts();
-        let body = match tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            http_body_util::Limited::new(body, MAX_RESPONSE).collect(),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => {
-                return Attempt::Done(text(
-                    StatusCode::BAD_GATEWAY,
-                    "the node's answer broke off\n",
-                ))
-            }
-        };
-        let mut out = Response::from_parts(parts, Full::new(body));
+        let body = Relayed::new(body).boxed();
+        let mut out = Response::from_parts(parts, body);
         out.headers_mut().remove(header::CONNECTION);
         out.headers_mut().remove(header::TRANSFER_ENCODING);
         Attempt::Done(out)
     }
 }
 
-/// Serve viewers until `shutdown`.
+/// Serve viewers until `shutdown`, under [`MAX_CONNECTIONS`], [`MAX_CONNECTIONS_PER_IP`] and
+/// the listener's HTTP limits.
 pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: CancellationToken) {
+    let acceptor = server::Acceptor::new(
+        "playback",
+        server::ConnLimits {
+            max_total: MAX_CONNECTIONS,
+            max_per_ip: MAX_CONNECTIONS_PER_IP,
+            exempt: Vec::new(),
+        },
+        |why| {
+            crate::metrics::CONNECTIONS_TOTAL
+                .with_label_values(&["http", why.as_str()])
+                .inc();
+        },
+    );
+    let builder = Arc::new(server::serve::builder(&LIMITS));
     loop {
-        let (sock, _) = tokio::select! {
+        let (sock, _, permit) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            c = acceptor.accept(&listener) => c,
         };
         let _ = sock.set_nodelay(true);
         let router = Arc::clone(&router);
+        let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let router = Arc::clone(&router);
                 async move { Ok::<_, Infallible>(router.handle(req).await) }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(sock), svc)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(sock), svc).await;
+            drop(permit);
         });
     }
 }
+
+#[cfg(test)]
+#[path = "playback_test.rs"]
+mod tests;
