@@ -252,7 +252,7 @@ fn run_node(path: Option<PathBuf>, dev: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(node_main(cfg, dev)) {
+    match rt.block_on(node_main(cfg, path, dev)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edge: {e:#}");
@@ -261,26 +261,63 @@ fn run_node(path: Option<PathBuf>, dev: bool) -> ExitCode {
     }
 }
 
-async fn node_main(cfg: edge_config::Config, dev: bool) -> anyhow::Result<()> {
+async fn node_main(
+    cfg: edge_config::Config,
+    path: Option<PathBuf>,
+    dev: bool,
+) -> anyhow::Result<()> {
     let listeners = ingest::Listeners::bind(&cfg).await?;
     if dev {
         print_dev_urls(&cfg);
     }
     let drain = CancellationToken::new();
     let stop = CancellationToken::new();
-    spawn_signal_handlers(drain.clone(), stop.clone()).context("cannot install signal handlers")?;
-    ingest::run(cfg, listeners, drain, stop).await?;
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    spawn_signal_handlers(drain.clone(), stop.clone(), path, ready_rx)
+        .context("cannot install signal handlers")?;
+    ingest::run(cfg, listeners, drain, stop, move |node| {
+        let _ = ready_tx.send(node);
+    })
+    .await?;
     Ok(())
 }
 
-/// SIGTERM drains (stop taking streams, keep the live ones); SIGINT or a second SIGTERM stops.
-fn spawn_signal_handlers(drain: CancellationToken, stop: CancellationToken) -> std::io::Result<()> {
+/// SIGTERM drains (stop taking streams, keep the live ones); SIGINT or a second SIGTERM stops;
+/// SIGHUP reloads `path` into the running node (a broken file is refused and the running
+/// config kept; no stream is touched).
+fn spawn_signal_handlers(
+    drain: CancellationToken,
+    stop: CancellationToken,
+    path: Option<PathBuf>,
+    ready: tokio::sync::oneshot::Receiver<std::sync::Arc<ingest::Node>>,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
+        let mut ready = Some(ready);
+        let mut node: Option<std::sync::Arc<ingest::Node>> = None;
         loop {
             tokio::select! {
+                n = async { match ready.as_mut() { Some(r) => r.await.ok(), None => std::future::pending().await } }, if ready.is_some() => {
+                    node = n;
+                    ready = None;
+                }
+                _ = hup.recv() => {
+                    let (Some(p), Some(n)) = (&path, &node) else {
+                        tracing::warn!("SIGHUP: nothing to reload (no config file, or the node is still starting)");
+                        continue;
+                    };
+                    match edge_config::load_file(p) {
+                        Ok(new) => n.reload(&new),
+                        Err(e) => {
+                            for line in e.lines() {
+                                tracing::error!(problem = %line, "config reload refused; keeping the running config");
+                            }
+                        }
+                    }
+                }
                 _ = term.recv() => {
                     if drain.is_cancelled() {
                         stop.cancel();

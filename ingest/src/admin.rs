@@ -49,7 +49,7 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Reply {
     if !path.starts_with("/api/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    if !server::http::bearer_ok(req, &node.config.admin.token) {
+    if !node.admin_token_ok(req) {
         return server::http::unauthorized();
     }
     match (req.method(), path) {

@@ -64,7 +64,10 @@ impl Node {
         protocol: Protocol,
         reservation: Option<u64>,
     ) -> Result<Admission, AdmitError> {
-        let grant = self.auth.check(key, client, protocol.as_str()).await?;
+        let grant = self
+            .authenticator()
+            .check(key, client, protocol.as_str())
+            .await?;
         self.admit_grant(grant, key, client, protocol, reservation)
             .await
     }

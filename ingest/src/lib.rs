@@ -100,6 +100,7 @@ pub async fn run(
     listeners: Listeners,
     drain: CancellationToken,
     stop: CancellationToken,
+    ready: impl FnOnce(Arc<Node>),
 ) -> Result<(), StartError> {
     gstreamer::init().map_err(|e| StartError::Gstreamer(e.to_string()))?;
     metrics::init();
@@ -156,6 +157,7 @@ pub async fn run(
         }
     });
     tracing::info!(node.id = %node.config.node.id, capacity_milli_units = capacity, "ingest node ready");
+    ready(Arc::clone(&node));
     tokio::select! {
         _ = stop.cancelled() => {}
         _ = drain.cancelled() => {

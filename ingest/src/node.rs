@@ -82,7 +82,11 @@ pub(crate) struct Active {
 pub struct Node {
     pub config: Config,
     pub origin: Origin,
-    pub(crate) auth: Authenticator,
+    /// Stream keys and webhook; replaced whole by [`Node::reload`] (a check in flight keeps
+    /// the one it started with).
+    auth: std::sync::RwLock<Arc<Authenticator>>,
+    /// The admin API's token; replaced by [`Node::reload`].
+    admin_token: std::sync::RwLock<String>,
     pub(crate) capacity: Capacity,
     draining: AtomicBool,
     cordoned: AtomicBool,
@@ -101,7 +105,8 @@ pub struct Node {
 impl Node {
     pub fn new(config: Config, capacity_milli_units: u32, origin: Origin) -> Arc<Self> {
         Arc::new(Self {
-            auth: Authenticator::new(&config),
+            auth: std::sync::RwLock::new(Arc::new(Authenticator::new(&config))),
+            admin_token: std::sync::RwLock::new(config.admin.token.clone()),
             config,
             origin,
             capacity: Capacity::new(capacity_milli_units),
@@ -114,6 +119,50 @@ impl Node {
             active: DashMap::new(),
             last_session: DashMap::new(),
         })
+    }
+
+    /// The key checker in force now.
+    pub(crate) fn authenticator(&self) -> Arc<Authenticator> {
+        match self.auth.read() {
+            Ok(a) => Arc::clone(&a),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    /// Whether `given` is the admin token in force now.
+    pub fn admin_token_ok<B>(&self, req: &http::Request<B>) -> bool {
+        self.admin_token
+            .read()
+            .map(|t| server::http::bearer_ok(req, &t))
+            .unwrap_or(false)
+    }
+
+    /// Apply a reloaded config (SIGHUP): stream keys, playback IDs and SRT passphrases of new
+    /// publishers, the webhook, the admin token. Live streams are untouched: a stream whose
+    /// key was removed keeps publishing until it ends, and its next publish is refused. What
+    /// needs a restart (listen addresses, ladder, packaging, control plane) is logged.
+    pub fn reload(&self, new: &Config) {
+        if let Ok(mut a) = self.auth.write() {
+            *a = Arc::new(Authenticator::new(new));
+        }
+        if let Ok(mut t) = self.admin_token.write() {
+            *t = new.admin.token.clone();
+        }
+        let old = &self.config;
+        // Compared through Debug: these settings are read once at start, so any difference
+        // means the running node does not follow the file there (the types hold no secrets
+        // Debug would print; keys and tokens are redacted).
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        if differs(&old.listen, &new.listen)
+            || differs(&old.ladder, &new.ladder)
+            || differs(&old.hls, &new.hls)
+            || differs(&old.control, &new.control)
+            || differs(&old.transcode, &new.transcode)
+        {
+            tracing::warn!("listen addresses, ladder, HLS, transcode or control-plane settings changed: they apply at the next restart");
+        }
+        tracing::info!(node.id = %self.config.node.id, streams = new.streams.len(), "config reloaded: keys, webhook and admin token");
     }
 
     /// Whether `ip` is one of our balancers (may send PROXY headers and reservation IDs).
@@ -281,7 +330,9 @@ impl Node {
         client: SocketAddr,
         protocol: Protocol,
     ) -> Result<Grant, AuthError> {
-        self.auth.check(key, client, protocol.as_str()).await
+        self.authenticator()
+            .check(key, client, protocol.as_str())
+            .await
     }
 
     /// Ask a stream's publisher to stop (admin kick). True if it was live.
