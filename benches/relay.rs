@@ -288,9 +288,9 @@ impl NodeControl for FakeNode {
             continuations: Default::default(),
         }
     }
-    fn reserve(&self, _: control::Reservation) -> Result<(), String> {
+    fn reserve(&self, _: control::Reservation) -> control::client::ReserveFuture {
         self.reserves.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        control::client::decided(Ok(()))
     }
     fn cancel(&self, _: u64) {
         self.cancels.fetch_add(1, Ordering::Relaxed);

@@ -28,7 +28,7 @@ use crate::{
 
 /// How long a node may take to answer a reservation before we try the next one. A node on
 /// the same network answers in a millisecond; this bounds what a sick node costs a publisher.
-pub const RESERVE_TIMEOUT: Duration = Duration::from_millis(1500);
+pub const RESERVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long past the reconnect window a stream_ref → playback ID memory is kept.
 const REF_MEMORY_MARGIN: Duration = Duration::from_secs(60);
@@ -60,6 +60,15 @@ pub enum PlaceError {
     /// No node is ready with free units (or every candidate refused).
     #[error("no node can take a stream: {0}")]
     NoCapacity(String),
+    /// A node checked the key and refused it: no node was asked to hold anything for it.
+    #[error("stream key refused")]
+    KeyRefused,
+    /// The node's auth backend failed; not the publisher's fault, worth a retry.
+    #[error("auth backend unavailable, try again: {0}")]
+    AuthUnavailable(String),
+    /// This address had too many keys refused lately.
+    #[error(transparent)]
+    Limited(#[from] server::Limited),
 }
 
 /// A node as the admin API shows it.
@@ -96,6 +105,8 @@ pub struct Placer {
     settings: Mutex<Settings>,
     next_id: AtomicU64,
     seed: AtomicU64,
+    /// Refused keys per source address (`balancer.refused_publishes_per_minute`).
+    refusals: server::RefusalLimiter,
 }
 
 /// What [`Placer::reconfigure`] changes besides the policy's own settings.
@@ -148,6 +159,7 @@ impl Placer {
             settings: Mutex::new(settings),
             next_id: AtomicU64::new(random_start()),
             seed: AtomicU64::new(random_start()),
+            refusals: server::RefusalLimiter::new(cfg.refused_publishes_per_minute),
         })
     }
 
@@ -155,6 +167,7 @@ impl Placer {
     pub fn reconfigure(&self, cfg: &BalancerConfig) {
         let settings = Settings::new(cfg);
         lock(&self.policy).reconfigure(settings.policy.clone());
+        self.refusals.set_limit(cfg.refused_publishes_per_minute);
         *lock(&self.settings) = settings;
     }
 
@@ -259,11 +272,24 @@ impl Placer {
 
     /// Choose a node for a new stream and get its promise. `stream_ref` (the key's one-way
     /// fingerprint) sends a returning stream back to its node when that node can take it.
+    /// `credentials` go with the reservation, so the node checks the key before it holds
+    /// anything; a refused key is not tried on another node, and counts against its
+    /// address's refusal limit.
     pub async fn place(
         &self,
         stream_ref: Option<&str>,
         exclude: &[String],
+        credentials: Option<control::Credentials>,
     ) -> Result<Placed, PlaceError> {
+        if let Some(c) = &credentials {
+            if let Err(limited) = self.refusals.check(c.client_addr.ip(), Instant::now()) {
+                metrics::PLACEMENTS
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                return Err(limited.into());
+            }
+        }
+        let client_ip = credentials.as_ref().map(|c| c.client_addr.ip());
         let snapshot = self.registry.snapshot();
         let views = Self::views(&snapshot);
         let now = Instant::now();
@@ -294,6 +320,7 @@ impl Placer {
                         stream_ref: stream_ref.map(str::to_string),
                         ttl,
                         continuation: continuation.clone(),
+                        credentials: credentials.clone(),
                     },
                     RESERVE_TIMEOUT,
                 )
@@ -315,13 +342,33 @@ impl Placer {
                         srt_addr: snap.report.srt_addr,
                     });
                 }
-                Err(ReserveError::Refused(reason)) => {
-                    metrics::PLACEMENTS
-                        .with_label_values(&["refused_by_node"])
-                        .inc();
-                    tracing::info!(node.id = %node_id, reason = %reason, "node refused the placement");
-                    why = format!("nodes refused (last: {reason})");
-                }
+                Err(ReserveError::Refused(refused)) => match refused.kind {
+                    control::RefusalKind::Credentials => {
+                        metrics::PLACEMENTS
+                            .with_label_values(&["refused_key"])
+                            .inc();
+                        if let Some(ip) = client_ip {
+                            if self.refusals.record(ip, Instant::now()) {
+                                tracing::warn!(client.ip = %ip, "address over its refused-publish limit: refused at once for a while");
+                            }
+                        }
+                        return Err(PlaceError::KeyRefused);
+                    }
+                    control::RefusalKind::AuthUnavailable => {
+                        metrics::PLACEMENTS
+                            .with_label_values(&["auth_unavailable"])
+                            .inc();
+                        tracing::warn!(node.id = %node_id, reason = %refused.reason, "node's auth backend unavailable");
+                        return Err(PlaceError::AuthUnavailable(refused.reason));
+                    }
+                    control::RefusalKind::Capacity => {
+                        metrics::PLACEMENTS
+                            .with_label_values(&["refused_by_node"])
+                            .inc();
+                        tracing::info!(node.id = %node_id, reason = %refused.reason, "node refused the placement");
+                        why = format!("nodes refused (last: {})", refused.reason);
+                    }
+                },
                 Err(e) => {
                     metrics::PLACEMENTS
                         .with_label_values(&["node_unreachable"])

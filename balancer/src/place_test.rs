@@ -20,6 +20,7 @@ fn config() -> BalancerConfig {
         reservation_ttl: TTL,
         reconnect_window: Duration::from_secs(30),
         policy: edge_config::Ranking::LeastLoaded,
+        refused_publishes_per_minute: 10,
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
             srt: edge_config::DEFAULT_LISTEN_SRT,
@@ -89,11 +90,11 @@ async fn a_node_is_lost_exactly_lost_after_its_last_report() {
     assert_eq!(status(&placer, "a").0, NodeStatus::Lost);
     // Lost: no new stream, though its connection is up (admission is not liveness).
     assert!(registry.snapshot()[0].connected);
-    assert!(placer.place(Some("s1"), &[]).await.is_err());
+    assert!(placer.place(Some("s1"), &[], None).await.is_err());
     // A report brings it back.
     link.report(report("a", vec![]), Instant::now()).unwrap();
     assert_eq!(status(&placer, "a").0, NodeStatus::Ready);
-    assert!(placer.place(Some("s1"), &[]).await.is_ok());
+    assert!(placer.place(Some("s1"), &[], None).await.is_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -102,8 +103,8 @@ async fn a_granted_reservation_counts_until_reported_or_its_ttl_ends() {
     let placer = Placer::new(&config(), Arc::clone(&registry));
     let (link, mut log) = node(&registry, "a");
 
-    let first = placer.place(Some("s1"), &[]).await.unwrap();
-    let second = placer.place(Some("s2"), &[]).await.unwrap();
+    let first = placer.place(Some("s1"), &[], None).await.unwrap();
+    let second = placer.place(Some("s2"), &[], None).await.unwrap();
     assert!(matches!(
         log.recv().await,
         Some(ToNode::Reserve { ttl_ms: 10_000, .. })
@@ -113,7 +114,7 @@ async fn a_granted_reservation_counts_until_reported_or_its_ttl_ends() {
     // third stream is refused without asking it.
     link.report(report("a", vec![]), Instant::now()).unwrap();
     assert_eq!(status(&placer, "a"), (NodeStatus::Full, 0));
-    assert!(placer.place(Some("s3"), &[]).await.is_err());
+    assert!(placer.place(Some("s3"), &[], None).await.is_err());
 
     // The node reports the first: it counts as used there, not twice.
     tokio::time::advance(Duration::from_secs(4)).await;
@@ -134,7 +135,7 @@ async fn a_cancelled_placement_is_given_back_at_once() {
     let registry = Registry::new();
     let placer = Placer::new(&config(), Arc::clone(&registry));
     let (_link, mut log) = node(&registry, "a");
-    let placed = placer.place(None, &[]).await.unwrap();
+    let placed = placer.place(None, &[], None).await.unwrap();
     assert_eq!(status(&placer, "a"), (NodeStatus::Ready, 1000));
     placer.cancel(&placed).await;
     assert_eq!(status(&placer, "a"), (NodeStatus::Ready, 2000));
@@ -158,7 +159,7 @@ async fn a_node_that_does_not_answer_is_skipped_after_the_reserve_timeout() {
     slow.report(big, Instant::now()).unwrap();
     let (_fast, _log) = node(&registry, "fast");
     let t0 = Instant::now();
-    let placed = placer.place(None, &[]).await.unwrap();
+    let placed = placer.place(None, &[], None).await.unwrap();
     assert_eq!(placed.node_id, "fast");
     assert_eq!(Instant::now() - t0, RESERVE_TIMEOUT);
 }

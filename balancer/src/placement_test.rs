@@ -354,6 +354,7 @@ fn policy_config_defaults_and_from_the_balancer_config() {
         reservation_ttl: Duration::from_secs(9),
         reconnect_window: Duration::from_secs(11),
         policy: Ranking::PowerOfTwo,
+        refused_publishes_per_minute: 10,
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
             srt: edge_config::DEFAULT_LISTEN_SRT,

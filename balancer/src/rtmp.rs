@@ -164,10 +164,18 @@ async fn open(
 > {
     let peeked = rtmp_peek::peek(client).await.map_err(|e| e.to_string())?;
     let sref = control::stream_ref(&peeked.key);
+    let credentials = control::Credentials {
+        key: peeked.key.clone(),
+        client_addr: peer,
+        protocol: "rtmp".into(),
+    };
     let mut tried: Vec<String> = Vec::new();
     let mut why = String::new();
     for _ in 0..MAX_ATTEMPTS {
-        let placed = match placement.place(Some(&sref), &tried).await {
+        let placed = match placement
+            .place(Some(&sref), &tried, Some(credentials.clone()))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 why = e.to_string();

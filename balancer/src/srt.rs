@@ -22,8 +22,11 @@ use tracing::Instrument;
 use crate::{
     conns::Conns,
     metrics,
-    place::Placer,
-    srt_relay::{self, Step, REJECT_BAD_REQUEST, REJECT_OVERLOAD},
+    place::{PlaceError, Placer},
+    srt_relay::{
+        self, Step, REJECT_BAD_REQUEST, REJECT_DOWN, REJECT_FORBIDDEN, REJECT_OVERLOAD,
+        REJECT_UNAUTHORIZED,
+    },
     srt_route::{NewSession, Refusal, Routed, Router, Session, SessionId, Tick},
 };
 
@@ -192,11 +195,24 @@ async fn session(
     let placed = match wire::streamid::parse(&stream_id) {
         Ok(req) => {
             let sref = control::stream_ref(&req.key);
+            let credentials = control::Credentials {
+                key: req.key.clone(),
+                client_addr: peer,
+                protocol: "srt".into(),
+            };
             placement
-                .place(Some(&sref), &[])
+                .place(Some(&sref), &[], Some(credentials))
                 .await
                 .map(|p| (p, req.key))
-                .map_err(|e| (REJECT_OVERLOAD, e.to_string()))
+                .map_err(|e| {
+                    let code = match e {
+                        PlaceError::KeyRefused => REJECT_UNAUTHORIZED,
+                        PlaceError::AuthUnavailable(_) => REJECT_DOWN,
+                        PlaceError::Limited(_) => REJECT_FORBIDDEN,
+                        PlaceError::NoCapacity(_) => REJECT_OVERLOAD,
+                    };
+                    (code, e.to_string())
+                })
         }
         Err(e) => Err((REJECT_BAD_REQUEST, e.to_string())),
     };

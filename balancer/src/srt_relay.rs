@@ -55,6 +55,12 @@ pub const MAX_STREAM_ID_BYTES: usize = 512;
 pub const REJECT_BAD_REQUEST: u32 = 2400;
 /// libsrt SRT_REJX_OVERLOAD (1402) on the wire: no node can take the stream.
 pub const REJECT_OVERLOAD: u32 = 2402;
+/// libsrt SRT_REJX_UNAUTHORIZED (1401) on the wire: the node refused the stream key.
+pub const REJECT_UNAUTHORIZED: u32 = 2401;
+/// libsrt SRT_REJX_FORBIDDEN (1403) on the wire: too many refused keys from this address.
+pub const REJECT_FORBIDDEN: u32 = 2403;
+/// libsrt SRT_REJX_DOWN (1503) on the wire: the node's auth backend is unavailable.
+pub const REJECT_DOWN: u32 = 2503;
 /// libsrt SRT_REJX_GW (1502) on the wire: the node behind us did not complete the handshake.
 pub const REJECT_BAD_GATEWAY: u32 = 2502;
 /// Smallest handshake type that is a rejection (1000 + reason).

@@ -47,6 +47,11 @@ pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);
 /// `auth.webhook_timeout`.
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `auth.refused_publishes_per_minute` and `balancer.refused_publishes_per_minute`: an
+/// encoder with a typo in its key retries every few seconds (OBS: 10 s), a few refusals a
+/// minute; a key-guessing address makes hundreds.
+pub const DEFAULT_REFUSED_PUBLISHES_PER_MINUTE: u32 = 10;
+
 /// `transcode.passthrough`.
 pub const DEFAULT_PASSTHROUGH: bool = true;
 /// `transcode.x264_preset`.

@@ -123,6 +123,8 @@ pub struct BalancerConfig {
     pub reconnect_window: Duration,
     /// `balancer.policy` in the file.
     pub policy: Ranking,
+    /// Refused publishes per source address per minute before it is refused outright.
+    pub refused_publishes_per_minute: u32,
     pub listen: BalancerListen,
     pub admin: AdminConfig,
     pub tls: TlsPaths,
@@ -191,6 +193,8 @@ pub struct SrtConfig {
 pub struct AuthConfig {
     pub webhook: Option<String>,
     pub webhook_timeout: Duration,
+    /// Refused publishes per source address per minute before it is refused outright.
+    pub refused_publishes_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]

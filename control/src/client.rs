@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::certs::BALANCER_NAME;
-use crate::client_session::{answer, pause_until, BalancerSession, Handled};
+use crate::client_session::{answer, pause_until, Answering, BalancerSession, Handled};
 use crate::proto::{encode_frame, Report, ToBalancer};
 use crate::reservation::Reservation;
 pub use crate::reservation::MAX_RESERVE_TTL;
@@ -66,6 +66,10 @@ pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// Bytes read from the stream at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// Reservations one balancer may have waiting for the node's key check at once. A balancer
+/// asks one node at a time per publisher and gives up after its reserve timeout, so even a
+/// busy balancer has a few dozen in flight; more means a broken or hostile peer.
+pub const MAX_DECIDING: usize = 1024;
 
 /// Configuration of the node's control-plane client.
 #[derive(Clone)]
@@ -91,14 +95,25 @@ impl std::fmt::Debug for ClientConfig {
     }
 }
 
+/// The node's decision on a reservation, which may wait for an auth backend.
+pub type ReserveFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), crate::proto::Refused>> + Send + 'static>,
+>;
+
+/// A decision already made (for nodes whose checks never wait).
+pub fn decided(answer: Result<(), crate::proto::Refused>) -> ReserveFuture {
+    Box::pin(std::future::ready(answer))
+}
+
 /// What the node does for the control plane.
 pub trait NodeControl: Send + Sync + 'static {
     /// A snapshot of the node for a report (seq is filled in by the client).
     fn report(&self) -> Report;
     /// The node's final say on a placement: hold `reservation.milli_units` for
     /// `reservation.ttl` (at most [`MAX_RESERVE_TTL`]) or until the stream arrives, or refuse
-    /// with a reason.
-    fn reserve(&self, reservation: Reservation) -> Result<(), String>;
+    /// with a reason. When the reservation carries credentials, the key is checked first and
+    /// a refused key holds nothing, not even for a moment.
+    fn reserve(&self, reservation: Reservation) -> ReserveFuture;
     /// Release a reservation (unknown IDs are ignored).
     fn cancel(&self, id: u64);
 }
@@ -377,6 +392,9 @@ impl LinkTask {
         wake.mark_unchanged();
         let mut buf = vec![0u8; READ_CHUNK];
         let mut core = BalancerSession::new(self.interval, Instant::now(), self.shared.pause_end());
+        // Reservations whose key check is still running (a webhook may take a while); their
+        // answers go out as they are decided. Aborted with the connection.
+        let mut deciding = tokio::task::JoinSet::new();
         if core.handle_timeout(Instant::now()) {
             self.send_report(&mut send).await?;
         }
@@ -406,26 +424,51 @@ impl LinkTask {
                     };
                     core.handle_bytes(buf.get(..n).unwrap_or_default());
                     while let Some(msg) = core.poll_message()? {
-                        let handled = answer(msg, &*self.node);
-                        if let Some(reply) = handled.reply() {
-                            write(&mut send, &encode_frame(&reply)?).await?;
-                        }
-                        match handled {
-                            Handled::Reserved { id, answer } => {
-                                debug!(balancer = %self.addr, id, ok = answer.is_ok(), "reserve answered");
-                                if answer.is_ok() {
-                                    self.shared.wake();
+                        match answer(msg, &*self.node) {
+                            Answering::Done(handled) => self.handled(&mut send, handled).await?,
+                            Answering::Pending(f) => {
+                                if deciding.len() >= MAX_DECIDING {
+                                    return Err(ControlError::Protocol(format!(
+                                        "balancer has more than {MAX_DECIDING} reservations in flight"
+                                    )));
                                 }
-                            }
-                            Handled::Cancelled { id } => {
-                                debug!(balancer = %self.addr, id, "reservation cancelled");
-                                self.shared.wake();
+                                deciding.spawn(f);
                             }
                         }
                     }
                 }
+                Some(done) = deciding.join_next(), if !deciding.is_empty() => {
+                    match done {
+                        Ok(handled) => self.handled(&mut send, handled).await?,
+                        Err(e) => warn!(balancer = %self.addr, error = %e, "reservation decision failed"),
+                    }
+                }
             }
         }
+    }
+
+    /// Reply to a decided message and wake the other sessions when something changed.
+    async fn handled(
+        &self,
+        send: &mut quinn::SendStream,
+        handled: Handled,
+    ) -> Result<(), ControlError> {
+        if let Some(reply) = handled.reply() {
+            write(send, &encode_frame(&reply)?).await?;
+        }
+        match handled {
+            Handled::Reserved { id, answer } => {
+                debug!(balancer = %self.addr, id, ok = answer.is_ok(), "reserve answered");
+                if answer.is_ok() {
+                    self.shared.wake();
+                }
+            }
+            Handled::Cancelled { id } => {
+                debug!(balancer = %self.addr, id, "reservation cancelled");
+                self.shared.wake();
+            }
+        }
+        Ok(())
     }
 
     async fn send_report(&self, send: &mut quinn::SendStream) -> Result<(), ControlError> {

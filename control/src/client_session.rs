@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::NodeControl;
-use crate::proto::{FrameDecoder, ToBalancer, ToNode};
+use crate::proto::{FrameDecoder, Refused, ToBalancer, ToNode};
 use crate::reservation::Reservation;
 use crate::ControlError;
 
@@ -106,9 +106,12 @@ impl BalancerSession {
 /// What the node did with one balancer message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Handled {
-    /// A reservation was asked for: the node's final say, `Err(reason)` when it refused. Send
+    /// A reservation was asked for: the node's final say, `Err` when it refused. Send
     /// [`Handled::reply`]; when granted, the node reports at once to every balancer.
-    Reserved { id: u64, answer: Result<(), String> },
+    Reserved {
+        id: u64,
+        answer: Result<(), Refused>,
+    },
     /// A reservation was cancelled: the node reports at once to every balancer.
     Cancelled { id: u64 },
 }
@@ -120,7 +123,12 @@ impl Handled {
             Handled::Reserved { id, answer } => Some(ToBalancer::Reserved {
                 id: *id,
                 ok: answer.is_ok(),
-                reason: answer.clone().err().unwrap_or_default(),
+                reason: answer
+                    .as_ref()
+                    .err()
+                    .map(|r| r.reason.clone())
+                    .unwrap_or_default(),
+                kind: answer.as_ref().err().map(|r| r.kind).unwrap_or_default(),
             }),
             Handled::Cancelled { .. } => None,
         }
@@ -128,19 +136,43 @@ impl Handled {
 }
 
 /// The node's decision on one balancer message (the TTL asked for is capped at
-/// [`crate::MAX_RESERVE_TTL`]).
-pub fn answer(msg: ToNode, node: &dyn NodeControl) -> Handled {
+/// [`crate::MAX_RESERVE_TTL`]). A cancel is applied at once; a reservation may have to wait
+/// for the node's auth backend, so it is a future the driver runs beside the session (other
+/// messages are not held up behind a slow key check).
+pub fn answer(msg: ToNode, node: &dyn NodeControl) -> Answering {
     if let ToNode::Cancel { id } = msg {
         node.cancel(id);
-        return Handled::Cancelled { id };
+        return Answering::Done(Handled::Cancelled { id });
     }
     match Reservation::from_message(msg) {
-        Some(r) => Handled::Reserved {
-            id: r.id,
-            answer: node.reserve(r),
-        },
+        Some(r) => {
+            let id = r.id;
+            let decided = node.reserve(r);
+            Answering::Pending(Box::pin(async move {
+                Handled::Reserved {
+                    id,
+                    answer: decided.await,
+                }
+            }))
+        }
         // Unreachable: a message is a reservation or a cancel.
-        None => Handled::Cancelled { id: 0 },
+        None => Answering::Done(Handled::Cancelled { id: 0 }),
+    }
+}
+
+/// What [`answer`] returns: done now, or a decision still being made.
+pub enum Answering {
+    Done(Handled),
+    Pending(std::pin::Pin<Box<dyn std::future::Future<Output = Handled> + Send>>),
+}
+
+impl Answering {
+    /// Wait for the decision (for callers that have nothing else to do meanwhile).
+    pub async fn decided(self) -> Handled {
+        match self {
+            Answering::Done(h) => h,
+            Answering::Pending(f) => f.await,
+        }
     }
 }
 

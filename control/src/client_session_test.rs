@@ -98,14 +98,20 @@ impl NodeControl for Node {
     fn report(&self) -> Report {
         unreachable!("not used by answer")
     }
-    fn reserve(&self, r: Reservation) -> Result<(), String> {
+    fn reserve(&self, r: Reservation) -> crate::client::ReserveFuture {
         let units = r.milli_units;
+        let wrong_key = r.credentials.as_ref().is_some_and(|c| c.key != "good");
         self.asked.lock().unwrap().push(r);
-        if units > 1000 {
-            Err(format!("no room for {units}"))
+        crate::client::decided(if wrong_key {
+            Err(Refused {
+                kind: crate::proto::RefusalKind::Credentials,
+                reason: "stream key refused".into(),
+            })
+        } else if units > 1000 {
+            Err(Refused::capacity(format!("no room for {units}")))
         } else {
             Ok(())
-        }
+        })
     }
     fn cancel(&self, id: u64) {
         self.cancelled.lock().unwrap().push(id);
@@ -119,13 +125,26 @@ fn reserve(id: u64, milli_units: u32, ttl_ms: u64) -> ToNode {
         stream_ref: Some("ref".into()),
         ttl_ms,
         continuation: Some(serde_json::json!({"n": 1})),
+        credentials: None,
     }
+}
+
+fn answer_now(msg: ToNode, node: &Node) -> Handled {
+    futures_lite(answer(msg, node).decided())
+}
+
+/// The fake node decides at once, so one poll finishes the future.
+fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 #[test]
 fn reservations_are_granted_refused_and_cancelled() {
     let node = Node::default();
-    let granted = answer(reserve(1, 500, 3000), &node);
+    let granted = answer_now(reserve(1, 500, 3000), &node);
     assert_eq!(
         granted,
         Handled::Reserved {
@@ -138,19 +157,38 @@ fn reservations_are_granted_refused_and_cancelled() {
         Some(ToBalancer::Reserved {
             id: 1,
             ok: true,
-            reason: String::new()
+            reason: String::new(),
+            kind: Default::default(),
         })
     );
-    let refused = answer(reserve(2, 2500, 3000), &node);
+    let refused = answer_now(reserve(2, 2500, 3000), &node);
     assert_eq!(
         refused.reply(),
         Some(ToBalancer::Reserved {
             id: 2,
             ok: false,
-            reason: "no room for 2500".into()
+            reason: "no room for 2500".into(),
+            kind: crate::proto::RefusalKind::Capacity,
         })
     );
-    let cancelled = answer(ToNode::Cancel { id: 1 }, &node);
+    let mut wrong = reserve(3, 10, 3000);
+    if let ToNode::Reserve { credentials, .. } = &mut wrong {
+        *credentials = Some(crate::proto::Credentials {
+            key: "bad".into(),
+            client_addr: "192.0.2.7:1".parse().unwrap(),
+            protocol: "rtmp".into(),
+        });
+    }
+    assert_eq!(
+        answer_now(wrong, &node).reply(),
+        Some(ToBalancer::Reserved {
+            id: 3,
+            ok: false,
+            reason: "stream key refused".into(),
+            kind: crate::proto::RefusalKind::Credentials,
+        })
+    );
+    let cancelled = answer_now(ToNode::Cancel { id: 1 }, &node);
     assert_eq!(cancelled, Handled::Cancelled { id: 1 });
     assert_eq!(cancelled.reply(), None);
     let asked = node.asked.lock().unwrap();
@@ -162,6 +200,7 @@ fn reservations_are_granted_refused_and_cancelled() {
             stream_ref: Some("ref".into()),
             ttl: 3000 * MS,
             continuation: Some(serde_json::json!({"n": 1})),
+            credentials: None,
         }
     );
     assert_eq!(*node.cancelled.lock().unwrap(), vec![1]);
@@ -170,8 +209,8 @@ fn reservations_are_granted_refused_and_cancelled() {
 #[test]
 fn reservation_ttls_are_capped() {
     let node = Node::default();
-    answer(reserve(1, 1, 3_600_000), &node);
-    answer(reserve(2, 1, u64::MAX), &node);
+    answer_now(reserve(1, 1, 3_600_000), &node);
+    answer_now(reserve(2, 1, u64::MAX), &node);
     let asked = node.asked.lock().unwrap();
     assert_eq!(asked[0].ttl, crate::MAX_RESERVE_TTL);
     assert_eq!(asked[1].ttl, crate::MAX_RESERVE_TTL);
@@ -182,6 +221,7 @@ fn reservation_ttls_are_capped() {
         stream_ref: None,
         ttl: 2500 * MS,
         continuation: None,
+        credentials: None,
     };
     assert!(matches!(
         r.to_message(),

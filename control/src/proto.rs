@@ -135,7 +135,67 @@ pub enum ToBalancer {
         ok: bool,
         /// Why not (empty when `ok`).
         reason: String,
+        /// What kind of no (capacity when absent: what nodes before credentials sent).
+        #[serde(default)]
+        kind: RefusalKind,
     },
+}
+
+/// Who asks to publish, carried by a reservation so the node decides key and capacity in one
+/// step: a refused key never holds capacity. The key crosses only the mutually authenticated
+/// control plane; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// The stream key the publisher sent.
+    pub key: String,
+    /// The publisher's address (what the node's webhook is told).
+    pub client_addr: SocketAddr,
+    /// `rtmp` or `srt`.
+    pub protocol: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("key", &"<redacted>")
+            .field("client_addr", &self.client_addr)
+            .field("protocol", &self.protocol)
+            .finish()
+    }
+}
+
+/// Why a node refused a reservation; the balancer acts on the kind (a refused key is not
+/// tried on the next node, and the encoder is told which it was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalKind {
+    /// No room, draining, cordoned, overloaded: another node may say yes.
+    #[default]
+    Capacity,
+    /// The stream key is wrong: no node will take it.
+    Credentials,
+    /// The node's auth backend (webhook) failed or timed out: not the publisher's fault.
+    AuthUnavailable,
+}
+
+/// A node's refusal of a reservation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refused {
+    /// What kind of no.
+    pub kind: RefusalKind,
+    /// For logs and the encoder's status message (never holds the key).
+    pub reason: String,
+}
+
+impl Refused {
+    /// No room (or draining, cordoned, overloaded).
+    pub fn capacity(reason: impl Into<String>) -> Self {
+        Refused {
+            kind: RefusalKind::Capacity,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// Balancer → node.
@@ -154,6 +214,9 @@ pub enum ToNode {
         /// The stream's continuation from the node that had it (see `Report::continuations`).
         #[serde(default)]
         continuation: Option<serde_json::Value>,
+        /// The publisher's key, checked before any capacity is held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<Credentials>,
     },
     /// Release a reservation (the placement fell through).
     Cancel {
@@ -302,6 +365,13 @@ mod tests {
                     id: 9,
                     ok: false,
                     reason: "full".into(),
+                    kind: RefusalKind::Capacity,
+                },
+                ToBalancer::Reserved {
+                    id: 10,
+                    ok: false,
+                    reason: "stream key refused".into(),
+                    kind: RefusalKind::Credentials,
                 },
                 ToBalancer::Report(sample_report(0)),
             ],
@@ -312,6 +382,11 @@ mod tests {
                     stream_ref: Some("ab".into()),
                     ttl_ms: 5000,
                     continuation: None,
+                    credentials: Some(Credentials {
+                        key: "k".into(),
+                        client_addr: "192.0.2.1:5000".parse().unwrap(),
+                        protocol: "rtmp".into(),
+                    }),
                 },
                 ToNode::Cancel { id: 1 },
                 ToNode::Reserve {
@@ -320,9 +395,42 @@ mod tests {
                     stream_ref: None,
                     ttl_ms: 0,
                     continuation: Some(serde_json::json!({"renditions": []})),
+                    credentials: None,
                 },
             ],
         )
+    }
+
+    #[test]
+    fn credentials_are_never_printed_and_old_peers_still_parse() {
+        let c = Credentials {
+            key: "sekrit-key".into(),
+            client_addr: "192.0.2.1:5000".parse().unwrap(),
+            protocol: "srt".into(),
+        };
+        assert!(!format!("{c:?}").contains("sekrit"));
+        // A node from before credentials answers without `kind`; a balancer from before
+        // sends no `credentials`.
+        let old: ToBalancer =
+            serde_json::from_str(r#"{"Reserved":{"id":1,"ok":false,"reason":"full"}}"#).unwrap();
+        assert!(matches!(
+            old,
+            ToBalancer::Reserved {
+                kind: RefusalKind::Capacity,
+                ..
+            }
+        ));
+        let old: ToNode = serde_json::from_str(
+            r#"{"Reserve":{"id":1,"milli_units":1,"stream_ref":null,"ttl_ms":1}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            old,
+            ToNode::Reserve {
+                credentials: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -434,6 +542,7 @@ mod tests {
             id: 1,
             ok: true,
             reason: String::new(),
+            kind: RefusalKind::Capacity,
         })
         .unwrap();
         d.push(&wrong);

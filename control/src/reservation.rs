@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::proto::ToNode;
+use crate::proto::{Credentials, ToNode};
 
 /// Longest reservation TTL a node is asked to honour: a relayed encoder arrives within
 /// seconds, so a longer TTL from a buggy balancer would only strand capacity.
@@ -24,6 +24,8 @@ pub struct Reservation {
     pub ttl: Duration,
     /// The stream's continuation from the node that had it (see `Report::continuations`).
     pub continuation: Option<serde_json::Value>,
+    /// The publisher's key: the node checks it before it holds anything.
+    pub credentials: Option<Credentials>,
 }
 
 impl Reservation {
@@ -35,6 +37,7 @@ impl Reservation {
             stream_ref: self.stream_ref.clone(),
             ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
             continuation: self.continuation.clone(),
+            credentials: self.credentials.clone(),
         }
     }
 
@@ -48,12 +51,14 @@ impl Reservation {
                 stream_ref,
                 ttl_ms,
                 continuation,
+                credentials,
             } => Some(Reservation {
                 id,
                 milli_units,
                 stream_ref,
                 ttl: Duration::from_millis(ttl_ms).min(MAX_RESERVE_TTL),
                 continuation,
+                credentials,
             }),
             ToNode::Cancel { .. } => None,
         }

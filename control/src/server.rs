@@ -108,9 +108,9 @@ pub enum ReserveError {
     /// The node has no control connection to this balancer.
     #[error("node not connected")]
     NotConnected,
-    /// The node said no, for this reason.
+    /// The node said no: what kind of no, and why.
     #[error("node refused: {0}")]
-    Refused(String),
+    Refused(crate::proto::Refused),
     /// The node did not answer in time (a cancel was sent in case it did reserve).
     #[error("node did not answer in time")]
     Timeout,
@@ -119,7 +119,7 @@ pub enum ReserveError {
     Closed,
 }
 
-type Answer = Result<(), String>;
+type Answer = Result<(), crate::proto::Refused>;
 
 /// One live connection to a node.
 struct Link {
@@ -176,7 +176,7 @@ impl NodeLink {
     }
 
     /// The node's final answer to reservation `id`.
-    pub fn answer(&self, id: u64, answer: Result<(), String>) {
+    pub fn answer(&self, id: u64, answer: Answer) {
         self.registry.answer(&self.link, id, answer);
     }
 

@@ -62,7 +62,10 @@ pub enum Inbound {
     /// A report naming this node; `first` for the one that identified the session.
     Report { report: Report, first: bool },
     /// The node's final answer to a reservation: `Err(reason)` when it refused.
-    Answer { id: u64, answer: Result<(), String> },
+    Answer {
+        id: u64,
+        answer: Result<(), crate::proto::Refused>,
+    },
 }
 
 /// One node's control session as the balancer sees it.
@@ -148,7 +151,12 @@ impl NodeSession {
                 self.identified = true;
                 Ok(Inbound::Report { report, first })
             }
-            ToBalancer::Reserved { id, ok, reason } => {
+            ToBalancer::Reserved {
+                id,
+                ok,
+                reason,
+                kind,
+            } => {
                 if !self.identified {
                     return Err(Kick {
                         code: CloseCode::Protocol,
@@ -157,7 +165,11 @@ impl NodeSession {
                 }
                 Ok(Inbound::Answer {
                     id,
-                    answer: if ok { Ok(()) } else { Err(reason) },
+                    answer: if ok {
+                        Ok(())
+                    } else {
+                        Err(crate::proto::Refused { kind, reason })
+                    },
                 })
             }
         }

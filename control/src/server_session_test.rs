@@ -36,12 +36,14 @@ fn a_whole_session_reports_and_answers_in_order() {
         id: 7,
         ok: false,
         reason: "full".into(),
+        kind: Default::default(),
     }));
     wire.extend(frame(&ToBalancer::Report(report("n1", 2))));
     wire.extend(frame(&ToBalancer::Reserved {
         id: 8,
         ok: true,
         reason: String::new(),
+        kind: Default::default(),
     }));
     let mut got = Vec::new();
     for chunk in wire.chunks(7) {
@@ -57,7 +59,7 @@ fn a_whole_session_reports_and_answers_in_order() {
             },
             Inbound::Answer {
                 id: 7,
-                answer: Err("full".into())
+                answer: Err(crate::proto::Refused::capacity("full"))
             },
             Inbound::Report {
                 report: report("n1", 2),
@@ -122,6 +124,7 @@ fn an_answer_before_the_first_report_is_a_protocol_kick() {
         id: 1,
         ok: true,
         reason: String::new(),
+        kind: Default::default(),
     }));
     assert_eq!(
         s.poll_inbound(),

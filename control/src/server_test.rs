@@ -13,6 +13,7 @@ fn res(id: u64, milli_units: u32, ttl: Duration) -> Reservation {
         stream_ref: None,
         ttl,
         continuation: None,
+        credentials: None,
     }
 }
 
@@ -191,7 +192,8 @@ async fn reserve_timeout_sends_cancel_and_reconnect_replaces() {
             milli_units: 5,
             stream_ref: None,
             ttl_ms: 3000,
-            continuation: None
+            continuation: None,
+            credentials: None,
         }
     );
     assert_eq!(got[1], ToNode::Cancel { id: 42 });
@@ -257,11 +259,12 @@ async fn reserve_timeout_sends_cancel_and_reconnect_replaces() {
         id: 44,
         ok: false,
         reason: "draining".into(),
+        kind: Default::default(),
     };
     b.send.write_all(&encode_frame(&no).unwrap()).await.unwrap();
     assert_eq!(
         waiting.await.unwrap(),
-        Err(ReserveError::Refused("draining".into()))
+        Err(ReserveError::Refused(control_refused("draining")))
     );
     stop.cancel();
 }
@@ -326,10 +329,13 @@ async fn answers_reach_the_reservation_that_asked() {
     );
     // An answer nobody waits for is ignored; the others go to their callers.
     link.answer(99, Ok(()));
-    link.answer(2, Err("full".into()));
+    link.answer(2, Err(control_refused("full")));
     link.answer(1, Ok(()));
     assert_eq!(ok.await.unwrap(), Ok(()));
-    assert_eq!(no.await.unwrap(), Err(ReserveError::Refused("full".into())));
+    assert_eq!(
+        no.await.unwrap(),
+        Err(ReserveError::Refused(control_refused("full")))
+    );
     assert!(rx.try_recv().is_err(), "no cancel after an answer");
     assert_eq!(
         registry
@@ -427,4 +433,8 @@ async fn the_newest_connection_of_a_node_wins() {
     ));
     new.answer(5, Ok(()));
     assert_eq!(w.await.unwrap(), Ok(()));
+}
+
+fn control_refused(reason: &str) -> crate::Refused {
+    crate::Refused::capacity(reason)
 }

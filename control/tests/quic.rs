@@ -18,6 +18,7 @@ fn res(id: u64, milli_units: u32, stream_ref: Option<String>, ttl: Duration) -> 
         stream_ref,
         ttl,
         continuation: None,
+        credentials: None,
     }
 }
 use control::{NodeState, Report};
@@ -112,7 +113,18 @@ impl NodeControl for TestNode {
             continuations: Default::default(),
         }
     }
-    fn reserve(&self, r: Reservation) -> Result<(), String> {
+    fn reserve(&self, r: Reservation) -> control::client::ReserveFuture {
+        control::client::decided(self.decide(r))
+    }
+    fn cancel(&self, id: u64) {
+        let mut log = self.log.lock().unwrap();
+        log.cancels.push(id);
+        log.held.retain(|h| *h != id);
+    }
+}
+
+impl TestNode {
+    fn decide(&self, r: Reservation) -> Result<(), control::Refused> {
         let Reservation {
             id,
             milli_units,
@@ -123,15 +135,12 @@ impl NodeControl for TestNode {
         let mut log = self.log.lock().unwrap();
         log.reserves.push((id, milli_units, stream_ref, ttl));
         if milli_units > 1000 {
-            return Err(format!("no room for {milli_units}"));
+            return Err(control::Refused::capacity(format!(
+                "no room for {milli_units}"
+            )));
         }
         log.held.push(id);
         Ok(())
-    }
-    fn cancel(&self, id: u64) {
-        let mut log = self.log.lock().unwrap();
-        log.cancels.push(id);
-        log.held.retain(|h| *h != id);
     }
 }
 
@@ -291,7 +300,7 @@ async fn reserve_ok_refused_and_cancel() {
         .await;
     assert_eq!(
         refused,
-        Err(ReserveError::Refused("no room for 2500".into()))
+        Err(ReserveError::Refused(control_refused("no room for 2500")))
     );
 
     // TTLs are capped on the node side.
@@ -586,4 +595,8 @@ async fn bind_error_is_returned() {
         "{r:?}"
     );
     s.server_stop.cancel();
+}
+
+fn control_refused(reason: &str) -> control::Refused {
+    control::Refused::capacity(reason)
 }

@@ -48,6 +48,7 @@ impl AdmitError {
     pub fn label(&self) -> &'static str {
         match self {
             AdmitError::Auth(AuthError::Refused) => "refused_key",
+            AdmitError::Auth(AuthError::Limited(_)) => "rate_limited",
             AdmitError::Auth(_) => "auth_unavailable",
             AdmitError::Full(_) => "refused_full",
             AdmitError::Busy => "refused_busy",
@@ -65,8 +66,7 @@ impl Node {
         reservation: Option<u64>,
     ) -> Result<Admission, AdmitError> {
         let grant = self
-            .authenticator()
-            .check(key, client, protocol.as_str())
+            .authenticate_for(key, client, protocol, reservation)
             .await?;
         self.admit_grant(grant, key, client, protocol, reservation)
             .await
@@ -74,7 +74,27 @@ impl Node {
 
     /// Admit a publisher whose key is already checked. `reservation`: capacity a balancer had
     /// the node hold for this stream (only passed for connections from trusted balancers).
+    /// A refusal releases the reservation at once.
     pub async fn admit_grant(
+        self: &Arc<Self>,
+        grant: Grant,
+        key: &str,
+        client: SocketAddr,
+        protocol: Protocol,
+        reservation: Option<u64>,
+    ) -> Result<Admission, AdmitError> {
+        let admitted = self
+            .admit_checked(grant, key, client, protocol, reservation)
+            .await;
+        if admitted.is_err() {
+            if let Some(id) = reservation {
+                self.cancel_reservation(id);
+            }
+        }
+        admitted
+    }
+
+    async fn admit_checked(
         self: &Arc<Self>,
         grant: Grant,
         key: &str,

@@ -29,6 +29,9 @@ pub enum AuthError {
     /// The webhook could not be reached or answered too late: refuse rather than let anyone in.
     #[error("auth webhook unavailable: {0}")]
     WebhookUnavailable(String),
+    /// This address had too many keys refused lately: refused with no check.
+    #[error(transparent)]
+    Limited(#[from] server::Limited),
 }
 
 /// Largest webhook answer we read (it may carry a playback ID).

@@ -28,6 +28,10 @@ pub struct Reservation {
     pub expires: Instant,
     /// Numbering to continue, when the stream was live on another node.
     pub continuation: Option<packager::Continuation>,
+    /// The key check made before the capacity was held (the balancer sent credentials),
+    /// with the stream_ref of the key it was made for: the arriving stream of that key uses
+    /// it instead of asking a webhook twice.
+    pub grant: Option<(crate::auth::Grant, String)>,
 }
 
 /// Why units could not be charged.
@@ -110,6 +114,14 @@ impl Capacity {
             .lock()
             .ok()
             .and_then(|mut r| r.remove(&id))
+    }
+
+    /// The key check a reservation was granted on, if it was made for the key whose
+    /// stream_ref is `stream_ref`.
+    pub fn reservation_grant(&self, id: u64, stream_ref: &str) -> Option<crate::auth::Grant> {
+        let r = self.reservations.lock().ok()?;
+        let (grant, for_ref) = r.get(&id)?.grant.as_ref()?;
+        (for_ref == stream_ref).then(|| grant.clone())
     }
 
     /// The IDs of the reservations held.

@@ -5,6 +5,7 @@ fn reservation(units: u32, expires: Instant) -> Reservation {
         milli_units: units,
         expires,
         continuation: None,
+        grant: None,
     }
 }
 

@@ -21,16 +21,13 @@ impl NodeControl for Link {
     fn report(&self) -> control::Report {
         self.node.report(self.advertise)
     }
-    fn reserve(&self, r: control::Reservation) -> Result<(), String> {
-        // A continuation we cannot read is dropped: the stream then starts fresh numbering,
-        // which players survive; refusing the stream would be worse.
-        let c = r
-            .continuation
-            .and_then(|v| serde_json::from_value::<packager::Continuation>(v).ok());
-        self.node.reserve(r.id, r.milli_units, r.ttl, c)
+    fn reserve(&self, r: control::Reservation) -> control::client::ReserveFuture {
+        // A continuation we cannot read is dropped (in `decide_reservation`): the stream then
+        // starts fresh numbering, which players survive; refusing the stream would be worse.
+        self.node.decide_reservation(r)
     }
     fn cancel(&self, id: u64) {
-        self.node.cancel_reservation(id);
+        self.node.cancel_from_balancer(id);
     }
 }
 

@@ -51,6 +51,16 @@ pub static OVERLOADED: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+pub static RESERVATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    server::metrics::counter_vec(
+        "edge_ingest_reservations_total",
+        "Balancer reservations by result: granted, refused_key, auth_unavailable, refused_full; \
+         granted_then_refused_key counts capacity held for a key refused when its stream \
+         arrived (0 when balancers send credentials with each reservation)",
+        &["result"],
+    )
+});
+
 pub static PIPELINE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     server::metrics::counter(
         "edge_ingest_pipeline_errors_total",

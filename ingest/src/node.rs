@@ -25,6 +25,7 @@ use crate::{
     auth::{AuthError, Authenticator, Grant},
     capacity::{Capacity, Reservation},
     cpu::CpuSampler,
+    metrics,
     pipeline::Plan,
 };
 
@@ -100,6 +101,20 @@ pub struct Node {
     pub(crate) active: DashMap<String, Active>,
     /// Last session that published each playback ID, for the reconnect window.
     pub(crate) last_session: DashMap<String, u64>,
+    /// Reservations a balancer cancelled before the node decided them (see
+    /// [`Node::cancel_from_balancer`]), with when; forgotten after `MAX_RESERVE_TTL`.
+    early_cancels: Mutex<std::collections::HashMap<u64, Instant>>,
+    /// Refused keys per source address (`auth.refused_publishes_per_minute`).
+    refusals: server::RefusalLimiter,
+}
+
+/// Early cancels remembered at once: a balancer cancels only what timed out, a few at a time;
+/// the cap bounds what a broken balancer can make us hold.
+const MAX_EARLY_CANCELS: usize = 4096;
+
+/// A poisoned lock still holds plain values: keep using them.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Node {
@@ -107,6 +122,7 @@ impl Node {
         Arc::new(Self {
             auth: std::sync::RwLock::new(Arc::new(Authenticator::new(&config))),
             admin_token: std::sync::RwLock::new(config.admin.token.clone()),
+            refusals: server::RefusalLimiter::new(config.auth.refused_publishes_per_minute),
             config,
             origin,
             capacity: Capacity::new(capacity_milli_units),
@@ -118,6 +134,7 @@ impl Node {
             next_session: AtomicU64::new(1),
             active: DashMap::new(),
             last_session: DashMap::new(),
+            early_cancels: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -148,6 +165,8 @@ impl Node {
         if let Ok(mut t) = self.admin_token.write() {
             *t = new.admin.token.clone();
         }
+        self.refusals
+            .set_limit(new.auth.refused_publishes_per_minute);
         let old = &self.config;
         // Compared through Debug: these settings are read once at start, so any difference
         // means the running node does not follow the file there (the types hold no secrets
@@ -260,30 +279,89 @@ impl Node {
         Ok(())
     }
 
-    /// A balancer's placement: reserve `milli_units` for `ttl` until the relayed stream
-    /// arrives. This is the node's final say: it refuses when that would exceed its capacity.
+    /// A balancer's placement, decided in one step: when the balancer sent the publisher's
+    /// credentials, check the key first (config, then webhook) and refuse without holding
+    /// anything; then hold the capacity. This is the node's final say.
+    pub fn decide_reservation(
+        self: &Arc<Self>,
+        r: control::Reservation,
+    ) -> control::client::ReserveFuture {
+        let node = Arc::clone(self);
+        Box::pin(async move {
+            let grant = match &r.credentials {
+                None => None,
+                Some(c) => {
+                    let checked = node
+                        .authenticator()
+                        .check(&c.key, c.client_addr, &c.protocol)
+                        .await;
+                    match checked {
+                        Ok(g) => Some((g, control::stream_ref(&c.key))),
+                        Err(e) => {
+                            let kind = match e {
+                                AuthError::Refused => control::RefusalKind::Credentials,
+                                AuthError::WebhookUnavailable(_) => {
+                                    control::RefusalKind::AuthUnavailable
+                                }
+                                // Not produced here: the balancer limits its own addresses.
+                                AuthError::Limited(_) => control::RefusalKind::Credentials,
+                            };
+                            metrics::RESERVATIONS
+                                .with_label_values(&[AdmitError::Auth(e.clone()).label()])
+                                .inc();
+                            return Err(control::Refused {
+                                kind,
+                                reason: e.to_string(),
+                            });
+                        }
+                    }
+                }
+            };
+            let c = r
+                .continuation
+                .and_then(|v| serde_json::from_value::<packager::Continuation>(v).ok());
+            node.reserve(r.id, r.milli_units, r.ttl, c, grant)
+                .map_err(control::Refused::capacity)
+        })
+    }
+
+    /// Reserve `milli_units` for `ttl` until the relayed stream arrives; refuses when that
+    /// would exceed the capacity, or when the balancer already cancelled this reservation
+    /// (its cancel overtook a slow key check).
     pub fn reserve(
         &self,
         id: u64,
         milli_units: u32,
         ttl: Duration,
         continuation: Option<packager::Continuation>,
+        grant: Option<(Grant, String)>,
     ) -> Result<(), String> {
         if self.capacity.has_reservation(id) {
             return Ok(()); // a retried request
         }
-        self.admissible().map_err(|e| e.to_string())?;
+        if lock(&self.early_cancels).remove(&id).is_some() {
+            return Err("reservation cancelled by the balancer".into());
+        }
+        let refused = |e: String| {
+            metrics::RESERVATIONS
+                .with_label_values(&["refused_full"])
+                .inc();
+            e
+        };
+        self.admissible().map_err(|e| refused(e.to_string()))?;
         self.capacity
             .charge(milli_units)
-            .map_err(|_| AdmitError::Full("no free transcode units").to_string())?;
+            .map_err(|_| refused(AdmitError::Full("no free transcode units").to_string()))?;
         self.capacity.insert_reservation(
             id,
             Reservation {
                 milli_units,
                 expires: Instant::now() + ttl,
                 continuation,
+                grant,
             },
         );
+        metrics::RESERVATIONS.with_label_values(&["granted"]).inc();
         tracing::debug!(
             reservation = id,
             milli_units,
@@ -293,7 +371,7 @@ impl Node {
         Ok(())
     }
 
-    /// Cancel a reservation (the balancer gave up on it).
+    /// Release a reservation (its stream was refused, or nothing came of it).
     pub fn cancel_reservation(&self, id: u64) {
         if let Some(r) = self.capacity.take_reservation(id) {
             self.capacity.release(r.milli_units);
@@ -301,9 +379,58 @@ impl Node {
         }
     }
 
+    /// A balancer cancelled a reservation. If the node has not decided it yet (its key check
+    /// is still running), remember the cancel so the decision holds nothing.
+    pub fn cancel_from_balancer(&self, id: u64) {
+        if self.capacity.has_reservation(id) {
+            self.cancel_reservation(id);
+            return;
+        }
+        let mut early = lock(&self.early_cancels);
+        if early.len() < MAX_EARLY_CANCELS {
+            early.insert(id, Instant::now());
+        }
+    }
+
+    /// The key check for a publisher: the one its reservation was granted on when the
+    /// balancer sent credentials for this key, else a fresh one. A refusal releases the
+    /// reservation at once.
+    pub async fn authenticate_for(
+        &self,
+        key: &str,
+        client: SocketAddr,
+        protocol: Protocol,
+        reservation: Option<u64>,
+    ) -> Result<Grant, AuthError> {
+        let sref = control::stream_ref(key);
+        if let Some(g) = reservation.and_then(|id| self.capacity.reservation_grant(id, &sref)) {
+            return Ok(g);
+        }
+        let now = Instant::now();
+        self.refusals.check(client.ip(), now)?;
+        let checked = self.authenticate(key, client, protocol).await;
+        if matches!(checked, Err(AuthError::Refused)) && self.refusals.record(client.ip(), now) {
+            tracing::warn!(client.ip = %client.ip(), "address over its refused-publish limit: refused at once for a while");
+        }
+        if checked.is_err() {
+            if let Some(id) = reservation.filter(|id| self.capacity.has_reservation(*id)) {
+                // Capacity was held for a key that is now refused: the balancer did not send
+                // credentials (an older balancer), or the key was removed meanwhile.
+                metrics::RESERVATIONS
+                    .with_label_values(&["granted_then_refused_key"])
+                    .inc();
+                self.cancel_reservation(id);
+            }
+        }
+        checked
+    }
+
     /// Release expired reservations and sample the CPU; run every [`HOUSEKEEPING_INTERVAL`].
     pub fn housekeeping(&self, cpu: &mut CpuSampler) {
-        let expired = self.capacity.expire(Instant::now());
+        let now = Instant::now();
+        lock(&self.early_cancels)
+            .retain(|_, at| now.saturating_duration_since(*at) <= control::MAX_RESERVE_TTL);
+        let expired = self.capacity.expire(now);
         if expired > 0 {
             tracing::info!(count = expired, "reservations expired unused");
             self.changed();

@@ -243,6 +243,13 @@ async fn reject(
     None
 }
 
+/// A refused caller holds no capacity: give its balancer's reservation back at once.
+fn release(node: &Node, reservation: Option<u64>) {
+    if let Some(id) = reservation {
+        node.cancel_reservation(id);
+    }
+}
+
 /// Await an optional task; pending forever when there is none (for `select!`).
 async fn join_opt<T>(task: &mut Option<tokio::task::JoinHandle<T>>) -> Option<T> {
     match task {
@@ -283,7 +290,10 @@ async fn handle_request(
         (None, peer)
     };
     let key = key.key;
-    let grant = match node.authenticate(&key, client, Protocol::Srt).await {
+    let grant = match node
+        .authenticate_for(&key, client, Protocol::Srt, reservation)
+        .await
+    {
         Ok(g) => g,
         Err(e) => {
             let label = AdmitError::Auth(e.clone()).label();
@@ -300,13 +310,14 @@ async fn handle_request(
     let caller_encrypts = req.key_size() != KeySize::Unspecified;
     let key_settings = match (&grant.srt_passphrase, caller_encrypts) {
         (None, true) => {
+            release(&node, reservation);
             return reject(
                 req,
                 RejectReason::Core(CoreRejectReason::Unsecure),
                 "bad_passphrase",
                 "caller encrypts but this stream has no passphrase".into(),
             )
-            .await
+            .await;
         }
         (None, false) => None,
         (Some(p), _) => match srt_protocol::options::Passphrase::try_from(p.clone()) {
@@ -319,13 +330,14 @@ async fn handle_request(
                 passphrase,
             }),
             Err(_) => {
+                release(&node, reservation);
                 return reject(
                     req,
                     RejectReason::Server(ServerRejectReason::InternalServerError),
                     "error",
                     "configured passphrase invalid".into(),
                 )
-                .await
+                .await;
             }
         },
     };

@@ -8,6 +8,7 @@
 //! - [`serve`]: an HTTP/1.1 + h2c server over [`accept`] with a header deadline and HTTP/2
 //!   limits, for the admin listeners.
 //! - [`listen`]: binding listeners with an error that names the listener.
+//! - [`refusals`]: a limit on refused publishes per source address.
 //! - [`metrics`]: registering Prometheus metrics in the default registry without boilerplate.
 //!
 //! Nothing here knows about streams or nodes; the node (`ingest`) and the balancer
@@ -17,10 +18,12 @@ pub mod accept;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod refusals;
 pub mod serve;
 
 pub use accept::{Acceptor, ConnLimits, ConnPermit};
 pub use listen::BindError;
+pub use refusals::{Limited, RefusalLimiter};
 
 /// The wall clock, for the start times and timestamps the APIs and reports show (never for
 /// timeouts: those follow tokio's clock, which tests can pause). The one allowed use of

@@ -14,6 +14,7 @@ pub mod http;
 pub mod node;
 pub mod player;
 pub mod probe;
+pub mod rtmp_raw;
 pub mod srt_raw;
 
 pub use encoder::{clip, EncOpts, Encoder};
@@ -237,4 +238,17 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output, 
             ))
         }
     }
+}
+
+/// The value of one series in a Prometheus exposition (`name{label="v"}` exactly as
+/// exposed), 0 when absent (a counter never incremented is not exposed).
+pub fn metric_value(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
 }

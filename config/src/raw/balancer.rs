@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::node::{d_reconnect, default_admin, default_http, default_rtmp, default_srt};
+use super::node::{
+    d_reconnect, d_refused_per_minute, default_admin, default_http, default_rtmp, default_srt,
+};
 use super::{valid_id, Choice, RawAdmin, ID_RULE};
 use crate::{defaults::*, error::Problems, resolved::*, Problem};
 
@@ -41,6 +43,10 @@ pub struct RawBalancer {
     /// `least-loaded` or `power-of-two`.
     #[serde(default = "d_policy")]
     pub policy: Choice<Ranking>,
+    /// Publishes refused for their key that one source address may make per minute before
+    /// the balancer refuses it at once, with no placement (0: no limit).
+    #[serde(default = "d_refused_per_minute")]
+    pub refused_publishes_per_minute: u32,
 }
 fn d_lost_after() -> Duration {
     DEFAULT_LOST_AFTER
@@ -129,6 +135,7 @@ impl RawBalancerConfig {
             reservation_ttl: b.reservation_ttl,
             reconnect_window: b.reconnect_window,
             policy,
+            refused_publishes_per_minute: b.refused_publishes_per_minute,
             listen: BalancerListen {
                 rtmp: l.rtmp,
                 srt: l.srt,

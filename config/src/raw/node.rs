@@ -194,6 +194,13 @@ pub struct RawAuth {
     pub webhook: Option<String>,
     #[serde(default = "d_webhook_timeout", with = "humantime_serde")]
     pub webhook_timeout: Duration,
+    /// Refused publishes one source address may make per minute before it is refused at
+    /// once, with no key check (0: no limit).
+    #[serde(default = "d_refused_per_minute")]
+    pub refused_publishes_per_minute: u32,
+}
+pub(crate) fn d_refused_per_minute() -> u32 {
+    DEFAULT_REFUSED_PUBLISHES_PER_MINUTE
 }
 fn d_webhook_timeout() -> Duration {
     DEFAULT_WEBHOOK_TIMEOUT
@@ -203,6 +210,7 @@ impl Default for RawAuth {
         Self {
             webhook: None,
             webhook_timeout: d_webhook_timeout(),
+            refused_publishes_per_minute: d_refused_per_minute(),
         }
     }
 }
@@ -527,6 +535,7 @@ impl RawConfig {
             auth: AuthConfig {
                 webhook,
                 webhook_timeout: self.auth.webhook_timeout,
+                refused_publishes_per_minute: self.auth.refused_publishes_per_minute,
             },
             transcode: TranscodeConfig {
                 passthrough: self.transcode.passthrough,

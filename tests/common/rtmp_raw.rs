@@ -1,0 +1,126 @@
+//! A minimal RTMP publisher on a blocking socket, bound to a source address of our choice
+//! (all of 127/8 is loopback on Linux): for floods from many addresses, where an encoder
+//! process per attempt would cost more CPU than the system under test. It speaks RTMP through
+//! rml_rtmp's client session (a library we did not write), up to the server's answer to
+//! `publish`.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::Duration,
+};
+
+use rml_rtmp::{
+    handshake::{Handshake, HandshakeProcessResult, PeerType},
+    sessions::{
+        ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+        PublishRequestType,
+    },
+};
+
+/// What the server said to `publish`.
+#[derive(Debug)]
+pub enum Outcome {
+    /// NetStream.Publish.Start: the socket, ready for media.
+    Accepted(TcpStream),
+    /// An onStatus code other than Publish.Start, or the server closed the connection.
+    Refused(String),
+}
+
+fn other(e: impl std::fmt::Debug) -> String {
+    format!("{e:?}")
+}
+
+/// Connect from `source` to `addr`, publish `key` on app `live`; wait at most `timeout` for
+/// each read.
+pub fn publish_from(
+    source: IpAddr,
+    addr: SocketAddr,
+    key: &str,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(other)?;
+    sock.bind(&SocketAddr::new(source, 0).into())
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    sock.connect_timeout(&addr.into(), timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(timeout)).map_err(other)?;
+    s.set_nodelay(true).map_err(other)?;
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().map_err(other)?)
+        .map_err(other)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut remaining = loop {
+        let n = s.read(&mut buf).map_err(|e| format!("handshake: {e}"))?;
+        if n == 0 {
+            return Ok(Outcome::Refused("closed during handshake".into()));
+        }
+        match hs.process_bytes(&buf[..n]).map_err(other)? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).map_err(other)?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes).map_err(other)?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let (mut session, initial) = ClientSession::new(ClientSessionConfig::new()).map_err(other)?;
+    for r in initial {
+        if let ClientSessionResult::OutboundResponse(p) = r {
+            s.write_all(&p.bytes).map_err(other)?;
+        }
+    }
+    if let ClientSessionResult::OutboundResponse(p) =
+        session.request_connection("live".into()).map_err(other)?
+    {
+        s.write_all(&p.bytes).map_err(other)?;
+    }
+    loop {
+        if !remaining.is_empty() {
+            let results = session.handle_input(&remaining).map_err(other)?;
+            remaining.clear();
+            for r in results {
+                match r {
+                    ClientSessionResult::OutboundResponse(p) => {
+                        s.write_all(&p.bytes).map_err(other)?
+                    }
+                    ClientSessionResult::RaisedEvent(
+                        ClientSessionEvent::ConnectionRequestAccepted,
+                    ) => {
+                        if let ClientSessionResult::OutboundResponse(p) = session
+                            .request_publishing(key.to_string(), PublishRequestType::Live)
+                            .map_err(other)?
+                        {
+                            s.write_all(&p.bytes).map_err(other)?;
+                        }
+                    }
+                    ClientSessionResult::RaisedEvent(
+                        ClientSessionEvent::PublishRequestAccepted,
+                    ) => return Ok(Outcome::Accepted(s)),
+                    ClientSessionResult::RaisedEvent(
+                        ClientSessionEvent::ConnectionRequestRejected { description },
+                    ) => return Ok(Outcome::Refused(format!("connect rejected: {description}"))),
+                    ClientSessionResult::RaisedEvent(
+                        ClientSessionEvent::UnhandleableOnStatusCode { code },
+                    ) => return Ok(Outcome::Refused(code)),
+                    _ => {}
+                }
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(Outcome::Refused("closed".into())),
+            Ok(n) => remaining.extend_from_slice(&buf[..n]),
+            // A reset after the refusal is a refusal.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Ok(Outcome::Refused("reset".into()))
+            }
+            Err(e) => return Err(format!("waiting for the publish answer: {e}")),
+        }
+    }
+}
