@@ -14,23 +14,22 @@
 //!    the node's answers to commands the balancer already answered are dropped, and from the
 //!    `publish` status on every message is re-serialised with full chunk headers and the chunk
 //!    size the encoder was told, so the encoder's decoder never sees state it did not get.
+//!    [`Downstream`] follows the node's chunk stream with `wire::chunk::ChunkReader`, so its
+//!    whole state serialises (serde): a live relay can be handed to another balancer process.
 //!
-//! Everything rml_rtmp parses here comes from the network; a panic inside it is caught and
-//! ends that connection only.
+//! What rml_rtmp parses here (inside the core) comes from the network; a panic inside it is
+//! caught and ends that connection only. The chunk reader does not panic.
 
-use std::{panic::AssertUnwindSafe, time::Duration};
+use std::time::Duration;
 
-use rml_rtmp::{
-    chunk_io::{ChunkDeserializer, ChunkSerializer},
-    messages::RtmpMessage,
-    time::RtmpTimestamp,
-};
+use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     time::Instant,
 };
-use wire::rtmp::{
-    ClientHandshake, ClientStep, Event, ServerCore, ServerOptions, SessionError, Timeouts,
+use wire::{
+    chunk::{self, ChunkError, ChunkReader, Message},
+    rtmp::{ClientHandshake, ClientStep, Event, ServerCore, ServerOptions, SessionError, Timeouts},
 };
 
 /// What an encoder may send before `publish` (the core enforces it).
@@ -57,15 +56,24 @@ pub enum PeekError {
     /// The RTMP session failed: not RTMP, a deadline, a wrong application, a play request.
     #[error(transparent)]
     Session(#[from] SessionError),
-    /// rml_rtmp could not follow the node's chunk stream.
-    #[error("malformed RTMP: {0}")]
-    Malformed(String),
+    /// The node's chunk stream cannot be followed, or a chunk size is out of range.
+    #[error("RTMP chunk stream from the node: {0}")]
+    Chunk(#[from] ChunkError),
 }
 
-fn guard<T, E: std::fmt::Display>(f: impl FnOnce() -> Result<T, E>) -> Result<T, PeekError> {
-    std::panic::catch_unwind(AssertUnwindSafe(f))
-        .map_err(|_| PeekError::Malformed("RTMP parser failed".into()))?
-        .map_err(|e| PeekError::Malformed(e.to_string()))
+/// Message type of an AMF0 command.
+const TYPE_AMF0_COMMAND: u8 = 20;
+/// How an AMF0 command named `onStatus` starts: the AMF0 string marker, the name's length
+/// (u16 big endian) and the name.
+const ON_STATUS: &[u8] = b"\x02\x00\x08onStatus";
+/// What is pushed into the chunk reader at once: after `next_message` returned `None` it holds
+/// less than a chunk header, so a piece this long always fits its buffer.
+const PUSH_PIECE: usize = chunk::MAX_BUFFERED_BYTES - chunk::MAX_HEADER_LEN;
+
+/// An AMF0 `onStatus` command: the node's answer to `publish`, the first message the
+/// encoder has not had from us.
+fn is_on_status(msg: &Message) -> bool {
+    msg.type_id == TYPE_AMF0_COMMAND && msg.payload.starts_with(ON_STATUS)
 }
 
 /// The encoder's publish, held until a node takes it.
@@ -172,23 +180,25 @@ pub async fn handshake_with_node<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Node → encoder after the hand-over (see the module docs).
+/// Node → encoder after the hand-over (see the module docs). Plain data: serialise it to hand
+/// the relay to another process, which goes on with the node's next byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Downstream {
-    from_node: ChunkDeserializer,
-    to_encoder: ChunkSerializer,
+    /// The node's chunk stream, at the node's chunk size.
+    from_node: ChunkReader,
+    /// The chunk size the encoder was told by our session.
+    encoder_chunk_size: u32,
+    /// The node's `publish` status went by: every message is forwarded.
     forwarding: bool,
 }
 
 impl Downstream {
     /// `encoder_chunk_size`: the chunk size the encoder was told by our session.
     pub fn new(encoder_chunk_size: u32) -> Result<Self, PeekError> {
-        let mut to_encoder = ChunkSerializer::new();
-        // The encoder already has this size from our session; the SetChunkSize packet this
-        // returns is not sent again.
-        guard(|| to_encoder.set_max_chunk_size(encoder_chunk_size, RtmpTimestamp::new(0)))?;
+        chunk::check_chunk_size(encoder_chunk_size)?;
         Ok(Self {
-            from_node: ChunkDeserializer::new(),
-            to_encoder,
+            from_node: ChunkReader::new(),
+            encoder_chunk_size,
             forwarding: false,
         })
     }
@@ -196,35 +206,31 @@ impl Downstream {
     /// Bytes from the node in, bytes for the encoder out.
     pub fn on_node_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, PeekError> {
         let mut out = Vec::new();
-        let mut input = bytes;
-        loop {
-            let msg = match guard(|| self.from_node.get_next_message(input))? {
-                Some(m) => m,
-                None => break,
-            };
-            input = &[];
-            let parsed = guard(|| msg.to_rtmp_message()).ok();
-            if let Some(RtmpMessage::SetChunkSize { size }) = &parsed {
-                // The node's chunk size applies to what we read from it, not to the encoder.
-                let size = *size as usize;
-                guard(|| self.from_node.set_max_chunk_size(size))?;
-                continue;
-            }
-            if !self.forwarding {
-                // Answers to connect/createStream were given by us already; the publish status
-                // is the first thing the encoder has not seen.
-                match &parsed {
-                    Some(RtmpMessage::Amf0Command { command_name, .. })
-                        if command_name == "onStatus" =>
-                    {
-                        self.forwarding = true
-                    }
-                    _ => continue,
+        for piece in bytes.chunks(PUSH_PIECE) {
+            self.from_node.push(piece)?;
+            while let Some(msg) = self.from_node.next_message()? {
+                if msg.type_id == chunk::TYPE_SET_CHUNK_SIZE {
+                    // The node's chunk size applies to what we read from it, not to the
+                    // encoder.
+                    let size = chunk::parse_set_chunk_size(&msg.payload)?;
+                    self.from_node.set_chunk_size(size)?;
+                    continue;
                 }
+                if !self.forwarding {
+                    // Answers to connect/createStream were given by us already; the publish
+                    // status is the first thing the encoder has not seen.
+                    if !is_on_status(&msg) {
+                        continue;
+                    }
+                    self.forwarding = true;
+                }
+                chunk::write_message(&mut out, &msg, self.encoder_chunk_size)?;
             }
-            let packet = guard(|| self.to_encoder.serialize(&msg, true, false))?;
-            out.extend_from_slice(&packet.bytes);
         }
         Ok(out)
     }
 }
+
+#[cfg(test)]
+#[path = "rtmp_peek_test.rs"]
+mod tests;
