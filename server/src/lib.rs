@@ -5,6 +5,8 @@
 //! - [`accept`]: the accept loop every TCP listener runs: a global and a per-IP connection cap
 //!   (trusted proxies exempt), backoff when `accept` fails (out of file descriptors), and a
 //!   permit that releases the slot when the connection ends.
+//! - [`gate`]: pause, resume or retire an accept loop from outside (the balancer's hand-over
+//!   and drain).
 //! - [`serve`]: an HTTP/1.1 + h2c server over [`accept`] with a header deadline and HTTP/2
 //!   limits, for the admin listeners.
 //! - [`listen`]: binding listeners with an error that names the listener.
@@ -15,6 +17,7 @@
 //! (`balancer`) pass their own handlers and limits in.
 
 pub mod accept;
+pub mod gate;
 pub mod http;
 pub mod listen;
 pub mod metrics;
@@ -22,6 +25,7 @@ pub mod refusals;
 pub mod serve;
 
 pub use accept::{Acceptor, ConnLimits, ConnPermit};
+pub use gate::{gate, Gate, GateHandle};
 pub use listen::BindError;
 pub use refusals::{Limited, RefusalLimiter};
 

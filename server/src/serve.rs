@@ -13,10 +13,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::{accept::Acceptor, http::Reply};
+use crate::{accept::Acceptor, gate::Gate, http::Reply};
 
 /// Limits of one HTTP listener.
 #[derive(Debug, Clone)]
@@ -31,6 +31,9 @@ pub struct HttpLimits {
     pub keepalive_interval: Duration,
     /// HTTP/2 streams a peer may reset before we answered them, pending at once.
     pub max_pending_resets: usize,
+    /// When the listener is retired (a hand-over or a drain), how long a connection may
+    /// take to finish the request it is answering before it is cut.
+    pub retire_grace: Duration,
 }
 
 /// An admin API answers small requests from operators and Prometheus: a few seconds for a
@@ -42,6 +45,7 @@ pub const ADMIN_LIMITS: HttpLimits = HttpLimits {
     max_header_list_size: 16 * 1024,
     keepalive_interval: Duration::from_secs(30),
     max_pending_resets: 16,
+    retire_grace: Duration::from_secs(10),
 };
 
 /// Connections at once on an admin listener: operators, dashboards and Prometheus need a
@@ -60,7 +64,39 @@ pub async fn serve_admin<H>(
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
 {
-    let acceptor = Acceptor::new(
+    serve_http(
+        listener,
+        admin_acceptor(on_refused),
+        ADMIN_LIMITS,
+        handler,
+        stop,
+    )
+    .await;
+}
+
+/// [`serve_admin`] steered by a [`Gate`] (pause, retire) instead of a stop token.
+pub async fn serve_admin_gated<H>(
+    listener: TcpListener,
+    handler: H,
+    on_refused: impl Fn(crate::accept::Refusal) + Send + Sync + 'static,
+    gate: Gate,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
+{
+    serve_http_gated(
+        listener,
+        admin_acceptor(on_refused),
+        ADMIN_LIMITS,
+        handler,
+        gate,
+    )
+    .await;
+}
+
+fn admin_acceptor(
+    on_refused: impl Fn(crate::accept::Refusal) + Send + Sync + 'static,
+) -> Arc<Acceptor> {
+    Acceptor::new(
         "admin",
         crate::accept::ConnLimits {
             max_total: ADMIN_MAX_CONNECTIONS,
@@ -68,8 +104,7 @@ pub async fn serve_admin<H>(
             exempt: Vec::new(),
         },
         on_refused,
-    );
-    serve_http(listener, acceptor, ADMIN_LIMITS, handler, stop).await;
+    )
 }
 
 /// Build hyper's auto (HTTP/1.1 + h2c) connection builder with `limits`.
@@ -100,27 +135,70 @@ pub async fn serve_http<H>(
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
 {
+    let (handle, gate) = crate::gate::gate();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        handle.retire();
+    });
+    serve_http_gated(listener, acceptor, limits, handler, gate).await;
+}
+
+/// Serve `handler` on `listener` while `gate` lets it: paused, new connections wait in the
+/// backlog; retired, no more are accepted and each live one finishes its request (HTTP/1 with
+/// `Connection: close`, HTTP/2 with a GOAWAY) within `limits.retire_grace`.
+pub async fn serve_http_gated<H>(
+    listener: TcpListener,
+    acceptor: Arc<Acceptor>,
+    limits: HttpLimits,
+    handler: H,
+    mut gate: Gate,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
+{
     let handler = Arc::new(handler);
     let builder = Arc::new(builder(&limits));
-    loop {
+    while gate.open().await {
         let (sock, peer, permit) = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = gate.closing() => continue,
             c = acceptor.accept(&listener) => c,
         };
         let handler = Arc::clone(&handler);
         let builder = Arc::clone(&builder);
-        let stop = stop.clone();
+        let gate = gate.clone();
+        let grace = limits.retire_grace;
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let r = handler(req, peer);
                 async move { Ok::<_, Infallible>(r) }
             });
-            let conn = builder.serve_connection(TokioIo::new(sock), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
-            }
+            serve_connection(&builder, sock, svc, gate, grace).await;
             drop(permit);
         });
     }
+}
+
+/// Serve one connection until it ends, or until `gate` is retired: then finish the request in
+/// flight (at most `grace`) and close.
+pub async fn serve_connection<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    sock: TcpStream,
+    svc: S,
+    mut gate: Gate,
+    grace: Duration,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(TokioIo::new(sock), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = gate.retired() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(grace, conn).await;
 }
