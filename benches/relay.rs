@@ -840,7 +840,7 @@ fn start_haproxy(
 
 fn start_edge(dir: &Path, certs: &Path, rtmp: u16, control: u16) -> Proc {
     let cfg = format!(
-        "[balancer]\nid = \"b1\"\nlost_after = \"5s\"\nreservation_ttl = \"10s\"\nreconnect_window = \"10s\"\n\n[listen]\nrtmp = \"127.0.0.1:{rtmp}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ncontrol = \"127.0.0.1:{control}\"\n\n[admin]\ntoken = \"bench-admin-token-0123456789\"\n\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/balancer-b1.pem\"\nkey = \"{c}/balancer-b1.key\"\n",
+        "[balancer]\nid = \"b1\"\nlost_after = \"5s\"\nreservation_ttl = \"10s\"\nreconnect_window = \"10s\"\nhandover_socket = \"{c}/b1.sock\"\n\n[listen]\nrtmp = \"127.0.0.1:{rtmp}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ncontrol = \"127.0.0.1:{control}\"\n\n[admin]\ntoken = \"bench-admin-token-0123456789\"\n\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/balancer-b1.pem\"\nkey = \"{c}/balancer-b1.key\"\n",
         free_udp_port(),
         free_tcp_port(),
         free_tcp_port(),

@@ -1,6 +1,6 @@
 //! `edge`: the one binary. `edge ingest` runs an ingest node, `edge balancer` a balancer,
-//! `edge dev` an all-in-one local cluster (one balancer in this process, two ingest nodes as
-//! child processes) and prints where to publish and play, `edge certs` creates a cluster CA
+//! `edge dev` an all-in-one local cluster (a balancer and two ingest nodes as child
+//! processes) and prints where to publish and play, `edge certs` creates a cluster CA
 //! and certificates, `edge config check` validates a config file and prints every problem.
 
 mod dev;
@@ -179,31 +179,55 @@ fn run_balancer(path: PathBuf) -> ExitCode {
     }
 }
 
-/// Run a balancer; SIGHUP reloads `path`, SIGTERM/SIGINT stop.
+/// Run a balancer: take over from the one listening on `balancer.handover_socket` if any,
+/// else bind. SIGHUP reloads `path`; SIGUSR2 starts this binary again (the file at the path
+/// recorded at start, so replacing it and sending SIGUSR2 upgrades) and hands everything to
+/// it; SIGTERM or SIGINT drains (no new encoders, live ones relay on until they end or
+/// `balancer.drain_deadline`), and a second one stops at once. After handing over, the
+/// process idles until SIGTERM or SIGINT.
 pub(crate) async fn balancer_main(
     cfg: edge_config::BalancerConfig,
     path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listeners = balancer::Listeners::bind(&cfg).await?;
+    // Recorded now: once the file is replaced, /proc/self/exe reads "(deleted)".
+    let exe = std::env::current_exe().ok();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let sock = cfg.handover_socket.clone();
+    let taken = tokio::task::spawn_blocking(move || balancer::handover::take_over(&sock))
+        .await
+        .context("hand-over thread")?;
+    let start = match taken {
+        Ok(Some(i)) => balancer::Start::Inherited(Box::new(i)),
+        Ok(None) => balancer::Start::Fresh(balancer::Listeners::bind(&cfg).await?),
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "{e}; the running balancer keeps serving every connection"
+            ))
+        }
+    };
     let stop = CancellationToken::new();
     let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("cannot install SIGUSR2 handler")?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let run = balancer::run(cfg.clone(), listeners, stop.clone(), move |r| {
+    let run = balancer::run(cfg.clone(), start, stop.clone(), move |r| {
         let _ = tx.send(r);
     });
     tokio::pin!(run);
-    let mut running = None;
+    let mut running: Option<balancer::Running> = None;
     let mut current = cfg;
     let mut rx = Some(rx);
+    let mut stopping = false;
     loop {
         tokio::select! {
             r = &mut run => return r.map_err(Into::into),
             r = async { match rx.as_mut() { Some(rx) => rx.await.ok(), None => std::future::pending().await } }, if rx.is_some() => {
                 running = r;
                 rx = None;
+                // Serving now (fresh, or after taking over): systemd's main process is us.
+                sd_notify_main_pid();
             }
             _ = hup.recv() => {
                 let Some(p) = &path else { continue };
@@ -221,9 +245,62 @@ pub(crate) async fn balancer_main(
                     }
                 }
             }
-            _ = term.recv() => stop.cancel(),
-            _ = int.recv() => stop.cancel(),
+            _ = usr2.recv() => {
+                let Some(exe) = &exe else {
+                    tracing::error!("SIGUSR2: the path of this binary is unknown; start the new balancer by hand");
+                    continue;
+                };
+                match std::process::Command::new(exe).args(&args).spawn() {
+                    Ok(mut child) => {
+                        tracing::info!(pid = child.id(), binary = %exe.display(), "SIGUSR2: started a successor; it takes over");
+                        // Reap it whenever it ends, so it never lingers as a zombie.
+                        std::thread::spawn(move || {
+                            let _ = child.wait();
+                        });
+                    }
+                    Err(e) => tracing::error!(binary = %exe.display(), error = %e, "SIGUSR2: cannot start a successor"),
+                }
+            }
+            _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
+                let handed_over = running.as_ref().is_some_and(|r| r.balancer.handed_over.is_cancelled());
+                if stopping || handed_over || running.is_none() {
+                    stop.cancel();
+                    continue;
+                }
+                stopping = true;
+                if let Some(r) = &running {
+                    let b = std::sync::Arc::clone(&r.balancer);
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        b.drain().await;
+                        stop.cancel();
+                    });
+                }
+            }
         }
+    }
+}
+
+/// Under systemd (`Type=notify`, `NotifyAccess=all`), tell it that this process is now the
+/// balancer's main process: a reload (SIGUSR2) moved the service to it.
+fn sd_notify_main_pid() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let msg = format!("MAINPID={}\nREADY=1\n", std::process::id());
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), std::path::Path::new(&path))
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cannot notify systemd of the new main PID");
     }
 }
 

@@ -60,18 +60,33 @@ impl Conns {
         client_addr: SocketAddr,
         node: &str,
     ) -> ConnGuard {
+        let now = server::wall_clock()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.adopt(protocol, client_addr, node, now, 0, 0)
+    }
+
+    /// Register a connection that already relayed (resumed after a quiesce, or handed over
+    /// from the previous balancer): its start time and byte counts go on.
+    pub fn adopt(
+        self: &Arc<Self>,
+        protocol: &'static str,
+        client_addr: SocketAddr,
+        node: &str,
+        started_unix_ms: u64,
+        bytes_to_node: u64,
+        bytes_to_encoder: u64,
+    ) -> ConnGuard {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let conn = Arc::new(Conn {
             id,
             protocol,
             client_addr,
             node: node.to_string(),
-            started_unix_ms: server::wall_clock()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            bytes_to_node: AtomicU64::new(0),
-            bytes_to_encoder: AtomicU64::new(0),
+            started_unix_ms,
+            bytes_to_node: AtomicU64::new(bytes_to_node),
+            bytes_to_encoder: AtomicU64::new(bytes_to_encoder),
         });
         self.table.insert(id, Arc::clone(&conn));
         ConnGuard {
@@ -79,6 +94,7 @@ impl Conns {
             conn,
         }
     }
+
     pub fn list(&self) -> Vec<ConnView> {
         let mut v: Vec<ConnView> = self
             .table

@@ -6,7 +6,8 @@
 //! control plane (`control` crate) → the relay runs until one of its two sockets ends.
 //! [`srt_route`] is the pure SRT routing (which session a datagram belongs to, a session's
 //! life), [`srt_relay`] the pure SRT handshake relay; [`playback`] routes viewers to the node serving their stream; [`admin`]
-//! and [`metrics`] are for operators. Entry point: [`run`].
+//! and [`metrics`] are for operators; [`handover`] moves everything to a successor process
+//! (upgrades without dropping a stream). Entry point: [`run`].
 //!
 //! The rule everything here keeps: admission is not liveness. A node that is full, draining,
 //! cordoned or silent gets no new streams and keeps every stream it has.
@@ -14,17 +15,23 @@
 pub mod admin;
 pub mod capacity_metrics;
 pub mod conns;
+pub mod handover;
 pub mod metrics;
 pub mod place;
 pub mod placement;
 pub mod playback;
 pub mod rtmp;
 pub mod rtmp_peek;
+pub mod rtmp_relay;
 pub mod srt;
 pub mod srt_relay;
 pub mod srt_route;
 
-use std::sync::Arc;
+use std::{
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use edge_config::BalancerConfig;
 use tokio::net::{TcpListener, UdpSocket};
@@ -39,32 +46,257 @@ pub enum StartError {
     /// Certificates unreadable or the control plane could not start.
     #[error("control plane: {0}")]
     Control(String),
+    /// Sockets inherited from the previous balancer could not be used.
+    #[error("inherited sockets: {0}")]
+    Inherited(#[from] std::io::Error),
 }
 
-/// The balancer's listeners, bound.
+/// The balancer's listeners, bound (fresh start) or inherited (takeover).
 pub struct Listeners {
     pub rtmp: TcpListener,
     pub srt: UdpSocket,
     pub http: TcpListener,
     pub admin: TcpListener,
+    /// The control plane's UDP socket (QUIC runs on it).
+    pub control: std::net::UdpSocket,
 }
 
 impl Listeners {
     pub async fn bind(cfg: &BalancerConfig) -> Result<Self, StartError> {
         let l = &cfg.listen;
+        let control = std::net::UdpSocket::bind(l.control).map_err(|source| server::BindError {
+            what: "control",
+            addr: l.control,
+            source,
+        })?;
         Ok(Self {
             rtmp: server::listen::tcp("rtmp", l.rtmp).await?,
             srt: server::listen::udp("srt", l.srt, None).await?,
             http: server::listen::tcp("http", l.http).await?,
             admin: server::listen::tcp("admin", l.admin).await?,
+            control,
+        })
+    }
+
+    fn from_inherited(i: &mut handover::Inherited) -> Result<Self, StartError> {
+        let tcp = |l: &std::net::TcpListener| -> std::io::Result<TcpListener> {
+            let l = l.try_clone()?;
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)
+        };
+        let srt = i.srt.try_clone()?;
+        srt.set_nonblocking(true)?;
+        Ok(Self {
+            rtmp: tcp(&i.rtmp)?,
+            http: tcp(&i.http)?,
+            admin: tcp(&i.admin)?,
+            srt: UdpSocket::from_std(srt)?,
+            control: i.control.try_clone()?,
         })
     }
 }
 
-/// Handles a running balancer exposes to its caller (reload).
+/// How the balancer starts.
+pub enum Start {
+    /// Listeners bound by us.
+    Fresh(Listeners),
+    /// Everything taken over from the previous balancer process.
+    Inherited(Box<handover::Inherited>),
+}
+
+/// Our own duplicates of every listening socket: what a hand-over sends.
+struct ListenerFds {
+    rtmp: OwnedFd,
+    http: OwnedFd,
+    admin: OwnedFd,
+    srt: OwnedFd,
+    control: OwnedFd,
+}
+
+impl ListenerFds {
+    fn raw(&self) -> [std::os::fd::RawFd; 5] {
+        [
+            self.rtmp.as_raw_fd(),
+            self.http.as_raw_fd(),
+            self.admin.as_raw_fd(),
+            self.srt.as_raw_fd(),
+            self.control.as_raw_fd(),
+        ]
+    }
+}
+
+/// The steering of every accept loop.
+struct Gates {
+    rtmp: server::GateHandle,
+    srt: server::GateHandle,
+    http: server::GateHandle,
+    admin: server::GateHandle,
+}
+
+/// The running balancer: what reload, drain and hand-over act on.
+pub struct Balancer {
+    cfg: BalancerConfig,
+    /// Closed (taken) at the commit point of a hand-over.
+    fds: Mutex<Option<ListenerFds>>,
+    gates: Gates,
+    relays: Arc<rtmp_relay::Relays>,
+    rtmp_front: Arc<rtmp::Front>,
+    srt_front: Arc<srt::Front>,
+    srt_sock: Mutex<Option<Arc<UdpSocket>>>,
+    srt_task: Mutex<Option<tokio::task::JoinHandle<srt::FrontState>>>,
+    rtmp_quiesced: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<rtmp_relay::Quiesced>>,
+    srt_quiesced: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<srt::Quiesced>>,
+    pub placement: Arc<place::Placer>,
+    registry: Arc<control::server::Registry>,
+    control_cfg: control::server::ServerConfig,
+    control: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
+    pub admin: Arc<admin::AdminState>,
+    pub conns: Arc<conns::Conns>,
+    /// Cancelled at the commit point of a hand-over: this process serves nothing any more.
+    pub handed_over: CancellationToken,
+    /// Serialises hand-overs and drains.
+    busy: tokio::sync::Mutex<()>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long the control server may take to close its QUIC connections (their close frames
+/// must go out before the successor reads the socket).
+const CONTROL_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+impl Balancer {
+    /// The descriptors a hand-over sends (`None` once handed over).
+    fn listener_fds(&self) -> Option<[std::os::fd::RawFd; 5]> {
+        lock(&self.fds).as_ref().map(ListenerFds::raw)
+    }
+
+    /// After the commit point: close our copies of every listening socket, so this process
+    /// holds nothing the successor serves.
+    fn release_listeners(&self) {
+        lock(&self.fds).take();
+        lock(&self.srt_sock).take();
+        self.admin
+            .ready
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Start (or restart, after a hand-over that failed) the control server on our socket.
+    fn start_control(&self) -> Result<(), StartError> {
+        let sock: std::net::UdpSocket = lock(&self.fds)
+            .as_ref()
+            .ok_or_else(|| StartError::Control("handed over".into()))?
+            .control
+            .try_clone()?
+            .into();
+        let token = CancellationToken::new();
+        let task = control::server::spawn_server_on(
+            self.control_cfg.clone(),
+            sock,
+            Arc::clone(&self.registry),
+            token.clone(),
+        )
+        .map_err(|e| StartError::Control(e.to_string()))?;
+        *lock(&self.control) = Some((token, task));
+        Ok(())
+    }
+
+    /// Close every node's QUIC connection and stop reading the control socket.
+    async fn stop_control(&self) {
+        let running = lock(&self.control).take();
+        if let Some((token, task)) = running {
+            token.cancel();
+            let _ = tokio::time::timeout(CONTROL_CLOSE_WAIT, task).await;
+        }
+    }
+
+    /// Start the SRT front with `state`, running `adopt`ed sessions.
+    fn start_srt(&self, state: srt::FrontState, adopt: Vec<srt::Quiesced>) {
+        let Some(sock) = lock(&self.srt_sock).clone() else {
+            return;
+        };
+        let task = tokio::spawn(srt::serve(
+            sock,
+            state,
+            adopt,
+            Arc::clone(&self.srt_front),
+            self.gates.srt.gate(),
+        ));
+        *lock(&self.srt_task) = Some(task);
+    }
+
+    /// Resume RTMP relays in this process.
+    fn resume_rtmp(&self, relays: Vec<rtmp_relay::Quiesced>) {
+        for q in relays {
+            let permit = self
+                .rtmp_front
+                .acceptor
+                .admit(q.state.client_addr.ip())
+                .ok();
+            rtmp_relay::spawn(
+                q.client,
+                q.node,
+                q.state,
+                Arc::clone(&self.conns),
+                &self.relays,
+                self.rtmp_front.quiesced.clone(),
+                permit,
+            );
+        }
+    }
+
+    /// SIGTERM with no successor: `/readyz` says 503 at once, no new encoders (RTMP and SRT
+    /// refuse them), live connections relay on until they end or `balancer.drain_deadline`
+    /// passes. Returns when it is over; viewers' HTTP is served to the end.
+    pub async fn drain(&self) {
+        let _busy = self.busy.lock().await;
+        self.admin
+            .ready
+            .store(false, std::sync::atomic::Ordering::Release);
+        self.rtmp_front
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.gates.srt.retire();
+        let live = self.conns.count("rtmp") + self.conns.count("srt");
+        tracing::info!(
+            connections = live,
+            deadline_s = self.cfg.drain_deadline.as_secs(),
+            "draining: no new encoders; live connections relay on until they end"
+        );
+        let deadline = tokio::time::Instant::now() + self.cfg.drain_deadline;
+        loop {
+            let live = self.conns.count("rtmp") + self.conns.count("srt");
+            if live == 0
+                && self
+                    .relays
+                    .opening
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+            {
+                tracing::info!("drained: the last connection ended");
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    connections = live,
+                    "drain deadline passed: ending the live connections"
+                );
+                return;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+}
+
+/// How often a drain checks whether the last connection ended.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
+
+/// Handles a running balancer exposes to its caller (reload, drain).
 pub struct Running {
     pub placement: Arc<place::Placer>,
     pub admin: Arc<admin::AdminState>,
+    pub balancer: Arc<Balancer>,
 }
 
 impl Running {
@@ -86,10 +318,15 @@ impl Running {
     }
 }
 
-/// Run until `stop`: serve RTMP and SRT relays, the control plane and the admin API.
+fn dup(fd: impl AsFd) -> std::io::Result<OwnedFd> {
+    fd.as_fd().try_clone_to_owned()
+}
+
+/// Run until `stop`: serve RTMP and SRT relays, the control plane and the admin API; hand
+/// everything to a successor that connects to `balancer.handover_socket`.
 pub async fn run(
     cfg: BalancerConfig,
-    listeners: Listeners,
+    start: Start,
     stop: CancellationToken,
     ready: impl FnOnce(Running),
 ) -> Result<(), StartError> {
@@ -108,20 +345,25 @@ pub async fn run(
     let (ca, own) = files
         .load()
         .map_err(|e| StartError::Control(e.to_string()))?;
+    let control_cfg = control::server::ServerConfig {
+        listen: cfg.listen.control,
+        ca_pem: ca.cert_pem,
+        cert_pem: own.cert_pem,
+        key_pem: own.key_pem,
+    };
+    let (listeners, inherited) = match start {
+        Start::Fresh(l) => (l, None),
+        Start::Inherited(mut i) => (Listeners::from_inherited(&mut i)?, Some(i)),
+    };
+    let fds = ListenerFds {
+        rtmp: dup(&listeners.rtmp)?,
+        http: dup(&listeners.http)?,
+        admin: dup(&listeners.admin)?,
+        srt: dup(&listeners.srt)?,
+        control: dup(&listeners.control)?,
+    };
     let registry = control::server::Registry::new();
-    control::server::spawn_server(
-        control::server::ServerConfig {
-            listen: cfg.listen.control,
-            ca_pem: ca.cert_pem,
-            cert_pem: own.cert_pem,
-            key_pem: own.key_pem,
-        },
-        Arc::clone(&registry),
-        stop.clone(),
-    )
-    .await
-    .map_err(|e| StartError::Control(e.to_string()))?;
-    let placement = place::Placer::new(&cfg, registry);
+    let placement = place::Placer::new(&cfg, Arc::clone(&registry));
     tokio::spawn(Arc::clone(&placement).learn_forever(stop.clone()));
     let conns = Arc::new(conns::Conns::default());
     let admin = Arc::new(admin::AdminState {
@@ -129,31 +371,129 @@ pub async fn run(
         placement: Arc::clone(&placement),
         conns: Arc::clone(&conns),
         id: cfg.id.clone(),
+        ready: std::sync::atomic::AtomicBool::new(true),
     });
-    tokio::spawn(rtmp::serve(
-        listeners.rtmp,
-        Arc::clone(&placement),
-        Arc::clone(&conns),
-        stop.clone(),
-    ));
-    tokio::spawn(srt::serve(
-        listeners.srt,
-        Arc::clone(&placement),
-        Arc::clone(&conns),
-        stop.clone(),
-    ));
+    let relays = Arc::new(rtmp_relay::Relays::default());
+    let (rtmp_tx, rtmp_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (srt_tx, srt_rx) = tokio::sync::mpsc::unbounded_channel();
+    let rtmp_front = Arc::new(rtmp::Front {
+        acceptor: rtmp::acceptor(),
+        placement: Arc::clone(&placement),
+        conns: Arc::clone(&conns),
+        relays: Arc::clone(&relays),
+        quiesced: rtmp_tx,
+        draining: std::sync::atomic::AtomicBool::new(false),
+    });
+    let srt_front = Arc::new(srt::Front {
+        placement: Arc::clone(&placement),
+        conns: Arc::clone(&conns),
+        relays: Arc::clone(&relays),
+        quiesced: srt_tx,
+    });
+    let (g_rtmp, rtmp_gate) = server::gate();
+    let (g_srt, _) = server::gate();
+    let (g_http, http_gate) = server::gate();
+    let (g_admin, admin_gate) = server::gate();
+    srt::tune(&listeners.srt);
+    let b = Arc::new(Balancer {
+        cfg: cfg.clone(),
+        fds: Mutex::new(Some(fds)),
+        gates: Gates {
+            rtmp: g_rtmp,
+            srt: g_srt,
+            http: g_http,
+            admin: g_admin,
+        },
+        relays,
+        rtmp_front: Arc::clone(&rtmp_front),
+        srt_front,
+        srt_sock: Mutex::new(Some(Arc::new(listeners.srt))),
+        srt_task: Mutex::new(None),
+        rtmp_quiesced: tokio::sync::Mutex::new(rtmp_rx),
+        srt_quiesced: tokio::sync::Mutex::new(srt_rx),
+        placement: Arc::clone(&placement),
+        registry,
+        control_cfg,
+        control: Mutex::new(None),
+        admin: Arc::clone(&admin),
+        conns,
+        handed_over: CancellationToken::new(),
+        busy: tokio::sync::Mutex::new(()),
+    });
+    // What the predecessor handed over, resumed before anything else runs.
+    let mut srt_state = srt::FrontState {
+        secret: srt::new_secret(),
+        cookie_secs: 0,
+    };
+    let mut adopt_srt = Vec::new();
+    if let Some(i) = inherited {
+        placement.import(i.placer);
+        srt_state = i.srt_front;
+        let (mut rtmp_n, mut srt_n) = (0usize, 0usize);
+        let mut relays = Vec::new();
+        for (state, client, node) in i.rtmp_relays {
+            let std_ok = client.set_nonblocking(true).and(node.set_nonblocking(true));
+            match std_ok.and_then(|()| {
+                Ok((
+                    tokio::net::TcpStream::from_std(client)?,
+                    tokio::net::TcpStream::from_std(node)?,
+                ))
+            }) {
+                Ok((client, node)) => {
+                    relays.push(rtmp_relay::Quiesced {
+                        state,
+                        client,
+                        node,
+                    });
+                    rtmp_n += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot resume an inherited RTMP relay"),
+            }
+        }
+        b.resume_rtmp(relays);
+        for (state, up) in i.srt_sessions {
+            match up
+                .set_nonblocking(true)
+                .and_then(|()| UdpSocket::from_std(up))
+            {
+                Ok(upstream) => {
+                    adopt_srt.push(srt::Quiesced { state, upstream });
+                    srt_n += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot resume an inherited SRT session"),
+            }
+        }
+        let took = i.started.elapsed();
+        metrics::HANDOVERS.with_label_values(&["taken_over"]).inc();
+        metrics::HANDOVER_SECONDS.observe(took.as_secs_f64());
+        tracing::info!(
+            from_pid = i.from_pid,
+            rtmp = rtmp_n,
+            srt = srt_n,
+            ms = took.as_millis() as u64,
+            "took over from the previous balancer"
+        );
+    }
+    b.start_control()?;
+    b.start_srt(srt_state, adopt_srt);
+    tokio::spawn(rtmp::serve(listeners.rtmp, rtmp_front, rtmp_gate));
     tokio::spawn(admin::serve(
         Arc::clone(&admin),
         listeners.admin,
-        stop.clone(),
+        admin_gate,
     ));
     tokio::spawn(playback::serve(
         playback::Router::new(Arc::clone(&placement)),
         listeners.http,
-        stop.clone(),
+        http_gate,
     ));
+    tokio::spawn(handover::old::serve_successors(Arc::clone(&b)));
     tracing::info!(balancer.id = %cfg.id, control = %cfg.listen.control, "balancer ready");
-    ready(Running { placement, admin });
+    ready(Running {
+        placement,
+        admin,
+        balancer: Arc::clone(&b),
+    });
     stop.cancelled().await;
     Ok(())
 }

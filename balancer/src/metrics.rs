@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec};
+use prometheus::{GaugeVec, Histogram, IntCounterVec, IntGaugeVec};
 
 pub static CONNECTIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     server::metrics::gauge_vec(
@@ -34,6 +34,33 @@ pub static RELAYED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "edge_balancer_relayed_bytes_total",
         "Bytes relayed, by protocol and direction (to_node, to_encoder)",
         &["protocol", "direction"],
+    )
+});
+
+pub static HANDOVERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    server::metrics::counter_vec(
+        "edge_balancer_handovers_total",
+        "Hand-overs between balancer processes, by result: handed_over (this process gave \
+         everything to a successor), taken_over (this process took over), failed (a successor \
+         failed before the commit point; everything resumed here), refused (incompatible \
+         versions)",
+        &["result"],
+    )
+});
+
+pub static HANDOVER_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    server::metrics::counter_vec(
+        "edge_balancer_handover_connections_total",
+        "Live connections handed to a successor, by protocol",
+        &["protocol"],
+    )
+});
+
+pub static HANDOVER_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    server::metrics::histogram(
+        "edge_balancer_handover_seconds",
+        "From a successor's hello to the commit point",
+        vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
     )
 });
 
@@ -89,6 +116,13 @@ pub fn init() {
     ] {
         PLACEMENTS.with_label_values(&[r]);
     }
+    for r in ["handed_over", "taken_over", "failed", "refused"] {
+        HANDOVERS.with_label_values(&[r]);
+    }
+    for p in ["rtmp", "srt"] {
+        HANDOVER_CONNECTIONS.with_label_values(&[p]);
+    }
+    LazyLock::force(&HANDOVER_SECONDS);
     LazyLock::force(&NODE_FREE);
     LazyLock::force(&NODE_STATE);
     LazyLock::force(&REPORT_AGE);

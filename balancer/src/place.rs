@@ -30,6 +30,21 @@ use crate::{
 /// the same network answers in a millisecond; this bounds what a sick node costs a publisher.
 pub const RESERVE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// After taking over from a previous balancer, how long a placement waits for a node that
+/// has not reconnected its control plane yet (nodes reconnect within ~100 ms; their reports
+/// carried over, so they are known, just not reachable for a moment).
+pub const TAKEOVER_RECONNECT_WAIT: Duration = Duration::from_secs(3);
+
+/// What a [`Placer`] knows, for the balancer that takes over (times as ages).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct PlacerState {
+    pub policy: crate::placement::PolicyState,
+    /// (stream_ref, playback ID, ms since last seen)
+    pub refs: Vec<(String, String, u64)>,
+    pub next_id: u64,
+    pub nodes: Vec<control::server::ExportedNode>,
+}
+
 /// How long past the reconnect window a stream_ref → playback ID memory is kept.
 const REF_MEMORY_MARGIN: Duration = Duration::from_secs(60);
 
@@ -107,6 +122,8 @@ pub struct Placer {
     seed: AtomicU64,
     /// Refused keys per source address (`balancer.refused_publishes_per_minute`).
     refusals: server::RefusalLimiter,
+    /// Until when a placement waits for a known node's control connection (set on takeover).
+    reconnect_grace: Mutex<Option<Instant>>,
 }
 
 /// What [`Placer::reconfigure`] changes besides the policy's own settings.
@@ -160,7 +177,66 @@ impl Placer {
             next_id: AtomicU64::new(random_start()),
             seed: AtomicU64::new(random_start()),
             refusals: server::RefusalLimiter::new(cfg.refused_publishes_per_minute),
+            reconnect_grace: Mutex::new(None),
         })
+    }
+
+    /// Everything the next balancer needs to place as this one would.
+    pub fn export(&self) -> PlacerState {
+        let now = Instant::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        PlacerState {
+            policy: lock(&self.policy).export(now),
+            refs: lock(&self.refs)
+                .iter()
+                .map(|(r, (pid, seen))| {
+                    (
+                        r.clone(),
+                        pid.clone(),
+                        ms(now.saturating_duration_since(*seen)),
+                    )
+                })
+                .collect(),
+            next_id: self.next_id.load(Ordering::Relaxed),
+            nodes: self.registry.export(now),
+        }
+    }
+
+    /// Continue from a predecessor's [`Placer::export`]; nodes not yet reconnected are
+    /// waited for during [`TAKEOVER_RECONNECT_WAIT`].
+    pub fn import(&self, st: PlacerState) {
+        let now = Instant::now();
+        lock(&self.policy).import(st.policy, now);
+        {
+            let mut refs = lock(&self.refs);
+            for (r, pid, age) in st.refs {
+                let seen = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
+                refs.insert(r, (pid, seen));
+            }
+        }
+        // Reservation IDs go on from where the predecessor was, never reused.
+        self.next_id.fetch_max(st.next_id, Ordering::Relaxed);
+        self.registry.import(st.nodes, now);
+        *lock(&self.reconnect_grace) = Some(now + TAKEOVER_RECONNECT_WAIT);
+    }
+
+    /// Wait (within the takeover grace) for `node_id` to reconnect; `true` if it did.
+    async fn await_reconnect(&self, node_id: &str) -> bool {
+        let Some(until) = *lock(&self.reconnect_grace) else {
+            return false;
+        };
+        let mut updates = self.registry.updates();
+        loop {
+            if self.registry.connected(node_id) {
+                return true;
+            }
+            if tokio::time::timeout_at(until, updates.changed())
+                .await
+                .is_err()
+            {
+                return self.registry.connected(node_id);
+            }
+        }
     }
 
     /// Apply a reloaded config (placement settings only; pending placements are kept).
@@ -310,6 +386,10 @@ impl Placer {
             };
             let units = snap.report.stream_milli_units;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if !self.registry.connected(node_id) {
+                // Just after a takeover the nodes are reconnecting: a moment's wait.
+                self.await_reconnect(node_id).await;
+            }
             match self
                 .registry
                 .reserve(

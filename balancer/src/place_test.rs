@@ -21,6 +21,8 @@ fn config() -> BalancerConfig {
         reconnect_window: Duration::from_secs(30),
         policy: edge_config::Ranking::LeastLoaded,
         refused_publishes_per_minute: 10,
+        handover_socket: "/tmp/none.sock".into(),
+        drain_deadline: Duration::from_secs(60),
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
             srt: edge_config::DEFAULT_LISTEN_SRT,

@@ -134,6 +134,15 @@ struct Seen {
     gone_at: Option<Instant>,
 }
 
+/// What a [`Policy`] knows, with times as ages, for the balancer that takes over.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyState {
+    /// (reservation id, node, milli-units, ms until it expires)
+    pub pending: Vec<(u64, String, u32, u64)>,
+    /// (stream_ref, node, ms since it disappeared; `None` while live)
+    pub seen: Vec<(String, String, Option<u64>)>,
+}
+
 /// The state a balancer keeps: pending placements and recent stream locations (affinity).
 /// Pure: all inputs passed in.
 #[derive(Debug, Default)]
@@ -149,6 +158,52 @@ impl Policy {
             cfg,
             pending: Vec::new(),
             seen: HashMap::new(),
+        }
+    }
+
+    /// Everything but the settings, for a successor ([`Policy::import`]).
+    pub fn export(&self, now: Instant) -> PolicyState {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        PolicyState {
+            pending: self
+                .pending
+                .iter()
+                .map(|p| {
+                    (
+                        p.id,
+                        p.node.clone(),
+                        p.milli_units,
+                        ms(p.expires.saturating_duration_since(now)),
+                    )
+                })
+                .collect(),
+            seen: self
+                .seen
+                .iter()
+                .map(|(r, s)| {
+                    (
+                        r.clone(),
+                        s.node.clone(),
+                        s.gone_at.map(|g| ms(now.saturating_duration_since(g))),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Continue from a predecessor's [`Policy::export`].
+    pub fn import(&mut self, st: PolicyState, now: Instant) {
+        for (id, node, milli_units, left_ms) in st.pending {
+            self.pending.push(Pending {
+                id,
+                node,
+                milli_units,
+                expires: now + Duration::from_millis(left_ms),
+            });
+        }
+        for (r, node, gone_ms) in st.seen {
+            let gone_at = gone_ms.map(|g| now.checked_sub(Duration::from_millis(g)).unwrap_or(now));
+            self.seen.insert(r, Seen { node, gone_at });
         }
     }
 

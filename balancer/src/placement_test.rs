@@ -355,6 +355,8 @@ fn policy_config_defaults_and_from_the_balancer_config() {
         reconnect_window: Duration::from_secs(11),
         policy: Ranking::PowerOfTwo,
         refused_publishes_per_minute: 10,
+        handover_socket: "/tmp/none.sock".into(),
+        drain_deadline: Duration::from_secs(60),
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
             srt: edge_config::DEFAULT_LISTEN_SRT,

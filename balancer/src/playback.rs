@@ -32,10 +32,9 @@ use hyper::{
 };
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioIo},
+    rt::TokioExecutor,
 };
 use tokio::{net::TcpListener, time::Sleep};
-use tokio_util::sync::CancellationToken;
 
 use crate::place::Placer;
 
@@ -67,6 +66,8 @@ const LIMITS: server::serve::HttpLimits = server::serve::HttpLimits {
     max_header_list_size: 16 * 1024,
     keepalive_interval: Duration::from_secs(30),
     max_pending_resets: 64,
+    // A blocking playlist reload may be held this long; a retired listener lets it finish.
+    retire_grace: Duration::from_secs(packager::MAX_BLOCKING_HOLD.as_secs() + 3),
 };
 
 /// What viewers receive: a reply of ours or a node's body as it streams.
@@ -333,9 +334,10 @@ impl Router {
     }
 }
 
-/// Serve viewers until `shutdown`, under [`MAX_CONNECTIONS`], [`MAX_CONNECTIONS_PER_IP`] and
-/// the listener's HTTP limits.
-pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: CancellationToken) {
+/// Serve viewers while `gate` lets them in, under [`MAX_CONNECTIONS`],
+/// [`MAX_CONNECTIONS_PER_IP`] and the listener's HTTP limits. Retired (a hand-over or a
+/// drain), each connection finishes its request, blocking reloads included, and closes.
+pub async fn serve(router: Arc<Router>, listener: TcpListener, mut gate: server::Gate) {
     let acceptor = server::Acceptor::new(
         "playback",
         server::ConnLimits {
@@ -350,20 +352,21 @@ pub async fn serve(router: Arc<Router>, listener: TcpListener, shutdown: Cancell
         },
     );
     let builder = Arc::new(server::serve::builder(&LIMITS));
-    loop {
+    while gate.open().await {
         let (sock, _, permit) = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = gate.closing() => continue,
             c = acceptor.accept(&listener) => c,
         };
         let _ = sock.set_nodelay(true);
         let router = Arc::clone(&router);
         let builder = Arc::clone(&builder);
+        let gate = gate.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let router = Arc::clone(&router);
                 async move { Ok::<_, Infallible>(router.handle(req).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(sock), svc).await;
+            server::serve::serve_connection(&builder, sock, svc, gate, LIMITS.retire_grace).await;
             drop(permit);
         });
     }

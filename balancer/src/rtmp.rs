@@ -6,19 +6,23 @@
 //!
 //! Admission is not liveness: once relaying, nothing but the two sockets ends a connection.
 //! There is no idle timeout (an encoder may pause; TCP keepalive finds dead peers) and no
-//! node state closes it. Buffers are bounded ([`RELAY_BUF`] per direction), so a slow node
-//! slows its encoder (TCP back-pressure) instead of growing memory.
+//! node state closes it. The relay itself is [`crate::rtmp_relay`]: bounded, so a slow node
+//! slows its encoder (TCP back-pressure) instead of growing memory, and able to move to the
+//! balancer that takes over from this one.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::AsyncWriteExt,
     net::{TcpListener, TcpStream},
 };
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{conns::Conns, metrics, place::Placer, rtmp_peek};
+use crate::{conns::Conns, metrics, place::Placer, rtmp_peek, rtmp_relay};
 
 /// Connections at once: bounds what a flood of idle sockets can hold.
 pub const MAX_CONNECTIONS: usize = 20_000;
@@ -27,9 +31,6 @@ pub const MAX_CONNECTIONS: usize = 20_000;
 pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Connecting to the chosen node: it is on our network and answered a reservation just now.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Relay buffer per direction. Encoders send 1-20 Mbps; 64 KiB is ~25 ms at 20 Mbps, enough
-/// to keep the pipe full without holding much per connection.
-pub const RELAY_BUF: usize = 64 * 1024;
 /// Nodes tried when connecting fails after a placement (each is a fresh placement).
 const MAX_ATTEMPTS: usize = 3;
 /// TCP keepalive on both sockets: the only way a silently dead peer is noticed, since we
@@ -38,14 +39,39 @@ const KEEPALIVE: Duration = Duration::from_secs(30);
 /// The RTMP handshake with the node, which is on our network.
 const NODE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Accept until `stop_accepting`; live relays are not touched by it.
-pub async fn serve(
-    listener: TcpListener,
-    placement: Arc<Placer>,
-    conns: Arc<Conns>,
-    stop_accepting: CancellationToken,
-) {
-    let acceptor = server::Acceptor::new(
+/// What the RTMP front shares with the rest of the balancer.
+pub struct Front {
+    /// Connection caps: opening connections and relays alike hold a slot.
+    pub acceptor: Arc<server::Acceptor>,
+    pub placement: Arc<Placer>,
+    pub conns: Arc<Conns>,
+    pub relays: Arc<rtmp_relay::Relays>,
+    /// Where quiesced relays go (the hand-over collects them).
+    pub quiesced: tokio::sync::mpsc::UnboundedSender<rtmp_relay::Quiesced>,
+    /// Set by a drain: new publishers are refused with a status saying why (the listener
+    /// stays open, so encoders hear it instead of hanging in a backlog).
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+/// Accept while `gate` lets us; live relays are not touched by it.
+pub async fn serve(listener: TcpListener, front: Arc<Front>, mut gate: server::Gate) {
+    while gate.open().await {
+        let (sock, peer, permit) = tokio::select! {
+            _ = gate.closing() => continue,
+            c = front.acceptor.accept(&listener) => c,
+        };
+        let front = Arc::clone(&front);
+        // Counted before the task runs, so a hand-over pausing us now waits for it.
+        front.relays.opening.fetch_add(1, Ordering::AcqRel);
+        let span =
+            tracing::info_span!("rtmp", client.addr = %peer, node.id = tracing::field::Empty);
+        tokio::spawn(async move { relay(sock, peer, permit, &front).await }.instrument(span));
+    }
+}
+
+/// The RTMP listener's connection caps.
+pub fn acceptor() -> Arc<server::Acceptor> {
+    server::Acceptor::new(
         "rtmp",
         server::ConnLimits {
             max_total: MAX_CONNECTIONS,
@@ -57,23 +83,7 @@ pub async fn serve(
                 .with_label_values(&["rtmp", why.as_str()])
                 .inc();
         },
-    );
-    loop {
-        let (sock, peer, permit) = tokio::select! {
-            _ = stop_accepting.cancelled() => break,
-            c = acceptor.accept(&listener) => c,
-        };
-        let (placement, conns) = (Arc::clone(&placement), Arc::clone(&conns));
-        let span =
-            tracing::info_span!("rtmp", client.addr = %peer, node.id = tracing::field::Empty);
-        tokio::spawn(
-            async move {
-                relay(sock, peer, placement, conns).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    }
+    )
 }
 
 fn keepalive(s: &TcpStream) {
@@ -84,21 +94,34 @@ fn keepalive(s: &TcpStream) {
     let _ = s.set_nodelay(true);
 }
 
-async fn relay(mut client: TcpStream, peer: SocketAddr, placement: Arc<Placer>, conns: Arc<Conns>) {
+/// Open the connection (peek, place, hand to the node), then start its relay task.
+async fn relay(mut client: TcpStream, peer: SocketAddr, permit: server::ConnPermit, front: &Front) {
     keepalive(&client);
     metrics::CONNECTIONS
         .with_label_values(&["rtmp", "placing"])
         .inc();
-    let result = open(&mut client, peer, &placement).await;
+    let abort = front.relays.opening_token();
+    let result = tokio::select! {
+        r = open(&mut client, peer, &front.placement, &front.draining) => Some(r),
+        _ = abort.cancelled() => None,
+    };
+    front.relays.opening.fetch_sub(1, Ordering::AcqRel);
     metrics::CONNECTIONS
         .with_label_values(&["rtmp", "placing"])
         .dec();
     let (node, placed, downstream, first) = match result {
-        Ok(x) => x,
-        Err(reason) => {
+        Some(Ok(x)) => x,
+        Some(Err(reason)) => {
             tracing::info!(reason = %reason, "rtmp publisher refused");
             metrics::CONNECTIONS_TOTAL
                 .with_label_values(&["rtmp", "refused"])
+                .inc();
+            return;
+        }
+        None => {
+            tracing::info!("rtmp publisher still opening when the balancer handed over: closed");
+            metrics::CONNECTIONS_TOTAL
+                .with_label_values(&["rtmp", "aborted_by_handover"])
                 .inc();
             return;
         }
@@ -107,43 +130,35 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, placement: Arc<Placer>, 
     metrics::CONNECTIONS_TOTAL
         .with_label_values(&["rtmp", "relayed"])
         .inc();
-    metrics::CONNECTIONS
-        .with_label_values(&["rtmp", "relaying"])
-        .inc();
-    let guard = conns.open("rtmp", peer, &placed.node_id);
     tracing::info!("rtmp relay started");
-    let (cr, mut cw) = client.into_split();
-    let (nr, nw) = node.into_split();
-    let c = Arc::clone(&guard.conn);
-    let up = pump(cr, nw, move |n| {
-        c.bytes_to_node
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        metrics::RELAYED_BYTES
-            .with_label_values(&["rtmp", "to_node"])
-            .inc_by(n);
-    });
-    let c = Arc::clone(&guard.conn);
-    let down = async move {
-        if cw.write_all(&first).await.is_err() {
-            return 0;
-        }
-        pump_downstream(nr, cw, downstream, move |n| {
-            c.bytes_to_encoder
-                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            metrics::RELAYED_BYTES
-                .with_label_values(&["rtmp", "to_encoder"])
-                .inc_by(n);
-        })
-        .await
+    let state = rtmp_relay::RelayState {
+        client_addr: peer,
+        node_id: placed.node_id.clone(),
+        reservation: placed.reservation,
+        started_unix_ms: server::wall_clock()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        bytes_to_node: 0,
+        bytes_to_encoder: 0,
+        pending_up: Vec::new(),
+        // The node's first answers, re-serialised, go to the encoder first.
+        pending_down: first,
+        up_eof: false,
+        up_shut: false,
+        down_eof: false,
+        down_shut: false,
+        downstream,
     };
-    // Each direction runs until its reader ends; then its writer is shut down (half-close), so
-    // the other side learns of it, and the relay ends when both are done.
-    let (a, b) = tokio::join!(up, down);
-    metrics::CONNECTIONS
-        .with_label_values(&["rtmp", "relaying"])
-        .dec();
-    tracing::info!(to_node = a, to_encoder = b, "rtmp relay ended");
-    drop(guard);
+    rtmp_relay::spawn(
+        client,
+        node,
+        state,
+        Arc::clone(&front.conns),
+        &front.relays,
+        front.quiesced.clone(),
+        Some(permit),
+    );
 }
 
 /// Peek the encoder's publish, place it, connect and hand it over to the node. On success:
@@ -153,6 +168,7 @@ async fn open(
     client: &mut TcpStream,
     peer: SocketAddr,
     placement: &Placer,
+    draining: &std::sync::atomic::AtomicBool,
 ) -> Result<
     (
         TcpStream,
@@ -163,6 +179,13 @@ async fn open(
     String,
 > {
     let peeked = rtmp_peek::peek(client).await.map_err(|e| e.to_string())?;
+    if draining.load(Ordering::Acquire) {
+        let why = "this balancer is shutting down; reconnect to be placed by another";
+        let _ = peeked
+            .refuse(client, &format!("publish rejected: {why}"))
+            .await;
+        return Err(why.into());
+    }
     let sref = control::stream_ref(&peeked.key);
     let credentials = control::Credentials {
         key: peeked.key.clone(),
@@ -230,62 +253,4 @@ async fn hand_over(
         rtmp_peek::Downstream::new(peeked.chunk_size).map_err(|e| e.to_string())?;
     let first = downstream.on_node_bytes(&rest).map_err(|e| e.to_string())?;
     Ok((node, downstream, first))
-}
-
-/// Node → encoder through the re-serialiser, until either side ends.
-async fn pump_downstream<R, W>(
-    mut r: R,
-    mut w: W,
-    mut down: rtmp_peek::Downstream,
-    on_bytes: impl Fn(u64),
-) -> u64
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; RELAY_BUF];
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let out = match down.on_node_bytes(&buf[..n]) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot follow the node's RTMP");
-                break;
-            }
-        };
-        if w.write_all(&out).await.is_err() {
-            break;
-        }
-        total += out.len() as u64;
-        on_bytes(out.len() as u64);
-    }
-    let _ = w.shutdown().await;
-    total
-}
-
-/// Copy until EOF or error with one bounded buffer; returns bytes copied.
-async fn pump<R, W>(mut r: R, mut w: W, on_bytes: impl Fn(u64)) -> u64
-where
-    R: tokio::io::AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; RELAY_BUF];
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if w.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-        total += n as u64;
-        on_bytes(n as u64);
-    }
-    let _ = w.shutdown().await;
-    total
 }

@@ -16,8 +16,9 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use tokio::{net::UdpSocket, sync::mpsc, time::Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+use serde::{Deserialize, Serialize};
 
 use crate::{
     conns::Conns,
@@ -56,31 +57,116 @@ impl Drop for ClosedOnDrop {
     }
 }
 
-/// Serve SRT on `socket` until `stop_accepting` (new sessions) / the process ends (live ones).
-pub async fn serve(
-    socket: UdpSocket,
-    placement: Arc<Placer>,
-    conns: Arc<Conns>,
-    stop_accepting: CancellationToken,
-) {
-    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
-    let front = Arc::new(socket);
+/// What the SRT front shares with the rest of the balancer.
+pub struct Front {
+    pub placement: Arc<Placer>,
+    pub conns: Arc<Conns>,
+    /// Quiesces the front loop and its sessions (see [`crate::rtmp_relay::Relays`]).
+    pub relays: Arc<crate::rtmp_relay::Relays>,
+    /// Where quiesced sessions go (the hand-over collects them).
+    pub quiesced: mpsc::UnboundedSender<Quiesced>,
+}
+
+/// An established SRT session, as it moves to another process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionState {
+    pub peer: SocketAddr,
+    pub node_id: String,
+    pub reservation: u64,
+    pub started_unix_ms: u64,
+    pub bytes_to_node: u64,
+    pub bytes_to_encoder: u64,
+    pub relay: srt_relay::Exported,
+}
+
+/// A session at rest: its state and its upstream socket towards the node.
+pub struct Quiesced {
+    pub state: SessionState,
+    pub upstream: UdpSocket,
+}
+
+/// The front's own state, to continue it elsewhere: the cookie secret and clock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FrontState {
+    pub secret: [u8; 32],
+    pub cookie_secs: u64,
+}
+
+/// A fresh cookie secret.
+pub fn new_secret() -> [u8; 32] {
     let mut secret = [0u8; 32];
     for (i, b) in secret.iter_mut().enumerate() {
         // Not cryptographic randomness, but unpredictable enough per process for SYN cookies
         // (they only stop blind spoofing of handshakes).
         *b = (crate::place::random_u64() >> (i % 8 * 8)) as u8 ^ (i as u8).wrapping_mul(31);
     }
-    let mut router = Router::new(secret, MAX_SESSIONS, Instant::now());
+    secret
+}
+
+/// Prepare the front socket (a large receive buffer: it carries every SRT stream).
+pub fn tune(socket: &UdpSocket) {
+    let _ = socket2::SockRef::from(socket).set_recv_buffer_size(RECV_BUFFER);
+}
+
+/// Serve SRT on `front_sock`: answer inductions, route datagrams, place new sessions, run the
+/// `adopt`ed ones (resumed or handed over). Retired `gate`: new conclusions are refused, live
+/// sessions go on. Returns the front's state when quiesced (its sessions go to
+/// `front.quiesced`); otherwise runs as long as the process.
+pub async fn serve(
+    front_sock: Arc<UdpSocket>,
+    state: FrontState,
+    adopt: Vec<Quiesced>,
+    front: Arc<Front>,
+    mut gate: server::Gate,
+) -> FrontState {
+    let quiesce = front.relays.token();
+    let mut router = Router::resume(
+        state.secret,
+        MAX_SESSIONS,
+        Instant::now(),
+        state.cookie_secs,
+    );
     // The queue to each live session's task.
     let mut sessions: HashMap<SessionId, mpsc::Sender<Bytes>> = HashMap::new();
     let (notices_tx, mut notices) = mpsc::unbounded_channel();
+    for q in adopt {
+        let id = router.adopt(q.state.peer, q.state.relay.caller_socket_id);
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        sessions.insert(id, tx);
+        let span =
+            tracing::info_span!("srt", client.addr = %q.state.peer, node.id = %q.state.node_id);
+        let closed = ClosedOnDrop {
+            id,
+            notices: notices_tx.clone(),
+        };
+        tokio::spawn(
+            resumed(
+                Arc::clone(&front_sock),
+                q,
+                Arc::clone(&front),
+                Task {
+                    rx,
+                    closed,
+                    quiesce: quiesce.clone(),
+                    _live: front.relays.enter(),
+                },
+            )
+            .instrument(span),
+        );
+    }
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, peer) = tokio::select! {
             // Notices first: a session's "established" must be known before its caller's
             // next conclusion is routed.
             biased;
+            _ = quiesce.cancelled() => {
+                // Datagrams not read stay in the socket for whoever reads it next.
+                return FrontState {
+                    secret: router.secret(),
+                    cookie_secs: router.cookie_clock(Instant::now()),
+                };
+            }
             Some(notice) = notices.recv() => {
                 match notice {
                     Notice::Established(id) => router.handle_established(id),
@@ -91,7 +177,11 @@ pub async fn serve(
                 }
                 continue;
             }
-            r = front.recv_from(&mut buf) => match r {
+            _ = gate.retired(), if !gate.is_retired() => {
+                router.stop_accepting();
+                continue;
+            }
+            r = front_sock.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "srt recv error");
@@ -99,7 +189,7 @@ pub async fn serve(
                 }
             },
         };
-        if stop_accepting.is_cancelled() {
+        if gate.is_retired() {
             router.stop_accepting();
         }
         let pkt = buf.get(..n).unwrap_or_default();
@@ -122,7 +212,7 @@ pub async fn serve(
         }
         match routed {
             Routed::Reply(r) => {
-                let _ = front.send_to(&r, peer).await;
+                let _ = front_sock.send_to(&r, peer).await;
             }
             Routed::ToSession(_) => {}
             Routed::Drop(reason) => {
@@ -135,7 +225,7 @@ pub async fn serve(
                         .inc();
                 }
                 if let Some(r) = reply {
-                    let _ = front.send_to(&r, peer).await;
+                    let _ = front_sock.send_to(&r, peer).await;
                 }
             }
             Routed::Place(new) => {
@@ -152,13 +242,16 @@ pub async fn serve(
                 };
                 tokio::spawn(
                     session(
-                        Arc::clone(&front),
+                        Arc::clone(&front_sock),
                         peer,
                         new,
-                        rx,
-                        closed,
-                        Arc::clone(&placement),
-                        Arc::clone(&conns),
+                        Arc::clone(&front),
+                        Task {
+                            rx,
+                            closed,
+                            quiesce: quiesce.clone(),
+                            _live: front.relays.enter(),
+                        },
                     )
                     .instrument(span),
                 );
@@ -174,17 +267,30 @@ async fn reject(front: &UdpSocket, peer: SocketAddr, conclusion: &[u8], code: u3
 }
 
 /// One caller: place it, handshake with the node from our own socket, relay.
+/// What every session task holds besides its session: the queue from the front loop, the
+/// notice of its end, the quiesce switch, and its count in the live tasks.
+struct Task {
+    rx: mpsc::Receiver<Bytes>,
+    closed: ClosedOnDrop,
+    quiesce: tokio_util::sync::CancellationToken,
+    _live: crate::rtmp_relay::LiveGuard,
+}
+
 async fn session(
-    front: Arc<UdpSocket>,
+    front_sock: Arc<UdpSocket>,
     peer: SocketAddr,
     new: NewSession,
-    mut rx: mpsc::Receiver<Bytes>,
-    closed: ClosedOnDrop,
-    placement: Arc<Placer>,
-    conns: Arc<Conns>,
+    front: Arc<Front>,
+    task: Task,
 ) {
+    let Task {
+        rx,
+        closed,
+        quiesce,
+        _live,
+    } = task;
+    let placement = &front.placement;
     let NewSession {
-        id,
         stream_id,
         conclusion,
         ..
@@ -226,7 +332,7 @@ async fn session(
             metrics::CONNECTIONS_TOTAL
                 .with_label_values(&["srt", "refused"])
                 .inc();
-            reject(&front, peer, &conclusion, code).await;
+            reject(&front_sock, peer, &conclusion, code).await;
             return;
         }
     };
@@ -241,86 +347,214 @@ async fn session(
         Err(e) => {
             tracing::error!(error = %e, "cannot open an upstream socket");
             placement.cancel(&placed).await;
-            reject(&front, peer, &conclusion, REJECT_OVERLOAD).await;
+            reject(&front_sock, peer, &conclusion, REJECT_OVERLOAD).await;
             return;
         }
     };
     if upstream_sock.connect(placed.srt_addr).await.is_err() {
         placement.cancel(&placed).await;
-        reject(&front, peer, &conclusion, REJECT_OVERLOAD).await;
+        reject(&front_sock, peer, &conclusion, REJECT_OVERLOAD).await;
         return;
     }
     let node_sid = wire::streamid::for_node(&key, placed.reservation, peer);
-    let (mut core, first) = Session::start(conclusion, Some(node_sid), Instant::now());
+    let (core, first) = Session::start(conclusion, Some(node_sid), Instant::now());
     let _ = upstream_sock.send(&first).await;
-    let mut guard = None;
+    let live = Live {
+        peer,
+        node_id: placed.node_id.clone(),
+        reservation: placed.reservation,
+        core,
+        upstream: upstream_sock,
+        conns: Arc::clone(&front.conns),
+        guard: None,
+    };
+    if !drive(&front_sock, live, rx, &closed, &front, quiesce).await {
+        placement.cancel(&placed).await;
+    }
+}
+
+/// A session handed over (or resumed after a quiesce): relay on from its state.
+async fn resumed(front_sock: Arc<UdpSocket>, q: Quiesced, front: Arc<Front>, task: Task) {
+    let Task {
+        rx,
+        closed,
+        quiesce,
+        _live,
+    } = task;
+    let st = q.state;
+    metrics::CONNECTIONS
+        .with_label_values(&["srt", "relaying"])
+        .inc();
+    let guard = front.conns.adopt(
+        "srt",
+        st.peer,
+        &st.node_id,
+        st.started_unix_ms,
+        st.bytes_to_node,
+        st.bytes_to_encoder,
+    );
+    let live = Live {
+        peer: st.peer,
+        node_id: st.node_id,
+        reservation: st.reservation,
+        core: Session::resume(st.relay, Instant::now()),
+        upstream: q.upstream,
+        conns: Arc::clone(&front.conns),
+        guard: Some(guard),
+    };
+    let _ = closed.notices.send(Notice::Established(closed.id));
+    drive(&front_sock, live, rx, &closed, &front, quiesce).await;
+}
+
+/// A session being relayed (or still handshaking with its node).
+struct Live {
+    peer: SocketAddr,
+    node_id: String,
+    reservation: u64,
+    core: Session,
+    upstream: UdpSocket,
+    conns: Arc<Conns>,
+    /// Set once established: the connection table's entry.
+    guard: Option<crate::conns::ConnGuard>,
+}
+
+/// Relay until the session ends or is quiesced. `true` when it got established (its
+/// placement was used, or it moved on quiesced).
+async fn drive(
+    front_sock: &UdpSocket,
+    mut live: Live,
+    mut rx: mpsc::Receiver<Bytes>,
+    closed: &ClosedOnDrop,
+    front: &Front,
+    quiesce: tokio_util::sync::CancellationToken,
+) -> bool {
     let mut buf = vec![0u8; 65536];
     loop {
         let steps = tokio::select! {
+            biased;
+            _ = quiesce.cancelled() => {
+                // The front loop stopped reading; what it queued for us goes to the node
+                // first, so nothing read from the caller is lost.
+                while let Ok(p) = rx.try_recv() {
+                    let steps = live.core.handle_caller(&p, Instant::now());
+                    perform(front_sock, &mut live, steps, closed).await;
+                }
+                return quiesced(live, front);
+            }
             p = rx.recv() => match p {
-                Some(p) => core.handle_caller(&p, Instant::now()),
+                Some(p) => live.core.handle_caller(&p, Instant::now()),
                 None => break,
             },
-            r = upstream_sock.recv(&mut buf) => match r {
-                Ok(n) => core.handle_node(buf.get(..n).unwrap_or_default(), Instant::now()),
+            r = live.upstream.recv(&mut buf) => match r {
+                Ok(n) => live.core.handle_node(buf.get(..n).unwrap_or_default(), Instant::now()),
                 Err(_) => Vec::new(),
             },
-            _ = tokio::time::sleep_until(core.poll_timeout()) => match core.handle_timeout(Instant::now()) {
+            _ = tokio::time::sleep_until(live.core.poll_timeout()) => match live.core.handle_timeout(Instant::now()) {
                 Tick::Steps(steps) => steps,
                 Tick::Idle => break,
             },
         };
-        let mut done = false;
-        for step in steps {
-            match step {
-                Step::ToNode(b) => {
-                    if guard.is_some() {
-                        metrics::RELAYED_BYTES
-                            .with_label_values(&["srt", "to_node"])
-                            .inc_by(b.len() as u64);
-                    }
-                    let _ = upstream_sock.send(&b).await;
-                }
-                Step::ToCaller(b) => {
-                    if guard.is_some() {
-                        metrics::RELAYED_BYTES
-                            .with_label_values(&["srt", "to_encoder"])
-                            .inc_by(b.len() as u64);
-                    }
-                    let _ = front.send_to(&b, peer).await;
-                }
-                Step::Established => {
-                    tracing::info!("srt relay started");
-                    metrics::CONNECTIONS_TOTAL
-                        .with_label_values(&["srt", "relayed"])
-                        .inc();
-                    metrics::CONNECTIONS
-                        .with_label_values(&["srt", "relaying"])
-                        .inc();
-                    guard = Some(conns.open("srt", peer, &placed.node_id));
-                    let _ = closed.notices.send(Notice::Established(id));
-                }
-                Step::Rejected(code) => {
-                    tracing::info!(code, "node rejected the srt caller");
-                    metrics::CONNECTIONS_TOTAL
-                        .with_label_values(&["srt", "refused_by_node"])
-                        .inc();
-                    reject(&front, peer, core.conclusion(), code).await;
-                    done = true;
-                }
-                Step::Nothing => {}
-            }
-        }
-        if done {
+        if perform(front_sock, &mut live, steps, closed).await {
             break;
         }
     }
-    if guard.is_some() {
+    let established = live.guard.is_some();
+    if established {
         metrics::CONNECTIONS
             .with_label_values(&["srt", "relaying"])
             .dec();
         tracing::info!("srt relay ended");
-    } else {
-        placement.cancel(&placed).await;
     }
+    established
+}
+
+/// Do what the core asked; `true` when the session is over.
+async fn perform(
+    front_sock: &UdpSocket,
+    live: &mut Live,
+    steps: Vec<Step>,
+    closed: &ClosedOnDrop,
+) -> bool {
+    let mut done = false;
+    for step in steps {
+        match step {
+            Step::ToNode(b) => {
+                if let Some(g) = &live.guard {
+                    g.conn
+                        .bytes_to_node
+                        .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    metrics::RELAYED_BYTES
+                        .with_label_values(&["srt", "to_node"])
+                        .inc_by(b.len() as u64);
+                }
+                let _ = live.upstream.send(&b).await;
+            }
+            Step::ToCaller(b) => {
+                if let Some(g) = &live.guard {
+                    g.conn
+                        .bytes_to_encoder
+                        .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    metrics::RELAYED_BYTES
+                        .with_label_values(&["srt", "to_encoder"])
+                        .inc_by(b.len() as u64);
+                }
+                let _ = front_sock.send_to(&b, live.peer).await;
+            }
+            Step::Established => {
+                tracing::info!("srt relay started");
+                metrics::CONNECTIONS_TOTAL
+                    .with_label_values(&["srt", "relayed"])
+                    .inc();
+                metrics::CONNECTIONS
+                    .with_label_values(&["srt", "relaying"])
+                    .inc();
+                live.guard = Some(live.conns.open("srt", live.peer, &live.node_id));
+                let _ = closed.notices.send(Notice::Established(closed.id));
+            }
+            Step::Rejected(code) => {
+                tracing::info!(code, "node rejected the srt caller");
+                metrics::CONNECTIONS_TOTAL
+                    .with_label_values(&["srt", "refused_by_node"])
+                    .inc();
+                reject(front_sock, live.peer, live.core.conclusion(), code).await;
+                done = true;
+            }
+            Step::Nothing => {}
+        }
+    }
+    done
+}
+
+/// Hand a quiesced session to the collector; `true` when it was established (it moves on),
+/// `false` when it was still handshaking (its caller retransmits and is placed afresh).
+fn quiesced(live: Live, front: &Front) -> bool {
+    let (Some(relay), Some(guard)) = (live.core.export(), live.guard.as_ref()) else {
+        return false;
+    };
+    metrics::CONNECTIONS
+        .with_label_values(&["srt", "relaying"])
+        .dec();
+    let c = &guard.conn;
+    let state = SessionState {
+        peer: live.peer,
+        node_id: live.node_id.clone(),
+        reservation: live.reservation,
+        started_unix_ms: c.started_unix_ms,
+        bytes_to_node: c.bytes_to_node.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_to_encoder: c
+            .bytes_to_encoder
+            .load(std::sync::atomic::Ordering::Relaxed),
+        relay,
+    };
+    if front
+        .quiesced
+        .send(Quiesced {
+            state,
+            upstream: live.upstream,
+        })
+        .is_err()
+    {
+        tracing::warn!("quiesced srt session not collected");
+    }
+    true
 }

@@ -228,6 +228,10 @@ impl Cookies {
         Cookies { secret }
     }
 
+    pub fn secret(&self) -> [u8; 32] {
+        self.secret
+    }
+
     fn for_bucket(&self, peer: SocketAddr, bucket: u64) -> u32 {
         let mut h = Sha256::new();
         h.update(b"edge srt cookie v1");
@@ -463,6 +467,16 @@ enum Phase {
     Closed,
 }
 
+/// An established session's relay state, to resume it in another process.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Exported {
+    /// The caller's conclusion (for rejections and the caller's socket ID).
+    pub conclusion: Vec<u8>,
+    /// The node's answer to our conclusion, replayed to caller retransmits.
+    pub answer: Vec<u8>,
+    pub caller_socket_id: u32,
+}
+
 /// The per-session relay towards one node.
 #[derive(Debug)]
 pub struct Upstream {
@@ -513,6 +527,31 @@ impl Upstream {
     /// The caller's conclusion this session started from (for [`rejection`]).
     pub fn conclusion(&self) -> &[u8] {
         &self.conclusion
+    }
+
+    /// What an established relay is (`None` while handshaking or closed).
+    pub fn export(&self) -> Option<Exported> {
+        match &self.phase {
+            Phase::Established { answer } => Some(Exported {
+                conclusion: self.conclusion.clone(),
+                answer: answer.clone(),
+                caller_socket_id: self.caller_socket_id,
+            }),
+            _ => None,
+        }
+    }
+
+    /// An established relay from [`Upstream::export`].
+    pub fn resume(e: Exported, now: Instant) -> Self {
+        Upstream {
+            conclusion: e.conclusion,
+            sid: None,
+            caller_socket_id: e.caller_socket_id,
+            phase: Phase::Established { answer: e.answer },
+            started: now,
+            last_sent: now,
+            request: Vec::new(),
+        }
     }
 
     pub fn established(&self) -> bool {

@@ -117,6 +117,22 @@ impl Router {
         }
     }
 
+    /// A router continuing another one's cookies: same secret, and a cookie clock that reads
+    /// `cookie_secs` at `now` (what [`Router::cookie_clock`] read there), so a cookie the
+    /// other issued a moment ago still checks.
+    pub fn resume(secret: [u8; 32], max_sessions: usize, now: Instant, cookie_secs: u64) -> Self {
+        let mut r = Router::new(secret, max_sessions, now);
+        r.epoch = now
+            .checked_sub(std::time::Duration::from_secs(cookie_secs))
+            .unwrap_or(now);
+        r
+    }
+
+    /// The cookie clock now, in seconds (see [`Router::resume`]).
+    pub fn cookie_clock(&self, now: Instant) -> u64 {
+        self.cookie_secs(now)
+    }
+
     /// From now on, conclusions are refused with [`Refusal::Draining`]; live sessions go on.
     pub fn stop_accepting(&mut self) {
         self.accepting = false;
@@ -188,6 +204,28 @@ impl Router {
                 })
             }
         }
+    }
+
+    /// An established session handed over from the previous balancer (or resumed after a
+    /// quiesce): route `peer`'s datagrams to a new session ID, returned.
+    pub fn adopt(&mut self, peer: SocketAddr, caller_socket_id: u32) -> SessionId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.sessions.insert(
+            peer,
+            Entry {
+                id,
+                caller_socket_id,
+                established: true,
+            },
+        );
+        id
+    }
+
+    /// The cookie secret (a successor must answer inductions this balancer issued cookies
+    /// for).
+    pub fn secret(&self) -> [u8; 32] {
+        self.cookies.secret()
     }
 
     /// Session `id` completed its handshake with the node: from now on a conclusion with
@@ -262,6 +300,19 @@ impl Session {
     /// The caller's conclusion this session started from (for [`srt_relay::rejection`]).
     pub fn conclusion(&self) -> &[u8] {
         self.up.conclusion()
+    }
+
+    /// An established session, resumed from what [`Session::export`] gave.
+    pub fn resume(e: srt_relay::Exported, now: Instant) -> Self {
+        Session {
+            up: Upstream::resume(e, now),
+            last_activity: now,
+        }
+    }
+
+    /// What an established session is, to resume it elsewhere (`None` while handshaking).
+    pub fn export(&self) -> Option<srt_relay::Exported> {
+        self.up.export()
     }
 
     pub fn established(&self) -> bool {

@@ -65,5 +65,8 @@ pub const DEFAULT_RUNG_FPS: u32 = 30;
 pub const DEFAULT_LOST_AFTER: Duration = Duration::from_secs(5);
 /// `balancer.reservation_ttl`.
 pub const DEFAULT_RESERVATION_TTL: Duration = Duration::from_secs(10);
+/// `balancer.drain_deadline`: an hour lets most live shows end on their own; a supervisor's
+/// own stop timeout (Kubernetes `terminationGracePeriodSeconds`) must be at least this.
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(3600);
 /// `balancer.policy`.
 pub const DEFAULT_RANKING: Ranking = Ranking::LeastLoaded;

@@ -125,6 +125,10 @@ pub struct BalancerConfig {
     pub policy: Ranking,
     /// Refused publishes per source address per minute before it is refused outright.
     pub refused_publishes_per_minute: u32,
+    /// Where a successor finds this balancer (`balancer.handover_socket`).
+    pub handover_socket: std::path::PathBuf,
+    /// SIGTERM with no successor: the longest a drain keeps live connections.
+    pub drain_deadline: Duration,
     pub listen: BalancerListen,
     pub admin: AdminConfig,
     pub tls: TlsPaths,

@@ -102,6 +102,14 @@ pub struct NodeSnapshot {
     pub remote: SocketAddr,
 }
 
+/// A node as a registry hands it to its successor (see [`Registry::export`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExportedNode {
+    pub report: Report,
+    pub age_ms: u64,
+    pub remote: SocketAddr,
+}
+
 /// Why a reservation did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReserveError {
@@ -231,6 +239,48 @@ impl Registry {
 
     fn bump(&self) {
         self.updates.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// What this registry knows, for the balancer that takes over from this one: every
+    /// node's last report, how old it is, and where the node connects from.
+    pub fn export(&self, now: Instant) -> Vec<ExportedNode> {
+        self.lock()
+            .nodes
+            .values()
+            .map(|e| ExportedNode {
+                report: e.report.clone(),
+                age_ms: u64::try_from(now.saturating_duration_since(e.received).as_millis())
+                    .unwrap_or(u64::MAX),
+                remote: e.remote,
+            })
+            .collect()
+    }
+
+    /// Start from a predecessor's [`Registry::export`]: the reports keep their age, so no node
+    /// looks fresher (or more lost) than it is; links come as the nodes reconnect.
+    pub fn import(&self, nodes: Vec<ExportedNode>, now: Instant) {
+        {
+            let mut inner = self.lock();
+            for n in nodes {
+                let received = now
+                    .checked_sub(Duration::from_millis(n.age_ms))
+                    .unwrap_or(now);
+                inner.nodes.insert(
+                    n.report.node_id.clone(),
+                    NodeEntry {
+                        report: n.report,
+                        received,
+                        remote: n.remote,
+                    },
+                );
+            }
+        }
+        self.bump();
+    }
+
+    /// Whether `node_id` has a control connection now.
+    pub fn connected(&self, node_id: &str) -> bool {
+        self.lock().links.contains_key(node_id)
     }
 
     /// Every node ever seen (the balancer decides "lost" from `received`).
@@ -451,6 +501,35 @@ pub async fn spawn_server(
     })?;
     tokio::spawn(serve(endpoint, registry, shutdown));
     Ok(addr)
+}
+
+/// [`spawn_server`] on a socket already bound (inherited from the balancer this one took
+/// over from, or kept across a hand-over that failed). The server runs until `shutdown`,
+/// then closes every node's connection explicitly (so nodes reconnect at once) and returns;
+/// the socket itself stays open wherever else it is held.
+pub fn spawn_server_on(
+    cfg: ServerConfig,
+    socket: std::net::UdpSocket,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let server = server_config(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(ControlError::NoRuntime);
+    }
+    let bind_err = |source| ControlError::Bind {
+        addr: cfg.listen,
+        source,
+    };
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_err)?;
+    Ok(tokio::spawn(serve(endpoint, registry, shutdown)))
 }
 
 fn bind(cfg: &ServerConfig) -> Result<quinn::Endpoint, ControlError> {

@@ -63,7 +63,7 @@ pub struct Balancer {
 impl Balancer {
     pub fn config(id: &str, ports: &BalancerPorts, certs: &Path, lost_after: &str) -> String {
         format!(
-            "[balancer]\nid = \"{id}\"\nlost_after = \"{lost_after}\"\nreservation_ttl = \"10s\"\nreconnect_window = \"10s\"\n\n[listen]\nrtmp = \"127.0.0.1:{}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ncontrol = \"127.0.0.1:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/balancer-{id}.pem\"\nkey = \"{c}/balancer-{id}.key\"\n",
+            "[balancer]\nid = \"{id}\"\nlost_after = \"{lost_after}\"\nreservation_ttl = \"10s\"\nreconnect_window = \"10s\"\nhandover_socket = \"{c}/{id}.sock\"\n\n[listen]\nrtmp = \"127.0.0.1:{}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\ncontrol = \"127.0.0.1:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/balancer-{id}.pem\"\nkey = \"{c}/balancer-{id}.key\"\n",
             ports.rtmp, ports.srt, ports.http, ports.admin, ports.control,
             c = certs.display()
         )

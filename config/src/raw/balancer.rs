@@ -12,6 +12,8 @@ use crate::{defaults::*, error::Problems, resolved::*, Problem};
 
 /// Shorter than a few report intervals, and a late report alone would make a node `lost`.
 const MIN_LOST_AFTER: Duration = Duration::from_secs(1);
+/// `sun_path` holds 108 bytes, the last a NUL.
+const MAX_UNIX_PATH: usize = 107;
 /// A relayed encoder arrives within seconds of its placement; nodes cap longer TTLs anyway.
 const RESERVATION_TTL_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(120));
@@ -47,6 +49,17 @@ pub struct RawBalancer {
     /// the balancer refuses it at once, with no placement (0: no limit).
     #[serde(default = "d_refused_per_minute")]
     pub refused_publishes_per_minute: u32,
+    /// The Unix socket a new balancer process finds this one by, to take over its sockets
+    /// and live connections (default `/run/edge/balancer-<id>.sock`).
+    #[serde(default)]
+    pub handover_socket: Option<PathBuf>,
+    /// SIGTERM with no successor: how long to keep relaying live connections before exiting
+    /// anyway.
+    #[serde(default = "d_drain_deadline", with = "humantime_serde")]
+    pub drain_deadline: Duration,
+}
+fn d_drain_deadline() -> Duration {
+    DEFAULT_DRAIN_DEADLINE
 }
 fn d_lost_after() -> Duration {
     DEFAULT_LOST_AFTER
@@ -114,6 +127,25 @@ impl RawBalancerConfig {
         {
             p.add("balancer.reservation_ttl", "must be between 1s and 2m");
         }
+        if b.drain_deadline.is_zero() {
+            p.add(
+                "balancer.drain_deadline",
+                "must be more than 0s (a drain keeps live streams until they end or this passes)",
+            );
+        }
+        if b.handover_socket
+            .as_ref()
+            .is_some_and(|s| s.as_os_str().len() > MAX_UNIX_PATH)
+        {
+            p.add(
+                "balancer.handover_socket",
+                format!("must be at most {MAX_UNIX_PATH} bytes (a Unix socket path)"),
+            );
+        }
+        let handover_socket = b
+            .handover_socket
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/run/edge/balancer-{}.sock", b.id)));
         let policy = b.policy.resolve("balancer.policy", DEFAULT_RANKING, &mut p);
         let token = self.admin.resolve(&mut p);
         for (k, f) in [
@@ -136,6 +168,8 @@ impl RawBalancerConfig {
             reconnect_window: b.reconnect_window,
             policy,
             refused_publishes_per_minute: b.refused_publishes_per_minute,
+            handover_socket,
+            drain_deadline: b.drain_deadline,
             listen: BalancerListen {
                 rtmp: l.rtmp,
                 srt: l.srt,

@@ -1,0 +1,185 @@
+//! Frames with file descriptors over a Unix stream socket: `u32` big-endian body length,
+//! `u16` count of descriptors, then the JSON body; the descriptors ride on the frame's first
+//! bytes as `SCM_RIGHTS`. Blocking: the hand-over runs its protocol on a thread of its own.
+//!
+//! The receiver reads the 6-byte head with `recvmsg` (Linux never merges bytes that carry
+//! descriptors with bytes that came before them, so the descriptors arrive with the head),
+//! then the body with plain reads.
+
+use std::{
+    io::{IoSlice, IoSliceMut, Read},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::net::UnixStream,
+    },
+};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+/// Largest frame body: a snapshot of a few thousand nodes' reports, or one connection's state
+/// (a few KiB), fits many times; a broken peer cannot make us buffer more.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// Descriptors per frame: Linux refuses more than 253 in one `SCM_RIGHTS` message.
+pub const MAX_FDS: usize = 250;
+const HEAD: usize = 6;
+
+fn io_err(e: nix::Error) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
+}
+
+/// Send one frame carrying `fds` (which stay open here: the receiver gets duplicates).
+pub fn send(sock: &UnixStream, body: &[u8], fds: &[RawFd]) -> std::io::Result<()> {
+    if body.len() > MAX_BODY || fds.len() > MAX_FDS {
+        return Err(std::io::Error::other(format!(
+            "frame too large: {} bytes, {} descriptors",
+            body.len(),
+            fds.len()
+        )));
+    }
+    let mut head = [0u8; HEAD];
+    head[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    head[4..].copy_from_slice(&(fds.len() as u16).to_be_bytes());
+    let mut frame = Vec::with_capacity(HEAD + body.len());
+    frame.extend_from_slice(&head);
+    frame.extend_from_slice(body);
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    let mut sent = loop {
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(&frame)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(n) => break n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(io_err(e)),
+        }
+    };
+    // The descriptors went with the first bytes; the rest is plain data.
+    while sent < frame.len() {
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(frame.get(sent..).unwrap_or_default())],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(io_err(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Receive one frame: its body and the descriptors it carried (owned: closed on drop).
+/// `Ok(None)` when the peer closed the connection between frames.
+pub fn recv(sock: &mut UnixStream) -> std::io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut head = [0u8; HEAD];
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut got = 0usize;
+    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    while got < HEAD {
+        let (n, received) = {
+            let mut iov = [IoSliceMut::new(head.get_mut(got..).unwrap_or_default())];
+            let msg = loop {
+                match recvmsg::<()>(
+                    sock.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg_space),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
+                    Ok(m) => break m,
+                    Err(nix::Error::EINTR) => continue,
+                    Err(e) => return Err(io_err(e)),
+                }
+            };
+            let mut received = Vec::new();
+            for c in msg.cmsgs().map_err(io_err)? {
+                if let ControlMessageOwned::ScmRights(raw) = c {
+                    // SAFETY: the kernel just created these descriptors for us; nobody else
+                    // owns them.
+                    received.extend(
+                        raw.into_iter()
+                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                    );
+                }
+            }
+            (msg.bytes, received)
+        };
+        fds.extend(received);
+        if n == 0 {
+            if got == 0 && fds.is_empty() {
+                return Ok(None);
+            }
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let want_fds = u16::from_be_bytes([head[4], head[5]]) as usize;
+    if len > MAX_BODY {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes is too large"
+        )));
+    }
+    if fds.len() != want_fds {
+        return Err(std::io::Error::other(format!(
+            "frame announced {want_fds} descriptors, {} arrived",
+            fds.len()
+        )));
+    }
+    let mut body = vec![0u8; len];
+    sock.read_exact(&mut body)?;
+    Ok(Some((body, fds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn frames_carry_bodies_and_descriptors() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let (mut p1, p2) = UnixStream::pair().unwrap();
+        send(&a, b"hello", &[p2.as_raw_fd()]).unwrap();
+        // Larger than the socket buffer: sent from another thread while we read.
+        let sender = std::thread::spawn(move || {
+            send(&a, &vec![7u8; 300_000], &[]).unwrap();
+            a
+        });
+        let (body, fds) = recv(&mut b).unwrap().unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(fds.len(), 1);
+        // The received descriptor is the same socket: bytes written to it reach p1.
+        let mut dup = UnixStream::from(fds.into_iter().next().unwrap());
+        dup.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        p1.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"x");
+        let (body, fds) = recv(&mut b).unwrap().unwrap();
+        assert_eq!(body.len(), 300_000);
+        assert!(fds.is_empty());
+        drop(sender.join().unwrap());
+        assert!(recv(&mut b).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_lying_or_truncated_peer_is_an_error() {
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        // Announces 2 descriptors, carries none.
+        a.write_all(&[0, 0, 0, 1, 0, 2, b'x']).unwrap();
+        assert!(recv(&mut b).is_err());
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0]).unwrap();
+        assert!(recv(&mut b).is_err());
+        let (mut a, mut b) = UnixStream::pair().unwrap();
+        a.write_all(&[0, 0, 0, 9, 0, 0, 1]).unwrap();
+        drop(a);
+        assert!(recv(&mut b).is_err());
+    }
+}
