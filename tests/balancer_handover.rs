@@ -392,3 +392,193 @@ fn sigterm_drains_until_the_last_connection_ends() {
     );
     assert!(b.log_text().contains("drained: the last connection ended"));
 }
+
+/// Downloads every segment of a rendition as the playlist lists it, until `stop` and no new
+/// segment for a while; returns (MSN, bytes) in order, and the init segment.
+fn collect_segments(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<u8>, Vec<(u64, Vec<u8>)>)> {
+    std::thread::spawn(move || {
+        let mut init = Vec::new();
+        let mut segs: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+        let mut last_new = Instant::now();
+        loop {
+            if let Ok(r) = http_get(&url, HTTP_TIMEOUT) {
+                if let (200, Ok(pl)) = (r.status, parse_media_playlist(&r.text())) {
+                    if init.is_empty() {
+                        if let Some(m) = &pl.map_uri {
+                            if let Ok(i) = http_get(&resolve_url(&url, m), HTTP_TIMEOUT) {
+                                init = i.body;
+                            }
+                        }
+                    }
+                    for s in &pl.segments {
+                        if segs.contains_key(&s.msn) {
+                            continue;
+                        }
+                        if let Ok(b) = http_get(&resolve_url(&url, &s.uri), HTTP_TIMEOUT) {
+                            if b.status == 200 {
+                                segs.insert(s.msn, b.body);
+                                last_new = Instant::now();
+                            }
+                        }
+                    }
+                }
+            }
+            if stop.load(std::sync::atomic::Ordering::Relaxed)
+                && last_new.elapsed() > Duration::from_secs(6)
+            {
+                return (init, segs.into_iter().collect());
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    })
+}
+
+/// The MD5 of every decoded video frame of `input` (ffmpeg's framemd5, hash column only),
+/// `extra` before the input (e.g. a loop).
+fn frame_hashes(pre_input: &[&str], input: &str, post_input: &[&str]) -> Vec<String> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error"])
+        .args(pre_input)
+        .args(["-i", input])
+        .args(post_input)
+        .args(["-map", "0:v:0", "-f", "framemd5", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        out.status.success(),
+        "framemd5 of {input}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next().map(|h| h.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn frames_arrive_once_each_through_handovers_and_viewers_see_no_error() {
+    let c = Cluster::new(1, 1);
+    let b = c.balancer(1, "5s");
+    let n1 = c.node(1, 20, &[&b]);
+    wait_nodes(&b, &["n1"]);
+    let mut pids = Pids(vec![b.pid()]);
+    // Finite publishes of the clip, so every frame sent can be compared with what came out.
+    let secs = 24.0;
+    let finite = || EncOpts {
+        duration: Duration::from_secs_f64(secs),
+        ..opts()
+    };
+    // A viewer through the balancer, on a long stream, for the whole run; from when the
+    // stream has a segment in every rendition (before that, 404s are the correct answer).
+    let _long = Encoder::ffmpeg_rtmp(&b.rtmp_url(&key(2)), opts());
+    landed(&[&n1], &pid(2));
+    n1.wait_media_playlist(&pid(2), "source", 2, FIRST_SEGMENT_TIMEOUT);
+    n1.wait_media_playlist(&pid(2), "audio", 2, FIRST_SEGMENT_TIMEOUT);
+    let url = b.playlist_url(&pid(2));
+    let viewer = std::thread::spawn(move || play_in_chromium(&url, 16));
+    let mut rtmp = Encoder::ffmpeg_rtmp(&b.rtmp_url(&key(0)), finite());
+    let mut srt = Encoder::ffmpeg_srt(&b.srt_url(&key(1)), finite());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut collectors = Vec::new();
+    for i in 0..2 {
+        landed(&[&n1], &pid(i));
+        collectors.push(collect_segments(
+            n1.media_playlist_url(&pid(i), "source"),
+            std::sync::Arc::clone(&stop),
+        ));
+    }
+    let mut serving = b.pid();
+    let mut successor = None;
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_secs(4));
+        if round < 2 {
+            send_signal(serving, "USR2").expect("SIGUSR2");
+        } else {
+            successor = Some(start_successor(&b, &[]));
+        }
+        let new = wait_serving(&b, serving);
+        pids.0.push(new);
+        // Nodes reconnect their control plane to the new process at once.
+        let t = Instant::now();
+        wait_until(Duration::from_secs(5), || {
+            b.api("/api/v1/nodes")
+                .as_array()
+                .filter(|a| a.iter().all(|n| n["connected"] == true))
+                .map(|_| ())
+        })
+        .expect("the node reconnected to the new balancer");
+        eprintln!(
+            "round {round}: node reconnected {:?} after the takeover was visible",
+            t.elapsed()
+        );
+        send_signal(serving, "TERM").expect("stop the idle predecessor");
+        serving = new;
+    }
+    let report = viewer.join().expect("viewer");
+    eprintln!("viewer: {report:?}");
+    assert!(report.fatal_errors.is_empty(), "{report:?}");
+    assert_eq!(
+        report.non_fatal_errors, 0,
+        "hls.js errors through the hand-overs: {report:?}"
+    );
+    assert!(
+        report.advanced > 12.0,
+        "the viewer played through: {report:?}"
+    );
+    for (i, enc) in [&mut rtmp, &mut srt].into_iter().enumerate() {
+        let st = enc
+            .wait_exit(Duration::from_secs(60))
+            .expect("publisher ends");
+        assert!(st.success(), "publisher {i} failed:\n{}", enc.log_text());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let clip_path = clip().display().to_string();
+    let source = frame_hashes(
+        &["-stream_loop", "-1"],
+        &clip_path,
+        &["-t", &format!("{secs:.3}")],
+    );
+    for (i, col) in collectors.into_iter().enumerate() {
+        let (init, segs) = col.join().expect("collector");
+        assert!(
+            !init.is_empty() && !segs.is_empty(),
+            "stream {i}: nothing collected"
+        );
+        for w in segs.windows(2) {
+            assert_eq!(
+                w[1].0,
+                w[0].0 + 1,
+                "stream {i}: a segment is missing after MSN {}",
+                w[0].0
+            );
+        }
+        let file = c.dir.path().join(format!("out-{i}.mp4"));
+        let mut bytes = init;
+        for (_, s) in &segs {
+            bytes.extend_from_slice(s);
+        }
+        std::fs::write(&file, bytes).unwrap();
+        let got = frame_hashes(&[], &file.display().to_string(), &[]);
+        eprintln!(
+            "stream {i}: {} frames out of {} sent",
+            got.len(),
+            source.len()
+        );
+        // The last segment may still be open when the stream ends; everything before it came
+        // out exactly once, in order.
+        assert!(got.len() + 60 >= source.len(), "stream {i}: frames lost");
+        assert_eq!(
+            got[..],
+            source[..got.len()],
+            "stream {i}: frames differ from the source"
+        );
+    }
+    if let Some(mut s) = successor {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

@@ -5,7 +5,15 @@
 //! streams and header list size, keep-alive pings that find dead HTTP/2 peers, and a bound on
 //! streams reset before they are answered (the HTTP/2 rapid-reset flood).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use http::Request;
 use hyper::{body::Incoming, service::service_fn};
@@ -177,8 +185,12 @@ pub async fn serve_http_gated<H>(
     }
 }
 
-/// Serve one connection until it ends, or until `gate` is retired: then finish the request in
-/// flight (at most `grace`) and close.
+/// Serve one connection until it ends, or until `gate` is retired: then let it wind down
+/// without a client ever seeing a request fail. HTTP/1: every response from now on carries
+/// `Connection: close` (the client opens a new connection, to whoever holds the listener now,
+/// for its next request; closing an idle keep-alive connection instead races with a request
+/// already on its way). HTTP/2: a GOAWAY, which tells the client which requests were taken.
+/// Whatever is still open after `grace` is shut down.
 pub async fn serve_connection<S, B>(
     builder: &auto::Builder<TokioExecutor>,
     sock: TcpStream,
@@ -188,17 +200,78 @@ pub async fn serve_connection<S, B>(
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let state = Arc::new(Winding::default());
+    let svc = WindDown {
+        inner: svc,
+        state: Arc::clone(&state),
+    };
     let conn = builder.serve_connection(TokioIo::new(sock), svc);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
         _ = gate.retired() => {}
     }
-    conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(grace, conn).await;
+    state.closing.store(true, Ordering::Release);
+    if state.saw_h2.load(Ordering::Acquire) {
+        conn.as_mut().graceful_shutdown();
+    }
+    if tokio::time::timeout(grace, conn.as_mut()).await.is_err() {
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(SHUTDOWN_AFTER_GRACE, conn).await;
+    }
+}
+
+/// After the grace, how long a connection gets to close once told to.
+const SHUTDOWN_AFTER_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Winding {
+    /// The listener was retired: HTTP/1 responses close their connection.
+    closing: AtomicBool,
+    /// The connection spoke HTTP/2 (a GOAWAY winds it down).
+    saw_h2: AtomicBool,
+}
+
+/// The service wrapper of [`serve_connection`].
+struct WindDown<S> {
+    inner: S,
+    state: Arc<Winding>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for WindDown<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<B>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let h1 = req.version() < http::Version::HTTP_2;
+        if !h1 {
+            self.state.saw_h2.store(true, Ordering::Release);
+        }
+        let fut = self.inner.call(req);
+        let state = Arc::clone(&self.state);
+        Box::pin(async move {
+            let mut r = fut.await?;
+            if h1 && state.closing.load(Ordering::Acquire) {
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok(r)
+        })
+    }
 }
