@@ -76,6 +76,9 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // A hostile input that trips a parser's panic is contained to its connection; without
+    // this hook each would print a panic message and backtrace (a log flood).
+    wire_contain_hook();
     let cli = Cli::parse();
     match cli.command {
         Command::Config {
@@ -458,4 +461,8 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .init();
+}
+
+fn wire_contain_hook() {
+    wire::contain::install_quiet_hook();
 }

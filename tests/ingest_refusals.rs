@@ -126,6 +126,23 @@ fn refusals_and_hostile_peers_leave_other_streams_flowing() {
         ),
         "server kept a connection whose input panicked the RTMP parser"
     );
+    // Again and again: each is counted, and the log says so once, not once per input with a
+    // backtrace (a hostile peer must not be able to flood the log).
+    for _ in 0..3 {
+        rtmp_garbage_after_handshake(
+            &rtmp_addr,
+            include_bytes!("../fuzz/regressions/rtmp_session_amf3_truncated.bin"),
+        );
+    }
+    let panics = metric_value(&node.metrics(), "edge_parser_panics_total");
+    assert!(panics >= 4.0, "contained panics counted: {panics}");
+    let log = node.log_text();
+    assert!(!log.contains("panicked at"), "a contained panic printed the default message");
+    assert_eq!(
+        log.matches("contained a parser panic").count(),
+        1,
+        "one line per interval"
+    );
     // RTMP: garbage instead of a handshake.
     let mut s = TcpStream::connect(&rtmp_addr).unwrap();
     let _ = s.write_all(&[0x42; 2000]);

@@ -91,7 +91,24 @@ pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>)
 /// The text exposition of every registered metric.
 pub fn render() -> String {
     use prometheus::Encoder;
+    // Contained parser panics are counted in `wire` (no metrics there): bring the counter up
+    // to date before every scrape.
+    let caught = wire::contain::caught();
+    let shown = PARSER_PANICS.get();
+    if caught > shown {
+        PARSER_PANICS.inc_by(caught - shown);
+    }
     let mut buf = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&prometheus::gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// Panics of third-party parsers on untrusted input, contained to their connection.
+pub static PARSER_PANICS: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| {
+        counter(
+            "edge_parser_panics_total",
+            "Panics of a third-party parser on untrusted input, contained (the connection was \
+             closed, nothing else affected)",
+        )
+    });

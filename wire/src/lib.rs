@@ -12,6 +12,7 @@
 //!   Time comes in as `now` (tokio's clock, so tests can pause it).
 
 pub mod chunk;
+pub mod contain;
 pub mod proxy;
 pub mod rtmp;
 pub mod srt_guard;

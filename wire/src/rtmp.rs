@@ -20,7 +20,7 @@
 //! their `connect` is accepted, and encoders send connect ... publish in one go; each command
 //! is answered before the next is parsed. After `publish`, input is fed at once.
 
-use std::{collections::VecDeque, panic::AssertUnwindSafe, time::Duration};
+use std::{collections::VecDeque, time::Duration};
 
 use bytes::Bytes;
 use rml_rtmp::{
@@ -147,7 +147,7 @@ fn guard<T, E: std::fmt::Debug>(
     what: &'static str,
     f: impl FnOnce() -> Result<T, E>,
 ) -> Result<T, SessionError> {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+    match crate::contain::catch(f) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(SessionError::Malformed(format!("{what}: {e:?}"))),
         Err(_) => Err(SessionError::Malformed(format!("{what}: parser failed"))),
@@ -325,9 +325,7 @@ impl ServerCore {
                     }
                     let data = std::mem::take(&mut self.input);
                     let hs = &mut self.handshake;
-                    let step = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        hs.process_bytes(&data)
-                    })) {
+                    let step = match crate::contain::catch(|| hs.process_bytes(&data)) {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return Err(SessionError::Handshake(format!("{e:?}"))),
                         Err(_) => {
@@ -528,18 +526,17 @@ impl ClientHandshake {
     /// Start; returns the handshake and the C0+C1 bytes to send.
     pub fn start() -> Result<(Self, Vec<u8>), SessionError> {
         let mut hs = Handshake::new(PeerType::Client);
-        let c0c1 =
-            match std::panic::catch_unwind(AssertUnwindSafe(|| hs.generate_outbound_p0_and_p1())) {
-                Ok(Ok(b)) => b,
-                _ => return Err(SessionError::Handshake("cannot start the handshake".into())),
-            };
+        let c0c1 = match crate::contain::catch(|| hs.generate_outbound_p0_and_p1()) {
+            Ok(Ok(b)) => b,
+            _ => return Err(SessionError::Handshake("cannot start the handshake".into())),
+        };
         Ok((Self { hs }, c0c1))
     }
 
     /// Bytes from the server.
     pub fn handle_input(&mut self, data: &[u8]) -> Result<ClientStep, SessionError> {
         let hs = &mut self.hs;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| hs.process_bytes(data))) {
+        match crate::contain::catch(|| hs.process_bytes(data)) {
             Ok(Ok(HandshakeProcessResult::InProgress { response_bytes })) => {
                 Ok(ClientStep::Continue(response_bytes))
             }
