@@ -294,6 +294,12 @@ fn etc_edge(root: &Path) {
         "a-test-admin-token-from-a-secret\n",
     )
     .expect("token");
+    fs::create_dir_all(root.join("auth")).expect("auth dir");
+    fs::write(
+        root.join("auth/secret"),
+        "a-test-auth-secret-of-at-least-32-characters\n",
+    )
+    .expect("auth secret");
     fs::create_dir_all(root.join("run")).expect("run dir");
 }
 

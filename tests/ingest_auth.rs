@@ -26,20 +26,33 @@ fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
         for conn in l.incoming().flatten() {
             let mut r = BufReader::new(conn.try_clone().expect("clone"));
             let mut len = 0usize;
+            let mut signed = false;
             let mut line = String::new();
             while r.read_line(&mut line).unwrap_or(0) > 2 {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                let l = line.to_ascii_lowercase();
+                if let Some(v) = l.strip_prefix("content-length:") {
                     len = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = l.strip_prefix("x-edge-signature:") {
+                    let v = v.trim();
+                    signed = v.len() == 67
+                        && v.starts_with("v1=")
+                        && v[3..].bytes().all(|b| b.is_ascii_hexdigit());
                 }
                 line.clear();
             }
             let mut body = vec![0u8; len];
             let _ = r.read_exact(&mut body);
             let body = String::from_utf8_lossy(&body).to_string();
-            let ok = body.contains("\"hook-accepts-this-key\"");
+            let ok = signed && body.contains("\"hook-accepts-this-key\"");
+            let down = body.contains("\"hook-is-down-for-this-key\"");
             s2.lock().unwrap().push(body);
             let mut w = conn;
-            let _ = if ok {
+            let _ = if down {
+                w.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+            } else if ok {
                 w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{\"playback_id\":\"hooked\"}")
             } else {
                 w.write_all(
@@ -55,7 +68,7 @@ fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
 fn webhook_accepts_and_refuses_publishers() {
     let (port, seen) = webhook();
     let node = Node::start(|c| {
-        *c = c.replace("[hls]", &format!("[auth]\nwebhook = \"http://127.0.0.1:{port}/publish\"\nwebhook_timeout = \"2s\"\n\n[hls]"))
+        *c = c.replace("[hls]", &format!("[auth]\nwebhook = \"http://127.0.0.1:{port}/publish\"\nwebhook_timeout = \"2s\"\nsecret = \"a-32-character-secret-for-tests!\"\n\n[hls]"))
     });
     // A key only the hook knows: accepted, under the playback ID the hook named.
     let mut enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("hook-accepts-this-key"), EncOpts::default());
@@ -77,8 +90,41 @@ fn webhook_accepts_and_refuses_publishers() {
     let mut cfg_key = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
     node.wait_media_playlist("one", "source", 1, FIRST_SEGMENT_TIMEOUT);
     assert!(cfg_key.is_running());
+    // The hook answering 5xx is not a wrong key: the encoder, the log and the metrics say the
+    // auth backend is unavailable.
+    let mut down = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("hook-is-down-for-this-key"),
+        EncOpts {
+            duration: Duration::from_secs(5),
+            ..EncOpts::default()
+        },
+    );
+    assert!(!down
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits")
+        .success());
+    assert!(
+        down.log_text().contains("unavailable"),
+        "the encoder is told the auth service is unavailable:\n{}",
+        down.log_text()
+    );
+    let m = node.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"edge_ingest_connections_total{protocol="rtmp",result="auth_unavailable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            r#"edge_ingest_connections_total{protocol="rtmp",result="refused_key"}"#
+        ),
+        1.0
+    );
     let bodies = seen.lock().unwrap().clone();
-    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
     assert!(
         bodies
             .iter()

@@ -199,6 +199,8 @@ pub struct AuthConfig {
     pub webhook_timeout: Duration,
     /// Refused publishes per source address per minute before it is refused outright.
     pub refused_publishes_per_minute: u32,
+    /// Signs webhook requests and keys derived playback IDs (`auth.secret[_file]`).
+    pub secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,5 +248,25 @@ impl Config {
     /// Units a stream costs once its ladder is planned: decoding once plus the rungs that run.
     pub fn milli_units_for(&self, rungs: &[Rung]) -> u32 {
         self.transcode.decode_milli_units + rungs.iter().map(|r| r.milli_units).sum::<u32>()
+    }
+}
+
+/// A secret from the config: `Debug` never prints it (configs are logged on reload diffs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    /// The secret itself, for the code that signs or hashes with it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
     }
 }

@@ -3,9 +3,11 @@ use super::*;
 #[test]
 fn dev_example_is_valid_and_has_the_dev_stream() {
     let c = load_str(DEV_CONFIG, "dev.toml").expect("dev config must validate");
-    assert_eq!(c.streams.len(), 1);
+    assert_eq!(c.streams.len(), 2);
     assert_eq!(c.streams[0].key, "dev-stream-key");
     assert_eq!(c.streams[0].playback_id, "dev");
+    assert_eq!(c.streams[1].key, "dev-stream-key-2");
+    assert_eq!(c.streams[1].playback_id, "dev2");
     let names: Vec<_> = c.ladder.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["720p", "480p", "360p"]);
     assert_eq!(c.ladder[0].width, 1280);
@@ -23,10 +25,30 @@ fn node_example_is_valid_once_its_token_file_exists() {
     std::fs::create_dir_all(&dir).unwrap();
     let token = dir.join("admin-token");
     std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let secret = dir.join("auth-secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
     let text = include_str!("../examples/node.toml")
-        .replace("/etc/edge/admin-token", token.to_str().unwrap());
+        .replace("/etc/edge/admin-token", token.to_str().unwrap())
+        .replace("/etc/edge/auth-secret", secret.to_str().unwrap());
     let c = load_str(&text, "node.toml").expect("node example must validate");
     assert_eq!(c.admin.token, "0123456789abcdef0123");
+    assert_eq!(
+        c.auth.secret.as_ref().map(|s| s.expose()),
+        Some("0123456789abcdef0123456789abcdef")
+    );
+    assert!(!format!("{:?}", c.auth).contains("0123456789abcdef0123456789abcdef"));
+    // A webhook without a secret is refused, naming the key.
+    let unsigned = text.replace(
+        &format!("secret_file = \"{}\"", secret.to_str().unwrap()),
+        "",
+    );
+    let err = load_str(&unsigned, "node.toml").unwrap_err();
+    assert!(
+        err.lines()
+            .iter()
+            .any(|l| l.contains("auth.secret: required with auth.webhook")),
+        "{err}"
+    );
     assert_eq!(c.node.capacity, Capacity::Calibrate);
     assert_eq!(
         c.streams[0].srt_passphrase.as_deref(),

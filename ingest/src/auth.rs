@@ -3,6 +3,15 @@
 //!
 //! Entry point: [`Authenticator::check`]. The key is a secret: it is never logged, never a
 //! metric label, and it leaves the node only in the webhook's POST body.
+//!
+//! The webhook: each request is signed (`X-Edge-Timestamp: <unix seconds>` and
+//! `X-Edge-Signature: v1=<hex HMAC-SHA256(auth.secret, "<timestamp>.<body>")>`, so the hook can
+//! refuse forged or replayed requests), at most [`MAX_WEBHOOK_CONCURRENCY`] are in flight, and
+//! answers are cached for [`WEBHOOK_CACHE_TTL`] (a reconnecting encoder, or a placement and its
+//! stream, ask once). 2xx accepts; 4xx refuses the key; a 5xx, a timeout or no connection is
+//! "auth backend unavailable", kept apart from a wrong key in the encoder's message, the logs
+//! and the metrics, and never cached. Playback IDs derived from keys are keyed hashes
+//! (HMAC-SHA256 with `auth.secret`), so a short key cannot be found from its public ID.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -36,12 +45,48 @@ pub enum AuthError {
 
 /// Largest webhook answer we read (it may carry a playback ID).
 const MAX_WEBHOOK_BODY: usize = 16 * 1024;
+/// Webhook requests in flight at once: a flood of publishers must not become a flood on the
+/// auth backend; the rest wait (within the webhook timeout) for a slot.
+pub const MAX_WEBHOOK_CONCURRENCY: usize = 32;
+/// How long a webhook answer (accept or refuse) is reused for the same key.
+pub const WEBHOOK_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Keys whose answers are cached at once (a flood of distinct wrong keys cannot grow it).
+const WEBHOOK_CACHE_MAX: usize = 10_000;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::Mac;
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let Ok(mut m) = HmacSha256::new_from_slice(secret) else {
+        return String::new();
+    };
+    for p in parts {
+        m.update(p);
+    }
+    hex(&m.finalize().into_bytes())
+}
+
+/// A cached webhook answer.
+#[derive(Clone)]
+enum Cached {
+    Accepted(Grant),
+    Refused,
+}
 
 /// Checks stream keys.
 pub struct Authenticator {
     streams: Vec<edge_config::StreamConfig>,
     webhook: Option<(http::Uri, Duration)>,
+    secret: Option<edge_config::Secret>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    slots: tokio::sync::Semaphore,
+    /// stream_ref of the key → (when answered, the answer).
+    cache: std::sync::Mutex<std::collections::HashMap<String, (tokio::time::Instant, Cached)>>,
 }
 
 impl Authenticator {
@@ -54,8 +99,38 @@ impl Authenticator {
                 .as_ref()
                 .and_then(|u| u.parse().ok())
                 .map(|u| (u, cfg.auth.webhook_timeout)),
+            secret: cfg.auth.secret.clone(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            slots: tokio::sync::Semaphore::new(MAX_WEBHOOK_CONCURRENCY),
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    fn cached(&self, sref: &str) -> Option<Cached> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, c) = cache.get(sref)?;
+        (at.elapsed() < WEBHOOK_CACHE_TTL).then(|| c.clone())
+    }
+
+    fn remember(&self, sref: String, c: Cached) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= WEBHOOK_CACHE_MAX {
+            cache.retain(|_, (at, _)| at.elapsed() < WEBHOOK_CACHE_TTL);
+            if cache.len() >= WEBHOOK_CACHE_MAX {
+                return;
+            }
+        }
+        cache.insert(sref, (tokio::time::Instant::now(), c));
+    }
+
+    /// A public ID for a key the webhook accepted without naming one.
+    pub fn derived_playback_id(&self, key: &str) -> String {
+        derived_playback_id(
+            key,
+            self.secret
+                .as_ref()
+                .map_or(&[][..], |s| s.expose().as_bytes()),
+        )
     }
 
     /// Look the key up in the config, in constant time per configured key (every key is
@@ -88,17 +163,44 @@ impl Authenticator {
         let Some((uri, timeout)) = &self.webhook else {
             return Err(AuthError::Refused);
         };
-        let body = serde_json::json!({ "key": key, "client_addr": client.to_string(), "protocol": protocol });
+        let sref = control::stream_ref(key);
+        match self.cached(&sref) {
+            Some(Cached::Accepted(g)) => return Ok(g),
+            Some(Cached::Refused) => return Err(AuthError::Refused),
+            None => {}
+        }
+        let _slot = tokio::time::timeout(*timeout, self.slots.acquire())
+            .await
+            .map_err(|_| AuthError::WebhookUnavailable("too many checks in flight".into()))?
+            .map_err(|_| AuthError::WebhookUnavailable("closed".into()))?;
+        let body = serde_json::json!({ "key": key, "client_addr": client.to_string(), "protocol": protocol }).to_string();
+        let ts = server::wall_clock()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+            .to_string();
+        let secret = self
+            .secret
+            .as_ref()
+            .map_or(&[][..], |s| s.expose().as_bytes());
+        let signature = hmac_hex(secret, &[ts.as_bytes(), b".", body.as_bytes()]);
         let req = http::Request::post(uri.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
+            .header("x-edge-timestamp", &ts)
+            .header("x-edge-signature", format!("v1={signature}"))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| AuthError::WebhookUnavailable(e.to_string()))?;
         let resp = tokio::time::timeout(*timeout, self.client.request(req))
             .await
             .map_err(|_| AuthError::WebhookUnavailable("timed out".into()))?
             .map_err(|e| AuthError::WebhookUnavailable(e.to_string()))?;
-        if !resp.status().is_success() {
+        let status = resp.status();
+        if status.is_client_error() {
+            self.remember(sref, Cached::Refused);
             return Err(AuthError::Refused);
+        }
+        if !status.is_success() {
+            return Err(AuthError::WebhookUnavailable(format!("answered {status}")));
         }
         let bytes = tokio::time::timeout(
             *timeout,
@@ -109,8 +211,8 @@ impl Authenticator {
         .and_then(|r| r.ok())
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-        // The hook may name the playback ID; otherwise derive a stable public one from a hash
-        // of the key, so the key itself never appears in a URL.
+        // The hook may name the playback ID; otherwise derive a stable public one from a
+        // keyed hash of the key, so the key itself never appears in a URL.
         let playback_id = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| {
@@ -124,23 +226,21 @@ impl Authenticator {
                     && p.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
-            .unwrap_or_else(|| derived_playback_id(key));
-        Ok(Grant {
+            .unwrap_or_else(|| self.derived_playback_id(key));
+        let grant = Grant {
             playback_id,
             srt_passphrase: None,
-        })
+        };
+        self.remember(sref, Cached::Accepted(grant.clone()));
+        Ok(grant)
     }
 }
 
-/// A public ID derived from a key (FNV-1a 64, hex). Not reversible in practice for random keys;
-/// webhooks that care should return their own `playback_id`.
-pub fn derived_playback_id(key: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("s{h:016x}")
+/// A public ID derived from a key: `s` and 32 hex digits of HMAC-SHA256(`secret`, key). With
+/// the secret unknown, the key cannot be searched for from the ID, however short it is.
+pub fn derived_playback_id(key: &str, secret: &[u8]) -> String {
+    let h = hmac_hex(secret, &[b"edge playback id v1\0", key.as_bytes()]);
+    format!("s{}", h.get(..32).unwrap_or(&h))
 }
 
 #[cfg(test)]

@@ -297,13 +297,14 @@ async fn handle_request(
         Ok(g) => g,
         Err(e) => {
             let label = AdmitError::Auth(e.clone()).label();
-            return reject(
-                req,
-                RejectReason::Server(ServerRejectReason::Unauthorized),
-                label,
-                e.to_string(),
-            )
-            .await;
+            // A wrong key, the auth backend down, and a limited address are three different
+            // answers for the caller (libsrt shows the code).
+            let code = match e {
+                crate::auth::AuthError::Refused => ServerRejectReason::Unauthorized,
+                crate::auth::AuthError::WebhookUnavailable(_) => ServerRejectReason::Down,
+                crate::auth::AuthError::Limited(_) => ServerRejectReason::Forbidden,
+            };
+            return reject(req, RejectReason::Server(code), label, e.to_string()).await;
         }
     };
     // srt-tokio panics when the caller's encryption does not match ours; decide it here.

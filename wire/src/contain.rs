@@ -55,7 +55,7 @@ pub fn caught() -> u64 {
 pub fn install_quiet_hook() {
     let previous = std::panic::take_hook();
     // (when last logged, count at that time); the clock is only for rate limiting.
-    static LAST: Mutex<Option<(std::time::Instant, u64)>> = Mutex::new(None);
+    static LAST: Mutex<Option<(tokio::time::Instant, u64)>> = Mutex::new(None);
     std::panic::set_hook(Box::new(move |info| {
         if !contained() {
             previous(info);
@@ -64,8 +64,7 @@ pub fn install_quiet_hook() {
         // `catch` counts after unwinding; this panic is the next one.
         let total = caught() + 1;
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         let due = last.is_none_or(|(at, _)| now.duration_since(at) >= LOG_INTERVAL);
         if due {
             let since = total - last.map_or(0, |(_, n)| n);

@@ -198,7 +198,15 @@ pub struct RawAuth {
     /// once, with no key check (0: no limit).
     #[serde(default = "d_refused_per_minute")]
     pub refused_publishes_per_minute: u32,
+    /// The node's auth secret (at least 32 characters; the same on every node): signs each
+    /// webhook request and keys the playback IDs derived from stream keys. Required with a
+    /// webhook. Prefer `secret_file`.
+    pub secret: Option<String>,
+    /// File holding the auth secret (trailing whitespace ignored).
+    pub secret_file: Option<PathBuf>,
 }
+/// An auth secret shorter than this is guessable offline from a signature or derived ID.
+const MIN_AUTH_SECRET_LEN: usize = 32;
 pub(crate) fn d_refused_per_minute() -> u32 {
     DEFAULT_REFUSED_PUBLISHES_PER_MINUTE
 }
@@ -211,6 +219,8 @@ impl Default for RawAuth {
             webhook: None,
             webhook_timeout: d_webhook_timeout(),
             refused_publishes_per_minute: d_refused_per_minute(),
+            secret: None,
+            secret_file: None,
         }
     }
 }
@@ -378,6 +388,46 @@ impl RawConfig {
             },
         };
 
+        let auth_secret = match (&self.auth.secret, &self.auth.secret_file) {
+            (Some(_), Some(_)) => {
+                p.add("auth", "set either secret or secret_file, not both");
+                None
+            }
+            (None, None) => None,
+            (Some(s), None) => Some(("auth.secret", s.clone())),
+            (None, Some(f)) => match std::fs::read_to_string(f) {
+                Ok(s) => Some(("auth.secret_file", s.trim_end().to_string())),
+                Err(e) => {
+                    p.add(
+                        "auth.secret_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    );
+                    None
+                }
+            },
+        };
+        let auth_secret = match auth_secret {
+            Some((k, s)) if s.len() < MIN_AUTH_SECRET_LEN => {
+                p.add(
+                    k,
+                    format!("must be at least {MIN_AUTH_SECRET_LEN} characters"),
+                );
+                None
+            }
+            Some((_, s)) => Some(s),
+            None => None,
+        };
+        if webhook.is_some()
+            && auth_secret.is_none()
+            && self.auth.secret.is_none()
+            && self.auth.secret_file.is_none()
+        {
+            p.add(
+                "auth.secret",
+                "required with auth.webhook: it signs each webhook request and keys the playback IDs derived from stream keys (set secret_file, the same on every node)",
+            );
+        }
+
         let x264_preset = self.transcode.x264_preset.resolve(
             "transcode.x264_preset",
             DEFAULT_X264_PRESET,
@@ -536,6 +586,7 @@ impl RawConfig {
                 webhook,
                 webhook_timeout: self.auth.webhook_timeout,
                 refused_publishes_per_minute: self.auth.refused_publishes_per_minute,
+                secret: auth_secret.map(Secret::new),
             },
             transcode: TranscodeConfig {
                 passthrough: self.transcode.passthrough,
