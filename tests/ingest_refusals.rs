@@ -137,7 +137,10 @@ fn refusals_and_hostile_peers_leave_other_streams_flowing() {
     let panics = metric_value(&node.metrics(), "edge_parser_panics_total");
     assert!(panics >= 4.0, "contained panics counted: {panics}");
     let log = node.log_text();
-    assert!(!log.contains("panicked at"), "a contained panic printed the default message");
+    assert!(
+        !log.contains("panicked at"),
+        "a contained panic printed the default message"
+    );
     assert_eq!(
         log.matches("contained a parser panic").count(),
         1,
