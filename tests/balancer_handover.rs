@@ -179,51 +179,54 @@ fn all_flowing(what: &str, nodes: &[&Node], ws: &mut [Watched], bytes: &mut f64)
     *bytes = now;
 }
 
+/// `EDGE_TEST_HANDOVER_FULL=1`: the full run of the issue (20 RTMP and 10 SRT publishers,
+/// five upgrades by SIGUSR2 and two by a new process); CI runs a short version.
+const FULL: &str = "EDGE_TEST_HANDOVER_FULL";
+
 #[test]
 fn upgrades_by_sigusr2_and_by_a_new_process_drop_nothing() {
+    let full = std::env::var(FULL).is_ok_and(|v| v == "1");
+    let (n_rtmp, n_srt, by_signal, by_process) = if full { (20, 10, 5, 2) } else { (2, 2, 3, 2) };
     let c = Cluster::new(2, 1);
     let b = c.balancer(1, "5s");
-    let n1 = c.node(1, 20, &[&b]);
-    let n2 = c.node(2, 20, &[&b]);
+    let n1 = c.node(1, 40, &[&b]);
+    let n2 = c.node(2, 40, &[&b]);
     wait_nodes(&b, &["n1", "n2"]);
     let nodes = [&n1, &n2];
     let mut pids = Pids(vec![b.pid()]);
-    let mut ws = vec![
-        publish(&b, &nodes, 0, "rtmp"),
-        publish(&b, &nodes, 1, "rtmp"),
-        publish(&b, &nodes, 2, "srt"),
-        publish(&b, &nodes, 3, "slt"),
-    ];
+    let mut ws = Vec::new();
+    for i in 0..n_rtmp {
+        ws.push(publish(&b, &nodes, i, "rtmp"));
+    }
+    for i in 0..n_srt {
+        // SRT over both ffmpeg and srt-live-transmit.
+        ws.push(publish(&b, &nodes, n_rtmp + i, if i % 2 == 0 { "srt" } else { "slt" }));
+    }
     let mut bytes = received(&nodes);
     all_flowing("before", &nodes, &mut ws, &mut bytes);
 
     let mut serving = b.pid();
     let mut successors = Vec::new();
-    for round in 0..5 {
-        let by_signal = round < 3;
+    for round in 0..by_signal + by_process {
+        let signal = round < by_signal;
         let started = Instant::now();
-        if by_signal {
+        if signal {
             send_signal(serving, "USR2").expect("SIGUSR2");
         } else {
             successors.push(start_successor(&b, &[]));
         }
         // A publisher arriving during the hand-over waits in the backlog and is placed.
         let protocol = if round % 2 == 0 { "rtmp" } else { "srt" };
-        let newcomer = publish(&b, &nodes, 10 + round, protocol);
+        let newcomer = publish(&b, &nodes, 40 + round, protocol);
         let new = wait_serving(&b, serving);
         eprintln!(
             "round {round} ({}): {serving} -> {new} in {:?}",
-            if by_signal { "SIGUSR2" } else { "new process" },
+            if signal { "SIGUSR2" } else { "new process" },
             started.elapsed()
         );
         pids.0.push(new);
         ws.push(newcomer);
-        all_flowing(
-            &format!("after upgrade {round}"),
-            &nodes,
-            &mut ws,
-            &mut bytes,
-        );
+        all_flowing(&format!("after upgrade {round}"), &nodes, &mut ws, &mut bytes);
         // The old process idles; it serves nothing and leaves when told.
         let log = b.log_text();
         assert!(
@@ -239,7 +242,7 @@ fn upgrades_by_sigusr2_and_by_a_new_process_drop_nothing() {
     let log = b.log_text();
     assert_eq!(
         log.matches("took over from the previous balancer").count(),
-        5,
+        by_signal + by_process,
         "{log}"
     );
     for mut s in successors {
