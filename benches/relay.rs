@@ -1492,6 +1492,13 @@ fn start_haproxy(
     }
 }
 
+/// HAProxy's `maxconn` for `n` connections: some room, but within RLIMIT_NOFILE, which
+/// HAProxy refuses to start without (it needs about 2 × maxconn + 20 descriptors).
+fn haproxy_maxconn(n: usize) -> usize {
+    let soft = nofile_limits().0 as usize;
+    (n + 100).min(soft.saturating_sub(60) / 2)
+}
+
 /// A balancer config the bench wrote, and its addresses.
 struct EdgeCfg {
     path: PathBuf,
@@ -1861,7 +1868,7 @@ async fn handover_run(
         }
         HoKind::HaproxyReload => {
             let port = free_tcp_port();
-            let old = start_haproxy(&dir, port, sink.addr, env.cores, n + 100, None);
+            let old = start_haproxy(&dir, port, sink.addr, env.cores, haproxy_maxconn(n), None);
             Relay {
                 old,
                 addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -2002,7 +2009,7 @@ async fn handover_run(
                 relay.addr.port(),
                 sink.addr,
                 env.cores,
-                n + 100,
+                haproxy_maxconn(n),
                 Some(old_pid),
             );
             new_pid = Some(p.pid());
@@ -2148,6 +2155,13 @@ async fn handover_run(
         res.rss_mib.1 = rss_kib(pid) / 1024.0;
     }
     res.fds.2 = fd_count(old_pid);
+    // Before the new publish below, which the count would include while it closes.
+    if let Some(cfg) = &relay.edge {
+        res.serving_count = admin_get(cfg.admin, "/api/v1/balancer")
+            .await
+            .ok()
+            .and_then(|v| v["rtmp_connections"].as_u64());
+    }
     let t0 = Instant::now();
     match publish(relay.addr, "bench-after-handover".into()).await {
         Ok(_) => res.new_publish_ms = Some(t0.elapsed().as_secs_f64() * 1e3),
@@ -2155,11 +2169,7 @@ async fn handover_run(
             .bad
             .push(format!("a new publish after the hand-over failed: {e}")),
     }
-    if let Some(cfg) = &relay.edge {
-        res.serving_count = admin_get(cfg.admin, "/api/v1/balancer")
-            .await
-            .ok()
-            .and_then(|v| v["rtmp_connections"].as_u64());
+    if relay.edge.is_some() {
         let new_log = match kind {
             HoKind::EdgeSpawn => dir.join("edge2.log"),
             _ => relay.log.clone(),
@@ -2321,7 +2331,7 @@ fn print_handover(results: &[HoResult], args: &Args, cores: usize, model: &str) 
     println!();
     for r in results {
         println!(
-            "- {} N={}: opened in {:.1} s ({} failed to set up); {:.1} MiB sent; successor CPU until serving {:.2} s; admin API afterwards: {} RTMP connections; WARN/ERROR log lines: {}",
+            "- {} N={} requested: opened in {:.1} s ({} failed to set up); {:.1} MiB sent; successor CPU until serving {:.2} s; admin API afterwards: {} RTMP connections; WARN/ERROR log lines: {}",
             r.label,
             r.wanted,
             r.open_s,
@@ -2414,7 +2424,7 @@ async fn compare(args: &Args, sink: &Sink, env: &BenchEnv) -> Comparison {
         hap_port,
         sink.addr,
         env.cores,
-        mem_conns.max(PACED_CONNS) + 100,
+        haproxy_maxconn(mem_conns.max(PACED_CONNS)),
         None,
     );
     let edge_addr = cfg.rtmp;
