@@ -97,6 +97,10 @@ Options:
   --haproxy-reload     also run --handover through HAProxy reloaded with -sf, for comparison
   --no-fd-cap          do not scale N down to what RLIMIT_NOFILE allows (to see what breaks)
   -h, --help           this text
+
+Environment:
+  EDGE_BENCH_KEEP=1    keep the temporary directory (configs, relay logs) and print its path
+  EDGE_BENCH_RUST_LOG  the balancer's RUST_LOG (default info), e.g. info,quinn_proto=trace
 ";
 
 /// Full-speed run: enough publishers to keep both relay threads busy.
