@@ -200,7 +200,12 @@ fn upgrades_by_sigusr2_and_by_a_new_process_drop_nothing() {
     }
     for i in 0..n_srt {
         // SRT over both ffmpeg and srt-live-transmit.
-        ws.push(publish(&b, &nodes, n_rtmp + i, if i % 2 == 0 { "srt" } else { "slt" }));
+        ws.push(publish(
+            &b,
+            &nodes,
+            n_rtmp + i,
+            if i % 2 == 0 { "srt" } else { "slt" },
+        ));
     }
     let mut bytes = received(&nodes);
     all_flowing("before", &nodes, &mut ws, &mut bytes);
@@ -226,7 +231,12 @@ fn upgrades_by_sigusr2_and_by_a_new_process_drop_nothing() {
         );
         pids.0.push(new);
         ws.push(newcomer);
-        all_flowing(&format!("after upgrade {round}"), &nodes, &mut ws, &mut bytes);
+        all_flowing(
+            &format!("after upgrade {round}"),
+            &nodes,
+            &mut ws,
+            &mut bytes,
+        );
         // The old process idles; it serves nothing and leaves when told.
         let log = b.log_text();
         assert!(
@@ -396,12 +406,15 @@ fn sigterm_drains_until_the_last_connection_ends() {
     assert!(b.log_text().contains("drained: the last connection ended"));
 }
 
+/// A rendition's init segment and its media segments by MSN.
+type Collected = (Vec<u8>, Vec<(u64, Vec<u8>)>);
+
 /// Downloads every segment of a rendition as the playlist lists it, until `stop` and no new
 /// segment for a while; returns (MSN, bytes) in order, and the init segment.
 fn collect_segments(
     url: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<(Vec<u8>, Vec<(u64, Vec<u8>)>)> {
+) -> std::thread::JoinHandle<Collected> {
     std::thread::spawn(move || {
         let mut init = Vec::new();
         let mut segs: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();

@@ -82,6 +82,18 @@ pub struct Relays {
     abort_opening: Mutex<CancellationToken>,
     /// Relay and SRT session tasks running (a quiesce is complete when this reaches 0).
     live: AtomicUsize,
+    /// Set while a hand-over waits for opening connections: the SRT front lets new callers'
+    /// conclusions go unanswered (they retransmit every 250 ms, and the successor answers).
+    pub srt_paused: std::sync::atomic::AtomicBool,
+}
+
+/// Counts one connection as opening in [`Relays`] until dropped.
+pub struct OpeningGuard(Arc<Relays>);
+
+impl Drop for OpeningGuard {
+    fn drop(&mut self) {
+        self.0.opening.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts one relay or session task in [`Relays`] while it lives.
@@ -102,6 +114,12 @@ impl Relays {
     pub fn enter(self: &Arc<Self>) -> LiveGuard {
         self.live.fetch_add(1, Ordering::AcqRel);
         LiveGuard(Arc::clone(self))
+    }
+
+    /// Count a connection as opening (handshaking, placing) for as long as the guard lives.
+    pub fn opening(self: &Arc<Self>) -> OpeningGuard {
+        self.opening.fetch_add(1, Ordering::AcqRel);
+        OpeningGuard(Arc::clone(self))
     }
 
     /// Relay and session tasks running now.

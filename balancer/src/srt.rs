@@ -131,27 +131,11 @@ pub async fn serve(
     let (notices_tx, mut notices) = mpsc::unbounded_channel();
     for q in adopt {
         let id = router.adopt(q.state.peer, q.state.relay.caller_socket_id);
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        sessions.insert(id, tx);
         let span =
             tracing::info_span!("srt", client.addr = %q.state.peer, node.id = %q.state.node_id);
-        let closed = ClosedOnDrop {
-            id,
-            notices: notices_tx.clone(),
-        };
+        let task = new_task(id, &mut sessions, &notices_tx, &quiesce, &front);
         tokio::spawn(
-            resumed(
-                Arc::clone(&front_sock),
-                q,
-                Arc::clone(&front),
-                Task {
-                    rx,
-                    closed,
-                    quiesce: quiesce.clone(),
-                    _live: front.relays.enter(),
-                },
-            )
-            .instrument(span),
+            resumed(Arc::clone(&front_sock), q, Arc::clone(&front), task).instrument(span),
         );
     }
     let mut buf = vec![0u8; 65536];
@@ -229,31 +213,27 @@ pub async fn serve(
                 }
             }
             Routed::Place(new) => {
+                if new.replaces.is_none()
+                    && front
+                        .relays
+                        .srt_paused
+                        .load(std::sync::atomic::Ordering::Acquire)
+                {
+                    // A hand-over is under way: no new session here; the caller retransmits
+                    // its conclusion and the successor places it.
+                    router.handle_closed(new.id);
+                    continue;
+                }
                 if let Some(old) = new.replaces {
                     // Dropping its queue ends the old session.
                     sessions.remove(&old);
                 }
-                let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-                sessions.insert(new.id, tx);
                 let span = tracing::info_span!("srt", client.addr = %peer, node.id = tracing::field::Empty);
-                let closed = ClosedOnDrop {
-                    id: new.id,
-                    notices: notices_tx.clone(),
-                };
+                let mut task = new_task(new.id, &mut sessions, &notices_tx, &quiesce, &front);
+                task.opening = Some(front.relays.opening());
                 tokio::spawn(
-                    session(
-                        Arc::clone(&front_sock),
-                        peer,
-                        new,
-                        Arc::clone(&front),
-                        Task {
-                            rx,
-                            closed,
-                            quiesce: quiesce.clone(),
-                            _live: front.relays.enter(),
-                        },
-                    )
-                    .instrument(span),
+                    session(Arc::clone(&front_sock), peer, new, Arc::clone(&front), task)
+                        .instrument(span),
                 );
             }
         }
@@ -274,6 +254,31 @@ struct Task {
     closed: ClosedOnDrop,
     quiesce: tokio_util::sync::CancellationToken,
     _live: crate::rtmp_relay::LiveGuard,
+    /// A new caller counts as opening until its session is established (a hand-over waits).
+    opening: Option<crate::rtmp_relay::OpeningGuard>,
+}
+
+/// The queue, end notice and live count of a new session task `id`, its queue registered in
+/// `sessions`.
+fn new_task(
+    id: SessionId,
+    sessions: &mut HashMap<SessionId, mpsc::Sender<Bytes>>,
+    notices: &mpsc::UnboundedSender<Notice>,
+    quiesce: &tokio_util::sync::CancellationToken,
+    front: &Front,
+) -> Task {
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    sessions.insert(id, tx);
+    Task {
+        rx,
+        closed: ClosedOnDrop {
+            id,
+            notices: notices.clone(),
+        },
+        quiesce: quiesce.clone(),
+        _live: front.relays.enter(),
+        opening: None,
+    }
 }
 
 async fn session(
@@ -288,6 +293,7 @@ async fn session(
         closed,
         quiesce,
         _live,
+        opening,
     } = task;
     let placement = &front.placement;
     let NewSession {
@@ -367,6 +373,7 @@ async fn session(
         upstream: upstream_sock,
         conns: Arc::clone(&front.conns),
         guard: None,
+        opening,
     };
     if !drive(&front_sock, live, rx, &closed, &front, quiesce).await {
         placement.cancel(&placed).await;
@@ -380,6 +387,7 @@ async fn resumed(front_sock: Arc<UdpSocket>, q: Quiesced, front: Arc<Front>, tas
         closed,
         quiesce,
         _live,
+        ..
     } = task;
     let st = q.state;
     metrics::CONNECTIONS
@@ -401,6 +409,7 @@ async fn resumed(front_sock: Arc<UdpSocket>, q: Quiesced, front: Arc<Front>, tas
         upstream: q.upstream,
         conns: Arc::clone(&front.conns),
         guard: Some(guard),
+        opening: None,
     };
     let _ = closed.notices.send(Notice::Established(closed.id));
     drive(&front_sock, live, rx, &closed, &front, quiesce).await;
@@ -416,6 +425,8 @@ struct Live {
     conns: Arc<Conns>,
     /// Set once established: the connection table's entry.
     guard: Option<crate::conns::ConnGuard>,
+    /// Held while handshaking with the node (a hand-over waits for it).
+    opening: Option<crate::rtmp_relay::OpeningGuard>,
 }
 
 /// Relay until the session ends or is quiesced. `true` when it got established (its
@@ -509,6 +520,7 @@ async fn perform(
                     .with_label_values(&["srt", "relaying"])
                     .inc();
                 live.guard = Some(live.conns.open("srt", live.peer, &live.node_id));
+                live.opening = None;
                 let _ = closed.notices.send(Notice::Established(closed.id));
             }
             Step::Rejected(code) => {

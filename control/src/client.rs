@@ -369,13 +369,17 @@ impl LinkTask {
             Err(e) => {
                 // The connection's close reason says more ("closed by peer: 2 (node id ...)")
                 // than the stream error ("connection lost").
-                let error = conn
-                    .close_reason()
-                    .map_or_else(|| e.to_string(), |r| r.to_string());
+                let reason = conn.close_reason();
+                // A balancer that closed cleanly is restarting or handing over to its
+                // successor, which serves at once: reconnect without backing off (a second
+                // hand-over a few seconds after the first must not find us waiting).
+                let clean = matches!(&reason, Some(quinn::ConnectionError::ApplicationClosed(c))
+                    if c.error_code == quinn::VarInt::from_u32(crate::server_session::CloseCode::Shutdown.as_u32()));
+                let error = reason.map_or_else(|| e.to_string(), |r| r.to_string());
                 conn.close(quinn::VarInt::from_u32(1), b"node closing connection");
                 End::Failed {
                     connected: true,
-                    stable: since.elapsed() >= STABLE_CONNECTION,
+                    stable: clean || since.elapsed() >= STABLE_CONNECTION,
                     error,
                 }
             }

@@ -25,6 +25,8 @@ pub const OPENING_GRACE: Duration = Duration::from_secs(3);
 /// How long every relay and session task may take to reach its clean point. They stop at
 /// their next await; this only bounds a stuck one.
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long aborted opening connections get to go away.
+const ABORT_WAIT: Duration = Duration::from_secs(1);
 /// How often the hand-over checks on opening connections and quiescing tasks.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -201,6 +203,7 @@ async fn quiesce(b: &Arc<Balancer>) -> Collected {
     b.gates.rtmp.pause();
     b.gates.http.pause();
     b.gates.admin.pause();
+    b.relays.srt_paused.store(true, Ordering::Release);
     let deadline = Instant::now() + OPENING_GRACE;
     while b.relays.opening.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(POLL).await;
@@ -212,7 +215,10 @@ async fn quiesce(b: &Arc<Balancer>) -> Collected {
             "connections still opening after the grace: closed (their encoders retry)"
         );
         b.relays.abort_opening();
-        while b.relays.opening.load(Ordering::Acquire) > 0 {
+        // RTMP connections end at once; SRT handshakes still going are dropped by the
+        // quiesce below (their callers retransmit and the successor places them).
+        let deadline = Instant::now() + ABORT_WAIT;
+        while b.relays.opening.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
     }
@@ -327,6 +333,7 @@ fn resume(b: &Arc<Balancer>, c: Collected, control_stopped: bool) {
             tracing::error!(error = %e, "cannot restart the control server after a failed hand-over");
         }
     }
+    b.relays.srt_paused.store(false, Ordering::Release);
     b.gates.rtmp.resume();
     b.gates.http.resume();
     b.gates.admin.resume();
