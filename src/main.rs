@@ -193,6 +193,11 @@ pub(crate) async fn balancer_main(
     path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    let fds = balancer::raise_fd_limit();
+    tracing::info!(
+        open_files_limit = fds,
+        "descriptor limit (two per relayed connection, as many again for a hand-over)"
+    );
     // Recorded now: once the file is replaced, /proc/self/exe reads "(deleted)".
     let exe = std::env::current_exe().ok();
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -266,12 +271,20 @@ pub(crate) async fn balancer_main(
             }
             _ = async { tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} } } => {
                 let handed_over = running.as_ref().is_some_and(|r| r.balancer.handed_over.is_cancelled());
-                if stopping || handed_over || running.is_none() {
+                if stopping || running.is_none() {
                     stop.cancel();
                     continue;
                 }
                 stopping = true;
-                if let Some(r) = &running {
+                if let Some(r) = running.as_ref().filter(|_| handed_over) {
+                    // Idle after a hand-over: let viewers' last requests here finish, then go.
+                    let b = std::sync::Arc::clone(&r.balancer);
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        b.wind_down().await;
+                        stop.cancel();
+                    });
+                } else if let Some(r) = &running {
                     let b = std::sync::Arc::clone(&r.balancer);
                     let stop = stop.clone();
                     tokio::spawn(async move {

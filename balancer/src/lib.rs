@@ -152,6 +152,8 @@ pub struct Balancer {
     control: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
     pub admin: Arc<admin::AdminState>,
     pub conns: Arc<conns::Conns>,
+    /// Viewers' connections (a retired balancer waits for them before it exits).
+    http_acceptor: Arc<server::Acceptor>,
     /// Cancelled at the commit point of a hand-over: this process serves nothing any more.
     pub handed_over: CancellationToken,
     /// Serialises hand-overs and drains.
@@ -246,6 +248,16 @@ impl Balancer {
         }
     }
 
+    /// SIGTERM after a hand-over: the viewers' requests this process still answers (blocking
+    /// playlist reloads included) finish first, then it may exit. Bounded by the playback
+    /// listener's retire grace.
+    pub async fn wind_down(&self) {
+        let deadline = tokio::time::Instant::now() + playback::retire_grace() + DRAIN_POLL;
+        while self.http_acceptor.open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL / 4).await;
+        }
+    }
+
     /// SIGTERM with no successor: `/readyz` says 503 at once, no new encoders (RTMP and SRT
     /// refuse them), live connections relay on until they end or `balancer.drain_deadline`
     /// passes. Returns when it is over; viewers' HTTP is served to the end.
@@ -286,6 +298,21 @@ impl Balancer {
             }
             tokio::time::sleep(DRAIN_POLL).await;
         }
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit: a relay holds two descriptors per
+/// connection, and a hand-over needs as many again in the successor, so the usual soft limit
+/// (1,024) would cap a balancer at a few hundred streams. Returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
     }
 }
 
@@ -417,6 +444,7 @@ pub async fn run(
         control: Mutex::new(None),
         admin: Arc::clone(&admin),
         conns,
+        http_acceptor: playback::acceptor(),
         handed_over: CancellationToken::new(),
         busy: tokio::sync::Mutex::new(()),
     });
@@ -486,6 +514,7 @@ pub async fn run(
         playback::Router::new(Arc::clone(&placement)),
         listeners.http,
         http_gate,
+        Arc::clone(&b.http_acceptor),
     ));
     tokio::spawn(handover::old::serve_successors(Arc::clone(&b)));
     tracing::info!(balancer.id = %cfg.id, control = %cfg.listen.control, "balancer ready");

@@ -334,11 +334,10 @@ impl Router {
     }
 }
 
-/// Serve viewers while `gate` lets them in, under [`MAX_CONNECTIONS`],
-/// [`MAX_CONNECTIONS_PER_IP`] and the listener's HTTP limits. Retired (a hand-over or a
-/// drain), each connection finishes its request, blocking reloads included, and closes.
-pub async fn serve(router: Arc<Router>, listener: TcpListener, mut gate: server::Gate) {
-    let acceptor = server::Acceptor::new(
+/// The playback listener's connection caps (its count of open connections tells a retired
+/// balancer when its viewers' last requests are done).
+pub fn acceptor() -> Arc<server::Acceptor> {
+    server::Acceptor::new(
         "playback",
         server::ConnLimits {
             max_total: MAX_CONNECTIONS,
@@ -350,7 +349,23 @@ pub async fn serve(router: Arc<Router>, listener: TcpListener, mut gate: server:
                 .with_label_values(&["http", why.as_str()])
                 .inc();
         },
-    );
+    )
+}
+
+/// How long a retired listener's connections may take to finish (see `LIMITS.retire_grace`).
+pub fn retire_grace() -> Duration {
+    LIMITS.retire_grace
+}
+
+/// Serve viewers while `gate` lets them in, under [`MAX_CONNECTIONS`],
+/// [`MAX_CONNECTIONS_PER_IP`] and the listener's HTTP limits. Retired (a hand-over or a
+/// drain), each connection finishes its request, blocking reloads included, and closes.
+pub async fn serve(
+    router: Arc<Router>,
+    listener: TcpListener,
+    mut gate: server::Gate,
+    acceptor: Arc<server::Acceptor>,
+) {
     let builder = Arc::new(server::serve::builder(&LIMITS));
     while gate.open().await {
         let (sock, _, permit) = tokio::select! {

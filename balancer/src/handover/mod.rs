@@ -16,8 +16,9 @@
 //!    re-serialiser's state) and one `Srt` frame per SRT session (descriptor: its upstream
 //!    socket), then `Done`.
 //! 4. `Ready` → once the new process holds everything (it has touched none of it).
-//! 5. The old process closes its QUIC connections (nodes reconnect at once, to the new
-//!    process), then ← `Commit`: the commit point. The new process starts serving; the old one
+//! 5. The old process has closed its QUIC connections meanwhile (from step 2 on, so QUIC's
+//!    draining period costs the relays no pause; nodes reconnect at once, to the new process),
+//!    then ← `Commit`: the commit point. The new process starts serving; the old one
 //!    closes its copies, lets viewers' HTTP requests in flight finish, and idles until told to
 //!    stop (a supervisor that restarts exited processes must not start a third).
 //!

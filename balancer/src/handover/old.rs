@@ -153,18 +153,24 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
         successor_pid = pid,
         "a successor is taking over: pausing and quiescing"
     );
+    // Close our QUIC connections while the relays quiesce and travel, not after: QUIC's
+    // draining period (~90 ms) then costs the relays no pause. Nodes reconnect at once; their
+    // attempts wait in the control socket for whoever reads it next (the successor, or this
+    // process again if the hand-over fails).
+    let control_closing = {
+        let b = Arc::clone(b);
+        tokio::spawn(async move { b.stop_control().await })
+    };
     let collected = quiesce(b).await;
     let (n_rtmp, n_srt) = (collected.rtmp.len(), collected.srt.len());
-    match transfer(b, &sock, &collected).await {
-        Ok(()) => {}
-        Err(e) => {
-            resume(b, collected, false);
-            return Err(e);
-        }
+    let transferred = transfer(b, &sock, &collected).await;
+    // Commit only once nothing here reads the control socket any more.
+    let _ = control_closing.await;
+    if let Err(e) = transferred {
+        resume(b, collected, true);
+        return Err(e);
     }
-    // The successor holds everything and has touched nothing. Close our QUIC connections
-    // (nodes reconnect at once and reach the successor), then commit.
-    b.stop_control().await;
+    // The successor holds everything and has touched nothing: commit.
     let s = sock.try_clone()?;
     if let Err(e) = blocking(move || send(&s, &Msg::Commit, &[])).await {
         resume(b, collected, true);
