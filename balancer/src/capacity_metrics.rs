@@ -12,7 +12,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_gauge, register_int_gauge_vec, IntGauge, IntGaugeVec};
+use prometheus::{IntGauge, IntGaugeVec};
 
 use crate::place::NodeInfo;
 use crate::placement::NodeStatus;
@@ -27,63 +27,56 @@ pub const STATES: [(&str, NodeStatus); 5] = [
 ];
 
 pub static CLUSTER_CAPACITY: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    server::metrics::gauge(
         "edge_balancer_cluster_capacity_milliunits",
-        "Transcode capacity of the nodes that are ready or full, as this balancer sees them"
+        "Transcode capacity of the nodes that are ready or full, as this balancer sees them",
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static CLUSTER_USED: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    server::metrics::gauge(
         "edge_balancer_cluster_used_milliunits",
-        "Transcode units used on the nodes that are ready or full (reports plus pending placements)"
+        "Transcode units used on the nodes that are ready or full (reports plus pending placements)",
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static CLUSTER_FREE: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+    server::metrics::gauge(
         "edge_balancer_cluster_free_milliunits",
-        "Transcode units free for new streams on the nodes that are ready"
+        "Transcode units free for new streams on the nodes that are ready",
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static NODES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
+    server::metrics::gauge_vec(
         "edge_balancer_nodes",
         "Nodes this balancer knows, by state (ready, full, draining, cordoned, lost)",
-        &["state"]
+        &["state"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static NODE_CAPACITY: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
+    server::metrics::gauge_vec(
         "edge_balancer_node_capacity_milliunits",
         "Transcode capacity per node, from its latest report",
-        &["node"]
+        &["node"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static NODE_USED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
+    server::metrics::gauge_vec(
         "edge_balancer_node_used_milliunits",
         "Transcode units used per node (its report plus placements not yet reported)",
-        &["node"]
+        &["node"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 pub static NODE_STREAMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!(
+    server::metrics::gauge_vec(
         "edge_balancer_node_streams",
         "Streams each node carries, from its latest report",
-        &["node"]
+        &["node"],
     )
-    .expect("metric") // infallible: constant valid name, registered once
 });
 
 /// Make every series appear from the first scrape.

@@ -3,93 +3,71 @@
 //! Entry points: [`part_published`], [`part_latency`], [`http_request`], [`blocking_reload`],
 //! [`set_streams`], [`timestamp_jump`], [`forced_cut`], [`sample_dropped`].
 //! Labels are low-cardinality only (rendition kind, request kind, status code): never stream
-//! keys or playback IDs. If a metric of the same name is already registered (another crate or
-//! a test harness), an unregistered instance is used instead, so recording never fails.
+//! keys or playback IDs. Built and registered by `server::metrics` (a duplicate name is logged
+//! and the metric still records).
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
 
 /// Histogram buckets of the part latency, seconds: from one frame-ish to "badly late".
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
 
 static PARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new(
+    server::metrics::counter_vec(
         "edge_packager_parts_total",
         "LL-HLS parts published, by rendition kind",
-    );
-    prometheus::register_int_counter_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
-        let unregistered = IntCounterVec::new(opts, &["kind"]);
-        unregistered.expect("valid metric") // infallible: constant valid name
-    })
+        &["kind"],
+    )
 });
 
 static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
-    let opts = HistogramOpts::new(
+    server::metrics::histogram_vec(
         "edge_packager_part_latency_seconds",
         "Time from a frame's arrival at the node to the publication of the part holding it",
+        &["kind"],
+        LATENCY_BUCKETS.to_vec(),
     )
-    .buckets(LATENCY_BUCKETS.to_vec());
-    prometheus::register_histogram_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
-        let unregistered = HistogramVec::new(opts, &["kind"]);
-        unregistered.expect("valid metric") // infallible: constant valid name
-    })
 });
 
 static HTTP: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new(
+    server::metrics::counter_vec(
         "edge_packager_http_requests_total",
         "HTTP requests served by the packager, by kind and status code",
-    );
-    prometheus::register_int_counter_vec!(opts.clone(), &["kind", "code"]).unwrap_or_else(|_| {
-        let unregistered = IntCounterVec::new(opts, &["kind", "code"]);
-        unregistered.expect("valid metric") // infallible: constant valid name
-    })
+        &["kind", "code"],
+    )
 });
 
 static STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
-    let opts = Opts::new(
+    server::metrics::gauge(
         "edge_packager_streams",
         "Streams currently served by the packager",
-    );
-    prometheus::register_int_gauge!(opts.clone())
-        .unwrap_or_else(|_| IntGauge::with_opts(opts).expect("valid metric")) // infallible
+    )
 });
 
 static JUMPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new(
+    server::metrics::counter_vec(
         "edge_packager_timestamp_jumps_total",
         "Timestamp jumps (DTS backwards, or forward past a gap) turned into discontinuities",
-    );
-    prometheus::register_int_counter_vec!(opts.clone(), &["kind", "direction"]).unwrap_or_else(
-        |_| {
-            let unregistered = IntCounterVec::new(opts, &["kind", "direction"]);
-            unregistered.expect("valid metric") // infallible: constant valid name
-        },
+        &["kind", "direction"],
     )
 });
 
 static FORCED_CUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new(
+    server::metrics::counter_vec(
         "edge_packager_forced_cuts_total",
         "Segments started without a keyframe (the source's keyframe interval is too long)",
-    );
-    prometheus::register_int_counter_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
-        let unregistered = IntCounterVec::new(opts, &["kind"]);
-        unregistered.expect("valid metric") // infallible: constant valid name
-    })
+        &["kind"],
+    )
 });
 
 static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let opts = Opts::new(
+    server::metrics::counter_vec(
         "edge_packager_samples_dropped_total",
         "Samples dropped for repeating the previous sample's decode time",
-    );
-    prometheus::register_int_counter_vec!(opts.clone(), &["kind"]).unwrap_or_else(|_| {
-        let unregistered = IntCounterVec::new(opts, &["kind"]);
-        unregistered.expect("valid metric") // infallible: constant valid name
-    })
+        &["kind"],
+    )
 });
 
 /// Count one timestamp jump of a rendition kind, "backward" or "forward".
@@ -135,15 +113,11 @@ pub(crate) fn set_streams(n: usize) {
 const BLOCKING_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0, 6.0];
 
 static BLOCKING: LazyLock<Histogram> = LazyLock::new(|| {
-    let opts = HistogramOpts::new(
+    server::metrics::histogram(
         "edge_packager_blocking_reload_seconds",
         "How long blocking playlist reloads (_HLS_msn) waited before their answer",
+        BLOCKING_BUCKETS.to_vec(),
     )
-    .buckets(BLOCKING_BUCKETS.to_vec());
-    prometheus::register_histogram!(opts.clone()).unwrap_or_else(|_| {
-        let unregistered = Histogram::with_opts(opts);
-        unregistered.expect("valid metric") // infallible: constant valid name and buckets
-    })
 });
 
 /// Observe how long one blocking playlist reload waited.
