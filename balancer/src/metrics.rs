@@ -64,6 +64,12 @@ pub static HANDOVER_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+/// The relayed-bytes counter of one protocol and direction: relays fetch it once and count
+/// on it per read, instead of looking the labels up per read.
+pub fn relayed(protocol: &str, direction: &str) -> prometheus::IntCounter {
+    RELAYED_BYTES.with_label_values(&[protocol, direction])
+}
+
 pub static NODE_FREE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     server::metrics::gauge_vec("edge_balancer_node_free_milliunits",
         "Free transcode units per node as this balancer counts them (reports minus pending placements)",

@@ -201,25 +201,23 @@ pub async fn run(
         st.bytes_to_node,
         st.bytes_to_encoder,
     );
-    let count_up = |st: &mut RelayState, n: usize| {
-        st.bytes_to_node += n as u64;
+    // The byte counts live in the connection table's entry; the state takes them only when
+    // it leaves this task (a quiesce).
+    let to_node = metrics::relayed("rtmp", "to_node");
+    let to_encoder = metrics::relayed("rtmp", "to_encoder");
+    let count_up = |_: &mut RelayState, n: usize| {
         guard
             .conn
             .bytes_to_node
             .fetch_add(n as u64, Ordering::Relaxed);
-        metrics::RELAYED_BYTES
-            .with_label_values(&["rtmp", "to_node"])
-            .inc_by(n as u64);
+        to_node.inc_by(n as u64);
     };
-    let count_down = |st: &mut RelayState, n: usize| {
-        st.bytes_to_encoder += n as u64;
+    let count_down = |_: &mut RelayState, n: usize| {
         guard
             .conn
             .bytes_to_encoder
             .fetch_add(n as u64, Ordering::Relaxed);
-        metrics::RELAYED_BYTES
-            .with_label_values(&["rtmp", "to_encoder"])
-            .inc_by(n as u64);
+        to_encoder.inc_by(n as u64);
     };
     loop {
         // Half-closes once everything before them is out.
@@ -241,6 +239,8 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = quiesce.cancelled() => {
+                st.bytes_to_node = guard.conn.bytes_to_node.load(Ordering::Relaxed);
+                st.bytes_to_encoder = guard.conn.bytes_to_encoder.load(Ordering::Relaxed);
                 return Stopped::Quiesced(Box::new(Quiesced { state: st, client, node }));
             }
             r = client.readable(), if read_up => {

@@ -374,6 +374,8 @@ async fn session(
         conns: Arc::clone(&front.conns),
         guard: None,
         opening,
+        to_node: metrics::relayed("srt", "to_node"),
+        to_encoder: metrics::relayed("srt", "to_encoder"),
     };
     if !drive(&front_sock, live, rx, &closed, &front, quiesce).await {
         placement.cancel(&placed).await;
@@ -410,6 +412,8 @@ async fn resumed(front_sock: Arc<UdpSocket>, q: Quiesced, front: Arc<Front>, tas
         conns: Arc::clone(&front.conns),
         guard: Some(guard),
         opening: None,
+        to_node: metrics::relayed("srt", "to_node"),
+        to_encoder: metrics::relayed("srt", "to_encoder"),
     };
     let _ = closed.notices.send(Notice::Established(closed.id));
     drive(&front_sock, live, rx, &closed, &front, quiesce).await;
@@ -427,6 +431,9 @@ struct Live {
     guard: Option<crate::conns::ConnGuard>,
     /// Held while handshaking with the node (a hand-over waits for it).
     opening: Option<crate::rtmp_relay::OpeningGuard>,
+    /// The relayed-bytes counters, fetched once (counted per datagram).
+    to_node: prometheus::IntCounter,
+    to_encoder: prometheus::IntCounter,
 }
 
 /// Relay until the session ends or is quiesced. `true` when it got established (its
@@ -494,9 +501,7 @@ async fn perform(
                     g.conn
                         .bytes_to_node
                         .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    metrics::RELAYED_BYTES
-                        .with_label_values(&["srt", "to_node"])
-                        .inc_by(b.len() as u64);
+                    live.to_node.inc_by(b.len() as u64);
                 }
                 let _ = live.upstream.send(&b).await;
             }
@@ -505,9 +510,7 @@ async fn perform(
                     g.conn
                         .bytes_to_encoder
                         .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    metrics::RELAYED_BYTES
-                        .with_label_values(&["srt", "to_encoder"])
-                        .inc_by(b.len() as u64);
+                    live.to_encoder.inc_by(b.len() as u64);
                 }
                 let _ = front_sock.send_to(&b, live.peer).await;
             }

@@ -72,14 +72,7 @@ pub async fn serve_admin<H>(
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
 {
-    serve_http(
-        listener,
-        admin_acceptor(on_refused),
-        ADMIN_LIMITS,
-        handler,
-        stop,
-    )
-    .await;
+    serve_admin_gated(listener, handler, on_refused, retired_on(stop)).await;
 }
 
 /// [`serve_admin`] steered by a [`Gate`] (pause, retire) instead of a stop token.
@@ -143,12 +136,17 @@ pub async fn serve_http<H>(
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
 {
+    serve_http_gated(listener, acceptor, limits, handler, retired_on(stop)).await;
+}
+
+/// A gate that retires when `stop` is cancelled (for servers that only ever stop).
+fn retired_on(stop: CancellationToken) -> Gate {
     let (handle, gate) = crate::gate::gate();
     tokio::spawn(async move {
         stop.cancelled().await;
         handle.retire();
     });
-    serve_http_gated(listener, acceptor, limits, handler, gate).await;
+    gate
 }
 
 /// Serve `handler` on `listener` while `gate` lets it: paused, new connections wait in the
