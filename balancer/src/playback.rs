@@ -66,6 +66,9 @@ const LIMITS: server::serve::HttpLimits = server::serve::HttpLimits {
     max_header_list_size: 16 * 1024,
     keepalive_interval: Duration::from_secs(30),
     max_pending_resets: 64,
+    // A player polls its playlists every part target (well under a second) and fetches parts
+    // between polls; a connection quiet for this long belongs to a viewer who left.
+    idle_timeout: Duration::from_secs(30),
     // A blocking playlist reload may be held this long; a retired listener lets it finish.
     retire_grace: Duration::from_secs(packager::MAX_BLOCKING_HOLD.as_secs() + 3),
 };
@@ -363,28 +366,23 @@ pub fn retire_grace() -> Duration {
 pub async fn serve(
     router: Arc<Router>,
     listener: TcpListener,
-    mut gate: server::Gate,
+    gate: server::Gate,
     acceptor: Arc<server::Acceptor>,
 ) {
-    let builder = Arc::new(server::serve::builder(&LIMITS));
-    while gate.open().await {
-        let (sock, _, permit) = tokio::select! {
-            _ = gate.closing() => continue,
-            c = acceptor.accept(&listener) => c,
-        };
-        let _ = sock.set_nodelay(true);
-        let router = Arc::clone(&router);
-        let builder = Arc::clone(&builder);
-        let gate = gate.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
+    server::serve::serve_gated(
+        listener,
+        acceptor,
+        LIMITS,
+        move |_peer| {
+            let router = Arc::clone(&router);
+            service_fn(move |req: Request<Incoming>| {
                 let router = Arc::clone(&router);
                 async move { Ok::<_, Infallible>(router.handle(req).await) }
-            });
-            server::serve::serve_connection(&builder, sock, svc, gate, LIMITS.retire_grace).await;
-            drop(permit);
-        });
-    }
+            })
+        },
+        gate,
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -136,15 +136,15 @@ pub async fn run(
             listeners.admin,
             stop.clone(),
         )),
-        tokio::spawn(async move {
-            let http = listeners.http;
-            if let Err(e) = origin
-                .serve(http, async move { serve_stop.cancelled().await })
-                .await
-            {
-                tracing::error!(error = %e, "http origin stopped");
-            }
-        }),
+        tokio::spawn(origin.serve(
+            listeners.http,
+            packager::origin_acceptor(node.trusted_proxies(), |why| {
+                metrics::CONNECTIONS_TOTAL
+                    .with_label_values(&["http", why.as_str()])
+                    .inc();
+            }),
+            server::serve::retired_on(serve_stop),
+        )),
     ];
     let hk = Arc::clone(&node);
     let hk_stop = stop.clone();

@@ -9,7 +9,8 @@
 //! Entry points:
 //! - [`Origin::new`], [`Origin::publish`] (returns a [`StreamHandle`]), [`StreamHandle::configure`],
 //!   [`StreamHandle::push`], [`StreamHandle::end`], [`Origin::finish`], [`Origin::remove`];
-//! - [`Origin::handle`] for one HTTP request, [`Origin::serve`] to run an HTTP/1.1 + h2c server.
+//! - [`Origin::handle`] for one HTTP request, [`Origin::serve`] to run an HTTP/1.1 + h2c server
+//!   (on the server kit, under [`ORIGIN_LIMITS`] and the caps of [`origin_acceptor`]).
 //!
 //! Layout, protocol logic kept free of IO (in the style of quinn-proto and gst-plugins-rs'
 //! hlssink3/fmp4mux):
@@ -48,6 +49,11 @@ use bytes::Bytes;
 pub use crate::error::PackagerError;
 pub use crate::origin::{
     Continuation, Origin, RenditionContinuation, RenditionSummary, StreamHandle, StreamSummary,
+};
+pub use crate::server::{
+    acceptor as origin_acceptor, LIMITS as ORIGIN_LIMITS,
+    MAX_CONNECTIONS as ORIGIN_MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_IP as ORIGIN_MAX_CONNECTIONS_PER_IP,
 };
 
 /// The longest a node holds a blocking playlist reload (`_HLS_msn`) or a preload-hint part
@@ -155,9 +161,82 @@ pub struct Sample {
     pub arrival: Option<tokio::time::Instant>,
 }
 
-/// The wall clock, for `EXT-X-PROGRAM-DATE-TIME` (viewers align renditions and players by it);
-/// timeouts and part timing follow tokio's clock instead, which tests can pause.
-#[allow(clippy::disallowed_methods)]
-pub fn wall_clock() -> std::time::SystemTime {
-    std::time::SystemTime::now()
+/// What `fuzz/` (a crate outside this one) calls: the viewer-request parsers, which stay
+/// crate-private, through the same functions the HTTP handler calls. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::request::{self, Readiness, Route};
+
+    /// A routed viewer path as plain fields.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct RouteParts<'a> {
+        /// The metric label of the route (`playlist`, `init`, `segment`, `part`).
+        pub kind: &'static str,
+        pub pid: &'a str,
+        /// `None` for the multivariant playlist.
+        pub rendition: Option<&'a str>,
+        /// The init version, segment MSN or part MSN.
+        pub number: Option<u64>,
+        /// The part index.
+        pub part: Option<u32>,
+    }
+
+    /// `request::route` on a request path.
+    pub fn route(path: &str) -> Option<RouteParts<'_>> {
+        let r = request::route(path)?;
+        // `Route::pid` borrows the route; the fields borrow the path.
+        let (pid, rendition, number, part) = match r {
+            Route::Multivariant { pid } => (pid, None, None, None),
+            Route::Media { pid, rendition } => (pid, Some(rendition), None, None),
+            Route::Init { pid, rendition, id } => (pid, Some(rendition), Some(u64::from(id)), None),
+            Route::Segment {
+                pid,
+                rendition,
+                msn,
+            } => (pid, Some(rendition), Some(msn), None),
+            Route::Part {
+                pid,
+                rendition,
+                msn,
+                part,
+            } => (pid, Some(rendition), Some(msn), Some(part)),
+        };
+        Some(RouteParts {
+            kind: r.kind(),
+            pid,
+            rendition,
+            number,
+            part,
+        })
+    }
+
+    /// `request::parse_query`: (`_HLS_msn`, `_HLS_part`, `_HLS_skip`) or the 400's reason.
+    pub fn parse_query(query: Option<&str>) -> Result<(Option<u64>, Option<u32>, bool), String> {
+        request::parse_query(query).map(|q| (q.msn, q.part, q.skip))
+    }
+
+    /// `request::playlist_readiness` for the directives of `query` at a rendition position;
+    /// `Err` is the 400 of `parse_query`. The answer is `ready`, `wait`, `bad_request` or
+    /// `not_found`.
+    pub fn playlist_readiness(
+        query: Option<&str>,
+        last_part: Option<(u64, u32)>,
+        last_complete: Option<u64>,
+        next_msn: u64,
+        ended: bool,
+    ) -> Result<&'static str, String> {
+        let q = request::parse_query(query)?;
+        let pos = request::Position {
+            last_part,
+            last_complete,
+            next_msn,
+            ended,
+        };
+        Ok(match request::playlist_readiness(&q, &pos) {
+            Readiness::Ready => "ready",
+            Readiness::Wait => "wait",
+            Readiness::BadRequest(_) => "bad_request",
+            Readiness::NotFound => "not_found",
+        })
+    }
 }

@@ -299,7 +299,7 @@ impl Origin {
                 .get(playback_id)
                 .map(|old| Origin::continuation_of(&old.state.lock()));
             let continuation = old.or(continuation).unwrap_or_default();
-            let mut timeline = Timeline::new(now, crate::wall_clock());
+            let mut timeline = Timeline::new(now, ::server::wall_clock());
             timeline.has_video = has_video;
             if let Some(ms) = continuation
                 .renditions

@@ -1,5 +1,6 @@
 //! HTTP glue: [`Origin::handle`] answers one request from memory, [`Origin::serve`] runs
-//! HTTP/1.1 and HTTP/2 cleartext (h2c, via `hyper_util::server::conn::auto`) until shutdown.
+//! HTTP/1.1 and HTTP/2 cleartext (h2c) on the server kit (`server::serve`: connection caps,
+//! header and idle deadlines, HTTP/2 limits) until its gate is retired.
 //!
 //! URLs: `/live/{pid}/index.m3u8` (multivariant), `/live/{pid}/{rendition}/index.m3u8` (media,
 //! with `_HLS_msn`, `_HLS_part`, `_HLS_skip`), `init.mp4` / `init{N}.mp4`, `seg{msn}.m4s`,
@@ -17,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -25,9 +27,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 
 use crate::metrics;
 use crate::origin::{Origin, Stream, StreamState};
@@ -60,14 +59,31 @@ pub(crate) const CORS_MAX_AGE: Duration = Duration::from_secs(86_400);
 /// How often `serve` removes streams whose retention after `finish` has passed.
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// After `shutdown`, how long in-flight requests (including blocked ones) may still finish.
-pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// HTTP limits of the origin ([`::server::serve::HttpLimits`] says what each bounds). Viewers
+/// reach it through a balancer (a few pooled connections carrying many viewers) or directly.
+pub const LIMITS: ::server::serve::HttpLimits = ::server::serve::HttpLimits {
+    // A request header arrives in one packet; ten seconds is for a viewer on a bad link.
+    header_timeout: Duration::from_secs(10),
+    // hls.js keeps a few requests per rendition in flight (playlist, part, preload hint); a
+    // balancer multiplexes many viewers on one HTTP/2 connection.
+    max_concurrent_streams: 256,
+    max_header_list_size: 16 * 1024,
+    keepalive_interval: Duration::from_secs(30),
+    max_pending_resets: 64,
+    // A player polls every part target; a quiet connection belongs to a viewer who left.
+    idle_timeout: Duration::from_secs(30),
+    // At shutdown, in-flight requests (blocking reloads too) get this long to finish.
+    retire_grace: Duration::from_secs(5),
+};
 
-/// HTTP/1 clients must send their request headers within this time (slowloris guard).
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Origin connections at once: each idle one costs a few KiB; the cap bounds a flood.
+pub const MAX_CONNECTIONS: usize = 8192;
+/// Origin connections from one address that is not a trusted balancer: a player opens a
+/// few, a NAT or a small CDN more.
+pub const MAX_CONNECTIONS_PER_IP: usize = 256;
 
-/// Back-off after a failed `accept` (e.g. out of file descriptors) before trying again.
-pub(crate) const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// How often `serve` looks whether its last connections have finished after retiring.
+const WIND_DOWN_POLL: Duration = Duration::from_millis(50);
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const INIT_TYPE: &str = "video/mp4";
@@ -520,60 +536,73 @@ impl Origin {
         }
     }
 
-    /// Serve HTTP/1.1 and HTTP/2 (h2c) on `listener` until `shutdown` resolves; then stop
-    /// accepting and give in-flight requests up to `SHUTDOWN_GRACE` (5 s) to finish.
+    /// Serve HTTP/1.1 and HTTP/2 (h2c) on `listener` while `gate` lets it, each connection
+    /// admitted by `acceptor` (see [`acceptor`]) and held to [`LIMITS`]; removes streams whose
+    /// retention has passed meanwhile. Retired, it accepts no more and returns once the live
+    /// connections have finished their requests, at most [`LIMITS`]`.retire_grace` later.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        let graceful = GracefulShutdown::new();
-        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = sweep.tick() => self.sweep(Instant::now()),
-                accepted = listener.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(v) => v,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                            continue;
-                        }
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    let origin = self.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let fut = origin.handle(req);
-                        async move { Ok::<_, Infallible>(fut.await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(tcp), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
+        acceptor: Arc<::server::Acceptor>,
+        gate: ::server::Gate,
+    ) {
+        let sweeper = self.clone();
+        let mut sweep_gate = gate.clone();
+        let sweep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = sweep_gate.retired() => return,
+                    _ = tick.tick() => sweeper.sweep(Instant::now()),
                 }
             }
+        });
+        let origin = self;
+        ::server::serve::serve_gated(
+            listener,
+            Arc::clone(&acceptor),
+            LIMITS,
+            move |_peer| {
+                let origin = origin.clone();
+                hyper::service::service_fn(move |req| {
+                    let fut = origin.handle(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                })
+            },
+            gate,
+        )
+        .await;
+        let _ = sweep.await;
+        let deadline = Instant::now() + LIMITS.retire_grace + WIND_DOWN_POLL;
+        while acceptor.open() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(WIND_DOWN_POLL).await;
         }
-        drop(listener);
-        tokio::select! {
-            _ = graceful.shutdown() => {}
-            _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
-                tracing::warn!("shutdown grace elapsed with connections still open");
-            }
+        if acceptor.open() > 0 {
+            tracing::warn!(
+                connections = acceptor.open(),
+                "shutdown grace elapsed with connections still open"
+            );
         }
-        Ok(())
     }
+}
+
+/// The origin listener's connection caps: [`MAX_CONNECTIONS`] in all and
+/// [`MAX_CONNECTIONS_PER_IP`] from any address but the trusted balancers in `exempt`;
+/// `on_refused` counts each refusal.
+pub fn acceptor(
+    exempt: Vec<std::net::IpAddr>,
+    on_refused: impl Fn(::server::accept::Refusal) + Send + Sync + 'static,
+) -> Arc<::server::Acceptor> {
+    ::server::Acceptor::new(
+        "http",
+        ::server::ConnLimits {
+            max_total: MAX_CONNECTIONS,
+            max_per_ip: MAX_CONNECTIONS_PER_IP,
+            exempt,
+        },
+        on_refused,
+    )
 }
 
 #[cfg(test)]

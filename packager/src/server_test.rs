@@ -6,6 +6,7 @@ use crate::playlist::tests::attr;
 use crate::track::tests::{audio_plan, audio_sample, video_plan, video_sample};
 use crate::{PackagerConfig, StreamHandle};
 use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 fn get(path: &str) -> Request<()> {
     Request::builder().uri(path).body(()).unwrap()
@@ -316,10 +317,12 @@ async fn serve_http1_and_h2c() {
     let _h = started(&o, 40);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(o.clone().serve(listener, async move {
-        let _ = rx.await;
-    }));
+    let (gate, g) = ::server::gate();
+    let server = tokio::spawn(o.clone().serve(
+        listener,
+        crate::server::acceptor(Vec::new(), |_| {}),
+        g,
+    ));
     // HTTP/1.1
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /live/abc/720p/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -344,10 +347,10 @@ async fn serve_http1_and_h2c() {
     let r = sender.send_request(req).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.version(), http::Version::HTTP_2);
-    let _ = tx.send(());
+    drop(sender);
+    gate.retire();
     tokio::time::timeout(Duration::from_secs(7), server)
         .await
-        .unwrap()
         .unwrap()
         .unwrap();
 }

@@ -1,7 +1,11 @@
-//! An HTTP/1.1 + h2c server for the admin listeners, over an [`Acceptor`].
+//! The HTTP/1.1 + h2c server of every HTTP listener (node admin and origin, balancer admin and
+//! playback), over an [`Acceptor`]: [`serve_gated`] for any hyper service, [`serve_admin`]
+//! for the admin APIs' plain handlers.
 //!
 //! Limits, each a field of [`HttpLimits`] with its reason: a deadline for a request's header
-//! (a peer that trickles a header holds a connection slot and memory), HTTP/2 concurrent
+//! (a peer that trickles a header holds a connection slot and memory), an idle timeout (a
+//! connection with no request in progress, including one that never completes its first, or
+//! that stalls before hyper even knows whether it speaks HTTP/1 or HTTP/2), HTTP/2 concurrent
 //! streams and header list size, keep-alive pings that find dead HTTP/2 peers, and a bound on
 //! streams reset before they are answered (the HTTP/2 rapid-reset flood).
 
@@ -9,7 +13,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -39,6 +43,10 @@ pub struct HttpLimits {
     pub keepalive_interval: Duration,
     /// HTTP/2 streams a peer may reset before we answered them, pending at once.
     pub max_pending_resets: usize,
+    /// A connection with no request in progress (no response being written) for this long is
+    /// closed: idle keep-alive connections, and peers that connect and never finish a request.
+    /// Checked once per period, so such a connection lives between one and two periods.
+    pub idle_timeout: Duration,
     /// When the listener is retired (a hand-over or a drain), how long a connection may
     /// take to finish the request it is answering before it is cut.
     pub retire_grace: Duration,
@@ -53,6 +61,8 @@ pub const ADMIN_LIMITS: HttpLimits = HttpLimits {
     max_header_list_size: 16 * 1024,
     keepalive_interval: Duration::from_secs(30),
     max_pending_resets: 16,
+    // Prometheus scrapes every 15-60 s and reconnects at no cost; a dashboard polls faster.
+    idle_timeout: Duration::from_secs(60),
     retire_grace: Duration::from_secs(10),
 };
 
@@ -84,11 +94,18 @@ pub async fn serve_admin_gated<H>(
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
 {
-    serve_http_gated(
+    let handler = Arc::new(handler);
+    serve_gated(
         listener,
         admin_acceptor(on_refused),
         ADMIN_LIMITS,
-        handler,
+        move |peer| {
+            let handler = Arc::clone(&handler);
+            service_fn(move |req: Request<Incoming>| {
+                let r = handler(req, peer);
+                async move { Ok::<_, Infallible>(r) }
+            })
+        },
         gate,
     )
     .await;
@@ -125,22 +142,8 @@ pub fn builder(limits: &HttpLimits) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serve `handler` on `listener` until `stop`. Each connection holds an [`Acceptor`] slot
-/// for its life.
-pub async fn serve_http<H>(
-    listener: TcpListener,
-    acceptor: Arc<Acceptor>,
-    limits: HttpLimits,
-    handler: H,
-    stop: CancellationToken,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
-{
-    serve_http_gated(listener, acceptor, limits, handler, retired_on(stop)).await;
-}
-
 /// A gate that retires when `stop` is cancelled (for servers that only ever stop).
-fn retired_on(stop: CancellationToken) -> Gate {
+pub fn retired_on(stop: CancellationToken) -> Gate {
     let (handle, gate) = crate::gate::gate();
     tokio::spawn(async move {
         stop.cancelled().await;
@@ -149,57 +152,63 @@ fn retired_on(stop: CancellationToken) -> Gate {
     gate
 }
 
-/// Serve `handler` on `listener` while `gate` lets it: paused, new connections wait in the
-/// backlog; retired, no more are accepted and each live one finishes its request (HTTP/1 with
-/// `Connection: close`, HTTP/2 with a GOAWAY) within `limits.retire_grace`.
-pub async fn serve_http_gated<H>(
+/// Serve on `listener` while `gate` lets it, each connection with the service
+/// `make_service(peer)` under `limits`, holding an [`Acceptor`] slot for its life. Paused,
+/// new connections wait in the backlog; retired, no more are accepted and each live one
+/// finishes its request (HTTP/1 with `Connection: close`, HTTP/2 with a GOAWAY) within
+/// `limits.retire_grace`.
+pub async fn serve_gated<M, S, B>(
     listener: TcpListener,
     acceptor: Arc<Acceptor>,
     limits: HttpLimits,
-    handler: H,
+    make_service: M,
     mut gate: Gate,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> Reply + Send + Sync + 'static,
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let handler = Arc::new(handler);
     let builder = Arc::new(builder(&limits));
+    let limits = Arc::new(limits);
     while gate.open().await {
         let (sock, peer, permit) = tokio::select! {
             _ = gate.closing() => continue,
             c = acceptor.accept(&listener) => c,
         };
-        let handler = Arc::clone(&handler);
+        let _ = sock.set_nodelay(true);
+        let svc = make_service(peer);
         let builder = Arc::clone(&builder);
+        let limits = Arc::clone(&limits);
         let gate = gate.clone();
-        let grace = limits.retire_grace;
         tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let r = handler(req, peer);
-                async move { Ok::<_, Infallible>(r) }
-            });
-            serve_connection(&builder, sock, svc, gate, grace).await;
+            serve_connection(&builder, sock, svc, gate, &limits).await;
             drop(permit);
         });
     }
 }
 
-/// Serve one connection until it ends, or until `gate` is retired: then let it wind down
-/// without a client ever seeing a request fail. HTTP/1: every response from now on carries
-/// `Connection: close` (the client opens a new connection, to whoever holds the listener now,
-/// for its next request; closing an idle keep-alive connection instead races with a request
-/// already on its way). HTTP/2: a GOAWAY, which tells the client which requests were taken.
-/// Whatever is still open after `grace` is shut down.
+/// Serve one connection until it ends, it stays idle for `limits.idle_timeout`, or `gate` is
+/// retired: then let it wind down without a client ever seeing a request fail. HTTP/1: every
+/// response from now on carries `Connection: close` (the client opens a new connection, to
+/// whoever holds the listener now, for its next request; closing an idle keep-alive
+/// connection instead races with a request already on its way). HTTP/2: a GOAWAY, which tells
+/// the client which requests were taken. Whatever is still open after `limits.retire_grace`
+/// is shut down.
 pub async fn serve_connection<S, B>(
     builder: &auto::Builder<TokioExecutor>,
     sock: TcpStream,
     svc: S,
     mut gate: Gate,
-    grace: Duration,
+    limits: &HttpLimits,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -210,15 +219,35 @@ pub async fn serve_connection<S, B>(
     };
     let conn = builder.serve_connection(TokioIo::new(sock), svc);
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = gate.retired() => {}
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let mut requests_seen = 0;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = gate.retired() => break,
+            _ = idle.as_mut() => {
+                let requests = state.requests.load(Ordering::Acquire);
+                if state.active.load(Ordering::Acquire) == 0 && requests == requests_seen {
+                    // Nothing in progress and nothing new for a whole period: idle. Nothing is
+                    // in flight, so this cannot fail a request.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(SHUTDOWN_AFTER_GRACE, conn).await;
+                    return;
+                }
+                requests_seen = requests;
+                idle.as_mut().reset(tokio::time::Instant::now() + limits.idle_timeout);
+            }
+        }
     }
     state.closing.store(true, Ordering::Release);
     if state.saw_h2.load(Ordering::Acquire) {
         conn.as_mut().graceful_shutdown();
     }
-    if tokio::time::timeout(grace, conn.as_mut()).await.is_err() {
+    if tokio::time::timeout(limits.retire_grace, conn.as_mut())
+        .await
+        .is_err()
+    {
         conn.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(SHUTDOWN_AFTER_GRACE, conn).await;
     }
@@ -233,6 +262,54 @@ struct Winding {
     closing: AtomicBool,
     /// The connection spoke HTTP/2 (a GOAWAY winds it down).
     saw_h2: AtomicBool,
+    /// Requests received so far (the idle check compares it between two periods).
+    requests: AtomicUsize,
+    /// Requests whose response (head or body) is not finished.
+    active: AtomicUsize,
+}
+
+/// One request in progress on a connection: from the call of the service until its response
+/// body is done or dropped.
+struct Active(Arc<Winding>);
+
+impl Active {
+    fn new(state: &Arc<Winding>) -> Self {
+        state.requests.fetch_add(1, Ordering::AcqRel);
+        state.active.fetch_add(1, Ordering::AcqRel);
+        Active(Arc::clone(state))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it is finished.
+pub struct Tracked<B> {
+    inner: B,
+    _active: Active,
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The service wrapper of [`serve_connection`].
@@ -248,13 +325,14 @@ where
     S::Error: Send + 'static,
     B: Send + 'static,
 {
-    type Response = http::Response<B>;
+    type Response = http::Response<Tracked<B>>;
     type Error = S::Error;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
     >;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let active = Active::new(&self.state);
         let h1 = req.version() < http::Version::HTTP_2;
         if !h1 {
             self.state.saw_h2.store(true, Ordering::Release);
@@ -269,7 +347,14 @@ where
                     http::HeaderValue::from_static("close"),
                 );
             }
-            Ok(r)
+            Ok(r.map(|inner| Tracked {
+                inner,
+                _active: active,
+            }))
         })
     }
 }
+
+#[cfg(test)]
+#[path = "serve_test.rs"]
+mod tests;
