@@ -38,6 +38,9 @@ pub struct EncOpts {
     /// Publish this pre-encoded file in a loop with `-c copy` instead of encoding a test
     /// pattern: almost no CPU, for tests with many publishers (see [`clip`]).
     pub source_file: Option<PathBuf>,
+    /// Run the encoder's processes inside this network namespace (`ip netns exec NS ...`);
+    /// see `netns::TestNet`.
+    pub netns: Option<String>,
 }
 
 impl Default for EncOpts {
@@ -52,6 +55,7 @@ impl Default for EncOpts {
             audio: true,
             video_kbps: 1500,
             source_file: None,
+            netns: None,
         }
     }
 }
@@ -139,7 +143,7 @@ impl Encoder {
         let mut args = o.ffmpeg_input_and_codecs();
         args.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from));
         args.push(url.into());
-        Encoder::spawn_one("ffmpeg-rtmp", "ffmpeg", &args)
+        Encoder::spawn_one("ffmpeg-rtmp", "ffmpeg", &args, o.netns.as_deref())
     }
 
     /// ffmpeg → MPEG-TS over SRT (caller) to `url`.
@@ -147,7 +151,7 @@ impl Encoder {
         let mut args = o.ffmpeg_input_and_codecs();
         args.extend(["-f", "mpegts"].map(String::from));
         args.push(url.into());
-        Encoder::spawn_one("ffmpeg-srt", "ffmpeg", &args)
+        Encoder::spawn_one("ffmpeg-srt", "ffmpeg", &args, o.netns.as_deref())
     }
 
     /// gst-launch-1.0: videotestsrc → x264enc, audiotestsrc → voaacenc, flvmux → rtmp2sink.
@@ -178,7 +182,7 @@ impl Encoder {
         ));
         let mut args = vec!["-q".to_string(), "-e".to_string()];
         args.extend(shell_words(&p));
-        Encoder::spawn_one("gst-rtmp2sink", "gst-launch-1.0", &args)
+        Encoder::spawn_one("gst-rtmp2sink", "gst-launch-1.0", &args, o.netns.as_deref())
     }
 
     /// ffmpeg → MPEG-TS over local UDP → `srt-live-transmit udp://:PORT URL` (SRT caller).
@@ -190,6 +194,7 @@ impl Encoder {
             "srt-live-transmit",
             &[format!("udp://:{port}"), url.to_string()],
             &relay_log,
+            o.netns.as_deref(),
         );
         std::thread::sleep(RELAY_START_DELAY);
         let mut args = o.ffmpeg_input_and_codecs();
@@ -199,7 +204,7 @@ impl Encoder {
             format!("udp://127.0.0.1:{port}?pkt_size=1316"),
         ]);
         let feed_log = dir.path().join("ffmpeg.log");
-        let feeder = spawn_logged("ffmpeg", &args, &feed_log);
+        let feeder = spawn_logged("ffmpeg", &args, &feed_log, o.netns.as_deref());
         let enc = Encoder {
             name: "srt-live-transmit".into(),
             child,
@@ -216,10 +221,10 @@ impl Encoder {
         enc
     }
 
-    fn spawn_one(name: &str, program: &str, args: &[String]) -> Encoder {
+    fn spawn_one(name: &str, program: &str, args: &[String], netns: Option<&str>) -> Encoder {
         let dir = TempDir::new("enc");
         let log = dir.path().join(format!("{name}.log"));
-        let child = spawn_logged(program, args, &log);
+        let child = spawn_logged(program, args, &log, netns);
         eprintln!(
             "[harness] encoder {name} pid {} log {}",
             child.id(),
@@ -318,11 +323,25 @@ impl Drop for Encoder {
     }
 }
 
-fn spawn_logged(program: &str, args: &[String], log: &std::path::Path) -> Child {
+/// Spawns `program ARGS` (inside network namespace `netns` with `ip netns exec`, which execs
+/// the program in place: the child's PID is the encoder's) logging to `log`.
+fn spawn_logged(
+    program: &str,
+    args: &[String],
+    log: &std::path::Path,
+    netns: Option<&str>,
+) -> Child {
     let f = File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
     let f2 = f.try_clone().expect("clone encoder log handle");
-    Command::new(program)
-        .args(args)
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    };
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(f)
         .stderr(f2)

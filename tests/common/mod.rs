@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod encoder;
 pub mod hls;
 pub mod http;
+pub mod netns;
 pub mod node;
 pub mod player;
 pub mod probe;
