@@ -193,7 +193,7 @@ pub(crate) async fn balancer_main(
     path: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let fds = balancer::raise_fd_limit();
+    let fds = server::raise_fd_limit();
     tracing::info!(
         open_files_limit = fds,
         "descriptor limit (two per relayed connection, as many again for a hand-over)"
@@ -359,6 +359,11 @@ async fn node_main(
     path: Option<PathBuf>,
     dev: bool,
 ) -> anyhow::Result<()> {
+    let fds = server::raise_fd_limit();
+    tracing::info!(
+        open_files_limit = fds,
+        "descriptor limit (one per connection)"
+    );
     let listeners = ingest::Listeners::bind(&cfg).await?;
     if dev {
         print_dev_urls(&cfg);

@@ -24,8 +24,9 @@ pub mod rtmp;
 pub mod rtmp_peek;
 pub mod rtmp_relay;
 pub mod srt;
-pub mod srt_relay;
-pub mod srt_route;
+/// The SRT handshake relay and routing cores live in `wire` (the node's SRT front runs them
+/// too); re-exported under their old paths.
+pub use wire::{srt_relay, srt_route};
 
 use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
@@ -298,21 +299,6 @@ impl Balancer {
             }
             tokio::time::sleep(DRAIN_POLL).await;
         }
-    }
-}
-
-/// Raise the soft limit on open files to the hard limit: a relay holds two descriptors per
-/// connection, and a hand-over needs as many again in the successor, so the usual soft limit
-/// (1,024) would cap a balancer at a few hundred streams. Returns the limit in force.
-pub fn raise_fd_limit() -> u64 {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(_) => soft,
-        },
-        Ok((soft, _)) => soft,
-        Err(_) => 0,
     }
 }
 

@@ -149,8 +149,10 @@ where
         self.inner.size_hint()
     }
 }
-/// Idle pooled connections to a node are kept this long.
-const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle pooled connections to a node are kept this long: half the node's own idle timeout,
+/// so we always close an idle connection before the node does (a request sent on a connection
+/// the node is closing at that moment would fail).
+const POOL_IDLE: Duration = Duration::from_secs(packager::ORIGIN_LIMITS.idle_timeout.as_secs() / 2);
 /// A node we could not connect to is skipped for this long (it died; its last reports still
 /// say it serves streams until it is declared lost).
 const SUSPECT_FOR: Duration = Duration::from_secs(10);

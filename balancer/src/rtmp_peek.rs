@@ -34,8 +34,9 @@ use wire::{
 
 /// What an encoder may send before `publish` (the core enforces it).
 pub const MAX_PEEK_BYTES: usize = wire::rtmp::MAX_BYTES_BEFORE_PUBLISH;
-/// Read buffer while peeking.
-const READ_BUF: usize = 16 * 1024;
+/// Read buffer while peeking: the handshake and the commands up to `publish` arrive in
+/// messages of a few KiB at most, and a connection that never publishes should cost little.
+const READ_BUF: usize = 4 * 1024;
 /// The balancer's deadlines before it has a node: the handshake, then the whole opening up to
 /// `publish` (encoders send connect ... publish at once). Media never flows through the core
 /// here: after `publish` the connection is a byte relay.

@@ -92,15 +92,12 @@ pub struct FrontState {
     pub cookie_secs: u64,
 }
 
-/// A fresh cookie secret.
+/// A fresh cookie secret, from the kernel's random source.
 pub fn new_secret() -> [u8; 32] {
-    let mut secret = [0u8; 32];
-    for (i, b) in secret.iter_mut().enumerate() {
-        // Not cryptographic randomness, but unpredictable enough per process for SYN cookies
-        // (they only stop blind spoofing of handshakes).
-        *b = (crate::place::random_u64() >> (i % 8 * 8)) as u8 ^ (i as u8).wrapping_mul(31);
-    }
-    secret
+    server::random_secret().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no kernel randomness for the srt cookie secret");
+        server::fallback_secret()
+    })
 }
 
 /// Prepare the front socket (a large receive buffer: it carries every SRT stream).
@@ -177,23 +174,17 @@ pub async fn serve(
             router.stop_accepting();
         }
         let pkt = buf.get(..n).unwrap_or_default();
-        let mut routed = router.handle_datagram(Instant::now(), peer, pkt);
-        if let Routed::ToSession(id) = routed {
-            match sessions.get(&id) {
-                Some(tx) if !tx.is_closed() => {
-                    if tx.try_send(Bytes::copy_from_slice(pkt)).is_err() {
-                        tracing::trace!(client.addr = %peer, "srt session queue full");
-                    }
-                    continue;
-                }
-                // Its task ended and the notice is still on its way: route afresh.
-                _ => {
-                    sessions.remove(&id);
-                    router.handle_closed(id);
-                    routed = router.handle_datagram(Instant::now(), peer, pkt);
-                }
+        let routed = router.route(Instant::now(), peer, pkt, |id| {
+            let Some(tx) = sessions.get(&id).filter(|tx| !tx.is_closed()) else {
+                sessions.remove(&id);
+                return false;
+            };
+            if tx.try_send(Bytes::copy_from_slice(pkt)).is_err() {
+                tracing::trace!(client.addr = %peer, "srt session queue full");
             }
-        }
+            true
+        });
+        let Some(routed) = routed else { continue };
         match routed {
             Routed::Reply(r) => {
                 let _ = front_sock.send_to(&r, peer).await;

@@ -25,7 +25,6 @@ pub mod pipeline;
 pub mod report;
 pub mod rtmp;
 pub mod srt;
-pub mod srt_front;
 
 use std::{sync::Arc, time::Duration};
 

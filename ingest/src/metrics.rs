@@ -79,7 +79,7 @@ pub static LAG: LazyLock<Histogram> = LazyLock::new(|| {
 pub static SRT_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     server::metrics::counter_vec(
         "edge_ingest_srt_dropped_packets_total",
-        "SRT datagrams dropped by the guard, by reason",
+        "SRT datagrams dropped by the front (guard, cookie check, session table), by reason",
         &["reason"],
     )
 });
@@ -109,7 +109,7 @@ const SRT_RESULTS: [&str; 4] = [
 
 /// Reasons of `edge_ingest_srt_dropped_packets_total`: the guard's (`wire::srt_guard`) and the
 /// session table's (`srt.rs`).
-const SRT_DROP_REASONS: [&str; 7] = [
+const SRT_DROP_REASONS: [&str; 11] = [
     "too_short",
     "too_long",
     "unsupported_control",
@@ -117,6 +117,11 @@ const SRT_DROP_REASONS: [&str; 7] = [
     "session_queue_full",
     "no_session",
     "too_many_sessions",
+    // A conclusion without our SYN cookie (spoofed, or older than two cookie buckets).
+    "bad_cookie",
+    "not_conclusion",
+    "hsv4_conclusion",
+    "bad_stream_id",
 ];
 
 /// Touch every metric so it appears in /metrics from the start (at zero), with every label set

@@ -33,8 +33,11 @@ pub const MAX_CONNECTIONS: usize = 4096;
 /// Connections at once from one address that is not a trusted balancer: an encoder needs
 /// one, a studio behind one NAT a few dozen.
 pub const MAX_CONNECTIONS_PER_IP: usize = 64;
-/// Read buffer per connection.
+/// Read buffer per publishing connection (media arrives in large writes).
 const READ_BUF: usize = 64 * 1024;
+/// Read buffer until `publish`: the handshake and the commands before it come in messages of a
+/// few KiB at most, and an idle or hostile connection that never publishes should cost little.
+const OPENING_READ_BUF: usize = 4 * 1024;
 
 /// Why a connection ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +123,7 @@ where
         reservation: None,
     };
     let mut publishing: Option<Publishing> = None;
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = vec![0u8; OPENING_READ_BUF];
     let result = run(
         &node,
         &mut io,
@@ -152,7 +155,7 @@ async fn run<S>(
     core: &mut ServerCore,
     conn: &mut ConnInfo,
     publishing: &mut Option<Publishing>,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
 ) -> Result<(), RtmpError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -186,6 +189,9 @@ where
                 Event::Finished => return Ok(()),
             }
             continue;
+        }
+        if publishing.is_some() && buf.len() < READ_BUF {
+            buf.resize(READ_BUF, 0);
         }
         let deadline = core.poll_timeout();
         let read = async {

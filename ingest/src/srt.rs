@@ -1,23 +1,24 @@
-//! SRT ingest on udp/9000, with srt-tokio kept behind a guard so no peer can crash the node.
+//! SRT ingest on udp/9000, with srt-tokio kept behind our own front so no peer can crash the
+//! node or take another peer's session.
 //!
 //! ```text
-//! peer ⇄ front socket :9000 ── srt_guard::inspect ──▶ per-peer relay socket ⇄ private srt-tokio listener (127.0.0.1:0)
+//! peer ⇄ front socket :9000 ── srt_route::Router (cookies, routing) ── per-session socket ⇄ private srt-tokio listener (127.0.0.1:0)
 //! ```
-//! The front socket is ours: every datagram passes [`srt_guard::inspect`] (packets that reach
-//! srt-tokio's `todo!`/`unimplemented!` paths are dropped or cleaned). Each peer then gets its
-//! own srt-tokio listener on loopback, so a panic we did not foresee inside srt-tokio ends that
-//! peer's session only: the front socket, the other sessions and their streams never notice.
-//! Only a handshake induction opens a session; sessions end when their stream ends or the peer
-//! goes silent.
+//! The front socket is ours and runs the same routing core as the balancer
+//! ([`wire::srt_route`]): an induction is answered from the front with a stateless SYN cookie
+//! and opens nothing; only a conclusion carrying a valid cookie (so its sender really receives
+//! at its address) opens a session, and a live session ends only by its own peer, its idle
+//! timeout, or a cookie-checked conclusion with a new socket ID from the same address (the
+//! caller restarted). A spoofed induction or conclusion from a live encoder's address changes
+//! nothing, and spoofed inductions cannot fill the session table.
+//!
+//! Each session then redoes the handshake as a caller with its own private srt-tokio listener
+//! on loopback ([`wire::srt_route::Session`]), from its own socket, and relays datagrams both
+//! ways unchanged. Every datagram from a peer passes [`wire::srt_guard::inspect`] (packets that
+//! reach srt-tokio's `todo!`/`unimplemented!` paths are dropped or cleaned), and a panic we did
+//! not foresee inside srt-tokio ends that peer's session only.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicU8, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -33,7 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use wire::{
-    srt_guard::{self, Verdict},
+    srt_relay::{self, Step},
+    srt_route::{NewSession, Refusal, Routed, Router, Session, SessionId, Tick},
     streamid,
 };
 
@@ -41,45 +43,66 @@ use crate::{
     metrics,
     node::{AdmitError, Node, Protocol},
     pipeline::InputFormat,
-    srt_front::{Front, Phase, Route, SessionLink, MAX_SESSIONS},
 };
 
+/// Sessions at once, established or handshaking. Only a caller that proved it receives at
+/// its address (a valid cookie) gets one, so this bounds real callers: two loopback sockets,
+/// an srt-tokio listener and a task each.
+pub const MAX_SESSIONS: usize = 1024;
 /// Datagrams queued from the front socket to one session; beyond this we drop, as the
 /// network would (SRT retransmits).
 const SESSION_QUEUE: usize = 4096;
-/// A session with no datagram either way for this long is over. libsrt declares a peer dead
-/// after 5 s of silence (keepalives flow every 1 s), so 10 s is past any live caller.
-const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A caller that opened a session must finish its handshake within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the front sweeps ended sessions out of its table.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How long srt-tokio may take to flush its shutdown to the peer once the stream ended.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(100);
 
-struct SessionEntry {
-    tx: mpsc::Sender<Bytes>,
-    phase: Arc<AtomicU8>,
+/// What a session task tells the front loop.
+enum Notice {
+    Established(SessionId),
+    Closed(SessionId),
 }
 
-impl SessionLink for SessionEntry {
-    fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+/// Sends [`Notice::Closed`] when the session task ends, however it ends (a panic included).
+struct ClosedOnDrop {
+    id: SessionId,
+    notices: mpsc::UnboundedSender<Notice>,
+}
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        let _ = self.notices.send(Notice::Closed(self.id));
     }
-    fn phase(&self) -> Phase {
-        Phase::from_u8(self.phase.load(Ordering::Acquire))
-    }
+}
+
+/// A fresh cookie secret from the kernel's random source (a weaker per-process value if that
+/// cannot be read: cookies only stop blind spoofing).
+fn cookie_secret() -> [u8; 32] {
+    server::random_secret().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no kernel randomness for the srt cookie secret");
+        server::fallback_secret()
+    })
 }
 
 /// Run the SRT front on `socket` until `shutdown`.
 pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationToken) {
     let front = Arc::new(socket);
-    let mut sessions: Front<SocketAddr, SessionEntry> = Front::new(MAX_SESSIONS);
+    let mut router = Router::new(cookie_secret(), MAX_SESSIONS, Instant::now());
+    let mut sessions: HashMap<SessionId, mpsc::Sender<Bytes>> = HashMap::new();
+    let (notices_tx, mut notices) = mpsc::unbounded_channel();
     let mut buf = vec![0u8; 65536];
-    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         let (n, peer) = tokio::select! {
+            // Notices first: a session's "established" must be known before its caller's next
+            // conclusion is routed.
+            biased;
             _ = shutdown.cancelled() => break,
-            _ = sweep.tick() => {
-                sessions.sweep();
+            Some(notice) = notices.recv() => {
+                match notice {
+                    Notice::Established(id) => router.handle_established(id),
+                    Notice::Closed(id) => {
+                        router.handle_closed(id);
+                        sessions.remove(&id);
+                    }
+                }
                 continue;
             }
             r = front.recv_from(&mut buf) => match r {
@@ -91,60 +114,71 @@ pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationTok
                 }
             },
         };
-        let pkt = &buf[..n];
-        let (kind, bytes) = match srt_guard::inspect(pkt) {
-            Verdict::Forward(k) => (k, Bytes::copy_from_slice(pkt)),
-            Verdict::Rewrite(k, v) => (k, Bytes::from(v)),
-            Verdict::Drop(reason) => {
+        let pkt = buf.get(..n).unwrap_or_default();
+        let routed = router.route(Instant::now(), peer, pkt, |id| {
+            let Some(tx) = sessions.get(&id).filter(|tx| !tx.is_closed()) else {
+                sessions.remove(&id);
+                return false;
+            };
+            if tx.try_send(Bytes::copy_from_slice(pkt)).is_err() {
                 metrics::SRT_DROPPED
-                    .with_label_values(&[reason.as_str()])
+                    .with_label_values(&["session_queue_full"])
                     .inc();
-                tracing::trace!(client.addr = %peer, reason = reason.as_str(), "srt datagram dropped");
-                continue;
             }
-        };
-        match sessions.route(peer, kind) {
-            Route::ToSession => {
-                if let Some(e) = sessions.get(&peer) {
-                    if e.tx.try_send(bytes).is_err() {
-                        metrics::SRT_DROPPED
-                            .with_label_values(&["session_queue_full"])
-                            .inc();
-                    }
-                }
-                continue;
+            true
+        });
+        let Some(routed) = routed else { continue };
+        match routed {
+            Routed::Reply(r) => {
+                let _ = front.send_to(&r, peer).await;
             }
-            Route::Drop(reason) => {
+            Routed::ToSession(_) => {}
+            Routed::Drop(reason) => {
                 metrics::SRT_DROPPED.with_label_values(&[reason]).inc();
-                continue;
+                tracing::trace!(client.addr = %peer, reason, "srt datagram dropped");
             }
-            Route::Open => {}
+            Routed::Refuse { reply, why } => {
+                if why == Refusal::TooManySessions {
+                    metrics::SRT_DROPPED
+                        .with_label_values(&["too_many_sessions"])
+                        .inc();
+                }
+                if let Some(r) = reply {
+                    let _ = front.send_to(&r, peer).await;
+                }
+            }
+            Routed::Place(new) => {
+                if let Some(old) = new.replaces {
+                    // The caller restarted (a cookie-checked conclusion with a new socket ID):
+                    // dropping its queue ends the old session.
+                    sessions.remove(&old);
+                }
+                let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+                sessions.insert(new.id, tx);
+                let closed = ClosedOnDrop {
+                    id: new.id,
+                    notices: notices_tx.clone(),
+                };
+                let span = tracing::info_span!("srt", client.addr = %peer);
+                tracing::debug!(client.addr = %peer, sessions = router.sessions(), "srt session opened");
+                tokio::spawn(
+                    run_session(Arc::clone(&node), Arc::clone(&front), peer, new, rx, closed)
+                        .instrument(span),
+                );
+            }
         }
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let _ = tx.try_send(bytes);
-        let phase = Arc::new(AtomicU8::new(Phase::Handshake.to_u8()));
-        sessions.insert(
-            peer,
-            SessionEntry {
-                tx,
-                phase: Arc::clone(&phase),
-            },
-        );
-        let span = tracing::info_span!("srt", client.addr = %peer);
-        tracing::debug!(client.addr = %peer, sessions = sessions.len(), "srt session opened");
-        tokio::spawn(
-            run_session(Arc::clone(&node), Arc::clone(&front), peer, rx, phase).instrument(span),
-        );
     }
 }
 
-/// One peer: its private srt-tokio listener, the relay to it, and its stream.
+/// One caller with a cookie-checked conclusion: its private srt-tokio listener, the handshake
+/// with it from our own socket, the relay, and its stream.
 async fn run_session(
     node: Arc<Node>,
     front: Arc<UdpSocket>,
     peer: SocketAddr,
+    new: NewSession,
     mut rx: mpsc::Receiver<Bytes>,
-    phase: Arc<AtomicU8>,
+    closed: ClosedOnDrop,
 ) {
     let setup = async {
         let inner = UdpSocket::bind("127.0.0.1:0").await?;
@@ -156,76 +190,103 @@ async fn run_session(
             .await?;
         let relay = UdpSocket::bind("127.0.0.1:0").await?;
         relay.connect(inner_addr).await?;
-        Ok::<_, std::io::Error>((listener, incoming, relay, inner_addr))
+        Ok::<_, std::io::Error>((listener, incoming, relay))
     };
-    let (_listener, mut incoming, relay, _listener_addr) = match setup.await {
+    let (_listener, mut incoming, relay) = match setup.await {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "cannot open srt session");
+            if let Some(r) = srt_relay::rejection(&new.conclusion, srt_relay::REJECT_OVERLOAD) {
+                let _ = front.send_to(&r, peer).await;
+            }
             return;
         }
     };
-    tracing::debug!(listener = %_listener_addr, "srt session listening");
+    // The caller's own stream ID goes to srt-tokio unchanged; it decides on it (key,
+    // admission) in `handle_request`.
+    let (mut core, first) = Session::start(new.conclusion, None, Instant::now());
+    let _ = relay.send(&first).await;
     let mut buf = vec![0u8; 65536];
-    let mut last_activity = Instant::now();
-    let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let mut stream: Option<tokio::task::JoinHandle<()>> = None;
     let mut pending: Option<tokio::task::JoinHandle<Option<tokio::task::JoinHandle<()>>>> = None;
     loop {
-        let idle_at = last_activity + SESSION_IDLE_TIMEOUT;
-        tokio::select! {
+        let steps = tokio::select! {
             pkt = rx.recv() => match pkt {
-                Some(p) => {
-                    last_activity = Instant::now();
-                    let _ = relay.send(&p).await;
-                }
+                Some(p) => core.handle_caller(&p, Instant::now()),
+                // Replaced by a restarted caller, or the front stopped.
                 None => break,
             },
             r = relay.recv(&mut buf) => match r {
-                Ok(n) => {
-                    last_activity = Instant::now();
-                    let _ = front.send_to(&buf[..n], peer).await;
-                }
+                Ok(n) => core.handle_node(buf.get(..n).unwrap_or_default(), Instant::now()),
                 Err(e) => {
                     tracing::debug!(error = %e, "srt relay recv error");
+                    continue;
+                }
+            },
+            _ = tokio::time::sleep_until(core.poll_timeout()) => match core.handle_timeout(Instant::now()) {
+                Tick::Steps(steps) => steps,
+                Tick::Idle => {
+                    tracing::debug!("srt session idle: closed");
+                    break;
                 }
             },
             req = incoming.incoming().next(), if pending.is_none() && stream.is_none() => match req {
                 Some(req) => {
                     let node = Arc::clone(&node);
                     pending = Some(tokio::spawn(handle_request(node, req, peer).in_current_span()));
+                    continue;
                 }
                 // srt-tokio's listener task ended (it panicked or closed): this session is over.
                 None => break,
             },
             done = join_opt(&mut pending), if pending.is_some() => {
                 pending = None;
-                // None: rejected. Keep relaying briefly so the rejection reaches the peer;
-                // the idle timer then ends the session.
-                match done {
-                    Some(Some(task)) => {
-                        phase.store(Phase::Streaming.to_u8(), Ordering::Release);
-                        stream = Some(task);
-                    }
-                    _ => phase.store(Phase::Done.to_u8(), Ordering::Release),
+                // None: rejected. The rejection reaches the peer through the relay; the
+                // session then ends with the handshake (`Step::Rejected`) or goes idle.
+                if let Some(Some(task)) = done {
+                    stream = Some(task);
                 }
+                continue;
             },
             _ = join_opt(&mut stream), if stream.is_some() => {
                 // The stream ended; flush srt-tokio's shutdown to the peer and close.
-                if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), relay.recv(&mut buf)).await {
-                    let _ = front.send_to(&buf[..n], peer).await;
+                if let Ok(Ok(n)) = tokio::time::timeout(SHUTDOWN_FLUSH, relay.recv(&mut buf)).await {
+                    let _ = front.send_to(buf.get(..n).unwrap_or_default(), peer).await;
                 }
                 break;
             },
-            _ = tokio::time::sleep_until(idle_at) => {
-                tracing::debug!("srt session idle: closed");
-                break;
-            },
-            _ = tokio::time::sleep_until(handshake_deadline), if stream.is_none() && pending.is_none() => {
-                break;
-            },
+        };
+        let mut over = false;
+        for step in steps {
+            match step {
+                Step::ToNode(b) => {
+                    let _ = relay.send(&b).await;
+                }
+                Step::ToCaller(b) => {
+                    let _ = front.send_to(&b, peer).await;
+                }
+                Step::Established => {
+                    let _ = closed.notices.send(Notice::Established(closed.id));
+                }
+                Step::Rejected(code) => {
+                    // srt-tokio refused with `code` (see `handle_request`), never answered, or
+                    // the conclusion was unusable: tell the caller, with the code libsrt shows.
+                    if let Some(r) = srt_relay::rejection(core.conclusion(), code) {
+                        let _ = front.send_to(&r, peer).await;
+                    }
+                    over = true;
+                }
+                Step::Nothing => {}
+            }
+        }
+        if over {
+            break;
         }
     }
+    // A decision still under way (a slow webhook) finishes on its own: it holds nothing once
+    // refused, and a stream it would start has no peer left and ends at srt-tokio's timeout.
+    drop(pending);
+    drop(closed);
 }
 
 /// Refuse a caller with a rejection code libsrt shows to its user.

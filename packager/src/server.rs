@@ -70,8 +70,9 @@ pub const LIMITS: ::server::serve::HttpLimits = ::server::serve::HttpLimits {
     max_header_list_size: 16 * 1024,
     keepalive_interval: Duration::from_secs(30),
     max_pending_resets: 64,
-    // A player polls every part target; a quiet connection belongs to a viewer who left.
-    idle_timeout: Duration::from_secs(30),
+    // A player polls every part target; a quiet connection belongs to a viewer who left. The
+    // balancer keeps pooled connections idle for half this (it must close first).
+    idle_timeout: Duration::from_secs(60),
     // At shutdown, in-flight requests (blocking reloads too) get this long to finish.
     retire_grace: Duration::from_secs(5),
 };

@@ -33,7 +33,8 @@ use crate::{accept::Acceptor, gate::Gate, http::Reply};
 /// Limits of one HTTP listener.
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
-    /// From the first byte of a request to its complete header (HTTP/1).
+    /// From the first byte of a request to its complete header (HTTP/1), and from accept to
+    /// the first complete request (any version).
     pub header_timeout: Duration,
     /// HTTP/2 streams open at once on one connection.
     pub max_concurrent_streams: u32,
@@ -44,8 +45,9 @@ pub struct HttpLimits {
     /// HTTP/2 streams a peer may reset before we answered them, pending at once.
     pub max_pending_resets: usize,
     /// A connection with no request in progress (no response being written) for this long is
-    /// closed: idle keep-alive connections, and peers that connect and never finish a request.
-    /// Checked once per period, so such a connection lives between one and two periods.
+    /// closed (idle keep-alive connections). Checked once per period, so such a connection
+    /// lives between one and two periods. A new connection that brings no complete request
+    /// within `header_timeout` is closed then.
     pub idle_timeout: Duration,
     /// When the listener is retired (a hand-over or a drain), how long a connection may
     /// take to finish the request it is answering before it is cut.
@@ -219,7 +221,10 @@ pub async fn serve_connection<S, B>(
     };
     let conn = builder.serve_connection(TokioIo::new(sock), svc);
     tokio::pin!(conn);
-    let idle = tokio::time::sleep(limits.idle_timeout);
+    // A new connection must bring its first request within the header deadline (hyper's own
+    // header timer starts only at the first byte, and not at all while the auto builder is
+    // still reading enough bytes to tell HTTP/1 from HTTP/2); after that, the idle timeout.
+    let idle = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(idle);
     let mut requests_seen = 0;
     loop {

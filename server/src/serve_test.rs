@@ -20,7 +20,7 @@ const IDLE: Duration = Duration::from_millis(300);
 
 fn limits() -> HttpLimits {
     HttpLimits {
-        header_timeout: Duration::from_secs(30),
+        header_timeout: IDLE,
         idle_timeout: IDLE,
         retire_grace: Duration::from_secs(5),
         ..ADMIN_LIMITS
@@ -108,7 +108,7 @@ async fn closed_after(s: &mut TcpStream, limit: Duration) -> Duration {
 }
 
 #[tokio::test]
-async fn a_connection_that_never_sends_is_closed_after_the_idle_timeout() {
+async fn a_connection_that_never_sends_is_closed_at_the_header_deadline() {
     let (addr, acc, _h) = start().await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     let took = closed_after(&mut s, IDLE * 4).await;

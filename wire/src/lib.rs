@@ -10,10 +10,18 @@
 //! - [`rtmp`]: the RTMP server session up to and through `publish`, as a state machine
 //!   without IO (node and balancer), and the client side of the handshake (balancer → node).
 //!   Time comes in as `now` (tokio's clock, so tests can pause it).
+//! - [`srt_relay`]: the SRT handshake answered with stateless SYN cookies, and redone as a
+//!   caller towards whoever takes the stream ([`srt_relay::Upstream`]).
+//! - [`srt_route`]: which session an SRT datagram belongs to on a front socket, and each
+//!   session's life ([`srt_route::Router`], [`srt_route::Session`]). The balancer routes to
+//!   nodes with them; the node routes to its private srt-tokio listeners with them, so a
+//!   spoofed induction opens nothing and replaces nothing on either.
 
 pub mod chunk;
 pub mod contain;
 pub mod proxy;
 pub mod rtmp;
 pub mod srt_guard;
+pub mod srt_relay;
+pub mod srt_route;
 pub mod streamid;

@@ -14,7 +14,7 @@
 //! [`rejection`] (refuse a caller with a code libsrt shows), [`Upstream`] (`start`, then
 //! `on_node`, `on_caller`, `on_timer` return [`Step`]s to perform).
 //!
-//! Every datagram from a caller passes [`wire::srt_guard::inspect`] (the node's own guard):
+//! Every datagram from a caller passes [`crate::srt_guard::inspect`] (the node's own guard):
 //! malformed and unknown control packets are dropped, never passed on. Datagrams from the node
 //! are trusted (our own ingest node) but parsed with the same bounds checks.
 //!
@@ -36,9 +36,9 @@ use std::time::Duration;
 // reads a clock.
 use tokio::time::Instant;
 
+use crate::srt_guard::{self, Kind, Verdict, HANDSHAKE_CIF_LEN, HEADER_LEN};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use wire::srt_guard::{self, Kind, Verdict, HANDSHAKE_CIF_LEN, HEADER_LEN};
 
 /// libsrt retransmits a handshake request every 250 ms; so do we towards the node.
 pub const HANDSHAKE_RETRY: Duration = Duration::from_millis(250);

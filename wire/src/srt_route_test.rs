@@ -546,3 +546,63 @@ async fn session_deadlines_follow_tokios_clock() {
     assert_eq!(s.handle_timeout(Instant::now()), Tick::Idle);
     assert!(Instant::now() - t0 >= SESSION_IDLE_TIMEOUT);
 }
+
+#[test]
+fn spoofed_handshakes_from_a_live_callers_address_leave_its_session_alone() {
+    let t0 = Instant::now();
+    let mut r = router(t0);
+    let caller = peer(40000);
+    let new = handshake(&mut r, caller, CALLER, t0);
+    let (_s, _) = establish(&new, t0);
+    r.handle_established(new.id);
+    // A blind spoofer sends the caller's address a new induction: answered statelessly, the
+    // session untouched; its conclusion with a new socket ID and a guessed cookie: dropped.
+    for socket in [CALLER + 1, 0x5000_0000] {
+        assert!(matches!(
+            r.handle_datagram(t0 + MS, caller, &induction(socket)),
+            Routed::Reply(_)
+        ));
+        for cookie in [0, 1, 0xDEAD_BEEF] {
+            assert_eq!(
+                r.handle_datagram(t0 + MS, caller, &conclusion(socket, cookie)),
+                Routed::Drop("bad_cookie")
+            );
+        }
+    }
+    assert_eq!(r.sessions(), 1);
+    assert_eq!(
+        r.handle_datagram(t0 + 2 * MS, caller, &data(NODE, 1)),
+        Routed::ToSession(new.id),
+        "the live session still gets the caller's data"
+    );
+    // Inductions from thousands of addresses open nothing.
+    for port in 0..5000u16 {
+        let _ = r.handle_datagram(t0, peer(port), &induction(u32::from(port) + 1));
+    }
+    assert_eq!(r.sessions(), 1);
+}
+
+#[test]
+fn route_hands_datagrams_to_live_sessions_and_reroutes_from_ended_ones() {
+    let t0 = Instant::now();
+    let mut r = router(t0);
+    let caller = peer(40000);
+    let new = handshake(&mut r, caller, CALLER, t0);
+    // The session takes it: nothing left to do.
+    let mut got = Vec::new();
+    assert_eq!(
+        r.route(t0, caller, &data(NODE, 1), |id| {
+            got.push(id);
+            true
+        }),
+        None
+    );
+    assert_eq!(got, vec![new.id]);
+    // Its task ended before the driver heard: the session is forgotten and a fresh
+    // induction from the address is answered, not lost.
+    let routed = r.route(t0, caller, &induction(CALLER + 1), |_| false);
+    assert!(matches!(routed, Some(Routed::Reply(_))), "{routed:?}");
+    let routed = r.route(t0, caller, &data(NODE, 2), |_| false);
+    assert_eq!(routed, Some(Routed::Drop("no_session")));
+    assert_eq!(r.sessions(), 0);
+}

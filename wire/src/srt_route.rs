@@ -2,7 +2,8 @@
 //! and each session's life from placement to its idle end.
 //!
 //! Two plain types, fed datagrams and `now` (quinn-proto style: `handle_*` feeds input,
-//! `poll_*` says when to come back); [`crate::srt`] is the thin tokio driver around them.
+//! `poll_*` says when to come back). The balancer's `srt` module and the node's `srt` module
+//! are the thin tokio drivers around them.
 //!
 //! - [`Router`]: one per front socket. [`Router::handle_datagram`] takes a caller's address and
 //!   bytes and returns a [`Routed`]: answer an induction (stateless cookie), hand the datagram
@@ -203,6 +204,32 @@ impl Router {
                     replaces: replaces.or(old.map(|e| e.id)),
                 })
             }
+        }
+    }
+
+    /// [`Router::handle_datagram`] for a driver that queues datagrams to session tasks:
+    /// `deliver(id)` hands the datagram to session `id` and says whether that session still
+    /// runs. A session that has ended (its end notice still on its way to the driver) is
+    /// forgotten and the datagram routed afresh (a new caller from the same address). `None`
+    /// when a session took the datagram.
+    pub fn route(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        pkt: &[u8],
+        mut deliver: impl FnMut(SessionId) -> bool,
+    ) -> Option<Routed> {
+        match self.handle_datagram(now, peer, pkt) {
+            Routed::ToSession(id) if deliver(id) => None,
+            Routed::ToSession(id) => {
+                self.handle_closed(id);
+                match self.handle_datagram(now, peer, pkt) {
+                    // Not possible (the session was just forgotten), but never loop on it.
+                    Routed::ToSession(_) => Some(Routed::Drop("no_session")),
+                    r => Some(r),
+                }
+            }
+            r => Some(r),
         }
     }
 
