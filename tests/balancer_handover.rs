@@ -27,8 +27,9 @@ use common::{cluster::*, *};
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a takeover may take, from starting the successor to its admin API answering.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Streams run this long between checks: several parts.
-const SETTLE: Duration = Duration::from_secs(3);
+/// How long a flowing stream may take to complete its next segment (2 s of media) at a check,
+/// with encoders, nodes and hand-overs sharing 2 cores.
+const FLOW_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn opts() -> EncOpts {
     EncOpts {
@@ -150,10 +151,16 @@ fn received(nodes: &[&Node]) -> f64 {
         .sum()
 }
 
-/// Every stream runs on its original connection and advanced; the nodes received more.
+/// Every stream completed a new segment and runs on its original connection; the nodes
+/// received more.
 fn all_flowing(what: &str, nodes: &[&Node], ws: &mut [Watched], bytes: &mut f64) {
-    std::thread::sleep(SETTLE);
     for w in ws.iter_mut() {
+        let last = w.last;
+        wait_for(
+            format_args!("{what}: {} to complete a segment after {last:?}", w.pid),
+            FLOW_TIMEOUT,
+            || position(nodes[w.node], &w.pid).filter(|p| p.0 > last.0),
+        );
         assert!(
             w.enc.is_running(),
             "{what}: {}'s encoder saw an error:\n{}",
@@ -174,9 +181,12 @@ fn all_flowing(what: &str, nodes: &[&Node], ws: &mut [Watched], bytes: &mut f64)
         assert!(now > w.last, "{what}: {} stalled at {now:?}", w.pid);
         w.last = now;
     }
-    let now = received(nodes);
-    assert!(now > *bytes, "{what}: the nodes received nothing new");
-    *bytes = now;
+    let before = *bytes;
+    *bytes = wait_for(
+        format_args!("{what}: the nodes to receive more than {before} bytes"),
+        FLOW_TIMEOUT,
+        || Some(received(nodes)).filter(|now| *now > before),
+    );
 }
 
 /// `EDGE_TEST_HANDOVER_FULL=1`: the full run of the issue (20 RTMP and 10 SRT publishers,
@@ -318,6 +328,7 @@ fn a_successor_that_fails_before_the_commit_point_leaves_everything_running() {
     // SIGKILL early in the hand-over.
     for delay_ms in [0u64, 5, 15] {
         let mut s = start_successor(&b, &[]);
+        // Not a wait for a condition: the kill's moment is what this loop varies.
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = s.kill();
         let _ = s.wait();
@@ -509,8 +520,18 @@ fn frames_arrive_once_each_through_handovers_and_viewers_see_no_error() {
     }
     let mut serving = b.pid();
     let mut successor = None;
+    let mut at = [(0u64, 0usize); 2];
     for round in 0..3 {
-        std::thread::sleep(Duration::from_secs(4));
+        // Hand over in the middle of the streams: each has two more segments (4 s) since the
+        // last round.
+        for (i, last) in at.iter_mut().enumerate() {
+            let want = last.0 + 2;
+            *last = wait_for(
+                format_args!("round {round}: stream {i} to reach segment {want}"),
+                FLOW_TIMEOUT,
+                || position(&n1, &pid(i)).filter(|p| p.0 >= want),
+            );
+        }
         if round < 2 {
             send_signal(serving, "USR2").expect("SIGUSR2");
         } else {

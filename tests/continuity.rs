@@ -152,7 +152,7 @@ fn rtmp_reconnect_goes_back_to_its_node_then_continues_on_another() {
     landed(&nodes, &pid(1));
     // The encoder drops and comes back with the same key: stream-key affinity sends it home.
     enc.kill();
-    std::thread::sleep(Duration::from_secs(2));
+    gone_from(nodes[home], &pid(0));
     let mut enc = Encoder::ffmpeg_rtmp(&b2.rtmp_url(&key(0)), opts());
     assert_eq!(
         landed(&nodes, &pid(0)),
@@ -187,6 +187,45 @@ fn rtmp_reconnect_goes_back_to_its_node_then_continues_on_another() {
     );
 }
 
+/// Wait until `node` no longer has a publisher for `pid` (its encoder's drop was noticed).
+fn gone_from(node: &Node, pid: &str) {
+    wait_for(
+        format_args!("{pid}'s publisher to be gone from its node"),
+        Duration::from_secs(15),
+        || node.stream(pid).is_none().then_some(()),
+    );
+}
+
+/// Media requests (parts and segments) `node` answered with 200.
+fn media_served(node: &Node) -> f64 {
+    let m = node.metrics();
+    ["part", "segment"]
+        .iter()
+        .map(|k| {
+            metric_value(
+                &m,
+                &format!(r#"edge_packager_http_requests_total{{code="200",kind="{k}"}}"#),
+            )
+        })
+        .sum()
+}
+
+/// Parts and segments (video and audio) a player fetches in about five seconds of playing
+/// at 333 ms parts: the viewer started Chromium, loaded hls.js, and has a few seconds of the
+/// stream from `node` buffered before the test breaks something.
+const PLAYING_REQUESTS: f64 = 30.0;
+
+/// Wait until a viewer that just started plays from `node`: it has fetched
+/// [`PLAYING_REQUESTS`] more parts or segments than before.
+fn viewer_playing(node: &Node) {
+    let before = media_served(node);
+    wait_for(
+        "the viewer to fetch media (Chromium started and hls.js playing)",
+        common::player::PLAYER_OVERHEAD_TIMEOUT,
+        || (media_served(node) >= before + PLAYING_REQUESTS).then_some(()),
+    );
+}
+
 /// Wait until balancer `b` routes `pid` to a node that serves its playlist.
 fn node_wait(b: &Balancer, pid: &str) {
     let url = b
@@ -215,7 +254,7 @@ fn srt_stream_survives_its_node_being_killed() {
     // A viewer plays through the balancer the whole time.
     let url = b.playlist_url(&pid(0));
     let player = std::thread::spawn(move || play_in_chromium(&url, 30));
-    std::thread::sleep(Duration::from_secs(6));
+    viewer_playing(if home == 0 { &n1 } else { &n2 });
     let before = capture(&b, &pid(0));
     assert_eq!(
         http_get(&b.playlist_url("nope"), HTTP_TIMEOUT)
@@ -272,11 +311,11 @@ fn hls_js_keeps_playing_through_a_reconnect_to_another_node() {
     node_wait(&b, &pid(0));
     let url = b.playlist_url(&pid(0));
     let player = std::thread::spawn(move || play_in_chromium(&url, 24));
-    std::thread::sleep(Duration::from_secs(8));
+    viewer_playing(nodes[home]);
     // The encoder drops; its node is cordoned (full, say), so it comes back elsewhere.
     admin_post(nodes[home], "/api/v1/node/cordon");
     enc.kill();
-    std::thread::sleep(Duration::from_secs(2));
+    gone_from(nodes[home], &pid(0));
     let _enc = Encoder::ffmpeg_rtmp(&b.rtmp_url(&key(0)), opts());
     assert!(wait_until(PUBLISH_TIMEOUT, || nodes[1 - home]
         .stream(&pid(0))

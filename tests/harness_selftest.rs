@@ -576,14 +576,15 @@ fn canned_server(responses: Vec<Vec<u8>>) -> u16 {
                 }
             }
             if resp.is_empty() {
-                // Never answer: hold the connection until the client gives up.
-                std::thread::sleep(Duration::from_secs(5));
+                // Never answer: hold the connection until the client gives up and closes it.
+                while matches!(s.read(&mut b), Ok(n) if n > 0) {}
                 continue;
             }
             // Send in two writes to exercise reassembly.
             let mid = resp.len() / 2;
             let _ = s.write_all(&resp[..mid]);
             let _ = s.flush();
+            // Not a wait: a pause between the halves, so the client reads them separately.
             std::thread::sleep(Duration::from_millis(20));
             let _ = s.write_all(&resp[mid..]);
         }
@@ -883,8 +884,17 @@ fn encoder_srt_live_transmit() {
         enc.exit_status().is_none(),
         "the relay itself keeps running"
     );
-    // Let the relay drain SRT's latency buffer, then hang up: the listener (-a:no) exits.
-    std::thread::sleep(Duration::from_secs(1));
+    // Let the relay drain SRT's latency buffer (the listener has every frame the feeder
+    // sent), then hang up: the listener (-a:no) exits.
+    wait_for(
+        "the SRT listener to receive every frame the feeder sent",
+        Duration::from_secs(15),
+        || {
+            let data = std::fs::read(&listener.out).ok()?;
+            let p = ffprobe_decode(&data, &[]).ok()?;
+            (p.frames_decoded + 15 >= ENCODE_SECS * 30).then_some(())
+        },
+    );
     enc.kill();
     assert!(!enc.is_running());
     common::wait_child(&mut listener.child, LISTENER_FLUSH_TIMEOUT)
@@ -912,7 +922,13 @@ fn encoder_is_killed_on_drop() {
         EncOpts::default(),
     );
     let pid = enc.pid();
-    std::thread::sleep(Duration::from_secs(1));
+    // ffmpeg connected: the kernel completed the TCP handshake into the backlog.
+    silent.set_nonblocking(true).expect("nonblocking");
+    let _conn = wait_for(
+        "ffmpeg to connect to the silent listener",
+        Duration::from_secs(30),
+        || silent.accept().ok(),
+    );
     assert!(
         enc.is_running(),
         "ffmpeg should be stuck in the handshake:\n{}",

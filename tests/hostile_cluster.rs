@@ -154,15 +154,36 @@ fn a_wrong_key_flood_holds_no_capacity_and_real_publishers_get_in() {
     ];
     let flood_start = Instant::now();
 
+    // Attempts answered so far, both protocols.
+    let answered = || {
+        [&rtmp_tally, &srt_tally]
+            .iter()
+            .map(|t| {
+                t.accepted.load(Ordering::Relaxed)
+                    + t.refused.load(Ordering::Relaxed)
+                    + t.failed.load(Ordering::Relaxed)
+            })
+            .sum::<u64>()
+    };
+    let planned = 2 * FLOOD_PER_SECOND * FLOOD_FOR.as_secs();
+    // Generous: the flood paces itself to FLOOD_FOR; this only bounds a flood that hangs.
+    let flood_timeout = FLOOD_FOR * 4;
+
     // The second starts mid-flood, over SRT, and must get the last free unit.
-    std::thread::sleep(FLOOD_FOR / 3);
+    wait_for(
+        format_args!("a third of the {planned} flood attempts to be answered"),
+        flood_timeout,
+        || (answered() >= planned / 3).then_some(()),
+    );
     let mut second = Encoder::ffmpeg_srt(&b.srt_url(&key(1)), opts());
     let second_node = landed(&nodes, &pid(1));
     assert_ne!(first_node, second_node, "one unit per node");
 
-    if let Some(rest) = FLOOD_FOR.checked_sub(flood_start.elapsed()) {
-        std::thread::sleep(rest);
-    }
+    wait_for(
+        format_args!("all {planned} flood attempts to be answered"),
+        flood_timeout,
+        || (answered() >= planned).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
     for f in floods {
         f.join().expect("flood thread");
@@ -192,19 +213,21 @@ fn a_wrong_key_flood_holds_no_capacity_and_real_publishers_get_in() {
         wait_until(PUBLISH_TIMEOUT, || position(nodes[second_node], &pid(1)))
             .expect("second plays"),
     ];
-    std::thread::sleep(Duration::from_secs(3));
     for (i, (enc, node)) in [(&mut first, first_node), (&mut second, second_node)]
         .into_iter()
         .enumerate()
     {
+        let was = last[i];
+        last[i] = wait_for(
+            format_args!("publisher {i} to complete a segment after {was:?}"),
+            Duration::from_secs(20),
+            || position(nodes[node], &pid(i)).filter(|p| p.0 > was.0),
+        );
         assert!(
             enc.is_running(),
             "publisher {i} failed:\n{}",
             enc.log_text()
         );
-        let now = position(nodes[node], &pid(i)).expect("playlist");
-        assert!(now > last[i], "publisher {i} stalled at {now:?}");
-        last[i] = now;
     }
 
     // The nodes decided every wrong key before holding anything: no capacity was ever

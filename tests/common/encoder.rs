@@ -11,8 +11,32 @@ use std::time::Duration;
 /// encoder leaked by a killed test binary stops by itself.
 pub const DEFAULT_ENCODE_DURATION: Duration = Duration::from_secs(120);
 
-/// How long srt-live-transmit gets to bind its UDP input before ffmpeg starts sending to it.
-const RELAY_START_DELAY: Duration = Duration::from_millis(300);
+/// How long srt-live-transmit may take to bind its UDP input (ffmpeg starts sending to it
+/// only then).
+const RELAY_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Wait until process `pid` has a UDP socket bound to `port`, read from `/proc/PID/net/udp`
+/// (the table of the process's own network namespace, so this works inside a test
+/// namespace too).
+fn wait_udp_bound(pid: u32, port: u16) {
+    let needle = format!(":{port:04X}");
+    super::wait_for(
+        format_args!("process {pid} to bind UDP port {port}"),
+        RELAY_START_TIMEOUT,
+        || {
+            let table = std::fs::read_to_string(format!("/proc/{pid}/net/udp")).ok()?;
+            table
+                .lines()
+                .skip(1)
+                .any(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|a| a.ends_with(&needle))
+                })
+                .then_some(())
+        },
+    );
+}
 
 /// Lines of an encoder's log printed when a test fails while it is alive.
 const LOG_TAIL_LINES: usize = 20;
@@ -196,7 +220,7 @@ impl Encoder {
             &relay_log,
             o.netns.as_deref(),
         );
-        std::thread::sleep(RELAY_START_DELAY);
+        wait_udp_bound(child.id(), port);
         let mut args = o.ffmpeg_input_and_codecs();
         args.extend([
             "-f".into(),

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod node;
 pub mod player;
 pub mod probe;
+pub mod procfs;
 pub mod rtmp_raw;
 pub mod srt_raw;
 
@@ -74,6 +75,17 @@ pub fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(POLL_INTERVAL.min(deadline - now));
     }
+}
+
+/// Polls `f` like [`wait_until`] and returns its value; when `timeout` passes first, panics
+/// with "timed out after T waiting for: WHAT", so a failure says what did not happen.
+pub fn wait_for<T>(
+    what: impl std::fmt::Display,
+    timeout: Duration,
+    f: impl FnMut() -> Option<T>,
+) -> T {
+    wait_until(timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"))
 }
 
 /// Ports handed out by this test process, so two tests in one binary never get the same one.

@@ -137,3 +137,46 @@ pub fn induction(
 const INDUCTION_RETRY: Duration = Duration::from_millis(250);
 /// 12 tries: 3 s, libsrt's order of magnitude before it gives up on a connect.
 const INDUCTION_TRIES: usize = 12;
+
+/// Sends UDP datagrams with a forged source address (a raw IPv4 socket with our own IP and
+/// UDP headers; needs root, as the tests run in CI). What an attacker on the path, or one whose
+/// network does not filter spoofed sources, can do: send as a live encoder without receiving
+/// anything back.
+pub struct Spoofer {
+    sock: socket2::Socket,
+}
+
+impl Spoofer {
+    pub fn new() -> Spoofer {
+        // IPPROTO_RAW: we write the IP header ourselves (IP_HDRINCL is implied).
+        let sock = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(255)),
+        )
+        .expect("raw socket (the spoofing tests run as root)");
+        Spoofer { sock }
+    }
+
+    /// Send `payload` to `to` as if from `from`.
+    pub fn send(&self, from: std::net::SocketAddrV4, to: std::net::SocketAddrV4, payload: &[u8]) {
+        let udp_len = 8 + payload.len();
+        let total = 20 + udp_len;
+        let mut p = Vec::with_capacity(total);
+        p.extend_from_slice(&[0x45, 0]); // IPv4, header of 5 words; TOS 0
+        p.extend_from_slice(&(total as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0]); // ID (the kernel fills it), don't fragment
+        p.extend_from_slice(&[64, 17, 0, 0]); // TTL, UDP, checksum (the kernel fills it)
+        p.extend_from_slice(&from.ip().octets());
+        p.extend_from_slice(&to.ip().octets());
+        p.extend_from_slice(&from.port().to_be_bytes());
+        p.extend_from_slice(&to.port().to_be_bytes());
+        p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+        p.extend_from_slice(payload);
+        let dest = socket2::SockAddr::from(std::net::SocketAddr::V4(to));
+        self.sock
+            .send_to(&p, &dest)
+            .expect("send a spoofed datagram");
+    }
+}
