@@ -12,46 +12,21 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
+};
+
+// The test harness: a node process, HTTP, metrics, and what /proc says about a process.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{
+    config_template, http_get, metric_value, procfs, wait_for, Node, Ports, HTTP_TIMEOUT,
 };
 
 /// Media length: long enough for steady state, short enough for a benchmark run.
 const MEDIA_SECONDS: u32 = 40;
-/// After the publisher finishes, time for the pipeline to drain before CPU is read.
-const DRAIN: Duration = Duration::from_secs(4);
-/// How long edge may take to open its ports.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    let after = stat.rsplit_once(") ").map(|x| x.1).expect("stat format");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
+/// After the publisher finishes, how long the pipeline may take to drain before CPU is read.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Quantile from a Prometheus histogram's cumulative buckets (linear within a bucket).
 fn quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
@@ -145,26 +120,9 @@ fn main() {
         .expect("ffmpeg");
     assert!(st.success(), "cannot make the source file");
 
-    let (rtmp, srt, http, admin) = (free_port(), free_port(), free_port(), free_port());
-    let cfg = edge_config_text(rtmp, srt, http, admin);
-    let cfg_path = dir.join("bench.toml");
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let log = std::fs::File::create(dir.join("edge.log")).unwrap();
-    let mut edge = Command::new(env!("CARGO_BIN_EXE_edge"))
-        .args(["ingest", "--config"])
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn edge");
-    let admin_addr = format!("127.0.0.1:{admin}");
-    let t0 = Instant::now();
-    while http_get(&admin_addr, "/healthz").is_none() {
-        assert!(t0.elapsed() < START_TIMEOUT, "edge did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    let cpu_before = cpu_seconds(edge.id());
+    let ports = Ports::free();
+    let edge = Node::start_with_config(ports, edge_config_text(&ports));
+    let cpu_before = procfs::cpu_seconds(edge.pid());
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-re", "-i"])
         .arg(&media)
@@ -173,18 +131,36 @@ fn main() {
             "copy",
             "-f",
             "flv",
-            &format!("rtmp://127.0.0.1:{rtmp}/live/bench-stream-key"),
+            &edge.rtmp_url("bench-stream-key"),
         ])
         .status()
         .expect("ffmpeg publish");
     assert!(st.success(), "publish failed");
-    std::thread::sleep(DRAIN);
-    let edge_cpu = cpu_seconds(edge.id()) - cpu_before;
-    let metrics = http_get(&admin_addr, "/metrics").unwrap_or_default();
-    let playlist =
-        http_get(&format!("127.0.0.1:{http}"), "/live/bench/720p/index.m3u8").unwrap_or_default();
-    let _ = edge.kill();
-    let _ = edge.wait();
+    // The pipeline drains what it holds: wait until it has published no part for a while.
+    let parts = || {
+        metric_value(
+            &edge.metrics(),
+            r#"edge_packager_parts_total{kind="video"}"#,
+        )
+    };
+    let mut last = (parts(), Instant::now());
+    wait_for(
+        "the pipeline to drain (no new part for 2 s)",
+        DRAIN_TIMEOUT,
+        || {
+            let now = parts();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            (last.1.elapsed() >= Duration::from_secs(2)).then_some(())
+        },
+    );
+    let edge_cpu = procfs::cpu_seconds(edge.pid()) - cpu_before;
+    let metrics = edge.metrics();
+    let playlist = http_get(&edge.media_playlist_url("bench", "720p"), HTTP_TIMEOUT)
+        .map(|r| r.text())
+        .unwrap_or_default();
+    drop(edge);
     assert!(
         playlist.contains("#EXT-X-PART:"),
         "edge produced no 720p parts:\n{playlist}"
@@ -245,24 +221,16 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn edge_config_text(rtmp: u16, srt: u16, http: u16, admin: u16) -> String {
-    format!(
-        r#"[node]
-id = "bench"
-capacity_units = 100.0
-[listen]
-rtmp = "127.0.0.1:{rtmp}"
-srt = "127.0.0.1:{srt}"
-http = "127.0.0.1:{http}"
-admin = "127.0.0.1:{admin}"
-[admin]
-token = "bench-admin-token-0123456789"
-[hls]
-part_target = "333ms"
-segment_target = "2s"
-[[streams]]
-key = "bench-stream-key"
-playback_id = "bench"
-"#
-    )
+/// The test harness's node config with the default ladder, room for the stream, and the
+/// bench's stream key.
+fn edge_config_text(ports: &Ports) -> String {
+    let base = config_template(ports);
+    // Cut the template's test ladder and streams: the default ladder is what is measured.
+    let base = base
+        .split("\n[[ladder]]")
+        .next()
+        .unwrap_or(&base)
+        .to_string();
+    base.replace("capacity_units = 8.0", "capacity_units = 100.0")
+        + "\n[[streams]]\nkey = \"bench-stream-key\"\nplayback_id = \"bench\"\n"
 }

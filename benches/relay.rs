@@ -52,6 +52,11 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+// The test harness's process helpers (CPU, memory, descriptors, signals, logs).
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::procfs;
+
 use control::{
     client::{spawn_client, ClientConfig, NodeControl},
     NodeState, Report,
@@ -348,18 +353,9 @@ struct KillOnDrop(u32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        signal(self.0, "KILL");
+        let _ = common::send_signal(self.0, "KILL");
         eprintln!("[bench] killed pid {}", self.0);
     }
-}
-
-fn signal(pid: u32, sig: &str) -> bool {
-    Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Removed on drop (also on panic).
@@ -378,90 +374,10 @@ impl Drop for TempDir {
     }
 }
 
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of a process (all threads), in seconds.
-fn cpu_seconds(pid: u32, tck: f64) -> f64 {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let Some((_, after)) = stat.rsplit_once(") ") else {
-        return f64::NAN;
-    };
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // After "pid (comm) ": state is field 0, utime 11, stime 12.
-    let get = |i: usize| {
-        f.get(i)
-            .and_then(|x| x.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (get(11) + get(12)) / tck
-}
-
-fn rss_kib(pid: u32) -> f64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(f64::NAN)
-}
-
-/// Open descriptors of a process.
-fn fd_count(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-fn nofile_limits() -> (u64, u64) {
-    let text = fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let line = text.lines().find(|l| l.starts_with("Max open files"));
-    let nums: Vec<u64> = line
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    (
-        nums.first().copied().unwrap_or(1024),
-        nums.get(1).copied().unwrap_or(1024),
-    )
-}
-
-/// Raise our soft RLIMIT_NOFILE to the hard limit (children inherit it) with util-linux
-/// `prlimit`; returns the soft limit in force afterwards. The hard limit itself needs
-/// CAP_SYS_RESOURCE to raise, which containers usually lack.
-fn raise_nofile() -> u64 {
-    let (soft, hard) = nofile_limits();
-    if soft >= hard {
-        return soft;
-    }
-    let _ = Command::new("prlimit")
-        .args([
-            "--pid",
-            &std::process::id().to_string(),
-            &format!("--nofile={hard}:{hard}"),
-        ])
-        .status();
-    nofile_limits().0
-}
-
 /// The most connections that fit: this process holds one descriptor per publisher, the sink
 /// (its own process) one per connection, a relay two per connection.
 fn fit(n: usize, what: &str, no_cap: bool) -> usize {
-    let soft = nofile_limits().0;
+    let soft = procfs::nofile_limits().0;
     let max =
         (soft.saturating_sub(RELAY_FD_RESERVE) / 2).min(soft.saturating_sub(FD_MARGIN)) as usize;
     if n <= max {
@@ -474,20 +390,6 @@ fn fit(n: usize, what: &str, no_cap: bool) -> usize {
         eprintln!("[bench] {what}: {n} connections do not fit RLIMIT_NOFILE {soft} (a relay holds 2 per connection + {RELAY_FD_RESERVE}): running {max}");
         max
     }
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free tcp port")
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free udp port")
 }
 
 fn machine() -> (usize, String) {
@@ -504,12 +406,6 @@ fn machine() -> (usize, String) {
         })
         .unwrap_or_else(|| "unknown".into());
     (cores, model)
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1331,17 +1227,16 @@ async fn load_run(
     pace: Option<usize>,
     tag: &'static str,
     sink: &Sink,
-    tck: f64,
 ) -> LoadResult {
     let stop = CancellationToken::new();
     let (set, counters) = start_load(addr, n, pace, tag, stop.clone());
     wait_up(&counters, n).await;
     tokio::time::sleep(WARMUP).await;
     let b0 = sink.snap().await.bytes;
-    let (c0, t0) = (cpu_seconds(pid, tck), Instant::now());
+    let (c0, t0) = (procfs::cpu_seconds(pid), Instant::now());
     tokio::time::sleep(MEASURE).await;
     let b1 = sink.snap().await.bytes;
-    let (c1, wall) = (cpu_seconds(pid, tck), t0.elapsed().as_secs_f64());
+    let (c1, wall) = (procfs::cpu_seconds(pid), t0.elapsed().as_secs_f64());
     stop_load(stop, set).await;
     drain(sink).await;
     let gbit = (b1 - b0) as f64 * 8.0 / 1e9;
@@ -1421,7 +1316,7 @@ struct Mem {
 }
 
 async fn memory_run(addr: SocketAddr, pid: u32, n: usize, tag: &'static str, sink: &Sink) -> Mem {
-    let before = rss_kib(pid);
+    let before = procfs::rss_kib(pid);
     let limit = Arc::new(Semaphore::new(MEM_OPEN_CONCURRENCY));
     let mut set = JoinSet::new();
     let t0 = Instant::now();
@@ -1440,7 +1335,7 @@ async fn memory_run(addr: SocketAddr, pid: u32, n: usize, tag: &'static str, sin
     }
     let open_s = t0.elapsed().as_secs_f64();
     tokio::time::sleep(MEM_SETTLE).await;
-    let after = rss_kib(pid);
+    let after = procfs::rss_kib(pid);
     let pinned = held.len();
     if pinned < n {
         eprintln!("[bench] {tag}: only {pinned}/{n} idle publishers pinned");
@@ -1499,7 +1394,7 @@ fn start_haproxy(
 /// HAProxy's `maxconn` for `n` connections: some room, but within RLIMIT_NOFILE, which
 /// HAProxy refuses to start without (it needs about 2 × maxconn + 20 descriptors).
 fn haproxy_maxconn(n: usize) -> usize {
-    let soft = nofile_limits().0 as usize;
+    let soft = procfs::nofile_limits().0 as usize;
     (n + 100).min(soft.saturating_sub(60) / 2)
 }
 
@@ -1512,11 +1407,15 @@ struct EdgeCfg {
 }
 
 fn edge_config(dir: &Path, certs: &Path) -> EdgeCfg {
-    let (rtmp, control, admin) = (free_tcp_port(), free_udp_port(), free_tcp_port());
+    let (rtmp, control, admin) = (
+        common::free_tcp_port(),
+        common::free_udp_port(),
+        common::free_tcp_port(),
+    );
     let cfg = format!(
         "[balancer]\nid = \"b1\"\nlost_after = \"5s\"\nreservation_ttl = \"10s\"\nreconnect_window = \"10s\"\nhandover_socket = \"{c}/b1.sock\"\n\n[listen]\nrtmp = \"127.0.0.1:{rtmp}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{admin}\"\ncontrol = \"127.0.0.1:{control}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/balancer-b1.pem\"\nkey = \"{c}/balancer-b1.key\"\n",
-        free_udp_port(),
-        free_tcp_port(),
+        common::free_udp_port(),
+        common::free_tcp_port(),
         c = certs.display()
     );
     let path = dir.join("balancer.toml");
@@ -1556,7 +1455,11 @@ async fn wait_ready(addr: SocketAddr, p: &mut Proc, log: &Path) {
     let t0 = Instant::now();
     loop {
         if let Some(st) = p.exited() {
-            panic!("{} exited with {st}:\n{}", p.name, tail(log, 40));
+            panic!(
+                "{} exited with {st}:\n{}",
+                p.name,
+                common::tail_file(log, 40)
+            );
         }
         let last = match publish(addr, "bench-probe".into()).await {
             Ok(_) => return,
@@ -1566,7 +1469,7 @@ async fn wait_ready(addr: SocketAddr, p: &mut Proc, log: &Path) {
             t0.elapsed() < START_TIMEOUT,
             "{} not relaying after {START_TIMEOUT:?} (last: {last}):\n{}",
             p.name,
-            tail(log, 40)
+            common::tail_file(log, 40)
         );
         tokio::time::sleep(PROBE_INTERVAL).await;
     }
@@ -1825,7 +1728,6 @@ struct BenchEnv {
     dir: PathBuf,
     certs: PathBuf,
     cores: usize,
-    tck: f64,
 }
 
 /// What is being handed over: the running relay and how to reach it.
@@ -1871,7 +1773,7 @@ async fn handover_run(
             }
         }
         HoKind::HaproxyReload => {
-            let port = free_tcp_port();
+            let port = common::free_tcp_port();
             let old = start_haproxy(&dir, port, sink.addr, env.cores, haproxy_maxconn(n), None);
             Relay {
                 old,
@@ -1989,8 +1891,8 @@ async fn handover_run(
     sink.cmd("pings on").await;
     tokio::time::sleep(HO_WARMUP).await;
     sink.cmd("epoch").await; // 1: baseline
-    res.fds.0 = fd_count(old_pid);
-    res.rss_mib.0 = rss_kib(old_pid) / 1024.0;
+    res.fds.0 = procfs::fd_count(old_pid);
+    res.rss_mib.0 = procfs::rss_kib(old_pid) / 1024.0;
     tokio::time::sleep(HO_BASELINE).await;
     sink.cmd("epoch").await; // 2: the hand-over
 
@@ -2005,7 +1907,10 @@ async fn handover_run(
             successor = Some(start_edge(cfg, &dir.join("edge2.log")));
         }
         HoKind::EdgeUsr2 => {
-            assert!(signal(old_pid, "USR2"), "kill -USR2 {old_pid}");
+            assert!(
+                common::send_signal(old_pid, "USR2").is_ok(),
+                "kill -USR2 {old_pid}"
+            );
         }
         HoKind::HaproxyReload => {
             let p = start_haproxy(
@@ -2026,7 +1931,7 @@ async fn handover_run(
                 if let Some(st) = p.exited() {
                     res.failure = Some(format!(
                         "the successor exited with {st} before serving:\n{}",
-                        tail(&dir.join("edge2.log"), 20)
+                        common::tail_file(&dir.join("edge2.log"), 20)
                     ));
                     break;
                 }
@@ -2057,7 +1962,7 @@ async fn handover_run(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if let Some(pid) = new_pid {
-        res.successor_cpu_s = cpu_seconds(pid, env.tck);
+        res.successor_cpu_s = procfs::cpu_seconds(pid);
     }
     tokio::time::sleep(HO_SETTLE).await;
     sink.cmd("epoch").await; // 3: after
@@ -2155,10 +2060,10 @@ async fn handover_run(
 
     // After: what each process holds, new publishes, the logs, the old process's exit.
     if let Some(pid) = new_pid {
-        res.fds.1 = fd_count(pid);
-        res.rss_mib.1 = rss_kib(pid) / 1024.0;
+        res.fds.1 = procfs::fd_count(pid);
+        res.rss_mib.1 = procfs::rss_kib(pid) / 1024.0;
     }
-    res.fds.2 = fd_count(old_pid);
+    res.fds.2 = procfs::fd_count(old_pid);
     // Before the new publish below, which the count would include while it closes.
     if let Some(cfg) = &relay.edge {
         res.serving_count = admin_get(cfg.admin, "/api/v1/balancer")
@@ -2203,7 +2108,7 @@ async fn handover_run(
         if res.failure.is_none() {
             // It handed everything over and idles: SIGTERM ends it at once.
             let t0 = Instant::now();
-            signal(old_pid, "TERM");
+            let _ = common::send_signal(old_pid, "TERM");
             while relay.old.exited().is_none() && t0.elapsed() < EXIT_TIMEOUT {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -2376,7 +2281,6 @@ async fn bench_relay(
     args: &Args,
     mem_conns: usize,
     sink: &Sink,
-    tck: f64,
 ) -> RelayResults {
     let mut r = RelayResults::default();
     if args.memory {
@@ -2386,12 +2290,12 @@ async fn bench_relay(
     if args.load {
         let paced_bytes = (PACED_BPS as f64 / 8.0 * PACED_TICK.as_secs_f64()).round() as usize;
         eprintln!("[bench] {name}: full speed, {BLAST_CONNS} publishers");
-        r.blast = load_run(addr, pid, BLAST_CONNS, None, name, sink, tck).await;
+        r.blast = load_run(addr, pid, BLAST_CONNS, None, name, sink).await;
         eprintln!(
             "[bench] {name}: encoder rate, {PACED_CONNS} x {} Mbps",
             PACED_BPS / 1_000_000
         );
-        r.paced = load_run(addr, pid, PACED_CONNS, Some(paced_bytes), name, sink, tck).await;
+        r.paced = load_run(addr, pid, PACED_CONNS, Some(paced_bytes), name, sink).await;
     }
     r
 }
@@ -2422,7 +2326,7 @@ async fn compare(args: &Args, sink: &Sink, env: &BenchEnv) -> Comparison {
     let node = FakeNode::new(sink.addr);
     let shutdown = CancellationToken::new();
     let client = node_client(&env.certs, cfg.control_port, &node, &shutdown);
-    let hap_port = free_tcp_port();
+    let hap_port = common::free_tcp_port();
     let mut hap = start_haproxy(
         &env.dir,
         hap_port,
@@ -2438,26 +2342,8 @@ async fn compare(args: &Args, sink: &Sink, env: &BenchEnv) -> Comparison {
     drain(sink).await;
     let proxied0 = sink.snap().await.proxied;
 
-    let h = bench_relay(
-        "haproxy",
-        hap_addr,
-        hap.pid(),
-        args,
-        mem_conns,
-        sink,
-        env.tck,
-    )
-    .await;
-    let e = bench_relay(
-        "edge",
-        edge_addr,
-        edge.pid(),
-        args,
-        mem_conns,
-        sink,
-        env.tck,
-    )
-    .await;
+    let h = bench_relay("haproxy", hap_addr, hap.pid(), args, mem_conns, sink).await;
+    let e = bench_relay("edge", edge_addr, edge.pid(), args, mem_conns, sink).await;
     let lat = if args.latency {
         eprintln!(
             "[bench] setup latency: {LATENCY_SAMPLES} sequential publishes per target, interleaved"
@@ -2635,10 +2521,12 @@ fn main() {
         }
     };
     let started = Instant::now();
-    let tck = clk_tck();
     let (cores, model) = machine();
-    let soft = raise_nofile();
-    eprintln!("[bench] RLIMIT_NOFILE {soft} (hard {})", nofile_limits().1);
+    let soft = procfs::raise_nofile();
+    eprintln!(
+        "[bench] RLIMIT_NOFILE {soft} (hard {})",
+        procfs::nofile_limits().1
+    );
     let tmp =
         TempDir(std::env::temp_dir().join(format!("edge-relay-bench-{}", std::process::id())));
     fs::create_dir_all(&tmp.0).expect("temp dir");
@@ -2658,7 +2546,6 @@ fn main() {
         dir: tmp.0.clone(),
         certs,
         cores,
-        tck,
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
