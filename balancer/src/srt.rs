@@ -28,7 +28,9 @@ use crate::{
         self, Step, REJECT_BAD_REQUEST, REJECT_DOWN, REJECT_FORBIDDEN, REJECT_OVERLOAD,
         REJECT_UNAUTHORIZED,
     },
-    srt_route::{NewSession, Refusal, Routed, Router, Session, SessionId, Tick},
+    srt_route::{
+        NewSession, Notice, Refusal, Routed, Router, Session, SessionId, SessionLink, Tick,
+    },
 };
 
 /// Sessions at once (placing or relaying): bounds the sockets and tasks callers can cost us.
@@ -37,25 +39,6 @@ pub const MAX_SESSIONS: usize = 10_000;
 const SESSION_QUEUE: usize = 4096;
 /// Receive buffer of the front socket: it carries every SRT stream the balancer relays.
 const RECV_BUFFER: usize = 4 * 1024 * 1024;
-
-/// What a session task tells the front loop.
-#[derive(Debug, Clone, Copy)]
-enum Notice {
-    Established(SessionId),
-    Closed(SessionId),
-}
-
-/// Sends [`Notice::Closed`] when a session task ends, however it ends.
-struct ClosedOnDrop {
-    id: SessionId,
-    notices: mpsc::UnboundedSender<Notice>,
-}
-
-impl Drop for ClosedOnDrop {
-    fn drop(&mut self) {
-        let _ = self.notices.send(Notice::Closed(self.id));
-    }
-}
 
 /// What the SRT front shares with the rest of the balancer.
 pub struct Front {
@@ -149,12 +132,8 @@ pub async fn serve(
                 };
             }
             Some(notice) = notices.recv() => {
-                match notice {
-                    Notice::Established(id) => router.handle_established(id),
-                    Notice::Closed(id) => {
-                        router.handle_closed(id);
-                        sessions.remove(&id);
-                    }
+                if let Some(id) = router.handle_notice(notice) {
+                    sessions.remove(&id);
                 }
                 continue;
             }
@@ -242,7 +221,7 @@ async fn reject(front: &UdpSocket, peer: SocketAddr, conclusion: &[u8], code: u3
 /// notice of its end, the quiesce switch, and its count in the live tasks.
 struct Task {
     rx: mpsc::Receiver<Bytes>,
-    closed: ClosedOnDrop,
+    closed: SessionLink,
     quiesce: tokio_util::sync::CancellationToken,
     _live: crate::rtmp_relay::LiveGuard,
     /// A new caller counts as opening until its session is established (a hand-over waits).
@@ -262,10 +241,7 @@ fn new_task(
     sessions.insert(id, tx);
     Task {
         rx,
-        closed: ClosedOnDrop {
-            id,
-            notices: notices.clone(),
-        },
+        closed: SessionLink::new(id, notices.clone()),
         quiesce: quiesce.clone(),
         _live: front.relays.enter(),
         opening: None,
@@ -406,7 +382,7 @@ async fn resumed(front_sock: Arc<UdpSocket>, q: Quiesced, front: Arc<Front>, tas
         to_node: metrics::relayed("srt", "to_node"),
         to_encoder: metrics::relayed("srt", "to_encoder"),
     };
-    let _ = closed.notices.send(Notice::Established(closed.id));
+    closed.established();
     drive(&front_sock, live, rx, &closed, &front, quiesce).await;
 }
 
@@ -433,7 +409,7 @@ async fn drive(
     front_sock: &UdpSocket,
     mut live: Live,
     mut rx: mpsc::Receiver<Bytes>,
-    closed: &ClosedOnDrop,
+    closed: &SessionLink,
     front: &Front,
     quiesce: tokio_util::sync::CancellationToken,
 ) -> bool {
@@ -482,7 +458,7 @@ async fn perform(
     front_sock: &UdpSocket,
     live: &mut Live,
     steps: Vec<Step>,
-    closed: &ClosedOnDrop,
+    closed: &SessionLink,
 ) -> bool {
     let mut done = false;
     for step in steps {
@@ -515,7 +491,7 @@ async fn perform(
                     .inc();
                 live.guard = Some(live.conns.open("srt", live.peer, &live.node_id));
                 live.opening = None;
-                let _ = closed.notices.send(Notice::Established(closed.id));
+                closed.established();
             }
             Step::Rejected(code) => {
                 tracing::info!(code, "node rejected the srt caller");

@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use wire::{
     srt_relay::{self, Step},
-    srt_route::{NewSession, Refusal, Routed, Router, Session, SessionId, Tick},
+    srt_route::{NewSession, Refusal, Routed, Router, Session, SessionId, SessionLink, Tick},
     streamid,
 };
 
@@ -54,24 +54,6 @@ pub const MAX_SESSIONS: usize = 1024;
 const SESSION_QUEUE: usize = 4096;
 /// How long srt-tokio may take to flush its shutdown to the peer once the stream ended.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(100);
-
-/// What a session task tells the front loop.
-enum Notice {
-    Established(SessionId),
-    Closed(SessionId),
-}
-
-/// Sends [`Notice::Closed`] when the session task ends, however it ends (a panic included).
-struct ClosedOnDrop {
-    id: SessionId,
-    notices: mpsc::UnboundedSender<Notice>,
-}
-
-impl Drop for ClosedOnDrop {
-    fn drop(&mut self) {
-        let _ = self.notices.send(Notice::Closed(self.id));
-    }
-}
 
 /// A fresh cookie secret from the kernel's random source (a weaker per-process value if that
 /// cannot be read: cookies only stop blind spoofing).
@@ -96,12 +78,8 @@ pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationTok
             biased;
             _ = shutdown.cancelled() => break,
             Some(notice) = notices.recv() => {
-                match notice {
-                    Notice::Established(id) => router.handle_established(id),
-                    Notice::Closed(id) => {
-                        router.handle_closed(id);
-                        sessions.remove(&id);
-                    }
+                if let Some(id) = router.handle_notice(notice) {
+                    sessions.remove(&id);
                 }
                 continue;
             }
@@ -155,10 +133,7 @@ pub async fn serve(node: Arc<Node>, socket: UdpSocket, shutdown: CancellationTok
                 }
                 let (tx, rx) = mpsc::channel(SESSION_QUEUE);
                 sessions.insert(new.id, tx);
-                let closed = ClosedOnDrop {
-                    id: new.id,
-                    notices: notices_tx.clone(),
-                };
+                let closed = SessionLink::new(new.id, notices_tx.clone());
                 let span = tracing::info_span!("srt", client.addr = %peer);
                 tracing::debug!(client.addr = %peer, sessions = router.sessions(), "srt session opened");
                 tokio::spawn(
@@ -178,7 +153,7 @@ async fn run_session(
     peer: SocketAddr,
     new: NewSession,
     mut rx: mpsc::Receiver<Bytes>,
-    closed: ClosedOnDrop,
+    closed: SessionLink,
 ) {
     let setup = async {
         let inner = UdpSocket::bind("127.0.0.1:0").await?;
@@ -266,7 +241,7 @@ async fn run_session(
                     let _ = front.send_to(&b, peer).await;
                 }
                 Step::Established => {
-                    let _ = closed.notices.send(Notice::Established(closed.id));
+                    closed.established();
                 }
                 Step::Rejected(code) => {
                     // srt-tokio refused with `code` (see `handle_request`), never answered, or

@@ -40,6 +40,45 @@ pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Identifies one session for its whole life (a restarted caller gets a new one).
 pub type SessionId = u64;
 
+/// What a session task tells its front loop, which feeds it to [`Router::handle_notice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The session completed its handshake ([`Router::handle_established`]).
+    Established(SessionId),
+    /// The session's task ended ([`Router::handle_closed`]).
+    Closed(SessionId),
+}
+
+/// A session task's link back to its front loop: says "established" when told to, and
+/// "closed" when dropped, however the task ends (a panic included), so the router never keeps
+/// routing to a session nobody runs.
+#[derive(Debug)]
+pub struct SessionLink {
+    id: SessionId,
+    notices: tokio::sync::mpsc::UnboundedSender<Notice>,
+}
+
+impl SessionLink {
+    pub fn new(id: SessionId, notices: tokio::sync::mpsc::UnboundedSender<Notice>) -> Self {
+        SessionLink { id, notices }
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The session completed its handshake.
+    pub fn established(&self) {
+        let _ = self.notices.send(Notice::Established(self.id));
+    }
+}
+
+impl Drop for SessionLink {
+    fn drop(&mut self) {
+        let _ = self.notices.send(Notice::Closed(self.id));
+    }
+}
+
 /// What to do with one datagram from a caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routed {
@@ -253,6 +292,21 @@ impl Router {
     /// for).
     pub fn secret(&self) -> [u8; 32] {
         self.cookies.secret()
+    }
+
+    /// A notice from a session task; returns the session that ended, if it is one, so the
+    /// driver drops its queue.
+    pub fn handle_notice(&mut self, notice: Notice) -> Option<SessionId> {
+        match notice {
+            Notice::Established(id) => {
+                self.handle_established(id);
+                None
+            }
+            Notice::Closed(id) => {
+                self.handle_closed(id);
+                Some(id)
+            }
+        }
     }
 
     /// Session `id` completed its handshake with the node: from now on a conclusion with
