@@ -236,6 +236,17 @@ impl Cluster {
     /// ladder: the balancer scenarios are about placement, not transcoding), reporting to
     /// `balancers`.
     pub fn node(&self, i: usize, capacity: u32, balancers: &[&Balancer]) -> Node {
+        self.node_with(i, capacity, balancers, |_| {})
+    }
+
+    /// [`Cluster::node`] with its config text edited by `edit` first.
+    pub fn node_with(
+        &self,
+        i: usize,
+        capacity: u32,
+        balancers: &[&Balancer],
+        edit: impl FnOnce(&mut String),
+    ) -> Node {
         let ports = Ports::free();
         let id = format!("n{i}");
         let mut streams = String::new();
@@ -255,6 +266,8 @@ impl Cluster {
             ports.rtmp, ports.srt, ports.http, ports.admin, bal.join(", "),
             c = self.certs.display()
         );
+        let mut cfg = cfg;
+        edit(&mut cfg);
         Node::start_with_config(ports, cfg)
     }
 }

@@ -39,6 +39,17 @@ pub fn publish_from(
     key: &str,
     timeout: Duration,
 ) -> Result<Outcome, String> {
+    publish_after(source, addr, &[], key, timeout)
+}
+
+/// [`publish_from`], sending `prefix` (e.g. a PROXY v2 header) before the RTMP handshake.
+pub fn publish_after(
+    source: IpAddr,
+    addr: SocketAddr,
+    prefix: &[u8],
+    key: &str,
+    timeout: Duration,
+) -> Result<Outcome, String> {
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(other)?;
     sock.bind(&SocketAddr::new(source, 0).into())
@@ -48,6 +59,9 @@ pub fn publish_from(
     let mut s: TcpStream = sock.into();
     s.set_read_timeout(Some(timeout)).map_err(other)?;
     s.set_nodelay(true).map_err(other)?;
+    if !prefix.is_empty() {
+        s.write_all(prefix).map_err(other)?;
+    }
     let mut hs = Handshake::new(PeerType::Client);
     s.write_all(&hs.generate_outbound_p0_and_p1().map_err(other)?)
         .map_err(other)?;

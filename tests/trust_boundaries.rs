@@ -1,0 +1,122 @@
+//! End to end: what only a balancer may say is believed only from `trusted_proxies`. A node
+//! trusts 127.0.0.1 (its balancer); other loopback addresses (127.0.0.5, 127.0.0.6) are
+//! strangers on the internet. A PROXY v2 header naming another encoder and a reservation, and
+//! an SRT stream ID carrying `edge-res`/`edge-client`, change nothing when a stranger sends
+//! them; the same PROXY header from the balancer's address is believed. Also with the node
+//! listening on `[::]`, where an IPv4 peer arrives as an IPv4-mapped IPv6 address.
+// End-to-end tests drive real processes on real time; the ban on the std clock (clippy.toml)
+// is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod common;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
+    time::Duration,
+};
+
+use common::{cluster::*, rtmp_raw, srt_raw, *};
+
+/// How long one raw publish may wait for each answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The encoder a forged header claims to be (TEST-NET-3: never a real peer here).
+const FORGED_CLIENT: &str = "203.0.113.7:1234";
+/// A reservation ID nobody made.
+const FORGED_RESERVATION: u64 = 4242;
+
+fn stranger(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+fn proxy_header(node_rtmp: SocketAddr) -> Vec<u8> {
+    let forged: SocketAddr = FORGED_CLIENT.parse().unwrap();
+    wire::proxy::encode(forged, node_rtmp, Some(FORGED_RESERVATION))
+}
+
+/// The node's view of `pid`'s publisher address, once it has one.
+fn client_of(node: &Node, pid: &str) -> String {
+    wait_for(format_args!("{pid} on the node"), ATTEMPT_TIMEOUT, || {
+        node.stream(pid)
+            .and_then(|s| s["client_addr"].as_str().map(String::from))
+    })
+}
+
+fn check_boundaries(node: &Node) {
+    let rtmp = SocketAddr::from(([127, 0, 0, 1], node.ports.rtmp));
+    // A stranger's PROXY header: the connection does not even start (it is not RTMP), and
+    // nothing about the forged encoder or reservation reaches the node's state.
+    let out = rtmp_raw::publish_after(
+        stranger(5),
+        rtmp,
+        &proxy_header(rtmp),
+        &key(0),
+        ATTEMPT_TIMEOUT,
+    );
+    assert!(
+        !matches!(out, Ok(rtmp_raw::Outcome::Accepted(_))),
+        "a stranger's PROXY header was accepted"
+    );
+    assert!(node.stream(&pid(0)).is_none(), "{:?}", node.streams());
+
+    // The same header from the balancer's address is believed: the node records the encoder
+    // the header names. (No such reservation: the node decides the key itself.)
+    let header = wire::proxy::encode(FORGED_CLIENT.parse().unwrap(), rtmp, None);
+    let out = rtmp_raw::publish_after(stranger(1), rtmp, &header, &key(1), ATTEMPT_TIMEOUT)
+        .expect("publish from the trusted address");
+    let rtmp_raw::Outcome::Accepted(conn) = out else {
+        panic!("the trusted PROXY publish was refused: {out:?}");
+    };
+    assert_eq!(
+        client_of(node, &pid(1)),
+        FORGED_CLIENT,
+        "the trusted header's encoder address"
+    );
+    drop(conn);
+
+    // A stranger's SRT stream ID with edge-res/edge-client: the key is checked as for anyone,
+    // and the node sees the stranger's own address, not the forged one.
+    let sock = UdpSocket::bind(SocketAddr::new(stranger(6), 0)).expect("bind 127.0.0.6");
+    let sid = wire::streamid::for_node(&key(2), FORGED_RESERVATION, FORGED_CLIENT.parse().unwrap());
+    let srt = format!("127.0.0.1:{}", node.ports.srt);
+    assert_eq!(
+        srt_raw::connect(&sock, &srt, &sid),
+        Ok(srt_raw::HS_CONCLUSION),
+        "a stranger with a valid key publishes as itself"
+    );
+    let seen = client_of(node, &pid(2));
+    let own = sock.local_addr().unwrap();
+    assert!(
+        seen == own.to_string() || seen == format!("[::ffff:{}]:{}", own.ip(), own.port()),
+        "the node took the stranger for {seen}, not {own}"
+    );
+}
+
+#[test]
+fn proxy_headers_and_relay_stream_ids_count_only_from_trusted_proxies() {
+    let c = Cluster::new(1, 1);
+    let b = c.balancer(1, "5s");
+    let node = c.node(1, 10, &[&b]);
+    check_boundaries(&node);
+}
+
+#[test]
+fn ipv4_mapped_peers_on_a_dual_stack_listener_are_judged_by_their_ipv4_address() {
+    let c = Cluster::new(1, 1);
+    let b = c.balancer(1, "5s");
+    let node = c.node_with(1, 10, &[&b], |cfg| {
+        // Listen on every address; tell balancers where to relay.
+        let port = |key: &str| {
+            let at = cfg.find(&format!("{key} = \"127.0.0.1:")).expect(key) + key.len() + 14;
+            cfg[at..].split('"').next().unwrap_or_default().to_string()
+        };
+        let (rtmp, srt) = (port("rtmp"), port("srt"));
+        *cfg = cfg
+            .replace(&format!("rtmp = \"127.0.0.1:{rtmp}\""), &format!("rtmp = \"[::]:{rtmp}\""))
+            .replace(&format!("srt = \"127.0.0.1:{srt}\""), &format!("srt = \"[::]:{srt}\""))
+            .replace(
+                "[control]\n",
+                &format!("[control]\nadvertise_rtmp = \"127.0.0.1:{rtmp}\"\nadvertise_srt = \"127.0.0.1:{srt}\"\n"),
+            );
+    });
+    check_boundaries(&node);
+}
