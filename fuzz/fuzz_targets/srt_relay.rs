@@ -1,7 +1,10 @@
-//! The balancer's SRT front, as its driver (`balancer::srt`) runs it: a `srt_route::Router`
-//! fed datagrams from a few callers, a `srt_route::Session` (with its `srt_relay::Upstream`)
-//! per placed caller fed datagrams from "its node", time moving forward, and now and then a
-//! hand-over (sessions exported, serialised, resumed in a fresh router with the same cookies).
+//! The balancer's SRT front, as its driver (`balancer::srt`) runs it: a `wire::srt_route::Router`
+//! fed datagrams from a few callers (`Router::route`, delivering to session "tasks" that may
+//! have ended while their notice is still queued), a `srt_route::Session` (with its
+//! `srt_relay::Upstream`) per placed caller fed datagrams from "its node", session notices
+//! read when the driver gets to them (`Router::handle_notice`), time moving forward, and now
+//! and then a hand-over (sessions exported, serialised, resumed in a fresh router with the
+//! same cookies).
 //!
 //! The input is a list of operations. A caller may echo the cookie of the induction answer
 //! it was given (a real caller does; the fuzzer cannot forge SHA-256), and a node datagram may
@@ -13,12 +16,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use balancer::srt_relay::{self, Step, REJECT_BAD_REQUEST};
-use balancer::srt_route::{Routed, Router, Session, Tick};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use tokio::time::Instant;
 use wire::srt_guard::{inspect, Verdict};
+use wire::srt_relay::{self, Step, REJECT_BAD_REQUEST};
+use wire::srt_route::{Notice, Routed, Router, Session, Tick};
 
 const SECRET: [u8; 32] = [7; 32];
 const MAX_SESSIONS: usize = 3;
@@ -35,15 +38,27 @@ struct Live {
 
 struct Front {
     router: Router,
+    /// Session "tasks" still running.
     sessions: BTreeMap<u64, Live>,
+    /// What session tasks told the front loop, not read yet.
+    notices: Vec<Notice>,
     cookies: BTreeMap<SocketAddr, [u8; 4]>,
     now: Instant,
 }
 
 impl Front {
+    /// A session task ends: its link tells the front loop when it gets there.
     fn close(&mut self, id: u64) {
         if self.sessions.remove(&id).is_some() {
-            self.router.handle_closed(id);
+            self.notices.push(Notice::Closed(id));
+        }
+    }
+
+    fn read_notices(&mut self) {
+        for n in std::mem::take(&mut self.notices) {
+            if let Some(id) = self.router.handle_notice(n) {
+                self.sessions.remove(&id);
+            }
         }
     }
 
@@ -61,7 +76,7 @@ impl Front {
                 }
                 // Node datagrams go to the caller as they are (the node is ours).
                 Step::ToCaller(_) => {}
-                Step::Established => self.router.handle_established(id),
+                Step::Established => self.notices.push(Notice::Established(id)),
                 Step::Rejected(code) => {
                     if let Some(l) = self.sessions.get(&id) {
                         let _ = srt_relay::rejection(l.session.conclusion(), code);
@@ -74,7 +89,26 @@ impl Front {
     }
 
     fn from_caller(&mut self, peer: SocketAddr, pkt: &[u8]) {
-        match self.router.handle_datagram(self.now, peer, pkt) {
+        let now = self.now;
+        let Front {
+            router, sessions, ..
+        } = self;
+        let mut delivered = None;
+        let routed = router.route(now, peer, pkt, |id| match sessions.get_mut(&id) {
+            Some(l) => {
+                delivered = Some((id, l.session.handle_caller(pkt, now)));
+                true
+            }
+            None => false,
+        });
+        if let Some((id, steps)) = delivered {
+            assert!(routed.is_none());
+            self.steps(id, steps);
+        }
+        let Some(routed) = routed else {
+            return;
+        };
+        match routed {
             Routed::Reply(r) => {
                 if let Some(c) = r.get(COOKIE_AT..COOKIE_AT + 4) {
                     let mut cookie = [0; 4];
@@ -82,13 +116,7 @@ impl Front {
                     self.cookies.insert(peer, cookie);
                 }
             }
-            Routed::ToSession(id) => {
-                let now = self.now;
-                if let Some(l) = self.sessions.get_mut(&id) {
-                    let steps = l.session.handle_caller(pkt, now);
-                    self.steps(id, steps);
-                }
-            }
+            Routed::ToSession(id) => panic!("route returned ToSession({id})"),
             Routed::Place(new) => {
                 if let Some(old) = new.replaces {
                     self.close(old);
@@ -172,6 +200,7 @@ impl Front {
         }
         self.router = router;
         self.sessions = sessions;
+        self.notices.clear();
     }
 }
 
@@ -189,6 +218,7 @@ fuzz_target!(|data: &[u8]| {
     let mut f = Front {
         router: Router::new(SECRET, MAX_SESSIONS, now),
         sessions: BTreeMap::new(),
+        notices: Vec::new(),
         cookies: BTreeMap::new(),
         now,
     };
@@ -238,7 +268,8 @@ fuzz_target!(|data: &[u8]| {
                 };
                 f.advance(Duration::from_millis(u64::from(ms)));
             }
-            6 => f.router.stop_accepting(),
+            6 if op & 0x80 != 0 => f.router.stop_accepting(),
+            6 => f.read_notices(),
             _ => f.hand_over(),
         }
     }
