@@ -470,3 +470,7 @@ impl Node {
             .is_some()
     }
 }
+
+#[cfg(test)]
+#[path = "node_test.rs"]
+mod tests;
