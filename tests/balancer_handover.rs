@@ -25,6 +25,9 @@ use common::{cluster::*, *};
 
 /// How long a publish may take to be placed, relayed and show up on its node.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
+/// An open-files limit too small for a successor to take over even an idle balancer (the
+/// listeners and its own needs come to more).
+const SMALL_NOFILE: u32 = 48;
 /// How long a takeover may take, from starting the successor to its admin API answering.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a flowing stream may take to complete its next segment (2 s of media) at a check,
@@ -298,6 +301,34 @@ fn a_successor_that_fails_before_the_commit_point_leaves_everything_running() {
         .output()
         .expect("run");
     assert!(!st.status.success());
+
+    // A successor that could not open the descriptors it would be handed: refused with the
+    // reason, before anything is paused.
+    let st = Command::new("prlimit")
+        .arg(format!("--nofile={SMALL_NOFILE}:{SMALL_NOFILE}"))
+        .arg(edge_bin())
+        .args(["balancer", "--config"])
+        .arg(&b.config_path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a successor under prlimit");
+    let said =
+        String::from_utf8_lossy(&st.stderr).to_string() + &String::from_utf8_lossy(&st.stdout);
+    assert!(
+        !st.status.success(),
+        "the successor with too few descriptors took over:\n{said}"
+    );
+    assert!(
+        said.contains("more descriptors") && said.contains("open-files limit"),
+        "the successor was not told why:\n{said}"
+    );
+    all_flowing("descriptor refusal", &nodes, &mut ws, &mut bytes);
+    assert_eq!(
+        serving_pid(&b),
+        Some(original),
+        "still served by the original"
+    );
 
     // A successor that crashes at each phase of the protocol.
     for phase in ["hello", "listeners", "connections", "ready"] {

@@ -4,8 +4,9 @@
 //!
 //! The protocol (frames of [`fds`], JSON bodies of [`Msg`]), the new process speaking first:
 //!
-//! 1. `Hello { version, min_version }` →; ← `Welcome { version }`, or `Refused { reason }`
-//!    when the versions do not overlap (the old process keeps serving; the new one exits with
+//! 1. `Hello { version, min_version, fds_free }` →; ← `Welcome { version }`, or
+//!    `Refused { reason }` when the versions do not overlap or the successor could not open the
+//!    descriptors it would be handed (the old process keeps serving; the new one exits with
 //!    the reason).
 //! 2. The old process pauses its accept loops (new connections wait in the kernel backlog of
 //!    the shared listening sockets), waits a moment for connections still opening (then ends
@@ -63,6 +64,11 @@ pub enum Msg {
         min_version: u32,
         pid: u32,
         build: String,
+        /// Descriptors the successor can still open (its open-files limit less those open);
+        /// 0 from a successor that does not say. The old process refuses a hand-over that
+        /// would not fit, instead of failing it halfway with a reset socket.
+        #[serde(default)]
+        fds_free: u64,
     },
     Welcome {
         version: u32,
@@ -168,6 +174,17 @@ fn abort_at(phase: &str) {
     }
 }
 
+/// Descriptors this process can still open: its open-files soft limit (already raised to the
+/// hard limit at start) less those open now. 0 when it cannot tell.
+fn fds_free() -> u64 {
+    use nix::sys::resource::{getrlimit, Resource};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    soft.saturating_sub(open)
+}
+
 fn take<const N: usize>(fds: Vec<OwnedFd>, what: &str) -> Result<[OwnedFd; N], HandoverError> {
     let n = fds.len();
     fds.try_into()
@@ -205,6 +222,7 @@ pub fn take_over(path: &Path) -> Result<Option<Inherited>, HandoverError> {
             min_version: MIN_VERSION,
             pid: std::process::id(),
             build: env!("CARGO_PKG_VERSION").into(),
+            fds_free: fds_free(),
         },
         &[],
     )?;

@@ -109,6 +109,12 @@ struct Collected {
     srt: Vec<srt::Quiesced>,
 }
 
+/// Listening sockets a hand-over sends (RTMP, HTTP, admin, SRT, control).
+const LISTENER_FDS: u64 = 5;
+/// Descriptors the successor needs beyond those handed to it to run at all (its own sockets,
+/// logs, the runtime, new connections during the commit).
+const FD_HEADROOM: u64 = 64;
+
 async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverError> {
     let _busy = b.busy.lock().await;
     let started = Instant::now();
@@ -120,17 +126,30 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
         min_version,
         pid,
         build,
+        fds_free,
     } = hello
     else {
         return Err(HandoverError::Protocol(format!(
             "expected Hello, got {hello:?}"
         )));
     };
-    if version < MIN_VERSION || min_version > VERSION {
-        let reason = format!(
+    // What the hand-over would send: the listeners, two descriptors per RTMP relay (encoder,
+    // node) and one per SRT session (upstream), counted generously as every live task.
+    let needed = LISTENER_FDS + 2 * b.relays.live() as u64 + FD_HEADROOM;
+    let refusal = if version < MIN_VERSION || min_version > VERSION {
+        Some(format!(
             "incompatible hand-over protocol: the successor (pid {pid}, {build}) speaks {min_version}..={version}, this balancer ({}) {MIN_VERSION}..={VERSION}",
             env!("CARGO_PKG_VERSION")
-        );
+        ))
+    } else if fds_free != 0 && fds_free < needed {
+        Some(format!(
+            "the successor (pid {pid}) can open {fds_free} more descriptors; taking over {} live connections needs about {needed}: raise its open-files limit (LimitNOFILE, ulimit -n)",
+            b.relays.live()
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
         let s = sock.try_clone()?;
         let r2 = reason.clone();
         let _ = blocking(move || send(&s, &Msg::Refused { reason: r2 }, &[])).await;
