@@ -120,3 +120,45 @@ fn ipv4_mapped_peers_on_a_dual_stack_listener_are_judged_by_their_ipv4_address()
     });
     check_boundaries(&node);
 }
+
+#[test]
+fn trusted_proxies_follow_a_reload_on_sighup() {
+    let c = Cluster::new(1, 1);
+    let b = c.balancer(1, "5s");
+    let node = c.node(1, 10, &[&b]);
+    let rtmp = SocketAddr::from(([127, 0, 0, 1], node.ports.rtmp));
+    let header = wire::proxy::encode(FORGED_CLIENT.parse().unwrap(), rtmp, None);
+    // 127.0.0.7 is a stranger: its PROXY header ends the connection.
+    let out = rtmp_raw::publish_after(stranger(7), rtmp, &header, &key(3), ATTEMPT_TIMEOUT);
+    assert!(
+        !matches!(out, Ok(rtmp_raw::Outcome::Accepted(_))),
+        "a stranger's PROXY header was accepted"
+    );
+    // A second balancer at 127.0.0.7 joins: the operator adds it and sends SIGHUP.
+    let text = std::fs::read_to_string(&node.config_path).expect("node config");
+    std::fs::write(
+        &node.config_path,
+        text.replace(
+            "trusted_proxies = [\"127.0.0.1\"]",
+            "trusted_proxies = [\"127.0.0.1\", \"127.0.0.7\"]",
+        ),
+    )
+    .expect("write node config");
+    send_signal(node.pid(), "HUP").expect("SIGHUP");
+    wait_for("the node to log the reload", ATTEMPT_TIMEOUT, || {
+        node.log_text()
+            .contains("config reloaded: keys, webhook, admin token and trusted proxies")
+            .then_some(())
+    });
+    assert!(
+        !node.log_text().contains("apply at the next restart"),
+        "trusted proxies were reported as needing a restart"
+    );
+    let out = rtmp_raw::publish_after(stranger(7), rtmp, &header, &key(3), ATTEMPT_TIMEOUT)
+        .expect("publish from the newly trusted address");
+    let rtmp_raw::Outcome::Accepted(conn) = out else {
+        panic!("the newly trusted PROXY publish was refused: {out:?}");
+    };
+    assert_eq!(client_of(&node, &pid(3)), FORGED_CLIENT);
+    drop(conn);
+}

@@ -137,11 +137,15 @@ pub async fn run(
         )),
         tokio::spawn(origin.serve(
             listeners.http,
-            packager::origin_acceptor(node.trusted_proxies(), |why| {
-                metrics::CONNECTIONS_TOTAL
-                    .with_label_values(&["http", why.as_str()])
-                    .inc();
-            }),
+            {
+                let acceptor = packager::origin_acceptor(Vec::new(), |why| {
+                    metrics::CONNECTIONS_TOTAL
+                        .with_label_values(&["http", why.as_str()])
+                        .inc();
+                });
+                node.exempt_trusted(&acceptor);
+                acceptor
+            },
             server::serve::retired_on(serve_stop),
         )),
     ];

@@ -88,6 +88,11 @@ pub struct Node {
     auth: std::sync::RwLock<Arc<Authenticator>>,
     /// The admin API's token; replaced by [`Node::reload`].
     admin_token: std::sync::RwLock<String>,
+    /// `control.trusted_proxies` (canonical addresses), replaced by [`Node::reload`].
+    trusted: std::sync::RwLock<Vec<std::net::IpAddr>>,
+    /// The accept loops whose per-address caps exempt the trusted proxies (their exemptions
+    /// follow a reload).
+    acceptors: Mutex<Vec<Arc<server::Acceptor>>>,
     pub(crate) capacity: Capacity,
     draining: AtomicBool,
     cordoned: AtomicBool,
@@ -112,6 +117,21 @@ pub struct Node {
 /// the cap bounds what a broken balancer can make us hold.
 const MAX_EARLY_CANCELS: usize = 4096;
 
+/// `control.trusted_proxies` as the node compares them: canonical (an IPv4-mapped IPv6 address
+/// is the IPv4 address it carries).
+fn trusted_of(config: &Config) -> Vec<std::net::IpAddr> {
+    config
+        .control
+        .as_ref()
+        .map(|c| {
+            c.trusted_proxies
+                .iter()
+                .map(|ip| ip.to_canonical())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A poisoned lock still holds plain values: keep using them.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -122,6 +142,8 @@ impl Node {
         Arc::new(Self {
             auth: std::sync::RwLock::new(Arc::new(Authenticator::new(&config))),
             admin_token: std::sync::RwLock::new(config.admin.token.clone()),
+            trusted: std::sync::RwLock::new(trusted_of(&config)),
+            acceptors: Mutex::new(Vec::new()),
             refusals: server::RefusalLimiter::new(config.auth.refused_publishes_per_minute),
             config,
             origin,
@@ -167,38 +189,61 @@ impl Node {
         }
         self.refusals
             .set_limit(new.auth.refused_publishes_per_minute);
+        let trusted = trusted_of(new);
+        for a in lock(&self.acceptors).iter() {
+            a.set_exempt(trusted.clone());
+        }
+        if let Ok(mut t) = self.trusted.write() {
+            *t = trusted;
+        }
         let old = &self.config;
         // Compared through Debug: these settings are read once at start, so any difference
         // means the running node does not follow the file there (the types hold no secrets
-        // Debug would print; keys and tokens are redacted).
+        // Debug would print; keys and tokens are redacted). Trusted proxies do follow it.
         let differs =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let without_trusted = |c: &Option<edge_config::ControlConfig>| {
+            c.clone().map(|mut c| {
+                c.trusted_proxies.clear();
+                c
+            })
+        };
         if differs(&old.listen, &new.listen)
             || differs(&old.ladder, &new.ladder)
             || differs(&old.hls, &new.hls)
-            || differs(&old.control, &new.control)
+            || differs(
+                &without_trusted(&old.control),
+                &without_trusted(&new.control),
+            )
             || differs(&old.transcode, &new.transcode)
         {
             tracing::warn!("listen addresses, ladder, HLS, transcode or control-plane settings changed: they apply at the next restart");
         }
-        tracing::info!(node.id = %self.config.node.id, streams = new.streams.len(), "config reloaded: keys, webhook and admin token");
+        tracing::info!(node.id = %self.config.node.id, streams = new.streams.len(), "config reloaded: keys, webhook, admin token and trusted proxies");
+    }
+
+    /// Exempt `control.trusted_proxies` from `acceptor`'s per-address cap, now and after every
+    /// reload.
+    pub fn exempt_trusted(&self, acceptor: &Arc<server::Acceptor>) {
+        acceptor.set_exempt(self.trusted_proxies());
+        lock(&self.acceptors).push(Arc::clone(acceptor));
     }
 
     /// Whether `ip` is one of our balancers (may send PROXY headers and reservation IDs).
     pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
-        self.config
-            .control
-            .as_ref()
-            .is_some_and(|c| c.trusted_proxies.contains(&ip.to_canonical()))
+        let ip = ip.to_canonical();
+        match self.trusted.read() {
+            Ok(t) => t.contains(&ip),
+            Err(p) => p.into_inner().contains(&ip),
+        }
     }
 
     /// The balancers' addresses (exempt from per-IP connection caps).
     pub fn trusted_proxies(&self) -> Vec<std::net::IpAddr> {
-        self.config
-            .control
-            .as_ref()
-            .map(|c| c.trusted_proxies.clone())
-            .unwrap_or_default()
+        match self.trusted.read() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
     pub fn capacity(&self) -> u32 {

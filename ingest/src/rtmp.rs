@@ -63,7 +63,7 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: Cancellatio
         server::ConnLimits {
             max_total: MAX_CONNECTIONS,
             max_per_ip: MAX_CONNECTIONS_PER_IP,
-            exempt: node.trusted_proxies(),
+            exempt: Vec::new(),
         },
         |why| {
             metrics::CONNECTIONS_TOTAL
@@ -71,6 +71,8 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: Cancellatio
                 .inc();
         },
     );
+    // Balancers' addresses are exempt from the per-address cap (and stay so across reloads).
+    node.exempt_trusted(&acceptor);
     loop {
         let (sock, peer, permit) = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -113,6 +113,13 @@ impl Acceptor {
         }
     }
 
+    /// Replace the addresses exempt from the per-address cap (a reload of trusted proxies).
+    pub fn set_exempt(&self, exempt: Vec<IpAddr>) {
+        if let Ok(mut l) = self.limits.write() {
+            l.exempt = exempt;
+        }
+    }
+
     /// Connections admitted and not yet ended.
     pub fn open(&self) -> usize {
         self.total.load(Ordering::Acquire)
