@@ -584,14 +584,36 @@ impl StreamHandle {
 
     /// Add one encoded sample to a rendition.
     pub fn push(&self, rendition: &str, sample: Sample) -> Result<(), PackagerError> {
-        let (published, kind) =
-            self.with_track(rendition, |t, tl| t.push(sample, tl, Instant::now()))?;
-        let visible = published.any();
+        let now = Instant::now();
+        let (published, kind) = self.with_track(rendition, |t, tl| t.push(sample, tl, now))?;
+        let mut visible = published.any();
         record(kind, Ok(published));
+        if kind == RenditionKind::Video {
+            visible |= self.release_held(now);
+        }
         if visible {
             self.stream.notify();
         }
         Ok(())
+    }
+
+    /// The video advanced: audio that holds samples back for it may place them (see
+    /// `Track::release`). Whether anything became visible.
+    fn release_held(&self, now: Instant) -> bool {
+        let mut guard = self.stream.state.lock();
+        let st = &mut *guard;
+        if st.session != self.session || st.finished_at.is_some() || st.removed {
+            return false;
+        }
+        let mut visible = false;
+        for t in st.tracks.iter_mut() {
+            if t.holds_samples() && st.plan.iter().any(|n| n == t.name()) {
+                let r = t.release(&mut st.timeline, now);
+                visible |= r.as_ref().is_ok_and(Published::any);
+                record(t.kind(), r);
+            }
+        }
+        visible
     }
 
     /// The publisher has gone: flush the pending part/segment (it becomes final). Playlists stay

@@ -4,7 +4,9 @@
 //! Entry points: [`Timeline::new`] (per stream, with the `(Instant, SystemTime)` pair that maps
 //! the monotonic clock to the wall clock), [`Timeline::wall_ns`], [`Timeline::open`] (a rendition
 //! opens segment N: the PDT to print), [`Timeline::boundary`] (where the video opened N),
-//! [`Timeline::raise_floor`] (a continuation from a node whose clock may differ).
+//! [`Timeline::raise_floor`] (a continuation from a node whose clock may differ),
+//! [`Timeline::advance_video`] / [`Timeline::video_frontier`] (how far the video has got: the
+//! audio holds back its samples until the video's boundaries among them are known).
 //!
 //! Why a shared table: renditions have unrelated timestamp bases (GStreamer's video encoders
 //! shift their output by 1000 hours so that DTS never goes negative; the passthrough source and
@@ -52,6 +54,10 @@ pub(crate) struct Timeline {
     correction_ns: u64,
     /// The current plan has video: audio renditions follow its boundaries.
     pub has_video: bool,
+    /// How far the video renditions have placed samples, on the wall clock (ns since the UNIX
+    /// epoch, before `correction_ns`): the furthest any of them has got. See
+    /// [`Timeline::video_frontier`].
+    video_frontier_ns: Option<u64>,
 }
 
 impl Timeline {
@@ -67,6 +73,7 @@ impl Timeline {
             floor_ns: 0,
             correction_ns: 0,
             has_video: false,
+            video_frontier_ns: None,
         }
     }
 
@@ -115,6 +122,24 @@ impl Timeline {
     /// No PDT of a later segment may be earlier than `ns`.
     pub fn raise_floor(&mut self, ns: u64) {
         self.floor_ns = self.floor_ns.max(ns);
+    }
+
+    /// What [`Timeline::open`] adds to a rendition's own wall clock once a floor was applied:
+    /// subtracted from a boundary's PDT, it gives the boundary on the renditions' own clocks.
+    pub fn correction_ns(&self) -> u64 {
+        self.correction_ns
+    }
+
+    /// A video rendition placed a sample at `own_ns` on its own wall clock.
+    pub fn advance_video(&mut self, own_ns: u64) {
+        self.video_frontier_ns = Some(self.video_frontier_ns.map_or(own_ns, |f| f.max(own_ns)));
+    }
+
+    /// How far (own wall clock, ns) the video has placed samples: a segment boundary the video
+    /// has not opened yet starts after it, less the slew of the video's clock at that boundary.
+    /// `None` before any video sample.
+    pub fn video_frontier(&self) -> Option<u64> {
+        self.video_frontier_ns
     }
 }
 

@@ -28,6 +28,12 @@
 //! `MAX_PDT_SLEW_NS` per segment, so PDT and EXTINF agree and PDT converges to arrival. The shared [`Timeline`] then makes PDT(N)
 //! the same in every rendition.
 //!
+//! Audio next to video (follow mode) cuts where the video cuts: the video's boundary, a PDT,
+//! is mapped to the audio's PTS through the audio's own clock. So that the boundary is known
+//! when the audio reaches it, the audio holds each sample back until the video has placed
+//! samples past it ([`Track::release`]; the ingest hands audio on before the video, by a
+//! varying amount when media comes in bursts), for at most [`MAX_FOLLOW_HOLD`] of media.
+//!
 //! EXT-X-TARGETDURATION is fixed for the life of the track: ceil(segment_target). Video
 //! segments end on keyframes; a segment that reaches the longest duration this target allows
 //! (EXTINF rounds to at most TARGETDURATION) without one is cut at a non-keyframe and counted
@@ -86,6 +92,19 @@ const AAC_FRAME_SAMPLES: u64 = 1024;
 /// PDT step the playlist rules tolerate (`rules::PDT_STEP_TOLERANCE`, 100 ms), so an encoder's
 /// start-up burst or a delayed segment never shows as a PDT step that disagrees with EXTINF.
 const MAX_PDT_SLEW_NS: i128 = 50_000_000;
+
+/// Audio that follows the video holds a sample back until the video has placed samples this
+/// far past the sample after it (on the wall clock), so that the boundary that may start either
+/// is known when the cutter decides: the video's clock may move by [`MAX_PDT_SLEW_NS`] when it
+/// opens the next segment, the cutter starts a segment up to [`SEGMENT_CUT_TOLERANCE`] before
+/// its boundary, and 5 ms cover the rounding in between.
+const FOLLOW_HOLD_MARGIN_NS: u64 = MAX_PDT_SLEW_NS.unsigned_abs() as u64 + 15_000_000;
+
+/// The most media (from the first held sample to the last one's successor) audio that follows
+/// the video holds back: as much as the video may lag in the ingest (the queue in front of each
+/// of its branches holds 3 s). Past it (the video stalled) the oldest samples are placed without
+/// waiting, and a boundary learned after its audio was placed ends the segment late.
+pub(crate) const MAX_FOLLOW_HOLD: Duration = Duration::from_secs(3);
 
 /// A track's map from its PTS to the wall clock (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +248,17 @@ struct Pending {
     received: Instant,
 }
 
+/// A sample of audio that follows the video, complete (duration and successor known) but held
+/// back until the video's boundaries around it are known (see [`Track::release`]).
+#[derive(Debug, Clone)]
+struct Held {
+    sample: Pending,
+    duration: u64,
+    next: Lookahead,
+    /// The successor's PTS, ns.
+    next_pts_ns: u64,
+}
+
 /// The part being assembled.
 #[derive(Debug)]
 struct PartBuilder {
@@ -251,6 +281,8 @@ pub(crate) struct Track {
     next_init_id: u32,
     cutter: Option<Cutter>,
     pending: Option<Pending>,
+    /// Follow mode: samples waiting for the video (oldest first), all before `pending`.
+    held: VecDeque<Held>,
     last_duration: u64,
     building: Option<PartBuilder>,
     open: Option<Segment>,
@@ -284,6 +316,7 @@ impl Track {
             next_init_id: start.init_id,
             cutter: None,
             pending: None,
+            held: VecDeque::new(),
             last_duration: 0,
             building: None,
             open: None,
@@ -434,7 +467,7 @@ impl Track {
         if follow != self.follow {
             self.follow = follow;
             if let Some(c) = &self.codec {
-                if self.open.is_none() && self.pending.is_none() {
+                if self.open.is_none() && self.pending.is_none() && self.held.is_empty() {
                     self.cutter = Some(Cutter::new(self.cutter_config(c.timescale)));
                 }
             }
@@ -493,7 +526,17 @@ impl Track {
                     gap: false,
                 };
                 let duration = dts - prev.dts;
-                published.merge(self.feed(prev, duration, Some(next), tl, now)?);
+                if self.follow {
+                    self.held.push_back(Held {
+                        sample: prev,
+                        duration,
+                        next,
+                        next_pts_ns: sample.pts_ns,
+                    });
+                    published.merge(self.release(tl, now)?);
+                } else {
+                    published.merge(self.feed(prev, duration, Some(next), tl, now)?);
+                }
             }
         }
         self.pending = Some(Pending {
@@ -507,6 +550,53 @@ impl Track {
             arrival: sample.arrival,
             received: now,
         });
+        Ok(published)
+    }
+
+    /// Whether samples are held back for the video (see [`Track::release`]).
+    pub fn holds_samples(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Audio that follows the video: place the held samples whose successor the video has
+    /// passed (so the boundary starting or ending their segment is known: the audio cuts at the
+    /// first frame at or after the video's cut, on the same clock), and the oldest ones past
+    /// [`MAX_FOLLOW_HOLD`]. Called after each push of this track and whenever a video rendition
+    /// of the stream advanced.
+    ///
+    /// Why: the ingest hands audio on as it is demuxed while the video waits in a queue (more
+    /// so when RTMP or SRT deliver a burst), so the audio used to run past the video's next
+    /// boundary before the video opened it, and ended its segment where it was then: its
+    /// segment N started and ended later than the video's by a varying amount, and its EXTINF
+    /// disagreed with the PDT step it shares with the video.
+    pub fn release(&mut self, tl: &mut Timeline, now: Instant) -> Result<Published, PackagerError> {
+        let mut published = Published::default();
+        let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
+        let max_hold = codec::duration_to_ticks_floor(MAX_FOLLOW_HOLD, ts);
+        while let Some(h) = self.held.front() {
+            let span = self
+                .held
+                .back()
+                .map_or(0, |b| b.next.pts.saturating_sub(h.sample.pts));
+            let passed = tl.video_frontier().is_some_and(|frontier| {
+                // The successor on our own wall clock, mapped as `feed` will map the boundary.
+                let offset = self.clock.map_or_else(
+                    || {
+                        let arrival = tl.wall_ns(h.sample.arrival.unwrap_or(h.sample.received));
+                        i128::from(arrival) - i128::from(h.sample.pts_ns)
+                    },
+                    |c| c.offset,
+                );
+                let wall = i128::from(h.next_pts_ns) + offset;
+                wall + i128::from(FOLLOW_HOLD_MARGIN_NS) < i128::from(frontier)
+            });
+            if !passed && span < max_hold {
+                break;
+            }
+            if let Some(h) = self.held.pop_front() {
+                published.merge(self.feed(h.sample, h.duration, Some(h.next), tl, now)?);
+            }
+        }
         Ok(published)
     }
 
@@ -550,8 +640,11 @@ impl Track {
             // once; the video's discontinuity comes at N+1, which we follow.
             let b = tl.boundary(self.next_msn);
             self.stale_boundary = self.pending_discontinuity && b.is_some_and(|b| !b.discontinuity);
+            let correction = i128::from(tl.correction_ns());
             let boundary = b.filter(|_| !self.stale_boundary).map(|b| {
-                let ns = (i128::from(b.wall_ns) - offset).clamp(0, i128::from(u64::MAX));
+                // On our own clock: without what `Timeline::open` added for a floor.
+                let own = i128::from(b.wall_ns) - correction;
+                let ns = (own - offset).clamp(0, i128::from(u64::MAX));
                 codec::ns_to_ticks(u64::try_from(ns).unwrap_or(u64::MAX), ts)
             });
             let boundary = if self.stale_boundary {
@@ -586,8 +679,22 @@ impl Track {
                 // segment, so PDT(n+1) - PDT(n) stays within the slew of EXTINF(n) (a burst at
                 // start or a late segment would otherwise show as a PDT step players distrust)
                 // while PDT converges to arrival within a few segments.
+                // Audio that starts following the video (first segment, or after a jump) at a
+                // video boundary: its first sample is at that boundary's PDT, which is what the
+                // playlist will say. Its own arrival only bounds the offset from above (delays
+                // only add), and a first arrival delayed in a burst would otherwise put the next
+                // boundary a burst early in its media, so segment N's EXTINF would disagree with
+                // the PDT step.
+                let anchor = tl
+                    .boundary(self.next_msn)
+                    .filter(|_| self.follow && !self.stale_boundary)
+                    .map(|b| {
+                        i128::from(b.wall_ns)
+                            - i128::from(tl.correction_ns())
+                            - i128::from(s.pts_ns)
+                    });
                 let offset = match self.clock {
-                    None => delta,
+                    None => anchor.map_or(delta, |a| a.min(delta)),
                     Some(c) => c
                         .window_min
                         .min(delta)
@@ -610,6 +717,12 @@ impl Track {
                 if start == Start::Part {
                     published.merge(self.close_part(now)?);
                 }
+            }
+        }
+        if self.plan.kind == RenditionKind::Video {
+            if let Some(c) = self.clock {
+                let own = (i128::from(s.pts_ns) + c.offset).clamp(0, i128::from(u64::MAX));
+                tl.advance_video(u64::try_from(own).unwrap_or(u64::MAX));
             }
         }
         let b = self.building.get_or_insert_with(|| PartBuilder {
@@ -783,6 +896,9 @@ impl Track {
     /// The pending sample, part and segment become final (the publisher left or the codec changed).
     pub fn flush(&mut self, tl: &mut Timeline, now: Instant) -> Result<Published, PackagerError> {
         let mut published = Published::default();
+        while let Some(h) = self.held.pop_front() {
+            published.merge(self.feed(h.sample, h.duration, Some(h.next), tl, now)?);
+        }
         if let Some(p) = self.pending.take() {
             let duration = self.fallback_duration();
             published.merge(self.feed(p, duration, None, tl, now)?);
@@ -828,7 +944,7 @@ impl Track {
     /// Number the next segment at least `msn` (renditions of a stream restart aligned after a
     /// reconnect). Only between segments, so no published hint is contradicted mid-segment.
     pub fn align_msn(&mut self, msn: u64) {
-        if self.open.is_none() && self.pending.is_none() {
+        if self.open.is_none() && self.pending.is_none() && self.held.is_empty() {
             self.next_msn = self.next_msn.max(msn);
         }
     }
