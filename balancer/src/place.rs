@@ -218,6 +218,10 @@ impl Placer {
         self.next_id.fetch_max(st.next_id, Ordering::Relaxed);
         self.registry.import(st.nodes, now);
         *lock(&self.reconnect_grace) = Some(now + TAKEOVER_RECONNECT_WAIT);
+        // Route viewers from the imported reports at once: otherwise the routing table stays
+        // empty until each node's first report on its new connection, and a viewer's request
+        // in that moment gets 404 "unknown stream".
+        self.learn(&self.registry.snapshot(), now);
     }
 
     /// Wait (within the takeover grace) for `node_id` to reconnect; `true` if it did.

@@ -165,3 +165,27 @@ async fn a_node_that_does_not_answer_is_skipped_after_the_reserve_timeout() {
     assert_eq!(placed.node_id, "fast");
     assert_eq!(Instant::now() - t0, RESERVE_TIMEOUT);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_successor_routes_viewers_from_the_imported_reports_at_once() {
+    let registry = Registry::new();
+    let placer = Placer::new(&config(), Arc::clone(&registry));
+    let (link, _log) = node(&registry, "a");
+    let serving = Report {
+        served: vec!["s01".into()],
+        ..report("a", vec![])
+    };
+    link.report(serving, Instant::now()).unwrap();
+    let snapshot = registry.snapshot();
+    placer.learn(&snapshot, Instant::now());
+    assert_eq!(placer.nodes_serving("s01").len(), 1);
+    // A hand-over: the successor imports, and its nodes have not reconnected yet.
+    let state = placer.export();
+    let next = Placer::new(&config(), Registry::new());
+    next.import(state);
+    assert_eq!(
+        next.nodes_serving("s01"),
+        vec![("127.0.0.1:8080".parse().unwrap(), true)],
+        "a viewer's request right after the takeover would get 404"
+    );
+}
