@@ -350,12 +350,7 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         Some((&cfg.tls.ca, &cfg.tls.cert)),
     );
-    let files = control::certs::TlsFiles {
-        ca: cfg.tls.ca.clone(),
-        cert: cfg.tls.cert.clone(),
-        key: cfg.tls.key.clone(),
-    };
-    let (ca, own) = files
+    let (ca, own) = control::certs::TlsFiles::at(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)
         .load()
         .map_err(|e| StartError::Control(e.to_string()))?;
     let control_cfg = control::server::ServerConfig {

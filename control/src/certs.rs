@@ -262,6 +262,15 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The files at these paths (as a config names them).
+    pub fn at(ca: &Path, cert: &Path, key: &Path) -> Self {
+        TlsFiles {
+            ca: ca.to_path_buf(),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }
+    }
+
     /// Reads PEM files: returns (the CA, certificate only with an empty key; our own cert and
     /// key). Each file is checked to hold what it should, and errors name the file.
     pub fn load(&self) -> Result<(Pem, Pem), ControlError> {

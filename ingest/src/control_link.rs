@@ -37,12 +37,7 @@ pub fn start(
     cfg: &ControlConfig,
     shutdown: CancellationToken,
 ) -> Result<ClientHandle, StartError> {
-    let files = control::certs::TlsFiles {
-        ca: cfg.tls.ca.clone(),
-        cert: cfg.tls.cert.clone(),
-        key: cfg.tls.key.clone(),
-    };
-    let (ca, own) = files
+    let (ca, own) = control::certs::TlsFiles::at(&cfg.tls.ca, &cfg.tls.cert, &cfg.tls.key)
         .load()
         .map_err(|e| StartError::Control(e.to_string()))?;
     let link = Arc::new(Link {

@@ -114,6 +114,21 @@ pub enum PipelineError {
     Closed,
 }
 
+/// A capsfilter for H.264 as the packager takes it: AVC (length-prefixed) access units. Both
+/// the passthrough branch and every x264 rung end in one.
+fn avc_au_capsfilter() -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("stream-format", "avc")
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()
+        .map_err(|_| PipelineError::MissingElement("capsfilter"))
+}
+
 fn make(factory: &'static str) -> Result<gst::Element, PipelineError> {
     gst::ElementFactory::make(factory)
         .build()
@@ -192,16 +207,7 @@ impl Pipeline {
             InputFormat::MpegTs => make("tsdemux")?,
         };
         let vparse = make("h264parse")?;
-        let vcaps = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst::Caps::builder("video/x-h264")
-                    .field("stream-format", "avc")
-                    .field("alignment", "au")
-                    .build(),
-            )
-            .build()
-            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        let vcaps = avc_au_capsfilter()?;
         let vtee = gst::ElementFactory::make("tee")
             .property("allow-not-linked", true)
             .build()
@@ -593,16 +599,7 @@ fn build_ladder(
             .build()
             .map_err(|_| PipelineError::MissingElement("x264enc"))?;
         let parse = make("h264parse")?;
-        let outcaps = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst::Caps::builder("video/x-h264")
-                    .field("stream-format", "avc")
-                    .field("alignment", "au")
-                    .build(),
-            )
-            .build()
-            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        let outcaps = avc_au_capsfilter()?;
         let sink = appsink(sh, &r.name, true);
         // Force a keyframe wherever the source has one, before the frame reaches x264.
         let pending: Arc<Mutex<VecDeque<u64>>> = Arc::default();
