@@ -272,7 +272,7 @@ fn node_config(
     }
     let trusted: Vec<String> = trusted.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
-        "ladder = []\n\n[node]\nid = \"{id}\"\ncapacity_units = 8.0\n\n[listen]\nrtmp = \"{ip}:{}\"\nsrt = \"{ip}:{}\"\nhttp = \"{ip}:{}\"\nadmin = \"{ip}:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[hls]\npart_target = \"333ms\"\nsegment_target = \"2s\"\nwindow_segments = 6\nreconnect_window = \"10s\"\nended_retention = \"30s\"\n\n[transcode]\npassthrough = true\ndecode_units = 1.0\n\n{streams}[control]\nbalancers = [\"{balancer}\"]\nca = \"{c}/ca.pem\"\ncert = \"{c}/node-{id}.pem\"\nkey = \"{c}/node-{id}.key\"\nreport_interval = \"500ms\"\ntrusted_proxies = [{}]\n",
+        "ladder = []\n\n[node]\nid = \"{id}\"\ncapacity_units = 8.0\n\n[listen]\nrtmp = \"{ip}:{}\"\nsrt = \"{ip}:{}\"\nhttp = \"{ip}:{}\"\nadmin = \"{ip}:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[hls]\npart_target = \"333ms\"\nsegment_target = \"2s\"\nwindow_segments = 6\nreconnect_window = \"10s\"\nended_retention = \"30s\"\n\n[transcode]\npassthrough = true\ndecode_units = 1.0\nmax_source_width = 1280\nmax_source_height = 720\nmax_source_fps = 30\n\n{streams}[control]\nbalancers = [\"{balancer}\"]\nca = \"{c}/ca.pem\"\ncert = \"{c}/node-{id}.pem\"\nkey = \"{c}/node-{id}.key\"\nreport_interval = \"500ms\"\ntrusted_proxies = [{}]\n",
         ports.rtmp,
         ports.srt,
         ports.http,

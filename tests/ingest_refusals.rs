@@ -353,6 +353,84 @@ fn a_full_node_refuses_the_next_stream_and_keeps_the_first() {
 }
 
 #[test]
+fn a_source_above_the_maximum_is_refused_and_a_stream_is_charged_for_its_real_source() {
+    // At most 1280x720 at 60 fps: until its first keyframe a stream is charged for decoding
+    // 720p60 (twice the 0.5 units of 720p30) plus both rungs; a 480p30 source then costs
+    // 0.5 units of decoding plus the same rungs.
+    let node = Node::start(|c| *c = c.replace("max_source_fps = 30", "max_source_fps = 60"));
+    let view = || -> serde_json::Value {
+        node.admin_get("/api/v1/node")
+            .expect("node view")
+            .json()
+            .expect("json")
+    };
+    let charge = view()["stream_milli_units"].as_u64().expect("stream units");
+    let _first = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
+    node.wait_media_playlist("one", "360p", 1, FIRST_SEGMENT_TIMEOUT);
+    let used = || view()["used_milli_units"].as_u64().expect("used units");
+    assert_eq!(
+        used(),
+        charge - 500,
+        "a 480p30 stream is charged 500 milli-units of decoding less than a 720p60 one"
+    );
+
+    // Too large a picture over RTMP, too high a frame rate over SRT: each is ended at its
+    // first keyframe with the reason, and the first stream never notices.
+    let before = position(&node, "one");
+    let mut big = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-2"),
+        EncOpts {
+            width: 1920,
+            height: 1080,
+            duration: Duration::from_secs(20),
+            ..EncOpts::default()
+        },
+    );
+    assert!(!big
+        .wait_exit(Duration::from_secs(30))
+        .expect("the refused encoder exits")
+        .success());
+    let mut fast = Encoder::ffmpeg_srt(
+        &node.srt_url("test-stream-key-2"),
+        EncOpts {
+            width: 640,
+            height: 360,
+            fps: 120,
+            duration: Duration::from_secs(20),
+            ..EncOpts::default()
+        },
+    );
+    assert!(!fast
+        .wait_exit(Duration::from_secs(30))
+        .expect("the refused encoder exits")
+        .success());
+    let log = node.log_text();
+    for why in [
+        "source 1920x1080 is larger than this server's maximum 1280x720",
+        "source frame rate 120.00 is above this server's maximum 60",
+    ] {
+        assert!(
+            log.contains(why),
+            "{why} not in the node log:\n{}",
+            node.log_tail(40)
+        );
+    }
+    let m = node.metrics();
+    for proto in ["rtmp", "srt"] {
+        let series = format!(
+            "edge_ingest_connections_total{{protocol=\"{proto}\",result=\"refused_source\"}}"
+        );
+        assert_eq!(metric_value(&m, &series), 1.0, "{series}");
+    }
+    wait_for(
+        "the refused streams' charges to be released",
+        Duration::from_secs(10),
+        || (used() == charge - 500).then_some(()),
+    );
+    advanced(&node, "one", before);
+}
+
+#[test]
 fn a_second_publisher_with_the_same_key_replaces_the_first_and_the_playlist_continues() {
     let node = Node::start(|_| {});
     let mut old = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());

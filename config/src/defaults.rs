@@ -58,6 +58,13 @@ pub const DEFAULT_PASSTHROUGH: bool = true;
 pub const DEFAULT_X264_PRESET: X264Preset = X264Preset::Veryfast;
 /// `transcode.decode_units`.
 pub const DEFAULT_DECODE_UNITS: f64 = 0.5;
+/// `transcode.max_source_width` and `max_source_height`: 1080p, the largest picture OBS and
+/// most hardware encoders send for live; a 4K source costs four times its decoding and is
+/// refused unless the operator raises these.
+pub const DEFAULT_MAX_SOURCE_WIDTH: u32 = 1920;
+pub const DEFAULT_MAX_SOURCE_HEIGHT: u32 = 1080;
+/// `transcode.max_source_fps`: 60, what games and sports are streamed at.
+pub const DEFAULT_MAX_SOURCE_FPS: u32 = 60;
 /// `ladder[].fps`.
 pub const DEFAULT_RUNG_FPS: u32 = 30;
 

@@ -207,7 +207,69 @@ pub struct AuthConfig {
 pub struct TranscodeConfig {
     pub passthrough: bool,
     pub x264_preset: X264Preset,
+    /// Units decoding a source costs, for a source of up to [`DECODE_REFERENCE`]; a larger
+    /// source costs proportionally more (see [`Config::decode_milli_units_for`]).
     pub decode_milli_units: u32,
+    /// The largest source a publisher may send; a larger one is refused when its first
+    /// keyframe shows its size. Until then a stream is charged as if it were this large.
+    pub max_source: SourceSize,
+}
+
+/// A source picture: size (long side and short side, so a vertical phone stream compares
+/// like a landscape one) and frame rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceSize {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+}
+
+/// The source `transcode.decode_units` is the cost of: 720p30, the picture a unit is defined
+/// by. Decoding H.264 costs about in proportion to pixels per second, so a 1080p60 source
+/// costs 4.5 times as much; a smaller one costs no less (demuxing, parsing, packaging and
+/// the pipeline's fixed costs do not shrink with the picture).
+pub const DECODE_REFERENCE: SourceSize = SourceSize {
+    width: 1280,
+    height: 720,
+    fps: 30.0,
+};
+
+/// Frame rates within this of the maximum pass: 60000/1001 is "60", and a container's
+/// rounded rate is no reason to refuse a publisher.
+const FPS_TOLERANCE: f64 = 0.5;
+
+impl SourceSize {
+    fn pixel_rate(&self) -> f64 {
+        f64::from(self.width) * f64::from(self.height) * self.fps
+    }
+
+    /// Why `source` is above this maximum, or `None` when it fits: its long side against
+    /// `width`, its short side against `height`, its frame rate against `fps`.
+    pub fn refuses(&self, source: &SourceSize) -> Option<String> {
+        let (long, short) = (
+            source.width.max(source.height),
+            source.width.min(source.height),
+        );
+        if long > self.width || short > self.height {
+            return Some(format!(
+                "source {}x{} is larger than this server's maximum {}x{}",
+                source.width, source.height, self.width, self.height
+            ));
+        }
+        if source.fps > self.fps + FPS_TOLERANCE {
+            return Some(format!(
+                "source frame rate {:.2} is above this server's maximum {}",
+                source.fps, self.fps
+            ));
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for SourceSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}@{}", self.width, self.height, self.fps)
+    }
 }
 
 /// One transcoded rung of the ladder.
@@ -239,15 +301,31 @@ impl std::fmt::Debug for StreamConfig {
 }
 
 impl Config {
-    /// Units a stream whose source is not known yet may cost: decoding once plus the whole
-    /// ladder. The node charges this at admission and corrects it once the ladder is planned.
+    /// Units a stream whose source is not known yet may cost: decoding the largest source
+    /// allowed (`transcode.max_source_*`) plus the whole ladder. The node charges this at
+    /// admission (and a balancer reserves it) and corrects it once the first keyframe shows
+    /// the source and the ladder is planned.
     pub fn stream_milli_units(&self) -> u32 {
-        self.milli_units_for(&self.ladder)
+        self.milli_units_for(&self.transcode.max_source, &self.ladder)
     }
 
-    /// Units a stream costs once its ladder is planned: decoding once plus the rungs that run.
-    pub fn milli_units_for(&self, rungs: &[Rung]) -> u32 {
-        self.transcode.decode_milli_units + rungs.iter().map(|r| r.milli_units).sum::<u32>()
+    /// Units a stream costs once its ladder is planned: decoding its source once plus the
+    /// rungs that run.
+    pub fn milli_units_for(&self, source: &SourceSize, rungs: &[Rung]) -> u32 {
+        self.decode_milli_units_for(source)
+            .saturating_add(rungs.iter().map(|r| r.milli_units).sum::<u32>())
+    }
+
+    /// Units decoding `source` costs: `transcode.decode_units` up to [`DECODE_REFERENCE`],
+    /// in proportion to pixels per second above it.
+    pub fn decode_milli_units_for(&self, source: &SourceSize) -> u32 {
+        let scale = (source.pixel_rate() / DECODE_REFERENCE.pixel_rate()).max(1.0);
+        let units = (f64::from(self.transcode.decode_milli_units) * scale).ceil();
+        if units >= f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            units as u32
+        }
     }
 }
 

@@ -138,13 +138,90 @@ fn admin_token_is_required_and_redacted() {
 fn stream_units_count_the_rungs_that_run() {
     let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
     let all = c.stream_milli_units();
-    let small = c.milli_units_for(&c.ladder[2..]);
+    let src = crate::DECODE_REFERENCE;
+    let small = c.milli_units_for(&src, &c.ladder[2..]);
     assert_eq!(
         small,
         c.transcode.decode_milli_units + c.ladder[2].milli_units
     );
-    assert_eq!(c.milli_units_for(&[]), c.transcode.decode_milli_units);
+    assert_eq!(c.milli_units_for(&src, &[]), c.transcode.decode_milli_units);
     assert!(all > small);
+}
+
+#[test]
+fn a_stream_is_charged_for_the_largest_source_until_its_own_is_known() {
+    let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
+    let d = c.transcode.decode_milli_units;
+    let rungs: u32 = c.ladder.iter().map(|r| r.milli_units).sum();
+    // The default maximum is 1080p60: 4.5 times the 720p30 a decode unit is defined by.
+    assert_eq!(c.transcode.max_source.to_string(), "1920x1080@60");
+    assert_eq!(
+        c.stream_milli_units(),
+        (f64::from(d) * 4.5).ceil() as u32 + rungs
+    );
+    let at = |width, height, fps| crate::SourceSize { width, height, fps };
+    // Smaller than 720p30 costs no less; 1080p30 costs 2.25 times; a vertical phone stream
+    // the same as its landscape twin.
+    assert_eq!(c.decode_milli_units_for(&at(640, 360, 30.0)), d);
+    assert_eq!(
+        c.decode_milli_units_for(&at(1920, 1080, 30.0)),
+        (f64::from(d) * 2.25).ceil() as u32
+    );
+    assert_eq!(
+        c.decode_milli_units_for(&at(1080, 1920, 30.0)),
+        c.decode_milli_units_for(&at(1920, 1080, 30.0))
+    );
+    let max = c.transcode.max_source;
+    assert_eq!(max.refuses(&at(1920, 1080, 60.0)), None);
+    assert_eq!(max.refuses(&at(1080, 1920, 59.94)), None);
+    assert_eq!(
+        max.refuses(&at(3840, 2160, 60.0)).as_deref(),
+        Some("source 3840x2160 is larger than this server's maximum 1920x1080")
+    );
+    assert_eq!(
+        max.refuses(&at(1280, 720, 120.0)).as_deref(),
+        Some("source frame rate 120.00 is above this server's maximum 60")
+    );
+}
+
+#[test]
+fn a_capacity_below_one_largest_stream_is_refused() {
+    let text = DEV_CONFIG.replace("capacity_units = 4.0", "capacity_units = 3.0");
+    let lines = load_str(&text, "x.toml").unwrap_err().lines();
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "node.capacity_units: 3 cannot take a single stream: until its first keyframe a stream is charged"
+        ) && l.contains("1920x1080@60")),
+        "{lines:?}"
+    );
+    let text = text.replace(
+        "[transcode]",
+        "[transcode]\nmax_source_width = 1280\nmax_source_height = 720\nmax_source_fps = 30",
+    );
+    load_str(&text, "x.toml").expect("a 720p30 maximum fits 3 units");
+}
+
+#[test]
+fn max_source_settings_are_checked() {
+    let text = DEV_CONFIG.replace(
+        "[transcode]",
+        "[transcode]\nmax_source_width = 720\nmax_source_height = 1280\nmax_source_fps = 0",
+    );
+    let lines = load_str(&text, "x.toml").unwrap_err().lines();
+    for want in [
+        "transcode.max_source_fps: must be between 1 and 240",
+        "transcode.max_source_height: is the short side",
+    ] {
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
+    let text = DEV_CONFIG.replace("[transcode]", "[transcode]\nmax_source_width = 10000");
+    let lines = load_str(&text, "x.toml").unwrap_err().lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("transcode.max_source_width: must be between 1 and 8192")),
+        "{lines:?}"
+    );
 }
 
 #[test]

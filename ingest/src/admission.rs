@@ -210,6 +210,7 @@ impl Admission {
             passthrough: cfg.transcode.passthrough,
             x264_preset: cfg.transcode.x264_preset.to_string(),
             has_audio,
+            max_source: cfg.transcode.max_source,
         };
         let out: Arc<dyn Output> = output.clone();
         let p = Pipeline::start(spec, out, Arc::clone(&output.arrivals))?;

@@ -87,6 +87,18 @@ pub fn capacity(cfg: &Config) -> Result<u32, StartError> {
             let u = calibrate::calibrate(cfg.transcode.x264_preset.as_str())
                 .map_err(|e| StartError::Gstreamer(e.to_string()))?;
             tracing::info!(milli_units = u, "capacity calibrated");
+            let one = cfg.stream_milli_units();
+            if u < one {
+                // Config validation catches this for a configured capacity; a measured one is
+                // known only now. The node runs (its admin API and metrics say why) but refuses
+                // every publish as full.
+                tracing::error!(
+                    capacity_milli_units = u,
+                    stream_milli_units = one,
+                    max_source = %cfg.transcode.max_source,
+                    "this machine cannot take a single stream of the largest allowed source: lower transcode.max_source_* or the ladder"
+                );
+            }
             Ok(u)
         }
     }

@@ -85,14 +85,18 @@ pub static SRT_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 /// Results of `edge_ingest_connections_total` both protocols count: accepted, and the
-/// admission refusals (`node::AdmitError::label`).
-const RESULTS: [&str; 5] = [
+/// admission refusals (`node::AdmitError::label`), and a source above
+/// `transcode.max_source_*` ended at its first keyframe.
+const RESULTS: [&str; 6] = [
     "accepted",
     "refused_key",
     "auth_unavailable",
     "refused_full",
     "refused_busy",
+    REFUSED_SOURCE,
 ];
+/// The result of a publish whose source is larger than the config allows.
+pub const REFUSED_SOURCE: &str = "refused_source";
 /// Results only one protocol has.
 const RTMP_RESULTS: [&str; 4] = [
     "too_many_connections",

@@ -91,12 +91,12 @@ impl Output for StreamOutput {
         *slot = Some(handle);
         drop(slot);
         // Charge what the stream really costs now that its source size is known.
-        let actual = self.node.config.milli_units_for(&plan.rungs);
+        let actual = self.node.config.milli_units_for(&plan.source, &plan.rungs);
         let before = self.milli_units.swap(actual, Ordering::AcqRel);
         self.node.capacity.release(before.saturating_sub(actual));
         tracing::info!(
             stream.id = %self.playback_id,
-            source = %format!("{}x{}", plan.source_width, plan.source_height),
+            source = %plan.source,
             rungs = plan.rungs.len(),
             milli_units = actual,
             "ladder planned"

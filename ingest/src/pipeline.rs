@@ -27,7 +27,7 @@ use std::{
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use edge_config::Rung;
+use edge_config::{Rung, SourceSize};
 use futures::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -50,6 +50,8 @@ const ARRIVAL_LOG_LEN: usize = 600;
 const MAX_KEYFRAME_INTERVAL_S: u32 = 10;
 /// Bits per pixel per frame used to guess a source's bitrate for BANDWIDTH before measuring.
 const SOURCE_BITS_PER_PIXEL: f64 = 0.1;
+/// Name of the bus message that carries a source refusal from the caps probe to the driver.
+const REFUSAL_MESSAGE: &str = "edge-source-refused";
 /// Nominal AAC bitrate counted into every variant's BANDWIDTH.
 pub const AUDIO_BITRATE: u64 = 128_000;
 
@@ -73,13 +75,15 @@ pub struct PipelineSpec {
     pub x264_preset: String,
     /// Whether the source carries audio, if the protocol says so up front (RTMP metadata).
     pub has_audio: Option<bool>,
+    /// A larger source is refused when its caps arrive ([`PipelineError::SourceRefused`]).
+    pub max_source: SourceSize,
 }
 
 /// The renditions this stream will produce, decided once the source resolution is known.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub source_width: u32,
-    pub source_height: u32,
+    /// The source as its first keyframe's caps describe it (30 fps when they do not say).
+    pub source: SourceSize,
     /// (name, width, height, bits/s) for every video rendition, source first.
     pub video: Vec<(String, u32, u32, u64)>,
     pub audio: bool,
@@ -109,6 +113,9 @@ pub enum PipelineError {
     /// The input backlog exceeded [`MAX_INPUT_BACKLOG_BYTES`]: the node cannot keep up.
     #[error("input backlog above {MAX_INPUT_BACKLOG_BYTES} bytes: the pipeline is not keeping up")]
     Backlog,
+    /// The source is larger than `transcode.max_source_*` allows; the reason says by how much.
+    #[error("{0}")]
+    SourceRefused(String),
     /// The pipeline no longer accepts input (it has ended or failed).
     #[error("pipeline is not accepting input")]
     Closed,
@@ -340,6 +347,15 @@ async fn watch_bus(bus: gst::Bus, name: &str) -> Result<(), PipelineError> {
     while let Some(msg) = messages.next().await {
         match msg.view() {
             gst::MessageView::Eos(_) => return Ok(()),
+            gst::MessageView::Application(a) => {
+                if let Some(reason) = a
+                    .structure()
+                    .filter(|s| s.name() == REFUSAL_MESSAGE)
+                    .and_then(|s| s.get::<String>("reason").ok())
+                {
+                    return Err(PipelineError::SourceRefused(reason));
+                }
+            }
             gst::MessageView::Error(e) => {
                 return Err(PipelineError::Runtime {
                     element: e
@@ -534,6 +550,22 @@ fn build_ladder(
         .filter(|f| f.numer() > 0 && f.denom() > 0)
         .map(|f| f.numer() as f64 / f.denom() as f64)
         .unwrap_or(30.0);
+    let source = SourceSize {
+        width: w,
+        height: h,
+        fps,
+    };
+    if let Some(reason) = sh.spec.max_source.refuses(&source) {
+        // No plan, no packager stream, no ladder: the driver ends the publish with the reason.
+        let msg = gst::message::Application::builder(
+            gst::Structure::builder(REFUSAL_MESSAGE)
+                .field("reason", reason)
+                .build(),
+        )
+        .build();
+        let _ = pipeline.post_message(msg);
+        return Ok(());
+    }
     let rungs = ladder::rungs_for_source(&sh.spec.ladder, w, h, sh.spec.passthrough);
     let mut video = Vec::new();
     if sh.spec.passthrough {
@@ -551,8 +583,7 @@ fn build_ladder(
     }
     let audio = sh.spec.has_audio.unwrap_or(true);
     sh.output.plan(Plan {
-        source_width: w,
-        source_height: h,
+        source,
         video,
         audio,
         rungs: rungs.clone(),

@@ -101,7 +101,7 @@ impl Node {
                     milli_units: e.milli_units.load(Ordering::Relaxed),
                     source: plan
                         .as_ref()
-                        .map(|p| format!("{}x{}", p.source_width, p.source_height)),
+                        .map(|p| format!("{}x{}", p.source.width, p.source.height)),
                     renditions: plan
                         .map(|p| p.video.into_iter().map(|v| v.0).collect())
                         .unwrap_or_default(),

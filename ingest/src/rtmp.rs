@@ -25,7 +25,7 @@ use wire::rtmp::{Event, MediaKind, ServerCore, ServerOptions, SessionError, NODE
 use crate::{
     flv, metrics,
     node::{Admission, AdmitError, Node, Protocol, StreamOutput},
-    pipeline::{InputFormat, Pipeline},
+    pipeline::{InputFormat, Pipeline, PipelineError},
 };
 
 /// Connections at once, publishing or not: bounds what idle or slow peers can hold.
@@ -208,10 +208,20 @@ where
                     return Err(RtmpError::Refused("kicked or replaced by a new publisher".into()))
                 }
                 r = p.pipeline.wait() => {
-                    metrics::PIPELINE_ERRORS.inc();
-                    return Err(RtmpError::Pipeline(
-                        r.err().map(|e| e.to_string()).unwrap_or_else(|| "ended".into()),
-                    ));
+                    return Err(match r {
+                        Err(PipelineError::SourceRefused(why)) => {
+                            metrics::CONNECTIONS_TOTAL
+                                .with_label_values(&["rtmp", metrics::REFUSED_SOURCE])
+                                .inc();
+                            RtmpError::Refused(why)
+                        }
+                        r => {
+                            metrics::PIPELINE_ERRORS.inc();
+                            RtmpError::Pipeline(
+                                r.err().map(|e| e.to_string()).unwrap_or_else(|| "ended".into()),
+                            )
+                        }
+                    });
                 }
                 r = read => r,
             },

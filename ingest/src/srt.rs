@@ -42,7 +42,7 @@ use wire::{
 use crate::{
     metrics,
     node::{AdmitError, Node, Protocol},
-    pipeline::InputFormat,
+    pipeline::{InputFormat, PipelineError},
 };
 
 /// Sessions at once, established or handshaking. Only a caller that proved it receives at
@@ -420,7 +420,14 @@ async fn handle_request(
             let result = loop {
                 tokio::select! {
                     _ = admission.cancel.cancelled() => break Err("kicked or replaced".to_string()),
-                    r = pipeline.wait() => break r.map_err(|e| { metrics::PIPELINE_ERRORS.inc(); e.to_string() }),
+                    r = pipeline.wait() => break r.map_err(|e| {
+                        if matches!(e, PipelineError::SourceRefused(_)) {
+                            metrics::CONNECTIONS_TOTAL.with_label_values(&["srt", metrics::REFUSED_SOURCE]).inc();
+                        } else {
+                            metrics::PIPELINE_ERRORS.inc();
+                        }
+                        e.to_string()
+                    }),
                     item = socket.next() => match item {
                         Some(Ok((_, data))) => {
                             metrics::BYTES_RECEIVED.with_label_values(&["srt"]).inc_by(data.len() as u64);

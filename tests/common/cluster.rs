@@ -262,7 +262,7 @@ impl Cluster {
             .map(|b| format!("\"127.0.0.1:{}\"", b.ports.control))
             .collect();
         let cfg = format!(
-            "ladder = []\n\n[node]\nid = \"{id}\"\ncapacity_units = {capacity}.0\n\n[listen]\nrtmp = \"127.0.0.1:{}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[hls]\npart_target = \"333ms\"\nsegment_target = \"2s\"\nwindow_segments = 6\nreconnect_window = \"10s\"\nended_retention = \"30s\"\n\n[transcode]\npassthrough = true\ndecode_units = 1.0\n\n{streams}[control]\nbalancers = [{}]\nca = \"{c}/ca.pem\"\ncert = \"{c}/node-{id}.pem\"\nkey = \"{c}/node-{id}.key\"\nreport_interval = \"500ms\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            "ladder = []\n\n[node]\nid = \"{id}\"\ncapacity_units = {capacity}.0\n\n[listen]\nrtmp = \"127.0.0.1:{}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[hls]\npart_target = \"333ms\"\nsegment_target = \"2s\"\nwindow_segments = 6\nreconnect_window = \"10s\"\nended_retention = \"30s\"\n\n[transcode]\npassthrough = true\ndecode_units = 1.0\nmax_source_width = 1280\nmax_source_height = 720\nmax_source_fps = 30\n\n{streams}[control]\nbalancers = [{}]\nca = \"{c}/ca.pem\"\ncert = \"{c}/node-{id}.pem\"\nkey = \"{c}/node-{id}.key\"\nreport_interval = \"500ms\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
             ports.rtmp, ports.srt, ports.http, ports.admin, bal.join(", "),
             c = self.certs.display()
         );

@@ -86,6 +86,13 @@ window_segments = 6
 reconnect_window = "5s"
 ended_retention = "30s"
 
+# A stream is charged for the largest source allowed until its first keyframe; every test
+# source is at most 720p30, which keeps a test's capacity arithmetic at decode_units + rungs.
+[transcode]
+max_source_width = 1280
+max_source_height = 720
+max_source_fps = 30
+
 [[ladder]]
 name = "360p"
 height = 360

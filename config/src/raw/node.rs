@@ -18,6 +18,11 @@ const SEGMENT_TARGET_MAX: Duration = Duration::from_secs(10);
 const WINDOW_SEGMENTS_RANGE: (usize, usize) = (3, 60);
 /// libsrt accepts passphrases of 10 to 79 characters.
 const SRT_PASSPHRASE_LEN: (usize, usize) = (10, 79);
+/// Largest `transcode.max_source_width`/`height`: H.264 level 6.2 tops out at 8192 pixels a
+/// side; a larger figure is a typo.
+const MAX_SOURCE_SIDE: u32 = 8192;
+/// Largest `transcode.max_source_fps`: nothing live is streamed faster.
+const MAX_SOURCE_FPS: u32 = 240;
 /// A stream key shorter than this is guessable.
 const MIN_STREAM_KEY_LEN: usize = 8;
 /// Below this, encoder jitter alone would mark a node overloaded.
@@ -237,6 +242,24 @@ pub struct RawTranscode {
     /// Units a stream costs for decoding its source once, on top of its rungs.
     #[serde(default = "d_decode_units")]
     pub decode_units: f64,
+    /// The largest source a publisher may send (long side, short side, frame rate); a larger
+    /// one is refused with the reason, and a stream is charged as this large until its first
+    /// keyframe shows its real size.
+    #[serde(default = "d_max_source_width")]
+    pub max_source_width: u32,
+    #[serde(default = "d_max_source_height")]
+    pub max_source_height: u32,
+    #[serde(default = "d_max_source_fps")]
+    pub max_source_fps: u32,
+}
+fn d_max_source_width() -> u32 {
+    DEFAULT_MAX_SOURCE_WIDTH
+}
+fn d_max_source_height() -> u32 {
+    DEFAULT_MAX_SOURCE_HEIGHT
+}
+fn d_max_source_fps() -> u32 {
+    DEFAULT_MAX_SOURCE_FPS
 }
 fn d_passthrough() -> bool {
     DEFAULT_PASSTHROUGH
@@ -253,6 +276,9 @@ impl Default for RawTranscode {
             passthrough: d_passthrough(),
             x264_preset: d_preset(),
             decode_units: d_decode_units(),
+            max_source_width: d_max_source_width(),
+            max_source_height: d_max_source_height(),
+            max_source_fps: d_max_source_fps(),
         }
     }
 }
@@ -437,6 +463,26 @@ impl RawConfig {
             p.add("transcode.decode_units", "must be a positive number");
             0
         });
+        let (max_w, max_h, max_fps) = (
+            self.transcode.max_source_width,
+            self.transcode.max_source_height,
+            self.transcode.max_source_fps,
+        );
+        for (key, v, max) in [
+            ("transcode.max_source_width", max_w, MAX_SOURCE_SIDE),
+            ("transcode.max_source_height", max_h, MAX_SOURCE_SIDE),
+            ("transcode.max_source_fps", max_fps, MAX_SOURCE_FPS),
+        ] {
+            if v == 0 || v > max {
+                p.add(key, format!("must be between 1 and {max}"));
+            }
+        }
+        if max_h > max_w {
+            p.add(
+                "transcode.max_source_height",
+                "is the short side: must not exceed transcode.max_source_width (a vertical source is compared long side to width)",
+            );
+        }
 
         let raw_ladder = self.ladder.unwrap_or_else(default_ladder);
         let mut ladder = Vec::new();
@@ -559,7 +605,7 @@ impl RawConfig {
             );
         }
 
-        p.finish(|| Config {
+        let config = p.finish(|| Config {
             node: NodeConfig {
                 id: self.node.id,
                 capacity,
@@ -592,10 +638,32 @@ impl RawConfig {
                 passthrough: self.transcode.passthrough,
                 x264_preset,
                 decode_milli_units: decode_units,
+                max_source: SourceSize {
+                    width: max_w,
+                    height: max_h,
+                    fps: f64::from(max_fps),
+                },
             },
             ladder,
             streams,
             control,
-        })
+        })?;
+        // A node that cannot take one stream of the largest allowed source would be full
+        // forever: every publish would be refused while the node looks healthy.
+        if let Capacity::Units(total) = config.node.capacity {
+            let one = config.stream_milli_units();
+            if total < one {
+                return Err(vec![Problem {
+                    path: "node.capacity_units".into(),
+                    message: format!(
+                        "{} cannot take a single stream: until its first keyframe a stream is charged {} units (decoding a {} source, transcode.max_source_*, plus every rung); raise capacity_units or lower the maximum source",
+                        f64::from(total) / 1000.0,
+                        f64::from(one) / 1000.0,
+                        config.transcode.max_source
+                    ),
+                }]);
+            }
+        }
+        Ok(config)
     }
 }
