@@ -54,6 +54,10 @@ enum Command {
         /// Balancer IDs (repeat).
         #[arg(long = "balancer")]
         balancers: Vec<String>,
+        /// Days each node and balancer certificate is valid (the CA: 10 years). Issue again
+        /// before they expire; the EdgeCertificateExpiringSoon alert fires 14 days ahead.
+        #[arg(long, default_value_t = control::certs::DEFAULT_LEAF_VALIDITY_DAYS)]
+        days: u32,
     },
     /// Configuration tools.
     Config {
@@ -113,10 +117,11 @@ fn main() -> ExitCode {
             out,
             nodes,
             balancers,
-        } => match control::certs::write_cluster(&out, &nodes, &balancers) {
+            days,
+        } => match control::certs::write_cluster_for(&out, &nodes, &balancers, days) {
             Ok(()) => {
                 println!(
-                    "wrote ca.pem, ca.key and {} certificate(s) to {}",
+                    "wrote ca.pem, ca.key and {} certificate(s) valid for {days} days to {}",
                     nodes.len() + balancers.len(),
                     out.display()
                 );

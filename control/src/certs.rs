@@ -8,9 +8,13 @@
 //! (what every node verifies) and `<id>.balancer.edge`. Node certificates are for client auth,
 //! balancer certificates for server auth, so one cannot stand in for the other.
 //!
-//! Caveats: certificates use rcgen's default validity (effectively no expiry); rotate by
-//! re-issuing. [`write_cluster`] reuses an existing `ca.pem`/`ca.key` in the directory, so
-//! nodes can be added later without re-keying the cluster.
+//! Validity: the CA for [`CA_VALIDITY_DAYS`], each node and balancer certificate for
+//! [`DEFAULT_LEAF_VALIDITY_DAYS`] unless `edge certs --days` says otherwise, both starting
+//! [`CLOCK_SKEW`] before now. Rotate a leaf by issuing it again into the same directory
+//! ([`write_cluster`] reuses an existing `ca.pem`/`ca.key`, so nodes can also be added later
+//! without re-keying the cluster) and restarting or reloading the process that uses it;
+//! `edge_certificate_expiry_timestamp_seconds` and the `EdgeCertificateExpiringSoon` alert
+//! say when.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +34,26 @@ pub const BALANCER_NAME: &str = "balancer.edge";
 pub const NODE_SUFFIX: &str = ".node.edge";
 /// Suffix of a balancer's own SAN DNS name: `<id>.balancer.edge`.
 pub const BALANCER_SUFFIX: &str = ".balancer.edge";
+
+/// How long the cluster CA is valid: long enough to outlive many leaf rotations, since
+/// replacing it means re-issuing every certificate in the cluster at once.
+pub const CA_VALIDITY_DAYS: u32 = 3650;
+/// How long a node's or balancer's certificate is valid by default: a year, renewed well
+/// before the 14-day expiry alert fires.
+pub const DEFAULT_LEAF_VALIDITY_DAYS: u32 = 365;
+/// Certificates start this long before they are issued, so a peer whose clock is a little
+/// behind does not refuse a certificate that is not valid yet.
+pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Validity from [`CLOCK_SKEW`] ago to `days` from now.
+fn valid_for(params: &mut CertificateParams, days: u32) {
+    // Certificates carry wall-clock dates: this is the one place here that reads the wall
+    // clock, and nothing times out on it.
+    #[allow(clippy::disallowed_methods)]
+    let now = time::OffsetDateTime::from(std::time::SystemTime::now());
+    params.not_before = now - CLOCK_SKEW;
+    params.not_after = now + time::Duration::days(i64::from(days));
+}
 
 /// Longest ID: one DNS label.
 const MAX_ID_LEN: usize = 63;
@@ -94,6 +118,7 @@ pub fn new_ca(cluster_name: &str) -> Result<Pem, ControlError> {
         .push(DnType::OrganizationName, "edge");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    valid_for(&mut params, CA_VALIDITY_DAYS);
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     Ok(Pem {
@@ -104,8 +129,8 @@ pub fn new_ca(cluster_name: &str) -> Result<Pem, ControlError> {
 
 /// Issue a certificate signed by the CA. Node certs carry the node ID as CN and as a SAN DNS
 /// name `<id>.node.edge`; balancer certs carry the SAN DNS name `balancer.edge` (what nodes
-/// verify) plus `<id>.balancer.edge`.
-pub fn issue(ca: &Pem, role: &Role) -> Result<Pem, ControlError> {
+/// verify) plus `<id>.balancer.edge`. Valid for `days` from now.
+pub fn issue(ca: &Pem, role: &Role, days: u32) -> Result<Pem, ControlError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)
         .map_err(|_| ControlError::Pem("CA key is not a PKCS#8 private key".into()))?;
     let ca_params = CertificateParams::from_ca_cert_pem(&ca.cert_pem)
@@ -141,6 +166,7 @@ pub fn issue(ca: &Pem, role: &Role) -> Result<Pem, ControlError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![eku];
     params.use_authority_key_identifier_extension = true;
+    valid_for(&mut params, days);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
     Ok(Pem {
@@ -172,11 +198,27 @@ fn check_key_matches(cert_pem: &str, key: &KeyPair) -> Result<(), ControlError> 
 ///
 /// An existing `ca.pem` + `ca.key` in `dir` is reused (to add nodes to a running cluster);
 /// otherwise a new CA named after the directory is created. Existing leaf files are replaced.
+/// Leaves are valid for [`DEFAULT_LEAF_VALIDITY_DAYS`].
 pub fn write_cluster(
     dir: &Path,
     nodes: &[String],
     balancers: &[String],
 ) -> Result<(), ControlError> {
+    write_cluster_for(dir, nodes, balancers, DEFAULT_LEAF_VALIDITY_DAYS)
+}
+
+/// [`write_cluster`] with leaves valid for `days` (`edge certs --days`).
+pub fn write_cluster_for(
+    dir: &Path,
+    nodes: &[String],
+    balancers: &[String],
+    days: u32,
+) -> Result<(), ControlError> {
+    if days == 0 {
+        return Err(ControlError::Pem(
+            "a certificate must be valid for at least one day".into(),
+        ));
+    }
     for id in nodes.iter().chain(balancers) {
         validate_id(id)?;
     }
@@ -208,7 +250,7 @@ pub fn write_cluster(
                 .map(|id| (format!("balancer-{id}"), Role::Balancer(id.clone()))),
         );
     for (stem, role) in roles {
-        let pem = issue(&ca, &role)?;
+        let pem = issue(&ca, &role, days)?;
         write_file(&dir.join(format!("{stem}.key")), &pem.key_pem, true)?;
         write_file(&dir.join(format!("{stem}.pem")), &pem.cert_pem, false)?;
     }
@@ -345,12 +387,12 @@ mod tests {
     #[test]
     fn names_in_certificates() {
         let ca = new_ca("test").unwrap();
-        let node = issue(&ca, &Role::Node("n1".into())).unwrap();
+        let node = issue(&ca, &Role::Node("n1".into()), 30).unwrap();
         assert_eq!(
             names(&node.cert_pem),
             (Some("n1".into()), vec!["n1.node.edge".into()])
         );
-        let bal = issue(&ca, &Role::Balancer("b1".into())).unwrap();
+        let bal = issue(&ca, &Role::Balancer("b1".into()), 30).unwrap();
         let (_, dns) = names(&bal.cert_pem);
         assert_eq!(
             dns,
@@ -361,14 +403,48 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the certificate's dates are wall-clock dates
+    fn certificates_expire_when_asked() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let validity = |pem: &str| {
+            let der = parse_certs(pem).unwrap().remove(0);
+            let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+            (
+                c.validity().not_before.timestamp(),
+                c.validity().not_after.timestamp(),
+            )
+        };
+        let near = |got: i64, want: i64| (got - want).abs() < 120;
+        let ca = new_ca("test").unwrap();
+        let (from, until) = validity(&ca.cert_pem);
+        assert!(near(from, now - 3600) && near(until, now + 3650 * 86400));
+        let leaf = issue(&ca, &Role::Node("n1".into()), 10).unwrap();
+        let (from, until) = validity(&leaf.cert_pem);
+        assert!(near(from, now - 3600), "not before {from}, now {now}");
+        assert!(
+            near(until, now + 10 * 86400),
+            "not after {until}, now {now}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        assert!(write_cluster_for(dir.path(), &["n".into()], &[], 0).is_err());
+        write_cluster(dir.path(), &["n".into()], &[]).unwrap();
+        let pem = std::fs::read_to_string(dir.path().join("node-n.pem")).unwrap();
+        assert!(near(validity(&pem).1, now + 365 * 86400));
+    }
+
+    #[test]
     fn bad_inputs_are_errors() {
         let ca = new_ca("test").unwrap();
         assert!(matches!(
-            issue(&ca, &Role::Node("a.b".into())),
+            issue(&ca, &Role::Node("a.b".into()), 30),
             Err(ControlError::InvalidId(_))
         ));
         assert!(matches!(
-            issue(&ca, &Role::Node(String::new())),
+            issue(&ca, &Role::Node(String::new()), 30),
             Err(ControlError::InvalidId(_))
         ));
         let other = new_ca("other").unwrap();
@@ -377,14 +453,14 @@ mod tests {
             key_pem: other.key_pem,
         };
         assert!(matches!(
-            issue(&mixed, &Role::Node("n".into())),
+            issue(&mixed, &Role::Node("n".into()), 30),
             Err(ControlError::Pem(_))
         ));
         let garbage = Pem {
             cert_pem: "nope".into(),
             key_pem: ca.key_pem,
         };
-        assert!(issue(&garbage, &Role::Node("n".into())).is_err());
+        assert!(issue(&garbage, &Role::Node("n".into()), 30).is_err());
     }
 
     #[test]

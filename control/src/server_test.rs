@@ -52,7 +52,7 @@ fn report(id: &str) -> Report {
 
 async fn start() -> (Pem, Arc<Registry>, SocketAddr, CancellationToken) {
     let ca = new_ca("t").unwrap();
-    let bal = issue(&ca, &Role::Balancer("b".into())).unwrap();
+    let bal = issue(&ca, &Role::Balancer("b".into()), 30).unwrap();
     let registry = Registry::new();
     let stop = CancellationToken::new();
     let cfg = ServerConfig {
@@ -80,7 +80,7 @@ async fn wait_node(registry: &Registry, id: &str) {
 #[tokio::test]
 async fn bad_frames_close_only_that_connection() {
     let (ca, registry, addr, stop) = start().await;
-    let good = issue(&ca, &Role::Node("good".into())).unwrap();
+    let good = issue(&ca, &Role::Node("good".into()), 30).unwrap();
     let mut g = raw_connect(&ca, &good, addr).await;
     g.send
         .write_all(&encode_frame(&ToBalancer::Report(report("good"))).unwrap())
@@ -89,7 +89,7 @@ async fn bad_frames_close_only_that_connection() {
     wait_node(&registry, "good").await;
 
     // Oversize length prefix after a valid report.
-    let bad = issue(&ca, &Role::Node("bad".into())).unwrap();
+    let bad = issue(&ca, &Role::Node("bad".into()), 30).unwrap();
     let mut b = raw_connect(&ca, &bad, addr).await;
     b.send
         .write_all(&encode_frame(&ToBalancer::Report(report("bad"))).unwrap())
@@ -139,7 +139,7 @@ async fn bad_frames_close_only_that_connection() {
     })
     .await
     .unwrap();
-    let other = issue(&ca, &Role::Node("other".into())).unwrap();
+    let other = issue(&ca, &Role::Node("other".into()), 30).unwrap();
     let mut o = raw_connect(&ca, &other, addr).await;
     o.send
         .write_all(&encode_frame(&ToBalancer::Report(report("other"))).unwrap())
@@ -152,7 +152,7 @@ async fn bad_frames_close_only_that_connection() {
 #[tokio::test]
 async fn reserve_timeout_sends_cancel_and_reconnect_replaces() {
     let (ca, registry, addr, stop) = start().await;
-    let cert = issue(&ca, &Role::Node("n".into())).unwrap();
+    let cert = issue(&ca, &Role::Node("n".into()), 30).unwrap();
     let mut a = raw_connect(&ca, &cert, addr).await;
     a.send
         .write_all(&encode_frame(&ToBalancer::Report(report("n"))).unwrap())

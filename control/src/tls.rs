@@ -163,11 +163,11 @@ mod tests {
     #[test]
     fn identity_from_certificates() {
         let ca = new_ca("t").unwrap();
-        let node = issue(&ca, &Role::Node("n-7".into())).unwrap();
+        let node = issue(&ca, &Role::Node("n-7".into()), 30).unwrap();
         let der = parse_certs(&node.cert_pem).unwrap().remove(0);
         assert_eq!(node_identity(der.as_ref()).as_deref(), Some("n-7"));
         // A balancer certificate names no node (its CN has dots).
-        let bal = issue(&ca, &Role::Balancer("b".into())).unwrap();
+        let bal = issue(&ca, &Role::Balancer("b".into()), 30).unwrap();
         let der = parse_certs(&bal.cert_pem).unwrap().remove(0);
         assert_eq!(node_identity(der.as_ref()), None);
         assert_eq!(node_identity(b"garbage"), None);
@@ -176,8 +176,8 @@ mod tests {
     #[test]
     fn configs_build_and_reject_garbage() {
         let ca = new_ca("t").unwrap();
-        let node = issue(&ca, &Role::Node("n".into())).unwrap();
-        let bal = issue(&ca, &Role::Balancer("b".into())).unwrap();
+        let node = issue(&ca, &Role::Node("n".into()), 30).unwrap();
+        let bal = issue(&ca, &Role::Balancer("b".into()), 30).unwrap();
         assert!(client_config(&ca.cert_pem, &node.cert_pem, &node.key_pem).is_ok());
         assert!(server_config(&ca.cert_pem, &bal.cert_pem, &bal.key_pem).is_ok());
         assert!(client_config("", &node.cert_pem, &node.key_pem).is_err());

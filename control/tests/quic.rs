@@ -40,11 +40,11 @@ struct Cluster {
 impl Cluster {
     fn new() -> Self {
         let ca = new_ca("test").unwrap();
-        let balancer = issue(&ca, &Role::Balancer("b1".into())).unwrap();
+        let balancer = issue(&ca, &Role::Balancer("b1".into()), 30).unwrap();
         Self { ca, balancer }
     }
     fn node_cert(&self, id: &str) -> Pem {
-        issue(&self.ca, &Role::Node(id.into())).unwrap()
+        issue(&self.ca, &Role::Node(id.into()), 30).unwrap()
     }
     fn server_config(&self, listen: SocketAddr) -> ServerConfig {
         ServerConfig {
@@ -366,7 +366,7 @@ async fn reserve_on_unknown_or_disconnected_node_fails_fast() {
 async fn node_from_another_ca_is_refused() {
     let s = setup().await;
     let rogue_ca = new_ca("rogue").unwrap();
-    let rogue_cert = issue(&rogue_ca, &Role::Node("n1".into())).unwrap();
+    let rogue_cert = issue(&rogue_ca, &Role::Node("n1".into()), 30).unwrap();
     let node_ctl = TestNode::new("n1");
     let stop = CancellationToken::new();
     // The rogue node trusts the real CA (so only the server's check can stop it).
