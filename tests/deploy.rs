@@ -267,6 +267,25 @@ fn check_design(overlay: &str, docs: &[Value]) {
                 "{overlay}: {name}/{}",
                 c["name"]
             );
+            // One step runs as root: the balancer's, handing the hostPath /run/edge to the
+            // balancer's uid, with CHOWN and nothing else.
+            if sc["runAsUser"] == 0 || sc["runAsNonRoot"] == false {
+                assert_eq!(
+                    (name, c["name"].as_str()),
+                    ("edge-balancer", Some("handover-dir")),
+                    "{overlay}: only the hand-over directory step may run as root"
+                );
+                assert_eq!(sc["capabilities"]["add"], serde_json::json!(["CHOWN"]));
+                assert!(c["command"][2]
+                    .as_str()
+                    .is_some_and(|c| c.contains("chown 10001:10001 /run/edge")));
+            } else {
+                assert!(
+                    sc["capabilities"]["add"].is_null() || name == "edge-balancer",
+                    "{overlay}: {name}/{} adds capabilities",
+                    c["name"]
+                );
+            }
         }
     }
     assert!(
