@@ -270,3 +270,56 @@ fn source_above_the_ladder_is_scaled_keeping_aspect_and_delta_updates_work() {
     );
     assert!(d.segments.len() < full.segments.len() + 2);
 }
+
+#[test]
+fn stream_health_tells_a_flowing_stream_from_a_silent_publisher() {
+    let node = Node::start(|_| {});
+    let _enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
+    node.wait_media_playlist("one", "360p", 1, FIRST_SEGMENT_TIMEOUT);
+    // A publisher that is accepted and then sends nothing, its connection open.
+    let rtmp = format!("127.0.0.1:{}", node.ports.rtmp).parse().unwrap();
+    let silent = match rtmp_raw::publish_from(
+        "127.0.0.1".parse().unwrap(),
+        rtmp,
+        "test-stream-key-2",
+        Duration::from_secs(10),
+    ) {
+        Ok(rtmp_raw::Outcome::Accepted(s)) => s,
+        other => panic!("the silent publisher was not accepted: {other:?}"),
+    };
+    let health = |pid: &str| {
+        node.stream(pid).map(|s| {
+            (
+                s["health"].as_str().unwrap_or("").to_string(),
+                s["health_reason"].as_str().map(String::from),
+            )
+        })
+    };
+    let (_, why) = wait_for(
+        "the silent publisher to be reported starving",
+        Duration::from_secs(15),
+        || health("two").filter(|(h, _)| h == "starving"),
+    );
+    let why = why.expect("a starving stream says why");
+    assert!(
+        why.contains("no video from the encoder since it connected"),
+        "{why}"
+    );
+    assert_eq!(health("one"), Some(("healthy".to_string(), None)));
+    wait_for(
+        "the health counts in the metrics",
+        Duration::from_secs(10),
+        || {
+            let m = node.metrics();
+            let count = |h: &str| {
+                metric_value(
+                    &m,
+                    &format!("edge_ingest_streams_by_health{{health=\"{h}\"}}"),
+                )
+            };
+            (count("healthy") == 1.0 && count("starving") == 1.0 && count("unhealthy") == 0.0)
+                .then_some(())
+        },
+    );
+    drop(silent);
+}

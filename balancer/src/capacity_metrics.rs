@@ -47,6 +47,13 @@ pub static CLUSTER_FREE: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+pub static CLUSTER_STREAM: LazyLock<IntGauge> = LazyLock::new(|| {
+    server::metrics::gauge(
+        "edge_balancer_cluster_stream_milliunits",
+        "What one new stream is charged on the nodes that are ready or full (the largest their reports name: decoding the largest allowed source plus the ladder)",
+    )
+});
+
 pub static NODES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     server::metrics::gauge_vec(
         "edge_balancer_nodes",
@@ -87,6 +94,7 @@ pub fn init() {
     LazyLock::force(&CLUSTER_CAPACITY);
     LazyLock::force(&CLUSTER_USED);
     LazyLock::force(&CLUSTER_FREE);
+    LazyLock::force(&CLUSTER_STREAM);
     LazyLock::force(&NODE_CAPACITY);
     LazyLock::force(&NODE_USED);
     LazyLock::force(&NODE_STREAMS);
@@ -107,6 +115,17 @@ pub fn totals(nodes: &[NodeInfo]) -> (u64, u64, u64) {
     t
 }
 
+/// What one new stream is charged on the nodes that take streams (0 with none): the alert on
+/// free capacity compares with this rather than with a number written for one ladder.
+pub fn stream_charge(nodes: &[NodeInfo]) -> u32 {
+    nodes
+        .iter()
+        .filter(|n| matches!(n.status, NodeStatus::Ready | NodeStatus::Full))
+        .map(|n| n.stream_milli_units)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Set every capacity gauge from the current node list.
 pub fn record(nodes: &[NodeInfo]) {
     let (capacity, used, free) = totals(nodes);
@@ -114,6 +133,7 @@ pub fn record(nodes: &[NodeInfo]) {
     CLUSTER_CAPACITY.set(g(capacity));
     CLUSTER_USED.set(g(used));
     CLUSTER_FREE.set(g(free));
+    CLUSTER_STREAM.set(i64::from(stream_charge(nodes)));
     for (label, status) in STATES {
         let n = nodes.iter().filter(|n| n.status == status).count();
         NODES.with_label_values(&[label]).set(g(n as u64));

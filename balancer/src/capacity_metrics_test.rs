@@ -31,6 +31,13 @@ fn totals_count_only_nodes_that_take_streams() {
     // Capacity and used: ready + full; free: ready only (a full node's crumbs fit no stream).
     assert_eq!(totals(&nodes), (12_000, 8_500, 3_000));
     assert_eq!(totals(&[]), (0, 0, 0));
+    // The charge of a new stream: the largest named by a node that takes streams.
+    let mut costly = node("e", NodeStatus::Draining, 8000, 8000, 0);
+    costly.stream_milli_units = 5000;
+    let mut full = node("f", NodeStatus::Full, 8000, 0, 4);
+    full.stream_milli_units = 2500;
+    assert_eq!(stream_charge(&[nodes[0].clone(), costly, full]), 2500);
+    assert_eq!(stream_charge(&nodes[2..]), 0);
 }
 
 #[test]
@@ -43,6 +50,7 @@ fn record_sets_cluster_node_and_state_gauges() {
     assert_eq!(CLUSTER_CAPACITY.get(), 8000);
     assert_eq!(CLUSTER_USED.get(), 5000);
     assert_eq!(CLUSTER_FREE.get(), 3000);
+    assert_eq!(CLUSTER_STREAM.get(), 1000);
     assert_eq!(NODES.with_label_values(&["ready"]).get(), 1);
     assert_eq!(NODES.with_label_values(&["cordoned"]).get(), 1);
     assert_eq!(NODES.with_label_values(&["lost"]).get(), 0);

@@ -19,7 +19,7 @@ use crate::{
     metrics,
     node::{Active, Node, Protocol},
     output::StreamOutput,
-    pipeline::{self, ArrivalLog, InputFormat, Output, Pipeline, PipelineSpec, Plan},
+    pipeline::{self, InputFormat, Output, Pipeline, PipelineSpec, Plan},
 };
 
 /// How long a new publisher waits for the one it replaces (same key) to release its stream.
@@ -134,6 +134,7 @@ impl Node {
         let cancel = CancellationToken::new();
         let milli_units = Arc::new(AtomicU32::new(units));
         let plan = Arc::new(Mutex::new(None));
+        let health = Arc::new(crate::health::Health::new(tokio::time::Instant::now()));
         let entry = Active {
             session_id,
             stream_ref: control::stream_ref(key),
@@ -144,6 +145,7 @@ impl Node {
             cancel: cancel.clone(),
             milli_units: Arc::clone(&milli_units),
             plan: Arc::clone(&plan),
+            health: Arc::clone(&health),
         };
         if let dashmap::Entry::Vacant(v) = self.active.entry(pid.clone()) {
             v.insert(entry);
@@ -166,6 +168,7 @@ impl Node {
             cancel,
             milli_units,
             plan,
+            health,
         })
     }
 }
@@ -181,6 +184,7 @@ pub struct Admission {
     pub cancel: CancellationToken,
     milli_units: Arc<AtomicU32>,
     plan: Arc<Mutex<Option<Plan>>>,
+    health: Arc<crate::health::Health>,
     /// Numbering handed over from another node, used when this node has no state of its own.
     continuation: Option<packager::Continuation>,
 }
@@ -199,7 +203,8 @@ impl Admission {
             handle: Mutex::new(None),
             milli_units: Arc::clone(&self.milli_units),
             plan: Arc::clone(&self.plan),
-            arrivals: Arc::new(ArrivalLog::default()),
+            arrivals: Arc::clone(&self.health.arrivals),
+            health: Arc::clone(&self.health),
             codecs: Mutex::new(Vec::new()),
             continuation: Mutex::new(self.continuation.clone()),
         });

@@ -17,6 +17,7 @@ pub mod capacity;
 pub mod control_link;
 pub mod cpu;
 pub mod flv;
+pub mod health;
 pub mod ladder;
 pub mod metrics;
 pub mod node;

@@ -22,6 +22,14 @@ pub static STREAMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+pub static STREAMS_BY_HEALTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    server::metrics::gauge_vec(
+        "edge_ingest_streams_by_health",
+        "Streams being published, by health (healthy, unhealthy, starving; see ingest/src/health.rs), refreshed every housekeeping interval",
+        &["health"],
+    )
+});
+
 pub static BYTES_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     server::metrics::counter_vec(
         "edge_ingest_received_bytes_total",
@@ -146,6 +154,9 @@ pub fn init() {
     }
     for r in SRT_DROP_REASONS {
         SRT_DROPPED.with_label_values(&[r]);
+    }
+    for h in crate::health::Status::ALL {
+        STREAMS_BY_HEALTH.with_label_values(&[h.as_str()]).set(0);
     }
     LazyLock::force(&CAPACITY);
     LazyLock::force(&USED);

@@ -77,6 +77,7 @@ pub(crate) struct Active {
     pub(crate) cancel: CancellationToken,
     pub(crate) milli_units: Arc<AtomicU32>,
     pub(crate) plan: Arc<Mutex<Option<Plan>>>,
+    pub(crate) health: Arc<crate::health::Health>,
 }
 
 /// The node: shared by every connection.
@@ -482,6 +483,18 @@ impl Node {
         }
         if let Some(c) = cpu.sample() {
             self.cpu.store(c.to_bits(), Ordering::Relaxed);
+        }
+        let mut by_health = [0i64; crate::health::Status::ALL.len()];
+        for a in self.active.iter() {
+            let (status, _) = a.health.assess(now, self.config.node.overload_lag);
+            if let Some(i) = crate::health::Status::ALL.iter().position(|s| *s == status) {
+                by_health[i] += 1;
+            }
+        }
+        for (status, n) in crate::health::Status::ALL.iter().zip(by_health) {
+            metrics::STREAMS_BY_HEALTH
+                .with_label_values(&[status.as_str()])
+                .set(n);
         }
     }
 

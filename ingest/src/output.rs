@@ -31,6 +31,8 @@ pub struct StreamOutput {
     pub(crate) milli_units: Arc<AtomicU32>,
     pub(crate) plan: Arc<Mutex<Option<Plan>>>,
     pub(crate) arrivals: Arc<ArrivalLog>,
+    /// Stamped with every video sample that leaves for the packager.
+    pub(crate) health: Arc<crate::health::Health>,
     /// Codec configs seen so far: a rendition (audio, typically) may start before the video
     /// caps decide the plan and create the packager stream; they are replayed then.
     pub(crate) codecs: Mutex<Vec<(String, CodecConfig)>>,
@@ -121,14 +123,18 @@ impl Output for StreamOutput {
     }
 
     fn sample(&self, rendition: &str, sample: Sample) {
-        if rendition != "source" && rendition != "audio" {
-            if let Some(arrived) = sample.arrival {
-                let lag = arrived.elapsed();
-                metrics::LAG.observe(lag.as_secs_f64());
-                if lag > self.node.config.node.overload_lag {
-                    self.node.mark_overloaded();
+        if rendition != "audio" {
+            let mut lag = std::time::Duration::ZERO;
+            if rendition != "source" {
+                if let Some(arrived) = sample.arrival {
+                    lag = arrived.elapsed();
+                    metrics::LAG.observe(lag.as_secs_f64());
+                    if lag > self.node.config.node.overload_lag {
+                        self.node.mark_overloaded();
+                    }
                 }
             }
+            self.health.video_out(tokio::time::Instant::now(), lag);
         }
         if let Ok(h) = self.handle.lock() {
             if let Some(h) = h.as_ref() {

@@ -150,16 +150,25 @@ fn build_err(e: impl std::fmt::Display) -> PipelineError {
 #[derive(Default)]
 pub struct ArrivalLog {
     by_pts: Mutex<BTreeMap<u64, Instant>>,
+    /// The latest arrival, whatever its PTS (B-frames arrive out of PTS order).
+    latest: Mutex<Option<Instant>>,
 }
 
 impl ArrivalLog {
-    fn record(&self, pts: u64, at: Instant) {
+    pub(crate) fn record(&self, pts: u64, at: Instant) {
         if let Ok(mut m) = self.by_pts.lock() {
             m.insert(pts, at);
             while m.len() > ARRIVAL_LOG_LEN {
                 m.pop_first();
             }
         }
+        if let Ok(mut l) = self.latest.lock() {
+            *l = Some(at);
+        }
+    }
+    /// When the latest source frame arrived.
+    pub fn latest(&self) -> Option<Instant> {
+        self.latest.lock().ok().and_then(|l| *l)
     }
     /// Arrival of the latest source frame at or before `pts`.
     pub fn lookup(&self, pts: u64) -> Option<Instant> {

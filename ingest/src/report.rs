@@ -20,6 +20,11 @@ pub struct StreamInfo {
     pub milli_units: u32,
     pub source: Option<String>,
     pub renditions: Vec<String>,
+    /// See [`crate::health`].
+    pub health: crate::health::Status,
+    /// Why the stream is not healthy; absent when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
 }
 
 impl Node {
@@ -82,11 +87,13 @@ impl Node {
     }
 
     pub fn streams(&self) -> Vec<StreamInfo> {
+        let now = tokio::time::Instant::now();
         let mut v: Vec<StreamInfo> = self
             .active
             .iter()
             .map(|e| {
                 let plan = e.plan.lock().ok().and_then(|p| p.clone());
+                let (health, health_reason) = e.health.assess(now, self.config.node.overload_lag);
                 StreamInfo {
                     session_id: e.session_id,
                     playback_id: e.key().clone(),
@@ -105,6 +112,8 @@ impl Node {
                     renditions: plan
                         .map(|p| p.video.into_iter().map(|v| v.0).collect())
                         .unwrap_or_default(),
+                    health,
+                    health_reason,
                 }
             })
             .collect();

@@ -1,0 +1,91 @@
+use super::*;
+
+const LAG: Duration = Duration::from_secs(3);
+
+fn at(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+#[test]
+fn a_stream_flowing_in_and_out_is_healthy() {
+    let t0 = Instant::now();
+    let s = assess(
+        t0,
+        Some(at(t0, 9_900)),
+        Some((at(t0, 9_950), Duration::from_millis(400))),
+        at(t0, 10_000),
+        LAG,
+    );
+    assert_eq!(s, (Status::Healthy, None));
+    // Just connected: nothing in or out yet, within both grace periods.
+    assert_eq!(
+        assess(t0, None, None, at(t0, 2_000), LAG).0,
+        Status::Healthy
+    );
+}
+
+#[test]
+fn no_video_from_the_encoder_is_starving() {
+    let t0 = Instant::now();
+    let (s, why) = assess(
+        t0,
+        Some(at(t0, 5_000)),
+        Some((at(t0, 5_000), Duration::ZERO)),
+        at(t0, 8_500),
+        LAG,
+    );
+    assert_eq!(s, Status::Starving);
+    assert_eq!(why.as_deref(), Some("no video from the encoder for 3.5 s"));
+    let (s, why) = assess(t0, None, None, at(t0, 4_000), LAG);
+    assert_eq!(s, Status::Starving);
+    assert!(why.unwrap().contains("since it connected 4.0 s ago"));
+}
+
+#[test]
+fn video_in_without_video_out_is_unhealthy() {
+    let t0 = Instant::now();
+    // No keyframe in the first 6 s.
+    let (s, why) = assess(t0, Some(at(t0, 6_400)), None, at(t0, 6_500), LAG);
+    assert_eq!(s, Status::Unhealthy);
+    assert!(why.unwrap().contains("no keyframe yet"));
+    // A pipeline that stopped producing.
+    let (s, why) = assess(
+        t0,
+        Some(at(t0, 19_900)),
+        Some((at(t0, 12_000), Duration::ZERO)),
+        at(t0, 20_000),
+        LAG,
+    );
+    assert_eq!(s, Status::Unhealthy);
+    assert_eq!(
+        why.as_deref(),
+        Some("video arrives but none has come out for 8.0 s")
+    );
+}
+
+#[test]
+fn transcoding_behind_real_time_is_unhealthy() {
+    let t0 = Instant::now();
+    let (s, why) = assess(
+        t0,
+        Some(at(t0, 9_900)),
+        Some((at(t0, 9_950), Duration::from_millis(3_500))),
+        at(t0, 10_000),
+        LAG,
+    );
+    assert_eq!(s, Status::Unhealthy);
+    assert_eq!(
+        why.as_deref(),
+        Some("transcoding is 3.5 s behind real time (node.overload_lag 3.0 s)")
+    );
+}
+
+#[test]
+fn health_reads_the_stamps_of_its_stream() {
+    let t0 = Instant::now();
+    let h = Health::new(t0);
+    h.arrivals.record(0, at(t0, 1_000));
+    h.video_out(at(t0, 1_100), Duration::ZERO);
+    assert_eq!(h.assess(at(t0, 2_000), LAG).0, Status::Healthy);
+    assert_eq!(h.assess(at(t0, 4_500), LAG).0, Status::Starving);
+}
