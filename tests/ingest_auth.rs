@@ -9,6 +9,7 @@ mod common;
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -188,4 +189,197 @@ fn srt_passphrase_is_required_when_configured() {
         .expect("exits")
         .success());
     assert!(ok.is_running());
+}
+
+/// The same webhook over HTTPS, in Python's `http.server` and `ssl` (a TLS stack we did not
+/// write), with a certificate for `localhost` from a private CA made with the `openssl` CLI.
+/// Returns the CA file, the port and the server process.
+struct HttpsHook {
+    dir: TempDir,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Drop for HttpsHook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const HTTPS_HOOK: &str = r#"
+import http.server, json, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
+        sig = self.headers.get("x-edge-signature", "")
+        if sig.startswith("v1=") and len(sig) == 67 and "hook-accepts-this-key" in body:
+            out = b'{"playback_id":"hooked"}'
+            self.send_response(200)
+        else:
+            out = b""
+            self.send_response(403)
+        self.send_header("content-length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+fn https_hook() -> HttpsHook {
+    let dir = TempDir::new("https-hook");
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .expect("run openssl");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=edge test webhook CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "hook.key",
+                "-out",
+                "hook.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        d.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "hook.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "hook.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", HTTPS_HOOK, "hook.pem", "hook.key"])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the hook prints its port");
+    let port = line.trim().parse().expect("port");
+    HttpsHook { dir, port, child }
+}
+
+#[test]
+fn webhook_over_https_checks_the_hooks_certificate() {
+    let hook = https_hook();
+    let auth = |ca: Option<&Path>| {
+        let ca = ca
+            .map(|p| format!("webhook_ca = \"{}\"\n", p.display()))
+            .unwrap_or_default();
+        format!(
+            "[auth]\nwebhook = \"https://localhost:{}/publish\"\n{ca}webhook_timeout = \"2s\"\nsecret = \"a-32-character-secret-for-tests!\"\n\n[hls]",
+            hook.port
+        )
+    };
+    // With the hook's CA: the key it accepts publishes, one it refuses is a wrong key.
+    let ca = hook.dir.path().join("ca.pem");
+    let node = Node::start(|c| *c = c.replace("[hls]", &auth(Some(&ca))));
+    let enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("hook-accepts-this-key"), EncOpts::default());
+    node.wait_media_playlist("hooked", "source", 1, FIRST_SEGMENT_TIMEOUT);
+    let mut bad = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("hook-refuses-this-key"),
+        EncOpts {
+            duration: Duration::from_secs(5),
+            ..EncOpts::default()
+        },
+    );
+    assert!(!bad
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits")
+        .success());
+    let series =
+        |r: &str| format!("edge_ingest_connections_total{{protocol=\"rtmp\",result=\"{r}\"}}");
+    let m = node.metrics();
+    assert_eq!(metric_value(&m, &series("refused_key")), 1.0);
+    assert_eq!(metric_value(&m, &series("auth_unavailable")), 0.0);
+    drop(enc);
+    drop(node);
+
+    // Without it the certificate does not verify against the public roots: the hook cannot
+    // be trusted, so the publish is refused as "auth unavailable", never let in.
+    let node = Node::start(|c| *c = c.replace("[hls]", &auth(None)));
+    let mut untrusted = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("hook-accepts-this-key"),
+        EncOpts {
+            duration: Duration::from_secs(5),
+            ..EncOpts::default()
+        },
+    );
+    assert!(!untrusted
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits")
+        .success());
+    assert!(
+        untrusted.log_text().contains("unavailable"),
+        "{}",
+        untrusted.log_text()
+    );
+    assert_eq!(
+        metric_value(&node.metrics(), &series("auth_unavailable")),
+        1.0
+    );
+    assert!(node.stream("hooked").is_none());
 }

@@ -196,6 +196,9 @@ pub struct SrtConfig {
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
     pub webhook: Option<String>,
+    /// The CA certificates (PEM) an `https` webhook is checked against instead of the public
+    /// roots.
+    pub webhook_ca: Option<std::path::PathBuf>,
     pub webhook_timeout: Duration,
     /// Refused publishes per source address per minute before it is refused outright.
     pub refused_publishes_per_minute: u32,

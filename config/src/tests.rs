@@ -20,6 +20,53 @@ fn dev_example_is_valid_and_has_the_dev_stream() {
 }
 
 #[test]
+fn webhook_ca_is_checked() {
+    let dir = std::env::temp_dir().join(format!("edge-config-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let with = |webhook: &str, ca_line: &str| {
+        DEV_CONFIG.replace(
+            "[transcode]",
+            &format!("[auth]\nwebhook = \"{webhook}\"\n{ca_line}secret = \"0123456789abcdef0123456789abcdef\"\n\n[transcode]"),
+        )
+    };
+    let line = |p: &std::path::Path| format!("webhook_ca = \"{}\"\n", p.display());
+    let c = load_str(&with("https://hook.example/publish", &line(&ca)), "x.toml").unwrap();
+    assert_eq!(c.auth.webhook_ca.as_deref(), Some(ca.as_path()));
+    load_str(&with("https://hook.example/publish", ""), "x.toml").expect("public roots");
+    for (webhook, ca_line, want) in [
+        (
+            "http://hook.example/publish",
+            line(&ca),
+            "auth.webhook_ca: only an https:// webhook",
+        ),
+        (
+            "https://hook.example/publish",
+            line(&junk),
+            "holds no PEM certificate",
+        ),
+        (
+            "https://hook.example/publish",
+            line(&dir.join("absent.pem")),
+            "auth.webhook_ca: cannot read",
+        ),
+    ] {
+        let lines = load_str(&with(webhook, &ca_line), "x.toml")
+            .unwrap_err()
+            .lines();
+        assert!(lines.iter().any(|l| l.contains(want)), "{want}: {lines:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn node_example_is_valid_once_its_token_file_exists() {
     let dir = std::env::temp_dir().join(format!("edge-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

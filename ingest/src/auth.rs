@@ -4,7 +4,9 @@
 //! Entry point: [`Authenticator::check`]. The key is a secret: it is never logged, never a
 //! metric label, and it leaves the node only in the webhook's POST body.
 //!
-//! The webhook: each request is signed (`X-Edge-Timestamp: <unix seconds>` and
+//! The webhook: `https://` (certificates checked against Mozilla's roots, built in, or the CA
+//! file `auth.webhook_ca`; a certificate that does not verify is "unavailable", never a key
+//! check) or `http://` on a private network. Each request is signed (`X-Edge-Timestamp: <unix seconds>` and
 //! `X-Edge-Signature: v1=<hex HMAC-SHA256(auth.secret, "<timestamp>.<body>")>`, so the hook can
 //! refuse forged or replayed requests), at most [`MAX_WEBHOOK_CONCURRENCY`] are in flight, and
 //! answers are cached for [`WEBHOOK_CACHE_TTL`] (a reconnecting encoder, or a placement and its
@@ -41,6 +43,56 @@ pub enum AuthError {
     /// This address had too many keys refused lately: refused with no check.
     #[error(transparent)]
     Limited(#[from] server::Limited),
+}
+
+type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// The webhook's connector: TLS for `https://` URLs (rustls, ring) checked against `ca` (a PEM
+/// file) or, without one, Mozilla's roots; plain TCP for `http://`. A CA file that cannot be
+/// read now (config check read it) leaves no trusted root: every https check then fails as
+/// "auth backend unavailable", never letting a key in.
+fn https_connector(ca: Option<&std::path::Path>) -> Option<Connector> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => match CertificateDer::pem_file_iter(path) {
+            Ok(certs) => {
+                for cert in certs {
+                    match cert.map(|c| roots.add(c)) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(file = %path.display(), error = %e, "auth.webhook_ca: certificate refused")
+                        }
+                        Err(e) => {
+                            tracing::error!(file = %path.display(), error = %e, "auth.webhook_ca: not PEM")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "auth.webhook_ca: cannot read")
+            }
+        },
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // ring supports every default protocol version, so this fails only if that ever changes;
+    // then no webhook check can be made, and each says why.
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tracing::error!(error = %e, "cannot build the webhook's TLS configuration"))
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    Some(
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http),
+    )
 }
 
 /// Largest webhook answer we read (it may carry a playback ID).
@@ -83,7 +135,8 @@ pub struct Authenticator {
     streams: Vec<edge_config::StreamConfig>,
     webhook: Option<(http::Uri, Duration)>,
     secret: Option<edge_config::Secret>,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// `None` only if TLS could not be set up (see [`https_connector`]).
+    client: Option<Client<Connector, Full<Bytes>>>,
     slots: tokio::sync::Semaphore,
     /// stream_ref of the key → (when answered, the answer).
     cache: std::sync::Mutex<std::collections::HashMap<String, (tokio::time::Instant, Cached)>>,
@@ -100,7 +153,8 @@ impl Authenticator {
                 .and_then(|u| u.parse().ok())
                 .map(|u| (u, cfg.auth.webhook_timeout)),
             secret: cfg.auth.secret.clone(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: https_connector(cfg.auth.webhook_ca.as_deref())
+                .map(|c| Client::builder(TokioExecutor::new()).build(c)),
             slots: tokio::sync::Semaphore::new(MAX_WEBHOOK_CONCURRENCY),
             cache: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
@@ -190,7 +244,11 @@ impl Authenticator {
             .header("x-edge-signature", format!("v1={signature}"))
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| AuthError::WebhookUnavailable(e.to_string()))?;
-        let resp = tokio::time::timeout(*timeout, self.client.request(req))
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| AuthError::WebhookUnavailable("no TLS configuration".into()))?;
+        let resp = tokio::time::timeout(*timeout, client.request(req))
             .await
             .map_err(|_| AuthError::WebhookUnavailable("timed out".into()))?
             .map_err(|e| AuthError::WebhookUnavailable(e.to_string()))?;

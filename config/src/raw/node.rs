@@ -195,8 +195,13 @@ impl Default for RawSrt {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// `http://host:port/path`: POSTed `{"key","client_addr","protocol"}`; 2xx accepts.
+    /// `https://host/path` (or `http://` on a private network): POSTed
+    /// `{"key","client_addr","protocol"}`, signed; 2xx accepts.
     pub webhook: Option<String>,
+    /// PEM file of the CA(s) that sign an `https` webhook's certificate, for a private PKI;
+    /// without it the webhook must present a certificate from a public CA (Mozilla's roots,
+    /// built in, so the node needs no system certificate store).
+    pub webhook_ca: Option<PathBuf>,
     #[serde(default = "d_webhook_timeout", with = "humantime_serde")]
     pub webhook_timeout: Duration,
     /// Refused publishes one source address may make per minute before it is refused at
@@ -222,6 +227,7 @@ impl Default for RawAuth {
     fn default() -> Self {
         Self {
             webhook: None,
+            webhook_ca: None,
             webhook_timeout: d_webhook_timeout(),
             refused_publishes_per_minute: d_refused_per_minute(),
             secret: None,
@@ -403,15 +409,52 @@ impl RawConfig {
         let webhook = match &self.auth.webhook {
             None => None,
             Some(u) => match u.parse::<uri::Uri>() {
-                Ok(uri) if uri.scheme == "http" && !uri.authority.is_empty() => Some(u.clone()),
+                Ok(uri)
+                    if (uri.scheme == "http" || uri.scheme == "https")
+                        && !uri.authority.is_empty() =>
+                {
+                    Some(u.clone())
+                }
                 _ => {
                     p.add(
                         "auth.webhook",
-                        "must be an http:// URL with a host (https is not supported yet)",
+                        "must be an https:// (or http://) URL with a host",
                     );
                     None
                 }
             },
+        };
+        let webhook_ca = match (&self.auth.webhook_ca, &webhook) {
+            (None, _) => None,
+            (Some(_), None) => {
+                p.add("auth.webhook_ca", "set without auth.webhook");
+                None
+            }
+            (Some(path), Some(url)) => {
+                if !url.starts_with("https://") {
+                    p.add(
+                        "auth.webhook_ca",
+                        "only an https:// webhook has a certificate to check",
+                    );
+                }
+                match std::fs::read_to_string(path) {
+                    Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(path.clone()),
+                    Ok(_) => {
+                        p.add(
+                            "auth.webhook_ca",
+                            format!("{} holds no PEM certificate", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        p.add(
+                            "auth.webhook_ca",
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
         };
 
         let auth_secret = match (&self.auth.secret, &self.auth.secret_file) {
@@ -630,6 +673,7 @@ impl RawConfig {
             },
             auth: AuthConfig {
                 webhook,
+                webhook_ca,
                 webhook_timeout: self.auth.webhook_timeout,
                 refused_publishes_per_minute: self.auth.refused_publishes_per_minute,
                 secret: auth_secret.map(Secret::new),
