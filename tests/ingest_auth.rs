@@ -76,34 +76,19 @@ fn webhook_accepts_and_refuses_publishers() {
     node.wait_media_playlist("hooked", "source", 1, FIRST_SEGMENT_TIMEOUT);
     assert!(enc.is_running());
     // A key the hook refuses: the publisher is refused.
-    let mut bad = Encoder::ffmpeg_rtmp(
-        &node.rtmp_url("hook-refuses-this-key"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!bad
-        .wait_exit(Duration::from_secs(20))
-        .expect("exits")
-        .success());
+    let _bad = Encoder::ffmpeg_rtmp(&node.rtmp_url("hook-refuses-this-key"), EncOpts::short())
+        .expect_refused(Duration::from_secs(20));
     // Config keys never reach the hook.
     let mut cfg_key = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
     node.wait_media_playlist("one", "source", 1, FIRST_SEGMENT_TIMEOUT);
     assert!(cfg_key.is_running());
     // The hook answering 5xx is not a wrong key: the encoder, the log and the metrics say the
     // auth backend is unavailable.
-    let mut down = Encoder::ffmpeg_rtmp(
+    let down = Encoder::ffmpeg_rtmp(
         &node.rtmp_url("hook-is-down-for-this-key"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!down
-        .wait_exit(Duration::from_secs(20))
-        .expect("exits")
-        .success());
+        EncOpts::short(),
+    )
+    .expect_refused(Duration::from_secs(20));
     assert!(
         down.log_text().contains("unavailable"),
         "the encoder is told the auth service is unavailable:\n{}",
@@ -147,20 +132,8 @@ fn srt_passphrase_is_required_when_configured() {
         );
     });
     // Without the passphrase: refused.
-    let mut none = Encoder::ffmpeg_srt(
-        &node.srt_url("test-stream-key-2"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(
-        !none
-            .wait_exit(Duration::from_secs(30))
-            .expect("exits")
-            .success(),
-        "published without the passphrase"
-    );
+    let _none = Encoder::ffmpeg_srt(&node.srt_url("test-stream-key-2"), EncOpts::short())
+        .expect_refused(Duration::from_secs(30));
     assert!(node.stream("two").is_none());
     // With it: accepted and decodable.
     let url = format!(
@@ -177,17 +150,8 @@ fn srt_passphrase_is_required_when_configured() {
         "{}&passphrase=correct-horse-battery",
         node.srt_url("test-stream-key-1")
     );
-    let mut enc_one = Encoder::ffmpeg_srt(
-        &url,
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!enc_one
-        .wait_exit(Duration::from_secs(30))
-        .expect("exits")
-        .success());
+    let _enc_one =
+        Encoder::ffmpeg_srt(&url, EncOpts::short()).expect_refused(Duration::from_secs(30));
     assert!(ok.is_running());
 }
 
@@ -339,17 +303,8 @@ fn webhook_over_https_checks_the_hooks_certificate() {
     let node = Node::start(|c| *c = c.replace("[hls]", &auth(Some(&ca))));
     let enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("hook-accepts-this-key"), EncOpts::default());
     node.wait_media_playlist("hooked", "source", 1, FIRST_SEGMENT_TIMEOUT);
-    let mut bad = Encoder::ffmpeg_rtmp(
-        &node.rtmp_url("hook-refuses-this-key"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!bad
-        .wait_exit(Duration::from_secs(20))
-        .expect("exits")
-        .success());
+    let _bad = Encoder::ffmpeg_rtmp(&node.rtmp_url("hook-refuses-this-key"), EncOpts::short())
+        .expect_refused(Duration::from_secs(20));
     let series =
         |r: &str| format!("edge_ingest_connections_total{{protocol=\"rtmp\",result=\"{r}\"}}");
     let m = node.metrics();
@@ -361,17 +316,8 @@ fn webhook_over_https_checks_the_hooks_certificate() {
     // Without it the certificate does not verify against the public roots: the hook cannot
     // be trusted, so the publish is refused as "auth unavailable", never let in.
     let node = Node::start(|c| *c = c.replace("[hls]", &auth(None)));
-    let mut untrusted = Encoder::ffmpeg_rtmp(
-        &node.rtmp_url("hook-accepts-this-key"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!untrusted
-        .wait_exit(Duration::from_secs(20))
-        .expect("exits")
-        .success());
+    let untrusted = Encoder::ffmpeg_rtmp(&node.rtmp_url("hook-accepts-this-key"), EncOpts::short())
+        .expect_refused(Duration::from_secs(20));
     assert!(
         untrusted.log_text().contains("unavailable"),
         "{}",

@@ -104,17 +104,11 @@ fn refusals_and_hostile_peers_leave_other_streams_flowing() {
         bad.log_text()
     );
     // RTMP: wrong application name.
-    let mut app = Encoder::ffmpeg_rtmp(
+    let _app = Encoder::ffmpeg_rtmp(
         &format!("rtmp://{rtmp_addr}/vod/test-stream-key-3"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!app
-        .wait_exit(Duration::from_secs(20))
-        .expect("exits")
-        .success());
+        EncOpts::short(),
+    )
+    .expect_refused(Duration::from_secs(20));
     // RTMP: garbage after a valid handshake is refused by closing that connection.
     assert!(
         rtmp_garbage_after_handshake(&rtmp_addr, &[0xFF; 64]),
@@ -178,17 +172,8 @@ fn refusals_and_hostile_peers_leave_other_streams_flowing() {
         Ok(2404)
     );
     // SRT: wrong key from a real encoder fails.
-    let mut bad_srt = Encoder::ffmpeg_srt(
-        &node.srt_url("wrong-key-123"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!bad_srt
-        .wait_exit(Duration::from_secs(30))
-        .expect("exits")
-        .success());
+    let _bad_srt = Encoder::ffmpeg_srt(&node.srt_url("wrong-key-123"), EncOpts::short())
+        .expect_refused(Duration::from_secs(30));
 
     // SRT: malformed and hostile packets, including the ones that reach todo!()/unimplemented!()
     // inside srt-tokio (Peer Error, Congestion Warning, unknown extension subtypes, an
@@ -321,17 +306,8 @@ fn a_full_node_refuses_the_next_stream_and_keeps_the_first() {
         .json()
         .expect("json");
     assert_eq!(v["state"], "full", "{v}");
-    let mut second = Encoder::ffmpeg_rtmp(
-        &node.rtmp_url("test-stream-key-2"),
-        EncOpts {
-            duration: Duration::from_secs(5),
-            ..EncOpts::default()
-        },
-    );
-    assert!(!second
-        .wait_exit(Duration::from_secs(20))
-        .expect("refused encoder exits")
-        .success());
+    let second = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-2"), EncOpts::short())
+        .expect_refused(Duration::from_secs(20));
     assert!(
         second.log_text().contains("no free transcode units"),
         "{}",

@@ -85,6 +85,14 @@ impl Default for EncOpts {
 }
 
 impl EncOpts {
+    /// A 5 s publish of the default test pattern: for publishers that should be refused.
+    pub fn short() -> EncOpts {
+        EncOpts {
+            duration: Duration::from_secs(5),
+            ..EncOpts::default()
+        }
+    }
+
     fn secs(&self) -> String {
         format!("{:.3}", self.duration.as_secs_f64())
     }
@@ -285,6 +293,19 @@ impl Encoder {
     /// Waits up to `timeout` for the encoder to exit by itself (e.g. its duration elapsed).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         wait_child(&mut self.child, timeout)
+    }
+
+    /// For a publisher the server should refuse: waits up to `within` for it to give up, and
+    /// panics (with its log) if it does not exit or exits successfully. Start it with
+    /// [`EncOpts::short`], so that one wrongly accepted still ends.
+    pub fn expect_refused(mut self, within: Duration) -> Encoder {
+        match self.wait_exit(within) {
+            Some(s) if !s.success() => self,
+            other => panic!(
+                "the encoder was not refused ({other:?}):\n{}",
+                self.log_text()
+            ),
+        }
     }
 
     /// SIGINT (ffmpeg and gst-launch -e finish the stream cleanly), then wait up to `timeout`;
