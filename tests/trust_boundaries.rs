@@ -147,7 +147,7 @@ fn trusted_proxies_follow_a_reload_on_sighup() {
     send_signal(node.pid(), "HUP").expect("SIGHUP");
     wait_for("the node to log the reload", ATTEMPT_TIMEOUT, || {
         node.log_text()
-            .contains("config reloaded: keys, webhook, admin token and trusted proxies")
+            .contains("config reloaded: keys, webhook, admin token, trusted proxies")
             .then_some(())
     });
     assert!(
@@ -161,4 +161,59 @@ fn trusted_proxies_follow_a_reload_on_sighup() {
     };
     assert_eq!(client_of(&node, &pid(3)), FORGED_CLIENT);
     drop(conn);
+}
+
+#[test]
+fn control_plane_certificates_follow_a_reload_on_sighup() {
+    let c = Cluster::new(1, 1);
+    let b = c.balancer(1, "5s");
+    let node = c.node(1, 10, &[&b]);
+    wait_for("the node to report", ATTEMPT_TIMEOUT, || {
+        (b.status_of("n1").as_deref() == Some("ready")).then_some(())
+    });
+    let days_left = || {
+        metric_value(
+            &node.metrics(),
+            r#"edge_control_certificate_expiry_seconds{cert="own"}"#,
+        ) / 86_400.0
+    };
+    assert!(days_left() > 360.0, "{} days", days_left());
+    // The operator re-issues n1's certificate (30 days, same CA) in place and sends SIGHUP.
+    let out = run_edge(&[
+        "certs",
+        "--out",
+        c.certs.to_str().expect("utf-8 path"),
+        "--node",
+        "n1",
+        "--days",
+        "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send_signal(node.pid(), "HUP").expect("SIGHUP");
+    wait_for(
+        "the node to present the re-issued certificate",
+        ATTEMPT_TIMEOUT,
+        || (days_left() < 31.0).then_some(()),
+    );
+    assert!(node
+        .log_text()
+        .contains("control-plane certificates reloaded"));
+    // A certificate file that does not load is refused; the node keeps its link and figures.
+    std::fs::write(c.certs.join("node-n1.pem"), "not a certificate").expect("write");
+    send_signal(node.pid(), "HUP").expect("SIGHUP");
+    wait_for(
+        "the node to refuse the broken file",
+        ATTEMPT_TIMEOUT,
+        || {
+            node.log_text()
+                .contains("control-plane certificates not reloaded")
+                .then_some(())
+        },
+    );
+    assert!(days_left() < 31.0 && days_left() > 29.0);
+    assert_eq!(b.status_of("n1").as_deref(), Some("ready"));
 }

@@ -137,6 +137,9 @@ struct Shared {
     /// Bumped by `report_now` and `pause`; every connection task watches it.
     wake: watch::Sender<u64>,
     links: Vec<Mutex<BalancerLink>>,
+    /// The TLS identity and trust of every new connection; [`ClientHandle::reload_tls`]
+    /// replaces it (connections already up keep theirs).
+    quic: Mutex<quinn::ClientConfig>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -179,6 +182,21 @@ impl ClientHandle {
         self.shared.wake();
     }
 
+    /// New certificates (PEM): every connection made from now on presents `cert_pem`/`key_pem`
+    /// and trusts `ca_pem`; those already up keep the identity they were made with (a
+    /// connection's identity cannot change, and ending it would only cost a reconnect).
+    /// Refused, keeping the current ones, if they do not load.
+    pub fn reload_tls(
+        &self,
+        ca_pem: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), ControlError> {
+        let quic = client_config(ca_pem, cert_pem, key_pem)?;
+        *lock(&self.shared.quic) = quic;
+        Ok(())
+    }
+
     /// Per balancer: address, connected or not, reports sent, last error.
     pub fn status(&self) -> Vec<BalancerLink> {
         self.shared.links.iter().map(|l| lock(l).clone()).collect()
@@ -218,13 +236,13 @@ pub fn spawn_client(
                 })
             })
             .collect(),
+        quic: Mutex::new(quic),
     });
     let interval = cfg.report_interval.max(MIN_REPORT_INTERVAL);
     for (index, &addr) in cfg.balancers.iter().enumerate() {
         let task = LinkTask {
             index,
             addr,
-            quic: quic.clone(),
             node: node.clone(),
             shared: shared.clone(),
             interval,
@@ -261,7 +279,6 @@ enum End {
 struct LinkTask {
     index: usize,
     addr: SocketAddr,
-    quic: quinn::ClientConfig,
     node: Arc<dyn NodeControl>,
     shared: Arc<Shared>,
     interval: Duration,
@@ -337,7 +354,8 @@ impl LinkTask {
                 }
             }
         };
-        let connecting = match ep.connect_with(self.quic.clone(), self.addr, BALANCER_NAME) {
+        let quic = lock(&self.shared.quic).clone();
+        let connecting = match ep.connect_with(quic, self.addr, BALANCER_NAME) {
             Ok(c) => c,
             Err(e) => return failed(e.to_string()),
         };

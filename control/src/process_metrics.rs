@@ -9,13 +9,15 @@
 //!   `process_max_fds`, `process_start_time_seconds`, ...), read from /proc at scrape time.
 //! - `edge_control_certificate_expiry_seconds{cert}`: seconds until the certificate this process
 //!   presents on the control plane (`cert="own"`) and the cluster CA it trusts (`cert="ca"`)
-//!   expire, computed at scrape time from the files read at start (the process uses those
-//!   until it restarts, so a renewed Secret shows only after a restart: exactly what matters).
+//!   expire, computed at scrape time from the files the process last loaded: at start, and
+//!   again when a node reloads its certificates on SIGHUP ([`refresh_certificates`]), so the
+//!   figure is always that of the certificate new connections present.
 //!
 //! Caveat: registering twice in one process (a test that runs a node and a balancer in one
 //! process) keeps the first registration; nothing fails.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -48,17 +50,34 @@ pub fn register(component: &str, version: &str, certs: Option<(&Path, &Path)>) {
     let _ = prometheus::register(Box::new(pc));
 
     let Some((ca, own)) = certs else { return };
-    let mut not_after = Vec::new();
+    refresh_certificates(ca, own);
+    if let Ok(c) = CertExpiry::new(Arc::clone(&NOT_AFTER)) {
+        let _ = prometheus::register(Box::new(c));
+    }
+}
+
+/// `notAfter` (Unix seconds) of each certificate the expiry gauge reports, by label.
+type NotAfter = Arc<Mutex<Vec<(&'static str, i64)>>>;
+
+/// The certificates the expiry gauge reports.
+static NOT_AFTER: std::sync::LazyLock<NotAfter> =
+    std::sync::LazyLock::new(|| Arc::new(Mutex::new(Vec::new())));
+
+/// Read the control plane's (CA, own certificate) files again for the expiry gauge: after a
+/// reload, the gauge reports the certificates new connections use. An unreadable file keeps
+/// its previous figure.
+pub fn refresh_certificates(ca: &Path, own: &Path) {
+    let mut list = NOT_AFTER.lock().unwrap_or_else(|e| e.into_inner());
     for (label, path) in [(CERT_OWN, own), (CERT_CA, ca)] {
         match not_after_of(path) {
-            Ok(t) => not_after.push((label, t)),
+            Ok(t) => {
+                list.retain(|(l, _)| *l != label);
+                list.push((label, t));
+            }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot read certificate expiry")
             }
         }
-    }
-    if let Ok(c) = CertExpiry::new(not_after) {
-        let _ = prometheus::register(Box::new(c));
     }
 }
 
@@ -87,11 +106,11 @@ pub fn seconds_left(not_after: i64, now: SystemTime) -> f64 {
 /// A collector that computes the time left at every scrape, so the value never goes stale.
 struct CertExpiry {
     gauge: GaugeVec,
-    not_after: Vec<(&'static str, i64)>,
+    not_after: NotAfter,
 }
 
 impl CertExpiry {
-    fn new(not_after: Vec<(&'static str, i64)>) -> prometheus::Result<Self> {
+    fn new(not_after: NotAfter) -> prometheus::Result<Self> {
         let gauge = GaugeVec::new(
             Opts::new(
                 "edge_control_certificate_expiry_seconds",
@@ -112,7 +131,8 @@ impl Collector for CertExpiry {
         // Certificate validity is wall-clock time by definition.
         #[allow(clippy::disallowed_methods)]
         let now = SystemTime::now();
-        for (label, t) in &self.not_after {
+        let list = self.not_after.lock().map(|l| l.clone()).unwrap_or_default();
+        for (label, t) in &list {
             self.gauge
                 .with_label_values(&[label])
                 .set(seconds_left(*t, now));

@@ -529,6 +529,42 @@ async fn pause_stops_reports_then_they_resume() {
 }
 
 #[tokio::test]
+async fn reloaded_certificates_are_used_by_the_next_connection() {
+    let s = setup().await;
+    // A certificate from another CA: the balancer refuses every connection.
+    let rogue = issue(&new_ca("rogue").unwrap(), &Role::Node("n1".into()), 30).unwrap();
+    let stop = CancellationToken::new();
+    let handle = spawn_client(
+        s.cluster
+            .client_config(&rogue, vec![s.addr], Duration::from_millis(100)),
+        TestNode::new("n1"),
+        stop.clone(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        node(&s.registry, "n1").is_none(),
+        "a rogue certificate got in"
+    );
+    // Files that do not load are refused; the client keeps what it has.
+    assert!(handle.reload_tls("junk", "junk", "junk").is_err());
+    // The cluster's certificate: the next attempt (backoff at most 5 s) gets in.
+    let good = s.cluster.node_cert("n1");
+    handle
+        .reload_tls(&s.cluster.ca.cert_pem, &good.cert_pem, &good.key_pem)
+        .unwrap();
+    wait_for(
+        &s.registry,
+        Duration::from_secs(10),
+        "a report over a connection with the reloaded certificate",
+        |r| node(r, "n1").is_some(),
+    )
+    .await;
+    stop.cancel();
+    s.server_stop.cancel();
+}
+
+#[tokio::test]
 async fn client_reconnects_after_server_restart() {
     let s = setup().await;
     let (_node, handle, stop) = start_node(&s, "n1", Duration::from_millis(100));

@@ -197,6 +197,7 @@ impl Node {
         if let Ok(mut t) = self.trusted.write() {
             *t = trusted;
         }
+        self.reload_certificates(new);
         let old = &self.config;
         // Compared through Debug: these settings are read once at start, so any difference
         // means the running node does not follow the file there (the types hold no secrets
@@ -220,7 +221,30 @@ impl Node {
         {
             tracing::warn!("listen addresses, ladder, HLS, transcode or control-plane settings changed: they apply at the next restart");
         }
-        tracing::info!(node.id = %self.config.node.id, streams = new.streams.len(), "config reloaded: keys, webhook, admin token and trusted proxies");
+        tracing::info!(node.id = %self.config.node.id, streams = new.streams.len(), "config reloaded: keys, webhook, admin token, trusted proxies and control-plane certificates");
+    }
+
+    /// Load the control plane's certificate files again (renewed in place, or at new paths):
+    /// every connection to a balancer made from now on presents them; connections already up
+    /// keep theirs, so no report or stream notices. Files that do not load are refused with
+    /// the reason, and the node keeps the certificates it has.
+    fn reload_certificates(&self, new: &Config) {
+        let (Some(c), Some(handle)) = (new.control.as_ref(), self.control.get()) else {
+            return;
+        };
+        let t = &c.tls;
+        let loaded = control::certs::TlsFiles::at(&t.ca, &t.cert, &t.key)
+            .load()
+            .and_then(|(ca, own)| handle.reload_tls(&ca.cert_pem, &own.cert_pem, &own.key_pem));
+        match loaded {
+            Ok(()) => {
+                control::process_metrics::refresh_certificates(&t.ca, &t.cert);
+                tracing::info!(cert = %t.cert.display(), "control-plane certificates reloaded; new connections to balancers use them");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "control-plane certificates not reloaded; keeping the current ones")
+            }
+        }
     }
 
     /// Exempt `control.trusted_proxies` from `acceptor`'s per-address cap, now and after every
