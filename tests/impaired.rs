@@ -29,6 +29,9 @@ use common::cluster::{key, pid, BalancerPorts, Cluster};
 use common::netns::{in_netns, Host, Impairment, TestNet};
 use common::*;
 
+/// Packets other than the test's own that the router may drop while the UDP count runs (late
+/// TCP retransmissions, kernel traffic on the link): a handful at most.
+const STRAY_PACKETS: u64 = 10;
 /// The opt-in flag for the long runs.
 const FULL_ENV: &str = "EDGE_TEST_IMPAIRED_FULL";
 /// Streaming time of the CI runs.
@@ -737,7 +740,13 @@ fn impairment_router_delays_drops_and_blocks() {
         "[impaired] UDP: {got} of {n} arrived ({:.2}% lost); router dropped {lost}",
         ratio * 100.0
     );
-    assert_eq!(got + lost, n, "the receiver and the router disagree");
+    // The router's drop count covers every packet on the up link, and a few others cross it
+    // while we count: late TCP retransmissions of the RTT probes above (their SYNs were
+    // dropped too), the kernel's own traffic. None of ours may go missing unaccounted.
+    assert!(
+        (n..=n + STRAY_PACKETS).contains(&(got + lost)),
+        "the receiver and the router disagree: {got} received + {lost} dropped, {n} sent"
+    );
     assert!(
         (ratio - 0.05).abs() <= 0.015,
         "loss {ratio:.4}, configured 0.05"
