@@ -20,12 +20,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{key, pid, BalancerPorts, Cluster};
+use common::cluster::{self, key, pid, BalancerPorts, Cluster};
 use common::netns::{in_netns, Host, Impairment, TestNet};
 use common::*;
 
@@ -255,8 +255,7 @@ impl Drop for Bal {
     }
 }
 
-/// A passthrough-only node config (no ladder: `source` and `audio` renditions), listening on
-/// `ip`, reporting to `balancer` every 500 ms; streams `cluster-key-NN` → `sNN`.
+/// [`cluster::node_config`] for a node with 8 units listening on `ip` inside a test host.
 fn node_config(
     c: &Cluster,
     id: &str,
@@ -265,23 +264,15 @@ fn node_config(
     balancer: SocketAddr,
     trusted: &[Ipv4Addr],
 ) -> String {
-    let mut streams = String::new();
-    for s in 0..8 {
-        streams.push_str(&format!(
-            "[[streams]]\nkey = \"{}\"\nplayback_id = \"{}\"\n\n",
-            key(s),
-            pid(s)
-        ));
-    }
-    let trusted: Vec<String> = trusted.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "ladder = []\n\n[node]\nid = \"{id}\"\ncapacity_units = 8.0\n\n[listen]\nrtmp = \"{ip}:{}\"\nsrt = \"{ip}:{}\"\nhttp = \"{ip}:{}\"\nadmin = \"{ip}:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[hls]\npart_target = \"333ms\"\nsegment_target = \"2s\"\nwindow_segments = 6\nreconnect_window = \"10s\"\nended_retention = \"30s\"\n\n[transcode]\npassthrough = true\ndecode_units = 1.0\nmax_source_width = 1280\nmax_source_height = 720\nmax_source_fps = 30\n\n{streams}[control]\nbalancers = [\"{balancer}\"]\nca = \"{c}/ca.pem\"\ncert = \"{c}/node-{id}.pem\"\nkey = \"{c}/node-{id}.key\"\nreport_interval = \"500ms\"\ntrusted_proxies = [{}]\n",
-        ports.rtmp,
-        ports.srt,
-        ports.http,
-        ports.admin,
-        trusted.join(", "),
-        c = c.certs.display()
+    let trusted: Vec<IpAddr> = trusted.iter().map(|a| IpAddr::V4(*a)).collect();
+    cluster::node_config(
+        id,
+        IpAddr::V4(ip),
+        8,
+        ports,
+        &[balancer],
+        &trusted,
+        &c.certs,
     )
 }
 

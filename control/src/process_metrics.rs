@@ -17,7 +17,7 @@
 //! process) keeps the first registration; nothing fails.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -51,17 +51,13 @@ pub fn register(component: &str, version: &str, certs: Option<(&Path, &Path)>) {
 
     let Some((ca, own)) = certs else { return };
     refresh_certificates(ca, own);
-    if let Ok(c) = CertExpiry::new(Arc::clone(&NOT_AFTER)) {
+    if let Ok(c) = CertExpiry::new() {
         let _ = prometheus::register(Box::new(c));
     }
 }
 
 /// `notAfter` (Unix seconds) of each certificate the expiry gauge reports, by label.
-type NotAfter = Arc<Mutex<Vec<(&'static str, i64)>>>;
-
-/// The certificates the expiry gauge reports.
-static NOT_AFTER: std::sync::LazyLock<NotAfter> =
-    std::sync::LazyLock::new(|| Arc::new(Mutex::new(Vec::new())));
+static NOT_AFTER: Mutex<Vec<(&'static str, i64)>> = Mutex::new(Vec::new());
 
 /// Read the control plane's (CA, own certificate) files again for the expiry gauge: after a
 /// reload, the gauge reports the certificates new connections use. An unreadable file keeps
@@ -106,11 +102,10 @@ pub fn seconds_left(not_after: i64, now: SystemTime) -> f64 {
 /// A collector that computes the time left at every scrape, so the value never goes stale.
 struct CertExpiry {
     gauge: GaugeVec,
-    not_after: NotAfter,
 }
 
 impl CertExpiry {
-    fn new(not_after: NotAfter) -> prometheus::Result<Self> {
+    fn new() -> prometheus::Result<Self> {
         let gauge = GaugeVec::new(
             Opts::new(
                 "edge_control_certificate_expiry_seconds",
@@ -118,7 +113,7 @@ impl CertExpiry {
             ),
             &["cert"],
         )?;
-        Ok(Self { gauge, not_after })
+        Ok(Self { gauge })
     }
 }
 
@@ -131,7 +126,7 @@ impl Collector for CertExpiry {
         // Certificate validity is wall-clock time by definition.
         #[allow(clippy::disallowed_methods)]
         let now = SystemTime::now();
-        let list = self.not_after.lock().map(|l| l.clone()).unwrap_or_default();
+        let list = NOT_AFTER.lock().map(|l| l.clone()).unwrap_or_default();
         for (label, t) in &list {
             self.gauge
                 .with_label_values(&[label])

@@ -149,31 +149,34 @@ fn build_err(e: impl std::fmt::Display) -> PipelineError {
 /// When each source frame reached the node, by PTS, to time output samples.
 #[derive(Default)]
 pub struct ArrivalLog {
-    by_pts: Mutex<BTreeMap<u64, Instant>>,
+    inner: Mutex<Arrivals>,
+}
+
+#[derive(Default)]
+struct Arrivals {
+    by_pts: BTreeMap<u64, Instant>,
     /// The latest arrival, whatever its PTS (B-frames arrive out of PTS order).
-    latest: Mutex<Option<Instant>>,
+    latest: Option<Instant>,
 }
 
 impl ArrivalLog {
     pub(crate) fn record(&self, pts: u64, at: Instant) {
-        if let Ok(mut m) = self.by_pts.lock() {
-            m.insert(pts, at);
-            while m.len() > ARRIVAL_LOG_LEN {
-                m.pop_first();
+        if let Ok(mut a) = self.inner.lock() {
+            a.by_pts.insert(pts, at);
+            while a.by_pts.len() > ARRIVAL_LOG_LEN {
+                a.by_pts.pop_first();
             }
-        }
-        if let Ok(mut l) = self.latest.lock() {
-            *l = Some(at);
+            a.latest = Some(at);
         }
     }
     /// When the latest source frame arrived.
     pub fn latest(&self) -> Option<Instant> {
-        self.latest.lock().ok().and_then(|l| *l)
+        self.inner.lock().ok().and_then(|a| a.latest)
     }
     /// Arrival of the latest source frame at or before `pts`.
     pub fn lookup(&self, pts: u64) -> Option<Instant> {
-        let m = self.by_pts.lock().ok()?;
-        m.range(..=pts).next_back().map(|(_, t)| *t)
+        let a = self.inner.lock().ok()?;
+        a.by_pts.range(..=pts).next_back().map(|(_, t)| *t)
     }
 }
 

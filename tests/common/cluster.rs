@@ -3,6 +3,7 @@
 
 use std::{
     fs::{self, File},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -249,27 +250,54 @@ impl Cluster {
     ) -> Node {
         let ports = Ports::free();
         let id = format!("n{i}");
-        let mut streams = String::new();
-        for s in 0..CLUSTER_STREAMS {
-            streams.push_str(&format!(
-                "[[streams]]\nkey = \"{}\"\nplayback_id = \"{}\"\n\n",
-                key(s),
-                pid(s)
-            ));
-        }
-        let bal: Vec<String> = balancers
+        let bal: Vec<SocketAddr> = balancers
             .iter()
-            .map(|b| format!("\"127.0.0.1:{}\"", b.ports.control))
+            .map(|b| SocketAddr::from(([127, 0, 0, 1], b.ports.control)))
             .collect();
-        let cfg = format!(
-            "ladder = []\n\n[node]\nid = \"{id}\"\ncapacity_units = {capacity}.0\n\n[listen]\nrtmp = \"127.0.0.1:{}\"\nsrt = \"127.0.0.1:{}\"\nhttp = \"127.0.0.1:{}\"\nadmin = \"127.0.0.1:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[hls]\npart_target = \"333ms\"\nsegment_target = \"2s\"\nwindow_segments = 6\nreconnect_window = \"10s\"\nended_retention = \"30s\"\n\n[transcode]\npassthrough = true\ndecode_units = 1.0\nmax_source_width = 1280\nmax_source_height = 720\nmax_source_fps = 30\n\n{streams}[control]\nbalancers = [{}]\nca = \"{c}/ca.pem\"\ncert = \"{c}/node-{id}.pem\"\nkey = \"{c}/node-{id}.key\"\nreport_interval = \"500ms\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
-            ports.rtmp, ports.srt, ports.http, ports.admin, bal.join(", "),
-            c = self.certs.display()
-        );
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let cfg = node_config(&id, local, capacity, &ports, &bal, &[local], &self.certs);
         let mut cfg = cfg;
         edit(&mut cfg);
         Node::start_with_config(ports, cfg)
     }
+}
+
+/// The config of cluster node `id`: passthrough only (no ladder, each stream 1 unit of
+/// `capacity`), listening on `ip`, reporting to `balancers` every 500 ms, taking PROXY headers
+/// from `trusted`, certificates from `certs`; streams `cluster-key-NN` → `sNN`.
+pub fn node_config(
+    id: &str,
+    ip: IpAddr,
+    capacity: u32,
+    ports: &Ports,
+    balancers: &[SocketAddr],
+    trusted: &[IpAddr],
+    certs: &Path,
+) -> String {
+    let mut streams = String::new();
+    for s in 0..CLUSTER_STREAMS {
+        streams.push_str(&format!(
+            "[[streams]]\nkey = \"{}\"\nplayback_id = \"{}\"\n\n",
+            key(s),
+            pid(s)
+        ));
+    }
+    let quoted = |v: Vec<String>| {
+        v.iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let bal = quoted(balancers.iter().map(|b| b.to_string()).collect());
+    let trusted = quoted(trusted.iter().map(|a| a.to_string()).collect());
+    format!(
+        "ladder = []\n\n[node]\nid = \"{id}\"\ncapacity_units = {capacity}.0\n\n[listen]\nrtmp = \"{ip}:{}\"\nsrt = \"{ip}:{}\"\nhttp = \"{ip}:{}\"\nadmin = \"{ip}:{}\"\n\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\n[hls]\npart_target = \"333ms\"\nsegment_target = \"2s\"\nwindow_segments = 6\nreconnect_window = \"10s\"\nended_retention = \"30s\"\n\n[transcode]\npassthrough = true\ndecode_units = 1.0\nmax_source_width = 1280\nmax_source_height = 720\nmax_source_fps = 30\n\n{streams}[control]\nbalancers = [{bal}]\nca = \"{c}/ca.pem\"\ncert = \"{c}/node-{id}.pem\"\nkey = \"{c}/node-{id}.key\"\nreport_interval = \"500ms\"\ntrusted_proxies = [{trusted}]\n",
+        ports.rtmp,
+        ports.srt,
+        ports.http,
+        ports.admin,
+        c = certs.display()
+    )
 }
 
 /// Wait until `balancer` lists every node in `ids` with a report.
