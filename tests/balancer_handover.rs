@@ -589,8 +589,11 @@ fn frames_arrive_once_each_through_handovers_and_viewers_see_no_error() {
     let report = viewer.join().expect("viewer");
     eprintln!("viewer: {report:?}");
     assert!(report.fatal_errors.is_empty(), "{report:?}");
+    // Before playback starts hls.js may jump a start gap of a few ms between where the first
+    // audio and the first video part begin (bufferSeekOverHole): finding its way in, not an
+    // error of the stream. After it, nothing.
     assert_eq!(
-        report.non_fatal_errors, 0,
+        report.non_fatal_after_start, 0,
         "hls.js errors through the hand-overs: {report:?}"
     );
     assert!(

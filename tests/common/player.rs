@@ -31,6 +31,14 @@ pub struct PlayerReport {
     /// Count per hls.js error `details`, for messages.
     #[serde(default)]
     pub non_fatal_details: serde_json::Map<String, serde_json::Value>,
+    /// The first few non-fatal errors in full: message, playhead, whether playback had
+    /// started, and the buffered ranges of the media element and of each SourceBuffer.
+    #[serde(default)]
+    pub non_fatal_log: Vec<serde_json::Value>,
+    /// Non-fatal errors raised after playback started (those before are the player finding
+    /// its way in, e.g. jumping a start gap between the audio and video buffers).
+    #[serde(default)]
+    pub non_fatal_after_start: u64,
     /// `hls.latency` (s behind the live edge) at the end.
     pub latency: Option<f64>,
     pub target_latency: Option<f64>,

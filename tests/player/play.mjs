@@ -39,9 +39,12 @@ const pageUrl = `http://127.0.0.1:${pageServer.address().port}/`;
 
 // Runs inside the page: creates the <video>, attaches hls.js and records what happens.
 function startPlayer(src) {
+  // How many non-fatal errors are kept in full in the report (the rest are only counted).
+  const NON_FATAL_LOG_MAX = 10;
   const s = {
     supported: Hls.isSupported(), startTime: null, endTime: null, firstPlayingMs: null,
-    fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {}, stalls: 0, t0: performance.now(),
+    fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {}, nonFatalLog: [], stalls: 0,
+    t0: performance.now(),
   };
   window.__state = s;
   if (!s.supported) { s.fatalErrors.push('hls.js: MediaSource not supported'); return; }
@@ -57,7 +60,27 @@ function startPlayer(src) {
     const what = `${data.type}/${data.details}` + (data.response && data.response.code ? ` (HTTP ${data.response.code})` : '')
       + (data.error && data.error.message ? `: ${data.error.message}` : '') + (data.url ? ` ${data.url}` : '');
     if (data.fatal) { s.fatalErrors.push(what); }
-    else { s.nonFatalErrors += 1; s.nonFatalDetails[data.details] = (s.nonFatalDetails[data.details] || 0) + 1; }
+    else {
+      s.nonFatalErrors += 1;
+      s.nonFatalDetails[data.details] = (s.nonFatalDetails[data.details] || 0) + 1;
+      // The first few in full: what, where the playhead was, whether playback had started,
+      // and what each SourceBuffer held (a hole is told apart from a start gap by these).
+      if (s.nonFatalLog.length < NON_FATAL_LOG_MAX) {
+        const ranges = (sb) => {
+          try { return Array.from({ length: sb.buffered.length }, (_, i) => [sb.buffered.start(i), sb.buffered.end(i)]); } catch (_e) { return null; }
+        };
+        const buffers = { media: ranges(video) };
+        try {
+          for (const [kind, track] of Object.entries(hls.bufferController.tracks)) {
+            if (track && track.buffer) buffers[kind] = ranges(track.buffer);
+          }
+        } catch (_e) { /* hls.js internals moved: the media ranges are still there */ }
+        s.nonFatalLog.push({
+          what, atMs: performance.now() - s.t0, currentTime: video.currentTime,
+          afterStart: s.startTime !== null, buffers,
+        });
+      }
+    }
   });
   hls.on(Hls.Events.MANIFEST_PARSED, () => { video.play().catch((e) => s.fatalErrors.push(`video.play(): ${e}`)); });
   video.addEventListener('playing', () => {
@@ -86,6 +109,9 @@ function report() {
     fatalErrors: s.fatalErrors,
     nonFatalErrors: s.nonFatalErrors,
     nonFatalDetails: s.nonFatalDetails,
+    nonFatalLog: s.nonFatalLog,
+    nonFatalAfterStart: s.nonFatalLog.filter((e) => e.afterStart).length
+      + Math.max(0, s.nonFatalErrors - s.nonFatalLog.length),
     latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
     targetLatency: hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
     level: hls ? hls.currentLevel : null,
