@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 #[test]
@@ -30,4 +32,142 @@ fn hls_js_plays_the_stream_in_chromium() {
         report.advanced
     );
     assert!(enc.is_running());
+}
+
+/// TS packet size.
+const TS_PACKET: usize = 188;
+
+/// `ts` without the TS packets of the audio PES packets numbered in `lost` (counted from 0 in
+/// the order they start): what reaches a demuxer when SRT drops packets that come too late,
+/// since a demuxer drops a damaged PES whole. Returns the bytes and how many audio PES there
+/// were.
+fn drop_audio_pes(ts: &[u8], lost: &[usize]) -> (Vec<u8>, usize) {
+    let mut out = Vec::with_capacity(ts.len());
+    let mut audio_pid = None;
+    let mut pes = 0usize;
+    let mut dropping = false;
+    for p in ts.chunks_exact(TS_PACKET) {
+        let pid = (usize::from(p[1] & 0x1f) << 8) | usize::from(p[2]);
+        let start = p[1] & 0x40 != 0;
+        let payload_at = match (p[3] >> 4) & 0x3 {
+            1 => 4,
+            3 => 5 + usize::from(p[4]),
+            _ => TS_PACKET,
+        };
+        let payload = p.get(payload_at..).unwrap_or(&[]);
+        if start && payload.len() >= 4 && payload[..3] == [0, 0, 1] && payload[3] == 0xc0 {
+            audio_pid = Some(pid);
+        }
+        if Some(pid) == audio_pid {
+            if start {
+                dropping = lost.contains(&pes);
+                pes += 1;
+            }
+            if dropping {
+                continue;
+            }
+        }
+        out.extend_from_slice(p);
+    }
+    (out, pes)
+}
+
+#[test]
+fn audio_lost_upstream_is_filled_with_silence_and_plays_without_a_decode_error() {
+    // A 60 s source, H.264 + AAC at 128 kbit/s in MPEG-TS as an SRT encoder sends it (ffmpeg
+    // puts about 8 AAC frames, 170 ms, in each audio PES).
+    let dir = TempDir::new("audio-holes");
+    let clean = dir.path().join("clean.ts");
+    let st = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "60", "-c:v", "libx264", "-preset", "ultrafast"])
+        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
+        .args(["-pix_fmt", "yuv420p", "-b:v", "300k"])
+        .args(["-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k"])
+        .args(["-f", "mpegts"])
+        .arg(&clean)
+        .status()
+        .expect("run ffmpeg");
+    assert!(st.success(), "ffmpeg made no clip");
+    // Lose one PES every 3 s or so from 6 s on, and two in a row once.
+    let ts = std::fs::read(&clean).expect("read the clip");
+    let lost: Vec<usize> = (1..=15).map(|i| 20 + i * 17).chain([140]).collect();
+    let (holed, pes) = drop_audio_pes(&ts, &lost);
+    assert!(pes > 300, "the clip has {pes} audio PES");
+    let source = dir.path().join("holes.ts");
+    std::fs::write(&source, holed).expect("write the clip");
+
+    let node = Node::start(|_| {});
+    let mut enc = Encoder::ffmpeg_srt(
+        &node.srt_url("test-stream-key-1"),
+        EncOpts {
+            source_file: Some(source),
+            duration: Duration::from_secs(50),
+            ..EncOpts::default()
+        },
+    );
+    node.wait_media_playlist("one", "audio", 2, FIRST_SEGMENT_TIMEOUT);
+    let report = play_in_chromium(&node.playlist_url("one"), 16);
+    println!("hls.js report: {report:?}");
+    // Chrome refuses an AAC frame that claims the hole as its duration, and fails the playback.
+    assert!(report.fatal_errors.is_empty(), "{report:?}");
+    assert!(report.advanced >= 10.0, "{report:?}");
+    // Every part and segment of the audio is as long as the rules want (a hole used to make
+    // a short part in the middle of a segment), and the audio decodes with evenly spaced
+    // frames, the silence included.
+    let url = node.media_playlist_url("one", "audio");
+    let pl = check_ll_hls(&get_ok(&url).text(), Track::Audio)
+        .unwrap_or_else(|e| panic!("audio playlist: {e:?}"));
+    let init = get_ok(&resolve_url(
+        &url,
+        pl.map_uri.as_deref().expect("EXT-X-MAP"),
+    ))
+    .body;
+    let segments: Vec<Vec<u8>> = pl
+        .segments
+        .iter()
+        .map(|s| get_ok(&resolve_url(&url, &s.uri)).body)
+        .collect();
+    let steps = packet_steps(&init, &segments);
+    assert!(steps.len() > 200, "{} audio packets", steps.len());
+    assert!(
+        steps.iter().all(|s| *s == 1024),
+        "audio packets not one AAC frame apart: {steps:?}"
+    );
+    let filled = metric_value(&node.metrics(), "edge_packager_audio_frames_filled_total");
+    assert!(
+        filled >= 8.0,
+        "a lost PES is about 8 AAC frames of silence; {filled} filled"
+    );
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+}
+
+/// The DTS steps (in the track's timescale) between the audio packets of `init` + `media`,
+/// from ffprobe.
+fn packet_steps(init: &[u8], media: &[Vec<u8>]) -> Vec<i64> {
+    let dir = TempDir::new("steps");
+    let path = dir.path().join("audio.mp4");
+    let mut data = init.to_vec();
+    for m in media {
+        data.extend_from_slice(m);
+    }
+    std::fs::write(&path, &data).expect("write audio");
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "a:0", "-show_entries"])
+        .args(["packet=dts", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .expect("run ffprobe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dts: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    dts.windows(2).map(|w| w[1] - w[0]).collect()
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the packager, registered in the default registry on first use.
 //!
 //! Entry points: [`part_published`], [`part_latency`], [`http_request`], [`blocking_reload`],
-//! [`set_streams`], [`timestamp_jump`], [`forced_cut`], [`sample_dropped`].
+//! [`set_streams`], [`timestamp_jump`], [`forced_cut`], [`sample_dropped`], [`audio_filled`].
 //! Labels are low-cardinality only (rendition kind, request kind, status code): never stream
 //! keys or playback IDs. Built and registered by `server::metrics` (a duplicate name is logged
 //! and the metric still records).
@@ -9,7 +9,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 /// Histogram buckets of the part latency, seconds: from one frame-ish to "badly late".
 const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0];
@@ -69,6 +69,18 @@ static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["kind"],
     )
 });
+
+static FILLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    server::metrics::counter(
+        "edge_packager_audio_frames_filled_total",
+        "Silent audio frames inserted where source audio frames went missing (lost upstream)",
+    )
+});
+
+/// Count `n` silent audio frames inserted into holes.
+pub(crate) fn audio_filled(n: u32) {
+    FILLED.inc_by(u64::from(n));
+}
 
 /// Count one timestamp jump of a rendition kind, "backward" or "forward".
 pub(crate) fn timestamp_jump(kind: &str, direction: &str) {

@@ -520,6 +520,10 @@ fn record(kind: RenditionKind, result: Result<Published, PackagerError>) {
             if p.dropped > 0 {
                 metrics::sample_dropped(kind.as_str(), p.dropped);
             }
+            if p.filled > 0 {
+                tracing::debug!(frames = p.filled, "audio hole filled with silence");
+                metrics::audio_filled(p.filled);
+            }
         }
         Err(e) => tracing::warn!(error = %e, "flushing a rendition failed"),
     }

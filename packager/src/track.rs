@@ -88,6 +88,21 @@ const FALLBACK_FRAME_RATE: u32 = 30;
 /// Samples per AAC-LC frame: the fallback duration of a lone audio sample.
 const AAC_FRAME_SAMPLES: u64 = 1024;
 
+/// An audio DTS step longer than this many frames and a half is a hole (frames lost upstream),
+/// filled with silence (see [`Track::audio_gap_fill`]); AAC frames are evenly spaced, and
+/// millisecond timestamps (RTMP) move a step by under 5%.
+const AUDIO_GAP_FRAMES: u64 = 1;
+
+/// The MPEG-4 audio object type of AAC-LC.
+const AAC_LC: u8 = 2;
+
+/// A silent AAC-LC frame, one channel (a single channel element with zero spectral data: what
+/// hls.js and nginx-vod insert for missing audio; decodes to 1024 zero samples).
+const AAC_LC_SILENT_MONO: [u8; 6] = [0x00, 0xc8, 0x00, 0x80, 0x23, 0x80];
+
+/// A silent AAC-LC frame, two channels (a channel pair element, as above).
+const AAC_LC_SILENT_STEREO: [u8; 9] = [0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00, 0x23, 0x80];
+
 /// How far a track's PTS-to-wall-clock offset may move from one segment to the next: half the
 /// PDT step the playlist rules tolerate (`rules::PDT_STEP_TOLERANCE`, 100 ms), so an encoder's
 /// start-up burst or a delayed segment never shows as a PDT step that disagrees with EXTINF.
@@ -215,6 +230,8 @@ pub(crate) struct Published {
     pub forced_cuts: u32,
     /// Samples dropped for repeating the previous DTS.
     pub dropped: u32,
+    /// Silent audio frames inserted into holes.
+    pub filled: u32,
 }
 
 impl Published {
@@ -225,6 +242,7 @@ impl Published {
         self.jumps.extend(other.jumps);
         self.forced_cuts += other.forced_cuts;
         self.dropped += other.dropped;
+        self.filled += other.filled;
     }
 
     /// Whether anything became visible.
@@ -520,22 +538,34 @@ impl Track {
                 }
                 self.clock = None;
             } else if let Some(prev) = self.pending.take() {
-                let next = Lookahead {
-                    pts,
-                    keyframe: sample.keyframe,
-                    gap: false,
-                };
-                let duration = dts - prev.dts;
+                let step = dts - prev.dts;
+                let (duration, fill) =
+                    self.audio_gap_fill(&prev, step, sample.arrival.unwrap_or(now));
+                published.filled += u32::try_from(fill.len()).unwrap_or(u32::MAX);
+                let mut chain = std::iter::once((prev, duration)).chain(fill).peekable();
+                while let Some((s, duration)) = chain.next() {
+                    let (next, next_pts_ns) = match chain.peek() {
+                        Some((n, _)) => (n.pts, n.pts_ns),
+                        None => (pts, sample.pts_ns),
+                    };
+                    let next = Lookahead {
+                        pts: next,
+                        keyframe: chain.peek().map_or(sample.keyframe, |(n, _)| n.keyframe),
+                        gap: false,
+                    };
+                    if self.follow {
+                        self.held.push_back(Held {
+                            sample: s,
+                            duration,
+                            next,
+                            next_pts_ns,
+                        });
+                    } else {
+                        published.merge(self.feed(s, duration, Some(next), tl, now)?);
+                    }
+                }
                 if self.follow {
-                    self.held.push_back(Held {
-                        sample: prev,
-                        duration,
-                        next,
-                        next_pts_ns: sample.pts_ns,
-                    });
                     published.merge(self.release(tl, now)?);
-                } else {
-                    published.merge(self.feed(prev, duration, Some(next), tl, now)?);
                 }
             }
         }
@@ -598,6 +628,71 @@ impl Track {
             }
         }
         Ok(published)
+    }
+
+    /// Silence for a hole in AAC audio. A DTS step of more than [`AUDIO_GAP_FRAMES`] frames
+    /// means frames went missing upstream (SRT drops a packet that comes too late, and the
+    /// demuxer drops the PES it belonged to whole); placed as it is, the sample before the
+    /// hole would carry the hole as its own duration, which decoders refuse (Chrome fails the
+    /// whole playback on a 192 ms AAC frame) and which makes a short part in the middle of a
+    /// segment. So the sample before the hole keeps one frame's duration and the hole is
+    /// filled with silent frames (or, for a layout without a known silent frame, copies of the
+    /// last frame) of one frame each, the last one taking the remainder. Returns the duration
+    /// of `prev` and the fillers with theirs; no fillers for a step that is no hole.
+    fn audio_gap_fill(
+        &self,
+        prev: &Pending,
+        step: u64,
+        arrival: Instant,
+    ) -> (u64, Vec<(Pending, u64)>) {
+        let (ts, channels, aot) = match self.codec.as_ref().map(|c| (c.timescale, &c.config)) {
+            Some((ts, CodecConfig::Aac { asc, channels, .. })) => {
+                (ts, *channels, codec::aac_object_type(asc))
+            }
+            _ => return (step, Vec::new()),
+        };
+        let frame = self.fallback_duration();
+        if step * 2 <= frame * (2 * AUDIO_GAP_FRAMES + 1) {
+            return (step, Vec::new());
+        }
+        let silent: Bytes = match (aot, channels) {
+            (Some(AAC_LC), 1) => Bytes::from_static(&AAC_LC_SILENT_MONO),
+            (Some(AAC_LC), 2) => Bytes::from_static(&AAC_LC_SILENT_STEREO),
+            _ => prev.data.clone(),
+        };
+        // Rounded: a step of n frames and a little jitter is n - 1 fillers.
+        let count = (step + frame / 2) / frame - 1;
+        let mut fill = Vec::new();
+        for i in 1..=count {
+            let at = prev.dts + i * frame;
+            let offset_ns = |ticks: u64| {
+                u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(ts.max(1)))
+                    .unwrap_or(u64::MAX)
+            };
+            let duration = if i == count {
+                step - count * frame
+            } else {
+                frame
+            };
+            fill.push((
+                Pending {
+                    dts: at,
+                    pts: prev.pts + i * frame,
+                    pts_ns: prev.pts_ns.saturating_add(offset_ns(i * frame)),
+                    dts_ns: prev.dts_ns.saturating_add(offset_ns(i * frame)),
+                    keyframe: true,
+                    gap_before: false,
+                    data: silent.clone(),
+                    // The arrival of the frame after the hole: later than any of the missing
+                    // frames would have arrived, so the track's clock (the least delay seen)
+                    // is not pulled early by frames that never arrived.
+                    arrival: Some(arrival),
+                    received: arrival,
+                },
+                duration,
+            ));
+        }
+        (frame, fill)
     }
 
     fn fallback_duration(&self) -> u64 {

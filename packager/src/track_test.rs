@@ -296,3 +296,72 @@ fn positions_and_hint() {
     // The next part follows a discontinuity; it is still part 1.0.
     assert_eq!(t.next_part_position(), Some((1, 0)));
 }
+
+/// Every sample of every part of `t`'s playlist: (DTS, duration, size), in order.
+fn audio_samples(t: &Track) -> Vec<(u64, u32, u32)> {
+    let pl = t.playlist(vec![]);
+    let mut out = Vec::new();
+    for s in &pl.segments {
+        for i in 0..s.parts.len() {
+            let data = t.part(s.msn, i as u32).unwrap();
+            let moof = Moof::decode(&mut data.as_ref()).unwrap();
+            let traf = &moof.traf[0];
+            let mut dts = traf.tfdt.as_ref().unwrap().base_media_decode_time;
+            for e in &traf.trun[0].samples {
+                let d = e.duration.unwrap();
+                out.push((dts, d, e.size.unwrap()));
+                dts += u64::from(d);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hole_in_the_audio_is_filled_with_silent_frames() {
+    let mut t = Track::new(audio_plan(), cfg(), TrackStart::default());
+    let now = Instant::now();
+    t.configure(aac_info().config, &mut anchor(), now).unwrap();
+    let mut filled = 0;
+    // Frames 100..108 never arrive (8 frames, 171 ms: an SRT packet dropped as too late took
+    // their PES with it), then frame 300..306 minus 303 (one frame).
+    for i in (0..400).filter(|i| !(100..108).contains(i) && *i != 303) {
+        filled += t.push(audio_sample(i), &mut anchor(), now).unwrap().filled;
+    }
+    assert_eq!(filled, 9);
+    let samples = audio_samples(&t);
+    // Every frame is there, one AAC frame long, each starting where the last one ended.
+    let first = samples[0].0;
+    for (n, (dts, duration, _)) in samples.iter().enumerate() {
+        assert_eq!(*duration, 1024, "sample {n} of {samples:?}");
+        assert_eq!(*dts, first + 1024 * n as u64, "sample {n}");
+    }
+    assert!(samples.len() >= 390);
+    // The fillers are silent stereo AAC-LC frames (9 bytes); the frames around them are ours.
+    let at = |i: usize| samples[i].2;
+    assert_eq!((at(99), at(100), at(107), at(108)), (10, 9, 9, 10));
+    assert_eq!((at(302), at(303), at(304)), (10, 9, 10));
+    // No part in the middle of a segment is short.
+    let pl = t.playlist(vec![]);
+    for s in &pl.segments {
+        for p in &s.parts[..s.parts.len().saturating_sub(1)] {
+            assert!(p.duration > 0.3, "a short part in {:?}", s.parts);
+        }
+    }
+}
+
+#[test]
+fn jitter_is_not_a_hole() {
+    // Millisecond timestamps (RTMP) move each 21.3 ms step by up to 1 ms: nothing is filled.
+    let mut t = Track::new(audio_plan(), cfg(), TrackStart::default());
+    let now = Instant::now();
+    t.configure(aac_info().config, &mut anchor(), now).unwrap();
+    let mut filled = 0;
+    for i in 0..300u64 {
+        let mut s = audio_sample(i);
+        s.dts_ns = s.dts_ns / 1_000_000 * 1_000_000;
+        s.pts_ns = s.dts_ns;
+        filled += t.push(s, &mut anchor(), now).unwrap().filled;
+    }
+    assert_eq!(filled, 0);
+}
