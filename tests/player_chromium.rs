@@ -9,8 +9,18 @@ use std::time::Duration;
 
 use common::*;
 
+/// One test of this file at a time: each runs Chromium next to a node, and the first also
+/// transcodes a ladder; two at once (the suite runs two tests per binary) on a 2-core machine
+/// with a build beside them starved the transcode, and hls.js stalled on missing audio.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn hls_js_plays_the_stream_in_chromium() {
+    let _one = one_at_a_time();
     let node =
         Node::start(|c| *c = c.replace("part_target = \"333ms\"", "part_target = \"200ms\""));
     let mut enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
@@ -74,6 +84,7 @@ fn drop_audio_pes(ts: &[u8], lost: &[usize]) -> (Vec<u8>, usize) {
 
 #[test]
 fn audio_lost_upstream_is_filled_with_silence_and_plays_without_a_decode_error() {
+    let _one = one_at_a_time();
     // A 60 s source, H.264 + AAC at 128 kbit/s in MPEG-TS as an SRT encoder sends it (ffmpeg
     // puts about 8 AAC frames, 170 ms, in each audio PES).
     let dir = TempDir::new("audio-holes");
