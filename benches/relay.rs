@@ -446,6 +446,8 @@ impl NodeControl for FakeNode {
             reservations: vec![],
             served: vec![],
             continuations: Default::default(),
+            operations: false,
+            blocked: Default::default(),
         }
     }
     fn reserve(&self, _: control::Reservation) -> control::client::ReserveFuture {

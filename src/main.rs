@@ -3,6 +3,7 @@
 //! processes) and prints where to publish and play, `edge certs` creates a cluster CA
 //! and certificates, `edge config check` validates a config file and prints every problem.
 
+mod ctl;
 mod dev;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -64,6 +65,9 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Operate the cluster through a balancer's admin API (or one node through its own):
+    /// nodes, streams, cordon, drain, kick. Token from EDGE_TOKEN or --token-file.
+    Ctl(ctl::CtlArgs),
 }
 
 #[derive(Subcommand)]
@@ -132,6 +136,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Ctl(args) => ctl::run(args),
         Command::Balancer { config } => run_balancer(config),
         Command::Ingest { config } => run_node(Some(config), false),
         Command::Dev {

@@ -4,6 +4,14 @@
 //!
 //! - `GET /api/v1/nodes`: every node this balancer has heard of.
 //! - `GET /api/v1/connections`: every connection it relays, with its node.
+//! - `GET /api/v1/streams`: every live stream the nodes report, with its node.
+//! - `POST /api/v1/nodes/{id}/cordon`, `/uncordon`, `/drain`: sent to the node over the
+//!   control plane; its next report (at once) shows the new state. Live streams continue.
+//! - `DELETE /api/v1/nodes/{id}`: forget a node that is gone (409 while it is connected).
+//! - `DELETE /api/v1/streams/{playback_id}[?block_seconds=N]`: kick a live stream on the node
+//!   that carries it; with a block, its key is refused on every node for N seconds.
+//!
+//! Actions answer once they are sent to the node; `edge ctl` waits for the effect.
 
 use std::sync::Arc;
 
@@ -58,6 +66,35 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
     match (req.method(), path) {
         (&Method::GET, "/api/v1/nodes") => json(&st.placement.nodes()),
         (&Method::GET, "/api/v1/connections") => json(&st.conns.list()),
+        (&Method::GET, "/api/v1/streams") => json(&st.placement.streams()),
+        (&Method::POST, p) if p.starts_with("/api/v1/nodes/") => node_action(st, p),
+        (&Method::DELETE, p) if p.starts_with("/api/v1/nodes/") => {
+            let id = &p["/api/v1/nodes/".len()..];
+            match st.placement.forget(id) {
+                Ok(true) => json(&serde_json::json!({ "node_id": id, "forgotten": true })),
+                Ok(false) => text(StatusCode::NOT_FOUND, format!("no node {id}\n")),
+                Err(e) => text(StatusCode::CONFLICT, format!("{e}\n")),
+            }
+        }
+        (&Method::DELETE, p) if p.starts_with("/api/v1/streams/") => {
+            let id = &p["/api/v1/streams/".len()..];
+            let block = match server::http::block_param(req, crate::operate::MAX_BLOCK) {
+                Ok(b) => b,
+                Err(reply) => return *reply,
+            };
+            match st.placement.kick(id, block) {
+                Ok(node) => json(&serde_json::json!({
+                    "playback_id": id,
+                    "node_id": node,
+                    "kicked": true,
+                    "block_seconds": block.as_secs(),
+                })),
+                Err(e @ crate::operate::KickError::NotLive(_)) => {
+                    text(StatusCode::NOT_FOUND, format!("{e}\n"))
+                }
+                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+            }
+        }
         (&Method::GET, "/api/v1/balancer") => json(&serde_json::json!({
             "id": st.id,
             "pid": std::process::id(),
@@ -65,10 +102,42 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
             "rtmp_connections": st.conns.count("rtmp"),
             "srt_connections": st.conns.count("srt"),
         })),
-        (_, "/api/v1/nodes" | "/api/v1/connections") => {
+        (_, "/api/v1/nodes" | "/api/v1/connections" | "/api/v1/streams") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "unknown API path\n"),
+    }
+}
+
+/// `POST /api/v1/nodes/{id}/{cordon|uncordon|drain}`.
+fn node_action(st: &AdminState, path: &str) -> Reply {
+    let rest = &path["/api/v1/nodes/".len()..];
+    let Some((id, action)) = rest.split_once('/') else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "POST /api/v1/nodes/{id}/cordon, /uncordon or /drain\n",
+        );
+    };
+    let op = match action {
+        "cordon" => control::Operation::Cordon,
+        "uncordon" => control::Operation::Uncordon,
+        "drain" => control::Operation::Drain,
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("unknown node action {action:?}: cordon, uncordon or drain\n"),
+            )
+        }
+    };
+    if !st.placement.nodes().iter().any(|n| n.id == id) {
+        return text(StatusCode::NOT_FOUND, format!("no node {id}\n"));
+    }
+    match st.placement.operate_node(id, op) {
+        Ok(()) => json(&serde_json::json!({ "node_id": id, "action": action, "sent": true })),
+        Err(e @ control::server::OperateError::Unsupported(_)) => {
+            text(StatusCode::CONFLICT, format!("{e}\n"))
+        }
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod capacity_metrics;
 pub mod conns;
 pub mod handover;
 pub mod metrics;
+pub mod operate;
 pub mod place;
 pub mod placement;
 pub mod playback;

@@ -22,12 +22,11 @@ pub static CONNECTIONS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-pub static PLACEMENTS: LazyLock<IntCounterVec> =
-    LazyLock::new(|| {
-        server::metrics::counter_vec("edge_balancer_placements_total",
-        "Placement attempts by result (accepted, refused_by_node, node_unreachable, no_capacity)",
+pub static PLACEMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    server::metrics::counter_vec("edge_balancer_placements_total",
+        "Placement attempts by result (accepted, refused_by_node, node_unreachable, no_capacity, blocked)",
         &["result"])
-    });
+});
 
 pub static RELAYED_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     server::metrics::counter_vec(
@@ -119,6 +118,7 @@ pub fn init() {
         "refused_by_node",
         "node_unreachable",
         "no_capacity",
+        "blocked",
     ] {
         PLACEMENTS.with_label_values(&[r]);
     }

@@ -84,6 +84,9 @@ pub enum PlaceError {
     /// This address had too many keys refused lately.
     #[error(transparent)]
     Limited(#[from] server::Limited),
+    /// An operator kicked this stream and refuses its key for a while (`edge ctl kick --block`).
+    #[error("stream key blocked by an operator for {} more s", .0.as_secs().max(1))]
+    Blocked(Duration),
 }
 
 /// A node as the admin API shows it.
@@ -179,6 +182,11 @@ impl Placer {
             refusals: server::RefusalLimiter::new(cfg.refused_publishes_per_minute),
             reconnect_grace: Mutex::new(None),
         })
+    }
+
+    /// The control plane's view of the nodes (for `operate.rs`).
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Everything the next balancer needs to place as this one would.
@@ -368,6 +376,10 @@ impl Placer {
                     .inc();
                 return Err(limited.into());
             }
+        }
+        if let Some(left) = stream_ref.and_then(|r| self.blocked_for(r)) {
+            metrics::PLACEMENTS.with_label_values(&["blocked"]).inc();
+            return Err(PlaceError::Blocked(left));
         }
         let client_ip = credentials.as_ref().map(|c| c.client_addr.ip());
         let snapshot = self.registry.snapshot();
@@ -560,4 +572,4 @@ impl Placer {
 
 #[cfg(test)]
 #[path = "place_test.rs"]
-mod tests;
+pub(crate) mod tests;

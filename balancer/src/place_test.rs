@@ -13,7 +13,7 @@ use super::*;
 const LOST_AFTER: Duration = Duration::from_secs(5);
 const TTL: Duration = Duration::from_secs(10);
 
-fn config() -> BalancerConfig {
+pub(crate) fn config() -> BalancerConfig {
     BalancerConfig {
         id: "b".into(),
         lost_after: LOST_AFTER,

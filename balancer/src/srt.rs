@@ -287,7 +287,7 @@ async fn session(
                     let code = match e {
                         PlaceError::KeyRefused => REJECT_UNAUTHORIZED,
                         PlaceError::AuthUnavailable(_) => REJECT_DOWN,
-                        PlaceError::Limited(_) => REJECT_FORBIDDEN,
+                        PlaceError::Limited(_) | PlaceError::Blocked(_) => REJECT_FORBIDDEN,
                         PlaceError::NoCapacity(_) => REJECT_OVERLOAD,
                     };
                     (code, e.to_string())

@@ -116,6 +116,14 @@ pub trait NodeControl: Send + Sync + 'static {
     fn reserve(&self, reservation: Reservation) -> ReserveFuture;
     /// Release a reservation (unknown IDs are ignored).
     fn cancel(&self, id: u64);
+    /// Carry out an operator's action sent through a balancer. Only called when the node's
+    /// reports set [`Report::operations`]; the default does nothing, for nodes that do not.
+    fn operate(&self, op: crate::proto::Operation) {
+        tracing::warn!(
+            ?op,
+            "operator action ignored: this node does not carry them out"
+        );
+    }
 }
 
 /// The state of the link to one balancer (for the admin API).
@@ -487,6 +495,10 @@ impl LinkTask {
             }
             Handled::Cancelled { id } => {
                 debug!(balancer = %self.addr, id, "reservation cancelled");
+                self.shared.wake();
+            }
+            Handled::Operated { op } => {
+                info!(balancer = %self.addr, ?op, "operator action from a balancer");
                 self.shared.wake();
             }
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::client::NodeControl;
-use crate::proto::{FrameDecoder, Refused, ToBalancer, ToNode};
+use crate::proto::{FrameDecoder, Operation, Refused, ToBalancer, ToNode};
 use crate::reservation::Reservation;
 use crate::ControlError;
 
@@ -114,6 +114,8 @@ pub enum Handled {
     },
     /// A reservation was cancelled: the node reports at once to every balancer.
     Cancelled { id: u64 },
+    /// An operator's action was carried out: the node reports at once to every balancer.
+    Operated { op: Operation },
 }
 
 impl Handled {
@@ -130,7 +132,7 @@ impl Handled {
                     .unwrap_or_default(),
                 kind: answer.as_ref().err().map(|r| r.kind).unwrap_or_default(),
             }),
-            Handled::Cancelled { .. } => None,
+            Handled::Cancelled { .. } | Handled::Operated { .. } => None,
         }
     }
 }
@@ -140,10 +142,17 @@ impl Handled {
 /// for the node's auth backend, so it is a future the driver runs beside the session (other
 /// messages are not held up behind a slow key check).
 pub fn answer(msg: ToNode, node: &dyn NodeControl) -> Answering {
-    if let ToNode::Cancel { id } = msg {
-        node.cancel(id);
-        return Answering::Done(Handled::Cancelled { id });
-    }
+    let msg = match msg {
+        ToNode::Cancel { id } => {
+            node.cancel(id);
+            return Answering::Done(Handled::Cancelled { id });
+        }
+        ToNode::Operate(op) => {
+            node.operate(op.clone());
+            return Answering::Done(Handled::Operated { op });
+        }
+        reserve => reserve,
+    };
     match Reservation::from_message(msg) {
         Some(r) => {
             let id = r.id;
@@ -155,7 +164,7 @@ pub fn answer(msg: ToNode, node: &dyn NodeControl) -> Answering {
                 }
             }))
         }
-        // Unreachable: a message is a reservation or a cancel.
+        // Unreachable: what is left is a reservation.
         None => Answering::Done(Handled::Cancelled { id: 0 }),
     }
 }

@@ -63,6 +63,14 @@ pub struct Report {
     /// stream's numbering if its encoder lands there (opaque to the control plane).
     #[serde(default)]
     pub continuations: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The node carries out [`ToNode::Operate`] (absent in reports of nodes from before it).
+    #[serde(default)]
+    pub operations: bool,
+    /// Stream keys an operator blocked on this node ([`Operation::Kick`] with a block), as
+    /// [`StreamReport::stream_ref`], with the milliseconds of block left when the report was
+    /// made: every balancer refuses to place them, on any node, until then.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub blocked: std::collections::BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -86,6 +94,8 @@ impl Report {
             reservations: vec![],
             served: vec![],
             continuations: Default::default(),
+            operations: false,
+            blocked: Default::default(),
         }
     }
 }
@@ -105,6 +115,13 @@ pub struct StreamReport {
     pub started_unix_ms: u64,
     /// The reservation this stream consumed, if it was placed by a balancer.
     pub reservation: Option<u64>,
+    /// The stream's health as its node measures it (`healthy`, `unhealthy`, `starving`);
+    /// absent from nodes before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Why it is not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
 }
 
 /// Whether a node takes new streams.
@@ -222,6 +239,32 @@ pub enum ToNode {
     Cancel {
         /// The reservation ID.
         id: u64,
+    },
+    /// An operator's action (a balancer's admin API, `edge ctl`). Sent only to nodes whose
+    /// reports say they carry it out ([`Report::operations`]): a node from before it would
+    /// take the unknown message for a protocol error and drop its control connection.
+    Operate(Operation),
+}
+
+/// What an operator can ask of a node through any balancer. Live streams continue through
+/// every one of them but a kick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum Operation {
+    /// Take no new streams, keep the live ones.
+    Cordon,
+    /// Take new streams again (a draining node stays draining).
+    Uncordon,
+    /// Take no new streams, for good: the node is going away once its streams end.
+    Drain,
+    /// End a live publish. With `block_ms`, its stream key is refused that long on every node
+    /// (encoders reconnect within seconds, so a kick alone does not keep one off).
+    Kick {
+        /// The stream's playback ID.
+        playback_id: String,
+        /// How long to refuse the stream's key afterwards (0: not at all).
+        #[serde(default)]
+        block_ms: u64,
     },
 }
 
@@ -349,11 +392,15 @@ mod tests {
                     milli_units: 1500,
                     started_unix_ms: 1_700_000_000_000 + i as u64,
                     reservation: if i % 2 == 0 { Some(i as u64) } else { None },
+                    health: (i % 2 == 0).then(|| "healthy".into()),
+                    health_reason: None,
                 })
                 .collect(),
             reservations: vec![1, 2, u64::MAX],
             served: vec!["p".into()],
             continuations: Default::default(),
+            operations: true,
+            blocked: [(stream_ref("key9"), 30_000)].into_iter().collect(),
         }
     }
 
@@ -397,6 +444,13 @@ mod tests {
                     continuation: Some(serde_json::json!({"renditions": []})),
                     credentials: None,
                 },
+                ToNode::Operate(Operation::Cordon),
+                ToNode::Operate(Operation::Uncordon),
+                ToNode::Operate(Operation::Drain),
+                ToNode::Operate(Operation::Kick {
+                    playback_id: "pb1".into(),
+                    block_ms: 60_000,
+                }),
             ],
         )
     }
@@ -431,6 +485,13 @@ mod tests {
                 ..
             }
         ));
+        // A node from before operator actions: no `operations`, nothing blocked.
+        let mut v = serde_json::to_value(sample_report(1)).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("operations");
+        o.remove("blocked");
+        let r: Report = serde_json::from_value(v).unwrap();
+        assert!(!r.operations && r.blocked.is_empty());
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Reservation {
                 continuation,
                 credentials,
             }),
-            ToNode::Cancel { .. } => None,
+            ToNode::Cancel { .. } | ToNode::Operate(_) => None,
         }
     }
 }

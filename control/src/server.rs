@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::proto::{encode_frame, Report, ToNode};
+use crate::proto::{encode_frame, Operation, Report, ToNode};
 use crate::reservation::Reservation;
 pub use crate::server_session::HELLO_TIMEOUT;
 use crate::server_session::{CloseCode, Inbound, Kick, NodeSession};
@@ -66,6 +66,19 @@ const READ_CHUNK: usize = 16 * 1024;
 
 fn close_code(code: CloseCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(code.as_u32())
+}
+
+/// Why an operator's action did not reach a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperateError {
+    #[error("node {0} is not connected to this balancer")]
+    NotConnected(String),
+    #[error("node {0} runs a version that does not take actions through a balancer; use its own admin API")]
+    Unsupported(String),
+    #[error("node {0} is not reading its control connection")]
+    Busy(String),
+    #[error("node {0} is connected; it would be back with its next report")]
+    Connected(String),
 }
 
 /// Configuration of the balancer's control-plane listener.
@@ -373,13 +386,37 @@ impl Registry {
     }
 
     /// Forget a node (operator removes it). If it is still connected it reappears with its
-    /// next report.
-    pub fn forget(&self, node_id: &str) {
+    /// next report. Whether the node was known.
+    pub fn forget(&self, node_id: &str) -> bool {
         let removed = self.lock().nodes.remove(node_id).is_some();
         if removed {
             info!(node = node_id, "node forgotten");
             self.bump();
         }
+        removed
+    }
+
+    /// Send an operator's action to a node. The node carries it out and reports at once, so
+    /// its effect shows in the next report; nothing waits for it here.
+    pub fn operate(&self, node_id: &str, op: Operation) -> Result<(), OperateError> {
+        let (link, supported) = {
+            let inner = self.lock();
+            (
+                inner.links.get(node_id).cloned(),
+                inner
+                    .nodes
+                    .get(node_id)
+                    .is_some_and(|e| e.report.operations),
+            )
+        };
+        let link = link.ok_or_else(|| OperateError::NotConnected(node_id.to_string()))?;
+        if !supported {
+            return Err(OperateError::Unsupported(node_id.to_string()));
+        }
+        info!(node = node_id, ?op, "operator action sent to the node");
+        link.tx
+            .try_send(ToNode::Operate(op))
+            .map_err(|_| OperateError::Busy(node_id.to_string()))
     }
 
     /// A connection from `remote` for the node its certificate names: attach it. Messages for

@@ -111,6 +111,8 @@ impl NodeControl for TestNode {
             reservations: log.held.clone(),
             served: vec![],
             continuations: Default::default(),
+            operations: false,
+            blocked: Default::default(),
         }
     }
     fn reserve(&self, r: Reservation) -> control::client::ReserveFuture {

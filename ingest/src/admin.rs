@@ -6,7 +6,8 @@
 //! - `GET /metrics`: Prometheus text.
 //! - `GET /api/v1/node`: id, state, capacity, used and free units, stream count.
 //! - `GET /api/v1/streams`: the streams being published.
-//! - `DELETE /api/v1/streams/{playback_id}`: kick a publisher.
+//! - `DELETE /api/v1/streams/{playback_id}[?block_seconds=N]`: kick a publisher; with a block,
+//!   refuse its key for N seconds (on every node, through the balancers).
 //! - `POST /api/v1/node/cordon`, `/uncordon`, `/drain`: stop (or resume) taking new streams;
 //!   live streams always continue.
 //! - `GET /api/v1/control`: the link to each balancer; `POST /api/v1/control/pause?seconds=N`
@@ -109,8 +110,17 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Reply {
         }
         (&Method::DELETE, p) if p.starts_with("/api/v1/streams/") => {
             let id = &p["/api/v1/streams/".len()..];
-            if node.kick(id) {
-                text(StatusCode::OK, "kicked\n")
+            let block = match server::http::block_param(req, crate::node::MAX_KEY_BLOCK) {
+                Ok(b) => b,
+                Err(reply) => return *reply,
+            };
+            if node.kick(id, block) {
+                json(&serde_json::json!({
+                    "playback_id": id,
+                    "node_id": node.config.node.id,
+                    "kicked": true,
+                    "block_seconds": block.as_secs(),
+                }))
             } else {
                 text(StatusCode::NOT_FOUND, "no such live stream\n")
             }

@@ -49,6 +49,7 @@ impl AdmitError {
         match self {
             AdmitError::Auth(AuthError::Refused) => "refused_key",
             AdmitError::Auth(AuthError::Limited(_)) => "rate_limited",
+            AdmitError::Auth(AuthError::Blocked(_)) => "refused_blocked",
             AdmitError::Auth(_) => "auth_unavailable",
             AdmitError::Full(_) => "refused_full",
             AdmitError::Busy => "refused_busy",

@@ -43,6 +43,9 @@ pub enum AuthError {
     /// This address had too many keys refused lately: refused with no check.
     #[error(transparent)]
     Limited(#[from] server::Limited),
+    /// An operator kicked this stream and refuses its key for a while.
+    #[error("stream key blocked by an operator for {} more s", .0.as_secs().max(1))]
+    Blocked(std::time::Duration),
 }
 
 type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;

@@ -29,6 +29,24 @@ impl NodeControl for Link {
     fn cancel(&self, id: u64) {
         self.node.cancel_from_balancer(id);
     }
+    fn operate(&self, op: control::Operation) {
+        match op {
+            control::Operation::Cordon => self.node.set_cordoned(true),
+            control::Operation::Uncordon => self.node.set_cordoned(false),
+            control::Operation::Drain => self.node.start_draining(),
+            control::Operation::Kick {
+                playback_id,
+                block_ms,
+            } => {
+                if !self
+                    .node
+                    .kick(&playback_id, std::time::Duration::from_millis(block_ms))
+                {
+                    tracing::info!(stream.id = %playback_id, "kick from a balancer: no such live stream here");
+                }
+            }
+        }
+    }
 }
 
 /// Connect to every balancer and keep reporting until `shutdown`.

@@ -110,6 +110,8 @@ pub struct Node {
     /// Reservations a balancer cancelled before the node decided them (see
     /// [`Node::cancel_from_balancer`]), with when; forgotten after `MAX_RESERVE_TTL`.
     early_cancels: Mutex<std::collections::HashMap<u64, Instant>>,
+    /// Stream keys (as stream refs) an operator blocked with a kick, until when.
+    blocked: Mutex<std::collections::HashMap<String, Instant>>,
     /// Refused keys per source address (`auth.refused_publishes_per_minute`).
     refusals: server::RefusalLimiter,
 }
@@ -117,6 +119,10 @@ pub struct Node {
 /// Early cancels remembered at once: a balancer cancels only what timed out, a few at a time;
 /// the cap bounds what a broken balancer can make us hold.
 const MAX_EARLY_CANCELS: usize = 4096;
+
+/// The longest an operator's kick may refuse a stream's key (the balancer refuses longer
+/// asks; this bounds what a node keeps): a permanent ban belongs in the auth backend.
+pub const MAX_KEY_BLOCK: Duration = Duration::from_secs(24 * 3600);
 
 /// `control.trusted_proxies` as the node compares them: canonical (an IPv4-mapped IPv6 address
 /// is the IPv4 address it carries).
@@ -158,6 +164,7 @@ impl Node {
             active: DashMap::new(),
             last_session: DashMap::new(),
             early_cancels: Mutex::new(std::collections::HashMap::new()),
+            blocked: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -361,10 +368,14 @@ impl Node {
             let grant = match &r.credentials {
                 None => None,
                 Some(c) => {
-                    let checked = node
-                        .authenticator()
-                        .check(&c.key, c.client_addr, &c.protocol)
-                        .await;
+                    let checked = match node.blocked_for(&control::stream_ref(&c.key)) {
+                        Some(left) => Err(AuthError::Blocked(left)),
+                        None => {
+                            node.authenticator()
+                                .check(&c.key, c.client_addr, &c.protocol)
+                                .await
+                        }
+                    };
                     match checked {
                         Ok(g) => Some((g, control::stream_ref(&c.key))),
                         Err(e) => {
@@ -374,7 +385,9 @@ impl Node {
                                     control::RefusalKind::AuthUnavailable
                                 }
                                 // Not produced here: the balancer limits its own addresses.
-                                AuthError::Limited(_) => control::RefusalKind::Credentials,
+                                AuthError::Limited(_) | AuthError::Blocked(_) => {
+                                    control::RefusalKind::Credentials
+                                }
                             };
                             metrics::RESERVATIONS
                                 .with_label_values(&[AdmitError::Auth(e.clone()).label()])
@@ -473,6 +486,12 @@ impl Node {
         reservation: Option<u64>,
     ) -> Result<Grant, AuthError> {
         let sref = control::stream_ref(key);
+        if let Some(left) = self.blocked_for(&sref) {
+            if let Some(id) = reservation.filter(|id| self.capacity.has_reservation(*id)) {
+                self.cancel_reservation(id);
+            }
+            return Err(AuthError::Blocked(left));
+        }
         if let Some(g) = reservation.and_then(|id| self.capacity.reservation_grant(id, &sref)) {
             return Ok(g);
         }
@@ -545,11 +564,48 @@ impl Node {
     }
 
     /// Ask a stream's publisher to stop (admin kick). True if it was live.
-    pub fn kick(&self, playback_id: &str) -> bool {
-        self.active
-            .get(playback_id)
-            .map(|a| a.cancel.cancel())
-            .is_some()
+    /// End the live publish of `playback_id`; with a non-zero `block`, refuse its key that
+    /// long (here, and on every node through the balancers, which read it from the reports).
+    /// Whether the stream was live.
+    pub fn kick(&self, playback_id: &str, block: Duration) -> bool {
+        let Some(sref) = self.active.get(playback_id).map(|a| {
+            a.cancel.cancel();
+            a.stream_ref.clone()
+        }) else {
+            return false;
+        };
+        if !block.is_zero() {
+            let until = Instant::now() + block.min(MAX_KEY_BLOCK);
+            let mut blocked = lock(&self.blocked);
+            let now = Instant::now();
+            blocked.retain(|_, t| *t > now);
+            blocked.insert(sref, until);
+        }
+        tracing::info!(stream.id = %playback_id, block_s = block.as_secs(), "stream kicked by an operator");
+        self.changed();
+        true
+    }
+
+    /// How much longer an operator's block on `stream_ref` runs, if any.
+    pub fn blocked_for(&self, stream_ref: &str) -> Option<Duration> {
+        let now = Instant::now();
+        lock(&self.blocked)
+            .get(stream_ref)
+            .map(|t| t.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// The blocks still running, as the control plane reports them (ms left).
+    pub fn blocked_keys(&self) -> std::collections::BTreeMap<String, u64> {
+        let now = Instant::now();
+        lock(&self.blocked)
+            .iter()
+            .filter(|(_, t)| **t > now)
+            .map(|(r, t)| {
+                let left = t.saturating_duration_since(now).as_millis();
+                (r.clone(), u64::try_from(left).unwrap_or(u64::MAX))
+            })
+            .collect()
     }
 }
 

@@ -30,20 +30,26 @@ pub struct StreamInfo {
 impl Node {
     /// What this node tells its balancers.
     pub fn report(&self, advertise: (SocketAddr, SocketAddr, SocketAddr)) -> control::Report {
+        let now = tokio::time::Instant::now();
         let streams = self
             .active
             .iter()
-            .map(|e| control::StreamReport {
-                stream_ref: e.stream_ref.clone(),
-                playback_id: e.key().clone(),
-                protocol: e.protocol.as_str().to_string(),
-                milli_units: e.milli_units.load(Ordering::Relaxed),
-                started_unix_ms: e
-                    .started
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-                reservation: e.reservation,
+            .map(|e| {
+                let (health, health_reason) = e.health.assess(now, self.config.node.overload_lag);
+                control::StreamReport {
+                    stream_ref: e.stream_ref.clone(),
+                    playback_id: e.key().clone(),
+                    protocol: e.protocol.as_str().to_string(),
+                    milli_units: e.milli_units.load(Ordering::Relaxed),
+                    started_unix_ms: e
+                        .started
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    reservation: e.reservation,
+                    health: Some(health.as_str().to_string()),
+                    health_reason,
+                }
             })
             .collect();
         let served = self.origin.streams();
@@ -83,6 +89,8 @@ impl Node {
                     Some((s.playback_id, serde_json::to_value(c).ok()?))
                 })
                 .collect(),
+            operations: true,
+            blocked: self.blocked_keys(),
         }
     }
 

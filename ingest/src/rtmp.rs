@@ -293,9 +293,9 @@ fn refusal(e: &AdmitError) -> (&'static str, String) {
             "NetStream.Publish.Denied",
             "publish denied: invalid stream key".to_string(),
         ),
-        AdmitError::Auth(e @ crate::auth::AuthError::Limited(_)) => {
-            ("NetStream.Publish.Denied", format!("publish denied: {e}"))
-        }
+        AdmitError::Auth(
+            e @ (crate::auth::AuthError::Limited(_) | crate::auth::AuthError::Blocked(_)),
+        ) => ("NetStream.Publish.Denied", format!("publish denied: {e}")),
         AdmitError::Auth(_) => (
             "NetStream.Publish.Rejected",
             "publish rejected: the authentication service is unavailable, try again".to_string(),

@@ -338,7 +338,9 @@ async fn handle_request(
             let code = match e {
                 crate::auth::AuthError::Refused => ServerRejectReason::Unauthorized,
                 crate::auth::AuthError::WebhookUnavailable(_) => ServerRejectReason::Down,
-                crate::auth::AuthError::Limited(_) => ServerRejectReason::Forbidden,
+                crate::auth::AuthError::Limited(_) | crate::auth::AuthError::Blocked(_) => {
+                    ServerRejectReason::Forbidden
+                }
             };
             return reject(req, RejectReason::Server(code), label, e.to_string()).await;
         }

@@ -48,6 +48,36 @@ pub fn metrics() -> Reply {
     r
 }
 
+/// The value of query parameter `name`, if given (first occurrence, not percent-decoded: the
+/// admin APIs take only numbers there).
+pub fn query_param<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// The `block_seconds` of a kick (0 when absent), at most `max`; else the 400 reply naming
+/// the problem.
+pub fn block_param<B>(
+    req: &Request<B>,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, Box<Reply>> {
+    let Some(v) = query_param(req, "block_seconds") else {
+        return Ok(std::time::Duration::ZERO);
+    };
+    match v.parse::<u64>() {
+        Ok(s) if s <= max.as_secs() => Ok(std::time::Duration::from_secs(s)),
+        _ => Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "block_seconds must be a whole number of seconds from 0 to {}\n",
+                max.as_secs()
+            ),
+        ))),
+    }
+}
+
 /// 401 with the `WWW-Authenticate` challenge.
 pub fn unauthorized() -> Reply {
     let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");

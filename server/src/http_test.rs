@@ -38,3 +38,33 @@ fn replies_have_content_types() {
     assert_eq!(u.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(u.headers()[header::WWW_AUTHENTICATE], "Bearer");
 }
+
+#[test]
+fn kick_blocks_are_whole_seconds_within_the_maximum() {
+    let req = |q: &str| Request::builder().uri(format!("/x{q}")).body(()).unwrap();
+    let max = std::time::Duration::from_secs(60);
+    assert_eq!(block_param(&req(""), max).unwrap().as_secs(), 0);
+    assert_eq!(
+        block_param(&req("?block_seconds=60"), max)
+            .unwrap()
+            .as_secs(),
+        60
+    );
+    assert_eq!(
+        block_param(&req("?a=1&block_seconds=5"), max)
+            .unwrap()
+            .as_secs(),
+        5
+    );
+    for bad in [
+        "?block_seconds=61",
+        "?block_seconds=-1",
+        "?block_seconds=1.5",
+        "?block_seconds",
+    ] {
+        let r = block_param(&req(bad), max).unwrap_err();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(query_param(&req("?x=1&y=2"), "y"), Some("2"));
+    assert_eq!(query_param(&req("?xy=1"), "x"), None);
+}
