@@ -306,6 +306,8 @@ fn stream_health_tells_a_flowing_stream_from_a_silent_publisher() {
         "{why}"
     );
     assert_eq!(health("one"), Some(("healthy".to_string(), None)));
+    let one = node.stream("one").expect("listed");
+    assert_eq!(one["issues"], serde_json::json!([]), "2 s GOPs: no issue");
     wait_for(
         "the health counts in the metrics",
         Duration::from_secs(10),
@@ -322,4 +324,50 @@ fn stream_health_tells_a_flowing_stream_from_a_silent_publisher() {
         },
     );
     drop(silent);
+}
+
+#[test]
+fn a_long_keyframe_interval_is_reported_with_advice() {
+    let node = Node::start(|_| {});
+    // 6 s between keyframes (an encoder left on its default), next to 2 s segments.
+    let mut enc = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            width: 320,
+            height: 180,
+            gop: 180,
+            ..EncOpts::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let s = wait_for("the keyframe issue", Duration::from_secs(15), || {
+        node.stream("one")
+            .filter(|s| s["issues"].as_array().is_some_and(|a| !a.is_empty()))
+    });
+    eprintln!("after {:?}: {s}", started.elapsed());
+    assert_eq!(s["health"], "degraded", "{s}");
+    let issue = &s["issues"][0];
+    assert_eq!(issue["kind"], "keyframe_interval", "{s}");
+    let msg = issue["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("keyframe interval is") && msg.contains("set it to 2 s"),
+        "{msg}"
+    );
+    assert!(
+        s["health_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("set it to 2 s")),
+        "{s}"
+    );
+    wait_for(
+        "the issue count in the metrics",
+        Duration::from_secs(10),
+        || {
+            let m = node.metrics();
+            (metric_value(&m, "edge_ingest_stream_issues{issue=\"keyframe_interval\"}") == 1.0
+                && metric_value(&m, "edge_ingest_streams_by_health{health=\"degraded\"}") == 1.0)
+                .then_some(())
+        },
+    );
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
 }

@@ -115,7 +115,8 @@ pub struct StreamReport {
     pub started_unix_ms: u64,
     /// The reservation this stream consumed, if it was placed by a balancer.
     pub reservation: Option<u64>,
-    /// The stream's health as its node measures it (`healthy`, `unhealthy`, `starving`);
+    /// The stream's health as its node measures it (`healthy`, `degraded`, `unhealthy`,
+    /// `starving`);
     /// absent from nodes before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,

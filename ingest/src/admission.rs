@@ -135,7 +135,10 @@ impl Node {
         let cancel = CancellationToken::new();
         let milli_units = Arc::new(AtomicU32::new(units));
         let plan = Arc::new(Mutex::new(None));
-        let health = Arc::new(crate::health::Health::new(tokio::time::Instant::now()));
+        let health = Arc::new(crate::health::Health::new(
+            tokio::time::Instant::now(),
+            self.config.hls.segment_target,
+        ));
         let entry = Active {
             session_id,
             stream_ref: control::stream_ref(key),

@@ -14,7 +14,15 @@
 //! - `unhealthy`: source video arrives but no video sample has left for the packager for
 //!   [`STALLED_AFTER`] (a stuck pipeline, or no keyframe yet), or the last transcoded sample
 //!   was later than `node.overload_lag` behind its source frame.
+//! - `degraded`: flowing, but with a configuration issue the broadcaster can fix (below).
 //! - `healthy`: otherwise.
+//!
+//! Configuration issues ([`Issue`], with advice in the broadcaster's terms), measured on the
+//! source video as it leaves for the packager: a keyframe interval longer than the segment
+//! target plus [`KEYFRAME_SLACK`] (segments can only start at a keyframe, so they grow to the
+//! interval: latency and start-up time grow with them). They come with the status in
+//! `GET /api/v1/streams`, in balancer reports, and as counts per issue type in
+//! `edge_ingest_stream_issues{issue}`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,24 +40,62 @@ pub const STARVING_AFTER: Duration = Duration::from_secs(3);
 /// for a viewer), later ones only for the pipeline.
 pub const STALLED_AFTER: Duration = Duration::from_secs(6);
 
+/// A keyframe interval this much longer than the segment target is an issue: absorbs encoders
+/// that place the keyframe a frame or two late, and 2.5 s GOPs next to 2 s segments are common
+/// enough not to nag about.
+pub const KEYFRAME_SLACK: Duration = Duration::from_millis(500);
+
+/// How many of the latest keyframe intervals an issue is judged on (the longest counts): an
+/// encoder that changed its settings is cleared after a few good ones.
+const KEYFRAME_INTERVALS_KEPT: usize = 3;
+
+/// A configuration issue the broadcaster can fix, with the advice.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Issue {
+    /// The issue type (`keyframe_interval`), also the metric label.
+    pub kind: &'static str,
+    /// What is wrong and what to set, for the broadcaster.
+    pub message: String,
+}
+
+/// Every issue type, for metrics.
+pub const ISSUE_KINDS: [&str; 1] = ["keyframe_interval"];
+
+/// The source video's keyframes, as they leave for the packager.
+#[derive(Debug, Default)]
+struct Keyframes {
+    /// DTS (ns) of the last keyframe, and of the last frame.
+    last_key_ns: Option<u64>,
+    last_ns: u64,
+    /// The latest intervals between keyframes, ns (oldest first).
+    intervals: std::collections::VecDeque<u64>,
+}
+
 /// A stream's status (`GET /api/v1/streams` `health`, label of
 /// `edge_ingest_streams_by_health`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Healthy,
+    Degraded,
     Unhealthy,
     Starving,
 }
 
 impl Status {
     /// Every status, in the order metrics list them.
-    pub const ALL: [Status; 3] = [Status::Healthy, Status::Unhealthy, Status::Starving];
+    pub const ALL: [Status; 4] = [
+        Status::Healthy,
+        Status::Degraded,
+        Status::Unhealthy,
+        Status::Starving,
+    ];
 
     /// The label value and API spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
             Status::Unhealthy => "unhealthy",
             Status::Starving => "starving",
         }
@@ -65,15 +111,50 @@ pub struct Health {
     /// The last video sample handed to the packager: when, and how far behind its source
     /// frame (for transcoded rungs; zero for the source rendition).
     last_out: Mutex<Option<(Instant, Duration)>>,
+    /// The source's keyframe intervals.
+    keyframes: Mutex<Keyframes>,
+    /// The node's segment target, which the keyframe interval is judged against.
+    segment_target: Duration,
 }
 
 impl Health {
-    pub fn new(started: Instant) -> Self {
+    pub fn new(started: Instant, segment_target: Duration) -> Self {
         Health {
             started,
             arrivals: Arc::new(ArrivalLog::default()),
             last_out: Mutex::new(None),
+            keyframes: Mutex::new(Keyframes::default()),
+            segment_target,
         }
+    }
+
+    /// A source video frame (DTS in ns) left for the packager.
+    pub fn source_frame(&self, dts_ns: u64, keyframe: bool) {
+        let Ok(mut k) = self.keyframes.lock() else {
+            return;
+        };
+        k.last_ns = k.last_ns.max(dts_ns);
+        if !keyframe {
+            return;
+        }
+        // A DTS going backwards (an encoder restart) starts the count again.
+        if let Some(interval) = k.last_key_ns.and_then(|last| dts_ns.checked_sub(last)) {
+            if k.intervals.len() == KEYFRAME_INTERVALS_KEPT {
+                k.intervals.pop_front();
+            }
+            k.intervals.push_back(interval);
+        }
+        k.last_key_ns = Some(dts_ns);
+    }
+
+    /// The configuration issues seen lately.
+    pub fn issues(&self) -> Vec<Issue> {
+        let Ok(k) = self.keyframes.lock() else {
+            return Vec::new();
+        };
+        keyframe_issue(&k, self.segment_target)
+            .into_iter()
+            .collect()
     }
 
     /// A video sample left for the packager at `at`, `lag` behind its source frame.
@@ -83,17 +164,53 @@ impl Health {
         }
     }
 
-    /// The status now, with the reason when it is not healthy.
+    /// The status now, with the reason when it is not healthy: [`assess`], then `degraded`
+    /// (the issues' messages as the reason) when that says healthy but there are issues.
     pub fn assess(&self, now: Instant, overload_lag: Duration) -> (Status, Option<String>) {
         let last_out = self.last_out.lock().ok().and_then(|l| *l);
-        assess(
+        let judged = assess(
             self.started,
             self.arrivals.latest(),
             last_out,
             now,
             overload_lag,
-        )
+        );
+        if judged.0 != Status::Healthy {
+            return judged;
+        }
+        let issues = self.issues();
+        if issues.is_empty() {
+            return judged;
+        }
+        let why: Vec<&str> = issues.iter().map(|i| i.message.as_str()).collect();
+        (Status::Degraded, Some(why.join("; ")))
     }
+}
+
+/// The keyframe-interval issue: the longest of the latest intervals, or the time since the
+/// last keyframe when that is already longer (a 6 s GOP shows 2.5 s after a keyframe).
+fn keyframe_issue(k: &Keyframes, segment_target: Duration) -> Option<Issue> {
+    let closed = k.intervals.iter().copied().max();
+    let open = k.last_key_ns.map(|last| k.last_ns.saturating_sub(last));
+    let (ns, at_least) = match (closed, open) {
+        (Some(c), Some(o)) if o > c => (o, true),
+        (Some(c), _) => (c, false),
+        (None, Some(o)) => (o, true),
+        (None, None) => return None,
+    };
+    let interval = Duration::from_nanos(ns);
+    if interval <= segment_target + KEYFRAME_SLACK {
+        return None;
+    }
+    let target = segment_target.as_secs_f64();
+    Some(Issue {
+        kind: "keyframe_interval",
+        message: format!(
+            "keyframe interval is {}{:.1} s; set it to {target} s (keyframe interval or GOP in the encoder's settings) so segments and start-up stay short",
+            if at_least { "at least " } else { "" },
+            interval.as_secs_f64()
+        ),
+    })
 }
 
 /// The status of a stream admitted at `started`, whose last source video frame arrived at

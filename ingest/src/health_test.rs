@@ -83,9 +83,53 @@ fn transcoding_behind_real_time_is_unhealthy() {
 #[test]
 fn health_reads_the_stamps_of_its_stream() {
     let t0 = Instant::now();
-    let h = Health::new(t0);
+    let h = Health::new(t0, Duration::from_secs(2));
     h.arrivals.record(0, at(t0, 1_000));
     h.video_out(at(t0, 1_100), Duration::ZERO);
     assert_eq!(h.assess(at(t0, 2_000), LAG).0, Status::Healthy);
     assert_eq!(h.assess(at(t0, 4_500), LAG).0, Status::Starving);
+}
+
+/// Source frames `frames` at 30 fps, a keyframe every `gop` frames counted from frame `base`.
+fn feed(h: &Health, frames: std::ops::Range<u64>, base: u64, gop: u64) {
+    for f in frames {
+        h.source_frame(f * 1_000_000_000 / 30, (f - base).is_multiple_of(gop));
+    }
+}
+
+#[test]
+fn a_long_keyframe_interval_is_an_issue_with_advice_and_clears() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    // 2 s GOPs next to 2 s segments: fine.
+    feed(&h, 0..300, 0, 60);
+    assert!(h.issues().is_empty());
+    // The encoder switches to 6 s GOPs at 10 s: known 2.5 s after that keyframe, as "at least".
+    feed(&h, 300..390, 300, 180);
+    let i = h.issues();
+    assert_eq!(i.len(), 1);
+    assert_eq!(i[0].kind, "keyframe_interval");
+    assert!(
+        i[0].message
+            .starts_with("keyframe interval is at least 3.0 s; set it to 2 s"),
+        "{i:?}"
+    );
+    feed(&h, 390..630, 300, 180);
+    let i = h.issues();
+    assert!(
+        i[0].message
+            .starts_with("keyframe interval is 6.0 s; set it to 2 s"),
+        "{i:?}"
+    );
+    // Flowing, so the status says degraded, with the advice as the reason.
+    let now = Instant::now();
+    h.arrivals.record(0, now);
+    h.video_out(now, Duration::ZERO);
+    let (s, why) = h.assess(now, LAG);
+    assert_eq!(s, Status::Degraded);
+    assert!(why.unwrap_or_default().contains("set it to 2 s"));
+    // Back to 2 s GOPs: three good intervals later the issue is gone.
+    feed(&h, 630..870, 630, 60);
+    assert!(h.issues().is_empty(), "{:?}", h.issues());
+    assert_eq!(h.assess(now, LAG).0, Status::Healthy);
 }

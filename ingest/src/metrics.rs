@@ -25,8 +25,16 @@ pub static STREAMS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 pub static STREAMS_BY_HEALTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     server::metrics::gauge_vec(
         "edge_ingest_streams_by_health",
-        "Streams being published, by health (healthy, unhealthy, starving; see ingest/src/health.rs), refreshed every housekeeping interval",
+        "Streams being published, by health (healthy, degraded, unhealthy, starving; see ingest/src/health.rs), refreshed every housekeeping interval",
         &["health"],
+    )
+});
+
+pub static STREAM_ISSUES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    server::metrics::gauge_vec(
+        "edge_ingest_stream_issues",
+        "Streams with a configuration issue the broadcaster can fix, by issue type (keyframe_interval; see ingest/src/health.rs)",
+        &["issue"],
     )
 });
 
@@ -157,6 +165,9 @@ pub fn init() {
     }
     for h in crate::health::Status::ALL {
         STREAMS_BY_HEALTH.with_label_values(&[h.as_str()]).set(0);
+    }
+    for i in crate::health::ISSUE_KINDS {
+        STREAM_ISSUES.with_label_values(&[i]).set(0);
     }
     LazyLock::force(&CAPACITY);
     LazyLock::force(&USED);

@@ -539,6 +539,16 @@ impl Node {
                 .with_label_values(&[status.as_str()])
                 .set(n);
         }
+        for kind in crate::health::ISSUE_KINDS {
+            let n = self
+                .active
+                .iter()
+                .filter(|a| a.health.issues().iter().any(|i| i.kind == kind))
+                .count();
+            metrics::STREAM_ISSUES
+                .with_label_values(&[kind])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Whether the node is draining (for its report).

@@ -135,6 +135,9 @@ impl Output for StreamOutput {
                 }
             }
             self.health.video_out(tokio::time::Instant::now(), lag);
+            if rendition == "source" {
+                self.health.source_frame(sample.dts_ns, sample.keyframe);
+            }
         }
         if let Ok(h) = self.handle.lock() {
             if let Some(h) = h.as_ref() {

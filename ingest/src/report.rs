@@ -25,6 +25,8 @@ pub struct StreamInfo {
     /// Why the stream is not healthy; absent when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
+    /// Configuration issues the broadcaster can fix, with advice (see [`crate::health`]).
+    pub issues: Vec<crate::health::Issue>,
 }
 
 impl Node {
@@ -122,6 +124,7 @@ impl Node {
                         .unwrap_or_default(),
                     health,
                     health_reason,
+                    issues: e.health.issues(),
                 }
             })
             .collect();
