@@ -108,17 +108,25 @@ impl Placer {
     /// How much longer an operator's block on `stream_ref` runs, as the nodes last reported
     /// it (the age of each report taken off), if any.
     pub fn blocked_for(&self, stream_ref: &str) -> Option<Duration> {
-        let now = Instant::now();
-        self.registry()
-            .snapshot()
-            .iter()
-            .filter_map(|s| {
-                let left = Duration::from_millis(*s.report.blocked.get(stream_ref)?);
-                left.checked_sub(now.saturating_duration_since(s.received))
-                    .filter(|d| !d.is_zero())
-            })
-            .max()
+        blocked_in(&self.registry().snapshot(), stream_ref, Instant::now())
     }
+}
+
+/// How much longer a block on `stream_ref` runs by the reports in `snapshot`, at `now` (for
+/// placement, which has a snapshot already).
+pub(crate) fn blocked_in(
+    snapshot: &[control::server::NodeSnapshot],
+    stream_ref: &str,
+    now: Instant,
+) -> Option<Duration> {
+    snapshot
+        .iter()
+        .filter_map(|s| {
+            let left = Duration::from_millis(*s.report.blocked.get(stream_ref)?);
+            left.checked_sub(now.saturating_duration_since(s.received))
+                .filter(|d| !d.is_zero())
+        })
+        .max()
 }
 
 #[cfg(test)]

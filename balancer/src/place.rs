@@ -377,14 +377,14 @@ impl Placer {
                 return Err(limited.into());
             }
         }
-        if let Some(left) = stream_ref.and_then(|r| self.blocked_for(r)) {
+        let client_ip = credentials.as_ref().map(|c| c.client_addr.ip());
+        let snapshot = self.registry.snapshot();
+        let now = Instant::now();
+        if let Some(left) = stream_ref.and_then(|r| crate::operate::blocked_in(&snapshot, r, now)) {
             metrics::PLACEMENTS.with_label_values(&["blocked"]).inc();
             return Err(PlaceError::Blocked(left));
         }
-        let client_ip = credentials.as_ref().map(|c| c.client_addr.ip());
-        let snapshot = self.registry.snapshot();
         let views = Self::views(&snapshot);
-        let now = Instant::now();
         let continuation = stream_ref.and_then(|r| self.continuation(&snapshot, r));
         let seed = self
             .seed

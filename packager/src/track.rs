@@ -544,13 +544,13 @@ impl Track {
                 published.filled += u32::try_from(fill.len()).unwrap_or(u32::MAX);
                 let mut chain = std::iter::once((prev, duration)).chain(fill).peekable();
                 while let Some((s, duration)) = chain.next() {
-                    let (next, next_pts_ns) = match chain.peek() {
-                        Some((n, _)) => (n.pts, n.pts_ns),
-                        None => (pts, sample.pts_ns),
+                    let (next_pts, next_pts_ns, keyframe) = match chain.peek() {
+                        Some((n, _)) => (n.pts, n.pts_ns, n.keyframe),
+                        None => (pts, sample.pts_ns, sample.keyframe),
                     };
                     let next = Lookahead {
-                        pts: next,
-                        keyframe: chain.peek().map_or(sample.keyframe, |(n, _)| n.keyframe),
+                        pts: next_pts,
+                        keyframe,
                         gap: false,
                     };
                     if self.follow {
