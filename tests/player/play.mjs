@@ -3,6 +3,8 @@
 //
 //   node play.mjs URL SECONDS
 //
+// With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
+// to stderr after the run (to see why a player stalled).
 // The page is a blank page on its own loopback origin with hls.min.js injected, so the HLS
 // origin must send CORS `*`.
 // Exit code is 0 whenever the browser ran, even if the player reported errors: the caller
@@ -20,6 +22,8 @@ if (!url || !Number.isFinite(seconds) || seconds <= 0) {
   process.exit(2);
 }
 
+// How many hls.js log lines to keep and print (0: hls.js logs nothing).
+const logLines = Math.max(0, Number(process.env.EDGE_PLAYER_LOG) || 0);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const args = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -38,7 +42,7 @@ await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
 const pageUrl = `http://127.0.0.1:${pageServer.address().port}/`;
 
 // Runs inside the page: creates the <video>, attaches hls.js and records what happens.
-function startPlayer(src) {
+function startPlayer([src, logLines]) {
   // How many non-fatal errors are kept in full in the report (the rest are only counted).
   const NON_FATAL_LOG_MAX = 10;
   const s = {
@@ -53,7 +57,16 @@ function startPlayer(src) {
   video.autoplay = true;
   video.playsInline = true;
   document.body.appendChild(video);
-  const hls = new Hls({ lowLatencyMode: true, debug: false });
+  // hls.js's log, kept in a ring of the last `logLines` lines when asked for.
+  s.log = [];
+  const keep = (level) => (...a) => {
+    s.log.push(`${(performance.now() - s.t0).toFixed(0)} ${level} ${a.map(String).join(' ')}`);
+    if (s.log.length > logLines) s.log.shift();
+  };
+  const debug = logLines > 0
+    ? { log: keep('log'), debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error') }
+    : false;
+  const hls = new Hls({ lowLatencyMode: true, debug });
   window.__hls = hls;
   window.__video = video;
   hls.on(Hls.Events.ERROR, (_ev, data) => {
@@ -122,6 +135,7 @@ function report() {
     decodedFrames: q ? q.totalVideoFrames : null,
     droppedFrames: q ? q.droppedVideoFrames : null,
     lowLatencyMode: hls ? hls.config.lowLatencyMode : null,
+    log: s.log,
   };
 }
 
@@ -140,7 +154,7 @@ try {
   page.on('pageerror', (e) => console.error(`[page exception] ${e.message}`));
   await page.goto(pageUrl);
   await page.addScriptTag({ path: path.join(here, 'node_modules/hls.js/dist/hls.min.js') });
-  await page.evaluate(startPlayer, url);
+  await page.evaluate(startPlayer, [url, logLines]);
   await page.waitForTimeout(seconds * 1000);
   out = await page.evaluate(report);
 } catch (e) {
@@ -149,5 +163,7 @@ try {
   process.exit(4);
 }
 await browser.close().catch(() => {});
+if (out.log.length) console.error(`hls.js log (last ${out.log.length} lines):\n${out.log.join('\n')}`);
+delete out.log;
 console.log(JSON.stringify(out));
 process.exit(0);
