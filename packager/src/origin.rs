@@ -33,7 +33,8 @@ use tokio::sync::watch;
 
 use crate::metrics;
 use crate::timeline::Timeline;
-use crate::track::{Published, Track, TrackConfig, TrackStart, TrackState};
+use crate::timeline::MIN_PDT_STEP_NS;
+use crate::track::{GapRun, Published, Track, TrackConfig, TrackStart, TrackState};
 use crate::{CodecConfig, PackagerConfig, PackagerError, RenditionKind, RenditionPlan, Sample};
 
 /// Serves every stream of this node; cheap to clone (an `Arc` inside).
@@ -146,6 +147,68 @@ pub struct RenditionContinuation {
     /// here never go below it, even if this node's clock is behind.
     #[serde(default)]
     pub pdt_end_ms: Option<u64>,
+    /// Media sequence number of its last complete segment: a player may have seen up to it
+    /// (and the hint after it), so numbering here lists gaps from the next one on.
+    #[serde(default)]
+    pub last_complete_msn: Option<u64>,
+}
+
+/// Where a stream continued from `c` starts numbering here: the first number and the run of
+/// EXT-X-GAP segments before its media (`None` without a continuation). `wall_ns` is now on
+/// this node's wall clock.
+///
+/// The gaps start right after the last complete segment of the continuation, where a player
+/// that watched the old node stands. From another node (`elsewhere`) the continuation is its
+/// last report, and the old node may have gone on publishing until it stopped: media resumes
+/// past every number it could have opened since (one per segment target, segments being no
+/// shorter, and the one in progress), so no number ever names two different media. Each gap
+/// lasts a millisecond from the end of the old media: a player that waited through the outage
+/// finds the new media right after the old on its timeline, with no hole to skip (hls.js stalls
+/// on a hole at the start of a playlist, and busy-loops over a long run of gaps); the pause
+/// shows in the PDT across the discontinuity before the new media.
+pub(crate) fn continuation_start(
+    c: &Continuation,
+    segment_target: std::time::Duration,
+    wall_ns: u64,
+    elsewhere: bool,
+) -> Option<(u64, Option<GapRun>)> {
+    let next = c.renditions.iter().map(|r| r.next_msn).max()?;
+    let target_ns = u64::try_from(segment_target.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(MIN_PDT_STEP_NS);
+    let end_ns = c
+        .renditions
+        .iter()
+        .filter_map(|r| r.pdt_end_ms)
+        .max()
+        .map(|ms| ms.saturating_mul(1_000_000));
+    let resume = if elsewhere {
+        let since = end_ns.map_or(0, |e| wall_ns.saturating_sub(e));
+        next.saturating_add(since / target_ns + 1)
+    } else {
+        next
+    };
+    let first = c
+        .renditions
+        .iter()
+        .filter_map(|r| r.last_complete_msn)
+        .max()
+        .map_or(resume, |m| m.saturating_add(1))
+        .min(resume);
+    let count = resume - first;
+    if count == 0 {
+        return Some((resume, None));
+    }
+    let step_ns = MIN_PDT_STEP_NS;
+    let start_ns = end_ns.unwrap_or_else(|| wall_ns.saturating_sub(count.saturating_mul(step_ns)));
+    Some((
+        first,
+        Some(GapRun {
+            count,
+            start_ns,
+            step_ns,
+        }),
+    ))
 }
 
 /// Admin summary of a stream.
@@ -276,12 +339,20 @@ impl Origin {
                 // in all of them after the discontinuity too.
                 let msn = st.tracks.iter().map(Track::next_msn).max().unwrap_or(0);
                 for t in st.tracks.iter_mut() {
-                    t.align_msn(msn);
+                    t.align_msn(msn, &st.timeline);
                 }
+                // A rendition new to the plan starts in the discontinuity the others resume in.
+                let discontinuity_sequence = st
+                    .tracks
+                    .iter()
+                    .map(Track::next_discontinuity_number)
+                    .max()
+                    .unwrap_or(0);
                 for p in &plan {
                     if st.track(&p.name).is_none() {
                         let start = TrackStart {
                             msn,
+                            discontinuity_sequence,
                             ..TrackStart::default()
                         };
                         let mut t = Track::new(p.clone(), cfg, start);
@@ -298,8 +369,12 @@ impl Origin {
             let old = map
                 .get(playback_id)
                 .map(|old| Origin::continuation_of(&old.state.lock()));
+            // Numbers another node may have used after the report we continue from are skipped
+            // (a finished predecessor here is exact).
+            let from_elsewhere = old.is_none() && continuation.is_some();
             let continuation = old.or(continuation).unwrap_or_default();
-            let mut timeline = Timeline::new(now, ::server::wall_clock());
+            let wall = ::server::wall_clock();
+            let mut timeline = Timeline::new(now, wall);
             timeline.has_video = has_video;
             if let Some(ms) = continuation
                 .renditions
@@ -311,7 +386,19 @@ impl Origin {
             }
             // Every rendition continues at the same number (the highest), so MSN N covers the
             // same media time in all of them; a rendition new to the plan starts there too.
-            let msn = continuation.renditions.iter().map(|r| r.next_msn).max();
+            let wall_ns = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            let plan_start =
+                continuation_start(&continuation, cfg.segment_target, wall_ns, from_elsewhere);
+            let msn = plan_start.map(|(m, _)| m);
+            let gaps = plan_start.and_then(|(_, g)| g);
+            // Every rendition, and one new to the plan, resumes in the same discontinuity.
+            let discontinuity_sequence = continuation
+                .renditions
+                .iter()
+                .map(|r| r.discontinuity_sequence)
+                .max();
             let starts: HashMap<String, TrackStart> = continuation
                 .renditions
                 .into_iter()
@@ -320,9 +407,12 @@ impl Origin {
                         r.name,
                         TrackStart {
                             msn: msn.unwrap_or(r.next_msn),
-                            discontinuity_sequence: r.discontinuity_sequence,
+                            // The same for all (one that left the plan earlier lags behind).
+                            discontinuity_sequence: discontinuity_sequence
+                                .unwrap_or(r.discontinuity_sequence),
                             init_id: r.next_init_id,
                             discontinuity: true,
+                            gaps,
                         },
                     )
                 })
@@ -332,7 +422,10 @@ impl Origin {
                 .map(|p| {
                     let start = starts.get(&p.name).copied().unwrap_or(TrackStart {
                         msn: msn.unwrap_or(0),
-                        ..TrackStart::default()
+                        discontinuity_sequence: discontinuity_sequence.unwrap_or(0),
+                        init_id: 0,
+                        discontinuity: discontinuity_sequence.is_some(),
+                        gaps,
                     });
                     let mut t = Track::new(p.clone(), cfg, start);
                     t.set_follow(has_video);
@@ -460,6 +553,7 @@ impl Origin {
                     discontinuity_sequence: t.last_discontinuity_sequence(),
                     next_init_id: t.next_init_id(),
                     pdt_end_ms: t.pdt_end_ns().map(|ns| ns.div_ceil(1_000_000)),
+                    last_complete_msn: t.last_complete_msn(),
                 })
                 .collect(),
         }

@@ -102,3 +102,78 @@ fn finish_then_expire_and_republish_continues_numbering() {
     assert_eq!(c.renditions[0].next_init_id, 1);
     drop(h);
 }
+
+fn continuation(next_msn: u64, last_complete: Option<u64>, pdt_end_ms: u64) -> Continuation {
+    Continuation {
+        renditions: vec![RenditionContinuation {
+            name: "720p".into(),
+            next_msn,
+            discontinuity_sequence: 4,
+            next_init_id: 2,
+            pdt_end_ms: Some(pdt_end_ms),
+            last_complete_msn: last_complete,
+        }],
+    }
+}
+
+#[test]
+fn a_continuation_from_elsewhere_skips_every_number_the_old_node_could_have_used() {
+    let target = std::time::Duration::from_secs(2);
+    let end_ms = 1_700_000_000_000;
+    let end_ns = end_ms * 1_000_000;
+    // 7.5 s after the old media ended: the old node had 10 open (9 in progress) at its report
+    // and may have opened three more since (at most one per 2 s), and one in progress.
+    let c = continuation(10, Some(8), end_ms);
+    let wall = end_ns + 7_500_000_000;
+    let (first, gaps) = continuation_start(&c, target, wall, true).unwrap();
+    assert_eq!(first, 9, "gaps start after what a player may have seen");
+    let gaps = gaps.unwrap();
+    assert_eq!(gaps.count, 14 - 9);
+    assert_eq!(gaps.start_ns, end_ns, "right after the old media");
+    assert_eq!(gaps.step_ns, 1_000_000, "no hole for a player to skip");
+    // From a finished stream here, numbering is exact: only the one the report was missing.
+    let (first, gaps) = continuation_start(&c, target, wall, false).unwrap();
+    assert_eq!(first, 9);
+    let gaps = gaps.unwrap();
+    assert_eq!(gaps.count, 1);
+    // Nothing complete on the old node: media starts at the resume number without gaps.
+    let c = continuation(1, None, end_ms);
+    assert_eq!(
+        continuation_start(&c, target, end_ns, true),
+        Some((2, None))
+    );
+    assert_eq!(
+        continuation_start(&Continuation::default(), target, end_ns, true),
+        None
+    );
+}
+
+#[test]
+fn a_stream_continued_on_another_node_lists_gaps_then_its_media() {
+    let o = origin();
+    let h = o.publish("s", vec![video_plan("720p"), audio_plan()]);
+    h.configure("720p", h264_info().config).unwrap();
+    // Segments 0 and 1 complete, 2 in progress.
+    for i in 0..130 {
+        h.push("720p", video_sample(i, None)).unwrap();
+    }
+    let c = o.continuation("s").unwrap();
+    let r = c.renditions.iter().find(|r| r.name == "720p").unwrap();
+    assert_eq!((r.next_msn, r.last_complete_msn), (3, Some(1)));
+    let o2 = origin();
+    let h2 = o2.publish_with("s", vec![video_plan("720p"), audio_plan()], Some(c));
+    h2.configure("720p", h264_info().config).unwrap();
+    for i in 0..70 {
+        h2.push("720p", video_sample(i, None)).unwrap();
+    }
+    let st = o2.stream("s").unwrap();
+    let st = st.state.lock();
+    for name in ["720p", "audio"] {
+        let pl = st.track(name).unwrap().playlist(vec![]);
+        let listed: Vec<_> = pl.segments.iter().map(|s| (s.msn, s.gap)).collect();
+        // 2 was in progress on the old node and 3 may have begun before it stopped.
+        assert_eq!(&listed[..2], [(2, true), (3, true)], "{name}: {listed:?}");
+    }
+    let pl = st.track("720p").unwrap().playlist(vec![]);
+    assert!(pl.segments[2].msn == 4 && pl.segments[2].discontinuity && !pl.segments[2].gap);
+}

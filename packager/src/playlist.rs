@@ -18,6 +18,8 @@
 //!   joins at a later window, never derives a different date from durations);
 //! - a delta update replaces the leading complete segments that end at least CAN-SKIP-UNTIL
 //!   before the end of the playlist with EXT-X-SKIP (only when there is at least one);
+//! - EXT-X-GAP before a segment a rendition has no media for (a number it skipped: see
+//!   `track`), listed with its EXTINF and PDT like any other and without parts;
 //! - EXT-X-PRELOAD-HINT for the next part, EXT-X-RENDITION-REPORT per other rendition, and
 //!   EXT-X-ENDLIST when the stream is over.
 //! - The multivariant playlist does not claim EXT-X-INDEPENDENT-SEGMENTS: a source whose
@@ -63,6 +65,8 @@ pub(crate) struct SegmentEntry {
     pub duration: f64,
     /// Complete (has an EXTINF line) or still in progress (parts only).
     pub complete: bool,
+    /// EXT-X-GAP: no media (and no parts).
+    pub gap: bool,
     /// Its parts.
     pub parts: Vec<PartEntry>,
     /// Preceded by EXT-X-DISCONTINUITY.
@@ -195,6 +199,9 @@ pub(crate) fn render_media(pl: &MediaPlaylist, skip: bool) -> String {
             }
         }
         if s.complete {
+            if s.gap {
+                let _ = writeln!(o, "#EXT-X-GAP");
+            }
             let _ = writeln!(o, "#EXTINF:{:.5},", s.duration);
             let _ = writeln!(o, "{}", s.uri);
         }

@@ -35,6 +35,7 @@ fn seg(msn: u64, parts: usize, complete: bool) -> SegmentEntry {
         uri: format!("seg{msn}.m4s"),
         duration: 0.3 * parts as f64 + if complete { 0.2 } else { 0.0 },
         complete,
+        gap: false,
         parts: (0..parts)
             .map(|i| PartEntry {
                 uri: format!("part{msn}.{i}.m4s"),

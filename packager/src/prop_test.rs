@@ -333,7 +333,6 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 50, ..ProptestConfig::default() })]
 
     #[test]
-    #[ignore = "open: a preload hint after a timestamp jump in the audio (see proptest-regressions/prop_test.txt); run with --ignored"]
     fn playlists_follow_the_rules_through_hours_of_media(
         cfg in config(),
         steps in prop::collection::vec(step(), 5..30),

@@ -16,6 +16,7 @@
 //! - Ours: every segment has an EXT-X-PROGRAM-DATE-TIME; PDTs strictly increase, and without a
 //!   discontinuity between them, PDT(n+1) - PDT(n) = EXTINF(n) within [`PDT_STEP_TOLERANCE`].
 //! - After EXT-X-DISCONTINUITY comes an EXT-X-MAP (ours: every session restates its init).
+//! - An EXT-X-GAP segment lists no parts (ours: a number without media has none to offer).
 //! - [`Expect::keyframe_segments`]: the first part of every segment is INDEPENDENT=YES.
 //! - EXT-X-PRELOAD-HINT TYPE=PART unless EXT-X-ENDLIST, naming the part right after the last
 //!   listed one (ours: URIs are `part{MSN}.{INDEX}.m4s`).
@@ -72,6 +73,8 @@ pub struct Segment {
     pub pdt: Option<f64>,
     /// An EXT-X-MAP precedes it.
     pub map: bool,
+    /// EXT-X-GAP: no media.
+    pub gap: bool,
 }
 
 /// One EXT-X-RENDITION-REPORT.
@@ -231,6 +234,7 @@ pub fn parse(text: &str) -> Result<Playlist, String> {
         discontinuity_number: 0,
         pdt: None,
         map: false,
+        gap: false,
     };
     let mut extinf: Option<f64> = None;
     let mut discontinuities = 0u64;
@@ -265,6 +269,7 @@ pub fn parse(text: &str) -> Result<Playlist, String> {
                 cur.discontinuity = true;
             }
             "#EXT-X-MAP" => cur.map = true,
+            "#EXT-X-GAP" => cur.gap = true,
             "#EXT-X-PROGRAM-DATE-TIME" => {
                 cur.pdt = Some(parse_date(v).ok_or_else(|| format!("bad date in {line:?}"))?)
             }
@@ -328,6 +333,7 @@ pub fn parse(text: &str) -> Result<Playlist, String> {
                             discontinuity_number: 0,
                             pdt: None,
                             map: false,
+                            gap: false,
                         },
                     )
                 };
@@ -426,6 +432,9 @@ pub fn check_parsed(pl: &Playlist, expect: &Expect) -> Vec<String> {
                     s.msn, s.duration
                 ));
             }
+        }
+        if s.gap && !s.parts.is_empty() {
+            errs.push(format!("gap segment {} lists parts", s.msn));
         }
         if expect.keyframe_segments && s.parts.first().is_some_and(|p| !p.independent) {
             errs.push(format!(

@@ -40,6 +40,14 @@
 //! (`Published::forced_cuts`): the source's keyframe interval is too long for the segment
 //! target. That is why the multivariant playlist does not claim EXT-X-INDEPENDENT-SEGMENTS;
 //! parts still say INDEPENDENT=YES exactly where they start with a keyframe.
+//!
+//! Gaps: a media sequence number a track skips is listed as an EXT-X-GAP segment, never left
+//! out, so every rendition's numbering stays contiguous and a player that saw the MSN before
+//! maps the new media to the right time. Two causes: renditions realigned after a reconnect
+//! ([`Track::align_msn`]: one was a segment behind), and a stream continued from another node
+//! ([`TrackStart::gaps`]: the numbers the old node may have used after its last report). A gap
+//! segment has no parts and no media; its URI answers 404, as players that honour the tag
+//! never ask for it.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -121,6 +129,11 @@ const FOLLOW_HOLD_MARGIN_NS: u64 = MAX_PDT_SLEW_NS.unsigned_abs() as u64 + 15_00
 /// waiting, and a boundary learned after its audio was placed ends the segment late.
 pub(crate) const MAX_FOLLOW_HOLD: Duration = Duration::from_secs(3);
 
+/// The most EXT-X-GAP segments listed for one run of skipped numbers: two minutes of 2 s
+/// segments, longer than any reconnect a player waits through; a longer run lists only its
+/// last ones (they hold no media, so the memory is a few hundred bytes).
+pub(crate) const MAX_GAP_SEGMENTS: u64 = 64;
+
 /// A track's map from its PTS to the wall clock (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TrackClock {
@@ -183,6 +196,19 @@ pub(crate) struct TrackStart {
     pub init_id: u32,
     /// Whether the first segment follows a discontinuity.
     pub discontinuity: bool,
+    /// EXT-X-GAP segments to list first, from `msn` on; media resumes after them.
+    pub gaps: Option<GapRun>,
+}
+
+/// A run of EXT-X-GAP segments a track starts with (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GapRun {
+    /// How many.
+    pub count: u64,
+    /// PDT of the first, ns since the UNIX epoch.
+    pub start_ns: u64,
+    /// EXTINF (and PDT step) of each, ns.
+    pub step_ns: u64,
 }
 
 /// A published part.
@@ -213,6 +239,8 @@ pub(crate) struct Segment {
     pub init_id: u32,
     /// Wall-clock time of its first sample.
     pub pdt: Option<SystemTime>,
+    /// An EXT-X-GAP segment of this many ns (no parts, no media).
+    pub gap_ns: Option<u64>,
 }
 
 /// What a push or flush published.
@@ -325,7 +353,7 @@ pub(crate) struct Track {
 impl Track {
     /// A new track for `plan`, numbered from `start`.
     pub fn new(plan: RenditionPlan, cfg: TrackConfig, start: TrackStart) -> Self {
-        Self {
+        let mut track = Self {
             plan,
             cfg,
             codec: None,
@@ -350,7 +378,39 @@ impl Track {
             follow: false,
             stale_boundary: false,
             peak_bps: 0,
+        };
+        if let Some(run) = start.gaps.filter(|r| r.count > 0) {
+            let step = run.step_ns.max(MIN_PDT_STEP_NS);
+            let count = run.count.min(MAX_GAP_SEGMENTS);
+            // Only the last `count` numbers of a longer run are listed.
+            track.next_msn += run.count - count;
+            let first = run.start_ns + (run.count - count) * step;
+            for i in 0..count {
+                track.push_gap(first + i * step, step);
+            }
         }
+        track
+    }
+
+    /// List the next number as an EXT-X-GAP segment with this PDT and EXTINF (ns).
+    fn push_gap(&mut self, pdt_ns: u64, duration_ns: u64) {
+        let pdt_ns = match self.last_pdt_ns {
+            Some(last) => pdt_ns.max(last.saturating_add(MIN_PDT_STEP_NS)),
+            None => pdt_ns,
+        };
+        self.last_pdt_ns = Some(pdt_ns);
+        self.segments.push_back(Segment {
+            msn: self.next_msn,
+            parts: Vec::new(),
+            duration: 0,
+            data: None,
+            discontinuity: false,
+            init_id: self.current_init.unwrap_or(self.next_init_id),
+            pdt: Some(timeline::system_time(pdt_ns)),
+            gap_ns: Some(duration_ns),
+        });
+        self.next_msn += 1;
+        self.slide_window();
     }
 
     /// The rendition's name.
@@ -407,6 +467,11 @@ impl Track {
             .filter(|s| s.discontinuity)
             .count();
         self.discontinuity_sequence + tags as u64
+    }
+
+    /// Discontinuity number the next segment will have.
+    pub fn next_discontinuity_number(&self) -> u64 {
+        self.last_discontinuity_sequence() + u64::from(self.pending_discontinuity)
     }
 
     /// Set the plan (a new session may change the bandwidth).
@@ -881,6 +946,7 @@ impl Track {
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             init_id: self.current_init.unwrap_or(0),
             pdt: Some(timeline::system_time(pdt)),
+            gap_ns: None,
         });
     }
 
@@ -1038,9 +1104,33 @@ impl Track {
 
     /// Number the next segment at least `msn` (renditions of a stream restart aligned after a
     /// reconnect). Only between segments, so no published hint is contradicted mid-segment.
-    pub fn align_msn(&mut self, msn: u64) {
-        if self.open.is_none() && self.pending.is_none() && self.held.is_empty() {
+    /// The numbers skipped are listed as EXT-X-GAP segments, each with the PDT the stream's
+    /// other renditions gave that number (or following this track's last segment) and lasting
+    /// until the next, at most a target duration.
+    pub fn align_msn(&mut self, msn: u64, tl: &Timeline) {
+        if self.open.is_some() || self.pending.is_some() || !self.held.is_empty() {
+            return;
+        }
+        if self.segments.is_empty() {
+            // Nothing listed yet that a gap would follow: just start there.
             self.next_msn = self.next_msn.max(msn);
+            return;
+        }
+        let target_ns = u64::try_from(self.cfg.segment_target.as_nanos()).unwrap_or(u64::MAX);
+        let first = msn.saturating_sub(MAX_GAP_SEGMENTS).max(self.next_msn);
+        self.next_msn = first;
+        let mut pdt = self.pdt_end_ns().unwrap_or(0);
+        for m in first..msn {
+            if let Some(b) = tl.boundary(m) {
+                pdt = b.wall_ns;
+            }
+            let next = tl
+                .boundary(m + 1)
+                .map(|b| b.wall_ns)
+                .filter(|n| *n > pdt && n - pdt <= target_ns);
+            let duration = next.map_or(target_ns, |n| n - pdt);
+            self.push_gap(pdt, duration);
+            pdt = pdt.saturating_add(duration);
         }
     }
 
@@ -1048,8 +1138,13 @@ impl Track {
     pub fn pdt_end_ns(&self) -> Option<u64> {
         let seg = self.open.as_ref().or(self.segments.back())?;
         let start = seg.pdt?.duration_since(std::time::UNIX_EPOCH).ok()?;
-        let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
-        let len = Duration::from_secs_f64(codec::ticks_to_secs(seg.duration, ts));
+        let len = match seg.gap_ns {
+            Some(ns) => Duration::from_nanos(ns),
+            None => {
+                let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
+                Duration::from_secs_f64(codec::ticks_to_secs(seg.duration, ts))
+            }
+        };
         u64::try_from((start + len).as_nanos()).ok()
     }
 
@@ -1067,13 +1162,14 @@ impl Track {
         base.max(1)
     }
 
-    /// (msn, part index) of the last published part.
+    /// (msn, part index) of the last published part (gap segments have none).
     pub fn last_part(&self) -> Option<(u64, u32)> {
-        let seg = match &self.open {
-            Some(o) if !o.parts.is_empty() => o,
-            _ => self.segments.back()?,
-        };
-        let idx = u32::try_from(seg.parts.len().checked_sub(1)?).unwrap_or(u32::MAX);
+        let seg = self
+            .open
+            .iter()
+            .chain(self.segments.iter().rev())
+            .find(|s| !s.parts.is_empty())?;
+        let idx = u32::try_from(seg.parts.len() - 1).unwrap_or(u32::MAX);
         Some((seg.msn, idx))
     }
 
@@ -1129,7 +1225,7 @@ impl Track {
         let ts = self.timescale();
         let mut peak = 0u64;
         let (mut bytes, mut ticks) = (0u64, 0u64);
-        for s in &self.segments {
+        for s in self.segments.iter().filter(|s| s.gap_ns.is_none()) {
             let len = s.data.as_ref().map_or(0, |d| d.len() as u64);
             if let Some(rate) = (len * 8 * ts).checked_div(s.duration) {
                 peak = peak.max(rate);
@@ -1151,7 +1247,11 @@ impl Track {
         let entry = |s: &Segment, complete: bool| SegmentEntry {
             msn: s.msn,
             uri: format!("seg{}.m4s", s.msn),
-            duration: codec::ticks_to_secs(s.duration, ts),
+            duration: s.gap_ns.map_or_else(
+                || codec::ticks_to_secs(s.duration, ts),
+                |ns| ns as f64 / 1e9,
+            ),
+            gap: s.gap_ns.is_some(),
             complete,
             parts: s
                 .parts

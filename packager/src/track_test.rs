@@ -365,3 +365,100 @@ fn jitter_is_not_a_hole() {
     }
     assert_eq!(filled, 0);
 }
+
+#[test]
+fn numbers_skipped_by_alignment_are_listed_as_gaps() {
+    let mut t = video_track();
+    let mut tl = anchor();
+    let now = Instant::now();
+    // Segments 0 and 1 complete, then the publisher leaves and another comes back.
+    for i in 0..121 {
+        t.push(video_sample(i, None), &mut tl, now).unwrap();
+    }
+    t.end_session(&mut tl, now).unwrap();
+    t.begin_session(&mut tl, now).unwrap();
+    assert_eq!(t.next_msn(), 3);
+    // Another rendition is at 5: this one lists 3 and 4 as gaps, following its own last segment
+    // (no other rendition gave them a PDT here).
+    t.align_msn(5, &tl);
+    assert_eq!(t.next_msn(), 5);
+    assert_eq!(t.next_part_position(), Some((5, 0)));
+    assert_eq!(t.last_part().map(|(m, _)| m), Some(2));
+    assert!(t.segment(3).is_none() && t.part(3, 0).is_none());
+    let end_of_2 = t.find_segment(2).and_then(|s| s.pdt).unwrap();
+    let pl = t.playlist(vec![]);
+    let gaps: Vec<_> = pl.segments.iter().filter(|s| s.gap).collect();
+    assert_eq!(gaps.iter().map(|s| s.msn).collect::<Vec<_>>(), [3, 4]);
+    for g in &gaps {
+        assert!(g.complete && g.parts.is_empty() && !g.discontinuity);
+        assert!((g.duration - 2.0).abs() < 1e-9, "{}", g.duration);
+    }
+    // Segment 2 was the short one the flush closed (a frame): gap 3 starts where it ends.
+    assert!(gaps[0].pdt.unwrap() > end_of_2);
+    let text = crate::playlist::render_media(&pl, false);
+    assert_eq!(
+        text.matches("#EXT-X-GAP\n#EXTINF:2.00000,\nseg").count(),
+        2,
+        "{text}"
+    );
+    let parsed = crate::rules::check(&text, &crate::rules::Expect::default())
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    assert!(parsed.segment(3).unwrap().gap);
+    // Media resumes at 5, after the discontinuity, arriving later.
+    let later = now + Duration::from_secs(10);
+    for i in 0..70 {
+        t.push(video_sample(i, None), &mut tl, later).unwrap();
+    }
+    let pl = t.playlist(vec![]);
+    let five = pl.segments.iter().find(|s| s.msn == 5).unwrap();
+    assert!(five.discontinuity && !five.gap && !five.parts.is_empty());
+    let text = crate::playlist::render_media(&pl, false);
+    crate::rules::check(&text, &crate::rules::Expect::default())
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+}
+
+#[test]
+fn a_track_can_start_with_a_run_of_gaps() {
+    let start = TrackStart {
+        msn: 7,
+        discontinuity_sequence: 2,
+        init_id: 3,
+        discontinuity: true,
+        gaps: Some(GapRun {
+            count: 3,
+            start_ns: 1_700_000_000_000_000_000,
+            step_ns: 1_500_000_000,
+        }),
+    };
+    let mut t = Track::new(video_plan("720p"), cfg(), start);
+    // Nothing to play yet: no part, and the hint names where media will start.
+    assert_eq!(t.last_part(), None);
+    assert_eq!(t.next_msn(), 10);
+    assert_eq!(t.last_complete_msn(), Some(9));
+    t.configure(h264_info().config, &mut anchor(), Instant::now())
+        .unwrap();
+    assert_eq!(t.next_part_position(), Some((10, 0)));
+    let mut tl = anchor();
+    tl.raise_floor(1_700_000_004_500_000_000);
+    for i in 0..20 {
+        t.push(video_sample(i, None), &mut tl, Instant::now())
+            .unwrap();
+    }
+    let pl = t.playlist(vec![]);
+    assert_eq!(pl.media_sequence, 7);
+    assert_eq!(pl.discontinuity_sequence, 2);
+    let text = crate::playlist::render_media(&pl, false);
+    let parsed = crate::rules::check(&text, &crate::rules::Expect::default())
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let numbers: Vec<_> = parsed
+        .segments
+        .iter()
+        .map(|s| (s.msn, s.gap, s.discontinuity_number))
+        .collect();
+    assert_eq!(
+        numbers,
+        [(7, true, 2), (8, true, 2), (9, true, 2), (10, false, 3)]
+    );
+    assert!((parsed.segments[0].duration - 1.5).abs() < 1e-9);
+    assert!(text.starts_with("#EXTM3U") && text.contains("#EXT-X-MAP:URI=\"init3.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z\n#EXT-X-GAP"), "{text}");
+}

@@ -112,6 +112,8 @@ pub struct Segment {
     /// Preceded by EXT-X-DISCONTINUITY.
     pub discontinuity: bool,
     pub program_date_time: Option<String>,
+    /// EXT-X-GAP: a number without media (its URI is not to be fetched).
+    pub gap: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +253,7 @@ pub fn parse_media_playlist(text: &str) -> Result<MediaPlaylist, String> {
     let mut pending_parts: Vec<Part> = Vec::new();
     let mut pending_extinf: Option<f64> = None;
     let mut pending_disc = false;
+    let mut pending_gap = false;
     let mut pending_pdt: Option<String> = None;
     let mut first = true;
     for (i, raw) in text.lines().enumerate() {
@@ -278,6 +281,7 @@ pub fn parse_media_playlist(text: &str) -> Result<MediaPlaylist, String> {
                 parts: std::mem::take(&mut pending_parts),
                 discontinuity: std::mem::take(&mut pending_disc),
                 program_date_time: pending_pdt.take(),
+                gap: std::mem::take(&mut pending_gap),
             });
             continue;
         }
@@ -299,6 +303,7 @@ pub fn parse_media_playlist(text: &str) -> Result<MediaPlaylist, String> {
             "EXT-X-PLAYLIST-TYPE" => pl.playlist_type = Some(v.to_string()),
             "EXT-X-ENDLIST" => pl.endlist = true,
             "EXT-X-DISCONTINUITY" => pending_disc = true,
+            "EXT-X-GAP" => pending_gap = true,
             "EXT-X-PROGRAM-DATE-TIME" => pending_pdt = Some(v.to_string()),
             "EXTINF" => {
                 let d = v.split(',').next().unwrap_or_default().trim();
