@@ -12,6 +12,10 @@
 //!   that carries it; with a block, its key is refused on every node for N seconds.
 //!
 //! Actions answer once they are sent to the node; `edge ctl` waits for the effect.
+//!
+//! The web dashboard (`server::dashboard`) is served here too, at `/`: it logs in with the
+//! token (a session cookie) and uses the routes above; `GET /api/v1/balancer` tells it the
+//! playback port for its preview player.
 
 use std::sync::Arc;
 
@@ -30,6 +34,10 @@ pub struct AdminState {
     /// Cleared when the balancer drains: `/readyz` answers 503 so load balancers in front
     /// send new encoders elsewhere (established flows stay).
     pub ready: std::sync::atomic::AtomicBool,
+    /// The dashboard's login sessions.
+    pub sessions: server::dashboard::Sessions,
+    /// Port of the playback listener (the dashboard's preview plays from it).
+    pub playback_port: Option<u16>,
 }
 
 pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
@@ -52,16 +60,16 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
         }
         _ => {}
     }
+    let token = st.token.read().map(|t| t.clone()).unwrap_or_default();
+    let now = tokio::time::Instant::now();
+    if let Some(reply) = server::dashboard::route(req, &token, &st.sessions, now) {
+        return reply;
+    }
     if !path.starts_with("/api/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    let token_ok = st
-        .token
-        .read()
-        .map(|t| server::http::bearer_ok(req, &t))
-        .unwrap_or(false);
-    if !token_ok {
-        return server::http::unauthorized();
+    if let Err(reply) = server::dashboard::authorize(req, &token, &st.sessions, now) {
+        return *reply;
     }
     match (req.method(), path) {
         (&Method::GET, "/api/v1/nodes") => json(&st.placement.nodes()),
@@ -99,6 +107,7 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
             "id": st.id,
             "pid": std::process::id(),
             "ready": st.ready.load(std::sync::atomic::Ordering::Acquire),
+            "playback_port": st.playback_port,
             "rtmp_connections": st.conns.count("rtmp"),
             "srt_connections": st.conns.count("srt"),
         })),

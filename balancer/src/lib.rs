@@ -381,6 +381,8 @@ pub async fn run(
         conns: Arc::clone(&conns),
         id: cfg.id.clone(),
         ready: std::sync::atomic::AtomicBool::new(true),
+        sessions: server::dashboard::Sessions::new(),
+        playback_port: listeners.http.local_addr().ok().map(|a| a.port()),
     });
     let relays = Arc::new(rtmp_relay::Relays::default());
     let (rtmp_tx, rtmp_rx) = tokio::sync::mpsc::unbounded_channel();

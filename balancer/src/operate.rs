@@ -32,6 +32,10 @@ pub struct ClusterStream {
     pub health: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
+    /// The encoder's address, the source, renditions, figures and issues, as the node reports
+    /// them (absent from nodes before it).
+    #[serde(flatten)]
+    pub detail: Option<control::StreamDetail>,
 }
 
 /// Why a kick went nowhere.
@@ -62,6 +66,7 @@ impl Placer {
                     started_unix_ms: st.started_unix_ms,
                     health: st.health,
                     health_reason: st.health_reason,
+                    detail: st.detail,
                 })
             })
             .collect();

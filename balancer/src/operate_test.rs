@@ -34,6 +34,7 @@ fn report(id: &str, operations: bool, streams: &[&str]) -> Report {
                 reservation: None,
                 health: Some("healthy".into()),
                 health_reason: None,
+                detail: None,
             })
             .collect(),
         ..Report::empty(id)

@@ -123,6 +123,41 @@ pub struct StreamReport {
     /// Why it is not healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_reason: Option<String>,
+    /// What operators see of it (absent from nodes before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<StreamDetail>,
+}
+
+/// A stream as operators see it (the dashboard, `edge ctl stream`): who sends it, what it is
+/// made into, and its source video's figures.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StreamDetail {
+    /// The encoder's address as the node sees it (the balancer's, when relayed without PROXY).
+    pub client_addr: String,
+    /// Source resolution (`1280x720`), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Video renditions served.
+    #[serde(default)]
+    pub renditions: Vec<String>,
+    /// Figures measured on the source video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<StreamStats>,
+    /// Configuration issues, as advice for the broadcaster.
+    #[serde(default)]
+    pub issues: Vec<String>,
+}
+
+/// Figures of a stream's source video, measured at ingest over its last few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct StreamStats {
+    /// Bit rate, kbit/s.
+    pub video_kbps: u32,
+    /// Frames per second.
+    pub fps: f32,
+    /// The last interval between two keyframes, ms (absent before the second keyframe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyframe_interval_ms: Option<u32>,
 }
 
 /// Whether a node takes new streams.
@@ -395,6 +430,17 @@ mod tests {
                     reservation: if i % 2 == 0 { Some(i as u64) } else { None },
                     health: (i % 2 == 0).then(|| "healthy".into()),
                     health_reason: None,
+                    detail: (i % 3 == 0).then(|| StreamDetail {
+                        client_addr: "192.0.2.7:50000".into(),
+                        source: Some("1280x720".into()),
+                        renditions: vec!["source".into(), "360p".into()],
+                        stats: Some(StreamStats {
+                            video_kbps: 2500,
+                            fps: 29.97,
+                            keyframe_interval_ms: Some(2000),
+                        }),
+                        issues: vec![],
+                    }),
                 })
                 .collect(),
             reservations: vec![1, 2, u64::MAX],

@@ -13,7 +13,8 @@
 //! - `GET /api/v1/control`: the link to each balancer; `POST /api/v1/control/pause?seconds=N`
 //!   stops reports for N seconds (a drill for control-plane loss).
 //!
-//! The API needs `Authorization: Bearer TOKEN`, compared in constant time (`server::http`).
+//! The API needs `Authorization: Bearer TOKEN`, compared in constant time (`server::http`), or
+//! a session of the web dashboard (`server::dashboard`, served at `/`: this node's page).
 
 use std::sync::Arc;
 
@@ -37,21 +38,28 @@ struct NodeView<'a> {
     free_milli_units: u32,
     stream_milli_units: u32,
     streams: usize,
+    /// Port of the HLS origin (the dashboard's preview plays from it).
+    playback_port: u16,
 }
 
-/// Answer one admin request.
-pub fn handle<B>(node: &Node, req: &Request<B>) -> Reply {
+/// Answer one admin request (`sessions`: the dashboard's logins).
+pub fn handle<B>(node: &Node, sessions: &server::dashboard::Sessions, req: &Request<B>) -> Reply {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => return server::http::metrics(),
         _ => {}
     }
+    let token = node.admin_token();
+    let now = tokio::time::Instant::now();
+    if let Some(reply) = server::dashboard::route(req, &token, sessions, now) {
+        return reply;
+    }
     if !path.starts_with("/api/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
-    if !node.admin_token_ok(req) {
-        return server::http::unauthorized();
+    if let Err(reply) = server::dashboard::authorize(req, &token, sessions, now) {
+        return *reply;
     }
     match (req.method(), path) {
         (&Method::GET, "/api/v1/node") => {
@@ -64,6 +72,7 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Reply {
                 free_milli_units: node.capacity().saturating_sub(used),
                 stream_milli_units: node.config.stream_milli_units(),
                 streams: node.stream_count(),
+                playback_port: node.config.listen.http.port(),
             })
         }
         (&Method::GET, "/api/v1/streams") => json(&node.streams()),
@@ -136,7 +145,10 @@ pub fn handle<B>(node: &Node, req: &Request<B>) -> Reply {
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
     server::serve::serve_admin(
         listener,
-        move |req, _peer| handle(&node, &req),
+        {
+            let sessions = server::dashboard::Sessions::new();
+            move |req, _peer| handle(&node, &sessions, &req)
+        },
         |why| {
             crate::metrics::CONNECTIONS_TOTAL
                 .with_label_values(&["admin", why.as_str()])

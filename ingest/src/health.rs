@@ -49,6 +49,15 @@ pub const KEYFRAME_SLACK: Duration = Duration::from_millis(500);
 /// encoder that changed its settings is cleared after a few good ones.
 const KEYFRAME_INTERVALS_KEPT: usize = 3;
 
+/// The source video's bit rate and frame rate are measured over this much of its latest media
+/// (by DTS): long enough to smooth a GOP's large keyframe, short enough to show a change
+/// within seconds.
+pub const STATS_WINDOW: Duration = Duration::from_secs(5);
+
+/// At most this many frames are kept for the figures (five seconds at 120 fps): bounds the
+/// memory when timestamps misbehave.
+const STATS_FRAMES_MAX: usize = 600;
+
 /// A configuration issue the broadcaster can fix, with the advice.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Issue {
@@ -69,6 +78,8 @@ struct Keyframes {
     last_ns: u64,
     /// The latest intervals between keyframes, ns (oldest first).
     intervals: std::collections::VecDeque<u64>,
+    /// (DTS ns, bytes) of the frames within [`STATS_WINDOW`] of the last one (oldest first).
+    recent: std::collections::VecDeque<(u64, usize)>,
 }
 
 /// A stream's status (`GET /api/v1/streams` `health`, label of
@@ -128,11 +139,24 @@ impl Health {
         }
     }
 
-    /// A source video frame (DTS in ns) left for the packager.
-    pub fn source_frame(&self, dts_ns: u64, keyframe: bool) {
+    /// A source video frame (DTS in ns, `bytes` long) left for the packager.
+    pub fn source_frame(&self, dts_ns: u64, keyframe: bool, bytes: usize) {
         let Ok(mut k) = self.keyframes.lock() else {
             return;
         };
+        // A DTS going backwards (an encoder restart) starts the figures again.
+        if k.recent.back().is_some_and(|(last, _)| dts_ns < *last) {
+            k.recent.clear();
+        }
+        let window = u64::try_from(STATS_WINDOW.as_nanos()).unwrap_or(u64::MAX);
+        while k.recent.len() >= STATS_FRAMES_MAX
+            || k.recent
+                .front()
+                .is_some_and(|(first, _)| dts_ns.saturating_sub(*first) > window)
+        {
+            k.recent.pop_front();
+        }
+        k.recent.push_back((dts_ns, bytes));
         k.last_ns = k.last_ns.max(dts_ns);
         if !keyframe {
             return;
@@ -145,6 +169,26 @@ impl Health {
             k.intervals.push_back(interval);
         }
         k.last_key_ns = Some(dts_ns);
+    }
+
+    /// The source video's figures over its last [`STATS_WINDOW`] (`None` before two frames).
+    pub fn stats(&self) -> Option<control::StreamStats> {
+        let k = self.keyframes.lock().ok()?;
+        let (&(first, _), &(last, _)) = (k.recent.front()?, k.recent.back()?);
+        let span = last.checked_sub(first).filter(|s| *s > 0)?;
+        // Frames after the first cover the span (the first one's duration is before it).
+        let bytes: usize = k.recent.iter().skip(1).map(|(_, b)| *b).sum();
+        let frames = k.recent.len() - 1;
+        let secs = span as f64 / 1e9;
+        Some(control::StreamStats {
+            video_kbps: u32::try_from((bytes as f64 * 8.0 / secs / 1000.0).round() as u64)
+                .unwrap_or(u32::MAX),
+            fps: (frames as f64 / secs) as f32,
+            keyframe_interval_ms: k
+                .intervals
+                .back()
+                .map(|ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
+        })
     }
 
     /// The configuration issues seen lately.

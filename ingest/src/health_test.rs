@@ -93,7 +93,11 @@ fn health_reads_the_stamps_of_its_stream() {
 /// Source frames `frames` at 30 fps, a keyframe every `gop` frames counted from frame `base`.
 fn feed(h: &Health, frames: std::ops::Range<u64>, base: u64, gop: u64) {
     for f in frames {
-        h.source_frame(f * 1_000_000_000 / 30, (f - base).is_multiple_of(gop));
+        h.source_frame(
+            f * 1_000_000_000 / 30,
+            (f - base).is_multiple_of(gop),
+            1_000,
+        );
     }
 }
 
@@ -132,4 +136,24 @@ fn a_long_keyframe_interval_is_an_issue_with_advice_and_clears() {
     feed(&h, 630..870, 630, 60);
     assert!(h.issues().is_empty(), "{:?}", h.issues());
     assert_eq!(h.assess(now, LAG).0, Status::Healthy);
+}
+
+#[test]
+fn the_source_video_figures_cover_its_last_seconds() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    assert_eq!(h.stats(), None);
+    // 30 fps of 1,000-byte frames, 2 s GOPs: 240 kbit/s.
+    feed(&h, 0..300, 0, 60);
+    let s = h.stats().unwrap();
+    assert_eq!(s.video_kbps, 240);
+    assert!((s.fps - 30.0).abs() < 0.01, "{s:?}");
+    assert_eq!(s.keyframe_interval_ms, Some(2_000));
+    // Only the window counts: a rate change shows within it.
+    for f in 300..600u64 {
+        h.source_frame(f * 1_000_000_000 / 30, false, 4_000);
+    }
+    assert_eq!(h.stats().unwrap().video_kbps, 960);
+    // An encoder restart (DTS back to zero) starts the figures over.
+    h.source_frame(0, true, 1_000);
+    assert_eq!(h.stats(), None);
 }

@@ -177,11 +177,12 @@ impl Node {
     }
 
     /// Whether `given` is the admin token in force now.
-    pub fn admin_token_ok<B>(&self, req: &http::Request<B>) -> bool {
+    /// The admin token in force (it changes on reload).
+    pub fn admin_token(&self) -> String {
         self.admin_token
             .read()
-            .map(|t| server::http::bearer_ok(req, &t))
-            .unwrap_or(false)
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 
     /// Apply a reloaded config (SIGHUP): stream keys, playback IDs and SRT passphrases of new

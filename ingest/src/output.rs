@@ -136,7 +136,8 @@ impl Output for StreamOutput {
             }
             self.health.video_out(tokio::time::Instant::now(), lag);
             if rendition == "source" {
-                self.health.source_frame(sample.dts_ns, sample.keyframe);
+                self.health
+                    .source_frame(sample.dts_ns, sample.keyframe, sample.data.len());
             }
         }
         if let Ok(h) = self.handle.lock() {

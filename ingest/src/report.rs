@@ -27,6 +27,9 @@ pub struct StreamInfo {
     pub health_reason: Option<String>,
     /// Configuration issues the broadcaster can fix, with advice (see [`crate::health`]).
     pub issues: Vec<crate::health::Issue>,
+    /// The source video's figures (see [`crate::health::Health::stats`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<control::StreamStats>,
 }
 
 impl Node {
@@ -51,6 +54,24 @@ impl Node {
                     reservation: e.reservation,
                     health: Some(health.as_str().to_string()),
                     health_reason,
+                    detail: Some(control::StreamDetail {
+                        client_addr: e.client.to_string(),
+                        source: e.plan.lock().ok().and_then(|p| {
+                            p.as_ref()
+                                .map(|p| format!("{}x{}", p.source.width, p.source.height))
+                        }),
+                        renditions: e
+                            .plan
+                            .lock()
+                            .ok()
+                            .and_then(|p| {
+                                p.as_ref()
+                                    .map(|p| p.video.iter().map(|v| v.0.clone()).collect())
+                            })
+                            .unwrap_or_default(),
+                        stats: e.health.stats(),
+                        issues: e.health.issues().into_iter().map(|i| i.message).collect(),
+                    }),
                 }
             })
             .collect();
@@ -125,6 +146,7 @@ impl Node {
                     health,
                     health_reason,
                     issues: e.health.issues(),
+                    stats: e.health.stats(),
                 }
             })
             .collect();

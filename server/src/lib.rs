@@ -12,11 +12,14 @@
 //! - [`listen`]: binding listeners with an error that names the listener.
 //! - [`refusals`]: a limit on refused publishes per source address.
 //! - [`metrics`]: registering Prometheus metrics in the default registry without boilerplate.
+//! - [`dashboard`]: the operator's web page on every admin listener, its login sessions
+//!   (cookie + CSRF token) and the check that admits a bearer token or a session to the API.
 //!
 //! Nothing here knows about streams or nodes; the node (`ingest`) and the balancer
 //! (`balancer`) pass their own handlers and limits in.
 
 pub mod accept;
+pub mod dashboard;
 pub mod gate;
 pub mod http;
 pub mod listen;

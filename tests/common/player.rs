@@ -112,14 +112,44 @@ pub fn play_in_chromium(url: &str, secs: u64) -> PlayerReport {
         Duration::from_secs(secs) + PLAYER_OVERHEAD_TIMEOUT,
     )
     .unwrap_or_else(|e| panic!("play.mjs {url}: {e}"));
+    report(&out, &format!("play.mjs {url}"))
+}
+
+/// Drives the web dashboard at `admin_url` in headless Chromium as an operator would
+/// (`tests/player/dashboard.mjs`: log in, wait for `pid` on `node` with live figures, preview
+/// it, screenshots into `out_dir`, drain `node`, log out) and returns its JSON report.
+pub fn drive_dashboard(
+    admin_url: &str,
+    token: &str,
+    pid: &str,
+    node: &str,
+    out_dir: &std::path::Path,
+) -> serde_json::Value {
+    ensure_node_modules();
+    let dir = player_dir();
+    let out = run_with_timeout(
+        Command::new("node")
+            .arg(dir.join("dashboard.mjs"))
+            .args([admin_url, token, pid, node])
+            .arg(out_dir)
+            .current_dir(&dir),
+        PLAYER_OVERHEAD_TIMEOUT * 3,
+    )
+    .unwrap_or_else(|e| panic!("dashboard.mjs {admin_url}: {e}"));
+    report(&out, &format!("dashboard.mjs {admin_url}"))
+}
+
+/// The JSON report a player script printed last on stdout (its stderr shown), parsed; panics
+/// naming `what` when the script failed or printed none.
+fn report<T: serde::de::DeserializeOwned>(out: &std::process::Output, what: &str) -> T {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.trim().is_empty() {
-        eprintln!("[harness] play.mjs stderr:\n{stderr}");
+        eprintln!("[harness] {what} stderr:\n{stderr}");
     }
     assert!(
         out.status.success(),
-        "play.mjs {url} failed ({}): {stderr}",
+        "{what} failed ({}): {stderr}",
         out.status
     );
     let line = stdout
@@ -127,7 +157,7 @@ pub fn play_in_chromium(url: &str, secs: u64) -> PlayerReport {
         .rev()
         .find(|l| l.trim_start().starts_with('{'))
         .unwrap_or_else(|| {
-            panic!("play.mjs printed no JSON report; stdout: {stdout}; stderr: {stderr}")
+            panic!("{what} printed no JSON report; stdout: {stdout}; stderr: {stderr}")
         });
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("play.mjs report {line:?}: {e}"))
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what} report {line:?}: {e}"))
 }
