@@ -4,7 +4,8 @@
 # the tests), Chromium and hls.js (the real player for the browser test), HAProxy (the peer the
 # balancer benchmark compares against), and for deploy/: Prometheus (promtool and a real server for
 # the scrape test), debootstrap (the runtime root filesystem check) and kubernetes-validate (in a
-# virtualenv at .venv, for the manifest test). Safe to run again: apt, pip and npm skip what is there.
+# virtualenv at .venv, for the manifest test; schemathesis there too, for the API test). Safe to
+# run again: apt, pip and npm skip what is there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -40,6 +41,11 @@ if ! "$venv/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx "Version: $
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+# tests/openapi.rs runs schemathesis (PyPI) against both admin APIs, in the same virtualenv.
+SCHEMATHESIS_VERSION=4.32.5
+if ! "$venv/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+  "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

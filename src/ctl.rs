@@ -613,7 +613,11 @@ fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
 }
 
 fn status_failure(status: u16, body: &[u8]) -> Failure {
-    let msg = String::from_utf8_lossy(body).trim().to_string();
+    // Errors come as RFC 9457 problem details; older servers sent plain text.
+    let msg = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
     match status {
         401 => Failure::Unreachable("the admin token was refused".into()),
         404 => Failure::NotFound(msg),

@@ -123,7 +123,10 @@ pub async fn run(dir: PathBuf) -> anyhow::Result<()> {
             ports[2], ports[3]
         );
     }
-    println!("  balancer admin: http://127.0.0.1:8081/api/v1/nodes (Authorization: Bearer dev-admin-token-change-me)");
+    println!(
+        "  dashboard: http://127.0.0.1:8081/ (log in with the token dev-admin-token-change-me)"
+    );
+    println!("  balancer admin: http://127.0.0.1:8081/api/v1/nodes (Authorization: Bearer dev-admin-token-change-me; OpenAPI at /api/v1/openapi.json)");
     println!(
         "  upgrade the balancer with no stream dropped: kill -USR2 {}, or edge balancer --config {}",
         children.last().and_then(|c| c.proc.id()).unwrap_or(0),

@@ -11,7 +11,11 @@
 //! - `DELETE /api/v1/streams/{playback_id}[?block_seconds=N]`: kick a live stream on the node
 //!   that carries it; with a block, its key is refused on every node for N seconds.
 //!
-//! Actions answer once they are sent to the node; `edge ctl` waits for the effect.
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of this API (`balancer/openapi.json`;
+//!   no token needed).
+//!
+//! Actions answer once they are sent to the node; `edge ctl` waits for the effect. Every error
+//! is an RFC 9457 problem (`application/problem+json`).
 //!
 //! The web dashboard (`server::dashboard`) is served here too, at `/`: it logs in with the
 //! token (a session cookie) and uses the routes above; `GET /api/v1/balancer` tells it the
@@ -20,10 +24,29 @@
 use std::sync::Arc;
 
 use http::{Method, Request, StatusCode};
-use server::http::{json, text, Reply};
+use server::http::{json, problem, text, Reply};
+use server::openapi::{segment, segments2};
 use tokio::net::TcpListener;
 
 use crate::{conns::Conns, place::Placer};
+
+/// The OpenAPI 3.1 document of the API (kept beside the crate; a test checks it against
+/// [`ROUTES`], the end-to-end tests against the server).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every API route, as (method, path) with the document's path templates.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/balancer"),
+    ("GET", "/api/v1/nodes"),
+    ("GET", "/api/v1/connections"),
+    ("GET", "/api/v1/streams"),
+    ("DELETE", "/api/v1/streams/{playback_id}"),
+    ("DELETE", "/api/v1/nodes/{id}"),
+    ("POST", "/api/v1/nodes/{id}/cordon"),
+    ("POST", "/api/v1/nodes/{id}/uncordon"),
+    ("POST", "/api/v1/nodes/{id}/drain"),
+    ("GET", "/api/v1/openapi.json"),
+];
 
 /// What the admin API needs; the token can change on reload.
 pub struct AdminState {
@@ -68,6 +91,9 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
     if !path.starts_with("/api/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
+    if (req.method(), path) == (&Method::GET, "/api/v1/openapi.json") {
+        return server::http::json_text(OPENAPI);
+    }
     if let Err(reply) = server::dashboard::authorize(req, &token, &st.sessions, now) {
         return *reply;
     }
@@ -75,16 +101,20 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
         (&Method::GET, "/api/v1/nodes") => json(&st.placement.nodes()),
         (&Method::GET, "/api/v1/connections") => json(&st.conns.list()),
         (&Method::GET, "/api/v1/streams") => json(&st.placement.streams()),
-        (&Method::POST, p) if p.starts_with("/api/v1/nodes/") => node_action(st, p),
-        (&Method::DELETE, p) if p.starts_with("/api/v1/nodes/") => {
+        (&Method::POST, p)
+            if segments2(p, "/api/v1/nodes/").is_some_and(|(_, a)| NODE_ACTIONS.contains(&a)) =>
+        {
+            node_action(st, p)
+        }
+        (&Method::DELETE, p) if segment(p, "/api/v1/nodes/").is_some() => {
             let id = &p["/api/v1/nodes/".len()..];
             match st.placement.forget(id) {
                 Ok(true) => json(&serde_json::json!({ "node_id": id, "forgotten": true })),
-                Ok(false) => text(StatusCode::NOT_FOUND, format!("no node {id}\n")),
-                Err(e) => text(StatusCode::CONFLICT, format!("{e}\n")),
+                Ok(false) => problem(StatusCode::NOT_FOUND, format!("no node {id}")),
+                Err(e) => problem(StatusCode::CONFLICT, e),
             }
         }
-        (&Method::DELETE, p) if p.starts_with("/api/v1/streams/") => {
+        (&Method::DELETE, p) if segment(p, "/api/v1/streams/").is_some() => {
             let id = &p["/api/v1/streams/".len()..];
             let block = match server::http::block_param(req, crate::operate::MAX_BLOCK) {
                 Ok(b) => b,
@@ -97,10 +127,8 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
                     "kicked": true,
                     "block_seconds": block.as_secs(),
                 })),
-                Err(e @ crate::operate::KickError::NotLive(_)) => {
-                    text(StatusCode::NOT_FOUND, format!("{e}\n"))
-                }
-                Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+                Err(e @ crate::operate::KickError::NotLive(_)) => problem(StatusCode::NOT_FOUND, e),
+                Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e),
             }
         }
         (&Method::GET, "/api/v1/balancer") => json(&serde_json::json!({
@@ -111,20 +139,20 @@ pub fn handle<B>(st: &AdminState, req: &Request<B>) -> Reply {
             "rtmp_connections": st.conns.count("rtmp"),
             "srt_connections": st.conns.count("srt"),
         })),
-        (_, "/api/v1/nodes" | "/api/v1/connections" | "/api/v1/streams") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
-        _ => text(StatusCode::NOT_FOUND, "unknown API path\n"),
+        _ => server::openapi::no_route(ROUTES, path),
     }
 }
+
+/// The node actions of `POST /api/v1/nodes/{id}/{action}`.
+const NODE_ACTIONS: [&str; 3] = ["cordon", "uncordon", "drain"];
 
 /// `POST /api/v1/nodes/{id}/{cordon|uncordon|drain}`.
 fn node_action(st: &AdminState, path: &str) -> Reply {
     let rest = &path["/api/v1/nodes/".len()..];
     let Some((id, action)) = rest.split_once('/') else {
-        return text(
+        return problem(
             StatusCode::NOT_FOUND,
-            "POST /api/v1/nodes/{id}/cordon, /uncordon or /drain\n",
+            "POST /api/v1/nodes/{id}/cordon, /uncordon or /drain",
         );
     };
     let op = match action {
@@ -132,23 +160,25 @@ fn node_action(st: &AdminState, path: &str) -> Reply {
         "uncordon" => control::Operation::Uncordon,
         "drain" => control::Operation::Drain,
         _ => {
-            return text(
+            return problem(
                 StatusCode::NOT_FOUND,
-                format!("unknown node action {action:?}: cordon, uncordon or drain\n"),
+                format!("unknown node action {action:?}: cordon, uncordon or drain"),
             )
         }
     };
     if !st.placement.nodes().iter().any(|n| n.id == id) {
-        return text(StatusCode::NOT_FOUND, format!("no node {id}\n"));
+        return problem(StatusCode::NOT_FOUND, format!("no node {id}"));
     }
     match st.placement.operate_node(id, op) {
         Ok(()) => json(&serde_json::json!({ "node_id": id, "action": action, "sent": true })),
-        Err(e @ control::server::OperateError::Unsupported(_)) => {
-            text(StatusCode::CONFLICT, format!("{e}\n"))
-        }
-        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(e @ control::server::OperateError::Unsupported(_)) => problem(StatusCode::CONFLICT, e),
+        Err(e) => problem(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
+
+#[cfg(test)]
+#[path = "admin_test.rs"]
+mod tests;
 
 /// Serve the admin API while `gate` lets it (limits: `server::serve::serve_admin`).
 pub async fn serve(st: Arc<AdminState>, listener: TcpListener, gate: server::Gate) {

@@ -13,6 +13,11 @@
 //! - `GET /api/v1/control`: the link to each balancer; `POST /api/v1/control/pause?seconds=N`
 //!   stops reports for N seconds (a drill for control-plane loss).
 //!
+//! - `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of this API (`ingest/openapi.json`;
+//!   no token needed).
+//!
+//! Every error is an RFC 9457 problem (`application/problem+json`).
+//!
 //! The API needs `Authorization: Bearer TOKEN`, compared in constant time (`server::http`), or
 //! a session of the web dashboard (`server::dashboard`, served at `/`: this node's page).
 
@@ -20,11 +25,28 @@ use std::sync::Arc;
 
 use http::{Method, Request, StatusCode};
 use serde::Serialize;
-use server::http::{json, text, Reply};
+use server::http::{json, problem, text, Reply};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::{Node, NodeState};
+
+/// The OpenAPI 3.1 document of the API (kept beside the crate; a test checks it against
+/// [`ROUTES`], the end-to-end tests against the server).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every API route, as (method, path) with the document's path templates.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/node"),
+    ("GET", "/api/v1/streams"),
+    ("DELETE", "/api/v1/streams/{playback_id}"),
+    ("POST", "/api/v1/node/cordon"),
+    ("POST", "/api/v1/node/uncordon"),
+    ("POST", "/api/v1/node/drain"),
+    ("GET", "/api/v1/control"),
+    ("POST", "/api/v1/control/pause"),
+    ("GET", "/api/v1/openapi.json"),
+];
 
 /// Longest report pause an operator may ask for (a drill, not a way to hide a node).
 const MAX_PAUSE_SECONDS: u64 = 600;
@@ -58,6 +80,9 @@ pub fn handle<B>(node: &Node, sessions: &server::dashboard::Sessions, req: &Requ
     if !path.starts_with("/api/") {
         return text(StatusCode::NOT_FOUND, "not found\n");
     }
+    if (req.method(), path) == (&Method::GET, "/api/v1/openapi.json") {
+        return server::http::json_text(OPENAPI);
+    }
     if let Err(reply) = server::dashboard::authorize(req, &token, sessions, now) {
         return *reply;
     }
@@ -90,7 +115,7 @@ pub fn handle<B>(node: &Node, sessions: &server::dashboard::Sessions, req: &Requ
         }
         (&Method::GET, "/api/v1/control") => match node.control() {
             Some(c) => json(&c.status()),
-            None => text(
+            None => problem(
                 StatusCode::NOT_FOUND,
                 "this node has no control plane configured\n",
             ),
@@ -105,19 +130,19 @@ pub fn handle<B>(node: &Node, sessions: &server::dashboard::Sessions, req: &Requ
             match (node.control(), secs) {
                 (Some(c), Some(s)) => {
                     c.pause(std::time::Duration::from_secs(s));
-                    text(StatusCode::OK, format!("reports paused for {s} s\n"))
+                    json(&serde_json::json!({ "paused_seconds": s }))
                 }
-                (None, _) => text(
+                (None, _) => problem(
                     StatusCode::NOT_FOUND,
                     "this node has no control plane configured\n",
                 ),
-                (_, None) => text(
+                (_, None) => problem(
                     StatusCode::BAD_REQUEST,
-                    format!("give ?seconds=N with 1 <= N <= {MAX_PAUSE_SECONDS}\n"),
+                    format!("give ?seconds=N with 1 <= N <= {MAX_PAUSE_SECONDS}"),
                 ),
             }
         }
-        (&Method::DELETE, p) if p.starts_with("/api/v1/streams/") => {
+        (&Method::DELETE, p) if server::openapi::segment(p, "/api/v1/streams/").is_some() => {
             let id = &p["/api/v1/streams/".len()..];
             let block = match server::http::block_param(req, crate::node::MAX_KEY_BLOCK) {
                 Ok(b) => b,
@@ -131,15 +156,16 @@ pub fn handle<B>(node: &Node, sessions: &server::dashboard::Sessions, req: &Requ
                     "block_seconds": block.as_secs(),
                 }))
             } else {
-                text(StatusCode::NOT_FOUND, "no such live stream\n")
+                problem(StatusCode::NOT_FOUND, "no such live stream")
             }
         }
-        (_, "/api/v1/node" | "/api/v1/streams") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
-        _ => text(StatusCode::NOT_FOUND, "unknown API path\n"),
+        _ => server::openapi::no_route(ROUTES, path),
     }
 }
+
+#[cfg(test)]
+#[path = "admin_test.rs"]
+mod tests;
 
 /// Serve the admin API until `shutdown` (limits: `server::serve::serve_admin`).
 pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {

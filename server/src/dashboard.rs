@@ -30,7 +30,7 @@ use http_body_util::Full;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::http::{bearer_ok, json, secret_eq, text, Reply};
+use crate::http::{bearer_ok, json, problem, secret_eq, Reply};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "edge_session";
@@ -177,9 +177,9 @@ pub fn authorize<B>(
     if secret_eq(given, csrf.as_bytes()) {
         Ok(())
     } else {
-        Err(Box::new(text(
+        Err(Box::new(problem(
             StatusCode::FORBIDDEN,
-            "missing or wrong X-CSRF-Token for this session\n",
+            "missing or wrong X-CSRF-Token for this session",
         )))
     }
 }
@@ -241,9 +241,9 @@ pub fn route<B>(req: &Request<B>, token: &str, sessions: &Sessions, now: Instant
                     set_cookie(&mut r, &cookie, SESSION_TTL);
                     r
                 }
-                Err(e) => text(
+                Err(e) => problem(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot make a session: no random source ({e})\n"),
+                    format!("cannot make a session: no random source ({e})"),
                 ),
             }
         }
@@ -269,8 +269,8 @@ pub fn route<B>(req: &Request<B>, token: &str, sessions: &Sessions, now: Instant
             set_cookie(&mut r, "", Duration::ZERO);
             r
         }
-        (_, "/dashboard/session") => text(StatusCode::METHOD_NOT_ALLOWED, "GET, POST or DELETE\n"),
-        (_, p) if p.starts_with("/dashboard/") => text(StatusCode::NOT_FOUND, "not found\n"),
+        (_, "/dashboard/session") => problem(StatusCode::METHOD_NOT_ALLOWED, "GET, POST or DELETE"),
+        (_, p) if p.starts_with("/dashboard/") => problem(StatusCode::NOT_FOUND, "no such page"),
         _ => return None,
     };
     Some(reply)

@@ -38,6 +38,36 @@ pub fn json(value: &impl serde::Serialize) -> Reply {
     }
 }
 
+/// A JSON document kept as text (an embedded OpenAPI document), 200.
+pub fn json_text(body: &'static str) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Media type of an error reply of the admin APIs (RFC 9457).
+pub const PROBLEM_TYPE: &str = "application/problem+json";
+
+/// An error reply of the admin APIs: RFC 9457 problem details, one JSON shape for every
+/// error (`type` is `about:blank`: the status says what kind; `detail` says what happened,
+/// for a person).
+pub fn problem(status: StatusCode, detail: impl std::fmt::Display) -> Reply {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail.to_string().trim_end(),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_TYPE));
+    r
+}
+
 /// The Prometheus text exposition of the default registry.
 pub fn metrics() -> Reply {
     let mut r = text(StatusCode::OK, crate::metrics::render());
@@ -68,10 +98,10 @@ pub fn block_param<B>(
     };
     match v.parse::<u64>() {
         Ok(s) if s <= max.as_secs() => Ok(std::time::Duration::from_secs(s)),
-        _ => Err(Box::new(text(
+        _ => Err(Box::new(problem(
             StatusCode::BAD_REQUEST,
             format!(
-                "block_seconds must be a whole number of seconds from 0 to {}\n",
+                "block_seconds must be a whole number of seconds from 0 to {}",
                 max.as_secs()
             ),
         ))),
@@ -80,7 +110,10 @@ pub fn block_param<B>(
 
 /// 401 with the `WWW-Authenticate` challenge.
 pub fn unauthorized() -> Reply {
-    let mut r = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+    let mut r = problem(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token (or dashboard session)",
+    );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r

@@ -12,6 +12,7 @@
 //! - [`listen`]: binding listeners with an error that names the listener.
 //! - [`refusals`]: a limit on refused publishes per source address.
 //! - [`metrics`]: registering Prometheus metrics in the default registry without boilerplate.
+//! - [`openapi`]: the checks the admin APIs' tests run on their OpenAPI documents.
 //! - [`dashboard`]: the operator's web page on every admin listener, its login sessions
 //!   (cookie + CSRF token) and the check that admits a bearer token or a session to the API.
 //!
@@ -24,6 +25,7 @@ pub mod gate;
 pub mod http;
 pub mod listen;
 pub mod metrics;
+pub mod openapi;
 pub mod refusals;
 pub mod serve;
 
