@@ -371,3 +371,136 @@ fn a_long_keyframe_interval_is_reported_with_advice() {
     );
     assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
 }
+
+#[test]
+fn a_still_picture_with_silent_audio_and_b_frames_is_reported_with_each_issue() {
+    let node = Node::start(|_| {});
+    // A still image with digital silence, encoded with x264's B-frames: what a slide, a muted
+    // microphone and an encoder on its defaults send. Made once, then published in a loop.
+    let dir = TempDir::new("still");
+    let png = dir.path().join("still.png");
+    let flv = dir.path().join("still.flv");
+    let ff = |args: &[&str]| {
+        let out = run_with_timeout(
+            std::process::Command::new("ffmpeg")
+                .args(["-hide_banner", "-loglevel", "error", "-y"])
+                .args(args),
+            Duration::from_secs(120),
+        )
+        .expect("ffmpeg");
+        assert!(
+            out.status.success(),
+            "ffmpeg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ff(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=30",
+        "-frames:v",
+        "1",
+        png.to_str().unwrap(),
+    ]);
+    ff(&[
+        "-loop",
+        "1",
+        "-framerate",
+        "30",
+        "-i",
+        png.to_str().unwrap(),
+        "-f",
+        "lavfi",
+        "-i",
+        "anullsrc=r=48000:cl=stereo",
+        "-t",
+        "12",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "60",
+        "-bf",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        flv.to_str().unwrap(),
+    ]);
+    let mut enc = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            source_file: Some(flv),
+            ..EncOpts::default()
+        },
+    );
+    let kinds = |s: &serde_json::Value| -> Vec<String> {
+        s["issues"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["kind"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let s = wait_for(
+        "the frozen, silent and B-frame issues",
+        Duration::from_secs(20),
+        || {
+            node.stream("one").filter(|s| {
+                let k = kinds(s);
+                ["frozen_video", "silent_audio", "b_frames"]
+                    .iter()
+                    .all(|w| k.iter().any(|x| x == w))
+            })
+        },
+    );
+    eprintln!("{s}");
+    assert_eq!(s["health"], "degraded", "{s}");
+    let reason = s["health_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("video is frozen") && reason.contains("audio is silent"),
+        "{reason}"
+    );
+    assert!(reason.contains("set B-frames to 0"), "{reason}");
+    wait_for(
+        "the issue counts in the metrics",
+        Duration::from_secs(10),
+        || {
+            let m = node.metrics();
+            (metric_value(&m, "edge_ingest_stream_issues{issue=\"frozen_video\"}") == 1.0
+                && metric_value(&m, "edge_ingest_stream_issues{issue=\"silent_audio\"}") == 1.0
+                && metric_value(&m, "edge_ingest_stream_issues{issue=\"b_frames\"}") == 1.0)
+                .then_some(())
+        },
+    );
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+}
+
+#[test]
+fn a_moving_picture_with_sound_has_no_issue() {
+    let node = Node::start(|_| {});
+    let _enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
+    // Long enough for every judgement (frozen and silent need 4 s of media).
+    let s = wait_for("7 s of the stream", Duration::from_secs(30), || {
+        node.stream("one").filter(|s| {
+            s["stats"]["keyframe_interval_ms"].is_u64()
+                && s["started_unix_ms"].as_u64().is_some_and(|t| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    now.saturating_sub(t) > 7_000
+                })
+        })
+    });
+    assert_eq!(s["issues"], serde_json::json!([]), "{s}");
+    assert_eq!(s["health"], "healthy", "{s}");
+    assert!(s["stats"]["video_kbps"].as_u64() > Some(100), "{s}");
+}

@@ -20,7 +20,14 @@
 //! Configuration issues ([`Issue`], with advice in the broadcaster's terms), measured on the
 //! source video as it leaves for the packager: a keyframe interval longer than the segment
 //! target plus [`KEYFRAME_SLACK`] (segments can only start at a keyframe, so they grow to the
-//! interval: latency and start-up time grow with them). They come with the status in
+//! interval: latency and start-up time grow with them); frozen video (over the last
+//! [`STATS_WINDOW`], the source's frames between keyframes average at most
+//! [`FROZEN_FRAME_BYTES`]: an encoder only sends that little when nothing in the picture
+//! changes: a still image, a stuck capture card); silent audio (its AAC frames average at most
+//! [`SILENT_FRAME_BYTES`]: digital silence, a muted microphone or a wrong input); B-frames
+//! (a frame whose presentation time is after its decode time: each waits for a later frame,
+//! which adds latency). Frozen and silent are judged without decoding, from the compressed
+//! sizes, so a passthrough stream is judged the same way. They come with the status in
 //! `GET /api/v1/streams`, in balancer reports, and as counts per issue type in
 //! `edge_ingest_stream_issues{issue}`.
 
@@ -68,7 +75,28 @@ pub struct Issue {
 }
 
 /// Every issue type, for metrics.
-pub const ISSUE_KINDS: [&str; 1] = ["keyframe_interval"];
+pub const ISSUE_KINDS: [&str; 4] = [
+    "keyframe_interval",
+    "frozen_video",
+    "silent_audio",
+    "b_frames",
+];
+
+/// Frames between keyframes that average at most this many bytes carry no change: an x264
+/// still image sends 50-70 byte P-frames, the least moving camera or test pattern kilobytes.
+pub const FROZEN_FRAME_BYTES: usize = 200;
+
+/// AAC frames that average at most this many bytes are digital silence (an encoder sends 6 to
+/// 23 bytes for a silent frame; a quiet room, hundreds).
+pub const SILENT_FRAME_BYTES: usize = 24;
+
+/// Frozen video and silent audio are judged on at least this much media (less would call a
+/// pause between two scenes frozen).
+const STILL_MIN_SPAN: Duration = Duration::from_secs(4);
+
+/// A presentation time this far after the decode time is a B-frame's reordering (RTMP carries
+/// milliseconds, so equal times stay equal).
+const REORDER_MIN_NS: u64 = 1_000_000;
 
 /// The source video's keyframes, as they leave for the packager.
 #[derive(Debug, Default)]
@@ -78,8 +106,18 @@ struct Keyframes {
     last_ns: u64,
     /// The latest intervals between keyframes, ns (oldest first).
     intervals: std::collections::VecDeque<u64>,
-    /// (DTS ns, bytes) of the frames within [`STATS_WINDOW`] of the last one (oldest first).
-    recent: std::collections::VecDeque<(u64, usize)>,
+    /// The frames within [`STATS_WINDOW`] of the last one (oldest first).
+    recent: std::collections::VecDeque<Frame>,
+}
+
+/// A source video frame, as the figures and issues need it.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    dts_ns: u64,
+    bytes: usize,
+    keyframe: bool,
+    /// Presented after it is decoded (a B-frame stream).
+    reordered: bool,
 }
 
 /// A stream's status (`GET /api/v1/streams` `health`, label of
@@ -126,6 +164,8 @@ pub struct Health {
     keyframes: Mutex<Keyframes>,
     /// The node's segment target, which the keyframe interval is judged against.
     segment_target: Duration,
+    /// (DTS ns, bytes) of the audio frames within [`STATS_WINDOW`] of the last one.
+    audio: Mutex<std::collections::VecDeque<(u64, usize)>>,
 }
 
 impl Health {
@@ -136,27 +176,33 @@ impl Health {
             last_out: Mutex::new(None),
             keyframes: Mutex::new(Keyframes::default()),
             segment_target,
+            audio: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
-    /// A source video frame (DTS in ns, `bytes` long) left for the packager.
-    pub fn source_frame(&self, dts_ns: u64, keyframe: bool, bytes: usize) {
+    /// A source video frame (DTS and PTS in ns, `bytes` long) left for the packager.
+    pub fn source_frame(&self, dts_ns: u64, pts_ns: u64, keyframe: bool, bytes: usize) {
         let Ok(mut k) = self.keyframes.lock() else {
             return;
         };
         // A DTS going backwards (an encoder restart) starts the figures again.
-        if k.recent.back().is_some_and(|(last, _)| dts_ns < *last) {
+        if k.recent.back().is_some_and(|f| dts_ns < f.dts_ns) {
             k.recent.clear();
         }
         let window = u64::try_from(STATS_WINDOW.as_nanos()).unwrap_or(u64::MAX);
         while k.recent.len() >= STATS_FRAMES_MAX
             || k.recent
                 .front()
-                .is_some_and(|(first, _)| dts_ns.saturating_sub(*first) > window)
+                .is_some_and(|f| dts_ns.saturating_sub(f.dts_ns) > window)
         {
             k.recent.pop_front();
         }
-        k.recent.push_back((dts_ns, bytes));
+        k.recent.push_back(Frame {
+            dts_ns,
+            bytes,
+            keyframe,
+            reordered: pts_ns > dts_ns.saturating_add(REORDER_MIN_NS),
+        });
         k.last_ns = k.last_ns.max(dts_ns);
         if !keyframe {
             return;
@@ -174,10 +220,10 @@ impl Health {
     /// The source video's figures over its last [`STATS_WINDOW`] (`None` before two frames).
     pub fn stats(&self) -> Option<control::StreamStats> {
         let k = self.keyframes.lock().ok()?;
-        let (&(first, _), &(last, _)) = (k.recent.front()?, k.recent.back()?);
+        let (first, last) = (k.recent.front()?.dts_ns, k.recent.back()?.dts_ns);
         let span = last.checked_sub(first).filter(|s| *s > 0)?;
         // Frames after the first cover the span (the first one's duration is before it).
-        let bytes: usize = k.recent.iter().skip(1).map(|(_, b)| *b).sum();
+        let bytes: usize = k.recent.iter().skip(1).map(|f| f.bytes).sum();
         let frames = k.recent.len() - 1;
         let secs = span as f64 / 1e9;
         Some(control::StreamStats {
@@ -191,14 +237,37 @@ impl Health {
         })
     }
 
-    /// The configuration issues seen lately.
-    pub fn issues(&self) -> Vec<Issue> {
-        let Ok(k) = self.keyframes.lock() else {
-            return Vec::new();
+    /// An audio frame (DTS in ns, `bytes` long) left for the packager.
+    pub fn audio_frame(&self, dts_ns: u64, bytes: usize) {
+        let Ok(mut a) = self.audio.lock() else {
+            return;
         };
-        keyframe_issue(&k, self.segment_target)
-            .into_iter()
-            .collect()
+        if a.back().is_some_and(|(last, _)| dts_ns < *last) {
+            a.clear();
+        }
+        let window = u64::try_from(STATS_WINDOW.as_nanos()).unwrap_or(u64::MAX);
+        while a.len() >= STATS_FRAMES_MAX
+            || a.front()
+                .is_some_and(|(first, _)| dts_ns.saturating_sub(*first) > window)
+        {
+            a.pop_front();
+        }
+        a.push_back((dts_ns, bytes));
+    }
+
+    /// The issues seen lately: configuration the broadcaster can fix, a frozen picture,
+    /// silent audio.
+    pub fn issues(&self) -> Vec<Issue> {
+        let mut v = Vec::new();
+        if let Ok(k) = self.keyframes.lock() {
+            v.extend(keyframe_issue(&k, self.segment_target));
+            v.extend(frozen_issue(&k.recent));
+            v.extend(b_frames_issue(&k.recent));
+        }
+        if let Ok(a) = self.audio.lock() {
+            v.extend(silent_issue(&a));
+        }
+        v
     }
 
     /// A video sample left for the packager at `at`, `lag` behind its source frame.
@@ -254,6 +323,51 @@ fn keyframe_issue(k: &Keyframes, segment_target: Duration) -> Option<Issue> {
             if at_least { "at least " } else { "" },
             interval.as_secs_f64()
         ),
+    })
+}
+
+/// Frozen video: the frames between keyframes over at least [`STILL_MIN_SPAN`] average at
+/// most [`FROZEN_FRAME_BYTES`].
+fn frozen_issue(recent: &std::collections::VecDeque<Frame>) -> Option<Issue> {
+    let span = recent.back()?.dts_ns.saturating_sub(recent.front()?.dts_ns);
+    if Duration::from_nanos(span) < STILL_MIN_SPAN {
+        return None;
+    }
+    let (n, bytes) = recent
+        .iter()
+        .filter(|f| !f.keyframe)
+        .fold((0usize, 0usize), |(n, b), f| (n + 1, b + f.bytes));
+    (n > 0 && bytes / n <= FROZEN_FRAME_BYTES).then(|| Issue {
+        kind: "frozen_video",
+        message: format!(
+            "video is frozen: the picture has not changed in the last {:.1} s (a still image or a stuck capture?)",
+            span as f64 / 1e9
+        ),
+    })
+}
+
+/// Silent audio: its frames over at least [`STILL_MIN_SPAN`] average at most
+/// [`SILENT_FRAME_BYTES`].
+fn silent_issue(audio: &std::collections::VecDeque<(u64, usize)>) -> Option<Issue> {
+    let span = audio.back()?.0.saturating_sub(audio.front()?.0);
+    if Duration::from_nanos(span) < STILL_MIN_SPAN {
+        return None;
+    }
+    let bytes: usize = audio.iter().map(|(_, b)| *b).sum();
+    (bytes / audio.len() <= SILENT_FRAME_BYTES).then(|| Issue {
+        kind: "silent_audio",
+        message: format!(
+            "audio is silent: digital silence for the last {:.1} s (a muted microphone or the wrong audio input?)",
+            span as f64 / 1e9
+        ),
+    })
+}
+
+/// B-frames in the source: any frame of the window presented after it is decoded.
+fn b_frames_issue(recent: &std::collections::VecDeque<Frame>) -> Option<Issue> {
+    recent.iter().any(|f| f.reordered).then(|| Issue {
+        kind: "b_frames",
+        message: "the encoder sends B-frames, which add latency (each waits for a later frame); set B-frames to 0 (OBS: x264 options bframes=0; ffmpeg: -bf 0)".into(),
     })
 }
 

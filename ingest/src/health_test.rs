@@ -93,11 +93,8 @@ fn health_reads_the_stamps_of_its_stream() {
 /// Source frames `frames` at 30 fps, a keyframe every `gop` frames counted from frame `base`.
 fn feed(h: &Health, frames: std::ops::Range<u64>, base: u64, gop: u64) {
     for f in frames {
-        h.source_frame(
-            f * 1_000_000_000 / 30,
-            (f - base).is_multiple_of(gop),
-            1_000,
-        );
+        let ns = f * 1_000_000_000 / 30;
+        h.source_frame(ns, ns, (f - base).is_multiple_of(gop), 1_000);
     }
 }
 
@@ -150,10 +147,78 @@ fn the_source_video_figures_cover_its_last_seconds() {
     assert_eq!(s.keyframe_interval_ms, Some(2_000));
     // Only the window counts: a rate change shows within it.
     for f in 300..600u64 {
-        h.source_frame(f * 1_000_000_000 / 30, false, 4_000);
+        h.source_frame(f * 1_000_000_000 / 30, f * 1_000_000_000 / 30, false, 4_000);
     }
     assert_eq!(h.stats().unwrap().video_kbps, 960);
     // An encoder restart (DTS back to zero) starts the figures over.
-    h.source_frame(0, true, 1_000);
+    h.source_frame(0, 0, true, 1_000);
     assert_eq!(h.stats(), None);
+}
+
+fn kinds(h: &Health) -> Vec<&'static str> {
+    h.issues().iter().map(|i| i.kind).collect()
+}
+
+#[test]
+fn a_still_picture_is_frozen_and_motion_clears_it() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    // A still image: 30 kB keyframes every 2 s, 60-byte frames between.
+    let frame = |h: &Health, f: u64, other: usize| {
+        let ns = f * 1_000_000_000 / 30;
+        let key = f.is_multiple_of(60);
+        h.source_frame(ns, ns, key, if key { 30_000 } else { other });
+    };
+    for f in 0..90 {
+        frame(&h, f, 60);
+    }
+    assert!(kinds(&h).is_empty(), "3 s is too short to judge");
+    for f in 90..160 {
+        frame(&h, f, 60);
+    }
+    let i = h.issues();
+    assert_eq!(kinds(&h), ["frozen_video"]);
+    assert!(
+        i[0].message
+            .starts_with("video is frozen: the picture has not changed in the last 5.0 s"),
+        "{i:?}"
+    );
+    // Motion: once the window holds moving frames, it clears.
+    for f in 160..330 {
+        frame(&h, f, 4_000);
+    }
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
+}
+
+#[test]
+fn digital_silence_is_silent_audio_and_sound_clears_it() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    let aac = |i: u64| i * 1024 * 1_000_000_000 / 48_000;
+    for i in 0..250 {
+        h.audio_frame(aac(i), 6);
+    }
+    let i = h.issues();
+    assert_eq!(kinds(&h), ["silent_audio"]);
+    assert!(
+        i[0].message
+            .starts_with("audio is silent: digital silence for the last 5.0 s"),
+        "{i:?}"
+    );
+    for i in 250..500 {
+        h.audio_frame(aac(i), 300);
+    }
+    assert!(kinds(&h).is_empty());
+}
+
+#[test]
+fn b_frames_are_an_issue_until_a_window_without_them() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    for f in 0..60u64 {
+        let dts = f * 1_000_000_000 / 30;
+        // Presented two frames late: what x264's default B-frames do.
+        h.source_frame(dts, dts + 66_666_667, f == 0, 5_000);
+    }
+    assert_eq!(kinds(&h), ["b_frames"]);
+    assert!(h.issues()[0].message.contains("set B-frames to 0"));
+    feed(&h, 60..260, 60, 60);
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
 }

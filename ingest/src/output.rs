@@ -123,7 +123,9 @@ impl Output for StreamOutput {
     }
 
     fn sample(&self, rendition: &str, sample: Sample) {
-        if rendition != "audio" {
+        if rendition == "audio" {
+            self.health.audio_frame(sample.dts_ns, sample.data.len());
+        } else {
             let mut lag = std::time::Duration::ZERO;
             if rendition != "source" {
                 if let Some(arrived) = sample.arrival {
@@ -136,8 +138,12 @@ impl Output for StreamOutput {
             }
             self.health.video_out(tokio::time::Instant::now(), lag);
             if rendition == "source" {
-                self.health
-                    .source_frame(sample.dts_ns, sample.keyframe, sample.data.len());
+                self.health.source_frame(
+                    sample.dts_ns,
+                    sample.pts_ns,
+                    sample.keyframe,
+                    sample.data.len(),
+                );
             }
         }
         if let Ok(h) = self.handle.lock() {
