@@ -480,6 +480,29 @@ fn a_still_picture_with_silent_audio_and_b_frames_is_reported_with_each_issue() 
                 .then_some(())
         },
     );
+    // The change is an event too (kept for the API even with no webhook configured).
+    let changed = wait_for(
+        "a stream.health_changed event",
+        Duration::from_secs(10),
+        || {
+            let r = node.admin_get("/api/v1/events").ok()?;
+            let v: serde_json::Value = r.json().ok()?;
+            v.as_array()?
+                .iter()
+                .rfind(|e| {
+                    e["type"] == "stream.health_changed" && e["data"]["health"] == "degraded"
+                })
+                .cloned()
+        },
+    );
+    assert_eq!(changed["data"]["playback_id"], "one", "{changed}");
+    assert_eq!(changed["delivery"], "unsent", "{changed}");
+    assert!(
+        changed["data"]["issues"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty()),
+        "{changed}"
+    );
     assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
 }
 

@@ -17,6 +17,17 @@ pub struct Config {
     pub streams: Vec<StreamConfig>,
     /// The link to the balancers; `None` for a standalone node.
     pub control: Option<ControlConfig>,
+    /// The event webhook; `None` without one.
+    pub events: Option<EventsConfig>,
+}
+
+/// Where the node sends stream lifecycle and health events.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// `https://` or `http://` URL.
+    pub url: String,
+    /// CA file for an `https` URL's certificate (`None`: the public roots).
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Where a node reports and what it tells balancers.

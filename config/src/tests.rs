@@ -45,7 +45,7 @@ fn webhook_ca_is_checked() {
         (
             "http://hook.example/publish",
             line(&ca),
-            "auth.webhook_ca: only an https:// webhook",
+            "auth.webhook_ca: only an https:// URL has a certificate",
         ),
         (
             "https://hook.example/publish",
@@ -84,6 +84,10 @@ fn node_example_is_valid_once_its_token_file_exists() {
         Some("0123456789abcdef0123456789abcdef")
     );
     assert!(!format!("{:?}", c.auth).contains("0123456789abcdef0123456789abcdef"));
+    assert_eq!(
+        c.events.as_ref().map(|e| e.url.as_str()),
+        Some("https://hooks.example.internal/edge-events")
+    );
     // A webhook without a secret is refused, naming the key.
     let unsigned = text.replace(
         &format!("secret_file = \"{}\"", secret.to_str().unwrap()),

@@ -10,6 +10,7 @@
 //!   refuse its key for N seconds (on every node, through the balancers).
 //! - `POST /api/v1/node/cordon`, `/uncordon`, `/drain`: stop (or resume) taking new streams;
 //!   live streams always continue.
+//! - `GET /api/v1/events`: the last events (`crate::events`) and what became of each.
 //! - `GET /api/v1/control`: the link to each balancer; `POST /api/v1/control/pause?seconds=N`
 //!   stops reports for N seconds (a drill for control-plane loss).
 //!
@@ -45,6 +46,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/node/drain"),
     ("GET", "/api/v1/control"),
     ("POST", "/api/v1/control/pause"),
+    ("GET", "/api/v1/events"),
     ("GET", "/api/v1/openapi.json"),
 ];
 
@@ -101,6 +103,7 @@ pub fn handle<B>(node: &Node, sessions: &server::dashboard::Sessions, req: &Requ
             })
         }
         (&Method::GET, "/api/v1/streams") => json(&node.streams()),
+        (&Method::GET, "/api/v1/events") => json(&node.events.recent()),
         (&Method::POST, "/api/v1/node/cordon") => {
             node.set_cordoned(true);
             json(&node.state())

@@ -162,6 +162,15 @@ impl Node {
         metrics::STREAMS
             .with_label_values(&[protocol.as_str()])
             .inc();
+        self.events.emit(
+            "stream.connected",
+            serde_json::json!({
+                "playback_id": pid,
+                "session_id": session_id,
+                "protocol": protocol,
+                "client_addr": client.to_string(),
+            }),
+        );
         self.changed();
         Ok(Admission {
             continuation,
@@ -263,6 +272,14 @@ impl Drop for Admission {
         // The reconnect window: if nobody publishes this stream again in time, end it.
         let (node, pid, sid) = (Arc::clone(node), self.playback_id.clone(), self.session_id);
         let window = node.config.hls.reconnect_window;
+        node.events.emit(
+            "stream.disconnected",
+            serde_json::json!({
+                "playback_id": pid,
+                "session_id": sid,
+                "reconnect_window_s": window.as_secs(),
+            }),
+        );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 tokio::time::sleep(window).await;
@@ -274,6 +291,10 @@ impl Drop for Admission {
                 if still_last && !node.active.contains_key(&pid) {
                     tracing::info!(stream.id = %pid, "reconnect window passed: stream ended");
                     node.origin.finish(&pid);
+                    node.events.emit(
+                        "stream.ended",
+                        serde_json::json!({ "playback_id": pid, "session_id": sid }),
+                    );
                     node.last_session.remove_if(&pid, |_, s| *s == sid);
                 }
             });

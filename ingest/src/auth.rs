@@ -48,13 +48,14 @@ pub enum AuthError {
     Blocked(std::time::Duration),
 }
 
-type Connector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+pub(crate) type Connector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
 /// The webhook's connector: TLS for `https://` URLs (rustls, ring) checked against `ca` (a PEM
 /// file) or, without one, Mozilla's roots; plain TCP for `http://`. A CA file that cannot be
 /// read now (config check read it) leaves no trusted root: every https check then fails as
 /// "auth backend unavailable", never letting a key in.
-fn https_connector(ca: Option<&std::path::Path>) -> Option<Connector> {
+pub(crate) fn https_connector(ca: Option<&std::path::Path>) -> Option<Connector> {
     use rustls_pki_types::{pem::PemObject, CertificateDer};
     let mut roots = rustls::RootCertStore::empty();
     match ca {
@@ -114,7 +115,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
+pub(crate) fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
     use hmac::Mac;
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let Ok(mut m) = HmacSha256::new_from_slice(secret) else {

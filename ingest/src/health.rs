@@ -166,6 +166,9 @@ pub struct Health {
     segment_target: Duration,
     /// (DTS ns, bytes) of the audio frames within [`STATS_WINDOW`] of the last one.
     audio: Mutex<std::collections::VecDeque<(u64, usize)>>,
+    /// The status and issue kinds the last `stream.health_changed` event told (`None`:
+    /// healthy, no issue, as a stream starts).
+    reported: Mutex<Option<(Status, Vec<&'static str>)>>,
 }
 
 impl Health {
@@ -177,6 +180,7 @@ impl Health {
             keyframes: Mutex::new(Keyframes::default()),
             segment_target,
             audio: Mutex::new(std::collections::VecDeque::new()),
+            reported: Mutex::new(None),
         }
     }
 
@@ -235,6 +239,18 @@ impl Health {
                 .back()
                 .map(|ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
         })
+    }
+
+    /// Whether `status` with `issues` differs from what was last reported (and remember it):
+    /// a `stream.health_changed` event is due.
+    pub fn report_change(&self, status: Status, issues: &[Issue]) -> bool {
+        let Ok(mut r) = self.reported.lock() else {
+            return false;
+        };
+        let now = (status, issues.iter().map(|i| i.kind).collect::<Vec<_>>());
+        let before = r.clone().unwrap_or((Status::Healthy, Vec::new()));
+        *r = Some(now.clone());
+        before != now
     }
 
     /// An audio frame (DTS in ns, `bytes` long) left for the packager.

@@ -16,6 +16,7 @@ pub mod calibrate;
 pub mod capacity;
 pub mod control_link;
 pub mod cpu;
+pub mod events;
 pub mod flv;
 pub mod health;
 pub mod ladder;
@@ -162,6 +163,7 @@ pub async fn run(
             server::serve::retired_on(serve_stop),
         )),
     ];
+    tokio::spawn(Arc::clone(&node.events).run());
     let hk = Arc::clone(&node);
     let hk_stop = stop.clone();
     tokio::spawn(async move {

@@ -30,10 +30,18 @@ pub static STREAMS_BY_HEALTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    server::metrics::counter_vec(
+        "edge_events_total",
+        "Events to the events.url webhook by result (delivered, refused, failed, dropped, retried)",
+        &["result"],
+    )
+});
+
 pub static STREAM_ISSUES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     server::metrics::gauge_vec(
         "edge_ingest_stream_issues",
-        "Streams with a configuration issue the broadcaster can fix, by issue type (keyframe_interval; see ingest/src/health.rs)",
+        "Streams with a configuration issue the broadcaster can fix, by issue type (keyframe_interval, frozen_video, silent_audio, b_frames; see ingest/src/health.rs)",
         &["issue"],
     )
 });
@@ -168,6 +176,9 @@ pub fn init() {
     }
     for i in crate::health::ISSUE_KINDS {
         STREAM_ISSUES.with_label_values(&[i]).set(0);
+    }
+    for r in ["delivered", "refused", "failed", "dropped", "retried"] {
+        EVENTS.with_label_values(&[r]).inc_by(0);
     }
     LazyLock::force(&CAPACITY);
     LazyLock::force(&USED);

@@ -114,6 +114,10 @@ pub struct Node {
     blocked: Mutex<std::collections::HashMap<String, Instant>>,
     /// Refused keys per source address (`auth.refused_publishes_per_minute`).
     refusals: server::RefusalLimiter,
+    /// Lifecycle and health events to `events.url` (see [`crate::events`]).
+    pub events: Arc<crate::events::Events>,
+    /// The state the last `node.state_changed` event (or the start) saw.
+    last_state: Mutex<Option<NodeState>>,
 }
 
 /// Early cancels remembered at once: a balancer cancels only what timed out, a few at a time;
@@ -152,6 +156,8 @@ impl Node {
             trusted: std::sync::RwLock::new(trusted_of(&config)),
             acceptors: Mutex::new(Vec::new()),
             refusals: server::RefusalLimiter::new(config.auth.refused_publishes_per_minute),
+            events: Arc::new(crate::events::Events::new(&config)),
+            last_state: Mutex::new(None),
             config,
             origin,
             capacity: Capacity::new(capacity_milli_units),
@@ -530,10 +536,31 @@ impl Node {
         }
         let mut by_health = [0i64; crate::health::Status::ALL.len()];
         for a in self.active.iter() {
-            let (status, _) = a.health.assess(now, self.config.node.overload_lag);
+            let (status, reason) = a.health.assess(now, self.config.node.overload_lag);
             if let Some(i) = crate::health::Status::ALL.iter().position(|s| *s == status) {
                 by_health[i] += 1;
             }
+            let issues = a.health.issues();
+            if a.health.report_change(status, &issues) {
+                self.events.emit(
+                    "stream.health_changed",
+                    serde_json::json!({
+                        "playback_id": a.key(),
+                        "session_id": a.session_id,
+                        "health": status.as_str(),
+                        "reason": reason,
+                        "issues": issues,
+                    }),
+                );
+            }
+        }
+        let state = self.state();
+        let previous = lock(&self.last_state).replace(state);
+        if previous.is_some_and(|p| p != state) {
+            self.events.emit(
+                "node.state_changed",
+                serde_json::json!({ "state": state, "previous": previous }),
+            );
         }
         for (status, n) in crate::health::Status::ALL.iter().zip(by_health) {
             metrics::STREAMS_BY_HEALTH

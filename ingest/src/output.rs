@@ -103,6 +103,14 @@ impl Output for StreamOutput {
             milli_units = actual,
             "ladder planned"
         );
+        self.node.events.emit(
+            "stream.active",
+            serde_json::json!({
+                "playback_id": self.playback_id,
+                "source": format!("{}x{}", plan.source.width, plan.source.height),
+                "renditions": plan.video.iter().map(|v| v.0.clone()).collect::<Vec<_>>(),
+            }),
+        );
         if let Ok(mut p) = self.plan.lock() {
             *p = Some(plan);
         }

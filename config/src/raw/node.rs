@@ -53,6 +53,20 @@ pub struct RawConfig {
     pub streams: Vec<RawStream>,
     /// Absent: a standalone node that no balancer fronts.
     pub control: Option<RawControl>,
+    /// Absent: no event webhook.
+    #[serde(default)]
+    pub events: RawEvents,
+}
+
+/// The stream lifecycle and health webhook (`ingest/src/events.rs`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    /// `https://host/path` (or `http://` on a private network): each event POSTed as JSON,
+    /// signed like the auth webhook (with `auth.secret`), in order, retried until it is taken.
+    pub url: Option<String>,
+    /// PEM file of the CA(s) that sign an `https` URL's certificate (a private PKI).
+    pub ca: Option<PathBuf>,
 }
 
 /// The node's link to its balancers.
@@ -215,6 +229,52 @@ pub struct RawAuth {
     /// File holding the auth secret (trailing whitespace ignored).
     pub secret_file: Option<PathBuf>,
 }
+/// `value` (of config key `key`) when it is an `https://` or `http://` URL with a host.
+fn http_url(p: &mut Problems, key: &str, value: Option<&str>) -> Option<String> {
+    let u = value?;
+    match u.parse::<uri::Uri>() {
+        Ok(uri) if (uri.scheme == "http" || uri.scheme == "https") && !uri.authority.is_empty() => {
+            Some(u.to_string())
+        }
+        _ => {
+            p.add(key, "must be an https:// (or http://) URL with a host");
+            None
+        }
+    }
+}
+
+/// The CA file `path` (config key `keys.0`) for the URL `url` (key `keys.1`): readable PEM,
+/// and only for an `https://` URL.
+fn ca_file(
+    p: &mut Problems,
+    keys: (&str, &str),
+    path: Option<&std::path::Path>,
+    url: Option<&str>,
+) -> Option<PathBuf> {
+    let path = path?;
+    let Some(url) = url else {
+        p.add(keys.0, format!("set without {}", keys.1));
+        return None;
+    };
+    if !url.starts_with("https://") {
+        p.add(keys.0, "only an https:// URL has a certificate to check");
+    }
+    match std::fs::read_to_string(path) {
+        Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(path.to_path_buf()),
+        Ok(_) => {
+            p.add(
+                keys.0,
+                format!("{} holds no PEM certificate", path.display()),
+            );
+            None
+        }
+        Err(e) => {
+            p.add(keys.0, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
 /// An auth secret shorter than this is guessable offline from a signature or derived ID.
 const MIN_AUTH_SECRET_LEN: usize = 32;
 pub(crate) fn d_refused_per_minute() -> u32 {
@@ -406,56 +466,20 @@ impl RawConfig {
         };
         check_pass(&mut p, "srt.passphrase", &self.srt.passphrase);
 
-        let webhook = match &self.auth.webhook {
-            None => None,
-            Some(u) => match u.parse::<uri::Uri>() {
-                Ok(uri)
-                    if (uri.scheme == "http" || uri.scheme == "https")
-                        && !uri.authority.is_empty() =>
-                {
-                    Some(u.clone())
-                }
-                _ => {
-                    p.add(
-                        "auth.webhook",
-                        "must be an https:// (or http://) URL with a host",
-                    );
-                    None
-                }
-            },
-        };
-        let webhook_ca = match (&self.auth.webhook_ca, &webhook) {
-            (None, _) => None,
-            (Some(_), None) => {
-                p.add("auth.webhook_ca", "set without auth.webhook");
-                None
-            }
-            (Some(path), Some(url)) => {
-                if !url.starts_with("https://") {
-                    p.add(
-                        "auth.webhook_ca",
-                        "only an https:// webhook has a certificate to check",
-                    );
-                }
-                match std::fs::read_to_string(path) {
-                    Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(path.clone()),
-                    Ok(_) => {
-                        p.add(
-                            "auth.webhook_ca",
-                            format!("{} holds no PEM certificate", path.display()),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        p.add(
-                            "auth.webhook_ca",
-                            format!("cannot read {}: {e}", path.display()),
-                        );
-                        None
-                    }
-                }
-            }
-        };
+        let webhook = http_url(&mut p, "auth.webhook", self.auth.webhook.as_deref());
+        let webhook_ca = ca_file(
+            &mut p,
+            ("auth.webhook_ca", "auth.webhook"),
+            self.auth.webhook_ca.as_deref(),
+            webhook.as_deref(),
+        );
+        let events_url = http_url(&mut p, "events.url", self.events.url.as_deref());
+        let events_ca = ca_file(
+            &mut p,
+            ("events.ca", "events.url"),
+            self.events.ca.as_deref(),
+            events_url.as_deref(),
+        );
 
         let auth_secret = match (&self.auth.secret, &self.auth.secret_file) {
             (Some(_), Some(_)) => {
@@ -494,6 +518,13 @@ impl RawConfig {
             p.add(
                 "auth.secret",
                 "required with auth.webhook: it signs each webhook request and keys the playback IDs derived from stream keys (set secret_file, the same on every node)",
+            );
+        }
+
+        if events_url.is_some() && self.auth.secret.is_none() && self.auth.secret_file.is_none() {
+            p.add(
+                "events.url",
+                "needs auth.secret (or auth.secret_file): every event is signed with it",
             );
         }
 
@@ -678,6 +709,7 @@ impl RawConfig {
                 refused_publishes_per_minute: self.auth.refused_publishes_per_minute,
                 secret: auth_secret.map(Secret::new),
             },
+            events: events_url.map(|url| EventsConfig { url, ca: events_ca }),
             transcode: TranscodeConfig {
                 passthrough: self.transcode.passthrough,
                 x264_preset,
