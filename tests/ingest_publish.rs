@@ -527,3 +527,35 @@ fn a_moving_picture_with_sound_has_no_issue() {
     assert_eq!(s["health"], "healthy", "{s}");
     assert!(s["stats"]["video_kbps"].as_u64() > Some(100), "{s}");
 }
+
+#[test]
+fn a_source_below_the_ladder_bit_rate_is_reported_with_advice() {
+    let node = Node::start(|_| {});
+    // 480p at 200 kbit/s, feeding a ladder whose best rendition (360p) is 600 kbit/s.
+    let _enc = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            video_kbps: 200,
+            ..EncOpts::default()
+        },
+    );
+    let s = wait_for("the low bit rate issue", Duration::from_secs(40), || {
+        node.stream("one").filter(|s| {
+            s["issues"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|i| i["kind"] == "low_bitrate"))
+        })
+    });
+    let issue = s["issues"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["kind"] == "low_bitrate"))
+        .cloned()
+        .unwrap_or_default();
+    let msg = issue["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("below the 600 kbit/s") && msg.contains("raise the encoder's bit rate"),
+        "{msg}"
+    );
+    assert!(s["stats"]["video_kbps_60s"].as_u64() < Some(600), "{s}");
+    assert!(s["stats"]["audio_kbps"].as_u64() > Some(50), "{s}");
+}

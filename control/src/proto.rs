@@ -158,6 +158,14 @@ pub struct StreamStats {
     /// The last interval between two keyframes, ms (absent before the second keyframe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyframe_interval_ms: Option<u32>,
+    /// Audio bit rate over the same seconds, kbit/s (absent without audio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_kbps: Option<u32>,
+    /// Video and audio bit rates over the last minute (absent before two seconds of media).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_kbps_60s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_kbps_60s: Option<u32>,
 }
 
 /// Whether a node takes new streams.
@@ -438,6 +446,9 @@ mod tests {
                             video_kbps: 2500,
                             fps: 29.97,
                             keyframe_interval_ms: Some(2000),
+                            audio_kbps: Some(128),
+                            video_kbps_60s: Some(2400),
+                            audio_kbps_60s: None,
                         }),
                         issues: vec![],
                     }),

@@ -26,8 +26,11 @@
 //! changes: a still image, a stuck capture card); silent audio (its AAC frames average at most
 //! [`SILENT_FRAME_BYTES`]: digital silence, a muted microphone or a wrong input); B-frames
 //! (a frame whose presentation time is after its decode time: each waits for a later frame,
-//! which adds latency). Frozen and silent are judged without decoding, from the compressed
-//! sizes, so a passthrough stream is judged the same way. They come with the status in
+//! which adds latency); uneven frames (over [`UNEVEN_SHARE`] of the frame intervals far from
+//! their median: a variable frame rate or frames the encoder dropped); a low bit rate (the
+//! source over the last [`LONG_WINDOW`] below the highest transcoded rendition's: that rendition
+//! has nothing to spend its bits on). Frozen and silent are judged without decoding, from the
+//! compressed sizes. They come with the status in
 //! `GET /api/v1/streams`, in balancer reports, and as counts per issue type in
 //! `edge_ingest_stream_issues{issue}`.
 
@@ -75,12 +78,30 @@ pub struct Issue {
 }
 
 /// Every issue type, for metrics.
-pub const ISSUE_KINDS: [&str; 4] = [
+pub const ISSUE_KINDS: [&str; 6] = [
     "keyframe_interval",
     "frozen_video",
     "silent_audio",
     "b_frames",
+    "uneven_frames",
+    "low_bitrate",
 ];
+
+/// A frame interval this far from the window's median (as a fraction of it) is uneven: RTMP's
+/// millisecond timestamps move a 30 fps interval by 3%, a dropped or doubled frame by 100%.
+const UNEVEN_DEVIATION: f64 = 0.25;
+
+/// More than this share of uneven intervals in the window is an issue (an occasional dropped
+/// frame is not).
+const UNEVEN_SHARE: f64 = 0.10;
+
+/// How long the long-window bit rates average over.
+pub const LONG_WINDOW: Duration = Duration::from_secs(60);
+
+/// A source whose bit rate is below this share of the highest transcoded rendition's gives
+/// that rendition nothing to spend its bits on (judged over [`LONG_WINDOW`], once it is full
+/// enough: a keyframe-heavy first seconds would mislead).
+const LOW_BITRATE_SHARE: f64 = 1.0;
 
 /// Frames between keyframes that average at most this many bytes carry no change: an x264
 /// still image sends 50-70 byte P-frames, the least moving camera or test pattern kilobytes.
@@ -169,6 +190,46 @@ pub struct Health {
     /// The status and issue kinds the last `stream.health_changed` event told (`None`:
     /// healthy, no issue, as a stream starts).
     reported: Mutex<Option<(Status, Vec<&'static str>)>>,
+    /// Bytes per second of media (by DTS second) over [`LONG_WINDOW`]: video, audio.
+    long: Mutex<[Seconds; 2]>,
+    /// The highest transcoded rendition's video bit rate (kbit/s), once the ladder is planned.
+    top_rung_kbps: std::sync::atomic::AtomicU32,
+}
+
+/// Bytes per media second, the last [`LONG_WINDOW`] of them.
+#[derive(Debug, Default)]
+struct Seconds(std::collections::VecDeque<(u64, u64)>);
+
+impl Seconds {
+    fn add(&mut self, dts_ns: u64, bytes: usize) {
+        let sec = dts_ns / 1_000_000_000;
+        if self.0.back().is_some_and(|(s, _)| sec < *s) {
+            self.0.clear(); // timestamps went back: start over
+        }
+        match self.0.back_mut() {
+            Some((s, b)) if *s == sec => *b += bytes as u64,
+            _ => self.0.push_back((sec, bytes as u64)),
+        }
+        let keep = LONG_WINDOW.as_secs();
+        while self
+            .0
+            .front()
+            .is_some_and(|(s, _)| sec.saturating_sub(*s) >= keep)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    /// kbit/s over the complete seconds held (the current one is still filling), and how many.
+    fn kbps(&self) -> Option<(u32, u64)> {
+        let full = self.0.len().checked_sub(1).filter(|n| *n > 0)?;
+        let bytes: u64 = self.0.iter().take(full).map(|(_, b)| b).sum();
+        let secs = full as u64;
+        Some((
+            u32::try_from(bytes * 8 / 1000 / secs).unwrap_or(u32::MAX),
+            secs,
+        ))
+    }
 }
 
 impl Health {
@@ -181,6 +242,8 @@ impl Health {
             segment_target,
             audio: Mutex::new(std::collections::VecDeque::new()),
             reported: Mutex::new(None),
+            long: Mutex::new([Seconds::default(), Seconds::default()]),
+            top_rung_kbps: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -207,6 +270,9 @@ impl Health {
             keyframe,
             reordered: pts_ns > dts_ns.saturating_add(REORDER_MIN_NS),
         });
+        if let Ok(mut l) = self.long.lock() {
+            l[0].add(dts_ns, bytes);
+        }
         k.last_ns = k.last_ns.max(dts_ns);
         if !keyframe {
             return;
@@ -230,6 +296,13 @@ impl Health {
         let bytes: usize = k.recent.iter().skip(1).map(|f| f.bytes).sum();
         let frames = k.recent.len() - 1;
         let secs = span as f64 / 1e9;
+        let audio_kbps = self.audio.lock().ok().and_then(|a| {
+            let span = a.back()?.0.checked_sub(a.front()?.0).filter(|s| *s > 0)?;
+            let bytes: usize = a.iter().skip(1).map(|(_, b)| *b).sum();
+            u32::try_from((bytes as f64 * 8.0 / (span as f64 / 1e9) / 1000.0).round() as u64).ok()
+        });
+        let long = self.long.lock().ok();
+        let long_kbps = |i: usize| long.as_ref().and_then(|l| l[i].kbps()).map(|(k, _)| k);
         Some(control::StreamStats {
             video_kbps: u32::try_from((bytes as f64 * 8.0 / secs / 1000.0).round() as u64)
                 .unwrap_or(u32::MAX),
@@ -238,6 +311,9 @@ impl Health {
                 .intervals
                 .back()
                 .map(|ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
+            audio_kbps,
+            video_kbps_60s: long_kbps(0),
+            audio_kbps_60s: long_kbps(1),
         })
     }
 
@@ -269,6 +345,16 @@ impl Health {
             a.pop_front();
         }
         a.push_back((dts_ns, bytes));
+        drop(a);
+        if let Ok(mut l) = self.long.lock() {
+            l[1].add(dts_ns, bytes);
+        }
+    }
+
+    /// The ladder is planned: its highest transcoded rendition encodes at `kbps` (0: none).
+    pub fn set_top_rung_kbps(&self, kbps: u32) {
+        self.top_rung_kbps
+            .store(kbps, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The issues seen lately: configuration the broadcaster can fix, a frozen picture,
@@ -279,6 +365,13 @@ impl Health {
             v.extend(keyframe_issue(&k, self.segment_target));
             v.extend(frozen_issue(&k.recent));
             v.extend(b_frames_issue(&k.recent));
+            v.extend(uneven_issue(&k.recent));
+        }
+        let top = self
+            .top_rung_kbps
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Ok(l) = self.long.lock() {
+            v.extend(low_bitrate_issue(l[0].kbps(), top));
         }
         if let Ok(a) = self.audio.lock() {
             v.extend(silent_issue(&a));
@@ -375,6 +468,54 @@ fn silent_issue(audio: &std::collections::VecDeque<(u64, usize)>) -> Option<Issu
         message: format!(
             "audio is silent: digital silence for the last {:.1} s (a muted microphone or the wrong audio input?)",
             span as f64 / 1e9
+        ),
+    })
+}
+
+/// Uneven frame timing: more than [`UNEVEN_SHARE`] of the window's frame intervals are more
+/// than [`UNEVEN_DEVIATION`] off the median (a variable frame rate, or frames dropped before
+/// they were sent), judged on at least [`STILL_MIN_SPAN`].
+fn uneven_issue(recent: &std::collections::VecDeque<Frame>) -> Option<Issue> {
+    let span = recent.back()?.dts_ns.saturating_sub(recent.front()?.dts_ns);
+    if Duration::from_nanos(span) < STILL_MIN_SPAN {
+        return None;
+    }
+    let mut steps: Vec<u64> = recent
+        .iter()
+        .zip(recent.iter().skip(1))
+        .map(|(a, b)| b.dts_ns.saturating_sub(a.dts_ns))
+        .collect();
+    steps.sort_unstable();
+    let median = *steps.get(steps.len() / 2)? as f64;
+    if median <= 0.0 {
+        return None;
+    }
+    let off = steps
+        .iter()
+        .filter(|s| (**s as f64 - median).abs() > UNEVEN_DEVIATION * median)
+        .count();
+    (off as f64 > UNEVEN_SHARE * steps.len() as f64).then(|| Issue {
+        kind: "uneven_frames",
+        message: format!(
+            "frames arrive unevenly: intervals from {} to {} ms around {:.0} ms (a variable frame rate, or frames the encoder dropped); set a constant frame rate and check the encoder keeps up",
+            steps.first().copied().unwrap_or(0) / 1_000_000,
+            steps.last().copied().unwrap_or(0) / 1_000_000,
+            median / 1e6
+        ),
+    })
+}
+
+/// A source bit rate (over [`LONG_WINDOW`], at least 10 s of it) below the highest transcoded
+/// rendition's (`top_kbps`, 0: no ladder).
+fn low_bitrate_issue(source: Option<(u32, u64)>, top_kbps: u32) -> Option<Issue> {
+    let (kbps, secs) = source?;
+    if top_kbps == 0 || secs < 10 || f64::from(kbps) >= LOW_BITRATE_SHARE * f64::from(top_kbps) {
+        return None;
+    }
+    Some(Issue {
+        kind: "low_bitrate",
+        message: format!(
+            "source video is {kbps} kbit/s, below the {top_kbps} kbit/s of the best rendition made from it; raise the encoder's bit rate to at least {top_kbps} kbit/s (or the picture will not be better than the source)"
         ),
     })
 }

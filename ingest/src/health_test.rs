@@ -222,3 +222,67 @@ fn b_frames_are_an_issue_until_a_window_without_them() {
     feed(&h, 60..260, 60, 60);
     assert!(kinds(&h).is_empty(), "{:?}", h.issues());
 }
+
+#[test]
+fn uneven_frame_intervals_are_an_issue_and_millisecond_rounding_is_not() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    // RTMP's millisecond timestamps at 30 fps: 33 and 34 ms.
+    let mut dts = 0u64;
+    for f in 0..180u64 {
+        dts += if f.is_multiple_of(3) {
+            34_000_000
+        } else {
+            33_000_000
+        };
+        h.source_frame(dts, dts, f.is_multiple_of(60), 5_000);
+    }
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
+    // A phone's variable frame rate: 16 to 66 ms.
+    for f in 0..180u64 {
+        dts += [16_000_000, 33_000_000, 66_000_000][(f % 3) as usize];
+        h.source_frame(dts, dts, f.is_multiple_of(60), 5_000);
+    }
+    let i = h.issues();
+    assert_eq!(kinds(&h), ["uneven_frames"]);
+    assert!(i[0].message.contains("intervals from 16 to 66 ms"), "{i:?}");
+}
+
+#[test]
+fn a_source_below_the_best_rendition_is_a_low_bitrate_after_ten_seconds() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    h.set_top_rung_kbps(600);
+    // 30 fps of 1,000-byte frames: 240 kbit/s.
+    feed(&h, 0..(30 * 8), 0, 60);
+    assert!(kinds(&h).is_empty(), "not judged on 8 s");
+    feed(&h, (30 * 8)..(30 * 12), 0, 60);
+    let i = h.issues();
+    assert_eq!(kinds(&h), ["low_bitrate"]);
+    assert!(
+        i[0].message
+            .starts_with("source video is 240 kbit/s, below the 600 kbit/s"),
+        "{i:?}"
+    );
+    let s = h.stats().unwrap();
+    assert_eq!(s.video_kbps_60s, Some(240));
+    assert_eq!(s.audio_kbps, None);
+    // No ladder: nothing to compare with.
+    h.set_top_rung_kbps(0);
+    assert!(kinds(&h).is_empty());
+}
+
+#[test]
+fn audio_bit_rates_cover_the_short_and_the_long_window() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    feed(&h, 0..90, 0, 60);
+    let aac = |i: u64| i * 1024 * 1_000_000_000 / 48_000;
+    // 46.875 frames/s of 341 bytes: 128 kbit/s.
+    for i in 0..150 {
+        h.audio_frame(aac(i), 341);
+    }
+    let s = h.stats().unwrap();
+    assert_eq!(s.audio_kbps, Some(128));
+    assert!(
+        s.audio_kbps_60s.is_some_and(|k| (126..=130).contains(&k)),
+        "{s:?}"
+    );
+}

@@ -103,6 +103,8 @@ impl Output for StreamOutput {
             milli_units = actual,
             "ladder planned"
         );
+        self.health
+            .set_top_rung_kbps(plan.rungs.iter().map(|r| r.video_kbps).max().unwrap_or(0));
         self.node.events.emit(
             "stream.active",
             serde_json::json!({
