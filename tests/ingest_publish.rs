@@ -525,6 +525,12 @@ fn a_moving_picture_with_sound_has_no_issue() {
     });
     assert_eq!(s["issues"], serde_json::json!([]), "{s}");
     assert_eq!(s["health"], "healthy", "{s}");
+    assert!(
+        s["stats"]["codec"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("H.264 ")),
+        "{s}"
+    );
     assert!(s["stats"]["video_kbps"].as_u64() > Some(100), "{s}");
 }
 
@@ -558,4 +564,36 @@ fn a_source_below_the_ladder_bit_rate_is_reported_with_advice() {
     );
     assert!(s["stats"]["video_kbps_60s"].as_u64() < Some(600), "{s}");
     assert!(s["stats"]["audio_kbps"].as_u64() > Some(50), "{s}");
+}
+
+#[test]
+fn health_is_measured_without_passthrough_too() {
+    // No source rendition: only transcoded rungs (360p and 240p from a 480p source).
+    let node = Node::start(|c| *c = c.replace("[transcode]", "[transcode]\npassthrough = false"));
+    let _enc = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            gop: 180,
+            ..EncOpts::default()
+        },
+    );
+    let s = wait_for(
+        "the keyframe issue without passthrough",
+        Duration::from_secs(20),
+        || {
+            node.stream("one").filter(|s| {
+                s["issues"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|i| i["kind"] == "keyframe_interval"))
+            })
+        },
+    );
+    assert!(
+        !s["renditions"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x == "source")),
+        "{s}"
+    );
+    assert!(s["stats"]["fps"].as_f64().unwrap_or(0.0) > 20.0, "{s}");
+    assert!(s["stats"]["video_kbps"].as_u64() > Some(300), "{s}");
 }

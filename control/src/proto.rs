@@ -149,7 +149,7 @@ pub struct StreamDetail {
 }
 
 /// Figures of a stream's source video, measured at ingest over its last few seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StreamStats {
     /// Bit rate, kbit/s.
     pub video_kbps: u32,
@@ -158,6 +158,9 @@ pub struct StreamStats {
     /// The last interval between two keyframes, ms (absent before the second keyframe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyframe_interval_ms: Option<u32>,
+    /// The source video's codec, profile and level as its caps say (`H.264 high 3.1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
     /// Audio bit rate over the same seconds, kbit/s (absent without audio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_kbps: Option<u32>,
@@ -446,6 +449,7 @@ mod tests {
                             video_kbps: 2500,
                             fps: 29.97,
                             keyframe_interval_ms: Some(2000),
+                            codec: Some("H.264 high 3.1".into()),
                             audio_kbps: Some(128),
                             video_kbps_60s: Some(2400),
                             audio_kbps_60s: None,

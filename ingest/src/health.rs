@@ -18,7 +18,8 @@
 //! - `healthy`: otherwise.
 //!
 //! Configuration issues ([`Issue`], with advice in the broadcaster's terms), measured on the
-//! source video as it leaves for the packager: a keyframe interval longer than the segment
+//! source video as the demuxer and parser hand it on (before any transcoding, so with or
+//! without passthrough) and on the audio as it leaves for the packager: a keyframe interval longer than the segment
 //! target plus [`KEYFRAME_SLACK`] (segments can only start at a keyframe, so they grow to the
 //! interval: latency and start-up time grow with them); frozen video (over the last
 //! [`STATS_WINDOW`], the source's frames between keyframes average at most
@@ -194,6 +195,8 @@ pub struct Health {
     long: Mutex<[Seconds; 2]>,
     /// The highest transcoded rendition's video bit rate (kbit/s), once the ladder is planned.
     top_rung_kbps: std::sync::atomic::AtomicU32,
+    /// The source video's codec, profile and level, once its caps are known.
+    codec: Mutex<Option<String>>,
 }
 
 /// Bytes per media second, the last [`LONG_WINDOW`] of them.
@@ -244,6 +247,7 @@ impl Health {
             reported: Mutex::new(None),
             long: Mutex::new([Seconds::default(), Seconds::default()]),
             top_rung_kbps: std::sync::atomic::AtomicU32::new(0),
+            codec: Mutex::new(None),
         }
     }
 
@@ -311,6 +315,7 @@ impl Health {
                 .intervals
                 .back()
                 .map(|ns| u32::try_from(ns / 1_000_000).unwrap_or(u32::MAX)),
+            codec: self.codec.lock().ok().and_then(|c| c.clone()),
             audio_kbps,
             video_kbps_60s: long_kbps(0),
             audio_kbps_60s: long_kbps(1),
@@ -348,6 +353,13 @@ impl Health {
         drop(a);
         if let Ok(mut l) = self.long.lock() {
             l[1].add(dts_ns, bytes);
+        }
+    }
+
+    /// The source video's codec, profile and level (`H.264 high 3.1`).
+    pub fn set_codec(&self, codec: String) {
+        if let Ok(mut c) = self.codec.lock() {
+            *c = Some(codec);
         }
     }
 

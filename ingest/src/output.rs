@@ -132,6 +132,14 @@ impl Output for StreamOutput {
         }
     }
 
+    fn source_frame(&self, dts_ns: u64, pts_ns: u64, keyframe: bool, bytes: usize) {
+        self.health.source_frame(dts_ns, pts_ns, keyframe, bytes);
+    }
+
+    fn source_codec(&self, codec: String) {
+        self.health.set_codec(codec);
+    }
+
     fn sample(&self, rendition: &str, sample: Sample) {
         if rendition == "audio" {
             self.health.audio_frame(sample.dts_ns, sample.data.len());
@@ -147,14 +155,6 @@ impl Output for StreamOutput {
                 }
             }
             self.health.video_out(tokio::time::Instant::now(), lag);
-            if rendition == "source" {
-                self.health.source_frame(
-                    sample.dts_ns,
-                    sample.pts_ns,
-                    sample.keyframe,
-                    sample.data.len(),
-                );
-            }
         }
         if let Ok(h) = self.handle.lock() {
             if let Some(h) = h.as_ref() {

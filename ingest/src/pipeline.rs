@@ -96,6 +96,29 @@ pub trait Output: Send + Sync + 'static {
     fn plan(&self, plan: Plan);
     fn configure(&self, rendition: &str, codec: CodecConfig);
     fn sample(&self, rendition: &str, sample: Sample);
+    /// A source video frame as demuxed and parsed (before any transcoding, with or without
+    /// passthrough): DTS and PTS (ns), keyframe, size. For health measures.
+    fn source_frame(&self, _dts_ns: u64, _pts_ns: u64, _keyframe: bool, _bytes: usize) {}
+    /// The source video's codec as its caps describe it (`H.264 high 3.1`).
+    fn source_codec(&self, _codec: String) {}
+}
+
+/// `H.264 PROFILE LEVEL` from the source's caps (what is known of it).
+fn describe_codec(caps: &gst::CapsRef) -> Option<String> {
+    let s = caps.structure(0)?;
+    let name = match s.name().as_str() {
+        "video/x-h264" => "H.264",
+        "video/x-h265" => "H.265",
+        other => other,
+    };
+    let mut out = name.to_string();
+    for field in ["profile", "level"] {
+        if let Ok(v) = s.get::<&str>(field) {
+            out.push(' ');
+            out.push_str(v);
+        }
+    }
+    Some(out)
 }
 
 /// Why a pipeline failed.
@@ -262,6 +285,12 @@ impl Pipeline {
                     if let Some(buf) = info.buffer() {
                         if let Some(pts) = buf.pts() {
                             sh.arrivals.record(pts.nseconds(), Instant::now());
+                            sh.output.source_frame(
+                                buf.dts().unwrap_or(pts).nseconds(),
+                                pts.nseconds(),
+                                !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                                buf.size(),
+                            );
                             if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                                 if let Ok(queues) = sh.keyframes.lock() {
                                     for q in queues.iter() {
@@ -274,6 +303,9 @@ impl Pipeline {
                         }
                     } else if let Some(ev) = info.event() {
                         if let gst::EventView::Caps(c) = ev.view() {
+                            if let Some(codec) = describe_codec(c.caps()) {
+                                sh.output.source_codec(codec);
+                            }
                             if let (Some(pl), Some(tee)) = (pl.upgrade(), tee.upgrade()) {
                                 if let Err(e) = build_ladder(&sh, &pl, &tee, c.caps()) {
                                     tracing::error!(stream = %sh.spec.label, error = %e, "cannot build ladder");
