@@ -8,91 +8,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::http::{hook_server, HookRequest};
 use common::*;
 use hmac::Mac;
 
 const SECRET: &str = "a-32-character-secret-for-tests!";
 
-/// One request the hook received: headers (lower-case names) and body.
-struct Received {
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    }
-}
-
 /// An event webhook on loopback that records every request and answers 503 to the first one
 /// (the node must retry it), 200 to the rest.
-fn hook() -> (u16, Arc<Mutex<Vec<Received>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind the hook");
-    let port = l.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let mut r = BufReader::new(conn.try_clone().expect("clone"));
-            loop {
-                let mut headers = Vec::new();
-                let mut line = String::new();
-                let mut first = true;
-                while r.read_line(&mut line).unwrap_or(0) > 2 {
-                    if !first {
-                        if let Some((k, v)) = line.split_once(':') {
-                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-                        }
-                    }
-                    first = false;
-                    line.clear();
-                }
-                if headers.is_empty() {
-                    break; // the connection closed
-                }
-                let len: usize = headers
-                    .iter()
-                    .find(|(k, _)| k == "content-length")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                if r.read_exact(&mut body).is_err() {
-                    break;
-                }
-                let n = {
-                    let mut s = s2.lock().unwrap();
-                    s.push(Received {
-                        headers,
-                        body: String::from_utf8_lossy(&body).into_owned(),
-                    });
-                    s.len()
-                };
-                let mut w = &conn;
-                let answer: &[u8] = if n == 1 {
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
-                } else {
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-                };
-                if w.write_all(answer).is_err() {
-                    break;
-                }
-            }
+fn hook() -> (u16, Arc<Mutex<Vec<HookRequest>>>) {
+    hook_server(|_, before| {
+        if before == 0 {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec()
         }
-    });
-    (port, seen)
+    })
 }
 
-fn valid_signature(r: &Received) -> bool {
+fn valid_signature(r: &HookRequest) -> bool {
     let ts = r.header("x-edge-timestamp");
     let Some(sig) = r.header("x-edge-signature").strip_prefix("v1=") else {
         return false;
@@ -141,7 +78,7 @@ fn events_reach_the_webhook_in_order_signed_and_retried() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
-    let types = |s: &[Received]| -> Vec<String> {
+    let types = |s: &[HookRequest]| -> Vec<String> {
         s.iter()
             .filter_map(|r| serde_json::from_str::<serde_json::Value>(&r.body).ok())
             .map(|v| v["type"].as_str().unwrap_or_default().to_string())

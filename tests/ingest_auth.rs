@@ -7,62 +7,33 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpListener,
+    io::{BufRead, BufReader},
     path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use common::http::{hook_server, HookRequest};
 use common::*;
 
-/// A webhook on loopback: accepts key `hook-accepts-this-key` (naming playback ID `hooked`),
-/// refuses everything else with 403; records the bodies it was sent.
-fn webhook() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind webhook");
-    let port = l.local_addr().unwrap().port();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = Arc::clone(&seen);
-    std::thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let mut r = BufReader::new(conn.try_clone().expect("clone"));
-            let mut len = 0usize;
-            let mut signed = false;
-            let mut line = String::new();
-            while r.read_line(&mut line).unwrap_or(0) > 2 {
-                let l = line.to_ascii_lowercase();
-                if let Some(v) = l.strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if let Some(v) = l.strip_prefix("x-edge-signature:") {
-                    let v = v.trim();
-                    signed = v.len() == 67
-                        && v.starts_with("v1=")
-                        && v[3..].bytes().all(|b| b.is_ascii_hexdigit());
-                }
-                line.clear();
-            }
-            let mut body = vec![0u8; len];
-            let _ = r.read_exact(&mut body);
-            let body = String::from_utf8_lossy(&body).to_string();
-            let ok = signed && body.contains("\"hook-accepts-this-key\"");
-            let down = body.contains("\"hook-is-down-for-this-key\"");
-            s2.lock().unwrap().push(body);
-            let mut w = conn;
-            let _ = if down {
-                w.write_all(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                )
-            } else if ok {
-                w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{\"playback_id\":\"hooked\"}")
-            } else {
-                w.write_all(
-                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                )
-            };
+/// A webhook on loopback: accepts key `hook-accepts-this-key` (naming playback ID `hooked`)
+/// when the request is signed, answers 503 for `hook-is-down-for-this-key`, refuses everything
+/// else with 403; records the bodies it was sent.
+fn webhook() -> (u16, Arc<Mutex<Vec<HookRequest>>>) {
+    hook_server(|req, _| {
+        let sig = req.header("x-edge-signature");
+        let signed = sig.len() == 67
+            && sig.starts_with("v1=")
+            && sig[3..].bytes().all(|b| b.is_ascii_hexdigit());
+        if req.body.contains("\"hook-is-down-for-this-key\"") {
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_vec()
+        } else if signed && req.body.contains("\"hook-accepts-this-key\"") {
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 24\r\nConnection: close\r\n\r\n{\"playback_id\":\"hooked\"}".to_vec()
+        } else {
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
         }
-    });
-    (port, seen)
+    })
 }
 
 #[test]
@@ -109,7 +80,12 @@ fn webhook_accepts_and_refuses_publishers() {
         ),
         1.0
     );
-    let bodies = seen.lock().unwrap().clone();
+    let bodies: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.body.clone())
+        .collect();
     assert_eq!(bodies.len(), 3, "{bodies:?}");
     assert!(
         bodies

@@ -120,7 +120,7 @@ const STILL_MIN_SPAN: Duration = Duration::from_secs(4);
 /// milliseconds, so equal times stay equal).
 const REORDER_MIN_NS: u64 = 1_000_000;
 
-/// The source video's keyframes, as they leave for the packager.
+/// The source video as demuxed: its keyframes and its latest frames.
 #[derive(Debug, Default)]
 struct Keyframes {
     /// DTS (ns) of the last keyframe, and of the last frame.
@@ -199,6 +199,30 @@ pub struct Health {
     codec: Mutex<Option<String>>,
 }
 
+/// A stream's status, why, and its issues (see [`Health::judge`]).
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub status: Status,
+    pub reason: Option<String>,
+    pub issues: Vec<Issue>,
+}
+
+/// Make room in a window of frames ordered by DTS (`dts` of each) for one at `dts_ns`: a DTS
+/// going backwards (an encoder restart) starts the window again; frames older than
+/// [`STATS_WINDOW`] before it, and any past [`STATS_FRAMES_MAX`], go.
+fn make_room<T>(q: &mut std::collections::VecDeque<T>, dts_ns: u64, dts: impl Fn(&T) -> u64) {
+    if q.back().is_some_and(|f| dts_ns < dts(f)) {
+        q.clear();
+    }
+    let window = u64::try_from(STATS_WINDOW.as_nanos()).unwrap_or(u64::MAX);
+    while q.len() >= STATS_FRAMES_MAX
+        || q.front()
+            .is_some_and(|f| dts_ns.saturating_sub(dts(f)) > window)
+    {
+        q.pop_front();
+    }
+}
+
 /// Bytes per media second, the last [`LONG_WINDOW`] of them.
 #[derive(Debug, Default)]
 struct Seconds(std::collections::VecDeque<(u64, u64)>);
@@ -251,23 +275,12 @@ impl Health {
         }
     }
 
-    /// A source video frame (DTS and PTS in ns, `bytes` long) left for the packager.
+    /// A source video frame (DTS and PTS in ns, `bytes` long) as demuxed and parsed.
     pub fn source_frame(&self, dts_ns: u64, pts_ns: u64, keyframe: bool, bytes: usize) {
         let Ok(mut k) = self.keyframes.lock() else {
             return;
         };
-        // A DTS going backwards (an encoder restart) starts the figures again.
-        if k.recent.back().is_some_and(|f| dts_ns < f.dts_ns) {
-            k.recent.clear();
-        }
-        let window = u64::try_from(STATS_WINDOW.as_nanos()).unwrap_or(u64::MAX);
-        while k.recent.len() >= STATS_FRAMES_MAX
-            || k.recent
-                .front()
-                .is_some_and(|f| dts_ns.saturating_sub(f.dts_ns) > window)
-        {
-            k.recent.pop_front();
-        }
+        make_room(&mut k.recent, dts_ns, |f| f.dts_ns);
         k.recent.push_back(Frame {
             dts_ns,
             bytes,
@@ -339,16 +352,7 @@ impl Health {
         let Ok(mut a) = self.audio.lock() else {
             return;
         };
-        if a.back().is_some_and(|(last, _)| dts_ns < *last) {
-            a.clear();
-        }
-        let window = u64::try_from(STATS_WINDOW.as_nanos()).unwrap_or(u64::MAX);
-        while a.len() >= STATS_FRAMES_MAX
-            || a.front()
-                .is_some_and(|(first, _)| dts_ns.saturating_sub(*first) > window)
-        {
-            a.pop_front();
-        }
+        make_room(&mut a, dts_ns, |(dts, _)| *dts);
         a.push_back((dts_ns, bytes));
         drop(a);
         if let Ok(mut l) = self.long.lock() {
@@ -401,23 +405,34 @@ impl Health {
     /// The status now, with the reason when it is not healthy: [`assess`], then `degraded`
     /// (the issues' messages as the reason) when that says healthy but there are issues.
     pub fn assess(&self, now: Instant, overload_lag: Duration) -> (Status, Option<String>) {
+        let j = self.judge(now, overload_lag);
+        (j.status, j.reason)
+    }
+
+    /// [`Health::assess`] and [`Health::issues`] at once (the issues are judged once).
+    pub fn judge(&self, now: Instant, overload_lag: Duration) -> Judgement {
         let last_out = self.last_out.lock().ok().and_then(|l| *l);
-        let judged = assess(
+        let (status, reason) = assess(
             self.started,
             self.arrivals.latest(),
             last_out,
             now,
             overload_lag,
         );
-        if judged.0 != Status::Healthy {
-            return judged;
-        }
         let issues = self.issues();
-        if issues.is_empty() {
-            return judged;
+        if status != Status::Healthy || issues.is_empty() {
+            return Judgement {
+                status,
+                reason,
+                issues,
+            };
         }
         let why: Vec<&str> = issues.iter().map(|i| i.message.as_str()).collect();
-        (Status::Degraded, Some(why.join("; ")))
+        Judgement {
+            status: Status::Degraded,
+            reason: Some(why.join("; ")),
+            issues,
+        }
     }
 }
 

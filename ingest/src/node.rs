@@ -535,21 +535,27 @@ impl Node {
             self.cpu.store(c.to_bits(), Ordering::Relaxed);
         }
         let mut by_health = [0i64; crate::health::Status::ALL.len()];
+        let mut by_issue = [0i64; crate::health::ISSUE_KINDS.len()];
         for a in self.active.iter() {
-            let (status, reason) = a.health.assess(now, self.config.node.overload_lag);
-            if let Some(i) = crate::health::Status::ALL.iter().position(|s| *s == status) {
+            let j = a.health.judge(now, self.config.node.overload_lag);
+            if let Some(i) = crate::health::Status::ALL
+                .iter()
+                .position(|s| *s == j.status)
+            {
                 by_health[i] += 1;
             }
-            let issues = a.health.issues();
-            if a.health.report_change(status, &issues) {
+            for (n, kind) in by_issue.iter_mut().zip(crate::health::ISSUE_KINDS) {
+                *n += i64::from(j.issues.iter().any(|i| i.kind == kind));
+            }
+            if a.health.report_change(j.status, &j.issues) {
                 self.events.emit(
                     "stream.health_changed",
                     serde_json::json!({
                         "playback_id": a.key(),
                         "session_id": a.session_id,
-                        "health": status.as_str(),
-                        "reason": reason,
-                        "issues": issues,
+                        "health": j.status.as_str(),
+                        "reason": j.reason,
+                        "issues": j.issues,
                     }),
                 );
             }
@@ -567,15 +573,8 @@ impl Node {
                 .with_label_values(&[status.as_str()])
                 .set(n);
         }
-        for kind in crate::health::ISSUE_KINDS {
-            let n = self
-                .active
-                .iter()
-                .filter(|a| a.health.issues().iter().any(|i| i.kind == kind))
-                .count();
-            metrics::STREAM_ISSUES
-                .with_label_values(&[kind])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        for (kind, n) in crate::health::ISSUE_KINDS.iter().zip(by_issue) {
+            metrics::STREAM_ISSUES.with_label_values(&[kind]).set(n);
         }
     }
 

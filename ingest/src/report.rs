@@ -40,7 +40,8 @@ impl Node {
             .active
             .iter()
             .map(|e| {
-                let (health, health_reason) = e.health.assess(now, self.config.node.overload_lag);
+                let j = e.health.judge(now, self.config.node.overload_lag);
+                let (source, renditions) = shape(&e);
                 control::StreamReport {
                     stream_ref: e.stream_ref.clone(),
                     playback_id: e.key().clone(),
@@ -52,25 +53,14 @@ impl Node {
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),
                     reservation: e.reservation,
-                    health: Some(health.as_str().to_string()),
-                    health_reason,
+                    health: Some(j.status.as_str().to_string()),
+                    health_reason: j.reason,
                     detail: Some(control::StreamDetail {
                         client_addr: e.client.to_string(),
-                        source: e.plan.lock().ok().and_then(|p| {
-                            p.as_ref()
-                                .map(|p| format!("{}x{}", p.source.width, p.source.height))
-                        }),
-                        renditions: e
-                            .plan
-                            .lock()
-                            .ok()
-                            .and_then(|p| {
-                                p.as_ref()
-                                    .map(|p| p.video.iter().map(|v| v.0.clone()).collect())
-                            })
-                            .unwrap_or_default(),
+                        source,
+                        renditions,
                         stats: e.health.stats(),
-                        issues: e.health.issues().into_iter().map(|i| i.message).collect(),
+                        issues: j.issues.into_iter().map(|i| i.message).collect(),
                     }),
                 }
             })
@@ -123,34 +113,42 @@ impl Node {
             .active
             .iter()
             .map(|e| {
-                let plan = e.plan.lock().ok().and_then(|p| p.clone());
-                let (health, health_reason) = e.health.assess(now, self.config.node.overload_lag);
+                let j = e.health.judge(now, self.config.node.overload_lag);
+                let (source, renditions) = shape(&e);
                 StreamInfo {
                     session_id: e.session_id,
                     playback_id: e.key().clone(),
                     protocol: e.protocol,
                     client_addr: e.client.to_string(),
-                    state: if plan.is_some() { "live" } else { "starting" },
+                    state: if source.is_some() { "live" } else { "starting" },
                     started_unix_ms: e
                         .started
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0),
                     milli_units: e.milli_units.load(Ordering::Relaxed),
-                    source: plan
-                        .as_ref()
-                        .map(|p| format!("{}x{}", p.source.width, p.source.height)),
-                    renditions: plan
-                        .map(|p| p.video.into_iter().map(|v| v.0).collect())
-                        .unwrap_or_default(),
-                    health,
-                    health_reason,
-                    issues: e.health.issues(),
+                    source,
+                    renditions,
+                    health: j.status,
+                    health_reason: j.reason,
+                    issues: j.issues,
                     stats: e.health.stats(),
                 }
             })
             .collect();
         v.sort_by(|a, b| a.playback_id.cmp(&b.playback_id));
         v
+    }
+}
+
+/// A stream's source size (`1280x720`) and video renditions, once its ladder is planned.
+fn shape(e: &crate::node::Active) -> (Option<String>, Vec<String>) {
+    let plan = e.plan.lock().ok();
+    match plan.as_ref().and_then(|p| p.as_ref()) {
+        Some(p) => (
+            Some(format!("{}x{}", p.source.width, p.source.height)),
+            p.video.iter().map(|v| v.0.clone()).collect(),
+        ),
+        None => (None, Vec::new()),
     }
 }

@@ -284,3 +284,84 @@ pub fn decode_chunked(mut data: &[u8]) -> Result<Option<Vec<u8>>, String> {
         data = &data[size + 2..];
     }
 }
+
+/// One request a [`hook_server`] received: headers (names lower-cased) and body.
+#[derive(Debug, Clone)]
+pub struct HookRequest {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HookRequest {
+    /// The first header with this (lower-case) name, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// A webhook on loopback for the node to call: records every request, in order, and answers
+/// each with `answer(request, how many came before it)` (a whole HTTP/1.1 response). Keeps
+/// connections open between requests.
+pub fn hook_server(
+    answer: impl Fn(&HookRequest, usize) -> Vec<u8> + Send + Sync + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<HookRequest>>>) {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the hook");
+    let port = l.local_addr().expect("hook address").port();
+    let seen: Arc<Mutex<Vec<HookRequest>>> = Arc::new(Mutex::new(Vec::new()));
+    let (s2, answer) = (Arc::clone(&seen), Arc::new(answer));
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let (seen, answer) = (Arc::clone(&s2), Arc::clone(&answer));
+            std::thread::spawn(move || {
+                let Ok(read) = conn.try_clone() else { return };
+                let mut r = std::io::BufReader::new(read);
+                loop {
+                    let mut headers = Vec::new();
+                    let mut line = String::new();
+                    let mut first = true;
+                    while r.read_line(&mut line).unwrap_or(0) > 2 {
+                        if !first {
+                            if let Some((k, v)) = line.split_once(':') {
+                                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                            }
+                        }
+                        first = false;
+                        line.clear();
+                    }
+                    if first {
+                        return; // the connection closed
+                    }
+                    let len = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let req = HookRequest {
+                        headers,
+                        body: String::from_utf8_lossy(&body).into_owned(),
+                    };
+                    let reply = {
+                        let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        let reply = answer(&req, s.len());
+                        s.push(req);
+                        reply
+                    };
+                    if (&conn).write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
