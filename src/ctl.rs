@@ -488,22 +488,52 @@ fn streams_table(streams: &Value, target: Target) -> String {
     )
 }
 
-/// An object as `key: value` lines.
+/// An object as `key: value` lines; nested objects (a stream's `stats`) indented under their
+/// key, and lists of objects or of sentences (`issues`, `rungs`) one item per line.
 fn fields(v: &Value) -> String {
+    let mut out = String::new();
+    write_fields(&mut out, v, 0);
+    out
+}
+
+fn write_fields(out: &mut String, v: &Value, indent: usize) {
     let Some(o) = v.as_object() else {
-        return format!("{}\n", cell(v));
+        out.push_str(&format!("{:indent$}{}\n", "", cell(v)));
+        return;
     };
-    let width = o.keys().map(|k| k.len()).max().unwrap_or(0);
-    o.iter()
-        .map(|(k, v)| {
-            format!(
-                "{:<width$}  {}\n",
-                format!("{k}:"),
-                cell(v),
-                width = width + 1
-            )
-        })
-        .collect()
+    let width = o.keys().map(|k| k.len()).max().unwrap_or(0) + 1;
+    for (k, v) in o {
+        let key = format!("{k}:");
+        match v {
+            Value::Object(_) => {
+                out.push_str(&format!("{:indent$}{key}\n", ""));
+                write_fields(out, v, indent + 2);
+            }
+            Value::Array(a)
+                if !a.is_empty()
+                    && a.iter()
+                        .all(|x| x.is_object() || x.as_str().is_some_and(|s| s.contains(' '))) =>
+            {
+                out.push_str(&format!("{:indent$}{key}\n", ""));
+                for x in a {
+                    out.push_str(&format!("{:indent$}  - {}\n", "", item(x)));
+                }
+            }
+            _ => out.push_str(&format!("{:indent$}{key:<width$}  {}\n", "", cell(v))),
+        }
+    }
+}
+
+/// A list item on one line: an object as `key=value` pairs, anything else as its cell.
+fn item(v: &Value) -> String {
+    match v.as_object() {
+        Some(o) => o
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => cell(v),
+    }
 }
 
 /// A tiny HTTP/1.1 client for the admin API (plain HTTP on loopback or a private network,

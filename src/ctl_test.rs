@@ -50,3 +50,20 @@ fn tables_align_and_fill_gaps() {
     assert!(t.contains("n1    cordoned  2        2.50/20.00"), "{t}");
     assert!(t.contains("report 120 ms ago"), "{t}");
 }
+
+#[test]
+fn a_stream_prints_nested_figures_and_lists_one_per_line() {
+    let v = serde_json::json!({
+        "playback_id": "abc",
+        "renditions": ["source", "360p"],
+        "issues": ["keyframe interval is 6.0 s; set it to 2 s"],
+        "stats": {"fps": 30.0, "rungs": [{"name": "360p", "speed": 1.0}]}
+    });
+    assert_eq!(
+        fields(&v),
+        "issues:\n  - keyframe interval is 6.0 s; set it to 2 s\n\
+         playback_id:  abc\n\
+         renditions:   source,360p\n\
+         stats:\n  fps:    30.0\n  rungs:\n    - name=360p speed=1.0\n"
+    );
+}

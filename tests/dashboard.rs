@@ -123,6 +123,11 @@ fn the_dashboard_shows_the_cluster_plays_a_stream_and_drains_a_node() {
         "{row:?}"
     );
     assert!(row[9].starts_with("healthy"), "{row:?}");
+    // The renditions cell folds the stream's other figures.
+    assert!(
+        row[8].contains("figures") && row[8].contains("late frames"),
+        "{row:?}"
+    );
     let nodes_shown = report["nodeRows"].as_array().map(Vec::len);
     assert_eq!(nodes_shown, Some(2), "{report}");
     assert!(

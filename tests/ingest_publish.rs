@@ -221,6 +221,21 @@ fn srt_from_ffmpeg() {
     assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
     let s = node.stream("one").expect("listed");
     assert_eq!(s["protocol"], "srt");
+    assert_srt_health(&s);
+}
+
+/// An SRT stream from ffmpeg's MPEG-TS muxer is judged healthy: it sends audio up to 0.7 s
+/// ahead of video of the same time, well within what the A/V drift allows (about 0.1 s was
+/// measured).
+fn assert_srt_health(s: &serde_json::Value) {
+    assert_eq!(s["issues"], serde_json::json!([]), "{s}");
+    assert_eq!(s["stats"]["audio_codec"], "AAC", "{s}");
+    assert!(
+        s["stats"]["av_drift_ms"]
+            .as_i64()
+            .is_some_and(|d| d.abs() < 700),
+        "{s}"
+    );
 }
 
 #[test]
@@ -229,6 +244,7 @@ fn srt_from_srt_live_transmit() {
     let mut enc =
         Encoder::srt_live_transmit(&node.srt_url("test-stream-key-2"), EncOpts::default());
     check_all(&node, "two");
+    assert_srt_health(&node.stream("two").expect("listed"));
     assert!(
         enc.is_running(),
         "srt-live-transmit stopped:\n{}",
@@ -525,13 +541,280 @@ fn a_moving_picture_with_sound_has_no_issue() {
     });
     assert_eq!(s["issues"], serde_json::json!([]), "{s}");
     assert_eq!(s["health"], "healthy", "{s}");
+    let st = &s["stats"];
     assert!(
-        s["stats"]["codec"]
+        st["codec"]
             .as_str()
             .is_some_and(|c| c.starts_with("H.264 ")),
         "{s}"
     );
-    assert!(s["stats"]["video_kbps"].as_u64() > Some(100), "{s}");
+    assert!(st["video_kbps"].as_u64() > Some(100), "{s}");
+    assert_eq!(st["audio_codec"], "AAC", "{s}");
+    // ffmpeg interleaves its tracks by timestamp: they reach the node together.
+    assert!(
+        st["av_drift_ms"].as_i64().is_some_and(|d| d.abs() < 300),
+        "{s}"
+    );
+    for k in [
+        "late_frames",
+        "timestamp_jumps",
+        "timestamp_gaps",
+        "dropped_frames",
+    ] {
+        assert_eq!(st[k], 0, "{k}: {s}");
+    }
+    // Both transcoded rungs keep up with the source: 30 fps at real time.
+    let rungs = st["rungs"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = rungs.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names.len(), 2, "{s}");
+    assert!(names.contains(&"360p") && names.contains(&"240p"), "{s}");
+    for r in &rungs {
+        let speed = r["speed"].as_f64().unwrap_or(0.0);
+        let fps = r["fps"].as_f64().unwrap_or(0.0);
+        assert!((0.8..1.2).contains(&speed), "real-time factor {speed}: {s}");
+        assert!((25.0..35.0).contains(&fps), "{s}");
+        assert!(r["kbps"].as_u64() > Some(50), "{s}");
+    }
+}
+
+/// The kinds of a stream's issues.
+fn issue_kinds(s: &serde_json::Value) -> Vec<String> {
+    s["issues"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["kind"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The message of a stream's issue of `kind`.
+fn issue_message(s: &serde_json::Value, kind: &str) -> String {
+    s["issues"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["kind"] == kind))
+        .and_then(|i| i["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Wait until the stream `pid` on `node` has every issue of `kinds`.
+fn wait_issues(node: &Node, pid: &str, kinds: &[&str], timeout: Duration) -> serde_json::Value {
+    wait_for(format_args!("the issues {kinds:?}"), timeout, || {
+        node.stream(pid).filter(|s| {
+            let k = issue_kinds(s);
+            kinds.iter().all(|w| k.iter().any(|x| x == w))
+        })
+    })
+}
+
+#[test]
+fn mp3_audio_and_a_bit_rate_far_above_the_ladder_are_reported_with_advice() {
+    let node = Node::start(|_| {});
+    // 854x480 at 4 Mbit/s (x264 in CBR) with MP3 audio, what an old encoder preset sends;
+    // the ladder's best rung (360p at 600 kbit/s) needs about 1,070 kbit/s at this size.
+    let dir = TempDir::new("mp3");
+    let flv = dir.path().join("mp3.flv");
+    let out = run_with_timeout(
+        std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=854x480:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+            .args(["-t", "12", "-c:v", "libx264", "-preset", "ultrafast"])
+            .args(["-tune", "zerolatency", "-g", "60", "-keyint_min", "60"])
+            .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p"])
+            .args(["-b:v", "4000k", "-minrate", "4000k", "-maxrate", "4000k"])
+            .args(["-bufsize", "1000k", "-x264-params", "nal-hrd=cbr"])
+            .args(["-c:a", "libmp3lame", "-b:a", "128k", "-ar", "44100"])
+            .arg(&flv),
+        Duration::from_secs(120),
+    )
+    .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut enc = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            source_file: Some(flv),
+            ..EncOpts::default()
+        },
+    );
+    let s = wait_issues(
+        &node,
+        "one",
+        &["non_aac_audio", "high_bitrate"],
+        Duration::from_secs(40),
+    );
+    eprintln!("{s}");
+    let mp3 = issue_message(&s, "non_aac_audio");
+    assert!(
+        mp3.starts_with("audio is MP3;") && mp3.contains("set the encoder's audio codec to AAC"),
+        "{mp3}"
+    );
+    // 600 kbit/s for 640x360, scaled to 854x480 (1,067 to 1,068 as the rung's size rounds).
+    let high = issue_message(&s, "high_bitrate");
+    assert!(
+        ["1067", "1068"].iter().any(|k| high
+            .contains(&format!("the {k} kbit/s the ladder needs for its size"))
+            && high.contains(&format!("set the encoder's bit rate to about {k} kbit/s"))),
+        "{high}"
+    );
+    assert_eq!(s["stats"]["audio_codec"], "MP3", "{s}");
+    assert!(s["stats"]["video_kbps_60s"].as_u64() > Some(3000), "{s}");
+    // The audio is converted and served.
+    node.wait_media_playlist("one", "audio", 1, Duration::from_secs(10));
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+}
+
+/// A TCP proxy in front of `target` that stops forwarding what the client sends for `stall`
+/// at the end of every `every` (from its start): an encoder's upload that stalls and then
+/// catches up, as a congested link does. Runs until the test process ends.
+fn stalling_proxy(target: std::net::SocketAddr, every: Duration, stall: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = std::net::TcpStream::connect(target) else {
+                return;
+            };
+            let (Ok(mut client_w), Ok(mut server_r)) = (client.try_clone(), server.try_clone())
+            else {
+                return;
+            };
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_r, &mut client_w);
+            });
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    let phase = start.elapsed().as_nanos() % every.as_nanos();
+                    let open = every.as_nanos() - stall.as_nanos();
+                    if phase >= open {
+                        std::thread::sleep(Duration::from_nanos((every.as_nanos() - phase) as u64));
+                    }
+                    if server.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_stalling_upload_and_a_timestamp_jump_are_reported() {
+    let node = Node::start(|_| {});
+    let target = format!("127.0.0.1:{}", node.ports.rtmp).parse().unwrap();
+    // The upload stalls for 2 s in every 6 s.
+    let port = stalling_proxy(target, Duration::from_secs(6), Duration::from_secs(2));
+    // ffmpeg's timestamps jump 10 s ahead 8 s in (both tracks), while it goes on sending in
+    // real time.
+    let jump = "PTS+gte(T\\,8)*10/TB";
+    let mut enc = Encoder::ffmpeg_rtmp(
+        &format!("rtmp://127.0.0.1:{port}/live/test-stream-key-1"),
+        EncOpts {
+            extra: vec![
+                "-vf".into(),
+                format!("setpts={jump}"),
+                "-af".into(),
+                format!("asetpts={jump}"),
+            ],
+            ..EncOpts::default()
+        },
+    );
+    let s = wait_issues(
+        &node,
+        "one",
+        &["late_frames", "timestamp_jumps"],
+        Duration::from_secs(30),
+    );
+    eprintln!("{s}");
+    let late = issue_message(&s, "late_frames");
+    assert!(
+        late.contains("reached the node over 1.0 s late")
+            && late.contains("lower the encoder's bit rate"),
+        "{late}"
+    );
+    let jumped = issue_message(&s, "timestamp_jumps");
+    assert!(
+        jumped.contains("timestamps jumped 10.0 s forward"),
+        "{jumped}"
+    );
+    assert!(s["stats"]["late_frames"].as_u64() > Some(10), "{s}");
+    assert!(s["stats"]["timestamp_jumps"].as_u64() >= Some(1), "{s}");
+    assert_eq!(s["health"], "degraded", "{s}");
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+}
+
+#[test]
+fn audio_timestamps_apart_from_video_are_an_av_drift() {
+    let node = Node::start(|_| {});
+    // ffmpeg makes 20 s in sync; it is sent as an encoder whose audio timestamps run 2 s
+    // ahead of its video would send it (ffmpeg itself, like OBS, holds the track that is
+    // ahead back until the other catches up, so it never puts such a drift on the wire).
+    let dir = TempDir::new("drift");
+    let flv = dir.path().join("sync.flv");
+    let enc = EncOpts {
+        duration: Duration::from_secs(20),
+        realtime: false,
+        ..EncOpts::default()
+    };
+    let mut args = vec!["-y".to_string()];
+    args.extend(enc.ffmpeg_args());
+    args.push(flv.display().to_string());
+    let out = run_with_timeout(
+        std::process::Command::new("ffmpeg").args(&args),
+        Duration::from_secs(120),
+    )
+    .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let media = std::fs::read(&flv).expect("read the clip");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = format!("127.0.0.1:{}", node.ports.rtmp).parse().unwrap();
+    let sender = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            rtmp_raw::replay_flv(addr, "test-stream-key-1", &media, 2_000, &stop)
+        })
+    };
+    let s = wait_issues(&node, "one", &["av_drift"], Duration::from_secs(15));
+    eprintln!("{s}");
+    let msg = issue_message(&s, "av_drift");
+    assert!(
+        msg.starts_with("audio timestamps are 2.0 s ahead of video's")
+            && msg.contains("audio sync offset"),
+        "{msg}"
+    );
+    assert!(
+        s["stats"]["av_drift_ms"]
+            .as_i64()
+            .is_some_and(|d| (1_800..2_200).contains(&d)),
+        "{s}"
+    );
+    // The ladder is made as ever.
+    let s = wait_for("both rungs' figures", Duration::from_secs(10), || {
+        node.stream("one")
+            .filter(|s| s["stats"]["rungs"].as_array().is_some_and(|r| r.len() == 2))
+    });
+    eprintln!("{s}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().expect("sender").expect("the replay");
 }
 
 #[test]

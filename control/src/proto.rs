@@ -169,6 +169,49 @@ pub struct StreamStats {
     pub video_kbps_60s: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_kbps_60s: Option<u32>,
+    /// The source audio's codec as its caps say (`AAC`, `MP3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_codec: Option<String>,
+    /// A/V timestamp drift: how far the audio's timestamps run ahead of the video's
+    /// (negative: behind) for media that reaches the node at the same moment, ms (absent
+    /// until both tracks have a few seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub av_drift_ms: Option<i32>,
+    /// Source video frames that reached the node over a second behind the stream's best
+    /// schedule, in the last minute.
+    #[serde(default)]
+    pub late_frames: u32,
+    /// Timestamp jumps (back, or forward further than time passed) in the last minute, in
+    /// the track with more of them (an encoder restart jumps both).
+    #[serde(default)]
+    pub timestamp_jumps: u32,
+    /// Timestamp gaps (half a second or more of a track the encoder never sent) in the last
+    /// minute, in the track with more of them.
+    #[serde(default)]
+    pub timestamp_gaps: u32,
+    /// Frames the encoder skipped in the last few seconds (intervals of k times the usual
+    /// count k - 1).
+    #[serde(default)]
+    pub dropped_frames: u32,
+    /// Each transcoded rendition's output over the last few seconds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<RungStats>,
+}
+
+/// One transcoded rendition's output, measured as it leaves for the packager.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RungStats {
+    /// The rendition (`720p`).
+    pub name: String,
+    /// Its video bit rate, kbit/s.
+    pub kbps: u32,
+    /// Its frames per second.
+    pub fps: f32,
+    /// Real-time factor: media seconds made per second of wall time (below 1: the node
+    /// cannot keep up with this rendition).
+    pub speed: f32,
+    /// How far its last frame left behind the source frame it was made from, ms.
+    pub lag_ms: u32,
 }
 
 /// Whether a node takes new streams.
@@ -453,6 +496,19 @@ mod tests {
                             audio_kbps: Some(128),
                             video_kbps_60s: Some(2400),
                             audio_kbps_60s: None,
+                            audio_codec: Some("AAC".into()),
+                            av_drift_ms: Some(-40),
+                            late_frames: 3,
+                            timestamp_jumps: 1,
+                            timestamp_gaps: 0,
+                            dropped_frames: 2,
+                            rungs: vec![RungStats {
+                                name: "360p".into(),
+                                kbps: 800,
+                                fps: 30.0,
+                                speed: 0.98,
+                                lag_ms: 250,
+                            }],
                         }),
                         issues: vec![],
                     }),

@@ -64,6 +64,10 @@ struct NodeView<'a> {
     streams: usize,
     /// Port of the HLS origin (the dashboard's preview plays from it).
     playback_port: u16,
+    /// Share of the machine's CPU in use (0 to 1), as reported to balancers.
+    cpu: f32,
+    /// Transcoding is behind real time (see `node.overload_lag`).
+    overloaded: bool,
 }
 
 /// Answer one admin request (`sessions`: the dashboard's logins).
@@ -100,6 +104,8 @@ pub fn handle<B>(node: &Node, sessions: &server::dashboard::Sessions, req: &Requ
                 stream_milli_units: node.config.stream_milli_units(),
                 streams: node.stream_count(),
                 playback_port: node.config.listen.http.port(),
+                cpu: node.cpu(),
+                overloaded: node.overloaded(),
             })
         }
         (&Method::GET, "/api/v1/streams") => json(&node.streams()),

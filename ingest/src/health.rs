@@ -30,8 +30,20 @@
 //! which adds latency); uneven frames (over [`UNEVEN_SHARE`] of the frame intervals far from
 //! their median: a variable frame rate or frames the encoder dropped); a low bit rate (the
 //! source over the last [`LONG_WINDOW`] below the highest transcoded rendition's: that rendition
-//! has nothing to spend its bits on). Frozen and silent are judged without decoding, from the
-//! compressed sizes. They come with the status in
+//! has nothing to spend its bits on); a high bit rate (over [`HIGH_BITRATE_FACTOR`] times what
+//! the ladder needs for the source's size, [`expected_source_kbps`]); audio in another codec
+//! than AAC (the node converts it). Frozen and silent are judged without decoding, from the
+//! compressed sizes.
+//!
+//! Timing ([`Health::arrival`]): each track's frames are stamped as they leave the demuxer,
+//! against their DTS. The earliest a frame arrived relative to its timestamp over the last
+//! [`LONG_WINDOW`] is the track's best schedule; a video frame over [`LATE_AFTER`] behind it is
+//! late (a congested upload; more than [`LATE_SHARE`] of a window is an issue); a timestamp
+//! that goes back, or forward further than time passed, by over [`JUMP_MIN`] is a jump (an
+//! issue for a minute); a step over [`GAP_MIN`] that time also took is a gap (media never
+//! sent); the difference of the two tracks' best schedules is the A/V drift (over
+//! [`AV_DRIFT_MAX`]: an issue). Each transcoded rendition's output gives its bit rate, frame
+//! rate, lag and real-time factor ([`Health::rendition_out`]). They come with the status in
 //! `GET /api/v1/streams`, in balancer reports, and as counts per issue type in
 //! `edge_ingest_stream_issues{issue}`.
 
@@ -79,14 +91,59 @@ pub struct Issue {
 }
 
 /// Every issue type, for metrics.
-pub const ISSUE_KINDS: [&str; 6] = [
+pub const ISSUE_KINDS: [&str; 11] = [
     "keyframe_interval",
     "frozen_video",
     "silent_audio",
     "b_frames",
     "uneven_frames",
     "low_bitrate",
+    "high_bitrate",
+    "non_aac_audio",
+    "av_drift",
+    "late_frames",
+    "timestamp_jumps",
 ];
+
+/// A source frame that reaches the node this much later than the stream's best schedule
+/// (the earliest any frame of the last minute arrived, relative to its timestamp) is late: a
+/// viewer a second behind live stalls on it.
+pub const LATE_AFTER: Duration = Duration::from_secs(1);
+
+/// More than this share of the source video's frames late over the last [`STATS_WINDOW`] is
+/// an issue (a single late keyframe on a busy uplink is not).
+pub const LATE_SHARE: f64 = 0.05;
+
+/// A track's timestamps that move this much more, or less, than the time between its
+/// arrivals have jumped (an encoder that restarted its clock, a splice of two sources).
+/// Network jitter moves arrivals by tens of milliseconds; a frame later than this is late,
+/// not a jump, unless its timestamp went back.
+pub const JUMP_MIN: Duration = Duration::from_secs(1);
+
+/// A track whose consecutive timestamps are this far apart has a gap: media the encoder never
+/// sent (video below 2 fps counts every frame as a gap; no live encoder sends so few).
+pub const GAP_MIN: Duration = Duration::from_millis(500);
+
+/// Audio and video timestamps this far apart, for media that reaches the node together, is
+/// an issue: the two are out of sync for viewers (lip sync is lost at a tenth of this, but
+/// muxers interleave audio and video differently: MPEG-TS muxers send audio up to 0.7 s
+/// ahead of video of the same timestamp).
+pub const AV_DRIFT_MAX: Duration = Duration::from_secs(1);
+
+/// A source bit rate over this many times what the ladder needs for its size is an issue: the
+/// encoder spends upload headroom (and source-rendition viewers' bandwidth) on nothing.
+pub const HIGH_BITRATE_FACTOR: f64 = 2.5;
+
+/// Bits per pixel per frame a source is expected to need when there is no transcoded
+/// rendition to compare with (H.264 at broadcast quality: 720p30 at 2.8 Mbit/s).
+pub const EXPECTED_BITS_PER_PIXEL: f64 = 0.1;
+
+/// A media track, for the timing figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    Video = 0,
+    Audio = 1,
+}
 
 /// A frame interval this far from the window's median (as a fraction of it) is uneven: RTMP's
 /// millisecond timestamps move a 30 fps interval by 3%, a dropped or doubled frame by 100%.
@@ -94,7 +151,7 @@ const UNEVEN_DEVIATION: f64 = 0.25;
 
 /// More than this share of uneven intervals in the window is an issue (an occasional dropped
 /// frame is not).
-const UNEVEN_SHARE: f64 = 0.10;
+pub const UNEVEN_SHARE: f64 = 0.10;
 
 /// How long the long-window bit rates average over.
 pub const LONG_WINDOW: Duration = Duration::from_secs(60);
@@ -130,6 +187,8 @@ struct Keyframes {
     intervals: std::collections::VecDeque<u64>,
     /// The frames within [`STATS_WINDOW`] of the last one (oldest first).
     recent: std::collections::VecDeque<Frame>,
+    /// The last bit rate (kbit/s) and frame rate measured over `recent`.
+    rates: Option<(u32, f32)>,
 }
 
 /// A source video frame, as the figures and issues need it.
@@ -197,6 +256,126 @@ pub struct Health {
     top_rung_kbps: std::sync::atomic::AtomicU32,
     /// The source video's codec, profile and level, once its caps are known.
     codec: Mutex<Option<String>>,
+    /// The source audio's codec (`AAC`, `MP3`), once its caps are known.
+    audio_codec: Mutex<Option<String>>,
+    /// When each track's media reaches the node against its timestamps: video, audio.
+    clocks: Mutex<[Clock; 2]>,
+    /// The video bit rate (kbit/s) the ladder needs for this source's size, once planned.
+    expected_kbps: std::sync::atomic::AtomicU32,
+    /// Each transcoded rendition's output over the last [`STATS_WINDOW`] of wall time.
+    rungs: Mutex<Vec<(String, RungWindow)>>,
+}
+
+/// One track's timestamps against the moments its frames reach the node.
+#[derive(Debug, Default)]
+struct Clock {
+    /// Per wall-clock second since the publish, over [`LONG_WINDOW`]: the earliest schedule
+    /// seen, min(arrival − DTS) in ns. The minimum over the window is the stream's best
+    /// schedule, what a frame's lateness is measured from.
+    best: std::collections::VecDeque<(u64, i64)>,
+    /// The last frame's DTS and arrival (ns since the publish).
+    last: Option<(u64, u64)>,
+    /// Per wall-clock second over [`LONG_WINDOW`]: what happened to this track's frames.
+    counts: std::collections::VecDeque<(u64, Counts)>,
+    /// The latest jump: its wall second and size (ns; negative: back).
+    last_jump: Option<(u64, i64)>,
+}
+
+/// Frames of one track in one wall-clock second.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    frames: u32,
+    late: u32,
+    jumps: u32,
+    gaps: u32,
+}
+
+/// One transcoded rendition's output: (wall ns since the publish, DTS ns, bytes) per frame,
+/// and the lag of the last one behind its source frame.
+#[derive(Debug, Default)]
+struct RungWindow {
+    frames: std::collections::VecDeque<(u64, u64, usize)>,
+    lag: Duration,
+}
+
+impl Clock {
+    /// A frame with `dts_ns` reached the node `wall_ns` after the publish began.
+    fn arrive(&mut self, dts_ns: u64, wall_ns: u64) {
+        let sec = wall_ns / 1_000_000_000;
+        let o = i64::try_from(wall_ns)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(dts_ns).unwrap_or(i64::MAX));
+        let jump_min = i64::try_from(JUMP_MIN.as_nanos()).unwrap_or(i64::MAX);
+        let gap_min = i64::try_from(GAP_MIN.as_nanos()).unwrap_or(i64::MAX);
+        let late_after = i64::try_from(LATE_AFTER.as_nanos()).unwrap_or(i64::MAX);
+        let best = self.best.iter().map(|(_, m)| *m).min();
+        let step = self.last.map(|(dts, wall)| {
+            let ns = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            (ns(dts_ns) - ns(dts), ns(wall_ns) - ns(wall))
+        });
+        self.last = Some((dts_ns, wall_ns));
+        let mut c = Counts {
+            frames: 1,
+            ..Counts::default()
+        };
+        // A jump back is a DTS going back; a jump forward, a DTS that moved further than the
+        // time since the last frame (a burst after a stalled network moves less, a pause of
+        // the encoder as much).
+        let jump = match step {
+            Some((s, _)) if s < -jump_min => Some(s),
+            Some((s, w)) if s.saturating_sub(w.max(0)) > jump_min => Some(s - w.max(0)),
+            _ => None,
+        };
+        if let Some(j) = jump {
+            c.jumps = 1;
+            self.last_jump = Some((sec, j));
+            self.best.clear(); // the old schedule says nothing about the new timestamps
+        } else {
+            if step.is_some_and(|(s, _)| s > gap_min) {
+                c.gaps = 1;
+            }
+            if best.is_some_and(|b| o.saturating_sub(b) > late_after) {
+                c.late = 1;
+            }
+        }
+        match self.best.back_mut() {
+            Some((s, m)) if *s == sec => *m = (*m).min(o),
+            _ => self.best.push_back((sec, o)),
+        }
+        match self.counts.back_mut() {
+            Some((s, n)) if *s == sec => {
+                n.frames += c.frames;
+                n.late += c.late;
+                n.jumps += c.jumps;
+                n.gaps += c.gaps;
+            }
+            _ => self.counts.push_back((sec, c)),
+        }
+        let keep = LONG_WINDOW.as_secs();
+        self.best.retain(|(s, _)| sec.saturating_sub(*s) < keep);
+        self.counts.retain(|(s, _)| sec.saturating_sub(*s) < keep);
+    }
+
+    /// The counts over the seconds within `window` of the newest one (`now_sec`).
+    fn total(&self, now_sec: u64, window: Duration) -> Counts {
+        self.counts
+            .iter()
+            .filter(|(s, _)| now_sec.saturating_sub(*s) < window.as_secs())
+            .fold(Counts::default(), |a, (_, c)| Counts {
+                frames: a.frames + c.frames,
+                late: a.late + c.late,
+                jumps: a.jumps + c.jumps,
+                gaps: a.gaps + c.gaps,
+            })
+    }
+
+    /// The best schedule (min arrival − DTS, ns), once this track has a few seconds of it.
+    fn schedule(&self) -> Option<i64> {
+        if self.best.len() < 3 {
+            return None;
+        }
+        self.best.iter().map(|(_, m)| *m).min()
+    }
 }
 
 /// A stream's status, why, and its issues (see [`Health::judge`]).
@@ -272,7 +451,68 @@ impl Health {
             long: Mutex::new([Seconds::default(), Seconds::default()]),
             top_rung_kbps: std::sync::atomic::AtomicU32::new(0),
             codec: Mutex::new(None),
+            audio_codec: Mutex::new(None),
+            clocks: Mutex::new([Clock::default(), Clock::default()]),
+            expected_kbps: std::sync::atomic::AtomicU32::new(0),
+            rungs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Wall time since the publish began, ns.
+    fn wall_ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A frame of `track` with `dts_ns` reached the demuxer's output at `at`: for lateness,
+    /// timestamp jumps and gaps, and the A/V drift.
+    pub fn arrival(&self, track: Track, dts_ns: u64, at: Instant) {
+        let wall = self.wall_ns(at);
+        if let Ok(mut c) = self.clocks.lock() {
+            c[track as usize].arrive(dts_ns, wall);
+        }
+    }
+
+    /// The source audio's codec (`AAC`, `MP3`).
+    pub fn set_audio_codec(&self, codec: String) {
+        if let Ok(mut c) = self.audio_codec.lock() {
+            *c = Some(codec);
+        }
+    }
+
+    /// A transcoded rendition's video sample (`dts_ns`, `bytes`) left for the packager at
+    /// `at`, `lag` behind its source frame.
+    pub fn rendition_out(&self, name: &str, dts_ns: u64, bytes: usize, at: Instant, lag: Duration) {
+        let wall = self.wall_ns(at);
+        let Ok(mut rungs) = self.rungs.lock() else {
+            return;
+        };
+        let i = match rungs.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                rungs.push((name.to_string(), RungWindow::default()));
+                rungs.len() - 1
+            }
+        };
+        let Some((_, w)) = rungs.get_mut(i) else {
+            return;
+        };
+        // Timestamps that went back, or forward further than time passed: start over.
+        let jump = u64::try_from(JUMP_MIN.as_nanos()).unwrap_or(u64::MAX);
+        if w.frames.back().is_some_and(|(t, d, _)| {
+            dts_ns < *d || dts_ns - *d > wall.saturating_sub(*t).saturating_add(jump)
+        }) {
+            w.frames.clear();
+        }
+        let window = u64::try_from(STATS_WINDOW.as_nanos()).unwrap_or(u64::MAX);
+        while w.frames.len() >= STATS_FRAMES_MAX
+            || w.frames
+                .front()
+                .is_some_and(|(t, _, _)| wall.saturating_sub(*t) > window)
+        {
+            w.frames.pop_front();
+        }
+        w.frames.push_back((wall, dts_ns, bytes));
+        w.lag = lag;
     }
 
     /// A source video frame (DTS and PTS in ns, `bytes` long) as demuxed and parsed.
@@ -280,6 +520,12 @@ impl Health {
         let Ok(mut k) = self.keyframes.lock() else {
             return;
         };
+        // Past a jump or a pause in the timestamps, the time since the last keyframe says
+        // nothing about the encoder's keyframe interval: count from the next one.
+        let jump = u64::try_from(JUMP_MIN.as_nanos()).unwrap_or(u64::MAX);
+        if k.last_key_ns.is_some() && dts_ns > k.last_ns.saturating_add(jump) {
+            k.last_key_ns = None;
+        }
         make_room(&mut k.recent, dts_ns, |f| f.dts_ns);
         k.recent.push_back(Frame {
             dts_ns,
@@ -306,13 +552,23 @@ impl Health {
 
     /// The source video's figures over its last [`STATS_WINDOW`] (`None` before two frames).
     pub fn stats(&self) -> Option<control::StreamStats> {
-        let k = self.keyframes.lock().ok()?;
+        let mut k = self.keyframes.lock().ok()?;
         let (first, last) = (k.recent.front()?.dts_ns, k.recent.back()?.dts_ns);
-        let span = last.checked_sub(first).filter(|s| *s > 0)?;
         // Frames after the first cover the span (the first one's duration is before it).
-        let bytes: usize = k.recent.iter().skip(1).map(|f| f.bytes).sum();
-        let frames = k.recent.len() - 1;
-        let secs = span as f64 / 1e9;
+        let measured = last.checked_sub(first).filter(|s| *s > 0).map(|span| {
+            let bytes: usize = k.recent.iter().skip(1).map(|f| f.bytes).sum();
+            let secs = span as f64 / 1e9;
+            (
+                u32::try_from((bytes as f64 * 8.0 / secs / 1000.0).round() as u64)
+                    .unwrap_or(u32::MAX),
+                ((k.recent.len() - 1) as f64 / secs) as f32,
+            )
+        });
+        // Right after a jump the window starts again with one frame: keep the last figures.
+        if measured.is_some() {
+            k.rates = measured;
+        }
+        let (video_kbps, fps) = k.rates?;
         let audio_kbps = self.audio.lock().ok().and_then(|a| {
             let span = a.back()?.0.checked_sub(a.front()?.0).filter(|s| *s > 0)?;
             let bytes: usize = a.iter().skip(1).map(|(_, b)| *b).sum();
@@ -320,10 +576,33 @@ impl Health {
         });
         let long = self.long.lock().ok();
         let long_kbps = |i: usize| long.as_ref().and_then(|l| l[i].kbps()).map(|(k, _)| k);
+        let clocks = self.clocks.lock().ok();
+        // Jumps and gaps: the more of the two tracks (one encoder restart jumps both).
+        let minute = |f: fn(&Counts) -> u32| {
+            clocks.as_ref().map_or(0, |c| {
+                c.iter()
+                    .map(|t| f(&t.total(t.counts.back().map_or(0, |(s, _)| *s), LONG_WINDOW)))
+                    .max()
+                    .unwrap_or(0)
+            })
+        };
         Some(control::StreamStats {
-            video_kbps: u32::try_from((bytes as f64 * 8.0 / secs / 1000.0).round() as u64)
-                .unwrap_or(u32::MAX),
-            fps: (frames as f64 / secs) as f32,
+            audio_codec: self.audio_codec.lock().ok().and_then(|c| c.clone()),
+            av_drift_ms: clocks
+                .as_ref()
+                .and_then(|c| av_drift_ns(c))
+                .map(|ns| i32::try_from(ns / 1_000_000).unwrap_or(i32::MAX)),
+            late_frames: clocks.as_ref().map_or(0, |c| {
+                let v = &c[Track::Video as usize];
+                v.total(v.counts.back().map_or(0, |(s, _)| *s), LONG_WINDOW)
+                    .late
+            }),
+            timestamp_jumps: minute(|c| c.jumps),
+            timestamp_gaps: minute(|c| c.gaps),
+            dropped_frames: dropped_frames(&k.recent),
+            rungs: self.rung_stats(),
+            video_kbps,
+            fps,
             keyframe_interval_ms: k
                 .intervals
                 .back()
@@ -333,6 +612,37 @@ impl Health {
             video_kbps_60s: long_kbps(0),
             audio_kbps_60s: long_kbps(1),
         })
+    }
+
+    /// Each transcoded rendition's figures over its last [`STATS_WINDOW`] of output.
+    fn rung_stats(&self) -> Vec<control::RungStats> {
+        let Ok(rungs) = self.rungs.lock() else {
+            return Vec::new();
+        };
+        rungs
+            .iter()
+            .filter_map(|(name, w)| {
+                let (t0, d0, _) = *w.frames.front()?;
+                let (t1, d1, _) = *w.frames.back()?;
+                let media = d1.checked_sub(d0).filter(|s| *s > 0)? as f64;
+                let wall = t1.saturating_sub(t0) as f64;
+                let bytes: usize = w.frames.iter().skip(1).map(|f| f.2).sum();
+                Some(control::RungStats {
+                    name: name.clone(),
+                    kbps: u32::try_from(
+                        (bytes as f64 * 8.0 / (media / 1e9) / 1000.0).round() as u64
+                    )
+                    .unwrap_or(u32::MAX),
+                    fps: ((w.frames.len() - 1) as f64 / (media / 1e9)) as f32,
+                    speed: if wall > 0.0 {
+                        (media / wall) as f32
+                    } else {
+                        1.0
+                    },
+                    lag_ms: u32::try_from(w.lag.as_millis()).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
     }
 
     /// Whether `status` with `issues` differs from what was last reported (and remember it):
@@ -367,10 +677,14 @@ impl Health {
         }
     }
 
-    /// The ladder is planned: its highest transcoded rendition encodes at `kbps` (0: none).
-    pub fn set_top_rung_kbps(&self, kbps: u32) {
+    /// The ladder is planned: its highest transcoded rendition encodes at `top_kbps` (0:
+    /// none), and a source of this size needs about `expected_kbps` (see
+    /// [`expected_source_kbps`]).
+    pub fn set_ladder(&self, top_kbps: u32, expected_kbps: u32) {
         self.top_rung_kbps
-            .store(kbps, std::sync::atomic::Ordering::Relaxed);
+            .store(top_kbps, std::sync::atomic::Ordering::Relaxed);
+        self.expected_kbps
+            .store(expected_kbps, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The issues seen lately: configuration the broadcaster can fix, a frozen picture,
@@ -386,11 +700,23 @@ impl Health {
         let top = self
             .top_rung_kbps
             .load(std::sync::atomic::Ordering::Relaxed);
+        let expected = self
+            .expected_kbps
+            .load(std::sync::atomic::Ordering::Relaxed);
         if let Ok(l) = self.long.lock() {
             v.extend(low_bitrate_issue(l[0].kbps(), top));
+            v.extend(high_bitrate_issue(l[0].kbps(), expected));
         }
         if let Ok(a) = self.audio.lock() {
             v.extend(silent_issue(&a));
+        }
+        if let Some(codec) = self.audio_codec.lock().ok().and_then(|c| c.clone()) {
+            v.extend(audio_codec_issue(&codec));
+        }
+        if let Ok(c) = self.clocks.lock() {
+            v.extend(drift_issue(&c));
+            v.extend(late_issue(&c[Track::Video as usize]));
+            v.extend(jump_issue(&c));
         }
         v
     }
@@ -545,6 +871,148 @@ fn low_bitrate_issue(source: Option<(u32, u64)>, top_kbps: u32) -> Option<Issue>
             "source video is {kbps} kbit/s, below the {top_kbps} kbit/s of the best rendition made from it; raise the encoder's bit rate to at least {top_kbps} kbit/s (or the picture will not be better than the source)"
         ),
     })
+}
+
+/// A source bit rate (over [`LONG_WINDOW`], at least 10 s of it) over
+/// [`HIGH_BITRATE_FACTOR`] times what the ladder needs for its size (`expected_kbps`, 0:
+/// not planned yet).
+fn high_bitrate_issue(source: Option<(u32, u64)>, expected_kbps: u32) -> Option<Issue> {
+    let (kbps, secs) = source?;
+    if expected_kbps == 0
+        || secs < 10
+        || f64::from(kbps) <= HIGH_BITRATE_FACTOR * f64::from(expected_kbps)
+    {
+        return None;
+    }
+    Some(Issue {
+        kind: "high_bitrate",
+        message: format!(
+            "source video is {kbps} kbit/s, over {HIGH_BITRATE_FACTOR} times the {expected_kbps} kbit/s the ladder needs for its size: the extra bits cost upload headroom (and viewers of the source rendition bandwidth); set the encoder's bit rate to about {expected_kbps} kbit/s"
+        ),
+    })
+}
+
+/// The video bit rate (kbit/s) a source needs, judged by the ladder: the best transcoded
+/// rendition's bits per pixel per frame (`rungs`: width, height, frame rate, kbit/s), applied
+/// to the source's size and frame rate; [`EXPECTED_BITS_PER_PIXEL`] without a ladder.
+pub fn expected_source_kbps(
+    source: &edge_config::SourceSize,
+    rungs: &[(u32, u32, f64, u32)],
+) -> u32 {
+    let rate = |w: u32, h: u32, fps: f64| f64::from(w) * f64::from(h) * fps.max(1.0);
+    let src = rate(source.width, source.height, source.fps);
+    let kbps = match rungs.iter().max_by_key(|r| r.3) {
+        Some(&(w, h, fps, kbps)) if w > 0 && h > 0 => {
+            f64::from(kbps) * src / rate(w, h, fps.min(source.fps))
+        }
+        _ => src * EXPECTED_BITS_PER_PIXEL / 1000.0,
+    };
+    kbps.round().clamp(0.0, f64::from(u32::MAX)) as u32
+}
+
+/// Audio in another codec than AAC: the node converts it.
+fn audio_codec_issue(codec: &str) -> Option<Issue> {
+    (codec != "AAC").then(|| Issue {
+        kind: "non_aac_audio",
+        message: format!(
+            "audio is {codec}; the node converts it to AAC for HLS, which costs CPU and a generation of quality: set the encoder's audio codec to AAC"
+        ),
+    })
+}
+
+/// How far audio timestamps run ahead of video's (ns; negative: behind) for media that
+/// reaches the node at the same moment: the difference of the two tracks' best schedules.
+fn av_drift_ns(clocks: &[Clock; 2]) -> Option<i64> {
+    let v = clocks[Track::Video as usize].schedule()?;
+    let a = clocks[Track::Audio as usize].schedule()?;
+    Some(v.saturating_sub(a))
+}
+
+/// Audio and video timestamps more than [`AV_DRIFT_MAX`] apart.
+fn drift_issue(clocks: &[Clock; 2]) -> Option<Issue> {
+    let d = av_drift_ns(clocks)?;
+    if d.unsigned_abs() <= u64::try_from(AV_DRIFT_MAX.as_nanos()).unwrap_or(u64::MAX) {
+        return None;
+    }
+    Some(Issue {
+        kind: "av_drift",
+        message: format!(
+            "audio timestamps are {:.1} s {} video's for media that arrives together, so players play them out of sync: check the encoder's audio sync offset, and that its audio and video come from one clock",
+            d.unsigned_abs() as f64 / 1e9,
+            if d > 0 { "ahead of" } else { "behind" }
+        ),
+    })
+}
+
+/// Over [`LATE_SHARE`] of the video frames of the last [`STATS_WINDOW`] late (at least a
+/// second's worth of frames).
+fn late_issue(video: &Clock) -> Option<Issue> {
+    let now = video.counts.back()?.0;
+    let c = video.total(now, STATS_WINDOW);
+    if c.frames < 10 || f64::from(c.late) <= LATE_SHARE * f64::from(c.frames) {
+        return None;
+    }
+    Some(Issue {
+        kind: "late_frames",
+        message: format!(
+            "{} of {} video frames in the last {} s reached the node over {:.1} s late: the upload cannot carry the stream steadily; lower the encoder's bit rate or check its network",
+            c.late,
+            c.frames,
+            STATS_WINDOW.as_secs(),
+            LATE_AFTER.as_secs_f64()
+        ),
+    })
+}
+
+/// A timestamp jump in either track within the last [`LONG_WINDOW`]: the latest, with the
+/// count of its track.
+fn jump_issue(clocks: &[Clock; 2]) -> Option<Issue> {
+    let mut latest: Option<(u64, i64, &str, u32)> = None;
+    for (clock, name) in clocks.iter().zip(["video", "audio"]) {
+        let Some(now) = clock.counts.back().map(|(s, _)| *s) else {
+            continue;
+        };
+        let jumps = clock.total(now, LONG_WINDOW).jumps;
+        if let Some((at, size)) = clock.last_jump.filter(|_| jumps > 0) {
+            if latest.is_none_or(|(t, ..)| at > t) {
+                latest = Some((at, size, name, jumps));
+            }
+        }
+    }
+    let (_, size, track, n) = latest?;
+    Some(Issue {
+        kind: "timestamp_jumps",
+        message: format!(
+            "{track} timestamps jumped {:.1} s {} ({n} jump{} in the last minute): players stall or skip there; check that the encoder's clock runs steadily and that one encoder sends this stream",
+            size.unsigned_abs() as f64 / 1e9,
+            if size > 0 { "forward" } else { "back" },
+            if n == 1 { "" } else { "s" }
+        ),
+    })
+}
+
+/// Frames the encoder skipped in the window: intervals of about k times the median count
+/// k − 1 each (over 1.5 times it).
+fn dropped_frames(recent: &std::collections::VecDeque<Frame>) -> u32 {
+    let mut steps: Vec<u64> = recent
+        .iter()
+        .zip(recent.iter().skip(1))
+        .map(|(a, b)| b.dts_ns.saturating_sub(a.dts_ns))
+        .collect();
+    if steps.len() < 10 {
+        return 0;
+    }
+    let mut sorted = steps.clone();
+    sorted.sort_unstable();
+    let median = sorted[sorted.len() / 2];
+    if median == 0 {
+        return 0;
+    }
+    steps.retain(|s| *s * 2 > median * 3);
+    steps
+        .iter()
+        .map(|s| u32::try_from((*s + median / 2) / median - 1).unwrap_or(u32::MAX))
+        .fold(0u32, u32::saturating_add)
 }
 
 /// B-frames in the source: any frame of the window presented after it is decoded.

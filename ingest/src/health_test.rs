@@ -150,9 +150,12 @@ fn the_source_video_figures_cover_its_last_seconds() {
         h.source_frame(f * 1_000_000_000 / 30, f * 1_000_000_000 / 30, false, 4_000);
     }
     assert_eq!(h.stats().unwrap().video_kbps, 960);
-    // An encoder restart (DTS back to zero) starts the figures over.
+    // An encoder restart (DTS back to zero) starts the window over; until it holds two
+    // frames the last figures stand (the API does not flicker).
     h.source_frame(0, 0, true, 1_000);
-    assert_eq!(h.stats(), None);
+    assert_eq!(h.stats().unwrap().video_kbps, 960);
+    h.source_frame(33_333_333, 33_333_333, false, 1_000);
+    assert_eq!(h.stats().unwrap().video_kbps, 240);
 }
 
 fn kinds(h: &Health) -> Vec<&'static str> {
@@ -250,7 +253,7 @@ fn uneven_frame_intervals_are_an_issue_and_millisecond_rounding_is_not() {
 #[test]
 fn a_source_below_the_best_rendition_is_a_low_bitrate_after_ten_seconds() {
     let h = Health::new(Instant::now(), Duration::from_secs(2));
-    h.set_top_rung_kbps(600);
+    h.set_ladder(600, 0);
     // 30 fps of 1,000-byte frames: 240 kbit/s.
     feed(&h, 0..(30 * 8), 0, 60);
     assert!(kinds(&h).is_empty(), "not judged on 8 s");
@@ -266,7 +269,7 @@ fn a_source_below_the_best_rendition_is_a_low_bitrate_after_ten_seconds() {
     assert_eq!(s.video_kbps_60s, Some(240));
     assert_eq!(s.audio_kbps, None);
     // No ladder: nothing to compare with.
-    h.set_top_rung_kbps(0);
+    h.set_ladder(0, 0);
     assert!(kinds(&h).is_empty());
 }
 
@@ -285,4 +288,287 @@ fn audio_bit_rates_cover_the_short_and_the_long_window() {
         s.audio_kbps_60s.is_some_and(|k| (126..=130).contains(&k)),
         "{s:?}"
     );
+}
+
+/// Feed both tracks as a real-time encoder sends them: video at 30 fps and AAC at 48 kHz,
+/// from media second `from` to `to`, each frame reaching the node `delay(media ms)` after its
+/// timestamp (plus `audio_ahead_ms` on the audio's timestamps).
+fn live(
+    h: &Health,
+    t0: Instant,
+    from: u64,
+    to: u64,
+    audio_ahead_ms: u64,
+    delay: impl Fn(u64) -> u64,
+) {
+    for f in (from * 30)..(to * 30) {
+        let ms = f * 1000 / 30;
+        h.arrival(Track::Video, ms * 1_000_000, at(t0, ms + delay(ms)));
+    }
+    for i in (from * 48_000 / 1024)..(to * 48_000 / 1024) {
+        let ms = i * 1024 * 1000 / 48_000;
+        h.arrival(
+            Track::Audio,
+            (ms + audio_ahead_ms) * 1_000_000,
+            at(t0, ms + delay(ms)),
+        );
+    }
+}
+
+/// Both tracks from media second `from` to `to`, stamped `shift_ms` ahead of the clock, each
+/// frame 20 ms after its media time.
+fn shifted(h: &Health, t0: Instant, from: u64, to: u64, shift_ms: u64) {
+    for f in (from * 30)..(to * 30) {
+        let ms = f * 1000 / 30;
+        h.arrival(Track::Video, (ms + shift_ms) * 1_000_000, at(t0, ms + 20));
+    }
+    for i in (from * 48_000 / 1024)..(to * 48_000 / 1024) {
+        let ms = i * 1024 * 1000 / 48_000;
+        h.arrival(Track::Audio, (ms + shift_ms) * 1_000_000, at(t0, ms + 20));
+    }
+}
+
+#[test]
+fn a_steady_live_source_has_no_timing_issue() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    // Up to 80 ms of network jitter, and a first second held up by pipeline start-up.
+    live(&h, t0, 0, 20, 0, |ms| {
+        if ms < 1000 {
+            900 - ms / 2
+        } else {
+            (ms * 7) % 80
+        }
+    });
+    feed(&h, 0..600, 0, 60);
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
+    let s = h.stats().unwrap();
+    assert!(s.av_drift_ms.is_some_and(|d| d.abs() < 40), "{s:?}");
+    assert_eq!(
+        (s.late_frames, s.timestamp_jumps, s.timestamp_gaps),
+        (0, 0, 0),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn audio_timestamps_ahead_of_video_are_an_av_drift() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    live(&h, t0, 0, 10, 2_000, |_| 50);
+    let s = h.stats();
+    assert_eq!(kinds(&h), ["av_drift"]);
+    let i = h.issues();
+    assert!(
+        i[0].message
+            .starts_with("audio timestamps are 2.0 s ahead of video's"),
+        "{i:?}"
+    );
+    let h = Health::new(t0, Duration::from_secs(2));
+    live(&h, t0, 0, 10, 0, |_| 50);
+    // Behind: audio stamped 1.5 s late from here on (a jump back, then a steady offset).
+    for i in (10 * 48_000 / 1024)..(40 * 48_000 / 1024) {
+        let ms = i * 1024 * 1000 / 48_000;
+        h.arrival(Track::Audio, (ms - 1_500) * 1_000_000, at(t0, ms + 50));
+    }
+    for f in (10 * 30)..(40 * 30) {
+        let ms = f * 1000 / 30;
+        h.arrival(Track::Video, ms * 1_000_000, at(t0, ms + 50));
+    }
+    let i = h.issues();
+    assert!(
+        i.iter()
+            .any(|i| i.kind == "av_drift" && i.message.contains("1.5 s behind video's")),
+        "{i:?} {s:?}"
+    );
+}
+
+#[test]
+fn frames_held_up_by_a_stalled_upload_are_late() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    feed(&h, 0..90, 0, 60); // the figures need source frames
+    live(&h, t0, 0, 10, 0, |_| 30);
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
+    // Two seconds of media held back, then sent at once (TCP after a stall).
+    live(&h, t0, 10, 12, 0, |ms| 30 + (12_000 - ms));
+    live(&h, t0, 12, 13, 0, |_| 30);
+    let s = h.stats().unwrap();
+    // Over 1 s late: the frames of the first second of the stall.
+    assert!((25..=31).contains(&s.late_frames), "{s:?}");
+    assert_eq!((s.timestamp_jumps, s.timestamp_gaps), (0, 0), "{s:?}");
+    assert_eq!(kinds(&h), ["late_frames"]);
+    assert!(
+        h.issues()[0]
+            .message
+            .contains("reached the node over 1.0 s late"),
+        "{:?}",
+        h.issues()
+    );
+    // Steady again: after a window, no issue (the count stays for the minute).
+    live(&h, t0, 13, 20, 0, |_| 30);
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
+    assert!(h.stats().unwrap().late_frames > 0);
+}
+
+#[test]
+fn timestamp_jumps_and_gaps_are_told_apart() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    feed(&h, 0..90, 0, 60); // the figures need source frames
+    live(&h, t0, 0, 5, 0, |_| 20);
+    // The encoder paused 3 s and went on where the clock is: a gap in both tracks, no jump.
+    live(&h, t0, 8, 12, 0, |_| 20);
+    let s = h.stats().unwrap();
+    assert_eq!(
+        (s.timestamp_gaps, s.timestamp_jumps, s.late_frames),
+        (1, 0, 0),
+        "{s:?}"
+    );
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
+    // Timestamps 10 s ahead of the clock from media second 12 on: a jump forward in each.
+    shifted(&h, t0, 12, 15, 10_000);
+    // The source frames jump too: no keyframe interval spans the jump.
+    feed(&h, 90..120, 0, 60);
+    feed(&h, 420..450, 0, 60);
+    assert_eq!(kinds(&h), ["timestamp_jumps"]);
+    let i = h.issues();
+    assert!(
+        i[0].message
+            .starts_with("video timestamps jumped 10.0 s forward (1 jump in the last minute)"),
+        "{i:?}"
+    );
+    // Then back to where they were: a jump back, and no frame is called late.
+    shifted(&h, t0, 15, 17, 0);
+    let i = h.issues();
+    assert!(
+        i[0].message
+            .starts_with("video timestamps jumped 10.0 s back (2 jumps in the last minute)"),
+        "{i:?}"
+    );
+    assert_eq!(h.stats().unwrap().late_frames, 0);
+}
+
+#[test]
+fn a_source_far_above_what_the_ladder_needs_is_a_high_bitrate() {
+    let src = edge_config::SourceSize {
+        width: 1920,
+        height: 1080,
+        fps: 30.0,
+    };
+    // 720p30 at 3000 kbit/s: 1080p30 needs 2.25 times the pixels.
+    assert_eq!(
+        expected_source_kbps(&src, &[(1280, 720, 30.0, 3000), (640, 360, 30.0, 800)]),
+        6750
+    );
+    // A 60 fps rung next to a 30 fps source counts at 30 fps.
+    assert_eq!(expected_source_kbps(&src, &[(1280, 720, 60.0, 3000)]), 6750);
+    // No ladder: 0.1 bit per pixel per frame.
+    assert_eq!(expected_source_kbps(&src, &[]), 6221);
+    let frames = |h: &Health, bytes: usize| {
+        for f in 0..(30 * 12) {
+            let ns = f * 1_000_000_000 / 30;
+            h.source_frame(ns, ns, f % 60 == 0, bytes);
+        }
+    };
+    // No transcoded rung (nothing to fall short of), 1,000 kbit/s expected.
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    h.set_ladder(0, 1000);
+    // 30 fps of 10,000-byte frames: 2,400 kbit/s, under 2.5 times 1,000.
+    frames(&h, 10_000);
+    assert!(kinds(&h).is_empty(), "{:?}", h.issues());
+    // 12,000-byte frames: 2,880 kbit/s.
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    h.set_ladder(0, 1000);
+    frames(&h, 12_000);
+    let i = h.issues();
+    assert_eq!(kinds(&h), ["high_bitrate"]);
+    assert!(
+        i[0].message
+            .starts_with("source video is 2880 kbit/s, over 2.5 times the 1000 kbit/s"),
+        "{i:?}"
+    );
+}
+
+#[test]
+fn audio_in_another_codec_than_aac_is_an_issue() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    h.set_audio_codec("AAC".into());
+    assert!(kinds(&h).is_empty());
+    h.set_audio_codec("MP3".into());
+    assert_eq!(kinds(&h), ["non_aac_audio"]);
+    assert!(h.issues()[0]
+        .message
+        .starts_with("audio is MP3; the node converts it to AAC"));
+}
+
+#[test]
+fn each_rung_reports_its_output_and_real_time_factor() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    feed(&h, 0..30, 0, 60);
+    for f in 0..150u64 {
+        let ms = f * 1000 / 30;
+        // 720p keeps up; 1080p makes 2 s of media in 3 s of wall time.
+        h.rendition_out(
+            "720p",
+            ms * 1_000_000,
+            10_000,
+            at(t0, ms + 200),
+            Duration::from_millis(200),
+        );
+        h.rendition_out(
+            "1080p",
+            ms * 1_000_000,
+            20_000,
+            at(t0, ms * 3 / 2),
+            Duration::from_millis(900),
+        );
+    }
+    let rungs = h.stats().unwrap().rungs;
+    assert_eq!(rungs.len(), 2, "{rungs:?}");
+    let r720 = &rungs[0];
+    assert_eq!(
+        (r720.name.as_str(), r720.kbps, r720.lag_ms),
+        ("720p", 2400, 200)
+    );
+    assert!(
+        (r720.fps - 30.0).abs() < 0.2 && (r720.speed - 1.0).abs() < 0.01,
+        "{r720:?}"
+    );
+    let r1080 = &rungs[1];
+    assert!((r1080.speed - 0.667).abs() < 0.01, "{r1080:?}");
+    // Timestamps 10 s ahead from here (the source jumped): 720p's window starts over, so
+    // its real-time factor stays a real-time factor.
+    for f in 150..200u64 {
+        let ms = f * 1000 / 30;
+        h.rendition_out(
+            "720p",
+            (ms + 10_000) * 1_000_000,
+            10_000,
+            at(t0, ms + 200),
+            Duration::ZERO,
+        );
+    }
+    let r720 = h.stats().unwrap().rungs[0].clone();
+    assert!((r720.speed - 1.0).abs() < 0.05, "{r720:?}");
+}
+
+#[test]
+fn frames_the_encoder_skipped_are_counted() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    // Every tenth frame missing, one interval of three frames (two missing).
+    let mut n = 0;
+    for f in 0..150u64 {
+        if f % 10 == 9 || f == 100 || f == 101 {
+            continue;
+        }
+        n += 1;
+        let ns = f * 1_000_000_000 / 30;
+        h.source_frame(ns, ns, f % 60 == 0, 5_000);
+    }
+    assert!(n > 100);
+    // Thirteen single frames missing in the middle, and one run of three (99 to 101); the
+    // last frame (149) is missing at the end, where nothing follows it.
+    assert_eq!(h.stats().unwrap().dropped_frames, 16);
 }

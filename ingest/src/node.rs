@@ -2,7 +2,7 @@
 //! cordoned), and the registry of live streams, shared by every connection.
 //!
 //! Entry points: [`Node::new`]; then the publish path in [`crate::admission`]
-//! ([`Node::admit`]); capacity in [`crate::capacity`]; what the node reports in
+//! ([`Node::admit`]); capacity in [`crate::capacity`](mod@crate::capacity); what the node reports in
 //! [`crate::report`]; the packager bridge in [`crate::output`].
 
 use std::{

@@ -3,7 +3,7 @@
 //! This is where a stream's packager stream is created: the pipeline calls
 //! [`Output::plan`] once the source's caps fix the ladder (`pipeline::Pipeline::start` →
 //! the caps probe → `plan`), and [`StreamOutput::plan`] publishes the stream in the
-//! [`Origin`] (continuing the numbering from another node when the balancer handed it over),
+//! [`packager::Origin`] (continuing the numbering from another node when the balancer handed it over),
 //! replays the codec configurations seen so far, and charges the units the real ladder costs.
 //! Then every encoded access unit arrives in [`Output::sample`] and goes to the packager; the
 //! lag of each transcoded frame behind its source frame is measured there, and a pipeline
@@ -103,8 +103,19 @@ impl Output for StreamOutput {
             milli_units = actual,
             "ladder planned"
         );
-        self.health
-            .set_top_rung_kbps(plan.rungs.iter().map(|r| r.video_kbps).max().unwrap_or(0));
+        let rungs: Vec<(u32, u32, f64, u32)> = plan
+            .rungs
+            .iter()
+            .map(|r| {
+                let (w, h) =
+                    crate::ladder::rung_size(r.height, plan.source.width, plan.source.height);
+                (w, h, f64::from(r.fps), r.video_kbps)
+            })
+            .collect();
+        self.health.set_ladder(
+            plan.rungs.iter().map(|r| r.video_kbps).max().unwrap_or(0),
+            crate::health::expected_source_kbps(&plan.source, &rungs),
+        );
         self.node.events.emit(
             "stream.active",
             serde_json::json!({
@@ -134,6 +145,23 @@ impl Output for StreamOutput {
 
     fn source_frame(&self, dts_ns: u64, pts_ns: u64, keyframe: bool, bytes: usize) {
         self.health.source_frame(dts_ns, pts_ns, keyframe, bytes);
+        self.health.arrival(
+            crate::health::Track::Video,
+            dts_ns,
+            tokio::time::Instant::now(),
+        );
+    }
+
+    fn source_audio(&self, dts_ns: u64) {
+        self.health.arrival(
+            crate::health::Track::Audio,
+            dts_ns,
+            tokio::time::Instant::now(),
+        );
+    }
+
+    fn source_audio_codec(&self, codec: String) {
+        self.health.set_audio_codec(codec);
     }
 
     fn source_codec(&self, codec: String) {
@@ -145,16 +173,19 @@ impl Output for StreamOutput {
             self.health.audio_frame(sample.dts_ns, sample.data.len());
         } else {
             let mut lag = std::time::Duration::ZERO;
+            let now = tokio::time::Instant::now();
             if rendition != "source" {
                 if let Some(arrived) = sample.arrival {
-                    lag = arrived.elapsed();
+                    lag = now.saturating_duration_since(arrived);
                     metrics::LAG.observe(lag.as_secs_f64());
                     if lag > self.node.config.node.overload_lag {
                         self.node.mark_overloaded();
                     }
                 }
+                self.health
+                    .rendition_out(rendition, sample.dts_ns, sample.data.len(), now, lag);
             }
-            self.health.video_out(tokio::time::Instant::now(), lag);
+            self.health.video_out(now, lag);
         }
         if let Ok(h) = self.handle.lock() {
             if let Some(h) = h.as_ref() {

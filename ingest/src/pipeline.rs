@@ -101,6 +101,32 @@ pub trait Output: Send + Sync + 'static {
     fn source_frame(&self, _dts_ns: u64, _pts_ns: u64, _keyframe: bool, _bytes: usize) {}
     /// The source video's codec as its caps describe it (`H.264 high 3.1`).
     fn source_codec(&self, _codec: String) {}
+    /// A source audio buffer as demuxed (before any conversion): its DTS (ns).
+    fn source_audio(&self, _dts_ns: u64) {}
+    /// The source audio's codec as its caps describe it (`AAC`, `MP3`).
+    fn source_audio_codec(&self, _codec: String) {}
+}
+
+/// The audio codec's common name from the demuxer's caps (`AAC`, `MP3`, `Opus`).
+fn describe_audio_codec(s: &gst::StructureRef) -> String {
+    match s.name().as_str() {
+        "audio/mpeg" => match s.get::<i32>("mpegversion").ok() {
+            Some(2 | 4) => "AAC".into(),
+            _ => match s.get::<i32>("layer").ok() {
+                Some(l @ 1..=3) => format!("MP{l}"),
+                _ => "MPEG audio".into(),
+            },
+        },
+        "audio/x-opus" => "Opus".into(),
+        "audio/x-ac3" => "AC-3".into(),
+        "audio/x-eac3" => "E-AC-3".into(),
+        "audio/x-speex" => "Speex".into(),
+        "audio/x-nellymoser" => "Nellymoser".into(),
+        "audio/x-alaw" => "G.711 A-law".into(),
+        "audio/x-mulaw" => "G.711 mu-law".into(),
+        "audio/x-raw" => "PCM".into(),
+        other => other.trim_start_matches("audio/").to_string(),
+    }
 }
 
 /// `H.264 PROFILE LEVEL` from the source's caps (what is known of it).
@@ -203,7 +229,7 @@ impl ArrivalLog {
     }
 }
 
-/// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::finish`].
+/// A running pipeline. Feed it with [`Pipeline::push`], end it with [`Pipeline::end_of_input`].
 pub struct Pipeline {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
@@ -487,6 +513,15 @@ fn on_demux_pad(
             *seen = true;
         }
         let is_aac = name == "audio/mpeg" && s.get::<i32>("mpegversion").ok() == Some(4);
+        sh.output.source_audio_codec(describe_audio_codec(s));
+        // Time the source audio as it leaves the demuxer, next to the video (A/V drift).
+        let out = Arc::clone(&sh.output);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(t) = info.buffer().and_then(|b| b.dts().or(b.pts())) {
+                out.source_audio(t.nseconds());
+            }
+            gst::PadProbeReturn::Ok
+        });
         let raw_aac = gst::Caps::builder("audio/mpeg")
             .field("mpegversion", 4i32)
             .field("stream-format", "raw")

@@ -65,6 +65,9 @@ pub struct EncOpts {
     /// Run the encoder's processes inside this network namespace (`ip netns exec NS ...`);
     /// see `netns::TestNet`.
     pub netns: Option<String>,
+    /// More output options for ffmpeg's encoding (filters such as `-vf setpts=...`); not with
+    /// `source_file`.
+    pub extra: Vec<String>,
 }
 
 impl Default for EncOpts {
@@ -80,6 +83,7 @@ impl Default for EncOpts {
             video_kbps: 1500,
             source_file: None,
             netns: None,
+            extra: Vec::new(),
         }
     }
 }
@@ -97,8 +101,8 @@ impl EncOpts {
         format!("{:.3}", self.duration.as_secs_f64())
     }
 
-    /// ffmpeg arguments up to (not including) the output format and URL.
-    fn ffmpeg_input_and_codecs(&self) -> Vec<String> {
+    /// ffmpeg's arguments up to the output format and address (inputs, codecs, `extra`).
+    pub fn ffmpeg_args(&self) -> Vec<String> {
         let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "warning"]
             .map(String::from)
             .to_vec();
@@ -154,6 +158,7 @@ impl EncOpts {
         if self.audio {
             a.extend(["-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k"].map(String::from));
         }
+        a.extend(self.extra.iter().cloned());
         a
     }
 }
@@ -172,7 +177,7 @@ pub struct Encoder {
 impl Encoder {
     /// ffmpeg → FLV over RTMP to `url`.
     pub fn ffmpeg_rtmp(url: &str, o: EncOpts) -> Encoder {
-        let mut args = o.ffmpeg_input_and_codecs();
+        let mut args = o.ffmpeg_args();
         args.extend(["-f", "flv", "-flvflags", "no_duration_filesize"].map(String::from));
         args.push(url.into());
         Encoder::spawn_one("ffmpeg-rtmp", "ffmpeg", &args, o.netns.as_deref())
@@ -180,7 +185,7 @@ impl Encoder {
 
     /// ffmpeg → MPEG-TS over SRT (caller) to `url`.
     pub fn ffmpeg_srt(url: &str, o: EncOpts) -> Encoder {
-        let mut args = o.ffmpeg_input_and_codecs();
+        let mut args = o.ffmpeg_args();
         args.extend(["-f", "mpegts"].map(String::from));
         args.push(url.into());
         Encoder::spawn_one("ffmpeg-srt", "ffmpeg", &args, o.netns.as_deref())
@@ -229,7 +234,7 @@ impl Encoder {
             o.netns.as_deref(),
         );
         wait_udp_bound(child.id(), port);
-        let mut args = o.ffmpeg_input_and_codecs();
+        let mut args = o.ffmpeg_args();
         args.extend([
             "-f".into(),
             "mpegts".into(),

@@ -2,7 +2,8 @@
 //! (all of 127/8 is loopback on Linux): for floods from many addresses, where an encoder
 //! process per attempt would cost more CPU than the system under test. It speaks RTMP through
 //! rml_rtmp's client session (a library we did not write), up to the server's answer to
-//! `publish`.
+//! `publish`; [`replay_flv`] then sends media an encoder made, re-timed as an encoder that
+//! does not interleave its tracks would send it.
 
 use std::{
     io::{Read, Write},
@@ -50,6 +51,77 @@ pub fn publish_after(
     key: &str,
     timeout: Duration,
 ) -> Result<Outcome, String> {
+    Ok(match publish_session(source, addr, prefix, key, timeout)? {
+        Ok((s, _)) => Outcome::Accepted(s),
+        Err(why) => Outcome::Refused(why),
+    })
+}
+
+/// Publish `key` on `addr` and send the FLV file `flv` (as ffmpeg writes it) in real time, in
+/// its own order and pace (each tag when its timestamp is due), but with every audio tag's
+/// timestamp moved by `audio_shift_ms`: what an encoder whose audio clock runs apart from its
+/// video clock sends, since it does not hold one track back to interleave them by timestamp
+/// as ffmpeg's and OBS's muxers do. Returns when the file is sent or `stop` is set.
+pub fn replay_flv(
+    addr: SocketAddr,
+    key: &str,
+    flv: &[u8],
+    audio_shift_ms: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
+    let (mut s, mut session) = publish_session(
+        "127.0.0.1".parse().map_err(other)?,
+        addr,
+        &[],
+        key,
+        Duration::from_secs(10),
+    )?
+    .map_err(|why| format!("publish refused: {why}"))?;
+    // The server's few messages (acknowledgements) are not read: nothing we send waits on
+    // them, and the socket's buffer holds them.
+    let started = std::time::Instant::now();
+    let mut at = 13; // after the FLV header and the first PreviousTagSize
+    while at + 11 <= flv.len() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let kind = flv[at];
+        let size = u32::from_be_bytes([0, flv[at + 1], flv[at + 2], flv[at + 3]]) as usize;
+        let ts = u32::from_be_bytes([flv[at + 7], flv[at + 4], flv[at + 5], flv[at + 6]]);
+        let body = flv
+            .get(at + 11..at + 11 + size)
+            .ok_or("FLV tag past the end of the file")?;
+        at += 11 + size + 4;
+        let due = Duration::from_millis(u64::from(ts));
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let data = bytes::Bytes::copy_from_slice(body);
+        let packet = match kind {
+            8 => session.publish_audio_data(
+                data,
+                rml_rtmp::time::RtmpTimestamp::new(ts + audio_shift_ms),
+                false,
+            ),
+            9 => session.publish_video_data(data, rml_rtmp::time::RtmpTimestamp::new(ts), false),
+            _ => continue, // script data: the stream plays without it
+        }
+        .map_err(other)?;
+        if let ClientSessionResult::OutboundResponse(p) = packet {
+            s.write_all(&p.bytes)
+                .map_err(|e| format!("sending media: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The handshake, `connect` and `publish`: the socket and session once the server said
+/// NetStream.Publish.Start, or why not.
+#[allow(clippy::type_complexity)]
+fn publish_session(
+    source: IpAddr,
+    addr: SocketAddr,
+    prefix: &[u8],
+    key: &str,
+    timeout: Duration,
+) -> Result<Result<(TcpStream, ClientSession), String>, String> {
     let sock =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(other)?;
     sock.bind(&SocketAddr::new(source, 0).into())
@@ -69,7 +141,7 @@ pub fn publish_after(
     let mut remaining = loop {
         let n = s.read(&mut buf).map_err(|e| format!("handshake: {e}"))?;
         if n == 0 {
-            return Ok(Outcome::Refused("closed during handshake".into()));
+            return Ok(Err("closed during handshake".into()));
         }
         match hs.process_bytes(&buf[..n]).map_err(other)? {
             HandshakeProcessResult::InProgress { response_bytes } => {
@@ -116,23 +188,23 @@ pub fn publish_after(
                     }
                     ClientSessionResult::RaisedEvent(
                         ClientSessionEvent::PublishRequestAccepted,
-                    ) => return Ok(Outcome::Accepted(s)),
+                    ) => return Ok(Ok((s, session))),
                     ClientSessionResult::RaisedEvent(
                         ClientSessionEvent::ConnectionRequestRejected { description },
-                    ) => return Ok(Outcome::Refused(format!("connect rejected: {description}"))),
+                    ) => return Ok(Err(format!("connect rejected: {description}"))),
                     ClientSessionResult::RaisedEvent(
                         ClientSessionEvent::UnhandleableOnStatusCode { code },
-                    ) => return Ok(Outcome::Refused(code)),
+                    ) => return Ok(Err(code)),
                     _ => {}
                 }
             }
         }
         match s.read(&mut buf) {
-            Ok(0) => return Ok(Outcome::Refused("closed".into())),
+            Ok(0) => return Ok(Err("closed".into())),
             Ok(n) => remaining.extend_from_slice(&buf[..n]),
             // A reset after the refusal is a refusal.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Ok(Outcome::Refused("reset".into()))
+                return Ok(Err("reset".into()))
             }
             Err(e) => return Err(format!("waiting for the publish answer: {e}")),
         }

@@ -9,7 +9,7 @@ const POLL_MS = 2000;
 // A kick with a block refuses the key this long (OBS reconnects within seconds).
 const KICK_BLOCK_SECONDS = 300;
 
-const state = { csrf: null, kind: null, info: null, timer: null, hls: null, preview: null };
+const state = { csrf: null, kind: null, info: null, timer: null, hls: null, preview: null, open: new Set() };
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, attrs, ...children) {
@@ -193,6 +193,29 @@ function streamActions(s) {
   ];
 }
 
+// A stream's figures beyond the table's columns (audio, timing, each transcoded rung), folded
+// under its renditions; stays open across polls.
+function figures(s) {
+  const st = s.stats;
+  if (!st) return null;
+  const lines = [
+    st.codec ? `video ${st.codec}` : null,
+    st.audio_codec ? `audio ${st.audio_codec}${st.audio_kbps ? `, ${st.audio_kbps} kbit/s` : ''}` : null,
+    st.av_drift_ms === undefined ? null : `A/V drift ${(st.av_drift_ms / 1000).toFixed(2)} s`,
+    `last minute: ${st.late_frames ?? 0} late frames, ${st.timestamp_jumps ?? 0} jumps, ${st.timestamp_gaps ?? 0} gaps`,
+    `last 5 s: ${st.dropped_frames ?? 0} frames dropped by the encoder`,
+    ...(st.rungs || []).map((r) => `${r.name}: ${r.kbps} kbit/s, ${r.fps.toFixed(1)} fps, `
+      + `${r.speed.toFixed(2)}× real time, ${r.lag_ms} ms behind`),
+  ].filter(Boolean);
+  const d = el('details', { class: 'figures' }, el('summary', {}, 'figures'),
+    el('ul', {}, ...lines.map((l) => el('li', {}, l))));
+  d.open = state.open.has(s.playback_id);
+  d.addEventListener('toggle', () => {
+    if (d.open) state.open.add(s.playback_id); else state.open.delete(s.playback_id);
+  });
+  return d;
+}
+
 function renderStreams(streams) {
   const now = Date.now();
   const body = $('#streams tbody');
@@ -212,7 +235,8 @@ function renderStreams(streams) {
       el('td', {}, st.fps === undefined ? '–' : st.fps.toFixed(1)),
       el('td', {}, st.keyframe_interval_ms === undefined || st.keyframe_interval_ms === null
         ? '–' : `${(st.keyframe_interval_ms / 1000).toFixed(1)} s`),
-      el('td', {}, [s.source, ...(s.renditions || [])].filter(Boolean).join(', ') || '–'),
+      el('td', { class: 'wrap' }, [s.source, ...(s.renditions || [])].filter(Boolean).join(', ') || '–',
+        figures(s)),
       health,
       el('td', {}, ...streamActions(s)));
   }));
@@ -233,7 +257,7 @@ async function refresh() {
       const [info, streams] = await Promise.all([api('GET', '/api/v1/node'), api('GET', '/api/v1/streams')]);
       state.info = info;
       $('#who').textContent = `node ${info.id}`;
-      renderNodes([{ ...info, status: info.state, cpu: null }]);
+      renderNodes([{ ...info, status: info.state }]);
       renderStreams(streams);
     }
     $('#updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
