@@ -455,27 +455,11 @@ fn a_still_picture_with_silent_audio_and_b_frames_is_reported_with_each_issue() 
             ..EncOpts::default()
         },
     );
-    let kinds = |s: &serde_json::Value| -> Vec<String> {
-        s["issues"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| i["kind"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let s = wait_for(
-        "the frozen, silent and B-frame issues",
+    let s = wait_issues(
+        &node,
+        "one",
+        &["frozen_video", "silent_audio", "b_frames"],
         Duration::from_secs(20),
-        || {
-            node.stream("one").filter(|s| {
-                let k = kinds(s);
-                ["frozen_video", "silent_audio", "b_frames"]
-                    .iter()
-                    .all(|w| k.iter().any(|x| x == w))
-            })
-        },
     );
     eprintln!("{s}");
     assert_eq!(s["health"], "degraded", "{s}");
