@@ -19,6 +19,8 @@ pub struct Config {
     pub control: Option<ControlConfig>,
     /// The event webhook; `None` without one.
     pub events: Option<EventsConfig>,
+    /// The certificate of the public TLS listeners (`[listen.tls]`); `None` without.
+    pub public_tls: Option<CertPair>,
 }
 
 /// Where the node sends stream lifecycle and health events.
@@ -47,6 +49,13 @@ pub struct ControlConfig {
 #[derive(Debug, Clone)]
 pub struct TlsPaths {
     pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// The certificate and key (PEM files) of the public TLS listeners (`[listen.tls]`).
+#[derive(Debug, Clone)]
+pub struct CertPair {
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
 }
@@ -173,6 +182,8 @@ pub enum Capacity {
 #[derive(Debug, Clone, Copy)]
 pub struct Listen {
     pub rtmp: SocketAddr,
+    /// RTMPS (RTMP over TLS), off unless set.
+    pub rtmps: Option<SocketAddr>,
     pub srt: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,

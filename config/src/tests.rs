@@ -396,3 +396,38 @@ fn closed_sets_are_typed_and_unknown_names_are_problems() {
         X264Preset::Medium
     );
 }
+
+#[test]
+fn rtmps_needs_a_certificate_and_a_port_of_its_own() {
+    let with = |listen: &str| DEV_CONFIG.replacen("[listen]", &format!("[listen]\n{listen}"), 1);
+    // Off unless set.
+    let c = load_str(DEV_CONFIG, "dev.toml").unwrap();
+    assert!(c.listen.rtmps.is_none() && c.public_tls.is_none());
+    let e = load_str(&with("rtmps = \"0.0.0.0:1936\""), "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listen.rtmps") && e.contains("needs listen.tls"),
+        "{e}"
+    );
+    let e = load_str(
+        &with("rtmps = \"0.0.0.0:1935\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }"),
+        "x.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("listen.rtmps") && e.contains("same address"),
+        "{e}"
+    );
+    let c = load_str(
+        &with("rtmps = \"0.0.0.0:1936\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }"),
+        "x.toml",
+    )
+    .unwrap();
+    assert_eq!(c.listen.rtmps.map(|a| a.port()), Some(1936));
+    assert_eq!(
+        c.public_tls.map(|t| t.cert),
+        Some(std::path::PathBuf::from("c.pem"))
+    );
+}

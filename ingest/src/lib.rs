@@ -59,11 +59,16 @@ pub enum StartError {
     /// The control plane could not start (certificates unreadable or invalid).
     #[error("control plane: {0}")]
     Control(String),
+    /// The public TLS certificate (`[listen.tls]`) does not load.
+    #[error("listen.tls: {0}")]
+    Tls(#[from] server::tls::TlsError),
 }
 
 /// The node's listeners, bound and ready.
 pub struct Listeners {
     pub rtmp: TcpListener,
+    /// RTMPS, when `listen.rtmps` is set.
+    pub rtmps: Option<TcpListener>,
     pub srt: UdpSocket,
     pub http: TcpListener,
     pub admin: TcpListener,
@@ -74,6 +79,10 @@ impl Listeners {
         let l = &cfg.listen;
         Ok(Self {
             rtmp: server::listen::tcp("rtmp", l.rtmp).await?,
+            rtmps: match l.rtmps {
+                Some(a) => Some(server::listen::tcp("rtmps", a).await?),
+                None => None,
+            },
             srt: server::listen::udp("srt", l.srt, Some(SRT_RECV_BUFFER)).await?,
             http: server::listen::tcp("http", l.http).await?,
             admin: server::listen::tcp("admin", l.admin).await?,
@@ -137,11 +146,26 @@ pub async fn run(
     }
     let accept = CancellationToken::new();
     let serve_stop = stop.clone();
+    // RTMPS: the same sessions behind TLS, with the certificate reloaded when its files change.
+    let rtmps = match (listeners.rtmps, node.config.public_tls.as_ref()) {
+        (Some(l), Some(t)) => {
+            let store = server::tls::CertStore::load(&t.cert, &t.key)?;
+            store.watch(stop.clone());
+            Some(tokio::spawn(rtmp::serve(
+                Arc::clone(&node),
+                l,
+                accept.clone(),
+                Some(store.acceptor(&[])?),
+            )))
+        }
+        _ => None,
+    };
     let tasks = [
         tokio::spawn(rtmp::serve(
             Arc::clone(&node),
             listeners.rtmp,
             accept.clone(),
+            None,
         )),
         tokio::spawn(srt::serve(Arc::clone(&node), listeners.srt, stop.clone())),
         tokio::spawn(admin::serve(
@@ -190,7 +214,7 @@ pub async fn run(
     }
     accept.cancel();
     stop.cancel();
-    for t in tasks {
+    for t in tasks.into_iter().chain(rtmps) {
         t.abort();
     }
     Ok(())

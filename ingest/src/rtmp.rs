@@ -54,20 +54,30 @@ pub enum RtmpError {
     /// The stream's pipeline failed or could not start.
     #[error("pipeline: {0}")]
     Pipeline(String),
+    /// RTMPS: the TLS handshake failed or timed out.
+    #[error("{0}")]
+    Tls(String),
 }
 
-/// Accept RTMP connections until `shutdown`.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: CancellationToken) {
+/// Accept RTMP connections until `shutdown`; with `tls`, RTMPS: each connection completes a
+/// TLS handshake (within `server::tls::HANDSHAKE_TIMEOUT`) before its RTMP session starts.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let name = if tls.is_some() { "rtmps" } else { "rtmp" };
     let acceptor = server::Acceptor::new(
-        "rtmp",
+        name,
         server::ConnLimits {
             max_total: MAX_CONNECTIONS,
             max_per_ip: MAX_CONNECTIONS_PER_IP,
             exempt: Vec::new(),
         },
-        |why| {
+        move |why| {
             metrics::CONNECTIONS_TOTAL
-                .with_label_values(&["rtmp", why.as_str()])
+                .with_label_values(&[name, why.as_str()])
                 .inc();
         },
     );
@@ -80,10 +90,18 @@ pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: Cancellatio
         };
         let _ = sock.set_nodelay(true);
         let node = Arc::clone(&node);
-        let span = tracing::info_span!("rtmp", client.addr = %peer, encoder.addr = tracing::field::Empty, stream.id = tracing::field::Empty);
+        let tls = tls.clone();
+        let span = tracing::info_span!("rtmp", client.addr = %peer, tls = tls.is_some(), encoder.addr = tracing::field::Empty, stream.id = tracing::field::Empty);
         tokio::spawn(
             async move {
-                match handle_connection(node, sock, peer).await {
+                let ended = match tls {
+                    None => handle_connection(node, sock, peer).await,
+                    Some(tls) => match server::tls::accept(&tls, sock, "rtmps").await {
+                        Ok(s) => handle_connection(node, s, peer).await,
+                        Err(e) => Err(RtmpError::Tls(e)),
+                    },
+                };
+                match ended {
                     Ok(()) => tracing::info!("rtmp connection closed"),
                     Err(e) => tracing::info!(reason = %e, "rtmp connection ended"),
                 }

@@ -13,6 +13,8 @@
 //! - [`refusals`]: a limit on refused publishes per source address.
 //! - [`metrics`]: registering Prometheus metrics in the default registry without boilerplate.
 //! - [`openapi`]: the checks the admin APIs' tests run on their OpenAPI documents.
+//! - [`tls`]: the public listeners' certificate, reloaded when its files change, and the TLS
+//!   handshake under a deadline.
 //! - [`dashboard`]: the operator's web page on every admin listener, its login sessions
 //!   (cookie + CSRF token) and the check that admits a bearer token or a session to the API.
 //!
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod refusals;
 pub mod serve;
+pub mod tls;
 
 pub use accept::{Acceptor, ConnLimits, ConnPermit};
 pub use gate::{gate, Gate, GateHandle};

@@ -28,6 +28,35 @@ const MAX_ID_LEN: usize = 64;
 /// What [`valid_id`] accepts, for messages.
 const ID_RULE: &str = "must be 1-64 characters of A-Z, a-z, 0-9, '-', '_'";
 
+/// `[listen.tls]` of both files: the certificate of the public TLS listeners (RTMPS), PEM
+/// files reloaded when they change (a Kubernetes Secret volume, cert-manager).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublicTls {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `listen.rtmps` needs `listen.tls`; the resolved pair, if any.
+pub(crate) fn public_tls(
+    p: &mut Problems,
+    rtmps: Option<std::net::SocketAddr>,
+    tls: &Option<RawPublicTls>,
+) -> Option<crate::resolved::CertPair> {
+    if rtmps.is_some() && tls.is_none() {
+        p.add(
+            "listen.rtmps",
+            "needs listen.tls (cert and key: PEM files of the certificate encoders see)",
+        );
+    }
+    tls.as_ref().map(|t| crate::resolved::CertPair {
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+    })
+}
+
 /// The `[admin]` table of both files.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

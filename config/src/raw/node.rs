@@ -112,6 +112,12 @@ fn default_overload_lag() -> Duration {
 pub struct RawListen {
     #[serde(default = "default_rtmp")]
     pub rtmp: SocketAddr,
+    /// RTMPS (RTMP over TLS): off unless set; needs `tls`.
+    #[serde(default)]
+    pub rtmps: Option<SocketAddr>,
+    /// The certificate of the TLS listeners.
+    #[serde(default)]
+    pub tls: Option<super::RawPublicTls>,
     #[serde(default = "default_srt")]
     pub srt: SocketAddr,
     #[serde(default = "default_http")]
@@ -135,6 +141,8 @@ impl Default for RawListen {
     fn default() -> Self {
         Self {
             rtmp: default_rtmp(),
+            rtmps: None,
+            tls: None,
             srt: default_srt(),
             http: default_http(),
             admin: default_admin(),
@@ -413,11 +421,13 @@ impl RawConfig {
         }
 
         let l = &self.listen;
-        let ports = [
+        let mut ports = vec![
             ("listen.rtmp", l.rtmp, "tcp"),
             ("listen.http", l.http, "tcp"),
             ("listen.admin", l.admin, "tcp"),
         ];
+        ports.extend(l.rtmps.map(|a| ("listen.rtmps", a, "tcp")));
+        let public_tls = super::public_tls(&mut p, l.rtmps, &l.tls);
         for (i, (a, x, _)) in ports.iter().enumerate() {
             for (b, y, _) in &ports[i + 1..] {
                 if x.port() != 0 && x == y {
@@ -687,6 +697,7 @@ impl RawConfig {
             },
             listen: Listen {
                 rtmp: l.rtmp,
+                rtmps: l.rtmps,
                 srt: l.srt,
                 http: l.http,
                 admin: l.admin,
@@ -710,6 +721,7 @@ impl RawConfig {
                 secret: auth_secret.map(Secret::new),
             },
             events: events_url.map(|url| EventsConfig { url, ca: events_ca }),
+            public_tls,
             transcode: TranscodeConfig {
                 passthrough: self.transcode.passthrough,
                 x264_preset,

@@ -1,0 +1,201 @@
+//! End to end: RTMPS (issue 13). Real encoders publish over TLS to a node; the certificate
+//! is replaced on disk while a stream is live.
+// End-to-end tests drive real processes on real time; the ban on the std clock (clippy.toml)
+// is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::*;
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, made by openssl: (cert, key).
+fn make_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = run_with_timeout(
+        std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        Duration::from_secs(30),
+    )
+    .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// The SHA-256 fingerprint of the certificate a TLS server at `port` presents now.
+fn presented(port: u16) -> String {
+    let out = run_with_timeout(
+        std::process::Command::new("sh").arg("-c").arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null \
+             | openssl x509 -noout -fingerprint -sha256"
+        )),
+        Duration::from_secs(20),
+    )
+    .expect("openssl s_client");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The SHA-256 fingerprint of a certificate file.
+fn fingerprint(cert: &Path) -> String {
+    let out = run_with_timeout(
+        std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(cert),
+        Duration::from_secs(20),
+    )
+    .expect("openssl x509");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A node with RTMPS on a port of its own, its certificate at `dir/tls.crt` and `dir/tls.key`.
+fn rtmps_node(dir: &Path) -> (Node, u16) {
+    let port = free_tcp_port();
+    let tls = format!(
+        "rtmps = \"127.0.0.1:{port}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join("tls.crt").display(),
+        dir.join("tls.key").display()
+    );
+    let node = Node::start(|c| {
+        // `[listen.tls]` must follow the last key of `[listen]`, before `[admin]`.
+        *c = c.replacen("\n[admin]", &format!("{tls}\n[admin]"), 1);
+    });
+    (node, port)
+}
+
+#[test]
+fn ffmpeg_and_gstreamer_publish_over_rtmps_and_play() {
+    let dir = TempDir::new("rtmps");
+    let (cert, key) = make_cert(dir.path(), "first");
+    std::fs::copy(&cert, dir.path().join("tls.crt")).unwrap();
+    std::fs::copy(&key, dir.path().join("tls.key")).unwrap();
+    let (node, port) = rtmps_node(dir.path());
+    let mut ff = Encoder::ffmpeg_rtmp(
+        &format!("rtmps://127.0.0.1:{port}/live/test-stream-key-1"),
+        EncOpts::default(),
+    );
+    let mut gst = Encoder::gst_rtmp2sink(
+        &format!("rtmps://127.0.0.1:{port}/live/test-stream-key-2"),
+        EncOpts::default(),
+    );
+    for pid in ["one", "two"] {
+        for r in ["source", "360p", "audio"] {
+            node.wait_media_playlist(pid, r, 2, Duration::from_secs(30));
+        }
+    }
+    assert!(ff.is_running(), "ffmpeg stopped:\n{}", ff.log_text());
+    assert!(gst.is_running(), "rtmp2sink stopped:\n{}", gst.log_text());
+    let m = node.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "edge_tls_handshakes_total{listener=\"rtmps\",result=\"ok\"}"
+        ),
+        2.0,
+        "{m}"
+    );
+    // Plain RTMP to the TLS port is a failed handshake, and the streams never notice.
+    let sessions = |n: &Node| ["one", "two"].map(|p| n.stream(p).map(|s| s["session_id"].clone()));
+    let before = sessions(&node);
+    let plain = Encoder::ffmpeg_rtmp(
+        &format!("rtmp://127.0.0.1:{port}/live/test-stream-key-1"),
+        EncOpts::short(),
+    );
+    wait_for(
+        "the failed handshake counted",
+        Duration::from_secs(20),
+        || {
+            (metric_value(
+                &node.metrics(),
+                "edge_tls_handshakes_total{listener=\"rtmps\",result=\"failed\"}",
+            ) >= 1.0)
+                .then_some(())
+        },
+    );
+    drop(plain);
+    assert_eq!(sessions(&node), before);
+    assert!(ff.is_running() && gst.is_running());
+}
+
+#[test]
+fn a_renewed_certificate_is_served_to_new_connections_while_a_stream_goes_on() {
+    let dir = TempDir::new("rtmps-renew");
+    let (c1, k1) = make_cert(dir.path(), "first");
+    let (c2, k2) = make_cert(dir.path(), "second");
+    let (live_cert, live_key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&c1, &live_cert).unwrap();
+    std::fs::copy(&k1, &live_key).unwrap();
+    let (node, port) = rtmps_node(dir.path());
+    assert_eq!(presented(port), fingerprint(&c1));
+    let mut enc = Encoder::ffmpeg_rtmp(
+        &format!("rtmps://127.0.0.1:{port}/live/test-stream-key-1"),
+        EncOpts::default(),
+    );
+    node.wait_media_playlist("one", "source", 2, Duration::from_secs(30));
+    let session = node.stream("one").expect("listed")["session_id"].clone();
+    // Caught half-way through a renewal: the new certificate next to the old key. Refused;
+    // the first pair stays.
+    std::fs::copy(&c2, &live_cert).unwrap();
+    wait_for(
+        "the mismatched pair refused",
+        Duration::from_secs(20),
+        || {
+            node.log_text()
+                .contains("TLS certificate not reloaded; keeping the one in use")
+                .then_some(())
+        },
+    );
+    assert!(node.log_text().contains("do not go together"));
+    assert_eq!(presented(port), fingerprint(&c1));
+    // The key follows: the new pair is taken for the next handshake.
+    std::fs::copy(&k2, &live_key).unwrap();
+    wait_for(
+        "the new certificate served",
+        Duration::from_secs(20),
+        || (presented(port) == fingerprint(&c2)).then_some(()),
+    );
+    let m = node.metrics();
+    assert_eq!(
+        metric_value(&m, "edge_tls_certificate_reloads_total{result=\"refused\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "edge_tls_certificate_reloads_total{result=\"reloaded\"}"
+        ),
+        1.0
+    );
+    // The stream published under the first certificate never noticed: same session, and its
+    // playlist goes on growing.
+    let next =
+        |pl: &hls::MediaPlaylist| pl.media_sequence_tag.unwrap_or(0) + pl.segments.len() as u64;
+    let before = next(&node.wait_media_playlist("one", "source", 2, Duration::from_secs(5)));
+    wait_for("two more segments", Duration::from_secs(15), || {
+        (next(&node.wait_media_playlist("one", "source", 2, Duration::from_secs(5))) >= before + 2)
+            .then_some(())
+    });
+    let s = node.stream("one").expect("still listed");
+    assert_eq!(s["session_id"], session, "{s}");
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+}
