@@ -8,7 +8,7 @@ mod common;
 
 use std::{path::Path, time::Duration};
 
-use common::*;
+use common::{cluster::*, *};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, made by openssl: (cert, key).
 fn make_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -198,4 +198,151 @@ fn a_renewed_certificate_is_served_to_new_connections_while_a_stream_goes_on() {
     let s = node.stream("one").expect("still listed");
     assert_eq!(s["session_id"], session, "{s}");
     assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+}
+
+/// The process serving the balancer's admin port now.
+fn serving_pid(b: &Balancer) -> Option<u32> {
+    let r = http_get_with_headers(
+        &b.admin_url("/api/v1/balancer"),
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        Duration::from_secs(5),
+    )
+    .ok()?;
+    (r.status == 200).then_some(())?;
+    r.json().ok()?["pid"].as_u64().map(|p| p as u32)
+}
+
+/// Whether process `pid` still exists.
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn rtmps_through_a_balancer_is_placed_and_survives_a_hand_over() {
+    let c = Cluster::new(1, 1);
+    let (cert, key_file) = make_cert(c.dir.path(), "public");
+    let port = free_tcp_port();
+    let b = c.balancer_with(1, "5s", |cfg| {
+        *cfg = cfg.replacen(
+            "\n[admin]",
+            &format!(
+                "rtmps = \"127.0.0.1:{port}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
+                cert.display(),
+                key_file.display()
+            ),
+            1,
+        );
+    });
+    let n1 = c.node(1, 40, &[&b]);
+    wait_nodes(&b, &["n1"]);
+    let opts = || EncOpts {
+        source_file: Some(clip()),
+        duration: Duration::from_secs(600),
+        ..EncOpts::default()
+    };
+    let url = |i: usize| format!("rtmps://127.0.0.1:{port}/live/{}", key(i));
+    let mut first = Encoder::ffmpeg_rtmp(&url(1), opts());
+    let session = wait_for(
+        "the RTMPS stream on the node",
+        Duration::from_secs(30),
+        || n1.stream(&pid(1)).and_then(|s| s["session_id"].as_u64()),
+    );
+    let segments = |pid: &str| {
+        let pl = n1.wait_media_playlist(pid, "source", 1, Duration::from_secs(20));
+        pl.media_sequence_tag.unwrap_or(0) + pl.segments.len() as u64
+    };
+    let before = segments(&pid(1));
+    assert!(
+        b.log_text()
+            .contains("rtmps: TLS terminated by this balancer"),
+        "{}",
+        b.log_text()
+    );
+    // A PROXY header from any other loopback connection is not taken: it names nobody, and
+    // the publish never happens.
+    let forged = wire::proxy::encode(
+        "192.0.2.9:4000".parse().unwrap(),
+        format!("127.0.0.1:{}", b.ports.rtmp).parse().unwrap(),
+        None,
+    );
+    let outcome = rtmp_raw::publish_after(
+        "127.0.0.1".parse().unwrap(),
+        format!("127.0.0.1:{}", b.ports.rtmp).parse().unwrap(),
+        &forged,
+        &key(4),
+        Duration::from_secs(10),
+    );
+    assert!(
+        !matches!(outcome, Ok(rtmp_raw::Outcome::Accepted(_))),
+        "a forged PROXY header got a publish through: {outcome:?}"
+    );
+    assert!(n1.stream(&pid(4)).is_none());
+    // A plain RTMP stream next to it, through the same balancer.
+    let _plain = Encoder::ffmpeg_rtmp(&b.rtmp_url(&key(3)), opts());
+    wait_for("the RTMP stream", Duration::from_secs(30), || {
+        n1.stream(&pid(3))
+    });
+
+    // Upgrade by SIGUSR2: the RTMP inside moves to the successor, the TLS session stays here.
+    let old = b.pid();
+    send_signal(old, "USR2").expect("SIGUSR2");
+    let new = wait_for("a successor serving", Duration::from_secs(30), || {
+        serving_pid(&b).filter(|p| *p != old)
+    });
+    eprintln!("hand-over {old} -> {new}");
+    let _successor = KillOnDrop(new);
+    let log = b.log_text();
+    assert!(
+        log.contains("handed everything over to the successor"),
+        "{log}"
+    );
+    // Told to stop, the old process stays while its RTMPS connection lives.
+    send_signal(old, "TERM").expect("SIGTERM");
+    wait_for(
+        "the old process to say why it stays",
+        Duration::from_secs(10),
+        || {
+            b.log_text()
+                .contains("RTMPS connections stay in this process until they end")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        alive(old),
+        "the old balancer exited with an RTMPS stream live"
+    );
+    // The stream never noticed: same session, and it goes on.
+    wait_for("the RTMPS stream to go on", Duration::from_secs(20), || {
+        (segments(&pid(1)) >= before + 3).then_some(())
+    });
+    assert_eq!(
+        n1.stream(&pid(1)).and_then(|s| s["session_id"].as_u64()),
+        Some(session)
+    );
+    assert!(first.is_running(), "ffmpeg stopped:\n{}", first.log_text());
+    // The successor took the RTMPS listener: a new encoder is placed through it.
+    let _second = Encoder::ffmpeg_rtmp(&url(2), opts());
+    wait_for(
+        "a new RTMPS stream after the hand-over",
+        Duration::from_secs(30),
+        || n1.stream(&pid(2)),
+    );
+    // When the encoder of the old process's last RTMPS connection leaves, the process ends.
+    drop(first);
+    wait_for("the old process to exit", Duration::from_secs(20), || {
+        (!alive(old)).then_some(())
+    });
+}
+
+/// Kills a process the harness did not start (a balancer's successor) when the test ends.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = send_signal(self.0, "KILL");
+    }
 }

@@ -24,6 +24,7 @@ pub mod playback;
 pub mod rtmp;
 pub mod rtmp_peek;
 pub mod rtmp_relay;
+pub mod rtmps;
 pub mod srt;
 /// The SRT handshake relay and routing cores live in `wire` (the node's SRT front runs them
 /// too); re-exported under their old paths.
@@ -51,11 +52,16 @@ pub enum StartError {
     /// Sockets inherited from the previous balancer could not be used.
     #[error("inherited sockets: {0}")]
     Inherited(#[from] std::io::Error),
+    /// The RTMPS certificate (`[listen.tls]`) does not load.
+    #[error("listen.tls: {0}")]
+    Tls(#[from] server::tls::TlsError),
 }
 
 /// The balancer's listeners, bound (fresh start) or inherited (takeover).
 pub struct Listeners {
     pub rtmp: TcpListener,
+    /// RTMPS, when `listen.rtmps` is set.
+    pub rtmps: Option<TcpListener>,
     pub srt: UdpSocket,
     pub http: TcpListener,
     pub admin: TcpListener,
@@ -73,6 +79,10 @@ impl Listeners {
         })?;
         Ok(Self {
             rtmp: server::listen::tcp("rtmp", l.rtmp).await?,
+            rtmps: match l.rtmps {
+                Some(a) => Some(server::listen::tcp("rtmps", a).await?),
+                None => None,
+            },
             srt: server::listen::udp("srt", l.srt, None).await?,
             http: server::listen::tcp("http", l.http).await?,
             admin: server::listen::tcp("admin", l.admin).await?,
@@ -90,6 +100,7 @@ impl Listeners {
         srt.set_nonblocking(true)?;
         Ok(Self {
             rtmp: tcp(&i.rtmp)?,
+            rtmps: i.rtmps.as_ref().map(tcp).transpose()?,
             http: tcp(&i.http)?,
             admin: tcp(&i.admin)?,
             srt: UdpSocket::from_std(srt)?,
@@ -113,23 +124,29 @@ struct ListenerFds {
     admin: OwnedFd,
     srt: OwnedFd,
     control: OwnedFd,
+    rtmps: Option<OwnedFd>,
 }
 
 impl ListenerFds {
-    fn raw(&self) -> [std::os::fd::RawFd; 5] {
-        [
+    /// In the order of the `Listeners` frame: RTMP, HTTP, admin, SRT, control, then RTMPS
+    /// when there is one.
+    fn raw(&self) -> Vec<std::os::fd::RawFd> {
+        let mut v = vec![
             self.rtmp.as_raw_fd(),
             self.http.as_raw_fd(),
             self.admin.as_raw_fd(),
             self.srt.as_raw_fd(),
             self.control.as_raw_fd(),
-        ]
+        ];
+        v.extend(self.rtmps.as_ref().map(|f| f.as_raw_fd()));
+        v
     }
 }
 
 /// The steering of every accept loop.
 struct Gates {
     rtmp: server::GateHandle,
+    rtmps: server::GateHandle,
     srt: server::GateHandle,
     http: server::GateHandle,
     admin: server::GateHandle,
@@ -143,6 +160,8 @@ pub struct Balancer {
     gates: Gates,
     relays: Arc<rtmp_relay::Relays>,
     rtmp_front: Arc<rtmp::Front>,
+    /// The RTMPS front, when `listen.rtmps` is set.
+    rtmps_front: Option<Arc<rtmps::Front>>,
     srt_front: Arc<srt::Front>,
     srt_sock: Mutex<Option<Arc<UdpSocket>>>,
     srt_task: Mutex<Option<tokio::task::JoinHandle<srt::FrontState>>>,
@@ -172,7 +191,7 @@ const CONTROL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Balancer {
     /// The descriptors a hand-over sends (`None` once handed over).
-    fn listener_fds(&self) -> Option<[std::os::fd::RawFd; 5]> {
+    fn listener_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
         lock(&self.fds).as_ref().map(ListenerFds::raw)
     }
 
@@ -258,6 +277,30 @@ impl Balancer {
         while self.http_acceptor.open() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(DRAIN_POLL / 4).await;
         }
+        // RTMPS connections keep their TLS session here (it cannot move): they end with
+        // their encoders, or at the drain deadline.
+        let Some(front) = self.rtmps_front.as_ref() else {
+            return;
+        };
+        let live = || front.live.load(std::sync::atomic::Ordering::Acquire);
+        if live() == 0 {
+            return;
+        }
+        tracing::info!(
+            connections = live(),
+            deadline_s = self.cfg.drain_deadline.as_secs(),
+            "RTMPS connections stay in this process until they end (their TLS cannot move)"
+        );
+        let deadline = tokio::time::Instant::now() + self.cfg.drain_deadline;
+        while live() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if live() > 0 {
+            tracing::warn!(
+                connections = live(),
+                "drain deadline passed: ending the RTMPS connections"
+            );
+        }
     }
 
     /// SIGTERM with no successor: `/readyz` says 503 at once, no new encoders (RTMP and SRT
@@ -272,6 +315,8 @@ impl Balancer {
             .draining
             .store(true, std::sync::atomic::Ordering::Release);
         self.gates.srt.retire();
+        // New RTMPS encoders reach the RTMP front, which refuses them with the reason while
+        // draining; live ones relay on like RTMP.
         let live = self.conns.count("rtmp") + self.conns.count("srt");
         tracing::info!(
             connections = live,
@@ -370,6 +415,7 @@ pub async fn run(
         admin: dup(&listeners.admin)?,
         srt: dup(&listeners.srt)?,
         control: dup(&listeners.control)?,
+        rtmps: listeners.rtmps.as_ref().map(dup).transpose()?,
     };
     let registry = control::server::Registry::new();
     let placement = place::Placer::new(&cfg, Arc::clone(&registry));
@@ -387,6 +433,7 @@ pub async fn run(
     let relays = Arc::new(rtmp_relay::Relays::default());
     let (rtmp_tx, rtmp_rx) = tokio::sync::mpsc::unbounded_channel();
     let (srt_tx, srt_rx) = tokio::sync::mpsc::unbounded_channel();
+    let hops = Arc::new(rtmps::Hops::default());
     let rtmp_front = Arc::new(rtmp::Front {
         acceptor: rtmp::acceptor(),
         placement: Arc::clone(&placement),
@@ -394,7 +441,28 @@ pub async fn run(
         relays: Arc::clone(&relays),
         quiesced: rtmp_tx,
         draining: std::sync::atomic::AtomicBool::new(false),
+        hops: Arc::clone(&hops),
     });
+    // RTMPS: TLS terminated here, the RTMP inside sent through our own RTMP front.
+    let rtmps_front = match (listeners.rtmps.is_some(), cfg.public_tls.as_ref()) {
+        (true, Some(t)) => {
+            let store = server::tls::CertStore::load(&t.cert, &t.key)?;
+            store.watch(stop.clone());
+            let rtmp_addr = listeners.rtmp.local_addr()?;
+            // Every hop comes from loopback: the per-address cap is the RTMPS front's, on
+            // the encoders' real addresses.
+            rtmp_front.acceptor.set_exempt(vec![
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ]);
+            Some(Arc::new(rtmps::Front::new(
+                store.acceptor(&[])?,
+                rtmp_addr,
+                hops,
+            )))
+        }
+        _ => None,
+    };
     let srt_front = Arc::new(srt::Front {
         placement: Arc::clone(&placement),
         conns: Arc::clone(&conns),
@@ -402,6 +470,7 @@ pub async fn run(
         quiesced: srt_tx,
     });
     let (g_rtmp, rtmp_gate) = server::gate();
+    let (g_rtmps, rtmps_gate) = server::gate();
     let (g_srt, _) = server::gate();
     let (g_http, http_gate) = server::gate();
     let (g_admin, admin_gate) = server::gate();
@@ -411,12 +480,14 @@ pub async fn run(
         fds: Mutex::new(Some(fds)),
         gates: Gates {
             rtmp: g_rtmp,
+            rtmps: g_rtmps,
             srt: g_srt,
             http: g_http,
             admin: g_admin,
         },
         relays,
         rtmp_front: Arc::clone(&rtmp_front),
+        rtmps_front: rtmps_front.clone(),
         srt_front,
         srt_sock: Mutex::new(Some(Arc::new(listeners.srt))),
         srt_task: Mutex::new(None),
@@ -489,6 +560,9 @@ pub async fn run(
     b.start_control()?;
     b.start_srt(srt_state, adopt_srt);
     tokio::spawn(rtmp::serve(listeners.rtmp, rtmp_front, rtmp_gate));
+    if let (Some(l), Some(front)) = (listeners.rtmps, rtmps_front) {
+        tokio::spawn(rtmps::serve(l, front, rtmps_gate));
+    }
     tokio::spawn(admin::serve(
         Arc::clone(&admin),
         listeners.admin,

@@ -25,6 +25,7 @@ pub(crate) fn config() -> BalancerConfig {
         drain_deadline: Duration::from_secs(60),
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
+            rtmps: None,
             srt: edge_config::DEFAULT_LISTEN_SRT,
             http: edge_config::DEFAULT_LISTEN_HTTP,
             admin: edge_config::DEFAULT_LISTEN_ADMIN,
@@ -33,6 +34,7 @@ pub(crate) fn config() -> BalancerConfig {
         admin: edge_config::AdminConfig {
             token: String::new(),
         },
+        public_tls: None,
         tls: edge_config::TlsPaths {
             ca: "ca".into(),
             cert: "c".into(),

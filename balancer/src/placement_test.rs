@@ -359,6 +359,7 @@ fn policy_config_defaults_and_from_the_balancer_config() {
         drain_deadline: Duration::from_secs(60),
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
+            rtmps: None,
             srt: edge_config::DEFAULT_LISTEN_SRT,
             http: edge_config::DEFAULT_LISTEN_HTTP,
             admin: edge_config::DEFAULT_LISTEN_ADMIN,
@@ -368,6 +369,7 @@ fn policy_config_defaults_and_from_the_balancer_config() {
             token: String::new(),
         },
         tls: paths(),
+        public_tls: None,
     };
     let c = PolicyConfig::from(&b);
     assert_eq!(

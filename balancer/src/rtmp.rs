@@ -51,6 +51,8 @@ pub struct Front {
     /// Set by a drain: new publishers are refused with a status saying why (the listener
     /// stays open, so encoders hear it instead of hanging in a backlog).
     pub draining: std::sync::atomic::AtomicBool,
+    /// Our RTMPS front's loopback connections: only these may open with a PROXY header.
+    pub hops: Arc<crate::rtmps::Hops>,
 }
 
 /// Accept while `gate` lets us; live relays are not touched by it.
@@ -101,15 +103,17 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, permit: server::ConnPerm
         .with_label_values(&["rtmp", "placing"])
         .inc();
     let abort = front.relays.opening_token();
+    // Our RTMPS front's hop names the encoder in a PROXY header; nobody else may send one.
+    let hop = front.hops.contains(peer);
     let result = tokio::select! {
-        r = open(&mut client, peer, &front.placement, &front.draining) => Some(r),
+        r = open(&mut client, peer, hop, &front.placement, &front.draining) => Some(r),
         _ = abort.cancelled() => None,
     };
     front.relays.opening.fetch_sub(1, Ordering::AcqRel);
     metrics::CONNECTIONS
         .with_label_values(&["rtmp", "placing"])
         .dec();
-    let (node, placed, downstream, first) = match result {
+    let (node, placed, downstream, first, peer) = match result {
         Some(Ok(x)) => x,
         Some(Err(reason)) => {
             tracing::info!(reason = %reason, "rtmp publisher refused");
@@ -126,6 +130,9 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, permit: server::ConnPerm
             return;
         }
     };
+    if hop {
+        tracing::info!(encoder.addr = %peer, "rtmps: TLS terminated by this balancer");
+    }
     tracing::Span::current().record("node.id", placed.node_id.as_str());
     metrics::CONNECTIONS_TOTAL
         .with_label_values(&["rtmp", "relayed"])
@@ -162,11 +169,12 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, permit: server::ConnPerm
 }
 
 /// Peek the encoder's publish, place it, connect and hand it over to the node. On success:
-/// the node socket, the placement, the downstream re-serialiser and its first bytes for the
-/// encoder.
+/// the node socket, the placement, the downstream re-serialiser, its first bytes for the
+/// encoder, and the encoder's address (from the PROXY header of our RTMPS front's `hop`).
 async fn open(
     client: &mut TcpStream,
     peer: SocketAddr,
+    hop: bool,
     placement: &Placer,
     draining: &std::sync::atomic::AtomicBool,
 ) -> Result<
@@ -175,10 +183,18 @@ async fn open(
         crate::place::Placed,
         rtmp_peek::Downstream,
         Vec<u8>,
+        SocketAddr,
     ),
     String,
 > {
-    let peeked = rtmp_peek::peek(client).await.map_err(|e| e.to_string())?;
+    let peeked = rtmp_peek::peek(client, hop)
+        .await
+        .map_err(|e| e.to_string())?;
+    let peer = match (hop, peeked.proxied) {
+        (false, _) => peer,
+        (true, Some(encoder)) => encoder,
+        (true, None) => return Err("our RTMPS front's connection named no encoder".into()),
+    };
     if draining.load(Ordering::Acquire) {
         let why = "this balancer is shutting down; reconnect to be placed by another";
         let _ = peeked
@@ -206,7 +222,7 @@ async fn open(
             }
         };
         match hand_over(&placed, peer, client, &peeked).await {
-            Ok((node, downstream, first)) => return Ok((node, placed, downstream, first)),
+            Ok((node, downstream, first)) => return Ok((node, placed, downstream, first, peer)),
             Err(e) => {
                 tracing::warn!(node.id = %placed.node_id, error = %e, "cannot hand the stream to the node");
                 why = e;

@@ -85,6 +85,9 @@ pub struct Peeked {
     pub recorded: Vec<u8>,
     /// The chunk size the encoder was told to expect from us.
     pub chunk_size: u32,
+    /// The encoder's address as a PROXY v2 header named it (our own RTMPS front, see
+    /// [`crate::rtmps`]); `None` without one.
+    pub proxied: Option<std::net::SocketAddr>,
     core: ServerCore,
 }
 
@@ -105,12 +108,17 @@ impl Peeked {
     }
 }
 
-/// Run the encoder side up to `publish`, within [`PEEK_TIMEOUTS`].
-pub async fn peek<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) -> Result<Peeked, PeekError> {
+/// Run the encoder side up to `publish`, within [`PEEK_TIMEOUTS`]; with `expect_proxy`, the
+/// connection opens with a PROXY v2 header (only our own RTMPS front's are accepted).
+pub async fn peek<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    expect_proxy: bool,
+) -> Result<Peeked, PeekError> {
     let mut buf = vec![0u8; READ_BUF];
+    let mut proxied = None;
     let mut core = ServerCore::new(
         ServerOptions {
-            expect_proxy: false,
+            expect_proxy,
             record: true,
             timeouts: PEEK_TIMEOUTS,
         },
@@ -128,8 +136,13 @@ pub async fn peek<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) -> Result<Peeke
                         key,
                         recorded: core.recorded().to_vec(),
                         chunk_size: core.chunk_size(),
+                        proxied,
                         core,
                     });
+                }
+                Some(Event::Proxy(h)) => {
+                    proxied = h.and_then(|h| h.source);
+                    continue;
                 }
                 Some(_) => continue,
                 None => break None,

@@ -152,11 +152,15 @@ pub struct BalancerConfig {
     pub listen: BalancerListen,
     pub admin: AdminConfig,
     pub tls: TlsPaths,
+    /// The certificate of RTMPS (`[listen.tls]`); `None` without.
+    pub public_tls: Option<CertPair>,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct BalancerListen {
     pub rtmp: SocketAddr,
+    /// RTMPS (TLS terminated here), off unless set.
+    pub rtmps: Option<SocketAddr>,
     pub srt: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,

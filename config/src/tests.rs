@@ -302,8 +302,20 @@ fn balancer_example_is_valid_once_its_files_exist() {
 
 #[test]
 fn balancer_problems_are_all_reported() {
-    let text = "[balancer]\nid = \"bad id\"\nlost_after = \"10ms\"\npolicy = \"random\"\n[admin]\ntoken = \"short\"\n[tls]\nca = \"/nope/ca.pem\"\ncert = \"/nope/c.pem\"\nkey = \"/nope/k.key\"\n";
+    let text = "[balancer]\nid = \"bad id\"\nlost_after = \"10ms\"\npolicy = \"random\"\n[listen]\nrtmp = \"0.0.0.0:1935\"\nrtmps = \"0.0.0.0:1935\"\n[admin]\ntoken = \"short\"\n[tls]\nca = \"/nope/ca.pem\"\ncert = \"/nope/c.pem\"\nkey = \"/nope/k.key\"\n";
     let lines = load_balancer_str(text, "b.toml").unwrap_err().lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("listen.rtmps") && l.contains("needs listen.tls")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("listen.rtmps") && l.contains("same address as listen.rtmp")),
+        "{lines:#?}"
+    );
     for want in [
         "balancer.id",
         "balancer.lost_after",

@@ -65,7 +65,7 @@ pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
     shutdown: CancellationToken,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<server::tls::TlsAcceptor>,
 ) {
     let name = if tls.is_some() { "rtmps" } else { "rtmp" };
     let acceptor = server::Acceptor::new(

@@ -25,6 +25,9 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// The acceptor [`CertStore::acceptor`] builds (re-exported so users need no TLS crate).
+pub use tokio_rustls::TlsAcceptor;
+
 /// How often the certificate files are read for a change: renewals happen days ahead of
 /// expiry, so seconds do not matter, and reading two small files is nothing.
 pub const CERT_POLL: Duration = Duration::from_secs(5);

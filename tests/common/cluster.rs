@@ -71,10 +71,22 @@ impl Balancer {
     }
 
     pub fn start(dir: &Path, id: &str, certs: &Path, lost_after: &str) -> Balancer {
+        Self::start_with(dir, id, certs, lost_after, |_| {})
+    }
+
+    /// [`Balancer::start`] with its config text edited by `edit` first.
+    pub fn start_with(
+        dir: &Path,
+        id: &str,
+        certs: &Path,
+        lost_after: &str,
+        edit: impl FnOnce(&mut String),
+    ) -> Balancer {
         let ports = BalancerPorts::free();
         let config_path = dir.join(format!("{id}.toml"));
-        fs::write(&config_path, Self::config(id, &ports, certs, lost_after))
-            .expect("write balancer config");
+        let mut config = Self::config(id, &ports, certs, lost_after);
+        edit(&mut config);
+        fs::write(&config_path, config).expect("write balancer config");
         let log_path = dir.join(format!("{id}.log"));
         let log = File::create(&log_path).expect("create balancer log");
         let child = Command::new(super::edge_bin())
@@ -231,6 +243,22 @@ impl Cluster {
 
     pub fn balancer(&self, i: usize, lost_after: &str) -> Balancer {
         Balancer::start(self.dir.path(), &format!("b{i}"), &self.certs, lost_after)
+    }
+
+    /// [`Cluster::balancer`] with its config text edited by `edit` first.
+    pub fn balancer_with(
+        &self,
+        i: usize,
+        lost_after: &str,
+        edit: impl FnOnce(&mut String),
+    ) -> Balancer {
+        Balancer::start_with(
+            self.dir.path(),
+            &format!("b{i}"),
+            &self.certs,
+            lost_after,
+            edit,
+        )
     }
 
     /// Node `n{i}` with `capacity` units where each stream costs 1 unit (passthrough only, no

@@ -11,7 +11,8 @@
 //! 2. The old process pauses its accept loops (new connections wait in the kernel backlog of
 //!    the shared listening sockets), waits a moment for connections still opening (then ends
 //!    them: they are not streams yet), and quiesces every relay at a clean point.
-//! 3. ← `Listeners` (descriptors: RTMP, HTTP, admin, SRT, control; the node registry, pending
+//! 3. ← `Listeners` (descriptors: RTMP, HTTP, admin, SRT, control, and RTMPS from protocol 2
+//!    when configured; the node registry, pending
 //!    placements, stream affinities, the SRT cookie secret and clock), then one `Rtmp` frame per
 //!    RTMP relay (descriptors: encoder, node; everything read and not yet written, and the
 //!    re-serialiser's state) and one `Srt` frame per SRT session (descriptor: its upstream
@@ -42,8 +43,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{place::PlacerState, rtmp_relay::RelayState, srt};
 
-/// The protocol this binary speaks.
-pub const VERSION: u32 = 1;
+/// The protocol this binary speaks. 2: the `Listeners` frame may carry the RTMPS listener.
+pub const VERSION: u32 = 2;
 /// The oldest predecessor protocol this binary can take over from.
 pub const MIN_VERSION: u32 = 1;
 /// How long either side waits for the other's next frame. Quiescing waits up to
@@ -77,10 +78,13 @@ pub enum Msg {
     Refused {
         reason: String,
     },
-    /// Descriptors: RTMP, HTTP, admin, SRT, control (in this order).
+    /// Descriptors: RTMP, HTTP, admin, SRT, control (in this order), then RTMPS when
+    /// `rtmps` (protocol 2).
     Listeners {
         placer: PlacerState,
         srt_front: srt::FrontState,
+        #[serde(default)]
+        rtmps: bool,
     },
     /// Descriptors: encoder, node.
     Rtmp {
@@ -118,6 +122,8 @@ pub enum HandoverError {
 pub struct Inherited {
     pub from_pid: u32,
     pub rtmp: std::net::TcpListener,
+    /// The predecessor's RTMPS listener, if it had one.
+    pub rtmps: Option<std::net::TcpListener>,
     pub http: std::net::TcpListener,
     pub admin: std::net::TcpListener,
     pub srt: std::net::UdpSocket,
@@ -237,12 +243,23 @@ pub fn take_over(path: &Path) -> Result<Option<Inherited>, HandoverError> {
         }
     };
     let (msg, fds) = recv(&mut sock)?;
-    let Msg::Listeners { placer, srt_front } = msg else {
+    let Msg::Listeners {
+        placer,
+        srt_front,
+        rtmps,
+    } = msg
+    else {
         return Err(HandoverError::Protocol(format!(
             "expected Listeners, got {msg:?}"
         )));
     };
-    let [rtmp, http, admin, srt_fd, control] = take::<5>(fds, "Listeners")?;
+    let (rtmp, http, admin, srt_fd, control, rtmps) = if rtmps {
+        let [a, b, c, d, e, f] = take::<6>(fds, "Listeners")?;
+        (a, b, c, d, e, Some(f))
+    } else {
+        let [a, b, c, d, e] = take::<5>(fds, "Listeners")?;
+        (a, b, c, d, e, None)
+    };
     abort_at("listeners");
     let mut rtmp_relays = Vec::new();
     let mut srt_sessions = Vec::new();
@@ -286,6 +303,7 @@ pub fn take_over(path: &Path) -> Result<Option<Inherited>, HandoverError> {
     Ok(Some(Inherited {
         from_pid,
         rtmp: rtmp.into(),
+        rtmps: rtmps.map(Into::into),
         http: http.into(),
         admin: admin.into(),
         srt: srt_fd.into(),

@@ -109,8 +109,8 @@ struct Collected {
     srt: Vec<srt::Quiesced>,
 }
 
-/// Listening sockets a hand-over sends (RTMP, HTTP, admin, SRT, control).
-const LISTENER_FDS: u64 = 5;
+/// Listening sockets a hand-over sends (RTMP, HTTP, admin, SRT, control, RTMPS).
+const LISTENER_FDS: u64 = 6;
 /// Descriptors the successor needs beyond those handed to it to run at all (its own sockets,
 /// logs, the runtime, new connections during the commit).
 const FD_HEADROOM: u64 = 64;
@@ -140,6 +140,10 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
         Some(format!(
             "incompatible hand-over protocol: the successor (pid {pid}, {build}) speaks {min_version}..={version}, this balancer ({}) {MIN_VERSION}..={VERSION}",
             env!("CARGO_PKG_VERSION")
+        ))
+    } else if version < 2 && b.rtmps_front.is_some() {
+        Some(format!(
+            "the successor (pid {pid}, {build}) speaks hand-over protocol {version}, which cannot carry the RTMPS listener this balancer serves; upgrade to a build that speaks 2"
         ))
     } else if fds_free != 0 && fds_free < needed {
         Some(format!(
@@ -198,6 +202,7 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
     // Committed: the successor serves. Our copies close; viewers' requests in flight finish.
     b.handed_over.cancel();
     b.gates.rtmp.retire();
+    b.gates.rtmps.retire();
     b.gates.srt.retire();
     b.gates.http.retire();
     b.gates.admin.retire();
@@ -226,6 +231,7 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
 /// and session, and collect them.
 async fn quiesce(b: &Arc<Balancer>) -> Collected {
     b.gates.rtmp.pause();
+    b.gates.rtmps.pause();
     b.gates.http.pause();
     b.gates.admin.pause();
     b.relays.srt_paused.store(true, Ordering::Release);
@@ -305,8 +311,9 @@ async fn transfer(
         Msg::Listeners {
             placer: b.placement.export(),
             srt_front: c.srt_state.clone(),
+            rtmps: listeners.len() > 5,
         },
-        listeners.to_vec(),
+        listeners,
     ));
     for r in &c.rtmp {
         frames.push((
@@ -360,6 +367,7 @@ fn resume(b: &Arc<Balancer>, c: Collected, control_stopped: bool) {
     }
     b.relays.srt_paused.store(false, Ordering::Release);
     b.gates.rtmp.resume();
+    b.gates.rtmps.resume();
     b.gates.http.resume();
     b.gates.admin.resume();
     metrics::HANDOVERS.with_label_values(&["failed"]).inc();

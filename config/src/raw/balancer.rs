@@ -76,6 +76,12 @@ fn d_policy() -> Choice<Ranking> {
 pub struct RawBalancerListen {
     #[serde(default = "default_rtmp")]
     pub rtmp: SocketAddr,
+    /// RTMPS (TLS terminated here, then relayed as RTMP): off unless set; needs `tls`.
+    #[serde(default)]
+    pub rtmps: Option<SocketAddr>,
+    /// The certificate encoders see on RTMPS.
+    #[serde(default)]
+    pub tls: Option<super::RawPublicTls>,
     #[serde(default = "default_srt")]
     pub srt: SocketAddr,
     #[serde(default = "default_http")]
@@ -92,6 +98,8 @@ impl Default for RawBalancerListen {
     fn default() -> Self {
         Self {
             rtmp: default_rtmp(),
+            rtmps: None,
+            tls: None,
             srt: default_srt(),
             http: default_http(),
             admin: default_admin(),
@@ -161,6 +169,22 @@ impl RawBalancerConfig {
             }
         }
         let l = self.listen;
+        let public_tls = super::public_tls(&mut p, l.rtmps, &l.tls);
+        let tcp = [
+            ("listen.rtmp", Some(l.rtmp)),
+            ("listen.rtmps", l.rtmps),
+            ("listen.http", Some(l.http)),
+            ("listen.admin", Some(l.admin)),
+        ];
+        for (i, (a, x)) in tcp.iter().enumerate() {
+            for (b, y) in &tcp[i + 1..] {
+                if let (Some(x), Some(y)) = (x, y) {
+                    if x.port() != 0 && x == y {
+                        p.add(*b, format!("same address as {a} ({x})"));
+                    }
+                }
+            }
+        }
         p.finish(|| BalancerConfig {
             id: b.id,
             lost_after: b.lost_after,
@@ -170,8 +194,10 @@ impl RawBalancerConfig {
             refused_publishes_per_minute: b.refused_publishes_per_minute,
             handover_socket,
             drain_deadline: b.drain_deadline,
+            public_tls,
             listen: BalancerListen {
                 rtmp: l.rtmp,
+                rtmps: l.rtmps,
                 srt: l.srt,
                 http: l.http,
                 admin: l.admin,
