@@ -48,6 +48,14 @@ if ! "$venv/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMAT
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
+# A current ffmpeg (7.x, static, with x265, SVT-AV1/libaom, Enhanced RTMP and RTMPS) from the
+# imageio-ffmpeg wheel: Debian 12's ffmpeg 5.1 cannot send HEVC or AV1 over RTMP, which
+# tests/enhanced_rtmp.rs publishes. Tests find it under .venv (common::modern_ffmpeg).
+IMAGEIO_FFMPEG_VERSION=0.6.0
+if ! "$venv/bin/pip" show imageio-ffmpeg 2>/dev/null | grep -qx "Version: $IMAGEIO_FFMPEG_VERSION"; then
+  "$venv/bin/pip" install -q --disable-pip-version-check "imageio-ffmpeg==$IMAGEIO_FFMPEG_VERSION"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust (rustup) first" >&2
   exit 1

@@ -366,6 +366,12 @@ fn a_source_above_the_maximum_is_refused_and_a_stream_is_charged_for_its_real_so
         .wait_exit(Duration::from_secs(30))
         .expect("the refused encoder exits")
         .success());
+    // RTMP accepted the publish before the size was known: the encoder hears why in a status.
+    let said = big.log_text();
+    assert!(
+        said.contains("Server error: source 1920x1080 is larger than this server's maximum"),
+        "{said}"
+    );
     let mut fast = Encoder::ffmpeg_srt(
         &node.srt_url("test-stream-key-2"),
         EncOpts {

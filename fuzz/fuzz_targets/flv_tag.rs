@@ -4,10 +4,12 @@
 //! The passthrough rendition then hands the publisher's codec configuration (avcC /
 //! AudioSpecificConfig, as GStreamer's caps carry them) and access units to the packager
 //! (`StreamHandle::configure` and `push`, which build the init segment and fragments): they
-//! may be refused, never panic.
+//! may be refused, never panic. The codec check before that (`ingest::flv::{video, audio}`:
+//! legacy H.264 and audio pass unchanged, Enhanced RTMP H.264 is rewritten as legacy H.264,
+//! other codecs refused) never panics either.
 #![no_main]
 use bytes::Bytes;
-use ingest::flv::{header, tag, TagType};
+use ingest::flv::{audio, header, tag, video, Media, TagType};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use packager::{CodecConfig, Origin, PackagerConfig, RenditionKind, RenditionPlan, Sample};
@@ -50,6 +52,17 @@ fn media(u: &mut Unstructured<'_>) {
         } else {
             TagType::Audio
         };
+        // The publisher's codec check and Enhanced RTMP rewrite (`ingest::rtmp::push_tag`):
+        // legacy H.264 and audio pass unchanged, a rewrite is always legacy H.264.
+        let owned = Bytes::copy_from_slice(body);
+        let enhanced_video = video && owned.first().is_some_and(|b| b & 0x80 != 0);
+        match if video { self::video(&owned) } else { audio(&owned) } {
+            Media::Forward(out) if enhanced_video => {
+                assert_eq!(out.first().map(|b| b & 0x0f), Some(7))
+            }
+            Media::Forward(out) => assert_eq!(out, owned),
+            Media::Skip | Media::Refuse(_) => {}
+        }
         let t = tag(kind, ts, body).expect("bodies under 16 MiB fit a tag");
         stream.extend_from_slice(&t);
         tags.push((kind as u8, ts, body));

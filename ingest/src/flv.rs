@@ -35,6 +35,133 @@ pub fn tag(kind: TagType, timestamp_ms: u32, body: &[u8]) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// What to do with one RTMP video or audio message before `flvdemux` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Media {
+    /// Forward this body (the message's own, or a legacy translation of an Enhanced RTMP one).
+    Forward(Bytes),
+    /// Nothing for the decoder (Enhanced RTMP metadata): skip it.
+    Skip,
+    /// A codec we cannot take: end the publish with this reason for the broadcaster.
+    Refuse(String),
+}
+
+/// Legacy FLV video codec ID of H.264 (AVC).
+const CODEC_AVC: u8 = 7;
+/// Set in an Enhanced RTMP video tag's first byte: a FourCC header follows.
+const EX_HEADER: u8 = 0x80;
+/// Legacy FLV sound format that means an Enhanced RTMP audio header follows.
+const SOUND_EX_HEADER: u8 = 9;
+
+/// The common name of a legacy FLV video codec ID.
+fn legacy_video_name(id: u8) -> String {
+    match id {
+        2 => "Sorenson H.263".into(),
+        3 => "Screen video".into(),
+        4 => "On2 VP6".into(),
+        5 => "On2 VP6 with alpha".into(),
+        6 => "Screen video 2".into(),
+        12 => "HEVC (legacy codec ID 12)".into(),
+        other => format!("codec ID {other}"),
+    }
+}
+
+/// The common name of an Enhanced RTMP FourCC.
+fn fourcc_name(f: &[u8]) -> String {
+    match f {
+        b"hvc1" => "HEVC".into(),
+        b"av01" => "AV1".into(),
+        b"vp09" => "VP9".into(),
+        b"vp08" => "VP8".into(),
+        b"Opus" => "Opus".into(),
+        b"fLaC" => "FLAC".into(),
+        b"ac-3" => "AC-3".into(),
+        b"ec-3" => "E-AC-3".into(),
+        b".mp3" => "MP3".into(),
+        b"mp4a" => "AAC".into(),
+        other => format!("FourCC {:?}", String::from_utf8_lossy(other)),
+    }
+}
+
+/// A video message body: legacy H.264 as it is; Enhanced RTMP (E-RTMP v1/v2) H.264 (`avc1`)
+/// rewritten as the legacy tag `flvdemux` reads (sequence start → AVC sequence header, coded
+/// frames with or without a composition offset → AVC NALUs, sequence end → end of sequence,
+/// metadata skipped); any other codec refused with its name.
+pub fn video(body: &Bytes) -> Media {
+    let Some(&first) = body.first() else {
+        return Media::Skip;
+    };
+    if first & EX_HEADER == 0 {
+        let codec = first & 0x0f;
+        return if codec == CODEC_AVC {
+            Media::Forward(body.clone())
+        } else {
+            Media::Refuse(format!(
+                "video codec {} is not supported; set the encoder to H.264",
+                legacy_video_name(codec)
+            ))
+        };
+    }
+    let frame_type = (first >> 4) & 0x07;
+    let packet_type = first & 0x0f;
+    let Some(fourcc) = body.get(1..5) else {
+        return Media::Refuse("an Enhanced RTMP video tag too short for its FourCC".into());
+    };
+    if fourcc != b"avc1" {
+        let name = fourcc_name(fourcc);
+        return Media::Refuse(format!(
+            "video codec {name} (Enhanced RTMP {}) is not supported yet; set the encoder to H.264",
+            String::from_utf8_lossy(fourcc)
+        ));
+    }
+    let rest = body.slice(5..);
+    let legacy = |avc_packet: u8, cto: &[u8], data: &[u8]| {
+        let mut out = BytesMut::with_capacity(5 + data.len());
+        out.put_u8((frame_type << 4) | CODEC_AVC);
+        out.put_u8(avc_packet);
+        out.put_slice(cto);
+        out.put_slice(data);
+        Media::Forward(out.freeze())
+    };
+    match packet_type {
+        // SequenceStart: the AVCDecoderConfigurationRecord.
+        0 => legacy(0, &[0, 0, 0], &rest),
+        // CodedFrames: SI24 composition time offset, then NAL units.
+        1 if rest.len() >= 3 => legacy(1, &rest[..3], &rest[3..]),
+        // SequenceEnd.
+        2 => legacy(2, &[0, 0, 0], &[]),
+        // CodedFramesX: NAL units, composition time offset 0.
+        3 => legacy(1, &[0, 0, 0], &rest),
+        // Metadata (HDR colour info), MPEG-2 TS sequence start: nothing for the decoder.
+        4 | 5 => Media::Skip,
+        // Multitrack (E-RTMP v2): one track is all we take; say so instead of guessing.
+        6 => Media::Refuse(
+            "Enhanced RTMP multitrack video is not supported; send one video track".into(),
+        ),
+        _ => Media::Refuse(format!(
+            "Enhanced RTMP video packet type {packet_type} is not supported"
+        )),
+    }
+}
+
+/// An audio message body: legacy FLV audio as it is (AAC passes through, other formats are
+/// converted); Enhanced RTMP audio (sound format 9, a FourCC) refused with its name.
+pub fn audio(body: &Bytes) -> Media {
+    match body.first() {
+        None => Media::Skip,
+        Some(b) if b >> 4 == SOUND_EX_HEADER => {
+            let name = body
+                .get(1..5)
+                .map(fourcc_name)
+                .unwrap_or_else(|| "unknown".into());
+            Media::Refuse(format!(
+                "audio codec {name} over Enhanced RTMP is not supported yet; set the encoder to AAC"
+            ))
+        }
+        Some(_) => Media::Forward(body.clone()),
+    }
+}
+
 #[cfg(test)]
 #[path = "flv_test.rs"]
 mod tests;

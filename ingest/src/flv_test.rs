@@ -12,3 +12,81 @@ fn tag_layout() {
     assert!(tag(TagType::Audio, 0, &vec![0; MAX_TAG_BODY + 1]).is_none());
     assert_eq!(header().len(), 13);
 }
+
+#[test]
+fn legacy_h264_passes_and_other_legacy_codecs_are_refused_by_name() {
+    let avc = Bytes::from_static(&[0x17, 0x01, 0, 0, 0, 1, 2, 3]);
+    assert_eq!(video(&avc), Media::Forward(avc.clone()));
+    let vp6 = Bytes::from_static(&[0x14, 0, 0]);
+    assert_eq!(
+        video(&vp6),
+        Media::Refuse("video codec On2 VP6 is not supported; set the encoder to H.264".into())
+    );
+    assert_eq!(video(&Bytes::new()), Media::Skip);
+}
+
+#[test]
+fn enhanced_rtmp_h264_is_rewritten_as_legacy_avc() {
+    let ex = |first: u8, rest: &[u8]| {
+        let mut v = vec![first];
+        v.extend_from_slice(b"avc1");
+        v.extend_from_slice(rest);
+        Bytes::from(v)
+    };
+    // Keyframe (1) SequenceStart (0): the configuration record.
+    assert_eq!(
+        video(&ex(0x80 | 0x10, &[1, 0x64, 0, 0x1f])),
+        Media::Forward(Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f]))
+    );
+    // Inter frame (2) CodedFrames (1) with a composition offset of 0x000021.
+    assert_eq!(
+        video(&ex(0x80 | 0x20 | 1, &[0, 0, 0x21, 9, 9])),
+        Media::Forward(Bytes::from_static(&[0x27, 1, 0, 0, 0x21, 9, 9]))
+    );
+    // CodedFramesX (3): offset 0.
+    assert_eq!(
+        video(&ex(0x80 | 0x10 | 3, &[5, 5])),
+        Media::Forward(Bytes::from_static(&[0x17, 1, 0, 0, 0, 5, 5]))
+    );
+    // SequenceEnd (2), metadata (4) skipped, multitrack (6) refused, a truncated header.
+    assert_eq!(
+        video(&ex(0x80 | 0x10 | 2, &[])),
+        Media::Forward(Bytes::from_static(&[0x17, 2, 0, 0, 0]))
+    );
+    assert_eq!(video(&ex(0x80 | 0x50 | 4, &[2, 0, 1])), Media::Skip);
+    assert!(matches!(video(&ex(0x80 | 6, &[])), Media::Refuse(r) if r.contains("multitrack")));
+    assert!(matches!(
+        video(&Bytes::from_static(&[0x80, b'a'])),
+        Media::Refuse(_)
+    ));
+    // CodedFrames too short for its offset.
+    assert!(matches!(
+        video(&ex(0x80 | 0x10 | 1, &[0])),
+        Media::Refuse(_)
+    ));
+}
+
+#[test]
+fn enhanced_rtmp_hevc_av1_and_audio_are_refused_by_name() {
+    let hevc = Bytes::from_static(b"\x90hvc1\x01\x02");
+    assert_eq!(
+        video(&hevc),
+        Media::Refuse(
+            "video codec HEVC (Enhanced RTMP hvc1) is not supported yet; set the encoder to H.264"
+                .into()
+        )
+    );
+    assert!(
+        matches!(video(&Bytes::from_static(b"\x90av01")), Media::Refuse(r) if r.starts_with("video codec AV1"))
+    );
+    let opus = Bytes::from_static(b"\x90Opus\x00");
+    assert_eq!(
+        audio(&opus),
+        Media::Refuse(
+            "audio codec Opus over Enhanced RTMP is not supported yet; set the encoder to AAC"
+                .into()
+        )
+    );
+    let aac = Bytes::from_static(&[0xaf, 1, 2]);
+    assert_eq!(audio(&aac), Media::Forward(aac.clone()));
+}

@@ -502,6 +502,28 @@ fn on_demux_pad(
         }
         return pad.link(&sink).map(|_| ()).map_err(build_err);
     }
+    if name.starts_with("video/") {
+        // A video codec we cannot take yet (HEVC in MPEG-TS over SRT): end the publish with
+        // the reason, instead of a stream that never shows a picture.
+        let codec = match name {
+            "video/x-h265" => "HEVC (H.265)".to_string(),
+            "video/x-av1" => "AV1".to_string(),
+            "video/x-vp9" => "VP9".to_string(),
+            "video/mpeg" => "MPEG-2 video".to_string(),
+            other => other.trim_start_matches("video/").to_string(),
+        };
+        let msg = gst::message::Application::builder(
+            gst::Structure::builder(REFUSAL_MESSAGE)
+                .field(
+                    "reason",
+                    format!("video codec {codec} is not supported yet; set the encoder to H.264"),
+                )
+                .build(),
+        )
+        .build();
+        let _ = pipeline.post_message(msg);
+        return link_fakesink(pipeline, pad);
+    }
     if name.starts_with("audio/") {
         {
             let Ok(mut seen) = sh.audio_seen.lock() else {

@@ -38,6 +38,10 @@ const READ_BUF: usize = 64 * 1024;
 /// Read buffer until `publish`: the handshake and the commands before it come in messages of a
 /// few KiB at most, and an idle or hostile connection that never publishes should cost little.
 const OPENING_READ_BUF: usize = 4 * 1024;
+/// After refusing a publish mid-stream (a codec we cannot take), how long we keep reading
+/// so the encoder can read the status: it checks for server messages between writes, and a
+/// close with its data unread would reset the connection and lose the status.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a connection ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,10 @@ pub enum RtmpError {
     /// RTMPS: the TLS handshake failed or timed out.
     #[error("{0}")]
     Tls(String),
+    /// The encoder sends what we cannot take once publishing (a codec, a source above
+    /// `transcode.max_source_*`), told to it in an RTMP status.
+    #[error("refused: {0}")]
+    Codec(String),
 }
 
 /// Accept RTMP connections until `shutdown`; with `tls`, RTMPS: each connection completes a
@@ -158,6 +166,16 @@ where
         let _ = io.write_all(&b).await;
         let _ = io.flush().await;
     }
+    if matches!(result, Err(RtmpError::Codec(_))) {
+        // An encoder mid-publish reads server messages between its writes: keep reading
+        // (and dropping) what it sends for a moment, so it reads the status instead of
+        // finding its connection reset with the status lost.
+        let mut sink = [0u8; OPENING_READ_BUF];
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
     if let Some(p) = publishing {
         let r = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
         if let Err(e) = p.admission.finish_pipeline(p.pipeline, p.output, r).await {
@@ -205,7 +223,18 @@ where
                     kind,
                     timestamp,
                     data,
-                } => push_tag(publishing, kind, timestamp, &data)?,
+                } => {
+                    if let Err(e) = push_tag(publishing, kind, timestamp, &data) {
+                        if let RtmpError::Codec(why) = &e {
+                            // The encoder hears why before the connection closes.
+                            core.fail_publish("NetStream.Publish.Rejected", why)?;
+                            metrics::CONNECTIONS_TOTAL
+                                .with_label_values(&["rtmp", "refused_codec"])
+                                .inc();
+                        }
+                        return Err(e);
+                    }
+                }
                 Event::Finished => return Ok(()),
             }
             continue;
@@ -231,7 +260,9 @@ where
                             metrics::CONNECTIONS_TOTAL
                                 .with_label_values(&["rtmp", metrics::REFUSED_SOURCE])
                                 .inc();
-                            RtmpError::Refused(why)
+                            // Accepted already: the encoder hears why in a status.
+                            core.fail_publish("NetStream.Publish.Rejected", &why)?;
+                            RtmpError::Codec(why)
                         }
                         r => {
                             metrics::PIPELINE_ERRORS.inc();
@@ -344,11 +375,16 @@ fn push_tag(
     let Some(p) = publishing else {
         return Ok(()); // media before publish: ignore
     };
-    let kind = match kind {
-        MediaKind::Audio => flv::TagType::Audio,
-        MediaKind::Video => flv::TagType::Video,
+    let (kind, media) = match kind {
+        MediaKind::Audio => (flv::TagType::Audio, flv::audio(data)),
+        MediaKind::Video => (flv::TagType::Video, flv::video(data)),
     };
-    let Some(tag) = flv::tag(kind, ts, data) else {
+    let data = match media {
+        flv::Media::Forward(body) => body,
+        flv::Media::Skip => return Ok(()),
+        flv::Media::Refuse(why) => return Err(RtmpError::Codec(why)),
+    };
+    let Some(tag) = flv::tag(kind, ts, &data) else {
         return Err(SessionError::Malformed("media message larger than FLV allows".into()).into());
     };
     p.pipeline

@@ -488,3 +488,29 @@ pub fn clip() -> PathBuf {
     })
     .clone()
 }
+
+/// A current ffmpeg (7.x, static: x265, libaom, Enhanced RTMP), from the imageio-ffmpeg wheel
+/// `scripts/setup.sh` installs into `.venv`; Debian 12's ffmpeg 5.1 cannot send HEVC or AV1
+/// over RTMP.
+pub fn modern_ffmpeg() -> PathBuf {
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let found = std::fs::read_dir(&venv).ok().and_then(|pythons| {
+        pythons.flatten().find_map(|py| {
+            let bin = py.path().join("site-packages/imageio_ffmpeg/binaries");
+            std::fs::read_dir(bin)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("ffmpeg-linux"))
+                })
+        })
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "no ffmpeg from imageio-ffmpeg under {}: run scripts/setup.sh",
+            venv.display()
+        )
+    })
+}

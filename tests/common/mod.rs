@@ -19,7 +19,7 @@ pub mod procfs;
 pub mod rtmp_raw;
 pub mod srt_raw;
 
-pub use encoder::{clip, EncOpts, Encoder};
+pub use encoder::{clip, modern_ffmpeg, EncOpts, Encoder};
 pub use hls::{
     blocking_reload_url, check_ll_hls, parse_media_playlist, parse_multivariant, resolve_url,
     MediaPlaylist, MediaRendition, Multivariant, Part, PreloadHint, RenditionReport, Segment,

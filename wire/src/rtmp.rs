@@ -31,6 +31,13 @@ use tokio::time::Instant;
 
 use crate::{proxy, streamid::APP};
 
+/// The message stream a publisher's `createStream` gets: encoders create one stream, and
+/// rml_rtmp numbers them from 1.
+const PUBLISH_STREAM_ID: u32 = 1;
+/// The chunk stream [`ServerCore::fail_publish`] writes its status on: one rml_rtmp's
+/// serializer does not use, so a full (type 0) header there contradicts nothing it sent.
+const STATUS_CSID: u32 = 8;
+
 /// What a publisher may send before `publish`: connect, releaseStream, FCPublish,
 /// createStream and publish are a few hundred bytes. Bounds the byte-at-a-time parsing.
 pub const MAX_BYTES_BEFORE_PUBLISH: usize = 64 * 1024;
@@ -267,6 +274,42 @@ impl ServerCore {
             let results = guard("reject", || s.reject_request(id, code, description))?;
             self.apply(results)?;
         }
+        self.phase = Phase::Closed;
+        self.input.clear();
+        Ok(())
+    }
+
+    /// End a publish already accepted because of what the encoder sends (a codec we cannot
+    /// take): an `onStatus` with level `error`, `code` and `description` on the publishing
+    /// stream, which encoders show their user (ffmpeg: "Server error: ..."). The session is
+    /// over; send what [`Self::poll_transmit`] returns, then close.
+    pub fn fail_publish(&mut self, code: &str, description: &str) -> Result<(), SessionError> {
+        use rml_rtmp::{messages::RtmpMessage, rml_amf0::Amf0Value, time::RtmpTimestamp};
+        let status: std::collections::HashMap<String, Amf0Value> = [
+            ("level", "error"),
+            ("code", code),
+            ("description", description),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Amf0Value::Utf8String(v.to_string())))
+        .collect();
+        let payload = RtmpMessage::Amf0Command {
+            command_name: "onStatus".into(),
+            transaction_id: 0.0,
+            command_object: Amf0Value::Null,
+            additional_arguments: vec![Amf0Value::Object(status)],
+        }
+        .into_message_payload(RtmpTimestamp::new(0), PUBLISH_STREAM_ID)
+        .map_err(|e| SessionError::Malformed(format!("status message: {e:?}")))?;
+        let msg = crate::chunk::Message {
+            csid: STATUS_CSID,
+            timestamp: 0,
+            type_id: payload.type_id,
+            stream_id: payload.message_stream_id,
+            payload: payload.data,
+        };
+        crate::chunk::write_message(&mut self.out, &msg, self.chunk_size)
+            .map_err(|e| SessionError::Malformed(format!("status message: {e}")))?;
         self.phase = Phase::Closed;
         self.input.clear();
         Ok(())

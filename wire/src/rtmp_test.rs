@@ -430,3 +430,34 @@ fn the_chunk_length_overflow_the_fuzzer_found_is_contained() {
     let r = replay_fuzz_input(input);
     assert!(matches!(r, Err(SessionError::Malformed(_))), "{r:?}");
 }
+
+#[test]
+fn a_publish_failed_mid_stream_tells_the_encoder_why() {
+    let t0 = Instant::now();
+    let mut core = ServerCore::new(OPTS, t0);
+    let mut c = connect(&mut core, "live", t0);
+    publish(&mut core, &mut c, "key", t0);
+    core.accept_publish().expect("accept");
+    exchange(&mut core, &mut c, t0).expect("accept exchange");
+    assert!(core.is_publishing());
+    core.fail_publish(
+        "NetStream.Publish.Rejected",
+        "video codec HEVC (Enhanced RTMP hvc1) is not supported yet",
+    )
+    .expect("fail");
+    let b = core.poll_transmit().expect("status sent");
+    // The client's own chunk reader takes it as an onStatus with our code; the text and the
+    // level travel in it as AMF0 strings.
+    let text = b"video codec HEVC (Enhanced RTMP hvc1) is not supported yet";
+    assert!(b.windows(text.len()).any(|w| w == text));
+    assert!(b.windows(5).any(|w| w == b"error"));
+    let rs = c.session.handle_input(&b).expect("client reads the status");
+    c.results(rs);
+    let told = format!("{:?}", c.events);
+    assert!(
+        told.contains("UnhandleableOnStatusCode { code: \"NetStream.Publish.Rejected\" }"),
+        "{told}"
+    );
+    assert!(!core.is_publishing());
+    assert_eq!(core.poll_timeout(), None, "closed");
+}

@@ -1,0 +1,119 @@
+//! End to end: Enhanced RTMP (issue 13) from a current ffmpeg (7.x, the static build of the
+//! imageio-ffmpeg wheel), and HEVC over SRT. A codec the node cannot take yet is refused with
+//! a reason that names it (an RTMP status the encoder shows; the node's log for SRT), the
+//! moment the codec is known, and no other stream on the node notices.
+// End-to-end tests drive real processes on real time; the ban on the std clock (clippy.toml)
+// is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// ffmpeg 7 publishing a test pattern encoded with `codec` (and its options) to `url`; waits
+/// for it to end (the node refuses it) and returns its log.
+fn publish_until_refused(url: &str, codec: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(modern_ffmpeg());
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "info", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "20"])
+        .args(codec)
+        .args(["-g", "50", "-c:a", "aac", "-f", "flv", url]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(30)).expect("ffmpeg 7");
+    assert!(
+        !out.status.success(),
+        "ffmpeg was not stopped: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn hevc_and_av1_over_enhanced_rtmp_are_refused_by_name_and_other_streams_go_on() {
+    let node = Node::start(|_| {});
+    let mut h264 = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-2"), EncOpts::default());
+    node.wait_media_playlist("two", "source", 1, Duration::from_secs(30));
+    let session = node.stream("two").expect("listed")["session_id"].clone();
+
+    let log = publish_until_refused(
+        &node.rtmp_url("test-stream-key-1"),
+        &[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-x265-params",
+            "log-level=error",
+        ],
+    );
+    assert!(
+        log.contains(
+            "video codec HEVC (Enhanced RTMP hvc1) is not supported yet; set the encoder to H.264"
+        ),
+        "ffmpeg did not show the reason:\n{log}"
+    );
+    let log = publish_until_refused(
+        &node.rtmp_url("test-stream-key-1"),
+        &["-c:v", "libaom-av1", "-cpu-used", "8", "-usage", "realtime"],
+    );
+    assert!(
+        log.contains("video codec AV1 (Enhanced RTMP av01) is not supported yet"),
+        "ffmpeg did not show the reason:\n{log}"
+    );
+    let node_log = node.log_text();
+    assert!(
+        node_log.contains("video codec HEVC") && node_log.contains("video codec AV1"),
+        "{node_log}"
+    );
+    assert_eq!(
+        metric_value(
+            &node.metrics(),
+            "edge_ingest_connections_total{protocol=\"rtmp\",result=\"refused_codec\"}"
+        ),
+        2.0
+    );
+    // The H.264 stream beside them never noticed.
+    assert_eq!(node.stream("two").expect("listed")["session_id"], session);
+    assert!(h264.is_running(), "ffmpeg stopped:\n{}", h264.log_text());
+    assert!(node.stream("one").is_none());
+}
+
+#[test]
+fn hevc_over_srt_is_ended_with_the_reason() {
+    let node = Node::start(|_| {});
+    let mut hevc = Encoder::ffmpeg_srt(
+        &node.srt_url("test-stream-key-1"),
+        EncOpts {
+            duration: Duration::from_secs(20),
+            extra: vec!["-c:v".into(), "libx265".into()],
+            ..EncOpts::default()
+        },
+    );
+    assert!(
+        !hevc
+            .wait_exit(Duration::from_secs(30))
+            .expect("the refused encoder exits")
+            .success(),
+        "{}",
+        hevc.log_text()
+    );
+    wait_for(
+        "the reason in the node's log",
+        Duration::from_secs(10),
+        || {
+            node.log_text()
+                .contains("video codec HEVC (H.265) is not supported yet; set the encoder to H.264")
+                .then_some(())
+        },
+    );
+    assert_eq!(
+        metric_value(
+            &node.metrics(),
+            "edge_ingest_connections_total{protocol=\"srt\",result=\"refused_source\"}"
+        ),
+        1.0
+    );
+}
