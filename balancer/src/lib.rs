@@ -62,6 +62,8 @@ pub struct Listeners {
     pub rtmp: TcpListener,
     /// RTMPS, when `listen.rtmps` is set.
     pub rtmps: Option<TcpListener>,
+    /// HTTPS for viewers, when `listen.https` is set.
+    pub https: Option<TcpListener>,
     pub srt: UdpSocket,
     pub http: TcpListener,
     pub admin: TcpListener,
@@ -83,6 +85,10 @@ impl Listeners {
                 Some(a) => Some(server::listen::tcp("rtmps", a).await?),
                 None => None,
             },
+            https: match l.https {
+                Some(a) => Some(server::listen::tcp("https", a).await?),
+                None => None,
+            },
             srt: server::listen::udp("srt", l.srt, None).await?,
             http: server::listen::tcp("http", l.http).await?,
             admin: server::listen::tcp("admin", l.admin).await?,
@@ -101,6 +107,7 @@ impl Listeners {
         Ok(Self {
             rtmp: tcp(&i.rtmp)?,
             rtmps: i.rtmps.as_ref().map(tcp).transpose()?,
+            https: i.https.as_ref().map(tcp).transpose()?,
             http: tcp(&i.http)?,
             admin: tcp(&i.admin)?,
             srt: UdpSocket::from_std(srt)?,
@@ -110,6 +117,8 @@ impl Listeners {
 }
 
 /// How the balancer starts.
+// One value per process start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Start {
     /// Listeners bound by us.
     Fresh(Listeners),
@@ -125,12 +134,13 @@ struct ListenerFds {
     srt: OwnedFd,
     control: OwnedFd,
     rtmps: Option<OwnedFd>,
+    https: Option<OwnedFd>,
 }
 
 impl ListenerFds {
-    /// In the order of the `Listeners` frame: RTMP, HTTP, admin, SRT, control, then RTMPS
-    /// when there is one.
-    fn raw(&self) -> Vec<std::os::fd::RawFd> {
+    /// In the order of the `Listeners` frame: RTMP, HTTP, admin, SRT, control, then the
+    /// optional ones this process has, named in the second list (`rtmps`, `https`).
+    fn raw(&self) -> (Vec<std::os::fd::RawFd>, Vec<String>) {
         let mut v = vec![
             self.rtmp.as_raw_fd(),
             self.http.as_raw_fd(),
@@ -138,8 +148,14 @@ impl ListenerFds {
             self.srt.as_raw_fd(),
             self.control.as_raw_fd(),
         ];
-        v.extend(self.rtmps.as_ref().map(|f| f.as_raw_fd()));
-        v
+        let mut names = Vec::new();
+        for (name, fd) in [("rtmps", &self.rtmps), ("https", &self.https)] {
+            if let Some(fd) = fd {
+                v.push(fd.as_raw_fd());
+                names.push(name.to_string());
+            }
+        }
+        (v, names)
     }
 }
 
@@ -147,6 +163,7 @@ impl ListenerFds {
 struct Gates {
     rtmp: server::GateHandle,
     rtmps: server::GateHandle,
+    https: server::GateHandle,
     srt: server::GateHandle,
     http: server::GateHandle,
     admin: server::GateHandle,
@@ -191,7 +208,7 @@ const CONTROL_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 impl Balancer {
     /// The descriptors a hand-over sends (`None` once handed over).
-    fn listener_fds(&self) -> Option<Vec<std::os::fd::RawFd>> {
+    fn listener_fds(&self) -> Option<(Vec<std::os::fd::RawFd>, Vec<String>)> {
         lock(&self.fds).as_ref().map(ListenerFds::raw)
     }
 
@@ -416,6 +433,7 @@ pub async fn run(
         srt: dup(&listeners.srt)?,
         control: dup(&listeners.control)?,
         rtmps: listeners.rtmps.as_ref().map(dup).transpose()?,
+        https: listeners.https.as_ref().map(dup).transpose()?,
     };
     let registry = control::server::Registry::new();
     let placement = place::Placer::new(&cfg, Arc::clone(&registry));
@@ -444,10 +462,24 @@ pub async fn run(
         hops: Arc::clone(&hops),
     });
     // RTMPS: TLS terminated here, the RTMP inside sent through our own RTMP front.
-    let rtmps_front = match (listeners.rtmps.is_some(), cfg.public_tls.as_ref()) {
+    // RTMPS and HTTPS share one certificate, reloaded when its files change.
+    let store = match (
+        listeners.rtmps.is_some() || listeners.https.is_some(),
+        cfg.public_tls.as_ref(),
+    ) {
         (true, Some(t)) => {
             let store = server::tls::CertStore::load(&t.cert, &t.key)?;
             store.watch(stop.clone());
+            Some(store)
+        }
+        _ => None,
+    };
+    let https_tls = match (&listeners.https, &store) {
+        (Some(_), Some(store)) => Some(store.acceptor(&server::tls::HTTP_ALPN)?),
+        _ => None,
+    };
+    let rtmps_front = match (listeners.rtmps.is_some(), store.as_ref()) {
+        (true, Some(store)) => {
             let rtmp_addr = listeners.rtmp.local_addr()?;
             // Every hop comes from loopback: the per-address cap is the RTMPS front's, on
             // the encoders' real addresses.
@@ -471,6 +503,7 @@ pub async fn run(
     });
     let (g_rtmp, rtmp_gate) = server::gate();
     let (g_rtmps, rtmps_gate) = server::gate();
+    let (g_https, https_gate) = server::gate();
     let (g_srt, _) = server::gate();
     let (g_http, http_gate) = server::gate();
     let (g_admin, admin_gate) = server::gate();
@@ -481,6 +514,7 @@ pub async fn run(
         gates: Gates {
             rtmp: g_rtmp,
             rtmps: g_rtmps,
+            https: g_https,
             srt: g_srt,
             http: g_http,
             admin: g_admin,
@@ -568,12 +602,24 @@ pub async fn run(
         listeners.admin,
         admin_gate,
     ));
+    let router = playback::Router::new(Arc::clone(&placement));
     tokio::spawn(playback::serve(
-        playback::Router::new(Arc::clone(&placement)),
+        Arc::clone(&router),
         listeners.http,
         http_gate,
         Arc::clone(&b.http_acceptor),
+        None,
     ));
+    // HTTPS for viewers: the same router and connection caps; to nodes it is plain HTTP.
+    if let (Some(l), Some(tls)) = (listeners.https, https_tls) {
+        tokio::spawn(playback::serve(
+            router,
+            l,
+            https_gate,
+            Arc::clone(&b.http_acceptor),
+            Some(tls),
+        ));
+    }
     tokio::spawn(handover::old::serve_successors(Arc::clone(&b)));
     tracing::info!(balancer.id = %cfg.id, control = %cfg.listen.control, "balancer ready");
     ready(Running {

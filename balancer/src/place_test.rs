@@ -26,6 +26,7 @@ pub(crate) fn config() -> BalancerConfig {
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
             rtmps: None,
+            https: None,
             srt: edge_config::DEFAULT_LISTEN_SRT,
             http: edge_config::DEFAULT_LISTEN_HTTP,
             admin: edge_config::DEFAULT_LISTEN_ADMIN,

@@ -360,6 +360,7 @@ fn policy_config_defaults_and_from_the_balancer_config() {
         listen: edge_config::BalancerListen {
             rtmp: edge_config::DEFAULT_LISTEN_RTMP,
             rtmps: None,
+            https: None,
             srt: edge_config::DEFAULT_LISTEN_SRT,
             http: edge_config::DEFAULT_LISTEN_HTTP,
             admin: edge_config::DEFAULT_LISTEN_ADMIN,

@@ -362,7 +362,7 @@ pub fn retire_grace() -> Duration {
     LIMITS.retire_grace
 }
 
-/// Serve viewers while `gate` lets them in, under [`MAX_CONNECTIONS`],
+/// Serve viewers (over TLS with `tls`: HTTPS, HTTP/2 or HTTP/1.1 by ALPN) while `gate` lets them in, under [`MAX_CONNECTIONS`],
 /// [`MAX_CONNECTIONS_PER_IP`] and the listener's HTTP limits. Retired (a hand-over or a
 /// drain), each connection finishes its request, blocking reloads included, and closes.
 pub async fn serve(
@@ -370,8 +370,9 @@ pub async fn serve(
     listener: TcpListener,
     gate: server::Gate,
     acceptor: Arc<server::Acceptor>,
+    tls: Option<server::tls::TlsAcceptor>,
 ) {
-    server::serve::serve_gated(
+    server::serve::serve_gated_tls(
         listener,
         acceptor,
         LIMITS,
@@ -383,6 +384,7 @@ pub async fn serve(
             })
         },
         gate,
+        tls,
     )
     .await;
 }

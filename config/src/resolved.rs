@@ -161,6 +161,8 @@ pub struct BalancerListen {
     pub rtmp: SocketAddr,
     /// RTMPS (TLS terminated here), off unless set.
     pub rtmps: Option<SocketAddr>,
+    /// HTTPS for viewers, off unless set.
+    pub https: Option<SocketAddr>,
     pub srt: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
@@ -188,6 +190,8 @@ pub struct Listen {
     pub rtmp: SocketAddr,
     /// RTMPS (RTMP over TLS), off unless set.
     pub rtmps: Option<SocketAddr>,
+    /// HTTPS for viewers, off unless set.
+    pub https: Option<SocketAddr>,
     pub srt: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,

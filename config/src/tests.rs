@@ -422,6 +422,13 @@ fn rtmps_needs_a_certificate_and_a_port_of_its_own() {
         e.contains("listen.rtmps") && e.contains("needs listen.tls"),
         "{e}"
     );
+    let e = load_str(&with("https = \"0.0.0.0:8443\""), "x.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("listen.https") && e.contains("needs listen.tls"),
+        "{e}"
+    );
     let e = load_str(
         &with("rtmps = \"0.0.0.0:1935\"\ntls = { cert = \"c.pem\", key = \"k.pem\" }"),
         "x.toml",

@@ -69,6 +69,8 @@ pub struct Listeners {
     pub rtmp: TcpListener,
     /// RTMPS, when `listen.rtmps` is set.
     pub rtmps: Option<TcpListener>,
+    /// HTTPS for viewers, when `listen.https` is set.
+    pub https: Option<TcpListener>,
     pub srt: UdpSocket,
     pub http: TcpListener,
     pub admin: TcpListener,
@@ -81,6 +83,10 @@ impl Listeners {
             rtmp: server::listen::tcp("rtmp", l.rtmp).await?,
             rtmps: match l.rtmps {
                 Some(a) => Some(server::listen::tcp("rtmps", a).await?),
+                None => None,
+            },
+            https: match l.https {
+                Some(a) => Some(server::listen::tcp("https", a).await?),
                 None => None,
             },
             srt: server::listen::udp("srt", l.srt, Some(SRT_RECV_BUFFER)).await?,
@@ -146,20 +152,43 @@ pub async fn run(
     }
     let accept = CancellationToken::new();
     let serve_stop = stop.clone();
-    // RTMPS: the same sessions behind TLS, with the certificate reloaded when its files change.
-    let rtmps = match (listeners.rtmps, node.config.public_tls.as_ref()) {
-        (Some(l), Some(t)) => {
+    // RTMPS and HTTPS: the same sessions behind TLS, with one certificate reloaded when its
+    // files change.
+    let store = match (
+        &listeners.rtmps,
+        &listeners.https,
+        node.config.public_tls.as_ref(),
+    ) {
+        (None, None, _) | (_, _, None) => None,
+        (_, _, Some(t)) => {
             let store = server::tls::CertStore::load(&t.cert, &t.key)?;
             store.watch(stop.clone());
-            Some(tokio::spawn(rtmp::serve(
-                Arc::clone(&node),
-                l,
-                accept.clone(),
-                Some(store.acceptor(&[])?),
-            )))
+            Some(store)
         }
-        _ => None,
     };
+    let mut tls_tasks = Vec::new();
+    if let (Some(l), Some(store)) = (listeners.rtmps, store.as_ref()) {
+        tls_tasks.push(tokio::spawn(rtmp::serve(
+            Arc::clone(&node),
+            l,
+            accept.clone(),
+            Some(store.acceptor(&[])?),
+        )));
+    }
+    if let (Some(l), Some(store)) = (listeners.https, store.as_ref()) {
+        let acceptor = packager::origin_acceptor(Vec::new(), |why| {
+            metrics::CONNECTIONS_TOTAL
+                .with_label_values(&["https", why.as_str()])
+                .inc();
+        });
+        node.exempt_trusted(&acceptor);
+        tls_tasks.push(tokio::spawn(origin.clone().serve_tls(
+            l,
+            acceptor,
+            server::serve::retired_on(stop.clone()),
+            Some(store.acceptor(&server::tls::HTTP_ALPN)?),
+        )));
+    }
     let tasks = [
         tokio::spawn(rtmp::serve(
             Arc::clone(&node),
@@ -214,7 +243,7 @@ pub async fn run(
     }
     accept.cancel();
     stop.cancel();
-    for t in tasks.into_iter().chain(rtmps) {
+    for t in tasks.into_iter().chain(tls_tasks) {
         t.abort();
     }
     Ok(())

@@ -547,6 +547,18 @@ impl Origin {
         acceptor: Arc<::server::Acceptor>,
         gate: ::server::Gate,
     ) {
+        self.serve_tls(listener, acceptor, gate, None).await
+    }
+
+    /// [`Origin::serve`], over TLS when `tls` is given (HTTPS for viewers: HTTP/2 or
+    /// HTTP/1.1 by ALPN, the same LL-HLS with blocking reloads and preload hints).
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        acceptor: Arc<::server::Acceptor>,
+        gate: ::server::Gate,
+        tls: Option<::server::tls::TlsAcceptor>,
+    ) {
         let sweeper = self.clone();
         let mut sweep_gate = gate.clone();
         let sweep = tokio::spawn(async move {
@@ -560,7 +572,7 @@ impl Origin {
             }
         });
         let origin = self;
-        ::server::serve::serve_gated(
+        ::server::serve::serve_gated_tls(
             listener,
             Arc::clone(&acceptor),
             LIMITS,
@@ -572,6 +584,7 @@ impl Origin {
                 })
             },
             gate,
+            tls,
         )
         .await;
         let _ = sweep.await;

@@ -25,7 +25,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{accept::Acceptor, gate::Gate, http::Reply};
@@ -164,7 +164,29 @@ pub async fn serve_gated<M, S, B>(
     acceptor: Arc<Acceptor>,
     limits: HttpLimits,
     make_service: M,
+    gate: Gate,
+) where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_gated_tls(listener, acceptor, limits, make_service, gate, None).await
+}
+
+/// [`serve_gated`] over TLS when `tls` is given (HTTPS: ALPN picks HTTP/2 or HTTP/1.1, see
+/// [`crate::tls::HTTP_ALPN`]); each connection's handshake must finish within
+/// [`crate::tls::HANDSHAKE_TIMEOUT`], then the same limits apply.
+pub async fn serve_gated_tls<M, S, B>(
+    listener: TcpListener,
+    acceptor: Arc<Acceptor>,
+    limits: HttpLimits,
+    make_service: M,
     mut gate: Gate,
+    tls: Option<crate::tls::TlsAcceptor>,
 ) where
     M: Fn(SocketAddr) -> S,
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
@@ -186,8 +208,16 @@ pub async fn serve_gated<M, S, B>(
         let builder = Arc::clone(&builder);
         let limits = Arc::clone(&limits);
         let gate = gate.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(&builder, sock, svc, gate, &limits).await;
+            match tls {
+                None => serve_connection(&builder, sock, svc, gate, &limits).await,
+                Some(tls) => {
+                    if let Ok(s) = crate::tls::accept(&tls, sock, "https").await {
+                        serve_connection(&builder, s, svc, gate, &limits).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -200,13 +230,14 @@ pub async fn serve_gated<M, S, B>(
 /// connection instead races with a request already on its way). HTTP/2: a GOAWAY, which tells
 /// the client which requests were taken. Whatever is still open after `limits.retire_grace`
 /// is shut down.
-pub async fn serve_connection<S, B>(
+pub async fn serve_connection<I, S, B>(
     builder: &auto::Builder<TokioExecutor>,
-    sock: TcpStream,
+    sock: I,
     svc: S,
     mut gate: Gate,
     limits: &HttpLimits,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,

@@ -32,6 +32,10 @@ pub use tokio_rustls::TlsAcceptor;
 /// expiry, so seconds do not matter, and reading two small files is nothing.
 pub const CERT_POLL: Duration = Duration::from_secs(5);
 
+/// What an HTTPS listener offers in ALPN: HTTP/2 first (Safari plays LL-HLS over HTTP/2
+/// only), HTTP/1.1 for everything else.
+pub const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
 /// The longest a TLS handshake may take: one or two round trips for a real encoder, even on a
 /// slow mobile link; a peer that stalls mid-handshake holds a connection slot no longer.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

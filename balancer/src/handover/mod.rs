@@ -11,8 +11,8 @@
 //! 2. The old process pauses its accept loops (new connections wait in the kernel backlog of
 //!    the shared listening sockets), waits a moment for connections still opening (then ends
 //!    them: they are not streams yet), and quiesces every relay at a clean point.
-//! 3. ← `Listeners` (descriptors: RTMP, HTTP, admin, SRT, control, and RTMPS from protocol 2
-//!    when configured; the node registry, pending
+//! 3. ← `Listeners` (descriptors: RTMP, HTTP, admin, SRT, control, and from protocol 2 the
+//!    RTMPS and HTTPS listeners when configured, named in `extra`; the node registry, pending
 //!    placements, stream affinities, the SRT cookie secret and clock), then one `Rtmp` frame per
 //!    RTMP relay (descriptors: encoder, node; everything read and not yet written, and the
 //!    re-serialiser's state) and one `Srt` frame per SRT session (descriptor: its upstream
@@ -43,7 +43,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{place::PlacerState, rtmp_relay::RelayState, srt};
 
-/// The protocol this binary speaks. 2: the `Listeners` frame may carry the RTMPS listener.
+/// The protocol this binary speaks. 2: the `Listeners` frame may carry more listeners, named
+/// in `extra` (RTMPS, HTTPS).
 pub const VERSION: u32 = 2;
 /// The oldest predecessor protocol this binary can take over from.
 pub const MIN_VERSION: u32 = 1;
@@ -78,13 +79,13 @@ pub enum Msg {
     Refused {
         reason: String,
     },
-    /// Descriptors: RTMP, HTTP, admin, SRT, control (in this order), then RTMPS when
-    /// `rtmps` (protocol 2).
+    /// Descriptors: RTMP, HTTP, admin, SRT, control (in this order), then one per name in
+    /// `extra` (protocol 2: `rtmps`, `https`).
     Listeners {
         placer: PlacerState,
         srt_front: srt::FrontState,
         #[serde(default)]
-        rtmps: bool,
+        extra: Vec<String>,
     },
     /// Descriptors: encoder, node.
     Rtmp {
@@ -122,8 +123,9 @@ pub enum HandoverError {
 pub struct Inherited {
     pub from_pid: u32,
     pub rtmp: std::net::TcpListener,
-    /// The predecessor's RTMPS listener, if it had one.
+    /// The predecessor's RTMPS and HTTPS listeners, if it had them.
     pub rtmps: Option<std::net::TcpListener>,
+    pub https: Option<std::net::TcpListener>,
     pub http: std::net::TcpListener,
     pub admin: std::net::TcpListener,
     pub srt: std::net::UdpSocket,
@@ -246,20 +248,39 @@ pub fn take_over(path: &Path) -> Result<Option<Inherited>, HandoverError> {
     let Msg::Listeners {
         placer,
         srt_front,
-        rtmps,
+        extra,
     } = msg
     else {
         return Err(HandoverError::Protocol(format!(
             "expected Listeners, got {msg:?}"
         )));
     };
-    let (rtmp, http, admin, srt_fd, control, rtmps) = if rtmps {
-        let [a, b, c, d, e, f] = take::<6>(fds, "Listeners")?;
-        (a, b, c, d, e, Some(f))
-    } else {
-        let [a, b, c, d, e] = take::<5>(fds, "Listeners")?;
-        (a, b, c, d, e, None)
+    if fds.len() != 5 + extra.len() {
+        return Err(HandoverError::Protocol(format!(
+            "Listeners: {} descriptors, expected {} ({extra:?} beyond the five)",
+            fds.len(),
+            5 + extra.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    let mut next = || {
+        fds.next()
+            .ok_or_else(|| HandoverError::Protocol("Listeners: a descriptor short".into()))
     };
+    let (rtmp, http, admin, srt_fd, control) = (next()?, next()?, next()?, next()?, next()?);
+    let (mut rtmps, mut https) = (None, None);
+    for name in &extra {
+        let fd = next()?;
+        match name.as_str() {
+            "rtmps" => rtmps = Some(fd.into()),
+            "https" => https = Some(fd.into()),
+            other => {
+                return Err(HandoverError::Protocol(format!(
+                    "Listeners: unknown listener {other:?}"
+                )))
+            }
+        }
+    }
     abort_at("listeners");
     let mut rtmp_relays = Vec::new();
     let mut srt_sessions = Vec::new();
@@ -303,7 +324,8 @@ pub fn take_over(path: &Path) -> Result<Option<Inherited>, HandoverError> {
     Ok(Some(Inherited {
         from_pid,
         rtmp: rtmp.into(),
-        rtmps: rtmps.map(Into::into),
+        rtmps,
+        https,
         http: http.into(),
         admin: admin.into(),
         srt: srt_fd.into(),

@@ -109,8 +109,8 @@ struct Collected {
     srt: Vec<srt::Quiesced>,
 }
 
-/// Listening sockets a hand-over sends (RTMP, HTTP, admin, SRT, control, RTMPS).
-const LISTENER_FDS: u64 = 6;
+/// Listening sockets a hand-over sends (RTMP, HTTP, admin, SRT, control, RTMPS, HTTPS).
+const LISTENER_FDS: u64 = 7;
 /// Descriptors the successor needs beyond those handed to it to run at all (its own sockets,
 /// logs, the runtime, new connections during the commit).
 const FD_HEADROOM: u64 = 64;
@@ -141,9 +141,9 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
             "incompatible hand-over protocol: the successor (pid {pid}, {build}) speaks {min_version}..={version}, this balancer ({}) {MIN_VERSION}..={VERSION}",
             env!("CARGO_PKG_VERSION")
         ))
-    } else if version < 2 && b.rtmps_front.is_some() {
+    } else if version < 2 && b.listener_fds().is_some_and(|(_, extra)| !extra.is_empty()) {
         Some(format!(
-            "the successor (pid {pid}, {build}) speaks hand-over protocol {version}, which cannot carry the RTMPS listener this balancer serves; upgrade to a build that speaks 2"
+            "the successor (pid {pid}, {build}) speaks hand-over protocol {version}, which cannot carry the RTMPS or HTTPS listener this balancer serves; upgrade to a build that speaks 2"
         ))
     } else if fds_free != 0 && fds_free < needed {
         Some(format!(
@@ -203,6 +203,7 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
     b.handed_over.cancel();
     b.gates.rtmp.retire();
     b.gates.rtmps.retire();
+    b.gates.https.retire();
     b.gates.srt.retire();
     b.gates.http.retire();
     b.gates.admin.retire();
@@ -232,6 +233,7 @@ async fn hand_over(b: &Arc<Balancer>, sock: UnixStream) -> Result<(), HandoverEr
 async fn quiesce(b: &Arc<Balancer>) -> Collected {
     b.gates.rtmp.pause();
     b.gates.rtmps.pause();
+    b.gates.https.pause();
     b.gates.http.pause();
     b.gates.admin.pause();
     b.relays.srt_paused.store(true, Ordering::Release);
@@ -304,14 +306,14 @@ async fn transfer(
 ) -> Result<(), HandoverError> {
     let mut frames: Vec<(Msg, Vec<std::os::fd::RawFd>)> =
         Vec::with_capacity(c.rtmp.len() + c.srt.len() + 2);
-    let listeners = b
+    let (listeners, extra) = b
         .listener_fds()
         .ok_or_else(|| HandoverError::Protocol("already handed over".into()))?;
     frames.push((
         Msg::Listeners {
             placer: b.placement.export(),
             srt_front: c.srt_state.clone(),
-            rtmps: listeners.len() > 5,
+            extra,
         },
         listeners,
     ));
@@ -368,6 +370,7 @@ fn resume(b: &Arc<Balancer>, c: Collected, control_stopped: bool) {
     b.relays.srt_paused.store(false, Ordering::Release);
     b.gates.rtmp.resume();
     b.gates.rtmps.resume();
+    b.gates.https.resume();
     b.gates.http.resume();
     b.gates.admin.resume();
     metrics::HANDOVERS.with_label_values(&["failed"]).inc();

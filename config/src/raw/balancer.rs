@@ -79,7 +79,10 @@ pub struct RawBalancerListen {
     /// RTMPS (TLS terminated here, then relayed as RTMP): off unless set; needs `tls`.
     #[serde(default)]
     pub rtmps: Option<SocketAddr>,
-    /// The certificate encoders see on RTMPS.
+    /// HTTPS for viewers (HTTP/2 and HTTP/1.1 by ALPN): off unless set; needs `tls`.
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
+    /// The certificate encoders and viewers see on RTMPS and HTTPS.
     #[serde(default)]
     pub tls: Option<super::RawPublicTls>,
     #[serde(default = "default_srt")]
@@ -99,6 +102,7 @@ impl Default for RawBalancerListen {
         Self {
             rtmp: default_rtmp(),
             rtmps: None,
+            https: None,
             tls: None,
             srt: default_srt(),
             http: default_http(),
@@ -169,11 +173,16 @@ impl RawBalancerConfig {
             }
         }
         let l = self.listen;
-        let public_tls = super::public_tls(&mut p, l.rtmps, &l.tls);
+        let public_tls = super::public_tls(
+            &mut p,
+            &[("listen.rtmps", l.rtmps), ("listen.https", l.https)],
+            &l.tls,
+        );
         let tcp = [
             ("listen.rtmp", Some(l.rtmp)),
             ("listen.rtmps", l.rtmps),
             ("listen.http", Some(l.http)),
+            ("listen.https", l.https),
             ("listen.admin", Some(l.admin)),
         ];
         for (i, (a, x)) in tcp.iter().enumerate() {
@@ -198,6 +207,7 @@ impl RawBalancerConfig {
             listen: BalancerListen {
                 rtmp: l.rtmp,
                 rtmps: l.rtmps,
+                https: l.https,
                 srt: l.srt,
                 http: l.http,
                 admin: l.admin,

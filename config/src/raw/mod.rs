@@ -39,17 +39,21 @@ pub struct RawPublicTls {
     pub key: PathBuf,
 }
 
-/// `listen.rtmps` needs `listen.tls`; the resolved pair, if any.
+/// TLS listeners (`listen.rtmps`, `listen.https`) need `listen.tls`; the resolved pair, if any.
 pub(crate) fn public_tls(
     p: &mut Problems,
-    rtmps: Option<std::net::SocketAddr>,
+    listeners: &[(&str, Option<std::net::SocketAddr>)],
     tls: &Option<RawPublicTls>,
 ) -> Option<crate::resolved::CertPair> {
-    if rtmps.is_some() && tls.is_none() {
-        p.add(
-            "listen.rtmps",
-            "needs listen.tls (cert and key: PEM files of the certificate encoders see)",
-        );
+    if tls.is_none() {
+        for (key, addr) in listeners {
+            if addr.is_some() {
+                p.add(
+                    *key,
+                    "needs listen.tls (cert and key: PEM files of the certificate clients see)",
+                );
+            }
+        }
     }
     tls.as_ref().map(|t| crate::resolved::CertPair {
         cert: t.cert.clone(),

@@ -115,6 +115,9 @@ pub struct RawListen {
     /// RTMPS (RTMP over TLS): off unless set; needs `tls`.
     #[serde(default)]
     pub rtmps: Option<SocketAddr>,
+    /// HTTPS for viewers (HTTP/2 and HTTP/1.1 by ALPN): off unless set; needs `tls`.
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
     /// The certificate of the TLS listeners.
     #[serde(default)]
     pub tls: Option<super::RawPublicTls>,
@@ -142,6 +145,7 @@ impl Default for RawListen {
         Self {
             rtmp: default_rtmp(),
             rtmps: None,
+            https: None,
             tls: None,
             srt: default_srt(),
             http: default_http(),
@@ -427,7 +431,12 @@ impl RawConfig {
             ("listen.admin", l.admin, "tcp"),
         ];
         ports.extend(l.rtmps.map(|a| ("listen.rtmps", a, "tcp")));
-        let public_tls = super::public_tls(&mut p, l.rtmps, &l.tls);
+        ports.extend(l.https.map(|a| ("listen.https", a, "tcp")));
+        let public_tls = super::public_tls(
+            &mut p,
+            &[("listen.rtmps", l.rtmps), ("listen.https", l.https)],
+            &l.tls,
+        );
         for (i, (a, x, _)) in ports.iter().enumerate() {
             for (b, y, _) in &ports[i + 1..] {
                 if x.port() != 0 && x == y {
@@ -698,6 +707,7 @@ impl RawConfig {
             listen: Listen {
                 rtmp: l.rtmp,
                 rtmps: l.rtmps,
+                https: l.https,
                 srt: l.srt,
                 http: l.http,
                 admin: l.admin,

@@ -1,5 +1,7 @@
-//! End to end: RTMPS (issue 13). Real encoders publish over TLS to a node; the certificate
-//! is replaced on disk while a stream is live.
+//! End to end: TLS on the public listeners (issue 13). Real encoders publish over RTMPS to a
+//! node and through a balancer; the certificate is replaced on disk while a stream is live;
+//! curl plays LL-HLS over HTTPS with HTTP/2 from a node and through a balancer, blocking
+//! reloads included.
 // End-to-end tests drive real processes on real time; the ban on the std clock (clippy.toml)
 // is for product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -66,6 +68,32 @@ fn fingerprint(cert: &Path) -> String {
     )
     .expect("openssl x509");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `curl` over HTTPS (HTTP/2 when the server offers it), trusting only `cert`, for
+/// `localhost` at `port`: (HTTP version, status, body).
+fn curl(cert: &Path, port: u16, path: &str) -> (String, u16, String) {
+    let out = run_with_timeout(
+        std::process::Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "15", "--cacert"])
+            .arg(cert)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-w", "\n%{http_version} %{http_code}"])
+            .arg(format!("https://localhost:{port}{path}")),
+        Duration::from_secs(20),
+    )
+    .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut it = tail.split(' ');
+    let version = it.next().unwrap_or_default().to_string();
+    let status = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    assert!(
+        out.status.success(),
+        "curl {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (version, status, body.to_string())
 }
 
 /// A node with RTMPS on a port of its own, its certificate at `dir/tls.crt` and `dir/tls.key`.
@@ -225,11 +253,12 @@ fn rtmps_through_a_balancer_is_placed_and_survives_a_hand_over() {
     let c = Cluster::new(1, 1);
     let (cert, key_file) = make_cert(c.dir.path(), "public");
     let port = free_tcp_port();
+    let https = free_tcp_port();
     let b = c.balancer_with(1, "5s", |cfg| {
         *cfg = cfg.replacen(
             "\n[admin]",
             &format!(
-                "rtmps = \"127.0.0.1:{port}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
+                "rtmps = \"127.0.0.1:{port}\"\nhttps = \"127.0.0.1:{https}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
                 cert.display(),
                 key_file.display()
             ),
@@ -324,6 +353,12 @@ fn rtmps_through_a_balancer_is_placed_and_survives_a_hand_over() {
         Some(session)
     );
     assert!(first.is_running(), "ffmpeg stopped:\n{}", first.log_text());
+    // Viewers over HTTPS with HTTP/2, through the successor (it took the HTTPS listener too).
+    let (version, status, body) = curl(&cert, https, &format!("/live/{}/index.m3u8", pid(1)));
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    let (_, status, body) = curl(&cert, https, &format!("/live/{}/source/index.m3u8", pid(1)));
+    assert_eq!(status, 200, "{body}");
+    check_ll_hls(&body, Track::Video).expect("a valid LL-HLS playlist through the balancer");
     // The successor took the RTMPS listener: a new encoder is placed through it.
     let _second = Encoder::ffmpeg_rtmp(&url(2), opts());
     wait_for(
@@ -345,4 +380,53 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = send_signal(self.0, "KILL");
     }
+}
+
+#[test]
+fn a_node_serves_ll_hls_over_https_with_http2_and_blocking_reloads() {
+    let dir = TempDir::new("https");
+    let (cert, key_file) = make_cert(dir.path(), "web");
+    let port = free_tcp_port();
+    let tls = format!(
+        "https = \"127.0.0.1:{port}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key_file.display()
+    );
+    let node = Node::start(|c| *c = c.replacen("\n[admin]", &format!("{tls}\n[admin]"), 1));
+    let _enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
+    node.wait_media_playlist("one", "source", 2, Duration::from_secs(30));
+    let (version, status, body) = curl(&cert, port, "/live/one/index.m3u8");
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    assert!(
+        body.starts_with("#EXTM3U") && body.contains("source/index.m3u8"),
+        "{body}"
+    );
+    let (_, status, body) = curl(&cert, port, "/live/one/source/index.m3u8");
+    assert_eq!(status, 200);
+    let pl = check_ll_hls(&body, Track::Video).expect("a valid LL-HLS playlist over HTTPS");
+    // A blocking reload for the next part, over HTTP/2: answered once the part exists.
+    let (msn, part) = pl.last_part().expect("a part");
+    let started = std::time::Instant::now();
+    let (version, status, body) = curl(
+        &cert,
+        port,
+        &format!(
+            "/live/one/source/index.m3u8?_HLS_msn={msn}&_HLS_part={}",
+            part + 1
+        ),
+    );
+    let waited = started.elapsed();
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    let next = check_ll_hls(&body, Track::Video)
+        .expect("valid")
+        .last_part();
+    assert!(next > Some((msn, part)), "{next:?} after {msn}.{part}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // The media itself over HTTPS: the init segment decodes with a part.
+    let (_, status, _) = curl(&cert, port, "/live/one/source/init.mp4");
+    assert_eq!(status, 200);
+    // Plain HTTP stays on its own port, for a CDN or load balancer in front.
+    assert!(
+        http_get(&node.playlist_url("one"), Duration::from_secs(5)).is_ok_and(|r| r.status == 200)
+    );
 }
