@@ -217,3 +217,70 @@ fn control_plane_certificates_follow_a_reload_on_sighup() {
     assert!(days_left() < 31.0 && days_left() > 29.0);
     assert_eq!(b.status_of("n1").as_deref(), Some("ready"));
 }
+
+#[test]
+fn the_balancer_takes_renewed_control_plane_certificates_on_sighup() {
+    let c = Cluster::new(2, 1);
+    let b = c.balancer(1, "5s");
+    let n1 = c.node(1, 10, &[&b]);
+    wait_for("n1 to report", ATTEMPT_TIMEOUT, || {
+        (b.status_of("n1").as_deref() == Some("ready")).then_some(())
+    });
+    let days_left = || {
+        let m = http_get(&b.admin_url("/metrics"), Duration::from_secs(5))
+            .expect("balancer metrics")
+            .text();
+        metric_value(&m, r#"edge_control_certificate_expiry_seconds{cert="own"}"#) / 86_400.0
+    };
+    assert!(days_left() > 360.0, "{} days", days_left());
+    // The operator re-issues b1's certificate (30 days, same CA) in place and sends SIGHUP.
+    let out = run_edge(&[
+        "certs",
+        "--out",
+        c.certs.to_str().expect("utf-8 path"),
+        "--balancer",
+        "b1",
+        "--days",
+        "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    send_signal(b.pid(), "HUP").expect("SIGHUP");
+    wait_for(
+        "the balancer to load the renewed certificate",
+        ATTEMPT_TIMEOUT,
+        || (days_left() < 31.0).then_some(()),
+    );
+    assert!(b
+        .log_text()
+        .contains("control-plane certificates reloaded; new node connections get them"));
+    // A node connecting now is accepted with it; the node already connected never noticed.
+    let _n2 = c.node(2, 10, &[&b]);
+    wait_for("n2 to report", ATTEMPT_TIMEOUT, || {
+        (b.status_of("n2").as_deref() == Some("ready")).then_some(())
+    });
+    assert_eq!(b.status_of("n1").as_deref(), Some("ready"));
+    assert_eq!(
+        n1.log_text().matches("control connected").count(),
+        1,
+        "n1 reconnected:\n{}",
+        n1.log_text()
+    );
+    // A file that does not load is refused; the balancer keeps what it has.
+    std::fs::write(c.certs.join("balancer-b1.pem"), "not a certificate").expect("write");
+    send_signal(b.pid(), "HUP").expect("SIGHUP");
+    wait_for(
+        "the balancer to refuse the broken file",
+        ATTEMPT_TIMEOUT,
+        || {
+            b.log_text()
+                .contains("control-plane certificates not reloaded")
+                .then_some(())
+        },
+    );
+    assert!(days_left() < 31.0 && days_left() > 29.0);
+    assert_eq!(b.status_of("n1").as_deref(), Some("ready"));
+}

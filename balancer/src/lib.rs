@@ -186,8 +186,11 @@ pub struct Balancer {
     srt_quiesced: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<srt::Quiesced>>,
     pub placement: Arc<place::Placer>,
     registry: Arc<control::server::Registry>,
-    control_cfg: control::server::ServerConfig,
+    /// The control server's settings (certificates replaced by a reload).
+    control_cfg: Mutex<control::server::ServerConfig>,
     control: Mutex<Option<(CancellationToken, tokio::task::JoinHandle<()>)>>,
+    /// The running control server's certificates, for a reload.
+    control_tls: Mutex<Option<control::server::ServerTls>>,
     pub admin: Arc<admin::AdminState>,
     pub conns: Arc<conns::Conns>,
     /// Viewers' connections (a retired balancer waits for them before it exits).
@@ -231,14 +234,12 @@ impl Balancer {
             .try_clone()?
             .into();
         let token = CancellationToken::new();
-        let task = control::server::spawn_server_on(
-            self.control_cfg.clone(),
-            sock,
-            Arc::clone(&self.registry),
-            token.clone(),
-        )
-        .map_err(|e| StartError::Control(e.to_string()))?;
+        let cfg = lock(&self.control_cfg).clone();
+        let (task, tls) =
+            control::server::spawn_server_on(cfg, sock, Arc::clone(&self.registry), token.clone())
+                .map_err(|e| StartError::Control(e.to_string()))?;
         *lock(&self.control) = Some((token, task));
+        *lock(&self.control_tls) = Some(tls);
         Ok(())
     }
 
@@ -376,8 +377,9 @@ pub struct Running {
 }
 
 impl Running {
-    /// Apply a reloaded config: placement settings and the admin token. Listen addresses and
-    /// certificates need a restart (logged); no connection is touched either way.
+    /// Apply a reloaded config: placement settings, the admin token and the control plane's
+    /// certificates (for node connections made from now on). Listen addresses need a restart
+    /// (logged; a hand-over keeps every stream); no connection is touched either way.
     pub fn reload(&self, old: &BalancerConfig, new: &BalancerConfig) {
         self.placement.reconfigure(new);
         if let Ok(mut t) = self.admin.token.write() {
@@ -388,9 +390,42 @@ impl Running {
             || old.listen.admin != new.listen.admin
             || old.listen.control != new.listen.control
         {
-            tracing::warn!("listen addresses changed: they apply at the next restart");
+            tracing::warn!("listen addresses changed: they apply at the next restart (a hand-over: kill -USR2)");
         }
+        self.balancer.reload_control_certificates(new);
         tracing::info!(balancer.id = %new.id, "config reloaded");
+    }
+}
+
+impl Balancer {
+    /// Load the control plane's certificate files again (renewed in place, or at new paths):
+    /// node connections accepted from now on get them, those up keep theirs. Files that do
+    /// not load are refused with the reason, and the certificates in use stay.
+    fn reload_control_certificates(&self, new: &BalancerConfig) {
+        let t = &new.tls;
+        let loaded = control::certs::TlsFiles::at(&t.ca, &t.cert, &t.key)
+            .load()
+            .map_err(|e| e.to_string())
+            .and_then(|(ca, own)| {
+                if let Some(tls) = lock(&self.control_tls).as_ref() {
+                    tls.reload(&ca.cert_pem, &own.cert_pem, &own.key_pem)
+                        .map_err(|e| e.to_string())?;
+                }
+                let mut cfg = lock(&self.control_cfg);
+                cfg.ca_pem = ca.cert_pem;
+                cfg.cert_pem = own.cert_pem;
+                cfg.key_pem = own.key_pem;
+                Ok(())
+            });
+        match loaded {
+            Ok(()) => {
+                control::process_metrics::refresh_certificates(&t.ca, &t.cert);
+                tracing::info!(cert = %t.cert.display(), "control-plane certificates reloaded; new node connections get them");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "control-plane certificates not reloaded; keeping the current ones")
+            }
+        }
     }
 }
 
@@ -529,8 +564,9 @@ pub async fn run(
         srt_quiesced: tokio::sync::Mutex::new(srt_rx),
         placement: Arc::clone(&placement),
         registry,
-        control_cfg,
+        control_cfg: Mutex::new(control_cfg),
         control: Mutex::new(None),
+        control_tls: Mutex::new(None),
         admin: Arc::clone(&admin),
         conns,
         http_acceptor: playback::acceptor(),

@@ -549,7 +549,7 @@ pub fn spawn_server_on(
     socket: std::net::UdpSocket,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+) -> Result<(tokio::task::JoinHandle<()>, ServerTls), ControlError> {
     let server = server_config(&cfg.ca_pem, &cfg.cert_pem, &cfg.key_pem)?;
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(ControlError::NoRuntime);
@@ -566,7 +566,24 @@ pub fn spawn_server_on(
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(bind_err)?;
-    Ok(tokio::spawn(serve(endpoint, registry, shutdown)))
+    let tls = ServerTls(endpoint.clone());
+    Ok((tokio::spawn(serve(endpoint, registry, shutdown)), tls))
+}
+
+/// Swaps the certificates a running control server presents and trusts.
+#[derive(Clone)]
+pub struct ServerTls(quinn::Endpoint);
+
+impl ServerTls {
+    /// New certificates (PEM): every connection accepted from now on presents `cert_pem`/
+    /// `key_pem` and trusts node certificates of `ca_pem`; connections already up keep what
+    /// they were made with (their nodes never notice). Refused, keeping the current ones, if
+    /// they do not load.
+    pub fn reload(&self, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<(), ControlError> {
+        self.0
+            .set_server_config(Some(server_config(ca_pem, cert_pem, key_pem)?));
+        Ok(())
+    }
 }
 
 fn bind(cfg: &ServerConfig) -> Result<quinn::Endpoint, ControlError> {
