@@ -568,3 +568,40 @@ fn config_check_prints_every_problem_with_its_key_path() {
         .status
         .success());
 }
+
+#[test]
+fn a_source_above_the_maximum_bit_rate_is_ended_with_the_reason() {
+    let node = Node::start(|c| {
+        *c = c.replace(
+            "max_source_fps = 30",
+            "max_source_fps = 30\nmax_source_kbps = 500",
+        )
+    });
+    let mut fast = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            duration: Duration::from_secs(30),
+            ..EncOpts::default()
+        },
+    );
+    assert!(!fast
+        .wait_exit(Duration::from_secs(30))
+        .expect("the refused encoder exits")
+        .success());
+    let said = fast.log_text();
+    assert!(
+        said.contains("Server error: source video is")
+            && said.contains("above this server's maximum 500 kbit/s"),
+        "{said}"
+    );
+    assert!(node
+        .log_text()
+        .contains("above this server's maximum 500 kbit/s"));
+    assert_eq!(
+        metric_value(
+            &node.metrics(),
+            "edge_ingest_connections_total{protocol=\"rtmp\",result=\"refused_source\"}"
+        ),
+        1.0
+    );
+}

@@ -65,6 +65,11 @@ pub const DEFAULT_MAX_SOURCE_WIDTH: u32 = 1920;
 pub const DEFAULT_MAX_SOURCE_HEIGHT: u32 = 1080;
 /// `transcode.max_source_fps`: 60, what games and sports are streamed at.
 pub const DEFAULT_MAX_SOURCE_FPS: u32 = 60;
+/// The highest source video bit rate (kbit/s) accepted by default: five times what a 1080p60
+/// broadcast needs (OBS suggests 6 to 9 Mbit/s), well above any real encoder setting, so it
+/// only stops a runaway or hostile sender from costing a node what its capacity does not
+/// count.
+pub const DEFAULT_MAX_SOURCE_KBPS: u32 = 50_000;
 /// `ladder[].fps`.
 pub const DEFAULT_RUNG_FPS: u32 = 30;
 

@@ -246,6 +246,8 @@ pub struct TranscodeConfig {
     /// The largest source a publisher may send; a larger one is refused when its first
     /// keyframe shows its size. Until then a stream is charged as if it were this large.
     pub max_source: SourceSize,
+    /// The highest source video bit rate (kbit/s) a publisher may send; 0: no limit.
+    pub max_source_kbps: u32,
 }
 
 /// A source picture: size (long side and short side, so a vertical phone stream compares

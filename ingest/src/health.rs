@@ -138,6 +138,11 @@ pub const HIGH_BITRATE_FACTOR: f64 = 2.5;
 /// rendition to compare with (H.264 at broadcast quality: 720p30 at 2.8 Mbit/s).
 pub const EXPECTED_BITS_PER_PIXEL: f64 = 0.1;
 
+/// A source above `transcode.max_source_kbps` is refused once it has sent this many complete
+/// seconds: enough to smooth a keyframe burst, short enough that a runaway sender costs
+/// little.
+pub const MAX_KBPS_JUDGED_AFTER_SECS: u64 = 5;
+
 /// A media track, for the timing figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Track {
@@ -264,6 +269,8 @@ pub struct Health {
     expected_kbps: std::sync::atomic::AtomicU32,
     /// Each transcoded rendition's output over the last [`STATS_WINDOW`] of wall time.
     rungs: Mutex<Vec<(String, RungWindow)>>,
+    /// The source was refused for its bit rate (said once).
+    over_max: std::sync::atomic::AtomicBool,
 }
 
 /// One track's timestamps against the moments its frames reach the node.
@@ -455,7 +462,29 @@ impl Health {
             clocks: Mutex::new([Clock::default(), Clock::default()]),
             expected_kbps: std::sync::atomic::AtomicU32::new(0),
             rungs: Mutex::new(Vec::new()),
+            over_max: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Why the source must be refused for its bit rate: above `max_kbps` (0: no limit) over
+    /// its last [`MAX_KBPS_JUDGED_AFTER_SECS`] or more complete seconds. Said once.
+    pub fn above_max_kbps(&self, max_kbps: u32) -> Option<String> {
+        if max_kbps == 0 {
+            return None;
+        }
+        let (kbps, secs) = self.long.lock().ok()?[0].kbps()?;
+        if secs < MAX_KBPS_JUDGED_AFTER_SECS || kbps <= max_kbps {
+            return None;
+        }
+        if self
+            .over_max
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return None;
+        }
+        Some(format!(
+            "source video is {kbps} kbit/s, above this server's maximum {max_kbps} kbit/s; lower the encoder's bit rate"
+        ))
     }
 
     /// Wall time since the publish began, ns.

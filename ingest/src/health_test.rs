@@ -572,3 +572,30 @@ fn frames_the_encoder_skipped_are_counted() {
     // last frame (149) is missing at the end, where nothing follows it.
     assert_eq!(h.stats().unwrap().dropped_frames, 16);
 }
+
+#[test]
+fn a_source_above_the_maximum_bit_rate_is_refused_once() {
+    let h = Health::new(Instant::now(), Duration::from_secs(2));
+    // 30 fps of 10,000-byte frames: 2,400 kbit/s.
+    let frames = |h: &Health, range: std::ops::Range<u64>| {
+        for f in range {
+            let ns = f * 1_000_000_000 / 30;
+            h.source_frame(ns, ns, f % 60 == 0, 10_000);
+        }
+    };
+    frames(&h, 0..(30 * 4));
+    assert_eq!(
+        h.above_max_kbps(1_000),
+        None,
+        "not judged on 3 complete seconds"
+    );
+    frames(&h, (30 * 4)..(30 * 7));
+    assert_eq!(h.above_max_kbps(0), None, "0: no limit");
+    assert_eq!(h.above_max_kbps(5_000), None);
+    let why = h.above_max_kbps(1_000).expect("refused");
+    assert!(
+        why.starts_with("source video is 2400 kbit/s, above this server's maximum 1000 kbit/s"),
+        "{why}"
+    );
+    assert_eq!(h.above_max_kbps(1_000), None, "said once");
+}

@@ -143,13 +143,21 @@ impl Output for StreamOutput {
         }
     }
 
-    fn source_frame(&self, dts_ns: u64, pts_ns: u64, keyframe: bool, bytes: usize) {
+    fn source_frame(
+        &self,
+        dts_ns: u64,
+        pts_ns: u64,
+        keyframe: bool,
+        bytes: usize,
+    ) -> Option<String> {
         self.health.source_frame(dts_ns, pts_ns, keyframe, bytes);
         self.health.arrival(
             crate::health::Track::Video,
             dts_ns,
             tokio::time::Instant::now(),
         );
+        self.health
+            .above_max_kbps(self.node.config.transcode.max_source_kbps)
     }
 
     fn source_audio(&self, dts_ns: u64) {

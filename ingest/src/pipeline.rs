@@ -97,8 +97,17 @@ pub trait Output: Send + Sync + 'static {
     fn configure(&self, rendition: &str, codec: CodecConfig);
     fn sample(&self, rendition: &str, sample: Sample);
     /// A source video frame as demuxed and parsed (before any transcoding, with or without
-    /// passthrough): DTS and PTS (ns), keyframe, size. For health measures.
-    fn source_frame(&self, _dts_ns: u64, _pts_ns: u64, _keyframe: bool, _bytes: usize) {}
+    /// passthrough): DTS and PTS (ns), keyframe, size. For health measures; a reason to end
+    /// the publish if the source is beyond what this server takes (its bit rate).
+    fn source_frame(
+        &self,
+        _dts_ns: u64,
+        _pts_ns: u64,
+        _keyframe: bool,
+        _bytes: usize,
+    ) -> Option<String> {
+        None
+    }
     /// The source video's codec as its caps describe it (`H.264 high 3.1`).
     fn source_codec(&self, _codec: String) {}
     /// A source audio buffer as demuxed (before any conversion): its DTS (ns).
@@ -311,12 +320,16 @@ impl Pipeline {
                     if let Some(buf) = info.buffer() {
                         if let Some(pts) = buf.pts() {
                             sh.arrivals.record(pts.nseconds(), Instant::now());
-                            sh.output.source_frame(
+                            if let Some(reason) = sh.output.source_frame(
                                 buf.dts().unwrap_or(pts).nseconds(),
                                 pts.nseconds(),
                                 !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
                                 buf.size(),
-                            );
+                            ) {
+                                if let Some(pl) = pl.upgrade() {
+                                    refuse(&pl, reason);
+                                }
+                            }
                             if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                                 if let Ok(queues) = sh.keyframes.lock() {
                                     for q in queues.iter() {
@@ -512,16 +525,10 @@ fn on_demux_pad(
             "video/mpeg" => "MPEG-2 video".to_string(),
             other => other.trim_start_matches("video/").to_string(),
         };
-        let msg = gst::message::Application::builder(
-            gst::Structure::builder(REFUSAL_MESSAGE)
-                .field(
-                    "reason",
-                    format!("video codec {codec} is not supported yet; set the encoder to H.264"),
-                )
-                .build(),
-        )
-        .build();
-        let _ = pipeline.post_message(msg);
+        refuse(
+            pipeline,
+            format!("video codec {codec} is not supported yet; set the encoder to H.264"),
+        );
         return link_fakesink(pipeline, pad);
     }
     if name.starts_with("audio/") {
@@ -608,6 +615,18 @@ fn on_demux_pad(
     link_fakesink(pipeline, pad)
 }
 
+/// End the publish with `reason` for the broadcaster: the bus watcher turns this message into
+/// [`PipelineError::SourceRefused`], and the protocol driver says why.
+fn refuse(pipeline: &gst::Pipeline, reason: String) {
+    let msg = gst::message::Application::builder(
+        gst::Structure::builder(REFUSAL_MESSAGE)
+            .field("reason", reason)
+            .build(),
+    )
+    .build();
+    let _ = pipeline.post_message(msg);
+}
+
 /// Streams we do not use (data, subtitles, a second audio track) go to a fakesink so the
 /// demuxer never sees not-linked.
 fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), PipelineError> {
@@ -658,13 +677,7 @@ fn build_ladder(
     };
     if let Some(reason) = sh.spec.max_source.refuses(&source) {
         // No plan, no packager stream, no ladder: the driver ends the publish with the reason.
-        let msg = gst::message::Application::builder(
-            gst::Structure::builder(REFUSAL_MESSAGE)
-                .field("reason", reason)
-                .build(),
-        )
-        .build();
-        let _ = pipeline.post_message(msg);
+        refuse(pipeline, reason);
         return Ok(());
     }
     let rungs = ladder::rungs_for_source(&sh.spec.ladder, w, h, sh.spec.passthrough);

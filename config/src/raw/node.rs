@@ -329,6 +329,13 @@ pub struct RawTranscode {
     pub max_source_height: u32,
     #[serde(default = "d_max_source_fps")]
     pub max_source_fps: u32,
+    /// The highest source video bit rate (kbit/s, over its last seconds) a publisher may
+    /// send; above it the stream is ended with the reason. 0: no limit.
+    #[serde(default = "d_max_source_kbps")]
+    pub max_source_kbps: u32,
+}
+fn d_max_source_kbps() -> u32 {
+    DEFAULT_MAX_SOURCE_KBPS
 }
 fn d_max_source_width() -> u32 {
     DEFAULT_MAX_SOURCE_WIDTH
@@ -357,6 +364,7 @@ impl Default for RawTranscode {
             max_source_width: d_max_source_width(),
             max_source_height: d_max_source_height(),
             max_source_fps: d_max_source_fps(),
+            max_source_kbps: d_max_source_kbps(),
         }
     }
 }
@@ -741,6 +749,7 @@ impl RawConfig {
                     height: max_h,
                     fps: f64::from(max_fps),
                 },
+                max_source_kbps: self.transcode.max_source_kbps,
             },
             ladder,
             streams,
