@@ -55,9 +55,11 @@ static LIVE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
 pub struct Hops(Mutex<HashSet<SocketAddr>>);
 
 impl Hops {
-    /// Whether `peer` is one of our own hops (its PROXY header is trusted).
+    /// Whether `peer` is one of our own hops (its PROXY header is trusted). Addresses are
+    /// compared canonically: a dual-stack RTMP listener sees our 127.0.0.1 as
+    /// ::ffff:127.0.0.1.
     pub fn contains(&self, peer: SocketAddr) -> bool {
-        self.lock().contains(&peer)
+        self.lock().contains(&canonical(peer))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<SocketAddr>> {
@@ -72,6 +74,10 @@ impl Drop for HopGuard<'_> {
     fn drop(&mut self) {
         self.0.lock().remove(&self.1);
     }
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// What the RTMPS front needs.
@@ -166,6 +172,7 @@ async fn terminate(
         .map_err(|e| format!("hop bind: {e}"))?;
     let hop_addr = hop.local_addr().map_err(|e| format!("hop address: {e}"))?;
     // Registered before it connects: the RTMP front sees a known address from its accept on.
+    let hop_addr = canonical(hop_addr);
     front.hops.lock().insert(hop_addr);
     let _registered = HopGuard(&front.hops, hop_addr);
     let mut plain = tokio::time::timeout(HOP_CONNECT_TIMEOUT, hop.connect(front.rtmp))
@@ -180,5 +187,26 @@ async fn terminate(
     match tokio::io::copy_bidirectional(&mut tls, &mut plain).await {
         Ok(_) => Ok(()),
         Err(e) => Err(format!("relay: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hop_is_known_by_its_address_in_either_family() {
+        let hops = Hops::default();
+        let v4: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        assert!(!hops.contains(v4));
+        {
+            hops.lock().insert(canonical(v4));
+            let _guard = HopGuard(&hops, canonical(v4));
+            // A dual-stack listener sees it IPv4-mapped; another port is someone else.
+            assert!(hops.contains(v4) && hops.contains(mapped));
+            assert!(!hops.contains("127.0.0.1:40001".parse().unwrap()));
+        }
+        assert!(!hops.contains(v4), "forgotten when its connection ends");
     }
 }

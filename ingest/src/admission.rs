@@ -220,6 +220,9 @@ impl Admission {
             health: Arc::clone(&self.health),
             codecs: Mutex::new(Vec::new()),
             continuation: Mutex::new(self.continuation.clone()),
+            // RTMP times each message as it is read off the socket (`rtmp::push_tag`): the
+            // demuxer's output would add this node's own delays to the encoder's.
+            timed_at_receipt: format == InputFormat::Flv,
         });
         let spec = PipelineSpec {
             label: self.playback_id.clone(),

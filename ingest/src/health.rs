@@ -35,8 +35,9 @@
 //! than AAC (the node converts it). Frozen and silent are judged without decoding, from the
 //! compressed sizes.
 //!
-//! Timing ([`Health::arrival`]): each track's frames are stamped as they leave the demuxer,
-//! against their DTS. The earliest a frame arrived relative to its timestamp over the last
+//! Timing ([`Health::arrival`]): each track's frames are stamped when they reach the node,
+//! against their DTS: RTMP messages as they are read off the socket, SRT's MPEG-TS as it
+//! leaves the demuxer. The earliest a frame arrived relative to its timestamp over the last
 //! [`LONG_WINDOW`] is the track's best schedule; a video frame over [`LATE_AFTER`] behind it is
 //! late (a congested upload; more than [`LATE_SHARE`] of a window is an issue); a timestamp
 //! that goes back, or forward further than time passed, by over [`JUMP_MIN`] is a jump (an

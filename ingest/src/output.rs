@@ -38,6 +38,9 @@ pub struct StreamOutput {
     pub(crate) codecs: Mutex<Vec<(String, CodecConfig)>>,
     /// Numbering from another node, for the first publish of this stream here.
     pub(crate) continuation: Mutex<Option<packager::Continuation>>,
+    /// The protocol driver stamps each frame's arrival (RTMP, as it is read); otherwise it is
+    /// stamped as it leaves the demuxer (SRT's MPEG-TS).
+    pub(crate) timed_at_receipt: bool,
 }
 
 impl StreamOutput {
@@ -151,21 +154,25 @@ impl Output for StreamOutput {
         bytes: usize,
     ) -> Option<String> {
         self.health.source_frame(dts_ns, pts_ns, keyframe, bytes);
-        self.health.arrival(
-            crate::health::Track::Video,
-            dts_ns,
-            tokio::time::Instant::now(),
-        );
+        if !self.timed_at_receipt {
+            self.health.arrival(
+                crate::health::Track::Video,
+                dts_ns,
+                tokio::time::Instant::now(),
+            );
+        }
         self.health
             .above_max_kbps(self.node.config.transcode.max_source_kbps)
     }
 
     fn source_audio(&self, dts_ns: u64) {
-        self.health.arrival(
-            crate::health::Track::Audio,
-            dts_ns,
-            tokio::time::Instant::now(),
-        );
+        if !self.timed_at_receipt {
+            self.health.arrival(
+                crate::health::Track::Audio,
+                dts_ns,
+                tokio::time::Instant::now(),
+            );
+        }
     }
 
     fn source_audio_codec(&self, codec: String) {

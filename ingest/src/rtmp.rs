@@ -384,6 +384,17 @@ fn push_tag(
         flv::Media::Skip => return Ok(()),
         flv::Media::Refuse(why) => return Err(RtmpError::Codec(why)),
     };
+    // Timed as read off the socket, before any of this node's own delays (health: late frames,
+    // timestamp jumps, A/V drift).
+    let track = match kind {
+        flv::TagType::Audio => crate::health::Track::Audio,
+        flv::TagType::Video => crate::health::Track::Video,
+    };
+    p.output.health.arrival(
+        track,
+        u64::from(ts) * 1_000_000,
+        tokio::time::Instant::now(),
+    );
     let Some(tag) = flv::tag(kind, ts, &data) else {
         return Err(SessionError::Malformed("media message larger than FLV allows".into()).into());
     };
