@@ -1,7 +1,8 @@
 //! End to end: Enhanced RTMP (issue 13) from a current ffmpeg (7.x, the static build of the
-//! imageio-ffmpeg wheel), and HEVC over SRT. A codec the node cannot take yet is refused with
-//! a reason that names it (an RTMP status the encoder shows; the node's log for SRT), the
-//! moment the codec is known, and no other stream on the node notices.
+//! imageio-ffmpeg wheel), and HEVC over SRT. A codec the node cannot take yet over RTMP is
+//! refused with an RTMP status that names it, the moment the codec is known, and no other
+//! stream on the node notices; HEVC in MPEG-TS over SRT is served as `hvc1` next to H.264
+//! rungs made from it.
 // End-to-end tests drive real processes on real time; the ban on the std clock (clippy.toml)
 // is for product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -82,38 +83,53 @@ fn hevc_and_av1_over_enhanced_rtmp_are_refused_by_name_and_other_streams_go_on()
 }
 
 #[test]
-fn hevc_over_srt_is_ended_with_the_reason() {
+fn hevc_over_srt_is_served_as_hvc1_with_h264_rungs() {
     let node = Node::start(|_| {});
     let mut hevc = Encoder::ffmpeg_srt(
         &node.srt_url("test-stream-key-1"),
         EncOpts {
-            duration: Duration::from_secs(20),
-            extra: vec!["-c:v".into(), "libx265".into()],
+            extra: vec![
+                "-c:v".into(),
+                "libx265".into(),
+                "-x265-params".into(),
+                "log-level=error:keyint=60:min-keyint=60:scenecut=0:bframes=0".into(),
+            ],
             ..EncOpts::default()
         },
     );
+    for r in ["source", "360p", "audio"] {
+        node.wait_media_playlist("one", r, 2, Duration::from_secs(40));
+    }
+    // The multivariant says which variant needs HEVC, so a player without it takes H.264.
+    let mv = get_ok(&node.playlist_url("one")).text();
+    assert!(mv.contains("CODECS=\"hvc1.1.6.L"), "{mv}");
+    assert!(mv.contains("CODECS=\"avc1."), "{mv}");
+    // Each rendition decodes: the source as HEVC at its size, a rung as H.264.
+    let decode = |rendition: &str| {
+        let url = node.media_playlist_url("one", rendition);
+        let pl = node.wait_media_playlist("one", rendition, 2, Duration::from_secs(10));
+        let init = get_ok(&resolve_url(
+            &url,
+            pl.map_uri.as_deref().expect("EXT-X-MAP"),
+        ))
+        .body;
+        let seg = pl.segments.last().expect("a segment");
+        let media = get_ok(&resolve_url(&url, &seg.uri)).body;
+        ffprobe_decode(&init, &[&media]).unwrap_or_else(|e| panic!("{rendition}: {e}"))
+    };
+    let source = decode("source");
+    assert_eq!(source.codec, "hevc", "{source:?}");
+    assert_eq!((source.width, source.height), (Some(854), Some(480)));
+    assert!(source.frames_decoded >= 50, "{source:?}");
+    let rung = decode("360p");
+    assert_eq!(rung.codec, "h264", "{rung:?}");
+    assert_eq!((rung.width, rung.height), (Some(640), Some(360)));
+    let s = node.stream("one").expect("listed");
     assert!(
-        !hevc
-            .wait_exit(Duration::from_secs(30))
-            .expect("the refused encoder exits")
-            .success(),
-        "{}",
-        hevc.log_text()
+        s["stats"]["codec"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("H.265")),
+        "{s}"
     );
-    wait_for(
-        "the reason in the node's log",
-        Duration::from_secs(10),
-        || {
-            node.log_text()
-                .contains("video codec HEVC (H.265) is not supported yet; set the encoder to H.264")
-                .then_some(())
-        },
-    );
-    assert_eq!(
-        metric_value(
-            &node.metrics(),
-            "edge_ingest_connections_total{protocol=\"srt\",result=\"refused_source\"}"
-        ),
-        1.0
-    );
+    assert!(hevc.is_running(), "ffmpeg stopped:\n{}", hevc.log_text());
 }

@@ -360,11 +360,18 @@ impl Pipeline {
         let sh = Arc::clone(&shared);
         let pl = pipeline.downgrade();
         let vparse_weak = vparse.downgrade();
+        let vcaps_weak = vcaps.downgrade();
+        let vtee_weak = vtee.downgrade();
         demux.connect_pad_added(move |_, pad| {
-            let (Some(pl), Some(vparse)) = (pl.upgrade(), vparse_weak.upgrade()) else {
+            let (Some(pl), Some(vparse), Some(vcaps), Some(vtee)) = (
+                pl.upgrade(),
+                vparse_weak.upgrade(),
+                vcaps_weak.upgrade(),
+                vtee_weak.upgrade(),
+            ) else {
                 return;
             };
-            if let Err(e) = on_demux_pad(&sh, &pl, &vparse, pad) {
+            if let Err(e) = on_demux_pad(&sh, &pl, [&vparse, &vcaps, &vtee], pad) {
                 tracing::error!(stream = %sh.spec.label, error = %e, "cannot link demuxed stream");
             }
         });
@@ -498,7 +505,7 @@ fn add_branch(
 fn on_demux_pad(
     sh: &Arc<Shared>,
     pipeline: &gst::Pipeline,
-    vparse: &gst::Element,
+    [vparse, vcaps, vtee]: [&gst::Element; 3],
     pad: &gst::Pad,
 ) -> Result<(), PipelineError> {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
@@ -515,11 +522,40 @@ fn on_demux_pad(
         }
         return pad.link(&sink).map(|_| ()).map_err(build_err);
     }
+    if name == "video/x-h265" {
+        // HEVC (in MPEG-TS over SRT): its own parser, in place of the H.264 one, to the tee.
+        let sink = vparse
+            .static_pad("sink")
+            .ok_or_else(|| build_err("h264parse without sink"))?;
+        if sink.is_linked() {
+            return link_fakesink(pipeline, pad); // a second video stream: ignore it
+        }
+        let parse = make("h265parse")?;
+        let caps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-h265")
+                    .field("stream-format", "hvc1")
+                    .field("alignment", "au")
+                    .build(),
+            )
+            .build()
+            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        vcaps.unlink(vtee);
+        pipeline.add_many([&parse, &caps]).map_err(build_err)?;
+        gst::Element::link_many([&parse, &caps, vtee]).map_err(build_err)?;
+        for e in [&parse, &caps] {
+            e.sync_state_with_parent().map_err(build_err)?;
+        }
+        let psink = parse
+            .static_pad("sink")
+            .ok_or_else(|| build_err("h265parse without sink"))?;
+        return pad.link(&psink).map(|_| ()).map_err(build_err);
+    }
     if name.starts_with("video/") {
         // A video codec we cannot take yet (HEVC in MPEG-TS over SRT): end the publish with
         // the reason, instead of a stream that never shows a picture.
         let codec = match name {
-            "video/x-h265" => "HEVC (H.265)".to_string(),
             "video/x-av1" => "AV1".to_string(),
             "video/x-vp9" => "VP9".to_string(),
             "video/mpeg" => "MPEG-2 video".to_string(),
@@ -709,11 +745,12 @@ fn build_ladder(
         .property("allow-not-linked", true)
         .build()
         .map_err(|_| PipelineError::MissingElement("tee"))?;
-    add_branch(
-        pipeline,
-        vtee,
-        &[&make_queue()?, &make("avdec_h264")?, &dtee],
-    )?;
+    let decoder = if s.name().as_str() == "video/x-h265" {
+        "avdec_h265"
+    } else {
+        "avdec_h264"
+    };
+    add_branch(pipeline, vtee, &[&make_queue()?, &make(decoder)?, &dtee])?;
     for r in &rungs {
         let (rw, rh) = ladder::rung_size(r.height, w, h);
         let scale = make("videoscale")?;
@@ -848,6 +885,16 @@ pub fn codec_from_caps(caps: &gst::CapsRef) -> Option<CodecConfig> {
     match s.name().as_str() {
         "video/x-h264" => Some(CodecConfig::H264 {
             avcc: bytes,
+            width: s.get::<i32>("width").ok()?.max(0) as u32,
+            height: s.get::<i32>("height").ok()?.max(0) as u32,
+            framerate: s
+                .get::<gst::Fraction>("framerate")
+                .ok()
+                .filter(|f| f.numer() > 0 && f.denom() > 0)
+                .map(|f| (f.numer() as u32, f.denom() as u32)),
+        }),
+        "video/x-h265" => Some(CodecConfig::H265 {
+            hvcc: bytes,
             width: s.get::<i32>("width").ok()?.max(0) as u32,
             height: s.get::<i32>("height").ok()?.max(0) as u32,
             framerate: s

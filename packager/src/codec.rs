@@ -5,7 +5,9 @@
 //! string ("avc1.PPCCLL" from avcC bytes 1..4, "mp4a.40.N" from the AudioSpecificConfig's
 //! object type); [`ns_to_ticks`], [`duration_to_ticks_floor`], [`ticks_to_secs`] convert times.
 //!
-//! Caveat: only H.264 and AAC are supported; other codecs are rejected by type.
+//! H.265 gets "hvc1.…" from its hvcC (ISO/IEC 14496-15 Annex E, as GStreamer's codec
+//! utilities write it). Caveat: only H.264, H.265 and AAC are supported; other codecs are
+//! rejected by type.
 
 use std::time::Duration;
 
@@ -66,6 +68,31 @@ impl CodecInfo {
                 })
             }
             (
+                CodecConfig::H265 {
+                    hvcc,
+                    width,
+                    height,
+                    framerate,
+                },
+                RenditionKind::Video,
+            ) => {
+                let codec_string = hevc_codec_string(hvcc)
+                    .ok_or_else(|| invalid("hvcC record shorter than 13 bytes"))?;
+                if *width == 0 || *height == 0 || *width > 0xFFFF || *height > 0xFFFF {
+                    return Err(invalid("width/height must be within 1..=65535"));
+                }
+                if let Some((_, den)) = framerate {
+                    if *den == 0 {
+                        return Err(invalid("frame rate denominator is 0"));
+                    }
+                }
+                Ok(Self {
+                    config,
+                    codec_string,
+                    timescale: VIDEO_TIMESCALE,
+                })
+            }
+            (
                 CodecConfig::Aac {
                     asc,
                     sample_rate,
@@ -91,6 +118,9 @@ impl CodecInfo {
             (CodecConfig::H264 { .. }, RenditionKind::Audio) => {
                 Err(invalid("H.264 configuration for an audio rendition"))
             }
+            (CodecConfig::H265 { .. }, RenditionKind::Audio) => {
+                Err(invalid("H.265 configuration for an audio rendition"))
+            }
             (CodecConfig::Aac { .. }, RenditionKind::Video) => {
                 Err(invalid("AAC configuration for a video rendition"))
             }
@@ -103,6 +133,10 @@ impl CodecInfo {
             CodecConfig::H264 {
                 framerate: Some((num, den)),
                 ..
+            }
+            | CodecConfig::H265 {
+                framerate: Some((num, den)),
+                ..
             } if *den != 0 && *num != 0 => Some(f64::from(*num) / f64::from(*den)),
             _ => None,
         }
@@ -111,7 +145,9 @@ impl CodecInfo {
     /// Resolution, for RESOLUTION (video only).
     pub fn resolution(&self) -> Option<(u32, u32)> {
         match &self.config {
-            CodecConfig::H264 { width, height, .. } => Some((*width, *height)),
+            CodecConfig::H264 { width, height, .. } | CodecConfig::H265 { width, height, .. } => {
+                Some((*width, *height))
+            }
             CodecConfig::Aac { .. } => None,
         }
     }
@@ -120,7 +156,7 @@ impl CodecInfo {
     pub fn channels(&self) -> Option<u32> {
         match &self.config {
             CodecConfig::Aac { channels, .. } => Some(*channels),
-            CodecConfig::H264 { .. } => None,
+            CodecConfig::H264 { .. } | CodecConfig::H265 { .. } => None,
         }
     }
 }
@@ -131,6 +167,28 @@ pub(crate) fn avc_codec_string(avcc: &[u8]) -> Option<String> {
         Some([p, c, l]) => Some(format!("avc1.{p:02x}{c:02x}{l:02x}")),
         _ => None,
     }
+}
+
+/// "hvc1.P.C.TL.B…" from an hvcC (ISO/IEC 14496-15 Annex E): the profile space as a letter
+/// (none, A, B, C) before the profile_idc in decimal; the 32 profile compatibility flags in
+/// reverse bit order, in hex without leading zeros; the tier (L or H) and level_idc in
+/// decimal; then the six constraint indicator bytes in hex, trailing zero bytes left out.
+pub(crate) fn hevc_codec_string(hvcc: &[u8]) -> Option<String> {
+    let b = hvcc.get(..13)?;
+    let space = ["", "A", "B", "C"][usize::from(b[1] >> 6)];
+    let tier = if b[1] & 0x20 != 0 { 'H' } else { 'L' };
+    let profile = b[1] & 0x1f;
+    let compat = u32::from_be_bytes([b[2], b[3], b[4], b[5]]).reverse_bits();
+    let constraints = &b[6..12];
+    let used = constraints
+        .iter()
+        .rposition(|c| *c != 0)
+        .map_or(0, |i| i + 1);
+    let mut s = format!("hvc1.{space}{profile}.{compat:X}.{tier}{}", b[12]);
+    for c in &constraints[..used] {
+        s.push_str(&format!(".{c:X}"));
+    }
+    Some(s)
 }
 
 /// The MPEG-4 audio object type of an AudioSpecificConfig (5 bits, escape 31 → 32 + 6 bits).

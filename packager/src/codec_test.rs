@@ -55,3 +55,27 @@ fn tick_conversions() {
         15_984
     );
 }
+
+#[test]
+fn hevc_codec_strings_follow_annex_e() {
+    // x265 Main, level 4 (120): compatibility flags 0x60000000 reversed are 6; one constraint
+    // byte (progressive, frame-only).
+    let mut hvcc = vec![1, 0x01, 0x60, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 120];
+    assert_eq!(
+        hevc_codec_string(&hvcc).as_deref(),
+        Some("hvc1.1.6.L120.90")
+    );
+    // Main 10, high tier, level 5.1 (153), two constraint bytes.
+    hvcc[1] = 0x22;
+    hvcc[2] = 0x20;
+    hvcc[7] = 0x08;
+    hvcc[12] = 153;
+    assert_eq!(
+        hevc_codec_string(&hvcc).as_deref(),
+        Some("hvc1.2.4.H153.90.8")
+    );
+    // Profile space 1 is written A; no constraint bytes at all.
+    let hvcc = [1, 0x41, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 93];
+    assert_eq!(hevc_codec_string(&hvcc).as_deref(), Some("hvc1.A1.6.L93"));
+    assert_eq!(hevc_codec_string(&[1, 2, 3]), None);
+}

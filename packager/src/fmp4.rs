@@ -12,9 +12,9 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    esds, Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Mdat, Mdhd, Mdia,
-    Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd, Traf, Trak,
-    Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    esds, Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdat,
+    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd,
+    Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
 use crate::codec::{aac_object_type, CodecInfo};
@@ -72,6 +72,35 @@ pub(crate) fn init_segment(info: &CodecInfo, bandwidth: u64) -> Result<Bytes, Pa
             };
             (
                 Codec::from(avc1),
+                b"vide",
+                w,
+                h,
+                Some(Vmhd::default()),
+                None,
+                0u8,
+            )
+        }
+        CodecConfig::H265 {
+            hvcc,
+            width,
+            height,
+            ..
+        } => {
+            let hvcc = Hvcc::decode_body(&mut hvcc.as_ref())?;
+            let w = u16::try_from(*width).unwrap_or(u16::MAX);
+            let h = u16::try_from(*height).unwrap_or(u16::MAX);
+            let hvc1 = Hvc1 {
+                visual: Visual {
+                    data_reference_index: 1,
+                    width: w,
+                    height: h,
+                    ..Default::default()
+                },
+                hvcc,
+                ..Default::default()
+            };
+            (
+                Codec::from(hvc1),
                 b"vide",
                 w,
                 h,

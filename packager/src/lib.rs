@@ -135,6 +135,18 @@ pub enum CodecConfig {
         /// Frame rate as (numerator, denominator), when known.
         framerate: Option<(u32, u32)>,
     },
+    /// H.265 (HEVC) in length-prefixed form, served as `hvc1` (parameter sets in the sample
+    /// entry only).
+    H265 {
+        /// The HEVCDecoderConfigurationRecord (hvcC), as in GStreamer's `codec_data`.
+        hvcc: Bytes,
+        /// Coded picture width in pixels.
+        width: u32,
+        /// Coded picture height in pixels.
+        height: u32,
+        /// Frame rate as (numerator, denominator), when known.
+        framerate: Option<(u32, u32)>,
+    },
     /// AAC, raw frames (no ADTS).
     Aac {
         /// The AudioSpecificConfig, as in GStreamer's `codec_data`.

@@ -772,6 +772,10 @@ impl Track {
                 CodecConfig::H264 {
                     framerate: Some((num, den)),
                     ..
+                }
+                | CodecConfig::H265 {
+                    framerate: Some((num, den)),
+                    ..
                 } if num > 0 => u64::from(c.timescale) * u64::from(den) / u64::from(num),
                 _ => u64::from(c.timescale / FALLBACK_FRAME_RATE),
             },
