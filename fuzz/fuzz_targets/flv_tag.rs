@@ -6,7 +6,7 @@
 //! (`StreamHandle::configure` and `push`, which build the init segment and fragments): they
 //! may be refused, never panic. The codec check before that (`ingest::flv::{video, audio}`:
 //! legacy H.264 and audio pass unchanged, Enhanced RTMP H.264 is rewritten as legacy H.264,
-//! other codecs refused) never panics either.
+//! HEVC split into configuration and frames, other codecs refused) never panics either.
 #![no_main]
 use bytes::Bytes;
 use ingest::flv::{audio, header, tag, video, Media, TagType};
@@ -61,7 +61,7 @@ fn media(u: &mut Unstructured<'_>) {
                 assert_eq!(out.first().map(|b| b & 0x0f), Some(7))
             }
             Media::Forward(out) => assert_eq!(out, owned),
-            Media::Skip | Media::Refuse(_) => {}
+            Media::Skip | Media::Refuse(_) | Media::Hevc(_) => {}
         }
         let t = tag(kind, ts, body).expect("bodies under 16 MiB fit a tag");
         stream.extend_from_slice(&t);

@@ -44,6 +44,23 @@ pub enum Media {
     Skip,
     /// A codec we cannot take: end the publish with this reason for the broadcaster.
     Refuse(String),
+    /// HEVC over Enhanced RTMP, which `flvdemux` cannot read: the pipeline takes it as an
+    /// elementary stream ([`crate::pipeline::Pipeline::push_hevc`]).
+    Hevc(Hevc),
+}
+
+/// One Enhanced RTMP HEVC (`hvc1`) video message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hevc {
+    /// SequenceStart: the HEVCDecoderConfigurationRecord (hvcC).
+    Config(Bytes),
+    /// CodedFrames / CodedFramesX: length-prefixed NAL units of one access unit, presented
+    /// `cto_ms` after they are decoded.
+    Frame {
+        keyframe: bool,
+        cto_ms: i32,
+        data: Bytes,
+    },
 }
 
 /// Legacy FLV video codec ID of H.264 (AVC).
@@ -86,7 +103,8 @@ fn fourcc_name(f: &[u8]) -> String {
 /// A video message body: legacy H.264 as it is; Enhanced RTMP (E-RTMP v1/v2) H.264 (`avc1`)
 /// rewritten as the legacy tag `flvdemux` reads (sequence start → AVC sequence header, coded
 /// frames with or without a composition offset → AVC NALUs, sequence end → end of sequence,
-/// metadata skipped); any other codec refused with its name.
+/// metadata skipped); E-RTMP HEVC (`hvc1`) split into its configuration and frames for the
+/// pipeline; any other codec refused with its name.
 pub fn video(body: &Bytes) -> Media {
     let Some(&first) = body.first() else {
         return Media::Skip;
@@ -107,6 +125,38 @@ pub fn video(body: &Bytes) -> Media {
     let Some(fourcc) = body.get(1..5) else {
         return Media::Refuse("an Enhanced RTMP video tag too short for its FourCC".into());
     };
+    if fourcc == b"hvc1" {
+        let rest = body.slice(5..);
+        return match packet_type {
+            0 => Media::Hevc(Hevc::Config(rest)),
+            1 if rest.len() >= 3 => {
+                // SI24, big endian.
+                let raw = i32::from_be_bytes([0, rest[0], rest[1], rest[2]]);
+                let cto_ms = if raw & 0x80_0000 != 0 {
+                    raw - 0x100_0000
+                } else {
+                    raw
+                };
+                Media::Hevc(Hevc::Frame {
+                    keyframe: frame_type == 1,
+                    cto_ms,
+                    data: rest.slice(3..),
+                })
+            }
+            3 => Media::Hevc(Hevc::Frame {
+                keyframe: frame_type == 1,
+                cto_ms: 0,
+                data: rest,
+            }),
+            2 | 4 | 5 => Media::Skip,
+            6 => Media::Refuse(
+                "Enhanced RTMP multitrack video is not supported; send one video track".into(),
+            ),
+            _ => Media::Refuse(format!(
+                "Enhanced RTMP video packet type {packet_type} is not supported"
+            )),
+        };
+    }
     if fourcc != b"avc1" {
         let name = fourcc_name(fourcc);
         return Media::Refuse(format!(

@@ -68,11 +68,11 @@ fn enhanced_rtmp_h264_is_rewritten_as_legacy_avc() {
 
 #[test]
 fn enhanced_rtmp_hevc_av1_and_audio_are_refused_by_name() {
-    let hevc = Bytes::from_static(b"\x90hvc1\x01\x02");
+    let vp9 = Bytes::from_static(b"\x90vp09\x01\x02");
     assert_eq!(
-        video(&hevc),
+        video(&vp9),
         Media::Refuse(
-            "video codec HEVC (Enhanced RTMP hvc1) is not supported yet; set the encoder to H.264"
+            "video codec VP9 (Enhanced RTMP vp09) is not supported yet; set the encoder to H.264"
                 .into()
         )
     );
@@ -89,4 +89,33 @@ fn enhanced_rtmp_hevc_av1_and_audio_are_refused_by_name() {
     );
     let aac = Bytes::from_static(&[0xaf, 1, 2]);
     assert_eq!(audio(&aac), Media::Forward(aac.clone()));
+}
+
+#[test]
+fn enhanced_rtmp_hevc_is_split_into_configuration_and_frames() {
+    assert_eq!(
+        video(&Bytes::from_static(b"\x90hvc1\x01\x02")),
+        Media::Hevc(Hevc::Config(Bytes::from_static(&[1, 2])))
+    );
+    // Keyframe, CodedFrames with a composition offset of -33 ms (SI24).
+    assert_eq!(
+        video(&Bytes::from_static(
+            b"\x91hvc1\xff\xff\xdf\x00\x00\x00\x01\x26"
+        )),
+        Media::Hevc(Hevc::Frame {
+            keyframe: true,
+            cto_ms: -33,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x26]),
+        })
+    );
+    // Inter frame, CodedFramesX.
+    assert_eq!(
+        video(&Bytes::from_static(b"\xa3hvc1\x07")),
+        Media::Hevc(Hevc::Frame {
+            keyframe: false,
+            cto_ms: 0,
+            data: Bytes::from_static(&[7]),
+        })
+    );
+    assert_eq!(video(&Bytes::from_static(b"\x92hvc1")), Media::Skip);
 }

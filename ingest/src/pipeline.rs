@@ -242,6 +242,13 @@ impl ArrivalLog {
 pub struct Pipeline {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
+    /// The H.264 chain's end and the tee the source video goes through: an elementary video
+    /// input ([`Pipeline::push_hevc`]) takes the H.264 chain's place in front of the tee.
+    vcaps: gst::Element,
+    vtee: gst::Element,
+    /// Enhanced RTMP HEVC, fed as elementary frames (flvdemux cannot read it), once its
+    /// configuration arrived.
+    hevc_src: Mutex<Option<gst_app::AppSrc>>,
     /// Set once by the bus watcher: how the pipeline ended.
     done: tokio::sync::watch::Receiver<Option<Result<(), PipelineError>>>,
 }
@@ -391,8 +398,89 @@ impl Pipeline {
         Ok(Self {
             pipeline,
             appsrc,
+            vcaps,
+            vtee,
+            hevc_src: Mutex::new(None),
             done,
         })
+    }
+
+    /// Enhanced RTMP HEVC (which flvdemux cannot read): its configuration builds (or
+    /// re-announces) an elementary input `appsrc → h265parse → hvc1 caps` in front of the
+    /// source tee, in place of the H.264 chain; its frames go there with their RTMP
+    /// timestamps (ms, flvdemux's time base for the audio beside them). Frames before any
+    /// configuration are dropped. Never blocks.
+    pub fn push_hevc(&self, dts_ms: u32, packet: crate::flv::Hevc) -> Result<(), PipelineError> {
+        let Ok(mut slot) = self.hevc_src.lock() else {
+            return Err(PipelineError::Closed);
+        };
+        match packet {
+            crate::flv::Hevc::Config(hvcc) => {
+                let caps = gst::Caps::builder("video/x-h265")
+                    .field("stream-format", "hvc1")
+                    .field("alignment", "au")
+                    .field("codec_data", gst::Buffer::from_slice(hvcc))
+                    .build();
+                if let Some(src) = slot.as_ref() {
+                    src.set_caps(Some(&caps));
+                    return Ok(());
+                }
+                let src = gst_app::AppSrc::builder()
+                    .caps(&caps)
+                    .format(gst::Format::Time)
+                    .is_live(true)
+                    .max_bytes(MAX_INPUT_BACKLOG_BYTES)
+                    .block(false)
+                    .build();
+                let parse = make("h265parse")?;
+                let out = gst::ElementFactory::make("capsfilter")
+                    .property(
+                        "caps",
+                        gst::Caps::builder("video/x-h265")
+                            .field("stream-format", "hvc1")
+                            .field("alignment", "au")
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+                self.vcaps.unlink(&self.vtee);
+                self.pipeline
+                    .add_many([src.upcast_ref(), &parse, &out])
+                    .map_err(build_err)?;
+                gst::Element::link_many([src.upcast_ref(), &parse, &out, &self.vtee])
+                    .map_err(build_err)?;
+                for e in [src.upcast_ref(), &parse, &out] {
+                    e.sync_state_with_parent().map_err(build_err)?;
+                }
+                *slot = Some(src);
+                Ok(())
+            }
+            crate::flv::Hevc::Frame {
+                keyframe,
+                cto_ms,
+                data,
+            } => {
+                let Some(src) = slot.as_ref() else {
+                    return Ok(());
+                };
+                if src.current_level_bytes() >= MAX_INPUT_BACKLOG_BYTES {
+                    return Err(PipelineError::Backlog);
+                }
+                let dts = u64::from(dts_ms) * 1_000_000;
+                let pts = (i64::from(dts_ms) + i64::from(cto_ms)).max(0) as u64 * 1_000_000;
+                let mut buf = gst::Buffer::from_slice(data);
+                if let Some(b) = buf.get_mut() {
+                    b.set_dts(gst::ClockTime::from_nseconds(dts));
+                    b.set_pts(gst::ClockTime::from_nseconds(pts));
+                    if !keyframe {
+                        b.set_flags(gst::BufferFlags::DELTA_UNIT);
+                    }
+                }
+                src.push_buffer(buf)
+                    .map(|_| ())
+                    .map_err(|_| PipelineError::Closed)
+            }
+        }
     }
 
     /// Feed input bytes. Never blocks.

@@ -383,6 +383,19 @@ fn push_tag(
         flv::Media::Forward(body) => body,
         flv::Media::Skip => return Ok(()),
         flv::Media::Refuse(why) => return Err(RtmpError::Codec(why)),
+        flv::Media::Hevc(packet) => {
+            if matches!(packet, flv::Hevc::Frame { .. }) {
+                p.output.health.arrival(
+                    crate::health::Track::Video,
+                    u64::from(ts) * 1_000_000,
+                    tokio::time::Instant::now(),
+                );
+            }
+            return p
+                .pipeline
+                .push_hevc(ts, packet)
+                .map_err(|e| RtmpError::Pipeline(e.to_string()));
+        }
     };
     // Timed as read off the socket, before any of this node's own delays (health: late frames,
     // timestamp jumps, A/V drift).
