@@ -245,6 +245,10 @@ impl Balancer {
 
     /// Close every node's QUIC connection and stop reading the control socket.
     async fn stop_control(&self) {
+        // Our handle on the QUIC endpoint goes first: an endpoint still held here would go on
+        // reading the control socket the successor shares, and answer nodes' new connections
+        // in its place.
+        lock(&self.control_tls).take();
         let running = lock(&self.control).take();
         if let Some((token, task)) = running {
             token.cancel();

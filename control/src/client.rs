@@ -50,6 +50,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// balancer.
 pub const STABLE_CONNECTION: Duration = Duration::from_secs(5);
 
+/// After a balancer closed cleanly (a restart or a hand-over to its successor), retry at
+/// [`INITIAL_BACKOFF`] for this long instead of backing off: the successor serves within a
+/// second (more on a loaded machine), its placements wait 3 s for known nodes, and the old
+/// process refuses our first attempts while it closes.
+pub const HANDOVER_RETRY_WINDOW: Duration = Duration::from_secs(5);
+
 /// A handshake slower than this is abandoned and retried (QUIC retransmits its first packet
 /// a few times within it, so a balancer that comes up meanwhile is still reached).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -280,6 +286,8 @@ enum End {
     Failed {
         connected: bool,
         stable: bool,
+        /// The balancer closed it cleanly: it is restarting or handing over.
+        clean: bool,
         error: String,
     },
 }
@@ -297,16 +305,22 @@ impl LinkTask {
     async fn run(self) {
         let mut endpoint: Option<quinn::Endpoint> = None;
         let mut backoff = INITIAL_BACKOFF;
+        // Until then, retry quickly: the balancer we knew is handing over.
+        let mut quick_until: Option<Instant> = None;
         loop {
             let end = self.connect_and_serve(&mut endpoint).await;
-            let (connected, stable, error) = match end {
+            let (connected, stable, clean, error) = match end {
                 End::Shutdown => break,
                 End::Failed {
                     connected,
                     stable,
+                    clean,
                     error,
-                } => (connected, stable, error),
+                } => (connected, stable, clean, error),
             };
+            if clean {
+                quick_until = Some(Instant::now() + HANDOVER_RETRY_WINDOW);
+            }
             let repeated = {
                 let Some(mut link) = self.shared.link(self.index) else {
                     break;
@@ -326,8 +340,13 @@ impl LinkTask {
             } else {
                 warn!(balancer = %self.addr, %error, "control connect failed");
             }
-            let delay = jitter(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            let delay = if quick_until.is_some_and(|t| Instant::now() < t) {
+                jitter(INITIAL_BACKOFF)
+            } else {
+                let d = jitter(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                d
+            };
             tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -346,6 +365,7 @@ impl LinkTask {
         let failed = |error: String| End::Failed {
             connected: false,
             stable: false,
+            clean: false,
             error,
         };
         let ep = match endpoint {
@@ -406,6 +426,7 @@ impl LinkTask {
                 End::Failed {
                     connected: true,
                     stable: clean || since.elapsed() >= STABLE_CONNECTION,
+                    clean,
                     error,
                 }
             }

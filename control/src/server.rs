@@ -570,7 +570,8 @@ pub fn spawn_server_on(
     Ok((tokio::spawn(serve(endpoint, registry, shutdown)), tls))
 }
 
-/// Swaps the certificates a running control server presents and trusts.
+/// Swaps the certificates a running control server presents and trusts. It holds the QUIC
+/// endpoint: drop it when the server stops, or the endpoint keeps reading its socket.
 #[derive(Clone)]
 pub struct ServerTls(quinn::Endpoint);
 

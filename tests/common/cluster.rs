@@ -208,6 +208,21 @@ impl Drop for Balancer {
             );
         }
         kill_and_reap(&mut self.child);
+        // Successors started by SIGUSR2 or by hand run this config too: none may outlive the
+        // test (a leaked one keeps its ports, and the descriptors it inherited, open).
+        let config = self.config_path.display().to_string();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.contains("balancer --config") && cmdline.contains(&config) {
+                    let _ = super::send_signal(pid, "KILL");
+                }
+            }
+        }
     }
 }
 
