@@ -81,14 +81,8 @@ impl Listeners {
         })?;
         Ok(Self {
             rtmp: server::listen::tcp("rtmp", l.rtmp).await?,
-            rtmps: match l.rtmps {
-                Some(a) => Some(server::listen::tcp("rtmps", a).await?),
-                None => None,
-            },
-            https: match l.https {
-                Some(a) => Some(server::listen::tcp("https", a).await?),
-                None => None,
-            },
+            rtmps: server::listen::tcp_opt("rtmps", l.rtmps).await?,
+            https: server::listen::tcp_opt("https", l.https).await?,
             srt: server::listen::udp("srt", l.srt, None).await?,
             http: server::listen::tcp("http", l.http).await?,
             admin: server::listen::tcp("admin", l.admin).await?,

@@ -181,6 +181,21 @@ pub enum PipelineError {
 
 /// A capsfilter for H.264 as the packager takes it: AVC (length-prefixed) access units. Both
 /// the passthrough branch and every x264 rung end in one.
+/// HEVC as the packager and decoder take it: `hvc1` (parameter sets in the caps), one access
+/// unit per buffer.
+fn hvc1_au_capsfilter() -> Result<gst::Element, PipelineError> {
+    gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-h265")
+                .field("stream-format", "hvc1")
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()
+        .map_err(|_| PipelineError::MissingElement("capsfilter"))
+}
+
 fn avc_au_capsfilter() -> Result<gst::Element, PipelineError> {
     gst::ElementFactory::make("capsfilter")
         .property(
@@ -433,16 +448,7 @@ impl Pipeline {
                     .block(false)
                     .build();
                 let parse = make("h265parse")?;
-                let out = gst::ElementFactory::make("capsfilter")
-                    .property(
-                        "caps",
-                        gst::Caps::builder("video/x-h265")
-                            .field("stream-format", "hvc1")
-                            .field("alignment", "au")
-                            .build(),
-                    )
-                    .build()
-                    .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+                let out = hvc1_au_capsfilter()?;
                 self.vcaps.unlink(&self.vtee);
                 self.pipeline
                     .add_many([src.upcast_ref(), &parse, &out])
@@ -619,16 +625,7 @@ fn on_demux_pad(
             return link_fakesink(pipeline, pad); // a second video stream: ignore it
         }
         let parse = make("h265parse")?;
-        let caps = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst::Caps::builder("video/x-h265")
-                    .field("stream-format", "hvc1")
-                    .field("alignment", "au")
-                    .build(),
-            )
-            .build()
-            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
+        let caps = hvc1_au_capsfilter()?;
         vcaps.unlink(vtee);
         pipeline.add_many([&parse, &caps]).map_err(build_err)?;
         gst::Element::link_many([&parse, &caps, vtee]).map_err(build_err)?;

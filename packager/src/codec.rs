@@ -53,14 +53,7 @@ impl CodecInfo {
             ) => {
                 let codec_string = avc_codec_string(avcc)
                     .ok_or_else(|| invalid("avcC record shorter than 4 bytes"))?;
-                if *width == 0 || *height == 0 || *width > 0xFFFF || *height > 0xFFFF {
-                    return Err(invalid("width/height must be within 1..=65535"));
-                }
-                if let Some((_, den)) = framerate {
-                    if *den == 0 {
-                        return Err(invalid("frame rate denominator is 0"));
-                    }
-                }
+                check_picture(*width, *height, *framerate).map_err(invalid)?;
                 Ok(Self {
                     config,
                     codec_string,
@@ -78,14 +71,7 @@ impl CodecInfo {
             ) => {
                 let codec_string = hevc_codec_string(hvcc)
                     .ok_or_else(|| invalid("hvcC record shorter than 13 bytes"))?;
-                if *width == 0 || *height == 0 || *width > 0xFFFF || *height > 0xFFFF {
-                    return Err(invalid("width/height must be within 1..=65535"));
-                }
-                if let Some((_, den)) = framerate {
-                    if *den == 0 {
-                        return Err(invalid("frame rate denominator is 0"));
-                    }
-                }
+                check_picture(*width, *height, *framerate).map_err(invalid)?;
                 Ok(Self {
                     config,
                     codec_string,
@@ -159,6 +145,21 @@ impl CodecInfo {
             CodecConfig::H264 { .. } | CodecConfig::H265 { .. } => None,
         }
     }
+}
+
+/// A video picture's size and frame rate fit the sample entry and a FRAME-RATE.
+fn check_picture(
+    width: u32,
+    height: u32,
+    framerate: Option<(u32, u32)>,
+) -> Result<(), &'static str> {
+    if width == 0 || height == 0 || width > 0xFFFF || height > 0xFFFF {
+        return Err("width/height must be within 1..=65535");
+    }
+    if framerate.is_some_and(|(_, den)| den == 0) {
+        return Err("frame rate denominator is 0");
+    }
+    Ok(())
 }
 
 /// "avc1.PPCCLL" from avcC bytes 1..4 (profile, constraint flags, level), lower-case hex.

@@ -21,6 +21,17 @@ pub async fn tcp(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Bi
         .map_err(|source| BindError { what, addr, source })
 }
 
+/// [`tcp`] for a listener that is off unless configured (`None`: nothing bound).
+pub async fn tcp_opt(
+    what: &'static str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<TcpListener>, BindError> {
+    match addr {
+        Some(a) => tcp(what, a).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Bind a UDP socket, asking for a receive buffer of `recv_buffer` bytes (the kernel caps
 /// it at `rmem_max`; a refusal is logged, not fatal).
 pub async fn udp(
