@@ -397,6 +397,26 @@ fn a_source_above_the_maximum_is_refused_and_a_stream_is_charged_for_its_real_so
             node.log_tail(40)
         );
     }
+    // The reasons are in the stream.disconnected events too (RTMP and SRT alike).
+    let events: serde_json::Value = node
+        .admin_get("/api/v1/events")
+        .expect("events")
+        .json()
+        .expect("json");
+    for why in [
+        "is larger than this server's maximum",
+        "source frame rate 120.00",
+    ] {
+        assert!(
+            events
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["type"] == "stream.disconnected"
+                    && e["data"]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains(why)))),
+            "no stream.disconnected with {why}: {events}"
+        );
+    }
     let m = node.metrics();
     for proto in ["rtmp", "srt"] {
         let series = format!(

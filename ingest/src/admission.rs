@@ -182,6 +182,7 @@ impl Node {
             milli_units,
             plan,
             health,
+            ended_because: Mutex::new(None),
         })
     }
 }
@@ -200,6 +201,9 @@ pub struct Admission {
     health: Arc<crate::health::Health>,
     /// Numbering handed over from another node, used when this node has no state of its own.
     continuation: Option<packager::Continuation>,
+    /// Why the publish ended badly (a refused codec or source, a pipeline error, a kick), for
+    /// the `stream.disconnected` event.
+    ended_because: Mutex<Option<String>>,
 }
 
 impl Admission {
@@ -250,14 +254,18 @@ impl Admission {
         let drained = tokio::time::timeout(PIPELINE_DRAIN_TIMEOUT, pipeline.wait()).await;
         let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
         output.end();
-        match (result, drained) {
+        let ended = match (result, drained) {
             (Err(e), _) => Err(e),
             (Ok(()), Ok(Err(e))) => {
                 metrics::PIPELINE_ERRORS.inc();
                 Err(e.to_string())
             }
             _ => Ok(()),
+        };
+        if let (Err(e), Ok(mut why)) = (&ended, self.ended_because.lock()) {
+            *why = Some(e.clone());
         }
+        ended
     }
 }
 
@@ -275,12 +283,14 @@ impl Drop for Admission {
         // The reconnect window: if nobody publishes this stream again in time, end it.
         let (node, pid, sid) = (Arc::clone(node), self.playback_id.clone(), self.session_id);
         let window = node.config.hls.reconnect_window;
+        let reason = self.ended_because.lock().ok().and_then(|mut r| r.take());
         node.events.emit(
             "stream.disconnected",
             serde_json::json!({
                 "playback_id": pid,
                 "session_id": sid,
                 "reconnect_window_s": window.as_secs(),
+                "reason": reason,
             }),
         );
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
