@@ -422,7 +422,7 @@ fn a_node_serves_ll_hls_over_https_with_http2_and_blocking_reloads() {
         .last_part();
     assert!(next > Some((msn, part)), "{next:?} after {msn}.{part}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
-    // The media itself over HTTPS: the init segment decodes with a part.
+    // The media itself over HTTPS: the init segment is served.
     let (_, status, _) = curl(&cert, port, "/live/one/source/init.mp4");
     assert_eq!(status, 200);
     // Plain HTTP stays on its own port, for a CDN or load balancer in front.

@@ -359,9 +359,22 @@ impl Clock {
             }
             _ => self.counts.push_back((sec, c)),
         }
+        // Wall seconds only grow: the old ones are at the front.
         let keep = LONG_WINDOW.as_secs();
-        self.best.retain(|(s, _)| sec.saturating_sub(*s) < keep);
-        self.counts.retain(|(s, _)| sec.saturating_sub(*s) < keep);
+        while self
+            .best
+            .front()
+            .is_some_and(|(s, _)| sec.saturating_sub(*s) >= keep)
+        {
+            self.best.pop_front();
+        }
+        while self
+            .counts
+            .front()
+            .is_some_and(|(s, _)| sec.saturating_sub(*s) >= keep)
+        {
+            self.counts.pop_front();
+        }
     }
 
     /// The counts over the seconds within `window` of the newest one (`now_sec`).

@@ -181,6 +181,25 @@ pub enum PipelineError {
 
 /// A capsfilter for H.264 as the packager takes it: AVC (length-prefixed) access units. Both
 /// the passthrough branch and every x264 rung end in one.
+/// Put `h265parse → hvc1 caps` in front of the source tee, in place of the H.264 chain (which
+/// has carried nothing: the demuxer's or the input's first video decides); returns the
+/// parser, for its input to be linked.
+fn hevc_chain(
+    pipeline: &gst::Pipeline,
+    vcaps: &gst::Element,
+    vtee: &gst::Element,
+) -> Result<gst::Element, PipelineError> {
+    let parse = make("h265parse")?;
+    let caps = hvc1_au_capsfilter()?;
+    vcaps.unlink(vtee);
+    pipeline.add_many([&parse, &caps]).map_err(build_err)?;
+    gst::Element::link_many([&parse, &caps, vtee]).map_err(build_err)?;
+    for e in [&parse, &caps] {
+        e.sync_state_with_parent().map_err(build_err)?;
+    }
+    Ok(parse)
+}
+
 /// HEVC as the packager and decoder take it: `hvc1` (parameter sets in the caps), one access
 /// unit per buffer.
 fn hvc1_au_capsfilter() -> Result<gst::Element, PipelineError> {
@@ -447,17 +466,10 @@ impl Pipeline {
                     .max_bytes(MAX_INPUT_BACKLOG_BYTES)
                     .block(false)
                     .build();
-                let parse = make("h265parse")?;
-                let out = hvc1_au_capsfilter()?;
-                self.vcaps.unlink(&self.vtee);
-                self.pipeline
-                    .add_many([src.upcast_ref(), &parse, &out])
-                    .map_err(build_err)?;
-                gst::Element::link_many([src.upcast_ref(), &parse, &out, &self.vtee])
-                    .map_err(build_err)?;
-                for e in [src.upcast_ref(), &parse, &out] {
-                    e.sync_state_with_parent().map_err(build_err)?;
-                }
+                let parse = hevc_chain(&self.pipeline, &self.vcaps, &self.vtee)?;
+                self.pipeline.add(&src).map_err(build_err)?;
+                src.link(&parse).map_err(build_err)?;
+                src.sync_state_with_parent().map_err(build_err)?;
                 *slot = Some(src);
                 Ok(())
             }
@@ -624,22 +636,15 @@ fn on_demux_pad(
         if sink.is_linked() {
             return link_fakesink(pipeline, pad); // a second video stream: ignore it
         }
-        let parse = make("h265parse")?;
-        let caps = hvc1_au_capsfilter()?;
-        vcaps.unlink(vtee);
-        pipeline.add_many([&parse, &caps]).map_err(build_err)?;
-        gst::Element::link_many([&parse, &caps, vtee]).map_err(build_err)?;
-        for e in [&parse, &caps] {
-            e.sync_state_with_parent().map_err(build_err)?;
-        }
+        let parse = hevc_chain(pipeline, vcaps, vtee)?;
         let psink = parse
             .static_pad("sink")
             .ok_or_else(|| build_err("h265parse without sink"))?;
         return pad.link(&psink).map(|_| ()).map_err(build_err);
     }
     if name.starts_with("video/") {
-        // A video codec we cannot take yet (HEVC in MPEG-TS over SRT): end the publish with
-        // the reason, instead of a stream that never shows a picture.
+        // A video codec we cannot take yet (AV1 or MPEG-2 in MPEG-TS over SRT): end the
+        // publish with the reason, instead of a stream that never shows a picture.
         let codec = match name {
             "video/x-av1" => "AV1".to_string(),
             "video/x-vp9" => "VP9".to_string(),

@@ -195,8 +195,9 @@ impl CertStore {
         });
     }
 
-    /// The leaf certificate in force (DER), for tests and status.
-    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+    /// The leaf certificate in force (DER).
+    #[cfg(test)]
+    fn leaf(&self) -> Option<CertificateDer<'static>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
