@@ -1,12 +1,13 @@
 //! What a publisher's RTMP media becomes on a node. Its audio/video message bodies are framed
 //! as FLV tags (`ingest::flv::tag`, what `ingest::rtmp` feeds GStreamer's flvdemux): the FLV
 //! stream must read back as exactly the tags that went in (type, 32-bit timestamp, body).
-//! The passthrough rendition then hands the publisher's codec configuration (avcC /
-//! AudioSpecificConfig, as GStreamer's caps carry them) and access units to the packager
+//! The passthrough rendition then hands the publisher's codec configuration (avcC, hvcC or
+//! av1C / AudioSpecificConfig, as GStreamer's caps carry them) and access units to the packager
 //! (`StreamHandle::configure` and `push`, which build the init segment and fragments): they
 //! may be refused, never panic. The codec check before that (`ingest::flv::{video, audio}`:
 //! legacy H.264 and audio pass unchanged, Enhanced RTMP H.264 is rewritten as legacy H.264,
-//! HEVC split into configuration and frames, other codecs refused) never panics either.
+//! HEVC and AV1 split into configuration and frames, other codecs refused) never panics
+//! either.
 #![no_main]
 use bytes::Bytes;
 use ingest::flv::{audio, header, tag, video, Media, TagType};
@@ -61,7 +62,7 @@ fn media(u: &mut Unstructured<'_>) {
                 assert_eq!(out.first().map(|b| b & 0x0f), Some(7))
             }
             Media::Forward(out) => assert_eq!(out, owned),
-            Media::Skip | Media::Refuse(_) | Media::Hevc(_) => {}
+            Media::Skip | Media::Refuse(_) | Media::Elementary(..) => {}
         }
         let t = tag(kind, ts, body).expect("bodies under 16 MiB fit a tag");
         stream.extend_from_slice(&t);
@@ -84,12 +85,33 @@ fn codec(u: &mut Unstructured<'_>) -> Option<()> {
     };
     let handle = origin.publish("p", vec![video, audio]);
     let len = u.int_in_range(0..=256usize).ok()?;
-    let avcc = Bytes::copy_from_slice(u.bytes(len).ok()?);
-    let v = CodecConfig::H264 {
-        avcc,
-        width: u.arbitrary().ok()?,
-        height: u.arbitrary().ok()?,
-        framerate: u.arbitrary().ok()?,
+    let record = Bytes::copy_from_slice(u.bytes(len).ok()?);
+    let (width, height, framerate) = (
+        u.arbitrary().ok()?,
+        u.arbitrary().ok()?,
+        u.arbitrary().ok()?,
+    );
+    // The three video codecs a publisher's configuration record can announce; AV1's samples
+    // also go through the temporal delimiter removal (`packager::codec::av1_sample`).
+    let v = match u.int_in_range(0..=2u8).ok()? {
+        0 => CodecConfig::H264 {
+            avcc: record,
+            width,
+            height,
+            framerate,
+        },
+        1 => CodecConfig::H265 {
+            hvcc: record,
+            width,
+            height,
+            framerate,
+        },
+        _ => CodecConfig::Av1 {
+            av1c: record,
+            width,
+            height,
+            framerate,
+        },
     };
     let len = u.int_in_range(0..=64usize).ok()?;
     let asc = Bytes::copy_from_slice(u.bytes(len).ok()?);

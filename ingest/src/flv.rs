@@ -44,18 +44,28 @@ pub enum Media {
     Skip,
     /// A codec we cannot take: end the publish with this reason for the broadcaster.
     Refuse(String),
-    /// HEVC over Enhanced RTMP, which `flvdemux` cannot read: the pipeline takes it as an
-    /// elementary stream ([`crate::pipeline::Pipeline::push_hevc`]).
-    Hevc(Hevc),
+    /// HEVC or AV1 over Enhanced RTMP, which `flvdemux` cannot read: the pipeline takes it as
+    /// an elementary stream ([`crate::pipeline::Pipeline::push_elementary`]).
+    Elementary(VideoCodec, Elementary),
 }
 
-/// One Enhanced RTMP HEVC (`hvc1`) video message.
+/// A video codec that reaches the pipeline as an elementary stream (Enhanced RTMP only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// `hvc1`: length-prefixed NAL units, configuration in an hvcC.
+    Hevc,
+    /// `av01`: OBUs in the low-overhead bitstream format (each with its size), one temporal
+    /// unit per message, configuration in an av1C.
+    Av1,
+}
+
+/// One Enhanced RTMP message of an elementary video codec.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Hevc {
-    /// SequenceStart: the HEVCDecoderConfigurationRecord (hvcC).
+pub enum Elementary {
+    /// SequenceStart: the decoder configuration record (hvcC, av1C).
     Config(Bytes),
-    /// CodedFrames / CodedFramesX: length-prefixed NAL units of one access unit, presented
-    /// `cto_ms` after they are decoded.
+    /// CodedFrames / CodedFramesX: one access unit (HEVC) or temporal unit (AV1), presented
+    /// `cto_ms` after it is decoded (always 0 for AV1, which has no reordering offset).
     Frame {
         keyframe: bool,
         cto_ms: i32,
@@ -103,8 +113,8 @@ fn fourcc_name(f: &[u8]) -> String {
 /// A video message body: legacy H.264 as it is; Enhanced RTMP (E-RTMP v1/v2) H.264 (`avc1`)
 /// rewritten as the legacy tag `flvdemux` reads (sequence start → AVC sequence header, coded
 /// frames with or without a composition offset → AVC NALUs, sequence end → end of sequence,
-/// metadata skipped); E-RTMP HEVC (`hvc1`) split into its configuration and frames for the
-/// pipeline; any other codec refused with its name.
+/// metadata skipped); E-RTMP HEVC (`hvc1`) and AV1 (`av01`) split into their configuration
+/// and frames for the pipeline; any other codec refused with its name.
 pub fn video(body: &Bytes) -> Media {
     let Some(&first) = body.first() else {
         return Media::Skip;
@@ -125,42 +135,18 @@ pub fn video(body: &Bytes) -> Media {
     let Some(fourcc) = body.get(1..5) else {
         return Media::Refuse("an Enhanced RTMP video tag too short for its FourCC".into());
     };
-    if fourcc == b"hvc1" {
-        let rest = body.slice(5..);
-        return match packet_type {
-            0 => Media::Hevc(Hevc::Config(rest)),
-            1 if rest.len() >= 3 => {
-                // SI24, big endian.
-                let raw = i32::from_be_bytes([0, rest[0], rest[1], rest[2]]);
-                let cto_ms = if raw & 0x80_0000 != 0 {
-                    raw - 0x100_0000
-                } else {
-                    raw
-                };
-                Media::Hevc(Hevc::Frame {
-                    keyframe: frame_type == 1,
-                    cto_ms,
-                    data: rest.slice(3..),
-                })
-            }
-            3 => Media::Hevc(Hevc::Frame {
-                keyframe: frame_type == 1,
-                cto_ms: 0,
-                data: rest,
-            }),
-            2 | 4 | 5 => Media::Skip,
-            6 => Media::Refuse(
-                "Enhanced RTMP multitrack video is not supported; send one video track".into(),
-            ),
-            _ => Media::Refuse(format!(
-                "Enhanced RTMP video packet type {packet_type} is not supported"
-            )),
-        };
+    let elementary = match fourcc {
+        b"hvc1" => Some(VideoCodec::Hevc),
+        b"av01" => Some(VideoCodec::Av1),
+        _ => None,
+    };
+    if let Some(codec) = elementary {
+        return elementary_video(codec, frame_type, packet_type, body.slice(5..));
     }
     if fourcc != b"avc1" {
         let name = fourcc_name(fourcc);
         return Media::Refuse(format!(
-            "video codec {name} (Enhanced RTMP {}) is not supported yet; set the encoder to H.264",
+            "video codec {name} (Enhanced RTMP {}) is not supported yet; set the encoder to H.264, HEVC or AV1",
             String::from_utf8_lossy(fourcc)
         ));
     }
@@ -185,6 +171,47 @@ pub fn video(body: &Bytes) -> Media {
         // Metadata (HDR colour info), MPEG-2 TS sequence start: nothing for the decoder.
         4 | 5 => Media::Skip,
         // Multitrack (E-RTMP v2): one track is all we take; say so instead of guessing.
+        6 => Media::Refuse(
+            "Enhanced RTMP multitrack video is not supported; send one video track".into(),
+        ),
+        _ => Media::Refuse(format!(
+            "Enhanced RTMP video packet type {packet_type} is not supported"
+        )),
+    }
+}
+
+/// An Enhanced RTMP HEVC or AV1 message (after its FourCC): its configuration or a frame.
+/// Only HEVC's CodedFrames carry a composition time offset (E-RTMP: AVC and HEVC only).
+fn elementary_video(codec: VideoCodec, frame_type: u8, packet_type: u8, rest: Bytes) -> Media {
+    let frame = |cto_ms: i32, data: Bytes| {
+        Media::Elementary(
+            codec,
+            Elementary::Frame {
+                keyframe: frame_type == 1,
+                cto_ms,
+                data,
+            },
+        )
+    };
+    match packet_type {
+        // ffmpeg announces an empty configuration before its encoder has made one.
+        0 if rest.is_empty() => Media::Skip,
+        0 => Media::Elementary(codec, Elementary::Config(rest)),
+        1 if codec == VideoCodec::Av1 => frame(0, rest),
+        1 if rest.len() >= 3 => {
+            // SI24, big endian.
+            let raw = i32::from_be_bytes([0, rest[0], rest[1], rest[2]]);
+            let cto_ms = if raw & 0x80_0000 != 0 {
+                raw - 0x100_0000
+            } else {
+                raw
+            };
+            frame(cto_ms, rest.slice(3..))
+        }
+        3 => frame(0, rest),
+        // SequenceEnd, Metadata (HDR colour info), MPEG-2 TS sequence start (a descriptor
+        // that repeats the configuration): nothing for the decoder.
+        2 | 4 | 5 => Media::Skip,
         6 => Media::Refuse(
             "Enhanced RTMP multitrack video is not supported; send one video track".into(),
         ),

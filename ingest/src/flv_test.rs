@@ -67,17 +67,14 @@ fn enhanced_rtmp_h264_is_rewritten_as_legacy_avc() {
 }
 
 #[test]
-fn enhanced_rtmp_hevc_av1_and_audio_are_refused_by_name() {
+fn enhanced_rtmp_vp9_and_audio_are_refused_by_name() {
     let vp9 = Bytes::from_static(b"\x90vp09\x01\x02");
     assert_eq!(
         video(&vp9),
         Media::Refuse(
-            "video codec VP9 (Enhanced RTMP vp09) is not supported yet; set the encoder to H.264"
+            "video codec VP9 (Enhanced RTMP vp09) is not supported yet; set the encoder to H.264, HEVC or AV1"
                 .into()
         )
-    );
-    assert!(
-        matches!(video(&Bytes::from_static(b"\x90av01")), Media::Refuse(r) if r.starts_with("video codec AV1"))
     );
     let opus = Bytes::from_static(b"\x90Opus\x00");
     assert_eq!(
@@ -95,27 +92,74 @@ fn enhanced_rtmp_hevc_av1_and_audio_are_refused_by_name() {
 fn enhanced_rtmp_hevc_is_split_into_configuration_and_frames() {
     assert_eq!(
         video(&Bytes::from_static(b"\x90hvc1\x01\x02")),
-        Media::Hevc(Hevc::Config(Bytes::from_static(&[1, 2])))
+        Media::Elementary(
+            VideoCodec::Hevc,
+            Elementary::Config(Bytes::from_static(&[1, 2]))
+        )
     );
     // Keyframe, CodedFrames with a composition offset of -33 ms (SI24).
     assert_eq!(
         video(&Bytes::from_static(
             b"\x91hvc1\xff\xff\xdf\x00\x00\x00\x01\x26"
         )),
-        Media::Hevc(Hevc::Frame {
-            keyframe: true,
-            cto_ms: -33,
-            data: Bytes::from_static(&[0, 0, 0, 1, 0x26]),
-        })
+        Media::Elementary(
+            VideoCodec::Hevc,
+            Elementary::Frame {
+                keyframe: true,
+                cto_ms: -33,
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x26]),
+            }
+        )
     );
     // Inter frame, CodedFramesX.
     assert_eq!(
         video(&Bytes::from_static(b"\xa3hvc1\x07")),
-        Media::Hevc(Hevc::Frame {
-            keyframe: false,
-            cto_ms: 0,
-            data: Bytes::from_static(&[7]),
-        })
+        Media::Elementary(
+            VideoCodec::Hevc,
+            Elementary::Frame {
+                keyframe: false,
+                cto_ms: 0,
+                data: Bytes::from_static(&[7]),
+            }
+        )
     );
     assert_eq!(video(&Bytes::from_static(b"\x92hvc1")), Media::Skip);
+}
+
+#[test]
+fn enhanced_rtmp_av1_is_split_into_configuration_and_temporal_units() {
+    // ffmpeg announces an empty configuration first: nothing to build yet.
+    assert_eq!(video(&Bytes::from_static(b"\x90av01")), Media::Skip);
+    assert_eq!(
+        video(&Bytes::from_static(b"\x90av01\x81\x04\x0c\x00")),
+        Media::Elementary(
+            VideoCodec::Av1,
+            Elementary::Config(Bytes::from_static(&[0x81, 0x04, 0x0c, 0x00]))
+        )
+    );
+    // CodedFrames of AV1 have no composition offset: the OBUs start at once.
+    assert_eq!(
+        video(&Bytes::from_static(b"\x91av01\x12\x00\x32\x01\x07")),
+        Media::Elementary(
+            VideoCodec::Av1,
+            Elementary::Frame {
+                keyframe: true,
+                cto_ms: 0,
+                data: Bytes::from_static(&[0x12, 0x00, 0x32, 0x01, 0x07]),
+            }
+        )
+    );
+    assert_eq!(
+        video(&Bytes::from_static(b"\xa1av01\x12")),
+        Media::Elementary(
+            VideoCodec::Av1,
+            Elementary::Frame {
+                keyframe: false,
+                cto_ms: 0,
+                data: Bytes::from_static(&[0x12]),
+            }
+        )
+    );
+    // Metadata (colour info, what ffmpeg sends after the configuration) is skipped.
+    assert_eq!(video(&Bytes::from_static(b"\xd4av01\x02\x00")), Media::Skip);
 }

@@ -8,6 +8,11 @@
 //!                                  └audio→ aacparse → capsfilter(raw) → appsink "audio"   (non-AAC: decodebin → avenc_aac)
 //! ```
 //!
+//! HEVC (MPEG-TS, Enhanced RTMP) and AV1 (Enhanced RTMP) take the H.264 chain's place in front
+//! of the source tee: `h265parse → capsfilter(hvc1,au)` decoded by `avdec_h265`, `av1parse →
+//! capsfilter(obu-stream,tu)` decoded by `av1dec`. Enhanced RTMP input reaches them through
+//! their own `appsrc` ([`Pipeline::push_elementary`]), since flvdemux reads neither.
+//!
 //! The ladder branch is built when the source's caps (resolution, frame rate) are known
 //! (`on_demux_pad` → `build_ladder`): [`crate::ladder`] picks the rungs, and the [`Output`]
 //! receives the final [`Plan`] first; that call is where the stream's packager stream is
@@ -35,6 +40,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use packager::{CodecConfig, Sample};
 
+use crate::flv::{Elementary, VideoCodec};
 use crate::ladder;
 
 /// How much input may wait in front of the demuxer. Past this the pipeline is not keeping up
@@ -50,6 +56,15 @@ const ARRIVAL_LOG_LEN: usize = 600;
 const MAX_KEYFRAME_INTERVAL_S: u32 = 10;
 /// Bits per pixel per frame used to guess a source's bitrate for BANDWIDTH before measuring.
 const SOURCE_BITS_PER_PIXEL: f64 = 0.1;
+/// Highest announced frame rate taken from a publisher's metadata (a higher one is a mistake or
+/// a lie, and the stream is then timed by its timestamps alone).
+const MAX_ANNOUNCED_FPS: f64 = 240.0;
+/// Frame rate assumed for a source that states none (for capacity and the first frame's
+/// duration) until its timestamps say otherwise.
+const UNKNOWN_SOURCE_FPS: f64 = 30.0;
+/// Longest interval between two frames taken as the source's frame interval when a decoded
+/// frame has no duration (a longer one is a gap, not a frame rate).
+const MAX_FRAME_INTERVAL_NS: u64 = 1_000_000_000;
 /// Name of the bus message that carries a source refusal from the caps probe to the driver.
 const REFUSAL_MESSAGE: &str = "edge-source-refused";
 /// Nominal AAC bitrate counted into every variant's BANDWIDTH.
@@ -144,6 +159,7 @@ fn describe_codec(caps: &gst::CapsRef) -> Option<String> {
     let name = match s.name().as_str() {
         "video/x-h264" => "H.264",
         "video/x-h265" => "H.265",
+        "video/x-av1" => "AV1",
         other => other,
     };
     let mut out = name.to_string();
@@ -181,38 +197,56 @@ pub enum PipelineError {
 
 /// A capsfilter for H.264 as the packager takes it: AVC (length-prefixed) access units. Both
 /// the passthrough branch and every x264 rung end in one.
-/// Put `h265parse → hvc1 caps` in front of the source tee, in place of the H.264 chain (which
-/// has carried nothing: the demuxer's or the input's first video decides); returns the
-/// parser, for its input to be linked.
-fn hevc_chain(
+/// Put `PARSER → caps` for an elementary video codec (`h265parse → hvc1`, `av1parse → av1
+/// temporal units`) in front of the source tee, in place of the H.264 chain (which has carried
+/// nothing: the demuxer's or the input's first video decides); returns the parser, for its
+/// input to be linked, and the caps filter. `config` is AV1's av1C: av1parse does not put one
+/// in its caps (h265parse writes the hvcC itself), and the packager needs it.
+fn elementary_chain(
     pipeline: &gst::Pipeline,
     vcaps: &gst::Element,
     vtee: &gst::Element,
-) -> Result<gst::Element, PipelineError> {
-    let parse = make("h265parse")?;
-    let caps = hvc1_au_capsfilter()?;
+    codec: VideoCodec,
+    config: Option<&Bytes>,
+) -> Result<(gst::Element, gst::Element), PipelineError> {
+    let parse = make(match codec {
+        VideoCodec::Hevc => "h265parse",
+        VideoCodec::Av1 => "av1parse",
+    })?;
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property("caps", parsed_caps(codec, config))
+        .build()
+        .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
     vcaps.unlink(vtee);
     pipeline.add_many([&parse, &caps]).map_err(build_err)?;
     gst::Element::link_many([&parse, &caps, vtee]).map_err(build_err)?;
     for e in [&parse, &caps] {
         e.sync_state_with_parent().map_err(build_err)?;
     }
-    Ok(parse)
+    Ok((parse, caps))
 }
 
-/// HEVC as the packager and decoder take it: `hvc1` (parameter sets in the caps), one access
-/// unit per buffer.
-fn hvc1_au_capsfilter() -> Result<gst::Element, PipelineError> {
-    gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst::Caps::builder("video/x-h265")
-                .field("stream-format", "hvc1")
-                .field("alignment", "au")
-                .build(),
-        )
-        .build()
-        .map_err(|_| PipelineError::MissingElement("capsfilter"))
+/// An elementary codec as the packager and decoder take it: HEVC as `hvc1` (parameter sets in
+/// the caps), one access unit per buffer; AV1 as OBUs with sizes, one temporal unit per buffer,
+/// with its av1C when known.
+fn parsed_caps(codec: VideoCodec, config: Option<&Bytes>) -> gst::Caps {
+    match codec {
+        VideoCodec::Hevc => gst::Caps::builder("video/x-h265")
+            .field("stream-format", "hvc1")
+            .field("alignment", "au")
+            .build(),
+        VideoCodec::Av1 => {
+            let b = gst::Caps::builder("video/x-av1")
+                .field("stream-format", "obu-stream")
+                .field("alignment", "tu");
+            match config {
+                Some(c) => b
+                    .field("codec_data", gst::Buffer::from_slice(c.clone()))
+                    .build(),
+                None => b.build(),
+            }
+        }
+    }
 }
 
 fn avc_au_capsfilter() -> Result<gst::Element, PipelineError> {
@@ -277,12 +311,14 @@ pub struct Pipeline {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     /// The H.264 chain's end and the tee the source video goes through: an elementary video
-    /// input ([`Pipeline::push_hevc`]) takes the H.264 chain's place in front of the tee.
+    /// input ([`Pipeline::push_elementary`]) takes the H.264 chain's place in front of the tee.
     vcaps: gst::Element,
     vtee: gst::Element,
-    /// Enhanced RTMP HEVC, fed as elementary frames (flvdemux cannot read it), once its
-    /// configuration arrived.
-    hevc_src: Mutex<Option<gst_app::AppSrc>>,
+    /// Enhanced RTMP HEVC or AV1, fed as elementary frames (flvdemux cannot read them), once
+    /// its configuration arrived: the input and the caps filter behind its parser.
+    elementary: Mutex<Option<(VideoCodec, gst_app::AppSrc, gst::Element)>>,
+    /// The frame rate the publisher announced ([`Pipeline::announce_frame_rate`]).
+    announced_rate: Mutex<Option<gst::Fraction>>,
     /// Set once by the bus watcher: how the pipeline ended.
     done: tokio::sync::watch::Receiver<Option<Result<(), PipelineError>>>,
 }
@@ -357,10 +393,15 @@ impl Pipeline {
             let tee = vtee.downgrade();
             pad.add_probe(
                 gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
-                move |_, info| {
+                move |pad, info| {
                     if let Some(buf) = info.buffer() {
                         if let Some(pts) = buf.pts() {
-                            sh.arrivals.record(pts.nseconds(), Instant::now());
+                            // Keyed by running time, as the appsinks time their samples.
+                            let segment = pad
+                                .sticky_event::<gst::event::Segment>(0)
+                                .map(|e| e.segment().clone());
+                            let at = running_time(segment.as_ref(), pts);
+                            sh.arrivals.record(at.nseconds(), Instant::now());
                             if let Some(reason) = sh.output.source_frame(
                                 buf.dts().unwrap_or(pts).nseconds(),
                                 pts.nseconds(),
@@ -434,29 +475,72 @@ impl Pipeline {
             appsrc,
             vcaps,
             vtee,
-            hevc_src: Mutex::new(None),
+            elementary: Mutex::new(None),
+            announced_rate: Mutex::new(None),
             done,
         })
     }
 
-    /// Enhanced RTMP HEVC (which flvdemux cannot read): its configuration builds (or
-    /// re-announces) an elementary input `appsrc → h265parse → hvc1 caps` in front of the
-    /// source tee, in place of the H.264 chain; its frames go there with their RTMP
-    /// timestamps (ms, flvdemux's time base for the audio beside them). Frames before any
-    /// configuration are dropped. Never blocks.
-    pub fn push_hevc(&self, dts_ms: u32, packet: crate::flv::Hevc) -> Result<(), PipelineError> {
-        let Ok(mut slot) = self.hevc_src.lock() else {
+    /// The frame rate the publisher's metadata announces, for an elementary input's caps
+    /// (flvdemux reads it for H.264 itself). A bitstream that states no rate (AV1 from libaom,
+    /// for one) otherwise reaches the ladder as variable frame rate, and `videorate` then
+    /// drops every frame that arrives a millisecond early. Outside 1..=MAX_ANNOUNCED_FPS it is
+    /// ignored.
+    pub fn announce_frame_rate(&self, fps: f64) {
+        if !(1.0..=MAX_ANNOUNCED_FPS).contains(&fps) {
+            return;
+        }
+        if let (Ok(mut slot), Some(rate)) = (
+            self.announced_rate.lock(),
+            gst::Fraction::approximate_f64(fps),
+        ) {
+            *slot = Some(rate);
+        }
+    }
+
+    /// Enhanced RTMP HEVC or AV1 (which flvdemux cannot read): its configuration builds (or
+    /// re-announces) an elementary input `appsrc → PARSER → caps` in front of the source tee,
+    /// in place of the H.264 chain; its frames go there with their RTMP timestamps (ms,
+    /// flvdemux's time base for the audio beside them). Frames before any configuration are
+    /// dropped; a second codec in one publish is refused. Never blocks.
+    pub fn push_elementary(
+        &self,
+        codec: VideoCodec,
+        dts_ms: u32,
+        packet: Elementary,
+    ) -> Result<(), PipelineError> {
+        let Ok(mut slot) = self.elementary.lock() else {
             return Err(PipelineError::Closed);
         };
+        if let Some((known, ..)) = slot.as_ref() {
+            if *known != codec {
+                return Err(PipelineError::SourceRefused(
+                    "the video codec changed during the publish; publish again to change it".into(),
+                ));
+            }
+        }
         match packet {
-            crate::flv::Hevc::Config(hvcc) => {
-                let caps = gst::Caps::builder("video/x-h265")
-                    .field("stream-format", "hvc1")
-                    .field("alignment", "au")
-                    .field("codec_data", gst::Buffer::from_slice(hvcc))
-                    .build();
-                if let Some(src) = slot.as_ref() {
+            Elementary::Config(record) => {
+                let mut caps = match codec {
+                    VideoCodec::Hevc => gst::Caps::builder("video/x-h265")
+                        .field("stream-format", "hvc1")
+                        .field("alignment", "au")
+                        .field("codec_data", gst::Buffer::from_slice(record.clone()))
+                        .build(),
+                    VideoCodec::Av1 => parsed_caps(codec, Some(&record)),
+                };
+                if let (Some(rate), Some(c)) = (
+                    self.announced_rate.lock().ok().and_then(|r| *r),
+                    caps.get_mut(),
+                ) {
+                    c.set("framerate", rate);
+                }
+                let av1c = (codec == VideoCodec::Av1).then_some(&record);
+                if let Some((_, src, filter)) = slot.as_ref() {
                     src.set_caps(Some(&caps));
+                    if av1c.is_some() {
+                        filter.set_property("caps", parsed_caps(codec, av1c));
+                    }
                     return Ok(());
                 }
                 let src = gst_app::AppSrc::builder()
@@ -466,19 +550,20 @@ impl Pipeline {
                     .max_bytes(MAX_INPUT_BACKLOG_BYTES)
                     .block(false)
                     .build();
-                let parse = hevc_chain(&self.pipeline, &self.vcaps, &self.vtee)?;
+                let (parse, filter) =
+                    elementary_chain(&self.pipeline, &self.vcaps, &self.vtee, codec, av1c)?;
                 self.pipeline.add(&src).map_err(build_err)?;
                 src.link(&parse).map_err(build_err)?;
                 src.sync_state_with_parent().map_err(build_err)?;
-                *slot = Some(src);
+                *slot = Some((codec, src, filter));
                 Ok(())
             }
-            crate::flv::Hevc::Frame {
+            Elementary::Frame {
                 keyframe,
                 cto_ms,
                 data,
             } => {
-                let Some(src) = slot.as_ref() else {
+                let Some((_, src, _)) = slot.as_ref() else {
                     return Ok(());
                 };
                 if src.current_level_bytes() >= MAX_INPUT_BACKLOG_BYTES {
@@ -636,7 +721,7 @@ fn on_demux_pad(
         if sink.is_linked() {
             return link_fakesink(pipeline, pad); // a second video stream: ignore it
         }
-        let parse = hevc_chain(pipeline, vcaps, vtee)?;
+        let (parse, _) = elementary_chain(pipeline, vcaps, vtee, VideoCodec::Hevc, None)?;
         let psink = parse
             .static_pad("sink")
             .ok_or_else(|| build_err("h265parse without sink"))?;
@@ -653,7 +738,7 @@ fn on_demux_pad(
         };
         refuse(
             pipeline,
-            format!("video codec {codec} is not supported yet; set the encoder to H.264"),
+            format!("video codec {codec} is not supported yet; set the encoder to H.264 or HEVC"),
         );
         return link_fakesink(pipeline, pad);
     }
@@ -758,6 +843,7 @@ fn refuse(pipeline: &gst::Pipeline, reason: String) {
 fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), PipelineError> {
     let sink = gst::ElementFactory::make("fakesink")
         .property("sync", false)
+        .property("async", false)
         .build()
         .map_err(|_| PipelineError::MissingElement("fakesink"))?;
     pipeline.add(&sink).map_err(build_err)?;
@@ -790,12 +876,17 @@ fn build_ladder(
         *built = true;
     }
     let (w, h) = (w.max(0) as u32, h.max(0) as u32);
-    let fps = s
+    let known_fps = s
         .get::<gst::Fraction>("framerate")
         .ok()
         .filter(|f| f.numer() > 0 && f.denom() > 0)
-        .map(|f| f.numer() as f64 / f.denom() as f64)
-        .unwrap_or(30.0);
+        .map(|f| f.numer() as f64 / f.denom() as f64);
+    let fps = known_fps.unwrap_or(UNKNOWN_SOURCE_FPS);
+    // Without a known rate videorate times frames by their timestamps alone, and RTMP's are
+    // whole milliseconds: at 30 fps, a frame 33 ms after the one before is "faster than 30"
+    // and dropped. One frame per second of slack keeps such a source whole, and still halves
+    // a 60 fps one for a 30 fps rung.
+    let rate_slack = if known_fps.is_some() { 0 } else { 1 };
     let source = SourceSize {
         width: w,
         height: h,
@@ -835,17 +926,22 @@ fn build_ladder(
         .property("allow-not-linked", true)
         .build()
         .map_err(|_| PipelineError::MissingElement("tee"))?;
-    let decoder = if s.name().as_str() == "video/x-h265" {
-        "avdec_h265"
-    } else {
-        "avdec_h264"
+    let decoder = match s.name().as_str() {
+        "video/x-h265" => "avdec_h265",
+        // libaom's decoder: the one AV1 decoder GStreamer 1.22 on Debian has.
+        "video/x-av1" => "av1dec",
+        _ => "avdec_h264",
     };
-    add_branch(pipeline, vtee, &[&make_queue()?, &make(decoder)?, &dtee])?;
+    let decode = make(decoder)?;
+    if let Some(pad) = decode.static_pad("src") {
+        pad.add_probe(gst::PadProbeType::BUFFER, frame_durations(fps));
+    }
+    add_branch(pipeline, vtee, &[&make_queue()?, &decode, &dtee])?;
     for r in &rungs {
         let (rw, rh) = ladder::rung_size(r.height, w, h);
         let scale = make("videoscale")?;
         let rate = gst::ElementFactory::make("videorate")
-            .property("max-rate", r.fps as i32)
+            .property("max-rate", (r.fps + rate_slack) as i32)
             .property("drop-only", true)
             .build()
             .map_err(|_| PipelineError::MissingElement("videorate"))?;
@@ -917,6 +1013,40 @@ fn build_ladder(
     Ok(())
 }
 
+/// A probe that gives every decoded frame a duration when it has none: the interval from the
+/// frame before (or one frame at `fps` for the first). A source whose bitstream states no
+/// frame rate (AV1 without timing info, H.264 without VUI timing) is decoded into frames
+/// without durations, and `videorate` in front of each rung aborts the process on those.
+fn frame_durations(
+    fps: f64,
+) -> impl Fn(&gst::Pad, &mut gst::PadProbeInfo) -> gst::PadProbeReturn + Send + Sync + 'static {
+    let nominal = (1e9 / fps.max(1.0)) as u64;
+    // (PTS of the frame before, the interval before it)
+    let last: Mutex<(Option<u64>, u64)> = Mutex::new((None, nominal));
+    move |_, info| {
+        let Some(buf) = info.buffer_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Some(pts) = buf.pts().map(|t| t.nseconds()) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let Ok(mut last) = last.lock() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (prev, interval) = *last;
+        let interval = match prev {
+            Some(p) if pts > p && pts - p <= MAX_FRAME_INTERVAL_NS => pts - p,
+            _ => interval,
+        };
+        *last = (Some(pts), interval);
+        if buf.duration().is_none() {
+            buf.make_mut()
+                .set_duration(gst::ClockTime::from_nseconds(interval));
+        }
+        gst::PadProbeReturn::Ok
+    }
+}
+
 /// An appsink that forwards caps and samples of one rendition to the output.
 fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
     let out = Arc::clone(&sh.output);
@@ -926,6 +1056,11 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
     gst_app::AppSink::builder()
         .name(format!("out-{rendition}"))
         .sync(false)
+        // Sinks of a rung or an elementary input are added to a playing pipeline: an async
+        // state change would take the whole pipeline back to PAUSED until each prerolls, and
+        // a sink waiting for preroll holds a queue that the parser's allocation query must
+        // cross (a deadlock seen with AV1).
+        .async_(false)
         .callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -941,10 +1076,15 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                     let Some(buf) = sample.buffer() else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
-                    let Some(pts) = buf.pts().or(buf.dts()) else {
+                    // Running time, not the buffer's own timestamps: x264enc offsets its
+                    // output by 1,000 hours (and its segment by as much), so a rung's raw
+                    // PTS lie 1,000 hours after the source's and the audio's.
+                    let segment = sample.segment();
+                    let running = |t: Option<gst::ClockTime>| t.map(|t| running_time(segment, t));
+                    let Some(pts) = running(buf.pts()).or(running(buf.dts())) else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
-                    let dts = buf.dts().unwrap_or(pts).min(pts);
+                    let dts = running(buf.dts()).unwrap_or(pts).min(pts);
                     let Ok(map) = buf.map_readable() else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
@@ -967,32 +1107,60 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
         .build()
 }
 
-/// Codec parameters from the caps of an appsink (h264 avc or raw AAC with codec_data).
+/// `t` as running time in `segment` (a time segment), or `t` itself where the segment says
+/// nothing (none, not in time, or `t` before its start).
+fn running_time(segment: Option<&gst::Segment>, t: gst::ClockTime) -> gst::ClockTime {
+    segment
+        .and_then(|s| s.downcast_ref::<gst::format::Time>())
+        .and_then(|s| s.to_running_time(t))
+        .unwrap_or(t)
+}
+
+/// Codec parameters from the caps of an appsink (H.264 avc, H.265 hvc1, AV1 with its av1C, or
+/// raw AAC with codec_data).
 pub fn codec_from_caps(caps: &gst::CapsRef) -> Option<CodecConfig> {
     let s = caps.structure(0)?;
     let data = s.get::<gst::Buffer>("codec_data").ok()?;
     let bytes = Bytes::copy_from_slice(data.map_readable().ok()?.as_slice());
+    let picture = || -> Option<packager::Picture> {
+        Some(packager::Picture {
+            width: s.get::<i32>("width").ok()?.max(0) as u32,
+            height: s.get::<i32>("height").ok()?.max(0) as u32,
+            framerate: s
+                .get::<gst::Fraction>("framerate")
+                .ok()
+                .filter(|f| f.numer() > 0 && f.denom() > 0)
+                .map(|f| (f.numer() as u32, f.denom() as u32)),
+        })
+    };
     match s.name().as_str() {
-        "video/x-h264" => Some(CodecConfig::H264 {
-            avcc: bytes,
-            width: s.get::<i32>("width").ok()?.max(0) as u32,
-            height: s.get::<i32>("height").ok()?.max(0) as u32,
-            framerate: s
-                .get::<gst::Fraction>("framerate")
-                .ok()
-                .filter(|f| f.numer() > 0 && f.denom() > 0)
-                .map(|f| (f.numer() as u32, f.denom() as u32)),
-        }),
-        "video/x-h265" => Some(CodecConfig::H265 {
-            hvcc: bytes,
-            width: s.get::<i32>("width").ok()?.max(0) as u32,
-            height: s.get::<i32>("height").ok()?.max(0) as u32,
-            framerate: s
-                .get::<gst::Fraction>("framerate")
-                .ok()
-                .filter(|f| f.numer() > 0 && f.denom() > 0)
-                .map(|f| (f.numer() as u32, f.denom() as u32)),
-        }),
+        "video/x-h264" => {
+            let p = picture()?;
+            Some(CodecConfig::H264 {
+                avcc: bytes,
+                width: p.width,
+                height: p.height,
+                framerate: p.framerate,
+            })
+        }
+        "video/x-h265" => {
+            let p = picture()?;
+            Some(CodecConfig::H265 {
+                hvcc: bytes,
+                width: p.width,
+                height: p.height,
+                framerate: p.framerate,
+            })
+        }
+        "video/x-av1" => {
+            let p = picture()?;
+            Some(CodecConfig::Av1 {
+                av1c: bytes,
+                width: p.width,
+                height: p.height,
+                framerate: p.framerate,
+            })
+        }
         "audio/mpeg" => Some(CodecConfig::Aac {
             asc: bytes,
             sample_rate: s.get::<i32>("rate").ok()?.max(0) as u32,

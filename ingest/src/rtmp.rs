@@ -235,6 +235,13 @@ where
                         return Err(e);
                     }
                 }
+                Event::Metadata { fps_milli } => {
+                    // flvdemux reads the announced rate for H.264; elementary inputs (HEVC,
+                    // AV1 over Enhanced RTMP) take it from here.
+                    if let (Some(p), Some(milli)) = (publishing.as_ref(), fps_milli) {
+                        p.pipeline.announce_frame_rate(f64::from(milli) / 1000.0);
+                    }
+                }
                 Event::Finished => return Ok(()),
             }
             continue;
@@ -383,8 +390,8 @@ fn push_tag(
         flv::Media::Forward(body) => body,
         flv::Media::Skip => return Ok(()),
         flv::Media::Refuse(why) => return Err(RtmpError::Codec(why)),
-        flv::Media::Hevc(packet) => {
-            if matches!(packet, flv::Hevc::Frame { .. }) {
+        flv::Media::Elementary(codec, packet) => {
+            if matches!(packet, flv::Elementary::Frame { .. }) {
                 p.output.health.arrival(
                     crate::health::Track::Video,
                     u64::from(ts) * 1_000_000,
@@ -393,7 +400,7 @@ fn push_tag(
             }
             return p
                 .pipeline
-                .push_hevc(ts, packet)
+                .push_elementary(codec, ts, packet)
                 .map_err(|e| RtmpError::Pipeline(e.to_string()));
         }
     };

@@ -6,10 +6,12 @@
 //! object type); [`ns_to_ticks`], [`duration_to_ticks_floor`], [`ticks_to_secs`] convert times.
 //!
 //! H.265 gets "hvc1.…" from its hvcC (ISO/IEC 14496-15 Annex E, as GStreamer's codec
-//! utilities write it). Caveat: only H.264, H.265 and AAC are supported; other codecs are
-//! rejected by type.
+//! utilities write it), AV1 "av01.P.LLT.DD" from its av1C (AV1 ISOBMFF binding). Caveat: only
+//! H.264, H.265, AV1 and AAC are supported; other codecs are rejected by type.
 
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use crate::{CodecConfig, PackagerError, RenditionKind};
 
@@ -43,35 +45,24 @@ impl CodecInfo {
         };
         match (&config, kind) {
             (
-                CodecConfig::H264 {
-                    avcc,
-                    width,
-                    height,
-                    framerate,
-                },
+                CodecConfig::H264 { .. } | CodecConfig::H265 { .. } | CodecConfig::Av1 { .. },
                 RenditionKind::Video,
             ) => {
-                let codec_string = avc_codec_string(avcc)
-                    .ok_or_else(|| invalid("avcC record shorter than 4 bytes"))?;
-                check_picture(*width, *height, *framerate).map_err(invalid)?;
-                Ok(Self {
-                    config,
-                    codec_string,
-                    timescale: VIDEO_TIMESCALE,
-                })
-            }
-            (
-                CodecConfig::H265 {
-                    hvcc,
-                    width,
-                    height,
-                    framerate,
-                },
-                RenditionKind::Video,
-            ) => {
-                let codec_string = hevc_codec_string(hvcc)
-                    .ok_or_else(|| invalid("hvcC record shorter than 13 bytes"))?;
-                check_picture(*width, *height, *framerate).map_err(invalid)?;
+                let codec_string = match &config {
+                    CodecConfig::H264 { avcc, .. } => avc_codec_string(avcc)
+                        .ok_or_else(|| invalid("avcC record shorter than 4 bytes"))?,
+                    CodecConfig::H265 { hvcc, .. } => hevc_codec_string(hvcc)
+                        .ok_or_else(|| invalid("hvcC record shorter than 13 bytes"))?,
+                    CodecConfig::Av1 { av1c, .. } => av1_codec_string(av1c).ok_or_else(|| {
+                        invalid("av1C record shorter than 4 bytes or not version 1")
+                    })?,
+                    CodecConfig::Aac { .. } => {
+                        return Err(invalid("AAC configuration for a video rendition"))
+                    }
+                };
+                if let Some(p) = config.picture() {
+                    check_picture(p.width, p.height, p.framerate).map_err(invalid)?;
+                }
                 Ok(Self {
                     config,
                     codec_string,
@@ -101,12 +92,7 @@ impl CodecInfo {
                     timescale,
                 })
             }
-            (CodecConfig::H264 { .. }, RenditionKind::Audio) => {
-                Err(invalid("H.264 configuration for an audio rendition"))
-            }
-            (CodecConfig::H265 { .. }, RenditionKind::Audio) => {
-                Err(invalid("H.265 configuration for an audio rendition"))
-            }
+            (_, RenditionKind::Audio) => Err(invalid("video configuration for an audio rendition")),
             (CodecConfig::Aac { .. }, RenditionKind::Video) => {
                 Err(invalid("AAC configuration for a video rendition"))
             }
@@ -115,34 +101,22 @@ impl CodecInfo {
 
     /// Frame rate, for FRAME-RATE (video only).
     pub fn frame_rate(&self) -> Option<f64> {
-        match &self.config {
-            CodecConfig::H264 {
-                framerate: Some((num, den)),
-                ..
-            }
-            | CodecConfig::H265 {
-                framerate: Some((num, den)),
-                ..
-            } if *den != 0 && *num != 0 => Some(f64::from(*num) / f64::from(*den)),
+        match self.config.picture().and_then(|p| p.framerate) {
+            Some((num, den)) if den != 0 && num != 0 => Some(f64::from(num) / f64::from(den)),
             _ => None,
         }
     }
 
     /// Resolution, for RESOLUTION (video only).
     pub fn resolution(&self) -> Option<(u32, u32)> {
-        match &self.config {
-            CodecConfig::H264 { width, height, .. } | CodecConfig::H265 { width, height, .. } => {
-                Some((*width, *height))
-            }
-            CodecConfig::Aac { .. } => None,
-        }
+        self.config.picture().map(|p| (p.width, p.height))
     }
 
     /// Channel count, for CHANNELS (audio only).
     pub fn channels(&self) -> Option<u32> {
         match &self.config {
             CodecConfig::Aac { channels, .. } => Some(*channels),
-            CodecConfig::H264 { .. } | CodecConfig::H265 { .. } => None,
+            _ => None,
         }
     }
 }
@@ -190,6 +164,91 @@ pub(crate) fn hevc_codec_string(hvcc: &[u8]) -> Option<String> {
         s.push_str(&format!(".{c:X}"));
     }
     Some(s)
+}
+
+/// "av01.P.LLT.DD" from an av1C (AV1 ISOBMFF binding, "Codecs Parameter String"): the profile,
+/// the level index of operating point 0 in two digits, its tier (M or H) and the bit depth in
+/// two digits. The optional fields after them are left out, which means their defaults.
+pub(crate) fn av1_codec_string(av1c: &[u8]) -> Option<String> {
+    let [marker, b1, b2, _] = *av1c.get(..4)? else {
+        return None;
+    };
+    if marker != AV1C_MARKER_VERSION {
+        return None;
+    }
+    let profile = b1 >> 5;
+    let level = b1 & 0x1f;
+    let tier = if b2 & 0x80 != 0 { 'H' } else { 'M' };
+    let depth = match (b2 & 0x40 != 0, b2 & 0x20 != 0) {
+        (false, _) => 8,
+        (true, false) => 10,
+        (true, true) => 12,
+    };
+    Some(format!("av01.{profile}.{level:02}{tier}.{depth:02}"))
+}
+
+/// The first byte of every av1C: marker bit 1, version 1.
+const AV1C_MARKER_VERSION: u8 = 0x81;
+/// AV1 OBU type of a temporal delimiter, which samples must not carry.
+const OBU_TEMPORAL_DELIMITER: u8 = 2;
+/// Longest leb128 the AV1 specification allows (section 4.10.5).
+const LEB128_MAX_BYTES: usize = 8;
+
+/// An AV1 temporal unit as an ISOBMFF sample: the same OBUs without temporal delimiters
+/// (AV1 ISOBMFF binding, 2.4). Returns the input unchanged when it has none, and when it does
+/// not parse as OBUs with sizes (the decoder then says what is wrong; we lose nothing).
+pub(crate) fn av1_sample(tu: Bytes) -> Bytes {
+    let mut keep: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0;
+    let mut dropped = false;
+    while pos < tu.len() {
+        let Some((obu_type, len)) = obu_at(&tu[pos..]) else {
+            return tu;
+        };
+        if obu_type == OBU_TEMPORAL_DELIMITER {
+            dropped = true;
+        } else {
+            keep.push((pos, pos + len));
+        }
+        pos += len;
+    }
+    if !dropped {
+        return tu;
+    }
+    let mut out = bytes::BytesMut::with_capacity(tu.len());
+    for (a, b) in keep {
+        out.extend_from_slice(&tu[a..b]);
+    }
+    out.freeze()
+}
+
+/// The type and whole length (header, size field, payload) of the OBU at the start of `b`, if
+/// it has a size field that fits in `b`. An OBU without a size field runs to the end.
+fn obu_at(b: &[u8]) -> Option<(u8, usize)> {
+    let header = *b.first()?;
+    if header & 0x80 != 0 {
+        return None; // forbidden bit
+    }
+    let obu_type = (header >> 3) & 0x0f;
+    let header_len = if header & 0x04 != 0 { 2 } else { 1 };
+    if header & 0x02 == 0 {
+        return (b.len() >= header_len).then_some((obu_type, b.len()));
+    }
+    let mut size: u64 = 0;
+    let mut i = 0;
+    loop {
+        let byte = *b.get(header_len + i)?;
+        size |= u64::from(byte & 0x7f) << (7 * i);
+        i += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if i == LEB128_MAX_BYTES {
+            return None;
+        }
+    }
+    let len = (header_len + i).checked_add(usize::try_from(size).ok()?)?;
+    (len <= b.len()).then_some((obu_type, len))
 }
 
 /// The MPEG-4 audio object type of an AudioSpecificConfig (5 bits, escape 31 → 32 + 6 bits).

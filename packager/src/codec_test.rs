@@ -79,3 +79,54 @@ fn hevc_codec_strings_follow_annex_e() {
     assert_eq!(hevc_codec_string(&hvcc).as_deref(), Some("hvc1.A1.6.L93"));
     assert_eq!(hevc_codec_string(&[1, 2, 3]), None);
 }
+
+#[test]
+fn av1_codec_strings_follow_the_isobmff_binding() {
+    // libaom realtime at 854x480: Main profile, level 3.0 (index 4), main tier, 8 bits.
+    assert_eq!(
+        av1_codec_string(&[0x81, 0x04, 0x0c, 0x00]).as_deref(),
+        Some("av01.0.04M.08")
+    );
+    // High profile (1), level 5.1 (index 13), high tier, 10 bits.
+    assert_eq!(
+        av1_codec_string(&[0x81, 0x2d, 0xc0, 0x00]).as_deref(),
+        Some("av01.1.13H.10")
+    );
+    // Professional profile (2), 12 bits.
+    assert_eq!(
+        av1_codec_string(&[0x81, 0x48, 0x60, 0x00]).as_deref(),
+        Some("av01.2.08M.12")
+    );
+    // Not an av1C (marker/version byte), too short.
+    assert_eq!(av1_codec_string(&[0x01, 0x04, 0x0c, 0x00]), None);
+    assert_eq!(av1_codec_string(&[0x81, 0x04]), None);
+}
+
+#[test]
+fn av1_samples_lose_their_temporal_delimiters_and_nothing_else() {
+    // TD (type 2, size 0), a sequence header (type 1, 2 bytes), a frame (type 6, 3 bytes).
+    let tu = Bytes::from_static(&[0x12, 0x00, 0x0a, 0x02, 0xaa, 0xbb, 0x32, 0x03, 1, 2, 3]);
+    assert_eq!(
+        av1_sample(tu),
+        Bytes::from_static(&[0x0a, 0x02, 0xaa, 0xbb, 0x32, 0x03, 1, 2, 3])
+    );
+    // An OBU with an extension byte and a two-byte leb128 size (130), after a TD.
+    let mut tu = vec![0x12, 0x00, 0x36, 0x00, 0x82, 0x01];
+    tu.extend(std::iter::repeat_n(7u8, 130));
+    let out = av1_sample(Bytes::from(tu.clone()));
+    assert_eq!(&out[..], &tu[2..]);
+    // The last OBU without a size field runs to the end.
+    let tu = Bytes::from_static(&[0x12, 0x00, 0x30, 9, 9]);
+    assert_eq!(av1_sample(tu), Bytes::from_static(&[0x30, 9, 9]));
+    // Nothing to remove, or not OBUs (a size past the end, the forbidden bit): unchanged.
+    for raw in [
+        &[0x32, 0x01, 5][..],
+        &[0x12, 0x00, 0x32, 0x09, 1][..],
+        &[0x92, 0x00][..],
+        &[
+            0x12, 0x00, 0x32, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ][..],
+    ] {
+        assert_eq!(av1_sample(Bytes::copy_from_slice(raw)), raw);
+    }
+}

@@ -12,9 +12,9 @@
 
 use bytes::Bytes;
 use mp4_atom::{
-    esds, Atom, Audio, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1, Hvcc, Mdat,
-    Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt, Tfhd, Tkhd,
-    Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
+    esds, Atom, Audio, Av01, Av1c, Avc1, Avcc, Codec, Dinf, Dref, Encode, Esds, Ftyp, Hdlr, Hvc1,
+    Hvcc, Mdat, Mdhd, Mdia, Mfhd, Minf, Moof, Moov, Mp4a, Mvex, Mvhd, Smhd, Stbl, Stco, Stsd, Tfdt,
+    Tfhd, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples, Url, Visual, Vmhd,
 };
 
 use crate::codec::{aac_object_type, CodecInfo};
@@ -51,63 +51,44 @@ pub(crate) fn init_segment(info: &CodecInfo, bandwidth: u64) -> Result<Bytes, Pa
         compatible_brands: vec![b"iso6".into(), b"cmfc".into(), b"mp41".into()],
     };
     let (codec, handler, width, height, vmhd, smhd, volume) = match &info.config {
-        CodecConfig::H264 {
-            avcc,
-            width,
-            height,
-            ..
-        } => {
-            let avcc = Avcc::decode_body(&mut avcc.as_ref())?;
-            let w = u16::try_from(*width).unwrap_or(u16::MAX);
-            let h = u16::try_from(*height).unwrap_or(u16::MAX);
-            let avc1 = Avc1 {
-                visual: Visual {
-                    data_reference_index: 1,
-                    width: w,
-                    height: h,
-                    ..Default::default()
-                },
-                avcc,
+        CodecConfig::H264 { .. } | CodecConfig::H265 { .. } | CodecConfig::Av1 { .. } => {
+            let (width, height) = info
+                .config
+                .picture()
+                .map_or((0, 0), |p| (p.width, p.height));
+            let w = u16::try_from(width).unwrap_or(u16::MAX);
+            let h = u16::try_from(height).unwrap_or(u16::MAX);
+            let visual = Visual {
+                data_reference_index: 1,
+                width: w,
+                height: h,
                 ..Default::default()
             };
-            (
-                Codec::from(avc1),
-                b"vide",
-                w,
-                h,
-                Some(Vmhd::default()),
-                None,
-                0u8,
-            )
-        }
-        CodecConfig::H265 {
-            hvcc,
-            width,
-            height,
-            ..
-        } => {
-            let hvcc = Hvcc::decode_body(&mut hvcc.as_ref())?;
-            let w = u16::try_from(*width).unwrap_or(u16::MAX);
-            let h = u16::try_from(*height).unwrap_or(u16::MAX);
-            let hvc1 = Hvc1 {
-                visual: Visual {
-                    data_reference_index: 1,
-                    width: w,
-                    height: h,
+            let codec = match &info.config {
+                CodecConfig::H264 { avcc, .. } => Codec::from(Avc1 {
+                    visual,
+                    avcc: Avcc::decode_body(&mut avcc.as_ref())?,
                     ..Default::default()
-                },
-                hvcc,
-                ..Default::default()
+                }),
+                CodecConfig::H265 { hvcc, .. } => Codec::from(Hvc1 {
+                    visual,
+                    hvcc: Hvcc::decode_body(&mut hvcc.as_ref())?,
+                    ..Default::default()
+                }),
+                CodecConfig::Av1 { av1c, .. } => Codec::from(Av01 {
+                    visual,
+                    av1c: Av1c::decode_body(&mut av1c.as_ref())?,
+                    ..Default::default()
+                }),
+                // Not reached: the outer match took audio, and CodecInfo::new checked kinds.
+                CodecConfig::Aac { .. } => {
+                    return Err(PackagerError::InvalidCodecConfig {
+                        rendition: String::new(),
+                        reason: "AAC configuration for a video sample entry".into(),
+                    })
+                }
             };
-            (
-                Codec::from(hvc1),
-                b"vide",
-                w,
-                h,
-                Some(Vmhd::default()),
-                None,
-                0u8,
-            )
+            (codec, b"vide", w, h, Some(Vmhd::default()), None, 0u8)
         }
         CodecConfig::Aac {
             asc,

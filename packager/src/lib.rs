@@ -147,6 +147,20 @@ pub enum CodecConfig {
         /// Frame rate as (numerator, denominator), when known.
         framerate: Option<(u32, u32)>,
     },
+    /// AV1 in the low-overhead bitstream format (OBUs with sizes), one temporal unit per
+    /// sample, served as `av01`. Temporal delimiters are removed from samples (AV1 ISOBMFF
+    /// binding, section 2.4).
+    Av1 {
+        /// The AV1CodecConfigurationRecord (av1C): the marker/version byte 0x81, profile,
+        /// level, tier, bit depth and chroma, then the sequence header OBU.
+        av1c: Bytes,
+        /// Coded picture width in pixels.
+        width: u32,
+        /// Coded picture height in pixels.
+        height: u32,
+        /// Frame rate as (numerator, denominator), when known.
+        framerate: Option<(u32, u32)>,
+    },
     /// AAC, raw frames (no ADTS).
     Aac {
         /// The AudioSpecificConfig, as in GStreamer's `codec_data`.
@@ -158,6 +172,46 @@ pub enum CodecConfig {
     },
 }
 
+/// A video configuration's picture: what RESOLUTION, FRAME-RATE and the sample entry need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Picture {
+    pub width: u32,
+    pub height: u32,
+    /// (numerator, denominator), when known.
+    pub framerate: Option<(u32, u32)>,
+}
+
+impl CodecConfig {
+    /// A video configuration's width, height and frame rate; `None` for audio.
+    pub fn picture(&self) -> Option<Picture> {
+        match self {
+            CodecConfig::H264 {
+                width,
+                height,
+                framerate,
+                ..
+            }
+            | CodecConfig::H265 {
+                width,
+                height,
+                framerate,
+                ..
+            }
+            | CodecConfig::Av1 {
+                width,
+                height,
+                framerate,
+                ..
+            } => Some(Picture {
+                width: *width,
+                height: *height,
+                framerate: *framerate,
+            }),
+            CodecConfig::Aac { .. } => None,
+        }
+    }
+}
+
 /// One encoded access unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
@@ -167,7 +221,8 @@ pub struct Sample {
     pub dts_ns: u64,
     /// Sync sample (IDR for H.264; always true for AAC).
     pub keyframe: bool,
-    /// One access unit: AVC length-prefixed NALUs (4-byte lengths) or one raw AAC frame.
+    /// One access unit: AVC/HEVC length-prefixed NALUs (4-byte lengths), one AV1 temporal
+    /// unit, or one raw AAC frame.
     pub data: Bytes,
     /// When the source frame reached the node (feeds the part latency histogram).
     pub arrival: Option<tokio::time::Instant>,

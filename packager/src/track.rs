@@ -641,7 +641,10 @@ impl Track {
             dts_ns: sample.dts_ns,
             keyframe: sample.keyframe,
             gap_before: false,
-            data: sample.data,
+            data: match self.codec.as_ref().map(|c| &c.config) {
+                Some(CodecConfig::Av1 { .. }) => codec::av1_sample(sample.data),
+                _ => sample.data,
+            },
             arrival: sample.arrival,
             received: now,
         });
@@ -768,15 +771,10 @@ impl Track {
             Some(c) if self.plan.kind == RenditionKind::Audio => {
                 AAC_FRAME_SAMPLES.min(u64::from(c.timescale))
             }
-            Some(c) => match c.config {
-                CodecConfig::H264 {
-                    framerate: Some((num, den)),
-                    ..
+            Some(c) => match c.config.picture().and_then(|p| p.framerate) {
+                Some((num, den)) if num > 0 => {
+                    u64::from(c.timescale) * u64::from(den) / u64::from(num)
                 }
-                | CodecConfig::H265 {
-                    framerate: Some((num, den)),
-                    ..
-                } if num > 0 => u64::from(c.timescale) * u64::from(den) / u64::from(num),
                 _ => u64::from(c.timescale / FALLBACK_FRAME_RATE),
             },
             None => 1,

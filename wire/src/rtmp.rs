@@ -99,6 +99,10 @@ pub enum Event {
         timestamp: u32,
         data: Bytes,
     },
+    /// The publisher's stream metadata (`@setDataFrame onMetaData`): the frame rate it
+    /// announces in thousandths of a frame per second (29.97 fps is 29970), if any.
+    /// Untrusted: any value may arrive (negative and NaN rates arrive as `None`).
+    Metadata { fps_milli: Option<u32> },
     /// The publisher ended its stream.
     Finished,
 }
@@ -524,6 +528,19 @@ impl ServerCore {
                                 kind: MediaKind::Video,
                                 timestamp: timestamp.value,
                                 data,
+                            });
+                        }
+                        ServerSessionEvent::StreamMetadataChanged { metadata, .. }
+                            if self.phase == Phase::Publishing =>
+                        {
+                            self.events.push_back(Event::Metadata {
+                                fps_milli: metadata
+                                    .video_frame_rate
+                                    .filter(|f| f.is_finite() && *f > 0.0)
+                                    .map(|f| {
+                                        (f64::from(f) * 1000.0).round().min(f64::from(u32::MAX))
+                                            as u32
+                                    }),
                             });
                         }
                         ServerSessionEvent::AudioDataReceived {

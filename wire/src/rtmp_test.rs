@@ -138,6 +138,11 @@ fn a_whole_publish() {
         .events
         .iter()
         .any(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted)));
+    // onMetaData with a frame rate of 29.97 (what the pipeline gives elementary inputs).
+    let mut meta = rml_rtmp::sessions::StreamMetadata::new();
+    meta.video_frame_rate = Some(29.97);
+    let r = c.session.publish_metadata(&meta).expect("metadata");
+    c.result(r);
     let r = c
         .session
         .publish_video_data(
@@ -160,6 +165,9 @@ fn a_whole_publish() {
     assert_eq!(
         ev,
         vec![
+            Event::Metadata {
+                fps_milli: Some(29_970)
+            },
             Event::Media {
                 kind: MediaKind::Video,
                 timestamp: 40,
