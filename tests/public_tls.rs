@@ -1,7 +1,8 @@
 //! End to end: TLS on the public listeners (issue 13). Real encoders publish over RTMPS to a
 //! node and through a balancer; the certificate is replaced on disk while a stream is live;
 //! curl plays LL-HLS over HTTPS with HTTP/2 from a node and through a balancer, blocking
-//! reloads included.
+//! reloads included; hls.js in Chromium plays over HTTPS through a balancer while its
+//! certificate is replaced, from GStreamer's rtmp2sink publishing over RTMPS.
 // End-to-end tests drive real processes on real time; the ban on the std clock (clippy.toml)
 // is for product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -429,4 +430,76 @@ fn a_node_serves_ll_hls_over_https_with_http2_and_blocking_reloads() {
     assert!(
         http_get(&node.playlist_url("one"), Duration::from_secs(5)).is_ok_and(|r| r.status == 200)
     );
+}
+
+#[test]
+fn hls_js_plays_over_https_through_a_balancer_while_its_certificate_is_replaced() {
+    let c = Cluster::new(1, 1);
+    let (c1, k1) = make_cert(c.dir.path(), "first");
+    let (c2, k2) = make_cert(c.dir.path(), "second");
+    let (live_cert, live_key) = (c.dir.path().join("tls.crt"), c.dir.path().join("tls.key"));
+    std::fs::copy(&c1, &live_cert).unwrap();
+    std::fs::copy(&k1, &live_key).unwrap();
+    let rtmps = free_tcp_port();
+    let https = free_tcp_port();
+    let b = c.balancer_with(1, "5s", |cfg| {
+        *cfg = cfg.replacen(
+            "\n[admin]",
+            &format!(
+                "rtmps = \"127.0.0.1:{rtmps}\"\nhttps = \"127.0.0.1:{https}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
+                live_cert.display(),
+                live_key.display()
+            ),
+            1,
+        );
+    });
+    let n1 = c.node(1, 40, &[&b]);
+    wait_nodes(&b, &["n1"]);
+    // GStreamer's rtmp2sink publishes over RTMPS through the balancer.
+    let mut gst = Encoder::gst_rtmp2sink(
+        &format!("rtmps://127.0.0.1:{rtmps}/live/{}", key(1)),
+        EncOpts {
+            duration: Duration::from_secs(300),
+            ..EncOpts::default()
+        },
+    );
+    let session = wait_for(
+        "the rtmp2sink stream on the node",
+        Duration::from_secs(30),
+        || n1.stream(&pid(1)).and_then(|s| s["session_id"].as_u64()),
+    );
+    n1.wait_media_playlist(&pid(1), "source", 2, Duration::from_secs(30));
+    assert_eq!(presented(https), fingerprint(&c1));
+    // hls.js in Chromium, trusting the two test keys as it would a test CA, plays over HTTPS
+    // through the balancer while the certificate is replaced on disk.
+    let url = format!("https://127.0.0.1:{https}/live/{}/index.m3u8", pid(1));
+    let trust = vec![spki_hash(&c1), spki_hash(&c2)];
+    let viewer = std::thread::spawn(move || play_in_chromium_trusting(&url, 24, &trust));
+    std::thread::sleep(Duration::from_secs(10));
+    std::fs::copy(&k2, &live_key).unwrap();
+    std::fs::copy(&c2, &live_cert).unwrap();
+    wait_for(
+        "the new certificate served",
+        Duration::from_secs(20),
+        || (presented(https) == fingerprint(&c2)).then_some(()),
+    );
+    let report = viewer.join().expect("player thread");
+    assert!(report.fatal_errors.is_empty(), "{report:?}");
+    assert!(report.advanced >= 10.0, "{report:?}");
+    // Trust is what made it play: the same player trusting neither key gets nothing.
+    let url = format!("https://127.0.0.1:{https}/live/{}/index.m3u8", pid(1));
+    let untrusted = play_in_chromium_trusting(&url, 5, &[]);
+    assert!(
+        untrusted.advanced == 0.0 && !untrusted.fatal_errors.is_empty(),
+        "{untrusted:?}"
+    );
+    // A new viewer connection gets the new certificate over HTTP/2.
+    let (version, status, body) = curl(&c2, https, &format!("/live/{}/index.m3u8", pid(1)));
+    assert_eq!((version.as_str(), status), ("2", 200), "{body}");
+    // The encoder never noticed: same session, still publishing.
+    assert_eq!(
+        n1.stream(&pid(1)).and_then(|s| s["session_id"].as_u64()),
+        Some(session)
+    );
+    assert!(gst.is_running(), "rtmp2sink stopped:\n{}", gst.log_text());
 }

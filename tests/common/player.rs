@@ -101,6 +101,12 @@ fn ensure_node_modules() {
 /// the player's report. Panics only if the harness itself fails (node/Chromium missing, no
 /// report); player errors are in the report for the test to assert on.
 pub fn play_in_chromium(url: &str, secs: u64) -> PlayerReport {
+    play_in_chromium_trusting(url, secs, &[])
+}
+
+/// [`play_in_chromium`] over HTTPS: Chromium trusts certificates whose public key has one of
+/// the `spki` hashes (base64 SHA-256 of the SubjectPublicKeyInfo, [`spki_hash`]).
+pub fn play_in_chromium_trusting(url: &str, secs: u64, spki: &[String]) -> PlayerReport {
     ensure_node_modules();
     let dir = player_dir();
     let out = run_with_timeout(
@@ -108,11 +114,34 @@ pub fn play_in_chromium(url: &str, secs: u64) -> PlayerReport {
             .arg(dir.join("play.mjs"))
             .arg(url)
             .arg(secs.to_string())
+            .env("EDGE_PLAYER_TRUST_SPKI", spki.join(","))
             .current_dir(&dir),
         Duration::from_secs(secs) + PLAYER_OVERHEAD_TIMEOUT,
     )
     .unwrap_or_else(|e| panic!("play.mjs {url}: {e}"));
     report(&out, &format!("play.mjs {url}"))
+}
+
+/// The base64 SHA-256 of a PEM certificate's SubjectPublicKeyInfo (what Chromium's
+/// `--ignore-certificate-errors-spki-list` takes), by openssl.
+pub fn spki_hash(cert: &std::path::Path) -> String {
+    let out = run_with_timeout(
+        Command::new("sh").arg("-c").arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | base64",
+            cert.display()
+        )),
+        Duration::from_secs(20),
+    )
+    .expect("openssl");
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success() && hash.len() == 44,
+        "no SPKI hash for {}: {}",
+        cert.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hash
 }
 
 /// Drives the web dashboard at `admin_url` in headless Chromium as an operator would

@@ -30,6 +30,12 @@ const args = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--autoplay-policy=no-user-gesture-required',
 ];
+// EDGE_PLAYER_TRUST_SPKI: base64 SHA-256 hashes of the public keys (comma-separated) whose
+// certificates Chromium trusts over HTTPS, as a test CA would be: a self-signed test
+// certificate is accepted, any other certificate error still fails.
+if (process.env.EDGE_PLAYER_TRUST_SPKI) {
+  args.push(`--ignore-certificate-errors-spki-list=${process.env.EDGE_PLAYER_TRUST_SPKI}`);
+}
 
 // The page is served by a throwaway server on loopback: a real loopback origin (Chromium's
 // local-network-access rules refuse loopback fetches from about:blank, data: or intercepted
