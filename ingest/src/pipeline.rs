@@ -1169,3 +1169,7 @@ pub fn codec_from_caps(caps: &gst::CapsRef) -> Option<CodecConfig> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_test.rs"]
+mod tests;

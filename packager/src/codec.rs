@@ -147,7 +147,8 @@ pub(crate) fn avc_codec_string(avcc: &[u8]) -> Option<String> {
 /// "hvc1.P.C.TL.B…" from an hvcC (ISO/IEC 14496-15 Annex E): the profile space as a letter
 /// (none, A, B, C) before the profile_idc in decimal; the 32 profile compatibility flags in
 /// reverse bit order, in hex without leading zeros; the tier (L or H) and level_idc in
-/// decimal; then the six constraint indicator bytes in hex, trailing zero bytes left out.
+/// decimal; then the six constraint indicator bytes in two hex digits each, trailing zero
+/// bytes left out (as GStreamer's `gst_codec_utils_caps_get_mime_codec` writes them).
 pub(crate) fn hevc_codec_string(hvcc: &[u8]) -> Option<String> {
     let b = hvcc.get(..13)?;
     let space = ["", "A", "B", "C"][usize::from(b[1] >> 6)];
@@ -161,7 +162,7 @@ pub(crate) fn hevc_codec_string(hvcc: &[u8]) -> Option<String> {
         .map_or(0, |i| i + 1);
     let mut s = format!("hvc1.{space}{profile}.{compat:X}.{tier}{}", b[12]);
     for c in &constraints[..used] {
-        s.push_str(&format!(".{c:X}"));
+        s.push_str(&format!(".{c:02X}"));
     }
     Some(s)
 }

@@ -72,7 +72,7 @@ fn hevc_codec_strings_follow_annex_e() {
     hvcc[12] = 153;
     assert_eq!(
         hevc_codec_string(&hvcc).as_deref(),
-        Some("hvc1.2.4.H153.90.8")
+        Some("hvc1.2.4.H153.90.08")
     );
     // Profile space 1 is written A; no constraint bytes at all.
     let hvcc = [1, 0x41, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 93];

@@ -212,6 +212,16 @@ impl CodecConfig {
     }
 }
 
+/// The RFC 6381 codec string a configuration gets in CODECS (`avc1.64001f`, `hvc1.1.6.L120.90`,
+/// `av01.0.04M.08`, `mp4a.40.2`), or why the configuration is refused.
+pub fn codec_string(config: &CodecConfig) -> Result<String, PackagerError> {
+    let kind = match config {
+        CodecConfig::Aac { .. } => RenditionKind::Audio,
+        _ => RenditionKind::Video,
+    };
+    codec::CodecInfo::new("-", kind, config.clone()).map(|c| c.codec_string)
+}
+
 /// One encoded access unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
