@@ -435,6 +435,7 @@ impl NodeControl for FakeNode {
             rtmp_addr: self.rtmp_addr,
             srt_addr: self.rtmp_addr,
             http_addr: self.rtmp_addr,
+            https_addr: None,
             state: NodeState::Ready,
             overloaded: false,
             // 100,000 streams: the memory run pins 10,000, each with a reservation.

@@ -2,14 +2,18 @@
 //! node and through a balancer; the certificate is replaced on disk while a stream is live;
 //! curl plays LL-HLS over HTTPS with HTTP/2 from a node and through a balancer, blocking
 //! reloads included; hls.js in Chromium plays over HTTPS through a balancer while its
-//! certificate is replaced, from GStreamer's rtmp2sink publishing over RTMPS.
+//! certificate is replaced, from GStreamer's rtmp2sink publishing over RTMPS; a balancer
+//! reaches its nodes' HTTPS origins, and refuses one whose certificate it does not trust.
 // End-to-end tests drive real processes on real time; the ban on the std clock (clippy.toml)
 // is for product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use common::{cluster::*, *};
 
@@ -44,6 +48,41 @@ fn make_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf)
         String::from_utf8_lossy(&out.stderr)
     );
     (cert, key)
+}
+
+/// A test CA and a certificate it signed for `localhost` and 127.0.0.1 (not a CA itself, as
+/// webpki wants a server's certificate), by openssl: (CA cert, cert, key).
+fn make_ca_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key) = make_cert(dir, &format!("{name}-ca"));
+    let f = |ext: &str| dir.join(format!("{name}.{ext}"));
+    std::fs::write(
+        f("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    let script = format!(
+        "set -e; openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+         -subj /CN=localhost -keyout '{key}' -out '{csr}' 2>/dev/null; \
+         openssl x509 -req -in '{csr}' -CA '{ca}' -CAkey '{ca_key}' -CAcreateserial -days 2 \
+         -extfile '{ext}' -out '{crt}' 2>/dev/null",
+        key = f("key").display(),
+        csr = f("csr").display(),
+        ca = ca.display(),
+        ca_key = ca_key.display(),
+        ext = f("ext").display(),
+        crt = f("crt").display(),
+    );
+    let out = run_with_timeout(
+        std::process::Command::new("sh").arg("-c").arg(script),
+        Duration::from_secs(30),
+    )
+    .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (ca, f("crt"), f("key"))
 }
 
 /// The SHA-256 fingerprint of the certificate a TLS server at `port` presents now.
@@ -502,4 +541,58 @@ fn hls_js_plays_over_https_through_a_balancer_while_its_certificate_is_replaced(
         Some(session)
     );
     assert!(gst.is_running(), "rtmp2sink stopped:\n{}", gst.log_text());
+}
+
+#[test]
+fn a_balancer_reaches_its_nodes_over_https_when_told_to() {
+    let c = Cluster::new(1, 2);
+    let (ca, node_cert, node_key) = make_ca_signed(c.dir.path(), "node");
+    let (other_ca, _) = make_cert(c.dir.path(), "other");
+    // b1 trusts the CA that signed the node's certificate, b2 another one.
+    let b1 = c.balancer_with(1, "5s", |cfg| {
+        cfg.push_str(&format!("\n[node_https]\nca = \"{}\"\n", ca.display()));
+    });
+    let b2 = c.balancer_with(2, "5s", |cfg| {
+        cfg.push_str(&format!(
+            "\n[node_https]\nca = \"{}\"\n",
+            other_ca.display()
+        ));
+    });
+    let https = free_tcp_port();
+    let n1 = c.node_with(1, 40, &[&b1, &b2], |cfg| {
+        *cfg = cfg.replacen(
+            "\n[admin]",
+            &format!(
+                "https = \"127.0.0.1:{https}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
+                node_cert.display(),
+                node_key.display()
+            ),
+            1,
+        );
+    });
+    wait_nodes(&b1, &["n1"]);
+    wait_nodes(&b2, &["n1"]);
+    let mut enc = Encoder::ffmpeg_rtmp(&b1.rtmp_url(&key(1)), EncOpts::default());
+    n1.wait_media_playlist(&pid(1), "source", 2, Duration::from_secs(30));
+    let handshakes = |result: &str| {
+        metric_value(
+            &n1.metrics(),
+            &format!("edge_tls_handshakes_total{{listener=\"https\",result=\"{result}\"}}"),
+        )
+    };
+    // Through b1, over the node's HTTPS origin: a playlist, and the node counted the handshake.
+    let r = http_get(&b1.playlist_url(&pid(1)), Duration::from_secs(20)).expect("b1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("#EXT-X-STREAM-INF"), "{}", r.text());
+    assert!(handshakes("ok") >= 1.0, "{}", n1.metrics());
+    // b2 does not trust the node's certificate: it says so, and gives no playlist.
+    let r = http_get(&b2.playlist_url(&pid(1)), Duration::from_secs(30)).expect("b2");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(handshakes("failed") >= 1.0, "{}", n1.metrics());
+    assert!(
+        b2.log_text().contains("playback request failed"),
+        "{}",
+        b2.log_text()
+    );
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
 }

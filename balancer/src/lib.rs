@@ -636,7 +636,7 @@ pub async fn run(
         listeners.admin,
         admin_gate,
     ));
-    let router = playback::Router::new(Arc::clone(&placement));
+    let router = playback::Router::new(Arc::clone(&placement), cfg.node_https.as_ref());
     tokio::spawn(playback::serve(
         Arc::clone(&router),
         listeners.http,

@@ -48,10 +48,22 @@ pub struct PlacerState {
 /// How long past the reconnect window a stream_ref → playback ID memory is kept.
 const REF_MEMORY_MARGIN: Duration = Duration::from_secs(60);
 
+/// A node's HLS origin for one playback ID, as the playback router reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Its plain HTTP origin.
+    pub http: std::net::SocketAddr,
+    /// Its HTTPS origin, if it has one.
+    pub https: Option<std::net::SocketAddr>,
+    /// Its packager serves the ID (every rendition has a segment).
+    pub serves: bool,
+}
+
 /// One node that has a playback ID, as the playback router needs it.
 #[derive(Debug, Clone, Copy)]
 struct Route {
     http_addr: std::net::SocketAddr,
+    https_addr: Option<std::net::SocketAddr>,
     /// Its packager serves the ID (every rendition has a segment).
     serves: bool,
     /// An encoder of the stream is connected to it.
@@ -334,6 +346,7 @@ impl Placer {
                 }
                 entry.push(Route {
                     http_addr: n.report.http_addr,
+                    https_addr: n.report.https_addr,
                     serves: n.report.served.contains(id),
                     live: n.report.streams.iter().any(|s| &s.playback_id == id),
                     received: n.received,
@@ -489,19 +502,10 @@ impl Placer {
             .await;
     }
 
-    /// The HTTP address of the node that serves `playback_id`: where it is live first, else
-    /// where it is retained (waiting for a reconnect, or ended); among those, the most
+    /// Every node that serves or carries `playback_id`, best first: where it is live first,
+    /// else where it is retained (waiting for a reconnect, or ended); among those, the most
     /// recently heard from. Nodes that stopped reporting are used only if no other has it.
-    pub fn node_serving(&self, playback_id: &str) -> Option<std::net::SocketAddr> {
-        self.nodes_serving(playback_id)
-            .into_iter()
-            .next()
-            .map(|(a, _)| a)
-    }
-
-    /// Every node that serves or carries `playback_id`, best first (see [`Self::node_serving`]),
-    /// with whether it serves the ID (every rendition has a segment there).
-    pub fn nodes_serving(&self, playback_id: &str) -> Vec<(std::net::SocketAddr, bool)> {
+    pub fn nodes_serving(&self, playback_id: &str) -> Vec<Origin> {
         let lost_after = lock(&self.settings).policy.lost_after;
         let now = Instant::now();
         let mut v: Vec<Route> = lock(&self.routes)
@@ -514,7 +518,13 @@ impl Placer {
             let fresh = r.connected && now.saturating_duration_since(r.received) < lost_after;
             std::cmp::Reverse((fresh && r.serves, r.serves, r.live, r.received))
         });
-        v.into_iter().map(|r| (r.http_addr, r.serves)).collect()
+        v.into_iter()
+            .map(|r| Origin {
+                http: r.http_addr,
+                https: r.https_addr,
+                serves: r.serves,
+            })
+            .collect()
     }
 
     /// Every node this balancer has heard of, with its status; also refreshes node metrics.

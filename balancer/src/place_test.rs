@@ -36,6 +36,7 @@ pub(crate) fn config() -> BalancerConfig {
             token: String::new(),
         },
         public_tls: None,
+        node_https: None,
         tls: edge_config::TlsPaths {
             ca: "ca".into(),
             cert: "c".into(),
@@ -188,7 +189,11 @@ async fn a_successor_routes_viewers_from_the_imported_reports_at_once() {
     next.import(state);
     assert_eq!(
         next.nodes_serving("s01"),
-        vec![("127.0.0.1:8080".parse().unwrap(), true)],
+        vec![Origin {
+            http: "127.0.0.1:8080".parse().unwrap(),
+            https: None,
+            serves: true
+        }],
         "a viewer's request right after the takeover would get 404"
     );
 }

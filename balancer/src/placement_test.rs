@@ -371,6 +371,7 @@ fn policy_config_defaults_and_from_the_balancer_config() {
         },
         tls: paths(),
         public_tls: None,
+        node_https: None,
     };
     let c = PolicyConfig::from(&b);
     assert_eq!(

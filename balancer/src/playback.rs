@@ -36,7 +36,7 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, time::Sleep};
 
-use crate::place::Placer;
+use crate::place::{Origin, Placer};
 
 /// Connecting to a node on our network takes a millisecond; longer means it is gone.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -190,7 +190,10 @@ fn text(status: StatusCode, body: &'static str) -> Response<ViewerBody> {
 /// The router: which node serves a playback ID, and the client to reach it.
 pub struct Router {
     placement: Arc<Placer>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// `None` only if TLS to nodes was asked for and could not be set up (logged).
+    client: Option<Client<server::tls::HttpsConnector, Full<Bytes>>>,
+    /// Reach nodes over HTTPS (`[node_https]`).
+    tls: bool,
     suspects:
         std::sync::Mutex<std::collections::HashMap<std::net::SocketAddr, tokio::time::Instant>>,
 }
@@ -203,16 +206,33 @@ enum Attempt {
 }
 
 impl Router {
-    pub fn new(placement: Arc<Placer>) -> Arc<Self> {
+    /// A router to nodes over plain HTTP, or over HTTPS checked as `node_https` says.
+    pub fn new(placement: Arc<Placer>, node_https: Option<&edge_config::NodeHttps>) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .build(connector);
+        connector.enforce_http(false);
+        let (ca, server_name) = match node_https {
+            Some(n) => (
+                Some(n.ca.as_path()),
+                n.server_name.as_deref().and_then(|name| {
+                    rustls_pki_types::ServerName::try_from(name.to_string())
+                        .map_err(|e| tracing::error!(name, error = %e, "node_https.server_name is not a name"))
+                        .ok()
+                }),
+            ),
+            None => (None, None),
+        };
+        let client =
+            server::tls::https_connector("node_https.ca", ca, server_name, connector).map(|c| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(POOL_IDLE)
+                    .build(c)
+            });
         Arc::new(Self {
             placement,
             client,
+            tls: node_https.is_some(),
             suspects: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
@@ -263,12 +283,12 @@ impl Router {
             // Once any node has served the stream, playlists come only from a node that serves
             // it: one where the encoder has just arrived has empty playlists, which players
             // treat as fatal. A brand-new stream has no such node yet and is asked where it is.
-            let any_serving = nodes.iter().any(|(_, serves)| *serves);
-            for (node, serves) in nodes {
-                if self.suspect(node) || (playlist && any_serving && !serves) {
+            let any_serving = nodes.iter().any(|o| o.serves);
+            for origin in nodes {
+                if self.suspect(origin.http) || (playlist && any_serving && !origin.serves) {
                     continue;
                 }
-                match self.forward(&req, node, playlist).await {
+                match self.forward(&req, origin, playlist).await {
                     Attempt::Done(r) => return r,
                     Attempt::Retry(w) => why = w,
                 }
@@ -284,18 +304,28 @@ impl Router {
         }
     }
 
-    async fn forward<B>(
-        &self,
-        req: &Request<B>,
-        node: std::net::SocketAddr,
-        playlist: bool,
-    ) -> Attempt {
+    async fn forward<B>(&self, req: &Request<B>, origin: Origin, playlist: bool) -> Attempt {
+        let node = origin.http;
         let pq = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let Ok(uri) = format!("http://{node}{pq}").parse::<http::Uri>() else {
+        let target = match (self.tls, origin.https) {
+            (false, _) => format!("http://{node}{pq}"),
+            (true, Some(https)) => format!("https://{https}{pq}"),
+            (true, None) => {
+                tracing::warn!(node = %node, "the node serving this stream has no HTTPS origin (listen.https) and this balancer reaches nodes only over HTTPS (node_https)");
+                return Attempt::Retry("the node serving this stream has no HTTPS origin");
+            }
+        };
+        let Some(client) = &self.client else {
+            return Attempt::Done(text(
+                StatusCode::BAD_GATEWAY,
+                "this balancer cannot set up TLS to its nodes\n",
+            ));
+        };
+        let Ok(uri) = target.parse::<http::Uri>() else {
             return Attempt::Done(text(StatusCode::BAD_REQUEST, "bad path\n"));
         };
         let mut fwd = Request::builder().method(req.method().clone()).uri(uri);
@@ -312,7 +342,7 @@ impl Router {
         let Ok(fwd) = fwd.body(Full::new(Bytes::new())) else {
             return Attempt::Done(text(StatusCode::BAD_REQUEST, "bad request\n"));
         };
-        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(fwd)).await {
+        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, client.request(fwd)).await {
             Err(_) => {
                 return Attempt::Done(text(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -320,7 +350,16 @@ impl Router {
                 ))
             }
             Ok(Err(e)) => {
-                tracing::info!(node = %node, error = %e, "playback request failed; node marked unreachable");
+                // hyper's error says "client error (Connect)"; the cause (refused, a
+                // certificate not trusted) is further down the chain.
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why.push_str(": ");
+                    why.push_str(&s.to_string());
+                    source = s.source();
+                }
+                tracing::info!(node = %node, error = %why, "playback request failed; node marked unreachable");
                 self.mark_suspect(node);
                 return Attempt::Retry("the node serving this stream is unreachable");
             }

@@ -41,6 +41,8 @@ pub struct ControlConfig {
     pub advertise_rtmp: SocketAddr,
     pub advertise_srt: SocketAddr,
     pub advertise_http: SocketAddr,
+    /// The HTTPS origin balancers with `[node_https]` use; `None` without `listen.https`.
+    pub advertise_https: Option<SocketAddr>,
     /// Only these source IPs may send PROXY v2 headers and reservation IDs.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
@@ -154,6 +156,18 @@ pub struct BalancerConfig {
     pub tls: TlsPaths,
     /// The certificate of RTMPS (`[listen.tls]`); `None` without.
     pub public_tls: Option<CertPair>,
+    /// Viewers' requests reach nodes over HTTPS (`[node_https]`); `None`: plain HTTP.
+    pub node_https: Option<NodeHttps>,
+}
+
+/// How a balancer checks the nodes' HTTPS origins (`[node_https]`).
+#[derive(Debug, Clone)]
+pub struct NodeHttps {
+    /// PEM file of what signed the nodes' `[listen.tls]` certificates (a CA, or the
+    /// certificates themselves).
+    pub ca: std::path::PathBuf,
+    /// The name the nodes' certificates carry; `None`: each node's advertised IP address.
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -302,7 +302,7 @@ fn balancer_example_is_valid_once_its_files_exist() {
 
 #[test]
 fn balancer_problems_are_all_reported() {
-    let text = "[balancer]\nid = \"bad id\"\nlost_after = \"10ms\"\npolicy = \"random\"\n[listen]\nrtmp = \"0.0.0.0:1935\"\nrtmps = \"0.0.0.0:1935\"\n[admin]\ntoken = \"short\"\n[tls]\nca = \"/nope/ca.pem\"\ncert = \"/nope/c.pem\"\nkey = \"/nope/k.key\"\n";
+    let text = "[balancer]\nid = \"bad id\"\nlost_after = \"10ms\"\npolicy = \"random\"\n[listen]\nrtmp = \"0.0.0.0:1935\"\nrtmps = \"0.0.0.0:1935\"\n[admin]\ntoken = \"short\"\n[tls]\nca = \"/nope/ca.pem\"\ncert = \"/nope/c.pem\"\nkey = \"/nope/k.key\"\n[node_https]\nca = \"/nope/nodes.pem\"\nserver_name = \"not a name\"\n";
     let lines = load_balancer_str(text, "b.toml").unwrap_err().lines();
     assert!(
         lines
@@ -324,6 +324,8 @@ fn balancer_problems_are_all_reported() {
         "tls.ca",
         "tls.cert",
         "tls.key",
+        "node_https.ca",
+        "node_https.server_name",
     ] {
         assert!(
             lines.iter().any(|l| l.contains(&format!("b.toml: {want}"))),
@@ -353,7 +355,24 @@ fn node_control_section_needs_advertised_addresses_for_wildcard_listens() {
     );
     let ok = text.replace("trusted_proxies", "advertise_rtmp = \"10.0.0.1:1935\"\nadvertise_srt = \"10.0.0.1:9000\"\nadvertise_http = \"10.0.0.1:8080\"\ntrusted_proxies");
     let c = load_str(&ok, "n.toml").expect("valid with advertised addresses");
-    assert_eq!(c.control.unwrap().advertise_rtmp.port(), 1935);
+    let control = c.control.unwrap();
+    assert_eq!(control.advertise_rtmp.port(), 1935);
+    assert_eq!(
+        control.advertise_https, None,
+        "no HTTPS origin without listen.https"
+    );
+    // An HTTPS origin to advertise needs one to listen on.
+    let https = ok.replace(
+        "trusted_proxies",
+        "advertise_https = \"10.0.0.1:8443\"\ntrusted_proxies",
+    );
+    let lines = load_str(&https, "n.toml").unwrap_err().lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("control.advertise_https") && l.contains("needs listen.https")),
+        "{lines:#?}"
+    );
 }
 
 #[test]

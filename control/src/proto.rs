@@ -39,6 +39,10 @@ pub struct Report {
     pub srt_addr: SocketAddr,
     /// The node's HLS origin.
     pub http_addr: SocketAddr,
+    /// The node's HLS origin over HTTPS, when it has one (absent in reports of nodes from
+    /// before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_addr: Option<SocketAddr>,
     /// Whether the node takes new streams.
     pub state: NodeState,
     /// Pipelines are falling behind real time: no new streams.
@@ -84,6 +88,7 @@ impl Report {
             rtmp_addr: unspecified,
             srt_addr: unspecified,
             http_addr: unspecified,
+            https_addr: None,
             state: NodeState::Ready,
             overloaded: false,
             capacity_milli_units: 0,
@@ -468,6 +473,7 @@ mod tests {
             rtmp_addr: "10.0.0.1:1935".parse().unwrap(),
             srt_addr: "10.0.0.1:9000".parse().unwrap(),
             http_addr: "[::1]:8080".parse().unwrap(),
+            https_addr: Some("10.0.0.1:8443".parse().unwrap()),
             state: NodeState::Draining,
             overloaded: true,
             capacity_milli_units: 8000,

@@ -101,6 +101,7 @@ impl NodeControl for TestNode {
             rtmp_addr: "127.0.0.1:1935".parse().unwrap(),
             srt_addr: "127.0.0.1:9000".parse().unwrap(),
             http_addr: "127.0.0.1:8080".parse().unwrap(),
+            https_addr: None,
             state: NodeState::Ready,
             overloaded: false,
             capacity_milli_units: 4000,

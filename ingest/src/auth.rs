@@ -48,55 +48,15 @@ pub enum AuthError {
     Blocked(std::time::Duration),
 }
 
-pub(crate) type Connector =
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+pub(crate) type Connector = server::tls::HttpsConnector;
 
-/// The webhook's connector: TLS for `https://` URLs (rustls, ring) checked against `ca` (a PEM
-/// file) or, without one, Mozilla's roots; plain TCP for `http://`. A CA file that cannot be
-/// read now (config check read it) leaves no trusted root: every https check then fails as
-/// "auth backend unavailable", never letting a key in.
-pub(crate) fn https_connector(ca: Option<&std::path::Path>) -> Option<Connector> {
-    use rustls_pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        Some(path) => match CertificateDer::pem_file_iter(path) {
-            Ok(certs) => {
-                for cert in certs {
-                    match cert.map(|c| roots.add(c)) {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::error!(file = %path.display(), error = %e, "auth.webhook_ca: certificate refused")
-                        }
-                        Err(e) => {
-                            tracing::error!(file = %path.display(), error = %e, "auth.webhook_ca: not PEM")
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(file = %path.display(), error = %e, "auth.webhook_ca: cannot read")
-            }
-        },
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    // ring supports every default protocol version, so this fails only if that ever changes;
-    // then no webhook check can be made, and each says why.
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tracing::error!(error = %e, "cannot build the webhook's TLS configuration"))
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+/// The webhook's and the events' connector ([`server::tls::https_connector`]): TLS for
+/// `https://` URLs checked against `ca` (a PEM file) or Mozilla's roots; plain TCP for
+/// `http://`. `None` only if TLS cannot be set up at all.
+pub(crate) fn https_connector(setting: &str, ca: Option<&std::path::Path>) -> Option<Connector> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.enforce_http(false);
-    Some(
-        hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http),
-    )
+    server::tls::https_connector(setting, ca, None, http)
 }
 
 /// Largest webhook answer we read (it may carry a playback ID).
@@ -157,7 +117,7 @@ impl Authenticator {
                 .and_then(|u| u.parse().ok())
                 .map(|u| (u, cfg.auth.webhook_timeout)),
             secret: cfg.auth.secret.clone(),
-            client: https_connector(cfg.auth.webhook_ca.as_deref())
+            client: https_connector("auth.webhook_ca", cfg.auth.webhook_ca.as_deref())
                 .map(|c| Client::builder(TokioExecutor::new()).build(c)),
             slots: tokio::sync::Semaphore::new(MAX_WEBHOOK_CONCURRENCY),
             cache: std::sync::Mutex::new(std::collections::HashMap::new()),

@@ -4,7 +4,7 @@
 //! Losing the control plane affects nothing else: streams keep flowing, and the node keeps
 //! taking direct publishers; balancers simply stop placing streams here until reports resume.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use control::client::{ClientConfig, ClientHandle, NodeControl};
 use edge_config::ControlConfig;
@@ -14,7 +14,7 @@ use crate::{node::Node, StartError};
 
 struct Link {
     node: Arc<Node>,
-    advertise: (SocketAddr, SocketAddr, SocketAddr),
+    advertise: crate::report::Advertise,
 }
 
 impl NodeControl for Link {
@@ -60,7 +60,12 @@ pub fn start(
         .map_err(|e| StartError::Control(e.to_string()))?;
     let link = Arc::new(Link {
         node: Arc::clone(node),
-        advertise: (cfg.advertise_rtmp, cfg.advertise_srt, cfg.advertise_http),
+        advertise: crate::report::Advertise {
+            rtmp: cfg.advertise_rtmp,
+            srt: cfg.advertise_srt,
+            http: cfg.advertise_http,
+            https: cfg.advertise_https,
+        },
     });
     let handle = control::client::spawn_client(
         ClientConfig {

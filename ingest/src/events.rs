@@ -104,7 +104,7 @@ impl Events {
     pub fn new(cfg: &edge_config::Config) -> Self {
         let target = cfg.events.as_ref().and_then(|e| {
             let url = e.url.parse().ok()?;
-            let client = https_connector(e.ca.as_deref())
+            let client = https_connector("events.ca", e.ca.as_deref())
                 .map(|c| Client::builder(TokioExecutor::new()).build(c))?;
             let secret = cfg
                 .auth

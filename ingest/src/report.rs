@@ -32,9 +32,18 @@ pub struct StreamInfo {
     pub stats: Option<control::StreamStats>,
 }
 
+/// The addresses a node tells balancers to reach it at (`control.advertise_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Advertise {
+    pub rtmp: SocketAddr,
+    pub srt: SocketAddr,
+    pub http: SocketAddr,
+    pub https: Option<SocketAddr>,
+}
+
 impl Node {
     /// What this node tells its balancers.
-    pub fn report(&self, advertise: (SocketAddr, SocketAddr, SocketAddr)) -> control::Report {
+    pub fn report(&self, advertise: Advertise) -> control::Report {
         let now = tokio::time::Instant::now();
         let streams = self
             .active
@@ -70,9 +79,10 @@ impl Node {
         control::Report {
             node_id: self.config.node.id.clone(),
             seq: 0,
-            rtmp_addr: advertise.0,
-            srt_addr: advertise.1,
-            http_addr: advertise.2,
+            rtmp_addr: advertise.rtmp,
+            srt_addr: advertise.srt,
+            http_addr: advertise.http,
+            https_addr: advertise.https,
             state: if self.is_draining() {
                 control::NodeState::Draining
             } else if self.is_cordoned() {

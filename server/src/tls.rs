@@ -258,6 +258,66 @@ pub async fn accept(
     }
 }
 
+/// An HTTPS (or plain HTTP) client connector.
+pub type HttpsConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// A client connector over `http` (which must allow non-`http` schemes): TLS for `https://`
+/// URLs (rustls, ring) checked against `ca` (a PEM file of trusted certificates: a private CA,
+/// or a self-signed server certificate itself) or, without one, Mozilla's roots; plain TCP for
+/// `http://`. With `server_name`, every server certificate must carry that name (instead of
+/// the URL's host). A CA file that cannot be read now (the config check read it) leaves no
+/// trusted root, so every HTTPS request fails and says why; `setting` names the config key in
+/// those logs. `None` only if TLS cannot be set up at all.
+pub fn https_connector(
+    setting: &str,
+    ca: Option<&Path>,
+    server_name: Option<rustls_pki_types::ServerName<'static>>,
+    http: hyper_util::client::legacy::connect::HttpConnector,
+) -> Option<HttpsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => match CertificateDer::pem_file_iter(path) {
+            Ok(certs) => {
+                for cert in certs {
+                    match cert.map(|c| roots.add(c)) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(setting, file = %path.display(), error = %e, "certificate refused")
+                        }
+                        Err(e) => {
+                            tracing::error!(setting, file = %path.display(), error = %e, "not PEM")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(setting, file = %path.display(), error = %e, "cannot read")
+            }
+        },
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // ring supports every default protocol version, so this fails only if that ever changes;
+    // then no request can be made, and each says why.
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(
+            |e| tracing::error!(setting, error = %e, "cannot build a TLS client configuration"),
+        )
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if let Some(name) = server_name {
+        builder =
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    Some(builder.enable_http1().wrap_connector(http))
+}
+
 #[cfg(test)]
 #[path = "tls_test.rs"]
 mod tests;

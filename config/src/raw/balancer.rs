@@ -27,6 +27,21 @@ pub struct RawBalancerConfig {
     pub listen: RawBalancerListen,
     pub admin: RawAdmin,
     pub tls: RawTls,
+    /// Reach nodes' HTTPS origins (their `listen.https`) instead of plain HTTP.
+    #[serde(default)]
+    pub node_https: Option<RawNodeHttps>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeHttps {
+    /// PEM: the CA (or the certificates themselves) the nodes' public certificates verify
+    /// against.
+    pub ca: PathBuf,
+    /// The name every node's certificate carries; default: the node's advertised IP address
+    /// (which its certificate must then carry as an IP SAN).
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +187,29 @@ impl RawBalancerConfig {
                 );
             }
         }
+        if let Some(n) = &self.node_https {
+            if !n.ca.exists() {
+                p.add(
+                    "node_https.ca",
+                    format!("{} does not exist", n.ca.display()),
+                );
+            }
+            if n.server_name.as_deref().is_some_and(|s| {
+                s.is_empty()
+                    || !s
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+            }) {
+                p.add(
+                    "node_https.server_name",
+                    "must be a DNS name or an IP address",
+                );
+            }
+        }
+        let node_https = self.node_https.map(|n| NodeHttps {
+            ca: n.ca,
+            server_name: n.server_name,
+        });
         let l = self.listen;
         let public_tls = super::public_tls(
             &mut p,
@@ -204,6 +242,7 @@ impl RawBalancerConfig {
             handover_socket,
             drain_deadline: b.drain_deadline,
             public_tls,
+            node_https,
             listen: BalancerListen {
                 rtmp: l.rtmp,
                 rtmps: l.rtmps,

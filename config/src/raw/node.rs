@@ -85,6 +85,10 @@ pub struct RawControl {
     pub advertise_rtmp: Option<SocketAddr>,
     pub advertise_srt: Option<SocketAddr>,
     pub advertise_http: Option<SocketAddr>,
+    /// Where balancers reach this node's HTTPS origin (`listen.https`), for a balancer with
+    /// `[node_https]`; default: `listen.https` when it is on.
+    #[serde(default)]
+    pub advertise_https: Option<SocketAddr>,
     /// Source IPs allowed to send a PROXY v2 header and reservation IDs: the balancers.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
@@ -693,6 +697,14 @@ impl RawConfig {
                 advertise_rtmp: adv(&mut p, "advertise_rtmp", c.advertise_rtmp, l.rtmp),
                 advertise_srt: adv(&mut p, "advertise_srt", c.advertise_srt, l.srt),
                 advertise_http: adv(&mut p, "advertise_http", c.advertise_http, l.http),
+                advertise_https: match (c.advertise_https, l.https) {
+                    (None, None) => None,
+                    (Some(given), None) => {
+                        p.add("control.advertise_https", "needs listen.https (the node's HTTPS origin)");
+                        Some(given)
+                    }
+                    (given, Some(listen)) => Some(adv(&mut p, "advertise_https", given, listen)),
+                },
                 balancers: c.balancers,
                 tls: TlsPaths { ca: c.ca, cert: c.cert, key: c.key },
                 report_interval: c.report_interval,
