@@ -75,6 +75,8 @@ pub enum Elementary {
 
 /// Legacy FLV video codec ID of H.264 (AVC).
 const CODEC_AVC: u8 = 7;
+/// Enhanced RTMP video frame type of a command frame ("video info/command frame" in FLV).
+const FRAME_TYPE_COMMAND: u8 = 5;
 /// Set in an Enhanced RTMP video tag's first byte: a FourCC header follows.
 const EX_HEADER: u8 = 0x80;
 /// Legacy FLV sound format that means an Enhanced RTMP audio header follows.
@@ -132,6 +134,11 @@ pub fn video(body: &Bytes) -> Media {
     }
     let frame_type = (first >> 4) & 0x07;
     let packet_type = first & 0x0f;
+    // A command frame (seek start/end) carries one command byte, no picture; its metadata
+    // variant (HDR colour info) nothing the decoder needs either.
+    if frame_type == FRAME_TYPE_COMMAND {
+        return Media::Skip;
+    }
     let Some(fourcc) = body.get(1..5) else {
         return Media::Refuse("an Enhanced RTMP video tag too short for its FourCC".into());
     };

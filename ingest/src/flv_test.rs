@@ -163,3 +163,15 @@ fn enhanced_rtmp_av1_is_split_into_configuration_and_temporal_units() {
     // Metadata (colour info, what ffmpeg sends after the configuration) is skipped.
     assert_eq!(video(&Bytes::from_static(b"\xd4av01\x02\x00")), Media::Skip);
 }
+
+#[test]
+fn enhanced_rtmp_command_frames_never_reach_the_decoder() {
+    // Frame type 5 (command), packet type 1 (coded frames) with a command byte (start seek):
+    // for every FourCC, nothing for the decoder.
+    for fourcc in [&b"avc1"[..], b"hvc1", b"av01"] {
+        let mut body = vec![0x80 | 0x50 | 1];
+        body.extend_from_slice(fourcc);
+        body.push(0);
+        assert_eq!(video(&Bytes::from(body)), Media::Skip, "{fourcc:?}");
+    }
+}
