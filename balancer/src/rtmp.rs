@@ -105,8 +105,27 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, permit: server::ConnPerm
     let abort = front.relays.opening_token();
     // Our RTMPS front's hop names the encoder in a PROXY header; nobody else may send one.
     let hop = front.hops.contains(peer);
+    let accepted = tokio::time::Instant::now();
     let result = tokio::select! {
-        r = open(&mut client, peer, hop, &front.placement, &front.draining) => Some(r),
+        r = async {
+            // C0+C1 (after our RTMPS front's PROXY header) into a buffer the size of what
+            // arrives; the peek's session state exists once it is in.
+            let opening = rtmp_peek::read_opening(&mut client, accepted).await;
+            match opening {
+                Ok(opening) => {
+                    Box::pin(open(
+                        &mut client,
+                        peer,
+                        hop,
+                        (accepted, opening),
+                        &front.placement,
+                        &front.draining,
+                    ))
+                    .await
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        } => Some(r),
         _ = abort.cancelled() => None,
     };
     front.relays.opening.fetch_sub(1, Ordering::AcqRel);
@@ -175,6 +194,7 @@ async fn open(
     client: &mut TcpStream,
     peer: SocketAddr,
     hop: bool,
+    (accepted, opening): (tokio::time::Instant, Vec<u8>),
     placement: &Placer,
     draining: &std::sync::atomic::AtomicBool,
 ) -> Result<
@@ -187,7 +207,7 @@ async fn open(
     ),
     String,
 > {
-    let peeked = rtmp_peek::peek(client, hop)
+    let peeked = rtmp_peek::peek(client, hop, accepted, opening)
         .await
         .map_err(|e| e.to_string())?;
     let peer = match (hop, peeked.proxied) {

@@ -108,11 +108,33 @@ impl Peeked {
     }
 }
 
-/// Run the encoder side up to `publish`, within [`PEEK_TIMEOUTS`]; with `expect_proxy`, the
-/// connection opens with a PROXY v2 header (only our own RTMPS front's are accepted).
+/// A connection's first bytes (C0+C1, after a PROXY header if it has one), read before any
+/// session state exists ([`server::opening::read_opening`]), within the handshake deadline
+/// from `accepted`.
+pub async fn read_opening<S: AsyncRead + Unpin>(
+    io: &mut S,
+    accepted: Instant,
+) -> Result<Vec<u8>, PeekError> {
+    let len = wire::rtmp::C0_C1_LEN;
+    server::opening::read_opening(io, accepted + PEEK_TIMEOUTS.handshake, len, |b| {
+        b.len() >= len
+    })
+    .await
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut => PeekError::Session(SessionError::Timeout("handshake")),
+        std::io::ErrorKind::UnexpectedEof => PeekError::Closed,
+        _ => PeekError::Io(e),
+    })
+}
+
+/// Run the encoder side up to `publish`, within [`PEEK_TIMEOUTS`] from `accepted`, starting
+/// with the `opening` already read ([`read_opening`]); with `expect_proxy`, the connection
+/// opens with a PROXY v2 header (only our own RTMPS front's are accepted).
 pub async fn peek<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     expect_proxy: bool,
+    accepted: Instant,
+    opening: Vec<u8>,
 ) -> Result<Peeked, PeekError> {
     let mut buf = vec![0u8; READ_BUF];
     let mut proxied = None;
@@ -122,8 +144,10 @@ pub async fn peek<S: AsyncRead + AsyncWrite + Unpin>(
             record: true,
             timeouts: PEEK_TIMEOUTS,
         },
-        Instant::now(),
+        accepted,
     );
+    core.handle_input(&opening, Instant::now())?;
+    drop(opening);
     loop {
         let failed = loop {
             if let Some(b) = core.poll_transmit() {

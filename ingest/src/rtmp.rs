@@ -102,12 +102,39 @@ pub async fn serve(
         let span = tracing::info_span!("rtmp", client.addr = %peer, tls = tls.is_some(), encoder.addr = tracing::field::Empty, stream.id = tracing::field::Empty);
         tokio::spawn(
             async move {
+                let accepted = Instant::now();
                 let ended = match tls {
-                    None => handle_connection(node, sock, peer).await,
-                    Some(tls) => match server::tls::accept(&tls, sock, "rtmps").await {
-                        Ok(s) => handle_connection(node, s, peer).await,
-                        Err(e) => Err(RtmpError::Tls(e)),
-                    },
+                    None => {
+                        // C0+C1 (after any PROXY header) is read into a buffer the size of
+                        // what arrives; the session's state exists once it is in.
+                        let mut sock = sock;
+                        let until = accepted + NODE_TIMEOUTS.handshake;
+                        let opening = server::opening::read_opening(
+                            &mut sock,
+                            until,
+                            wire::rtmp::C0_C1_LEN,
+                            |b| b.len() >= wire::rtmp::C0_C1_LEN,
+                        )
+                        .await;
+                        match opening {
+                            Ok(opening) => {
+                                Box::pin(handle_connection(node, sock, peer, accepted, opening))
+                                    .await
+                            }
+                            Err(e) => Err(opening_error(e)),
+                        }
+                    }
+                    Some(tls) => {
+                        Box::pin(async move {
+                            match server::tls::accept(&tls, sock, "rtmps").await {
+                                Ok(s) => {
+                                    handle_connection(node, s, peer, accepted, Vec::new()).await
+                                }
+                                Err(e) => Err(RtmpError::Tls(e)),
+                            }
+                        })
+                        .await
+                    }
                 };
                 match ended {
                     Ok(()) => tracing::info!("rtmp connection closed"),
@@ -126,11 +153,26 @@ struct Publishing {
     output: Arc<StreamOutput>,
 }
 
-/// Run one RTMP connection to its end.
+/// Why a connection's opening ([`server::opening::read_opening`]) was not read: its deadline
+/// is the handshake's; a peer that left is not an error.
+fn opening_error(e: std::io::Error) -> RtmpError {
+    match e.kind() {
+        std::io::ErrorKind::TimedOut => RtmpError::Session(SessionError::Timeout("handshake")),
+        std::io::ErrorKind::UnexpectedEof => {
+            RtmpError::Session(SessionError::Handshake("closed before C0+C1".into()))
+        }
+        _ => RtmpError::Io(e),
+    }
+}
+
+/// Run one RTMP connection to its end: accepted at `accepted` (the handshake deadline counts
+/// from there), `opening` its first bytes, already read.
 pub async fn handle_connection<S>(
     node: Arc<Node>,
     mut io: S,
     peer: SocketAddr,
+    accepted: Instant,
+    opening: Vec<u8>,
 ) -> Result<(), RtmpError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -144,7 +186,7 @@ where
             record: false,
             timeouts: NODE_TIMEOUTS,
         },
-        Instant::now(),
+        accepted,
     );
     let mut conn = ConnInfo {
         client: peer,
@@ -152,15 +194,21 @@ where
     };
     let mut publishing: Option<Publishing> = None;
     let mut buf = vec![0u8; OPENING_READ_BUF];
-    let result = run(
-        &node,
-        &mut io,
-        &mut core,
-        &mut conn,
-        &mut publishing,
-        &mut buf,
-    )
-    .await;
+    let result = match core.handle_input(&opening, Instant::now()) {
+        Err(e) => Err(e.into()),
+        Ok(()) => {
+            drop(opening);
+            run(
+                &node,
+                &mut io,
+                &mut core,
+                &mut conn,
+                &mut publishing,
+                &mut buf,
+            )
+            .await
+        }
+    };
     // Whatever the core still has to say (a refusal status) goes out before we close.
     if let Some(b) = core.poll_transmit() {
         let _ = io.write_all(&b).await;
@@ -170,7 +218,8 @@ where
         // An encoder mid-publish reads server messages between its writes: keep reading
         // (and dropping) what it sends for a moment, so it reads the status instead of
         // finding its connection reset with the status lost.
-        let mut sink = [0u8; OPENING_READ_BUF];
+        // On the heap: an array here would sit in every connection's future for its life.
+        let mut sink = vec![0u8; OPENING_READ_BUF];
         let _ = tokio::time::timeout(REFUSAL_LINGER, async {
             while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
         })

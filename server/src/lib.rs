@@ -28,6 +28,7 @@ pub mod http;
 pub mod listen;
 pub mod metrics;
 pub mod openapi;
+pub mod opening;
 pub mod refusals;
 pub mod serve;
 pub mod tls;

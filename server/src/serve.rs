@@ -207,15 +207,39 @@ pub async fn serve_gated_tls<M, S, B>(
         let svc = make_service(peer);
         let builder = Arc::clone(&builder);
         let limits = Arc::clone(&limits);
-        let gate = gate.clone();
+        let mut gate = gate.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(&builder, sock, svc, gate, &limits).await,
-                Some(tls) => {
-                    if let Ok(s) = crate::tls::accept(&tls, sock, "https").await {
-                        serve_connection(&builder, s, svc, gate, &limits).await;
+                None => {
+                    // The first request's header is read here, into a buffer the size of what
+                    // arrives; hyper's state (an 8 KiB buffer from the first byte, timers, the
+                    // connection future) exists only once the header is complete.
+                    let mut sock = sock;
+                    let until = tokio::time::Instant::now() + limits.header_timeout;
+                    let max = limits.max_header_list_size as usize;
+                    let opening = tokio::select! {
+                        r = crate::opening::read_opening(
+                            &mut sock,
+                            until,
+                            max,
+                            crate::opening::http_head_complete,
+                        ) => r.ok(),
+                        // Retired before a request: nothing in progress to finish.
+                        _ = gate.retired() => None,
+                    };
+                    if let Some(opening) = opening {
+                        let sock = crate::opening::Rewind::new(opening, sock);
+                        Box::pin(serve_connection(&builder, sock, svc, gate, &limits)).await;
                     }
+                }
+                Some(tls) => {
+                    Box::pin(async move {
+                        if let Ok(s) = crate::tls::accept(&tls, sock, "https").await {
+                            serve_connection(&builder, s, svc, gate, &limits).await;
+                        }
+                    })
+                    .await
                 }
             }
             drop(permit);

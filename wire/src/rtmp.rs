@@ -77,6 +77,9 @@ pub struct ServerOptions {
     pub timeouts: Timeouts,
 }
 
+/// An RTMP handshake's opening from the client: C0 (the version byte) and C1 (1536 bytes).
+pub const C0_C1_LEN: usize = 1 + 1536;
+
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {
