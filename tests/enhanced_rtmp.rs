@@ -93,6 +93,28 @@ fn plays_in_a_browser(node: &Node, pid: &str) {
     assert!(report.advanced >= 4.0, "{report:?}");
 }
 
+/// ffmpeg 7 publishing a 854x480 30 fps test pattern encoded with `codec` (and its options)
+/// to `key` on `node` for a minute, until the source, 360p and audio renditions have two
+/// segments each; killed when the handle drops.
+fn publish_modern(node: &Node, key: &str, codec: &[&str]) -> KillOnDrop {
+    let mut cmd = std::process::Command::new(modern_ffmpeg());
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=854x480:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "60"])
+        .args(codec)
+        .args(["-c:a", "aac", "-f", "flv"])
+        .arg(node.rtmp_url(key))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = KillOnDrop(cmd.spawn().expect("ffmpeg 7"));
+    for r in ["source", "360p", "audio"] {
+        node.wait_media_playlist("one", r, 2, Duration::from_secs(40));
+    }
+    child
+}
+
 #[test]
 fn hevc_over_enhanced_rtmp_is_served_and_vp9_refused_by_name() {
     let node = Node::start(|_| {});
@@ -101,24 +123,18 @@ fn hevc_over_enhanced_rtmp_is_served_and_vp9_refused_by_name() {
     let session = node.stream("two").expect("listed")["session_id"].clone();
 
     // HEVC from ffmpeg 7 over Enhanced RTMP (what OBS 30+ sends when HEVC is chosen).
-    let mut hevc = std::process::Command::new(modern_ffmpeg());
-    hevc.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=854x480:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "60", "-c:v", "libx265", "-preset", "ultrafast"])
-        .args([
+    let mut hevc = publish_modern(
+        &node,
+        "test-stream-key-1",
+        &[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
             "-x265-params",
             "log-level=error:keyint=60:min-keyint=60:scenecut=0:bframes=0",
-        ])
-        .args(["-c:a", "aac", "-f", "flv"])
-        .arg(node.rtmp_url("test-stream-key-1"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut hevc = KillOnDrop(hevc.spawn().expect("ffmpeg 7"));
-    for r in ["source", "360p", "audio"] {
-        node.wait_media_playlist("one", r, 2, Duration::from_secs(40));
-    }
+        ],
+    );
     let mv = get_ok(&node.playlist_url("one")).text();
     assert!(mv.contains("CODECS=\"hvc1.1.6.L"), "{mv}");
     let source = decode(&node, "one", "source");
@@ -176,21 +192,24 @@ fn av1_over_enhanced_rtmp_is_served_as_av01_with_h264_rungs() {
     let node = Node::start(|_| {});
     // AV1 from ffmpeg 7 over Enhanced RTMP (OBS 30+ sends the same with its AV1 encoders):
     // libaom in real-time mode, a keyframe every 2 s.
-    let mut av1 = std::process::Command::new(modern_ffmpeg());
-    av1.args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=854x480:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "60", "-c:v", "libaom-av1", "-usage", "realtime"])
-        .args(["-cpu-used", "8", "-row-mt", "1", "-g", "60", "-b:v", "1M"])
-        .args(["-c:a", "aac", "-f", "flv"])
-        .arg(node.rtmp_url("test-stream-key-1"))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut av1 = KillOnDrop(av1.spawn().expect("ffmpeg 7"));
-    for r in ["source", "360p", "audio"] {
-        node.wait_media_playlist("one", r, 2, Duration::from_secs(40));
-    }
+    let mut av1 = publish_modern(
+        &node,
+        "test-stream-key-1",
+        &[
+            "-c:v",
+            "libaom-av1",
+            "-usage",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-row-mt",
+            "1",
+            "-g",
+            "60",
+            "-b:v",
+            "1M",
+        ],
+    );
     // Main profile, level 3.0 for 854x480 at 30 fps, main tier, 8 bits; the rungs are H.264.
     let mv = get_ok(&node.playlist_url("one")).text();
     assert!(mv.contains("CODECS=\"av01.0.04M.08,mp4a.40.2\""), "{mv}");

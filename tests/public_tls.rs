@@ -15,40 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{cluster::*, *};
-
-/// A self-signed certificate for `localhost` and 127.0.0.1, made by openssl: (cert, key).
-fn make_cert(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    let out = run_with_timeout(
-        std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        Duration::from_secs(30),
-    )
-    .expect("openssl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
+use common::{cluster::*, tls::make_cert, *};
 
 /// A test CA and a certificate it signed for `localhost` and 127.0.0.1 (not a CA itself, as
 /// webpki wants a server's certificate), by openssl: (CA cert, cert, key).
@@ -292,19 +259,7 @@ fn alive(pid: u32) -> bool {
 fn rtmps_through_a_balancer_is_placed_and_survives_a_hand_over() {
     let c = Cluster::new(1, 1);
     let (cert, key_file) = make_cert(c.dir.path(), "public");
-    let port = free_tcp_port();
-    let https = free_tcp_port();
-    let b = c.balancer_with(1, "5s", |cfg| {
-        *cfg = cfg.replacen(
-            "\n[admin]",
-            &format!(
-                "rtmps = \"127.0.0.1:{port}\"\nhttps = \"127.0.0.1:{https}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
-                cert.display(),
-                key_file.display()
-            ),
-            1,
-        );
-    });
+    let (b, port, https) = c.balancer_with_tls(1, &cert, &key_file);
     let n1 = c.node(1, 40, &[&b]);
     wait_nodes(&b, &["n1"]);
     let opts = || EncOpts {
@@ -479,19 +434,7 @@ fn hls_js_plays_over_https_through_a_balancer_while_its_certificate_is_replaced(
     let (live_cert, live_key) = (c.dir.path().join("tls.crt"), c.dir.path().join("tls.key"));
     std::fs::copy(&c1, &live_cert).unwrap();
     std::fs::copy(&k1, &live_key).unwrap();
-    let rtmps = free_tcp_port();
-    let https = free_tcp_port();
-    let b = c.balancer_with(1, "5s", |cfg| {
-        *cfg = cfg.replacen(
-            "\n[admin]",
-            &format!(
-                "rtmps = \"127.0.0.1:{rtmps}\"\nhttps = \"127.0.0.1:{https}\"\n\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[admin]",
-                live_cert.display(),
-                live_key.display()
-            ),
-            1,
-        );
-    });
+    let (b, rtmps, https) = c.balancer_with_tls(1, &live_cert, &live_key);
     let n1 = c.node(1, 40, &[&b]);
     wait_nodes(&b, &["n1"]);
     // GStreamer's rtmp2sink publishes over RTMPS through the balancer.

@@ -136,7 +136,15 @@ pub async fn serve(listener: TcpListener, front: Arc<Front>, mut gate: server::G
             async move {
                 front.live.fetch_add(1, Ordering::AcqRel);
                 LIVE.inc();
-                match terminate(sock, peer, &front).await {
+                // The ClientHello first, into a buffer the size of what arrives; the TLS
+                // session and the hop exist once it is in.
+                let accepted = tokio::time::Instant::now();
+                let mut sock = sock;
+                let ended = match server::tls::read_hello(&mut sock, accepted, "rtmps").await {
+                    Ok(hello) => Box::pin(terminate(sock, hello, accepted, peer, &front)).await,
+                    Err(e) => Err(e),
+                };
+                match ended {
                     Ok(()) => tracing::info!("rtmps connection closed"),
                     Err(e) => tracing::info!(reason = %e, "rtmps connection ended"),
                 }
@@ -153,12 +161,14 @@ pub async fn serve(listener: TcpListener, front: Arc<Front>, mut gate: server::G
 /// header, then bytes both ways until either side ends.
 async fn terminate(
     sock: tokio::net::TcpStream,
+    hello: Vec<u8>,
+    accepted: tokio::time::Instant,
     peer: SocketAddr,
     front: &Front,
 ) -> Result<(), String> {
     let _ = sock.set_nodelay(true);
     let local = sock.local_addr().map_err(|e| e.to_string())?;
-    let mut tls = server::tls::accept(&front.tls, sock, "rtmps").await?;
+    let mut tls = server::tls::accept(&front.tls, sock, hello, accepted, "rtmps").await?;
     let hop = match front.rtmp {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),

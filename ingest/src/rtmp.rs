@@ -125,15 +125,25 @@ pub async fn serve(
                         }
                     }
                     Some(tls) => {
-                        Box::pin(async move {
-                            match server::tls::accept(&tls, sock, "rtmps").await {
-                                Ok(s) => {
-                                    handle_connection(node, s, peer, accepted, Vec::new()).await
-                                }
-                                Err(e) => Err(RtmpError::Tls(e)),
+                        // The ClientHello first, as C0+C1 above; then TLS and the session.
+                        let mut sock = sock;
+                        match server::tls::read_hello(&mut sock, accepted, "rtmps").await {
+                            Err(e) => Err(RtmpError::Tls(e)),
+                            Ok(hello) => {
+                                Box::pin(async move {
+                                    match server::tls::accept(&tls, sock, hello, accepted, "rtmps")
+                                        .await
+                                    {
+                                        Ok(s) => {
+                                            handle_connection(node, s, peer, accepted, Vec::new())
+                                                .await
+                                        }
+                                        Err(e) => Err(RtmpError::Tls(e)),
+                                    }
+                                })
+                                .await
                             }
-                        })
-                        .await
+                        }
                     }
                 };
                 match ended {

@@ -234,12 +234,20 @@ pub async fn serve_gated_tls<M, S, B>(
                     }
                 }
                 Some(tls) => {
-                    Box::pin(async move {
-                        if let Ok(s) = crate::tls::accept(&tls, sock, "https").await {
-                            serve_connection(&builder, s, svc, gate, &limits).await;
-                        }
-                    })
-                    .await
+                    // The ClientHello first, into a buffer the size of what arrives; rustls's
+                    // state and hyper's exist once it is in.
+                    let accepted = tokio::time::Instant::now();
+                    let mut sock = sock;
+                    if let Ok(hello) = crate::tls::read_hello(&mut sock, accepted, "https").await {
+                        Box::pin(async move {
+                            if let Ok(s) =
+                                crate::tls::accept(&tls, sock, hello, accepted, "https").await
+                            {
+                                serve_connection(&builder, s, svc, gate, &limits).await;
+                            }
+                        })
+                        .await
+                    }
                 }
             }
             drop(permit);

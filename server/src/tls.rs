@@ -232,14 +232,60 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// Complete the TLS handshake on `sock` within [`HANDSHAKE_TIMEOUT`]; counted per
-/// `listener` in `edge_tls_handshakes_total`.
+/// A public listener's TLS stream: its ClientHello record, read before rustls's state existed
+/// ([`read_hello`]), put back in front of the socket.
+pub type TlsStream = tokio_rustls::server::TlsStream<crate::opening::Rewind<TcpStream>>;
+
+/// Largest TLS record: 2^14 bytes of plaintext after a 5-byte header (RFC 8446, 5.1); a
+/// ClientHello is one record of a few hundred bytes in practice.
+const MAX_HELLO_RECORD: usize = 5 + (1 << 14);
+
+/// The first TLS record of a connection accepted at `accepted` (the ClientHello), read into a
+/// buffer the size of what arrives before any TLS state exists, within [`HANDSHAKE_TIMEOUT`]:
+/// a peer that sends half a hello and stalls costs what it sent. Failures are counted per
+/// `listener` in `edge_tls_handshakes_total`, as [`accept`]'s are.
+pub async fn read_hello(
+    sock: &mut TcpStream,
+    accepted: tokio::time::Instant,
+    listener: &str,
+) -> Result<Vec<u8>, String> {
+    let complete =
+        |b: &[u8]| b.len() >= 5 && b.len() >= 5 + usize::from(u16::from_be_bytes([b[3], b[4]]));
+    crate::opening::read_opening(
+        sock,
+        accepted + HANDSHAKE_TIMEOUT,
+        MAX_HELLO_RECORD,
+        complete,
+    )
+    .await
+    .map_err(|e| {
+        let timeout = e.kind() == std::io::ErrorKind::TimedOut;
+        HANDSHAKES
+            .with_label_values(&[listener, if timeout { "timeout" } else { "failed" }])
+            .inc();
+        if timeout {
+            format!(
+                "TLS handshake not done within {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )
+        } else {
+            format!("TLS handshake failed: {e}")
+        }
+    })
+}
+
+/// Complete the TLS handshake on `sock`, whose ClientHello `hello` was read already
+/// ([`read_hello`]), within [`HANDSHAKE_TIMEOUT`] of `accepted`; counted per `listener` in
+/// `edge_tls_handshakes_total`.
 pub async fn accept(
     acceptor: &tokio_rustls::TlsAcceptor,
     sock: TcpStream,
+    hello: Vec<u8>,
+    accepted: tokio::time::Instant,
     listener: &str,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
+) -> Result<TlsStream, String> {
+    let sock = crate::opening::Rewind::new(hello, sock);
+    match tokio::time::timeout_at(accepted + HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await {
         Ok(Ok(s)) => {
             HANDSHAKES.with_label_values(&[listener, "ok"]).inc();
             Ok(s)

@@ -137,7 +137,12 @@ async fn new_connections_get_the_new_certificate_and_old_ones_carry_on() {
             };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = accept(&acceptor, sock, "test").await else {
+                let accepted = tokio::time::Instant::now();
+                let mut sock = sock;
+                let Ok(hello) = read_hello(&mut sock, accepted, "test").await else {
+                    return;
+                };
+                let Ok(mut tls) = accept(&acceptor, sock, hello, accepted, "test").await else {
                     return;
                 };
                 let mut buf = [0u8; 64];
@@ -192,7 +197,22 @@ async fn a_peer_that_never_finishes_the_handshake_is_dropped_at_the_deadline() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sock, _) = listener.accept().await.unwrap();
-    let e = accept(&acceptor, sock, "test").await.unwrap_err();
+    let (mut sock, _) = listener.accept().await.unwrap();
+    // A silent peer: no hello within the deadline, and no TLS state was ever made for it.
+    let accepted = tokio::time::Instant::now();
+    let e = read_hello(&mut sock, accepted, "test").await.unwrap_err();
     assert!(e.contains("not done within 10 s"), "{e}");
+    // A peer that sends its whole hello and then stalls: the handshake's deadline counts
+    // from the same accept.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sock, _) = listener.accept().await.unwrap();
+    let accepted = tokio::time::Instant::now();
+    stalled.write_all(&[22, 3, 1, 0, 2, 1, 0]).await.unwrap();
+    let hello = read_hello(&mut sock, accepted, "test").await.unwrap();
+    assert_eq!(hello, [22, 3, 1, 0, 2, 1, 0]);
+    let e = match accept(&acceptor, sock, hello, accepted, "test").await {
+        Ok(_) => panic!("a half handshake was accepted"),
+        Err(e) => e,
+    };
+    assert!(e.contains("TLS handshake"), "{e}");
 }

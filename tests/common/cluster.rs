@@ -279,6 +279,16 @@ impl Cluster {
     /// Node `n{i}` with `capacity` units where each stream costs 1 unit (passthrough only, no
     /// ladder: the balancer scenarios are about placement, not transcoding), reporting to
     /// `balancers`.
+    /// Balancer `i` with RTMPS and HTTPS on ports of their own, presenting `cert` and `key`:
+    /// (balancer, RTMPS port, HTTPS port).
+    pub fn balancer_with_tls(&self, i: usize, cert: &Path, key: &Path) -> (Balancer, u16, u16) {
+        let (rtmps, https) = (free_tcp_port(), free_tcp_port());
+        let b = self.balancer_with(i, "5s", |cfg| {
+            super::tls::add_tls_listeners(cfg, rtmps, https, cert, key)
+        });
+        (b, rtmps, https)
+    }
+
     pub fn node(&self, i: usize, capacity: u32, balancers: &[&Balancer]) -> Node {
         self.node_with(i, capacity, balancers, |_| {})
     }

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod procfs;
 pub mod rtmp_raw;
 pub mod srt_raw;
+pub mod tls;
 
 pub use encoder::{clip, modern_ffmpeg, EncOpts, Encoder};
 pub use hls::{
