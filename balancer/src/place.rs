@@ -9,7 +9,7 @@
 //! [`Placer::cancel`]. Nothing here ever touches a relayed connection.
 //!
 //! The placer also keeps what viewers and operators need from the reports: which node serves a
-//! playback ID ([`Placer::node_serving`]) and every node's status ([`Placer::nodes`]).
+//! playback ID ([`Placer::nodes_serving`]) and every node's status ([`Placer::nodes`]).
 
 use std::{
     sync::{atomic::AtomicU64, atomic::Ordering, Arc, Mutex, MutexGuard},

@@ -315,7 +315,11 @@ impl Router {
             (false, _) => format!("http://{node}{pq}"),
             (true, Some(https)) => format!("https://{https}{pq}"),
             (true, None) => {
-                tracing::warn!(node = %node, "the node serving this stream has no HTTPS origin (listen.https) and this balancer reaches nodes only over HTTPS (node_https)");
+                // Said once per suspect period, not once per viewer request.
+                if !self.suspect(node) {
+                    tracing::warn!(node = %node, "the node serving this stream has no HTTPS origin (listen.https) and this balancer reaches nodes only over HTTPS (node_https)");
+                    self.mark_suspect(node);
+                }
                 return Attempt::Retry("the node serving this stream has no HTTPS origin");
             }
         };

@@ -108,8 +108,9 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, permit: server::ConnPerm
     let accepted = tokio::time::Instant::now();
     let result = tokio::select! {
         r = async {
-            // C0+C1 (after our RTMPS front's PROXY header) into a buffer the size of what
-            // arrives; the peek's session state exists once it is in.
+            // The first 1,537 bytes (C0+C1, or our RTMPS front's PROXY header and most of
+            // them) into a buffer the size of what arrives; the peek's session state exists
+            // once they are in, and reads the rest itself.
             let opening = rtmp_peek::read_opening(&mut client, accepted).await;
             match opening {
                 Ok(opening) => {

@@ -108,8 +108,8 @@ impl Peeked {
     }
 }
 
-/// A connection's first bytes (C0+C1, after a PROXY header if it has one), read before any
-/// session state exists ([`server::opening::read_opening`]), within the handshake deadline
+/// A connection's first 1,537 bytes (C0+C1, or a PROXY header and most of them), read before
+/// any session state exists ([`server::opening::read_opening`]), within the handshake deadline
 /// from `accepted`.
 pub async fn read_opening<S: AsyncRead + Unpin>(
     io: &mut S,

@@ -361,6 +361,16 @@ fn node_control_section_needs_advertised_addresses_for_wildcard_listens() {
         control.advertise_https, None,
         "no HTTPS origin without listen.https"
     );
+    // An HTTPS origin on 0.0.0.0 is advertised at the HTTP origin's address, its own port.
+    let wildcard = format!(
+        "{}\n[listen.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        ok.replacen("[listen]\n", "[listen]\nhttps = \"0.0.0.0:8443\"\n", 1)
+    );
+    let c = load_str(&wildcard, "n.toml").expect("valid with listen.https on 0.0.0.0");
+    assert_eq!(
+        c.control.unwrap().advertise_https,
+        Some("10.0.0.1:8443".parse().unwrap())
+    );
     // An HTTPS origin to advertise needs one to listen on.
     let https = ok.replace(
         "trusted_proxies",

@@ -481,8 +481,9 @@ impl Pipeline {
         })
     }
 
-    /// The frame rate the publisher's metadata announces, for an elementary input's caps
-    /// (flvdemux reads it for H.264 itself). A bitstream that states no rate (AV1 from libaom,
+    /// The frame rate the publisher's metadata announces, for an AV1 input's caps (flvdemux
+    /// reads it for H.264 itself; HEVC states its own); it must come before the sequence start,
+    /// as encoders send it. A bitstream that states no rate (AV1 from libaom,
     /// for one) otherwise reaches the ladder as variable frame rate, and `videorate` then
     /// drops every frame that arrives a millisecond early. Outside 1..=MAX_ANNOUNCED_FPS it is
     /// ignored.
@@ -529,7 +530,10 @@ impl Pipeline {
                         .build(),
                     VideoCodec::Av1 => parsed_caps(codec, Some(&record)),
                 };
-                if let (Some(rate), Some(c)) = (
+                // AV1 from libaom states no frame rate; HEVC's VUI does, and wins over what
+                // a publisher's metadata claims.
+                if let (VideoCodec::Av1, Some(rate), Some(c)) = (
+                    codec,
                     self.announced_rate.lock().ok().and_then(|r| *r),
                     caps.get_mut(),
                 ) {
@@ -1080,11 +1084,16 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                     // output by 1,000 hours (and its segment by as much), so a rung's raw
                     // PTS lie 1,000 hours after the source's and the audio's.
                     let segment = sample.segment();
-                    let running = |t: Option<gst::ClockTime>| t.map(|t| running_time(segment, t));
-                    let Some(pts) = running(buf.pts()).or(running(buf.dts())) else {
+                    let Some(raw_pts) = buf.pts().or(buf.dts()) else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
-                    let dts = running(buf.dts()).unwrap_or(pts).min(pts);
+                    let pts = running_time(segment, raw_pts);
+                    // The DTS keeps its distance below the PTS (a DTS may lie before the
+                    // segment's start, where running time has no value).
+                    let dts = match buf.dts() {
+                        Some(d) if d <= raw_pts => pts.saturating_sub(raw_pts - d),
+                        _ => pts,
+                    };
                     let Ok(map) = buf.map_readable() else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
@@ -1107,13 +1116,18 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
         .build()
 }
 
-/// `t` as running time in `segment` (a time segment), or `t` itself where the segment says
-/// nothing (none, not in time, or `t` before its start).
+/// `t` as running time in `segment` (a time segment); a time before the segment's start is
+/// running time 0 (never the raw time: an x264 rung's is 1,000 hours ahead). Without a time
+/// segment, `t` itself.
 fn running_time(segment: Option<&gst::Segment>, t: gst::ClockTime) -> gst::ClockTime {
-    segment
-        .and_then(|s| s.downcast_ref::<gst::format::Time>())
-        .and_then(|s| s.to_running_time(t))
-        .unwrap_or(t)
+    match segment.and_then(|s| s.downcast_ref::<gst::format::Time>()) {
+        None => t,
+        Some(s) => match s.to_running_time_full(t) {
+            Some(gst::Signed::Positive(rt)) => rt,
+            Some(gst::Signed::Negative(_)) => gst::ClockTime::ZERO,
+            None => t,
+        },
+    }
 }
 
 /// Codec parameters from the caps of an appsink (H.264 avc, H.265 hvc1, AV1 with its av1C, or

@@ -105,8 +105,9 @@ pub async fn serve(
                 let accepted = Instant::now();
                 let ended = match tls {
                     None => {
-                        // C0+C1 (after any PROXY header) is read into a buffer the size of
-                        // what arrives; the session's state exists once it is in.
+                        // The first 1,537 bytes (C0+C1, or a balancer's PROXY header and most
+                        // of them) go into a buffer the size of what arrives; the session's
+                        // state exists once they are in, and reads the rest itself.
                         let mut sock = sock;
                         let until = accepted + NODE_TIMEOUTS.handshake;
                         let opening = server::opening::read_opening(
@@ -460,7 +461,11 @@ fn push_tag(
             return p
                 .pipeline
                 .push_elementary(codec, ts, packet)
-                .map_err(|e| RtmpError::Pipeline(e.to_string()));
+                .map_err(|e| match e {
+                    // What the encoder sent (a codec change): it hears why in a status.
+                    PipelineError::SourceRefused(why) => RtmpError::Codec(why),
+                    e => RtmpError::Pipeline(e.to_string()),
+                });
         }
     };
     // Timed as read off the socket, before any of this node's own delays (health: late frames,

@@ -4,8 +4,8 @@
 //! future of several KiB.
 //!
 //! [`read_opening`] reads into a buffer that grows with what arrives, until the opening is
-//! complete (an HTTP header's blank line, an RTMP C0+C1), a size bound, the deadline or the
-//! end; the caller then builds its connection state, boxed so that the spawned task stays
+//! complete (an HTTP header's blank line, an RTMP connection's first 1,537 bytes: C0+C1, or a
+//! PROXY header and most of them), a size bound, the deadline or the end; the caller then builds its connection state, boxed so that the spawned task stays
 //! small while it waits, and feeds it the opening ([`Rewind`] puts the bytes back in front of
 //! the stream for a library that reads the stream itself).
 
@@ -55,9 +55,10 @@ where
 }
 
 /// An HTTP opening is complete at the blank line that ends the first request's header (an
-/// HTTP/2 preface has one too: `PRI * HTTP/2.0\r\n\r\n`).
+/// HTTP/2 preface has one too: `PRI * HTTP/2.0\r\n\r\n`), with CRLF or bare LF line ends as
+/// hyper takes them.
 pub fn http_head_complete(b: &[u8]) -> bool {
-    b.windows(4).any(|w| w == b"\r\n\r\n")
+    b.windows(2).any(|w| w == b"\n\n") || b.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// A stream with bytes already read from it put back in front.

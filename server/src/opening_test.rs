@@ -67,3 +67,13 @@ async fn an_opening_stops_at_its_bound_and_at_the_end() {
     let r = read_opening(&mut server, until, 100, http_head_complete).await;
     assert_eq!(r.map_err(|e| e.kind()), Err(io::ErrorKind::UnexpectedEof));
 }
+
+#[test]
+fn a_header_ends_at_its_blank_line_with_crlf_or_bare_lf() {
+    assert!(http_head_complete(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n"));
+    assert!(http_head_complete(b"GET / HTTP/1.1\nHost: e\n\n"));
+    assert!(http_head_complete(b"GET / HTTP/1.1\nHost: e\n\r\n"));
+    assert!(http_head_complete(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    assert!(!http_head_complete(b"GET / HTTP/1.1\r\nHost: e\r\n"));
+    assert!(!http_head_complete(b"GET / HTTP/1.1\r\nUser-Agent: half"));
+}

@@ -207,7 +207,7 @@ pub async fn serve_gated_tls<M, S, B>(
         let svc = make_service(peer);
         let builder = Arc::clone(&builder);
         let limits = Arc::clone(&limits);
-        let mut gate = gate.clone();
+        let gate = gate.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
@@ -218,19 +218,18 @@ pub async fn serve_gated_tls<M, S, B>(
                     let mut sock = sock;
                     let until = tokio::time::Instant::now() + limits.header_timeout;
                     let max = limits.max_header_list_size as usize;
-                    let opening = tokio::select! {
-                        r = crate::opening::read_opening(
-                            &mut sock,
-                            until,
-                            max,
-                            crate::opening::http_head_complete,
-                        ) => r.ok(),
-                        // Retired before a request: nothing in progress to finish.
-                        _ = gate.retired() => None,
-                    };
-                    if let Some(opening) = opening {
+                    // Not cut short by a retired gate: a request on its way is answered
+                    // (with `Connection: close`) as it would have been.
+                    let opening = crate::opening::read_opening(
+                        &mut sock,
+                        until,
+                        max,
+                        crate::opening::http_head_complete,
+                    )
+                    .await;
+                    if let Ok(opening) = opening {
                         let sock = crate::opening::Rewind::new(opening, sock);
-                        Box::pin(serve_connection(&builder, sock, svc, gate, &limits)).await;
+                        Box::pin(serve_connection(&builder, sock, svc, gate, &limits, until)).await;
                     }
                 }
                 Some(tls) => {
@@ -243,7 +242,9 @@ pub async fn serve_gated_tls<M, S, B>(
                             if let Ok(s) =
                                 crate::tls::accept(&tls, sock, hello, accepted, "https").await
                             {
-                                serve_connection(&builder, s, svc, gate, &limits).await;
+                                // The request's deadline starts once TLS is up.
+                                let until = tokio::time::Instant::now() + limits.header_timeout;
+                                serve_connection(&builder, s, svc, gate, &limits, until).await;
                             }
                         })
                         .await
@@ -255,7 +256,8 @@ pub async fn serve_gated_tls<M, S, B>(
     }
 }
 
-/// Serve one connection until it ends, it stays idle for `limits.idle_timeout`, or `gate` is
+/// Serve one connection, whose first complete request is due by `first_request`, until it
+/// ends, it stays idle for `limits.idle_timeout`, or `gate` is
 /// retired: then let it wind down without a client ever seeing a request fail. HTTP/1: every
 /// response from now on carries `Connection: close` (the client opens a new connection, to
 /// whoever holds the listener now, for its next request; closing an idle keep-alive
@@ -268,6 +270,7 @@ pub async fn serve_connection<I, S, B>(
     svc: S,
     mut gate: Gate,
     limits: &HttpLimits,
+    first_request: tokio::time::Instant,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<B>> + Send + 'static,
@@ -284,10 +287,10 @@ pub async fn serve_connection<I, S, B>(
     };
     let conn = builder.serve_connection(TokioIo::new(sock), svc);
     tokio::pin!(conn);
-    // A new connection must bring its first request within the header deadline (hyper's own
-    // header timer starts only at the first byte, and not at all while the auto builder is
-    // still reading enough bytes to tell HTTP/1 from HTTP/2); after that, the idle timeout.
-    let idle = tokio::time::sleep(limits.header_timeout);
+    // A new connection must bring its first request by `first_request` (counted from accept:
+    // the header pre-read is part of it, and an HTTP/2 preface completes that with no request
+    // yet); after that, the idle timeout.
+    let idle = tokio::time::sleep_until(first_request);
     tokio::pin!(idle);
     let mut requests_seen = 0;
     loop {

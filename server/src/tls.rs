@@ -239,6 +239,8 @@ pub type TlsStream = tokio_rustls::server::TlsStream<crate::opening::Rewind<TcpS
 /// Largest TLS record: 2^14 bytes of plaintext after a 5-byte header (RFC 8446, 5.1); a
 /// ClientHello is one record of a few hundred bytes in practice.
 const MAX_HELLO_RECORD: usize = 5 + (1 << 14);
+/// The content type of a TLS handshake record, which a ClientHello opens with.
+const TLS_HANDSHAKE_RECORD: u8 = 22;
 
 /// The first TLS record of a connection accepted at `accepted` (the ClientHello), read into a
 /// buffer the size of what arrives before any TLS state exists, within [`HANDSHAKE_TIMEOUT`]:
@@ -249,8 +251,12 @@ pub async fn read_hello(
     accepted: tokio::time::Instant,
     listener: &str,
 ) -> Result<Vec<u8>, String> {
-    let complete =
-        |b: &[u8]| b.len() >= 5 && b.len() >= 5 + usize::from(u16::from_be_bytes([b[3], b[4]]));
+    // Complete at the end of the first record; at once if it is not a TLS handshake record
+    // (plain HTTP or RTMP on a TLS port): rustls then refuses it without a wait.
+    let complete = |b: &[u8]| {
+        b.first().is_some_and(|t| *t != TLS_HANDSHAKE_RECORD)
+            || (b.len() >= 5 && b.len() >= 5 + usize::from(u16::from_be_bytes([b[3], b[4]])))
+    };
     crate::opening::read_opening(
         sock,
         accepted + HANDSHAKE_TIMEOUT,

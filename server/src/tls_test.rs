@@ -188,12 +188,6 @@ async fn new_connections_get_the_new_certificate_and_old_ones_carry_on() {
 #[tokio::test]
 async fn a_peer_that_never_finishes_the_handshake_is_dropped_at_the_deadline() {
     tokio::time::pause();
-    let d = dir("deadline");
-    let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
-    let (c, k) = pair(&ca());
-    write(&cert, &c);
-    write(&key, &k);
-    let acceptor = CertStore::load(&cert, &key).unwrap().acceptor(&[]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -202,17 +196,44 @@ async fn a_peer_that_never_finishes_the_handshake_is_dropped_at_the_deadline() {
     let accepted = tokio::time::Instant::now();
     let e = read_hello(&mut sock, accepted, "test").await.unwrap_err();
     assert!(e.contains("not done within 10 s"), "{e}");
-    // A peer that sends its whole hello and then stalls: the handshake's deadline counts
-    // from the same accept.
-    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_whole_hello_is_read_and_plain_bytes_are_refused_at_once() {
+    let d = dir("hello");
+    let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
+    let (c, k) = pair(&ca());
+    write(&cert, &c);
+    write(&key, &k);
+    let acceptor = CertStore::load(&cert, &key).unwrap().acceptor(&[]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A record announcing 2 bytes, its 2 bytes (not a real hello) and more: the opening is
+    // complete with that record, and rustls refuses it.
+    let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sock, _) = listener.accept().await.unwrap();
     let accepted = tokio::time::Instant::now();
-    stalled.write_all(&[22, 3, 1, 0, 2, 1, 0]).await.unwrap();
+    peer.write_all(&[22, 3, 1, 0, 2, 1, 0, 9, 9]).await.unwrap();
     let hello = read_hello(&mut sock, accepted, "test").await.unwrap();
-    assert_eq!(hello, [22, 3, 1, 0, 2, 1, 0]);
-    let e = match accept(&acceptor, sock, hello, accepted, "test").await {
-        Ok(_) => panic!("a half handshake was accepted"),
-        Err(e) => e,
-    };
-    assert!(e.contains("TLS handshake"), "{e}");
+    // What came with it goes back in front of the socket with it.
+    assert!(hello.starts_with(&[22, 3, 1, 0, 2, 1, 0]), "{hello:?}");
+    assert!(accept(&acceptor, sock, hello, accepted, "test")
+        .await
+        .is_err());
+    // Plain HTTP on a TLS port: complete at its first byte, well before the 10 s deadline a
+    // half hello gets, and refused.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sock, _) = listener.accept().await.unwrap();
+    let accepted = tokio::time::Instant::now();
+    plain.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let hello = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        read_hello(&mut sock, accepted, "test"),
+    )
+    .await
+    .expect("no wait for the deadline")
+    .unwrap();
+    assert!(accept(&acceptor, sock, hello, accepted, "test")
+        .await
+        .is_err());
 }

@@ -135,6 +135,24 @@ pub struct RawTls {
     pub key: PathBuf,
 }
 
+/// A TLS server name as rustls takes one: an IP address, or a DNS name of dot-separated labels
+/// of 1 to 63 letters, digits and hyphens (not at either end), at most 253 bytes.
+fn valid_server_name(s: &str) -> bool {
+    if s.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
 impl RawBalancerConfig {
     /// Check every value; return the resolved config or every problem found.
     pub fn validate(self) -> Result<BalancerConfig, Vec<Problem>> {
@@ -188,21 +206,14 @@ impl RawBalancerConfig {
             }
         }
         if let Some(n) = &self.node_https {
-            if !n.ca.exists() {
-                p.add(
-                    "node_https.ca",
-                    format!("{} does not exist", n.ca.display()),
-                );
-            }
-            if n.server_name.as_deref().is_some_and(|s| {
-                s.is_empty()
-                    || !s
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
-            }) {
+            super::node::pem_certificate_file(&mut p, "node_https.ca", &n.ca);
+            if n.server_name
+                .as_deref()
+                .is_some_and(|s| !valid_server_name(s))
+            {
                 p.add(
                     "node_https.server_name",
-                    "must be a DNS name or an IP address",
+                    "must be a DNS name (labels of letters, digits and hyphens) or an IP address",
                 );
             }
         }

@@ -86,7 +86,8 @@ pub struct RawControl {
     pub advertise_srt: Option<SocketAddr>,
     pub advertise_http: Option<SocketAddr>,
     /// Where balancers reach this node's HTTPS origin (`listen.https`), for a balancer with
-    /// `[node_https]`; default: `listen.https` when it is on.
+    /// `[node_https]`; default: `listen.https` when it is on (with the IP address of
+    /// `advertise_http` if `listen.https` is 0.0.0.0).
     #[serde(default)]
     pub advertise_https: Option<SocketAddr>,
     /// Source IPs allowed to send a PROXY v2 header and reservation IDs: the balancers.
@@ -259,6 +260,21 @@ fn http_url(p: &mut Problems, key: &str, value: Option<&str>) -> Option<String> 
     }
 }
 
+/// Whether the file at `path` (config key `key`) is readable and holds a PEM certificate.
+pub(crate) fn pem_certificate_file(p: &mut Problems, key: &str, path: &std::path::Path) -> bool {
+    match std::fs::read_to_string(path) {
+        Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => true,
+        Ok(_) => {
+            p.add(key, format!("{} holds no PEM certificate", path.display()));
+            false
+        }
+        Err(e) => {
+            p.add(key, format!("cannot read {}: {e}", path.display()));
+            false
+        }
+    }
+}
+
 /// The CA file `path` (config key `keys.0`) for the URL `url` (key `keys.1`): readable PEM,
 /// and only for an `https://` URL.
 fn ca_file(
@@ -275,20 +291,7 @@ fn ca_file(
     if !url.starts_with("https://") {
         p.add(keys.0, "only an https:// URL has a certificate to check");
     }
-    match std::fs::read_to_string(path) {
-        Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(path.to_path_buf()),
-        Ok(_) => {
-            p.add(
-                keys.0,
-                format!("{} holds no PEM certificate", path.display()),
-            );
-            None
-        }
-        Err(e) => {
-            p.add(keys.0, format!("cannot read {}: {e}", path.display()));
-            None
-        }
-    }
+    pem_certificate_file(p, keys.0, path).then(|| path.to_path_buf())
 }
 
 /// An auth secret shorter than this is guessable offline from a signature or derived ID.
@@ -703,7 +706,15 @@ impl RawConfig {
                         p.add("control.advertise_https", "needs listen.https (the node's HTTPS origin)");
                         Some(given)
                     }
-                    (given, Some(listen)) => Some(adv(&mut p, "advertise_https", given, listen)),
+                    (Some(given), Some(listen)) => {
+                        Some(adv(&mut p, "advertise_https", Some(given), listen))
+                    }
+                    // Same host as the HTTP origin balancers already reach, the HTTPS port.
+                    (None, Some(listen)) if listen.ip().is_unspecified() => Some(SocketAddr::new(
+                        c.advertise_http.unwrap_or(l.http).ip(),
+                        listen.port(),
+                    )),
+                    (None, Some(listen)) => Some(listen),
                 },
                 balancers: c.balancers,
                 tls: TlsPaths { ca: c.ca, cert: c.cert, key: c.key },
