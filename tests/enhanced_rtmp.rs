@@ -13,6 +13,15 @@ use std::time::Duration;
 
 use common::*;
 
+/// One test of this file at a time: each runs a current encoder (x265, libaom) and a ladder
+/// from its decoded source, two with Chromium beside them; two at once (the suite runs two
+/// tests per binary) on a 2-core machine starved the ladder and the player once.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// ffmpeg 7 publishing a test pattern encoded with `codec` (and its options) to `url`; waits
 /// for it to end (the node refuses it) and returns its log.
 fn publish_until_refused(url: &str, codec: &[&str]) -> String {
@@ -117,6 +126,7 @@ fn publish_modern(node: &Node, key: &str, codec: &[&str]) -> KillOnDrop {
 
 #[test]
 fn hevc_over_enhanced_rtmp_is_served_and_vp9_refused_by_name() {
+    let _one = one_at_a_time();
     let node = Node::start(|_| {});
     let mut h264 = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-2"), EncOpts::default());
     node.wait_media_playlist("two", "source", 1, Duration::from_secs(30));
@@ -189,6 +199,7 @@ fn hevc_over_enhanced_rtmp_is_served_and_vp9_refused_by_name() {
 
 #[test]
 fn av1_over_enhanced_rtmp_is_served_as_av01_with_h264_rungs() {
+    let _one = one_at_a_time();
     let node = Node::start(|_| {});
     // AV1 from ffmpeg 7 over Enhanced RTMP (OBS 30+ sends the same with its AV1 encoders):
     // libaom in real-time mode, a keyframe every 2 s.
@@ -272,6 +283,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn hevc_over_srt_is_served_as_hvc1_with_h264_rungs() {
+    let _one = one_at_a_time();
     let node = Node::start(|_| {});
     let mut hevc = Encoder::ffmpeg_srt(
         &node.srt_url("test-stream-key-1"),
