@@ -136,8 +136,16 @@ pub async fn serve(
                                         .await
                                     {
                                         Ok(s) => {
-                                            handle_connection(node, s, peer, accepted, Vec::new())
-                                                .await
+                                            handle_connection(
+                                                node,
+                                                s,
+                                                peer,
+                                                // The RTMP handshake's own deadline
+                                                // starts once TLS is up.
+                                                Instant::now(),
+                                                Vec::new(),
+                                            )
+                                            .await
                                         }
                                         Err(e) => Err(RtmpError::Tls(e)),
                                     }
