@@ -94,3 +94,26 @@ fn av1_codecs_string_is_gstreamers() {
         "GStreamer: {theirs}, ours: {ours}"
     );
 }
+
+#[test]
+fn samples_are_timed_in_running_time() {
+    gst::init().expect("gstreamer");
+    // What x264enc puts out: timestamps 1,000 hours ahead, and a segment that starts there.
+    let offset = gst::ClockTime::from_seconds(3_600_000);
+    let mut segment = gst::FormattedSegment::<gst::ClockTime>::new();
+    segment.set_start(offset);
+    segment.set_time(gst::ClockTime::ZERO);
+    let segment = segment.upcast();
+    let at = |s: u64| offset + gst::ClockTime::from_seconds(s);
+    assert_eq!(
+        running_time(Some(&segment), at(5)),
+        gst::ClockTime::from_seconds(5)
+    );
+    // Before the segment's start (a DTS can be): 0, never the raw 1,000 hours.
+    assert_eq!(
+        running_time(Some(&segment), offset - gst::ClockTime::from_mseconds(33)),
+        gst::ClockTime::ZERO
+    );
+    // No segment: the timestamp as it is.
+    assert_eq!(running_time(None, at(5)), at(5));
+}
