@@ -1,7 +1,7 @@
 //! End to end: half-open connections against every TCP listener of a node and a balancer.
-//! [`PER_LISTENER`] connections on each (RTMP, RTMPS, HTTP playback/origin, HTTPS, admin), from
+//! [`PER_LISTENER`] connections on each (RTMP, HTTP playback/origin, admin), from
 //! [`ADDRESSES`] source addresses, each sending the start of what it should (half an RTMP
-//! handshake, half an HTTP request header, half a TLS ClientHello) and then nothing, one in ten trickling one more byte
+//! handshake, half an HTTP request header) and then nothing, one in ten trickling one more byte
 //! every [`TRICKLE_EVERY`]. Every one is closed at its phase deadline (the caps close what is
 //! over them at once), the memory they hold is bounded per connection (RSS delta), and during
 //! the flood a live stream goes on and a viewer's playlist request through the balancer is
@@ -27,7 +27,7 @@ const ADDRESSES: u32 = 100;
 /// The slowest trickle a deadline must not be pushed back by.
 const TRICKLE_EVERY: Duration = Duration::from_secs(10);
 /// The longest phase deadline of these listeners: RTMP handshake (node and balancer), HTTP
-/// request header (origin, playback, admin), TLS handshake (RTMPS, HTTPS), 10 s each.
+/// request header (origin, playback, admin), 10 s each.
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Beyond the deadline, for a loaded 2-core machine to get round to closing thousands.
 const CLOSE_SLACK: Duration = Duration::from_secs(15);
@@ -39,9 +39,6 @@ const CLOSE_SLACK: Duration = Duration::from_secs(15);
 /// complete: about 3.5 KiB is measured (BENCHMARKS.md), against 10 to 19 KiB before.
 const MAX_KIB_PER_CONNECTION: f64 = 4.0;
 
-/// Listeners flooded at once: the six plain ones (RTMP, origin/playback HTTP and admin of a
-/// node and of a balancer), then the four TLS ones (RTMPS, HTTPS).
-const AT_ONCE: usize = 6;
 /// The admin listeners' cap (server::serve::ADMIN_MAX_CONNECTIONS).
 const ADMIN_CAP: usize = 256;
 
@@ -49,8 +46,6 @@ const ADMIN_CAP: usize = 256;
 enum Proto {
     Rtmp,
     Http,
-    /// RTMPS and HTTPS: half a TLS ClientHello.
-    Tls,
 }
 
 struct Listener {
@@ -86,12 +81,6 @@ fn opening(proto: Proto) -> Vec<u8> {
         }
         Proto::Http => {
             b"GET /live/s00/index.m3u8 HTTP/1.1\r\nHost: edge\r\nUser-Agent: half".to_vec()
-        }
-        Proto::Tls => {
-            // A handshake record announcing 512 bytes, a ClientHello's first 100.
-            let mut b = vec![22u8, 3, 1, 2, 0, 1, 0, 1, 252, 3, 3];
-            b.extend(std::iter::repeat_n(0x5a, 89));
-            b
         }
     }
 }
@@ -170,17 +159,13 @@ fn kib_per(delta_kib: f64, n: usize) -> f64 {
 fn half_open_floods_on_every_tcp_listener_are_closed_at_their_deadlines() {
     let limit = procfs::raise_nofile();
     assert!(
-        limit as usize > AT_ONCE * PER_LISTENER + 500,
+        limit as usize > 6 * PER_LISTENER + 500,
         "open-files limit {limit} is too low for {} connections",
-        AT_ONCE * PER_LISTENER
+        6 * PER_LISTENER
     );
     let c = Cluster::new(1, 1);
-    let (cert, key_file) = common::tls::make_cert(c.dir.path(), "public");
-    let (b, b_rtmps, b_https) = c.balancer_with_tls(1, &cert, &key_file);
-    let (n_rtmps, n_https) = (free_tcp_port(), free_tcp_port());
-    let n1 = c.node_with(1, 10, &[&b], |cfg| {
-        common::tls::add_tls_listeners(cfg, n_rtmps, n_https, &cert, &key_file)
-    });
+    let b = c.balancer(1, "5s");
+    let n1 = c.node(1, 10, &[&b]);
     wait_nodes(&b, &["n1"]);
     // A live stream through the balancer, and its playlist through the balancer.
     let mut enc = Encoder::ffmpeg_rtmp(
@@ -228,20 +213,6 @@ fn half_open_floods_on_every_tcp_listener_are_closed_at_their_deadlines() {
             cap: usize::MAX,
         },
         Listener {
-            name: "node rtmps",
-            addr: local(n_rtmps),
-            proto: Proto::Tls,
-            server_pid: n1.pid(),
-            cap: usize::MAX,
-        },
-        Listener {
-            name: "node https",
-            addr: local(n_https),
-            proto: Proto::Tls,
-            server_pid: n1.pid(),
-            cap: usize::MAX,
-        },
-        Listener {
             name: "node admin",
             addr: local(n1.ports.admin),
             proto: Proto::Http,
@@ -259,20 +230,6 @@ fn half_open_floods_on_every_tcp_listener_are_closed_at_their_deadlines() {
             name: "balancer http",
             addr: local(b.ports.http),
             proto: Proto::Http,
-            server_pid: b.pid(),
-            cap: usize::MAX,
-        },
-        Listener {
-            name: "balancer rtmps",
-            addr: local(b_rtmps),
-            proto: Proto::Tls,
-            server_pid: b.pid(),
-            cap: usize::MAX,
-        },
-        Listener {
-            name: "balancer https",
-            addr: local(b_https),
-            proto: Proto::Tls,
             server_pid: b.pid(),
             cap: usize::MAX,
         },
@@ -339,83 +296,76 @@ fn half_open_floods_on_every_tcp_listener_are_closed_at_their_deadlines() {
         );
     }
 
-    // Deadlines: all of a group's at once, interleaved across its listeners (the plain ones,
-    // then the TLS ones: all ten at once would need more descriptors than a test may open).
-    for tls in [false, true] {
-        let listeners: Vec<&Listener> = listeners
-            .iter()
-            .filter(|l| (l.proto == Proto::Tls) == tls)
-            .collect();
-        let started = Instant::now();
-        let mut conns: Vec<Conn> = Vec::with_capacity(listeners.len() * PER_LISTENER);
-        for i in 0..PER_LISTENER {
-            for (li, l) in listeners.iter().enumerate() {
-                conns.push(Conn {
-                    sock: open(l, i),
-                    listener: li,
-                    opened: Instant::now(),
-                    closed: None,
-                    trickle: i % 10 == 0,
-                });
-            }
-        }
-        let opened_in = started.elapsed();
-        eprintln!("opened {} connections in {opened_in:?}", conns.len());
-
-        // During the flood: the viewer is answered and the stream goes on.
-        let r = http_get(&viewer_url, HTTP_TIMEOUT).expect("playlist during the flood");
-        assert_eq!(r.status, 200, "a viewer during the flood: {}", r.text());
-        assert!(r.text().contains("#EXTM3U"));
-
-        // Trickle and watch: every connection must be closed by the deadline and the slack.
-        let mut next_trickle = started + TRICKLE_EVERY;
-        let until = started + opened_in + DEADLINE + CLOSE_SLACK;
-        loop {
-            let now = Instant::now();
-            for c in conns.iter_mut().filter(|c| c.closed.is_none()) {
-                if is_closed(&mut c.sock) {
-                    c.closed = Some(now);
-                }
-            }
-            if now >= next_trickle {
-                for c in conns.iter_mut().filter(|c| c.trickle && c.closed.is_none()) {
-                    let _ = c.sock.write_all(b"x");
-                }
-                next_trickle += TRICKLE_EVERY;
-            }
-            if conns.iter().all(|c| c.closed.is_some()) || now >= until {
-                break;
-            }
-            std::thread::sleep(POLL_INTERVAL);
-        }
+    // Deadlines: all of them at once, interleaved across listeners.
+    let started = Instant::now();
+    let mut conns: Vec<Conn> = Vec::with_capacity(listeners.len() * PER_LISTENER);
+    for i in 0..PER_LISTENER {
         for (li, l) in listeners.iter().enumerate() {
-            let mine: Vec<&Conn> = conns.iter().filter(|c| c.listener == li).collect();
-            let open = mine.iter().filter(|c| c.closed.is_none()).count();
-            let lived: Vec<Duration> = mine
-                .iter()
-                .filter_map(|c| c.closed.map(|t| t - c.opened))
-                .collect();
-            // Closed well before the deadline: refused by a cap at accept.
-            let at_once = lived.iter().filter(|d| **d < DEADLINE / 2).count();
-            let longest = lived.iter().max().copied().unwrap_or_default();
-            eprintln!(
-                "{}: {} closed at once, {} at the deadline, longest {longest:?}, {open} still open",
-                l.name,
-                at_once,
-                lived.len() - at_once
-            );
-            assert_eq!(
-                open, 0,
-                "{}: {open} connections outlived their deadline",
-                l.name
-            );
-            let over_cap = PER_LISTENER.saturating_sub(l.cap);
-            assert!(
-                at_once <= over_cap + PER_LISTENER / 100,
-                "{}: {at_once} closed before the deadline (cap refusals expected: {over_cap})",
-                l.name
-            );
+            conns.push(Conn {
+                sock: open(l, i),
+                listener: li,
+                opened: Instant::now(),
+                closed: None,
+                trickle: i % 10 == 0,
+            });
         }
+    }
+    let opened_in = started.elapsed();
+    eprintln!("opened {} connections in {opened_in:?}", conns.len());
+
+    // During the flood: the viewer is answered and the stream goes on.
+    let r = http_get(&viewer_url, HTTP_TIMEOUT).expect("playlist during the flood");
+    assert_eq!(r.status, 200, "a viewer during the flood: {}", r.text());
+    assert!(r.text().contains("#EXTM3U"));
+
+    // Trickle and watch: every connection must be closed by the deadline and the slack.
+    let mut next_trickle = started + TRICKLE_EVERY;
+    let until = started + opened_in + DEADLINE + CLOSE_SLACK;
+    loop {
+        let now = Instant::now();
+        for c in conns.iter_mut().filter(|c| c.closed.is_none()) {
+            if is_closed(&mut c.sock) {
+                c.closed = Some(now);
+            }
+        }
+        if now >= next_trickle {
+            for c in conns.iter_mut().filter(|c| c.trickle && c.closed.is_none()) {
+                let _ = c.sock.write_all(b"x");
+            }
+            next_trickle += TRICKLE_EVERY;
+        }
+        if conns.iter().all(|c| c.closed.is_some()) || now >= until {
+            break;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    for (li, l) in listeners.iter().enumerate() {
+        let mine: Vec<&Conn> = conns.iter().filter(|c| c.listener == li).collect();
+        let open = mine.iter().filter(|c| c.closed.is_none()).count();
+        let lived: Vec<Duration> = mine
+            .iter()
+            .filter_map(|c| c.closed.map(|t| t - c.opened))
+            .collect();
+        // Closed well before the deadline: refused by a cap at accept.
+        let at_once = lived.iter().filter(|d| **d < DEADLINE / 2).count();
+        let longest = lived.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "{}: {} closed at once, {} at the deadline, longest {longest:?}, {open} still open",
+            l.name,
+            at_once,
+            lived.len() - at_once
+        );
+        assert_eq!(
+            open, 0,
+            "{}: {open} connections outlived their deadline",
+            l.name
+        );
+        let over_cap = PER_LISTENER.saturating_sub(l.cap);
+        assert!(
+            at_once <= over_cap + PER_LISTENER / 100,
+            "{}: {at_once} closed before the deadline (cap refusals expected: {over_cap})",
+            l.name
+        );
     }
 
     // The memory bound, and everything given back.
