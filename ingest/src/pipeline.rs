@@ -1102,15 +1102,10 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                         dts_ns: dts.nseconds(),
                         keyframe: !video || !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
                         data: Bytes::copy_from_slice(map.as_slice()),
-                        // The source: when its frame arrived. A rung: when the latest source
-                        // frame arrived, i.e. when the rung has its frame (the packager's
-                        // clock for a rung follows its output, as the audio that follows the
-                        // video expects; timing a rung by its source frame's arrival instead
-                        // made hls.js stall on audio parts in player_chromium).
-                        arrival: match (video, name.as_str()) {
-                            (false, _) => None,
-                            (true, "source") => arrivals.lookup(pts.nseconds()),
-                            (true, _) => arrivals.latest(),
+                        arrival: if video {
+                            arrivals.lookup(pts.nseconds())
+                        } else {
+                            None
                         },
                     };
                     out.sample(&name, sample);
