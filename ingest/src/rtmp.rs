@@ -102,59 +102,7 @@ pub async fn serve(
         let span = tracing::info_span!("rtmp", client.addr = %peer, tls = tls.is_some(), encoder.addr = tracing::field::Empty, stream.id = tracing::field::Empty);
         tokio::spawn(
             async move {
-                let accepted = Instant::now();
-                let ended = match tls {
-                    None => {
-                        // The first 1,537 bytes (C0+C1, or a balancer's PROXY header and most
-                        // of them) go into a buffer the size of what arrives; the session's
-                        // state exists once they are in, and reads the rest itself.
-                        let mut sock = sock;
-                        let until = accepted + NODE_TIMEOUTS.handshake;
-                        let opening = server::opening::read_opening(
-                            &mut sock,
-                            until,
-                            wire::rtmp::C0_C1_LEN,
-                            |b| b.len() >= wire::rtmp::C0_C1_LEN,
-                        )
-                        .await;
-                        match opening {
-                            Ok(opening) => {
-                                Box::pin(handle_connection(node, sock, peer, accepted, opening))
-                                    .await
-                            }
-                            Err(e) => Err(opening_error(e)),
-                        }
-                    }
-                    Some(tls) => {
-                        // The ClientHello first, as C0+C1 above; then TLS and the session.
-                        let mut sock = sock;
-                        match server::tls::read_hello(&mut sock, accepted, "rtmps").await {
-                            Err(e) => Err(RtmpError::Tls(e)),
-                            Ok(hello) => {
-                                Box::pin(async move {
-                                    match server::tls::accept(&tls, sock, hello, accepted, "rtmps")
-                                        .await
-                                    {
-                                        Ok(s) => {
-                                            handle_connection(
-                                                node,
-                                                s,
-                                                peer,
-                                                // The RTMP handshake's own deadline
-                                                // starts once TLS is up.
-                                                Instant::now(),
-                                                Vec::new(),
-                                            )
-                                            .await
-                                        }
-                                        Err(e) => Err(RtmpError::Tls(e)),
-                                    }
-                                })
-                                .await
-                            }
-                        }
-                    }
-                };
+                let ended = open_connection(node, sock, peer, tls).await;
                 match ended {
                     Ok(()) => tracing::info!("rtmp connection closed"),
                     Err(e) => tracing::info!(reason = %e, "rtmp connection ended"),
@@ -170,6 +118,42 @@ struct Publishing {
     admission: Admission,
     pipeline: Pipeline,
     output: Arc<StreamOutput>,
+}
+
+/// One accepted connection to its end. Its first bytes (C0+C1, or a balancer's PROXY header
+/// and most of them; for RTMPS the ClientHello) are read into a buffer the size of what
+/// arrives; the session's state (and TLS's) exists, boxed, once they are in, so a silent or
+/// trickling peer costs a small task. Deadlines count from accept.
+async fn open_connection(
+    node: Arc<Node>,
+    mut sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<server::tls::TlsAcceptor>,
+) -> Result<(), RtmpError> {
+    let accepted = Instant::now();
+    match tls {
+        None => {
+            let len = wire::rtmp::C0_C1_LEN;
+            let until = accepted + NODE_TIMEOUTS.handshake;
+            let opening = server::opening::read_opening(&mut sock, until, len, |b| b.len() >= len)
+                .await
+                .map_err(opening_error)?;
+            Box::pin(handle_connection(node, sock, peer, accepted, opening)).await
+        }
+        Some(tls) => {
+            let hello = server::tls::read_hello(&mut sock, accepted, "rtmps")
+                .await
+                .map_err(RtmpError::Tls)?;
+            Box::pin(async move {
+                let s = server::tls::accept(&tls, sock, hello, accepted, "rtmps")
+                    .await
+                    .map_err(RtmpError::Tls)?;
+                // The RTMP handshake's own deadline starts once TLS is up.
+                handle_connection(node, s, peer, Instant::now(), Vec::new()).await
+            })
+            .await
+        }
+    }
 }
 
 /// Why a connection's opening ([`server::opening::read_opening`]) was not read: its deadline
