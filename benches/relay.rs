@@ -106,6 +106,9 @@ Options:
 Environment:
   EDGE_BENCH_KEEP=1    keep the temporary directory (configs, relay logs) and print its path
   EDGE_BENCH_RUST_LOG  the balancer's RUST_LOG (default info), e.g. info,quinn_proto=trace
+  EDGE_BENCH_WRAP      a command the balancer runs under, split on spaces, e.g. `heaptrack -o
+                       /tmp/edge.heaptrack` (to see what its memory is); its RSS figures are
+                       then the wrapper's, not the balancer's
 ";
 
 /// Full-speed run: enough publishers to keep both relay threads busy.
@@ -171,6 +174,8 @@ const SINK_CHILD_ARG: &str = "--sink-child";
 const KEEP_ENV: &str = "EDGE_BENCH_KEEP";
 /// Overrides the balancer's RUST_LOG (default `info`), e.g. `info,quinn_proto=trace`.
 const LOG_ENV: &str = "EDGE_BENCH_RUST_LOG";
+/// A profiler the balancer runs under (see the help text).
+const WRAP_ENV: &str = "EDGE_BENCH_WRAP";
 /// Admin token in the bench's balancer config.
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
@@ -1433,7 +1438,17 @@ fn edge_config(dir: &Path, certs: &Path) -> EdgeCfg {
 
 fn start_edge(cfg: &EdgeCfg, log: &Path) -> Proc {
     let log = fs::File::create(log).expect("edge log");
-    let child = Command::new(env!("CARGO_BIN_EXE_edge"))
+    let wrap = std::env::var(WRAP_ENV).unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut cmd = match wrap.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(wrap).arg(env!("CARGO_BIN_EXE_edge"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_edge")),
+    };
+    let child = cmd
         .args(["balancer", "--config"])
         .arg(&cfg.path)
         // Production default level: a few lines per connection.

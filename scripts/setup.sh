@@ -3,7 +3,8 @@
 # development files and plugins the ingest pipeline uses, ffmpeg and srt-tools (real encoders for
 # the tests), Chromium and hls.js (the real player for the browser test), HAProxy (the peer the
 # balancer benchmark compares against), and for deploy/: Prometheus (promtool and a real server for
-# the scrape test), debootstrap (the runtime root filesystem check) and kubernetes-validate (in a
+# the scrape test), debootstrap (the runtime root filesystem check), systemd (systemd-analyze checks
+# the unit in deploy/systemd; nothing is started) and kubernetes-validate (in a
 # virtualenv at .venv, for the manifest test; schemathesis there too, for the API test). Safe to
 # run again: apt, pip and npm skip what is there.
 set -euo pipefail
@@ -13,7 +14,7 @@ need_apt=0
 for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
          gstreamer1.0-libav gstreamer1.0-tools ffmpeg srt-tools chromium pkg-config \
-         haproxy curl prometheus debootstrap python3-venv; do
+         haproxy curl prometheus debootstrap python3-venv systemd; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
@@ -25,7 +26,7 @@ if [ "$need_apt" = 1 ]; then
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
     ffmpeg srt-tools chromium haproxy \
-    prometheus debootstrap python3 python3-venv
+    prometheus debootstrap python3 python3-venv systemd
   # Debian starts the prometheus service on install; the tests run their own servers on
   # loopback ports, so the packaged one (it listens on :9090 and scrapes nothing of ours) stays off.
   if command -v systemctl >/dev/null 2>&1; then

@@ -653,3 +653,48 @@ fn frames_arrive_once_each_through_handovers_and_viewers_see_no_error() {
         let _ = s.wait();
     }
 }
+
+/// What systemd sees of an upgrade (`deploy/systemd/edge-balancer.service`: `Type=notify`,
+/// `NotifyAccess=all`, reload = SIGUSR2): every process that starts serving sends
+/// `MAINPID=<its pid>` and `READY=1` to `NOTIFY_SOCKET`, so the service follows the hand-over
+/// to the new process. There is no systemd on this machine (it is not PID 1 here); the
+/// datagram socket is the test's, where systemd would bind its own. A process re-executed
+/// by SIGUSR2 inherits the variable, as under systemd.
+#[test]
+fn systemd_is_told_each_new_main_pid() {
+    use std::os::unix::net::UnixDatagram;
+    let c = Cluster::new(1, 1);
+    let mut b = c.balancer(1, "5s");
+    let _n1 = c.node(1, 20, &[&b]);
+    wait_nodes(&b, &["n1"]);
+    let first = serving_pid(&b).expect("the balancer serves");
+    let path = c.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(TAKEOVER_TIMEOUT))
+        .expect("timeout");
+    let notified = || {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let path_str = path.to_str().expect("a UTF-8 path");
+    // A new process started by the service manager (or by hand) takes over.
+    let mut succ = start_successor(&b, &[("NOTIFY_SOCKET", path_str)]);
+    let mut pids = Pids(vec![succ.id()]);
+    let second = wait_serving(&b, first);
+    assert_eq!(second, succ.id());
+    assert_eq!(notified(), format!("MAINPID={second}\nREADY=1\n"));
+    // A reload: SIGUSR2 to the main process, which starts its own binary again.
+    send_signal(second, "USR2").expect("SIGUSR2");
+    let third = wait_serving(&b, second);
+    pids.0.push(third);
+    assert_eq!(notified(), format!("MAINPID={third}\nREADY=1\n"));
+    // The predecessors stay up, idle (a supervisor must not start a third), until stopped.
+    assert!(b.is_running());
+    assert!(
+        send_signal(second, "0").is_ok(),
+        "the predecessor exited:\n{}",
+        b.log_text()
+    );
+    kill_and_reap(&mut succ);
+}

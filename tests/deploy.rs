@@ -354,6 +354,32 @@ fn render_config(dir: &Path, script: &str, role: &str, template: &str) -> Output
         .env("NODE_NAME", "machine-7.example.internal"))
 }
 
+/// The systemd unit reads as systemd reads it: `systemd-analyze verify` (from Debian's systemd
+/// package, which `scripts/setup.sh` installs; it needs no running systemd) on the unit with
+/// `ExecStart` pointing at the binary built here. What the unit's reload does is tested with
+/// real processes in `balancer_handover::systemd_is_told_each_new_main_pid`.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/edge-balancer.service"))
+        .expect("read the unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/edge balancer"));
+    let dir = TempDir::new("systemd");
+    let path = dir.path().join("edge-balancer.service");
+    let bin = edge_bin();
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/edge", &bin.to_string_lossy()),
+    )
+    .expect("write the unit");
+    let o = run(Command::new("systemd-analyze").arg("verify").arg(&path));
+    assert!(o.status.success(), "systemd-analyze verify:\n{}", text(&o));
+    let out = text(&o);
+    assert!(
+        !out.contains("edge-balancer.service"),
+        "systemd-analyze has something to say about the unit:\n{out}"
+    );
+}
+
 #[test]
 fn configs_in_every_overlay_pass_edge_config_check() {
     for overlay in overlays() {

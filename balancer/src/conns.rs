@@ -21,6 +21,8 @@ pub struct Conn {
     pub started_unix_ms: u64,
     pub bytes_to_node: AtomicU64,
     pub bytes_to_encoder: AtomicU64,
+    /// The relay task's waker, for [`Conns::wake_all`] (a quiesce).
+    pub waker: futures::task::AtomicWaker,
 }
 
 /// A connection as the admin API shows it.
@@ -87,6 +89,7 @@ impl Conns {
             started_unix_ms,
             bytes_to_node: AtomicU64::new(bytes_to_node),
             bytes_to_encoder: AtomicU64::new(bytes_to_encoder),
+            waker: futures::task::AtomicWaker::new(),
         });
         self.table.insert(id, Arc::clone(&conn));
         ConnGuard {
@@ -115,6 +118,13 @@ impl Conns {
         v.sort_by_key(|c| c.id);
         v
     }
+    /// Wake every connection's task (those that registered a waker).
+    pub fn wake_all(&self) {
+        for e in self.table.iter() {
+            e.value().waker.wake();
+        }
+    }
+
     pub fn count(&self, protocol: &str) -> usize {
         self.table.iter().filter(|c| c.protocol == protocol).count()
     }

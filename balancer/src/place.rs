@@ -382,6 +382,29 @@ impl Placer {
         exclude: &[String],
         credentials: Option<control::Credentials>,
     ) -> Result<Placed, PlaceError> {
+        let (placed, ()) = self
+            .place_with(stream_ref, exclude, credentials, |_| async {})
+            .await?;
+        Ok(placed)
+    }
+
+    /// [`Self::place`], running `prepare` for each node asked while its reservation is in
+    /// flight, with the node and reservation ID it would get: the RTMP front connects to the
+    /// node and does the RTMP handshake meanwhile, so a publish waits for the longer of the
+    /// two round trips instead of both. What `prepare` made for a node that refused is
+    /// dropped. It must not let the node act on the reservation before it is granted (the
+    /// node checks it at `publish`, which goes only after this returns).
+    pub async fn place_with<T, F, Fut>(
+        &self,
+        stream_ref: Option<&str>,
+        exclude: &[String],
+        credentials: Option<control::Credentials>,
+        prepare: F,
+    ) -> Result<(Placed, T), PlaceError>
+    where
+        F: Fn(&Placed) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
         if let Some(c) = &credentials {
             if let Err(limited) = self.refusals.check(c.client_addr.ip(), Instant::now()) {
                 metrics::PLACEMENTS
@@ -415,27 +438,49 @@ impl Placer {
             };
             let units = snap.report.stream_milli_units;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if !self.registry.connected(node_id) {
-                // Just after a takeover the nodes are reconnecting: a moment's wait.
-                self.await_reconnect(node_id).await;
-            }
-            match self
-                .registry
-                .reserve(
-                    node_id,
-                    Reservation {
-                        id,
-                        milli_units: units,
-                        stream_ref: stream_ref.map(str::to_string),
-                        ttl,
-                        continuation: continuation.clone(),
-                        credentials: credentials.clone(),
-                    },
-                    RESERVE_TIMEOUT,
-                )
-                .await
-            {
+            let candidate = Placed {
+                node_id: node_id.clone(),
+                reservation: id,
+                rtmp_addr: snap.report.rtmp_addr,
+                srt_addr: snap.report.srt_addr,
+            };
+            let reserve = async {
+                if !self.registry.connected(node_id) {
+                    // Just after a takeover the nodes are reconnecting: a moment's wait.
+                    self.await_reconnect(node_id).await;
+                }
+                self.registry
+                    .reserve(
+                        node_id,
+                        Reservation {
+                            id,
+                            milli_units: units,
+                            stream_ref: stream_ref.map(str::to_string),
+                            ttl,
+                            continuation: continuation.clone(),
+                            credentials: credentials.clone(),
+                        },
+                        RESERVE_TIMEOUT,
+                    )
+                    .await
+            };
+            // Both at once; a refusal does not wait for `prepare` (it may be a connect that
+            // times out).
+            let prep = prepare(&candidate);
+            tokio::pin!(prep, reserve);
+            let mut prepared = None;
+            let reserved = loop {
+                tokio::select! {
+                    r = &mut reserve => break r,
+                    p = &mut prep, if prepared.is_none() => prepared = Some(p),
+                }
+            };
+            match reserved {
                 Ok(()) => {
+                    let prepared = match prepared {
+                        Some(p) => p,
+                        None => prep.await,
+                    };
                     metrics::PLACEMENTS.with_label_values(&["accepted"]).inc();
                     lock(&self.policy).add_pending(Pending {
                         id,
@@ -444,12 +489,7 @@ impl Placer {
                         expires: Instant::now() + ttl,
                     });
                     tracing::info!(node.id = %node_id, reservation = id, "stream placed");
-                    return Ok(Placed {
-                        node_id: node_id.clone(),
-                        reservation: id,
-                        rtmp_addr: snap.report.rtmp_addr,
-                        srt_addr: snap.report.srt_addr,
-                    });
+                    return Ok((candidate, prepared));
                 }
                 Err(ReserveError::Refused(refused)) => match refused.kind {
                     control::RefusalKind::Credentials => {

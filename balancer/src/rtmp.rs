@@ -1,8 +1,9 @@
 //! RTMP relay on tcp/1935: accept, read the encoder's `publish` to learn its key
 //! ([`crate::rtmp_peek`]), place the stream by the key's fingerprint (a returning encoder goes
-//! back to its node), connect to the node, send a PROXY v2 header (the encoder's address and
-//! our reservation), replay the encoder's opening to the node, then relay both ways until
-//! either side ends.
+//! back to its node) and, while the node answers the reservation, connect to it, send a PROXY
+//! v2 header (the encoder's address and our reservation) and do the RTMP handshake; once the
+//! reservation is granted, replay the encoder's opening to the node, then relay both ways
+//! until either side ends.
 //!
 //! Admission is not liveness: once relaying, nothing but the two sockets ends a connection.
 //! There is no idle timeout (an encoder may pause; TCP keepalive finds dead peers) and no
@@ -229,11 +230,15 @@ async fn open(
         client_addr: peer,
         protocol: "rtmp".into(),
     };
+    let local = client.local_addr().unwrap_or(peer);
     let mut tried: Vec<String> = Vec::new();
     let mut why = String::new();
     for _ in 0..MAX_ATTEMPTS {
-        let placed = match placement
-            .place(Some(&sref), &tried, Some(credentials.clone()))
+        // The node is connected to and greeted while its reservation is in flight.
+        let (placed, prepared) = match placement
+            .place_with(Some(&sref), &tried, Some(credentials.clone()), |c| {
+                prepare_node(c.rtmp_addr, c.reservation, peer, local)
+            })
             .await
         {
             Ok(p) => p,
@@ -242,7 +247,7 @@ async fn open(
                 break;
             }
         };
-        match hand_over(&placed, peer, client, &peeked).await {
+        match hand_over(prepared, &peeked).await {
             Ok((node, downstream, first)) => return Ok((node, placed, downstream, first, peer)),
             Err(e) => {
                 tracing::warn!(node.id = %placed.node_id, error = %e, "cannot hand the stream to the node");
@@ -259,21 +264,24 @@ async fn open(
     Err(why)
 }
 
-async fn hand_over(
-    placed: &crate::place::Placed,
+/// Connect to the node, send the PROXY header (the encoder's address and the reservation)
+/// and do the RTMP handshake. Runs while the reservation is in flight: the node holds the
+/// connection until `publish`, which is sent only once the reservation is granted. Returns
+/// the socket and what the node sent after its handshake.
+async fn prepare_node(
+    rtmp_addr: SocketAddr,
+    reservation: u64,
     peer: SocketAddr,
-    client: &TcpStream,
-    peeked: &rtmp_peek::Peeked,
-) -> Result<(TcpStream, rtmp_peek::Downstream, Vec<u8>), String> {
-    let mut node =
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(placed.rtmp_addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("cannot connect to node: {e}")),
-            Err(_) => return Err("connecting to node timed out".into()),
-        };
+    local: SocketAddr,
+) -> Result<(TcpStream, Vec<u8>), String> {
+    let mut node = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(rtmp_addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("cannot connect to node: {e}")),
+        Err(_) => return Err("connecting to node timed out".into()),
+    };
     keepalive(&node);
-    let local = client.local_addr().unwrap_or(peer);
-    node.write_all(&wire::proxy::encode(peer, local, Some(placed.reservation)))
+    node.write_all(&wire::proxy::encode(peer, local, Some(reservation)))
         .await
         .map_err(|e| format!("cannot write PROXY header: {e}"))?;
     let rest = tokio::time::timeout(
@@ -283,6 +291,15 @@ async fn hand_over(
     .await
     .map_err(|_| "RTMP handshake with the node timed out".to_string())?
     .map_err(|e| format!("RTMP handshake with the node: {e}"))?;
+    Ok((node, rest))
+}
+
+/// Replay the encoder's opening to the prepared node (the reservation is granted now).
+async fn hand_over(
+    prepared: Result<(TcpStream, Vec<u8>), String>,
+    peeked: &rtmp_peek::Peeked,
+) -> Result<(TcpStream, rtmp_peek::Downstream, Vec<u8>), String> {
+    let (mut node, rest) = prepared?;
     node.write_all(&peeked.recorded)
         .await
         .map_err(|e| format!("cannot replay to node: {e}"))?;

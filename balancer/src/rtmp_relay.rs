@@ -9,7 +9,7 @@
 //! that takes over from it ([`crate::handover`]): not one byte is lost, reordered or
 //! duplicated, because every byte read is either written or in the state.
 //!
-//! Entry points: [`run`]; [`Relays`], the table of live relays a hand-over quiesces.
+//! Entry points: [`spawn`]; [`Relays`], the table of live relays a hand-over quiesces.
 
 use std::{
     cell::RefCell,
@@ -57,7 +57,7 @@ pub struct RelayState {
 }
 
 /// How a relay stopped.
-pub enum Stopped {
+enum Stopped {
     /// Both sides are done (or one failed): the connection is over.
     Ended,
     /// Quiesced for a hand-over: the state and both sockets, untouched since the last step.
@@ -82,6 +82,9 @@ pub struct Relays {
     abort_opening: Mutex<CancellationToken>,
     /// Relay and SRT session tasks running (a quiesce is complete when this reaches 0).
     live: AtomicUsize,
+    /// Raised by each quiesce: an RTMP relay started in an earlier epoch stops at a clean
+    /// point (it holds no cancellation future of its own, see `Relay`).
+    epoch: std::sync::atomic::AtomicU64,
     /// Set while a hand-over waits for opening connections: the SRT front lets new callers'
     /// conclusions go unanswered (they retransmit every 250 ms, and the successor answers).
     pub srt_paused: std::sync::atomic::AtomicBool,
@@ -127,12 +130,20 @@ impl Relays {
         self.live.load(Ordering::Acquire)
     }
 
-    /// The token the next relay watches.
+    /// The token the next SRT session watches.
     pub fn token(&self) -> CancellationToken {
         lock(&self.quiesce).clone()
     }
-    /// Quiesce every relay now running; relays started from now on watch a fresh token.
-    pub fn quiesce_all(&self) {
+    /// The quiesce epoch the next RTMP relay starts in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+    /// Quiesce every relay and session now running; those started from now on watch a fresh
+    /// token and the next epoch. `conns` wakes the RTMP relays (each registered its waker in
+    /// its entry there).
+    pub fn quiesce_all(&self, conns: &Conns) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        conns.wake_all();
         let old = std::mem::take(&mut *lock(&self.quiesce));
         old.cancel();
     }
@@ -184,154 +195,266 @@ fn shut_write(s: &TcpStream) {
     let _ = socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write);
 }
 
-/// Relay until the connection ends or `quiesce` fires. The caller registers the connection in
-/// `conns` (and counts it) around this.
-pub async fn run(
-    client: TcpStream,
-    node: TcpStream,
-    mut st: RelayState,
-    conns: &Arc<Conns>,
-    quiesce: CancellationToken,
-) -> Stopped {
-    let guard = conns.adopt(
-        "rtmp",
-        st.client_addr,
-        &st.node_id,
-        st.started_unix_ms,
-        st.bytes_to_node,
-        st.bytes_to_encoder,
-    );
-    // The byte counts live in the connection table's entry; the state takes them only when
-    // it leaves this task (a quiesce).
-    let to_node = metrics::relayed("rtmp", "to_node");
-    let to_encoder = metrics::relayed("rtmp", "to_encoder");
-    let count_up = |_: &mut RelayState, n: usize| {
-        guard
+/// How many reads and writes one poll does at most before it yields, so one busy relay
+/// cannot hold its worker thread (tokio's budget also applies to each readiness poll).
+const STEPS_PER_POLL: usize = 64;
+
+/// A relay as a future of its own, not an `async fn`: an idle relay then holds its sockets,
+/// its [`RelayState`] and a few pointers (about 400 bytes), where the `select!` of an async
+/// relay kept a readiness future per direction and a cancellation future alive (about 1.7 KiB
+/// per task). Readiness goes through `poll_read_ready`/`poll_write_ready`, which keep one waker
+/// per direction in the socket's registration; a quiesce is an epoch in [`Relays`] plus a wake
+/// through the connection's entry in [`Conns`].
+struct Relay {
+    /// Both sockets and the state; taken out when the relay quiesces.
+    live: Option<(TcpStream, TcpStream, RelayState)>,
+    guard: crate::conns::ConnGuard,
+    /// Counts this relay in [`Relays`] (and reads its quiesce epoch there).
+    counted: LiveGuard,
+    /// The quiesce epoch this relay started in: a later one quiesces it.
+    epoch: u64,
+    /// The connection's slot under the listener's caps, if it came through ours.
+    _permit: Option<server::ConnPermit>,
+    /// Where the relay goes when quiesced (the hand-over collects it).
+    quiesced: mpsc::UnboundedSender<Quiesced>,
+}
+
+/// The relayed-bytes counters of RTMP, looked up once for every relay.
+static TO_NODE: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| metrics::relayed("rtmp", "to_node"));
+static TO_ENCODER: std::sync::LazyLock<prometheus::IntCounter> =
+    std::sync::LazyLock::new(|| metrics::relayed("rtmp", "to_encoder"));
+
+impl Relay {
+    fn count_up(&self, n: usize) {
+        self.guard
             .conn
             .bytes_to_node
             .fetch_add(n as u64, Ordering::Relaxed);
-        to_node.inc_by(n as u64);
-    };
-    let count_down = |_: &mut RelayState, n: usize| {
-        guard
+        TO_NODE.inc_by(n as u64);
+    }
+
+    fn count_down(&self, n: usize) {
+        self.guard
             .conn
             .bytes_to_encoder
             .fetch_add(n as u64, Ordering::Relaxed);
-        to_encoder.inc_by(n as u64);
-    };
-    loop {
-        // Half-closes once everything before them is out.
-        if st.up_eof && !st.up_shut && st.pending_up.is_empty() {
-            shut_write(&node);
-            st.up_shut = true;
-        }
-        if st.down_eof && !st.down_shut && st.pending_down.is_empty() {
-            shut_write(&client);
-            st.down_shut = true;
-        }
-        if st.up_shut && st.down_shut {
-            return Stopped::Ended;
-        }
-        let read_up = !st.up_eof && st.pending_up.is_empty();
-        let write_up = !st.pending_up.is_empty();
-        let read_down = !st.down_eof && st.pending_down.is_empty();
-        let write_down = !st.pending_down.is_empty();
-        tokio::select! {
-            biased;
-            _ = quiesce.cancelled() => {
-                st.bytes_to_node = guard.conn.bytes_to_node.load(Ordering::Relaxed);
-                st.bytes_to_encoder = guard.conn.bytes_to_encoder.load(Ordering::Relaxed);
-                return Stopped::Quiesced(Box::new(Quiesced { state: st, client, node }));
-            }
-            r = client.readable(), if read_up => {
-                if r.is_err() { return Stopped::Ended; }
-                let got = BUF.with(|b| {
-                    let mut b = b.borrow_mut();
-                    match read(&client, &mut b) {
-                        Io::Data(n) => {
-                            let data = b.get(..n).unwrap_or_default();
-                            match write_some(&node, data) {
-                                Some(w) => {
-                                    if w < n {
-                                        st.pending_up.extend_from_slice(data.get(w..).unwrap_or_default());
-                                    }
-                                    Io::Data(w)
-                                }
-                                None => Io::Failed,
+        TO_ENCODER.inc_by(n as u64);
+    }
+
+    /// Read from the encoder and write on to the node at once; keep what the node cannot take.
+    fn step_up(client: &TcpStream, node: &TcpStream, st: &mut RelayState) -> Io {
+        BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            match read(client, &mut b) {
+                Io::Data(n) => {
+                    let data = b.get(..n).unwrap_or_default();
+                    match write_some(node, data) {
+                        Some(w) => {
+                            if w < n {
+                                st.pending_up
+                                    .extend_from_slice(data.get(w..).unwrap_or_default());
                             }
+                            Io::Data(w)
                         }
-                        other => other,
+                        None => Io::Failed,
                     }
-                });
-                match got {
-                    Io::Data(w) => count_up(&mut st, w),
-                    Io::Eof => st.up_eof = true,
-                    Io::WouldBlock => {}
-                    Io::Failed => return Stopped::Ended,
                 }
+                other => other,
             }
-            r = node.writable(), if write_up => {
-                if r.is_err() { return Stopped::Ended; }
-                match write_some(&node, &st.pending_up) {
-                    Some(w) => {
-                        st.pending_up.drain(..w);
-                        if st.pending_up.is_empty() {
-                            st.pending_up = Vec::new(); // give the memory back
-                        }
-                        count_up(&mut st, w);
-                    }
-                    None => return Stopped::Ended,
-                }
-            }
-            r = node.readable(), if read_down => {
-                if r.is_err() { return Stopped::Ended; }
-                let got = BUF.with(|b| {
-                    let mut b = b.borrow_mut();
-                    match read(&node, &mut b) {
-                        Io::Data(n) => match st.downstream.on_node_bytes(b.get(..n).unwrap_or_default()) {
-                            Ok(out) => match write_some(&client, &out) {
-                                Some(w) => {
-                                    if w < out.len() {
-                                        st.pending_down.extend_from_slice(out.get(w..).unwrap_or_default());
-                                    }
-                                    Io::Data(w)
-                                }
-                                None => Io::Failed,
-                            },
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot follow the node's RTMP");
-                                Io::Failed
+        })
+    }
+
+    /// Read from the node, re-serialise for the encoder and write it on; keep the rest.
+    fn step_down(client: &TcpStream, node: &TcpStream, st: &mut RelayState) -> Io {
+        BUF.with(|b| {
+            let mut b = b.borrow_mut();
+            match read(node, &mut b) {
+                Io::Data(n) => match st
+                    .downstream
+                    .on_node_bytes(b.get(..n).unwrap_or_default())
+                {
+                    Ok(out) => match write_some(client, &out) {
+                        Some(w) => {
+                            if w < out.len() {
+                                st.pending_down
+                                    .extend_from_slice(out.get(w..).unwrap_or_default());
                             }
-                        },
-                        other => other,
-                    }
-                });
-                match got {
-                    Io::Data(w) => count_down(&mut st, w),
-                    Io::Eof => st.down_eof = true,
-                    Io::WouldBlock => {}
-                    Io::Failed => return Stopped::Ended,
-                }
-            }
-            r = client.writable(), if write_down => {
-                if r.is_err() { return Stopped::Ended; }
-                match write_some(&client, &st.pending_down) {
-                    Some(w) => {
-                        st.pending_down.drain(..w);
-                        if st.pending_down.is_empty() {
-                            st.pending_down = Vec::new();
+                            Io::Data(w)
                         }
-                        count_down(&mut st, w);
+                        None => Io::Failed,
+                    },
+                    Err(e) => {
+                        tracing::warn!(client.addr = %st.client_addr, node.id = %st.node_id, error = %e, "cannot follow the node's RTMP");
+                        Io::Failed
                     }
-                    None => return Stopped::Ended,
-                }
+                },
+                other => other,
             }
+        })
+    }
+
+    /// Write what is kept for `dst`; `false` if the connection failed.
+    fn flush(dst: &TcpStream, pending: &mut Vec<u8>) -> Option<usize> {
+        let w = write_some(dst, pending)?;
+        pending.drain(..w);
+        if pending.is_empty() {
+            *pending = Vec::new(); // give the memory back
         }
+        Some(w)
     }
 }
 
-/// Run a relay as its own task: on a quiesce the relay goes to `quiesced` (the hand-over
-/// collects it); otherwise it ends with its connection.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        metrics::CONNECTIONS
+            .with_label_values(&["rtmp", "relaying"])
+            .dec();
+    }
+}
+
+impl std::future::Future for Relay {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.get_mut();
+        let stopped = std::task::ready!(this.step(cx));
+        match stopped {
+            Stopped::Ended => {
+                let addr = this.guard.conn.client_addr;
+                tracing::info!(client.addr = %addr, node.id = %this.guard.conn.node, "rtmp relay ended");
+            }
+            Stopped::Quiesced(q) => {
+                if let Err(mpsc::error::SendError(q)) = this.quiesced.send(*q) {
+                    // Nobody collects: the process is going away; the sockets close.
+                    tracing::warn!(client.addr = %q.state.client_addr, "quiesced relay not collected");
+                }
+            }
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Relay {
+    /// Relay until the connection ends or a quiesce (the epoch moved on).
+    fn step(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Stopped> {
+        use std::task::Poll;
+        let this = self;
+        // Registered before the epoch is read: a quiesce after this wakes us.
+        this.guard.conn.waker.register(cx.waker());
+        for _ in 0..STEPS_PER_POLL {
+            if this.counted.0.epoch() != this.epoch {
+                let Some((client, node, mut state)) = this.live.take() else {
+                    return Poll::Ready(Stopped::Ended);
+                };
+                state.bytes_to_node = this.guard.conn.bytes_to_node.load(Ordering::Relaxed);
+                state.bytes_to_encoder = this.guard.conn.bytes_to_encoder.load(Ordering::Relaxed);
+                return Poll::Ready(Stopped::Quiesced(Box::new(Quiesced {
+                    state,
+                    client,
+                    node,
+                })));
+            }
+            let Some((client, node, st)) = this.live.as_mut() else {
+                return Poll::Ready(Stopped::Ended);
+            };
+            // Half-closes once everything before them is out.
+            if st.up_eof && !st.up_shut && st.pending_up.is_empty() {
+                shut_write(node);
+                st.up_shut = true;
+            }
+            if st.down_eof && !st.down_shut && st.pending_down.is_empty() {
+                shut_write(client);
+                st.down_shut = true;
+            }
+            if st.up_shut && st.down_shut {
+                return Poll::Ready(Stopped::Ended);
+            }
+            let mut progressed = false;
+            // Encoder → node: write what is kept first, read only when nothing is.
+            if !st.pending_up.is_empty() {
+                match node.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => match Self::flush(node, &mut st.pending_up) {
+                        Some(w) => {
+                            // Also when nothing went: the readiness is cleared, and the next
+                            // poll registers for it.
+                            progressed = true;
+                            this.count_up(w);
+                        }
+                        None => return Poll::Ready(Stopped::Ended),
+                    },
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stopped::Ended),
+                    Poll::Pending => {}
+                }
+            } else if !st.up_eof {
+                match client.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => match Self::step_up(client, node, st) {
+                        Io::Data(w) => {
+                            progressed = true;
+                            this.count_up(w);
+                        }
+                        Io::Eof => {
+                            progressed = true;
+                            st.up_eof = true;
+                        }
+                        Io::WouldBlock => progressed = true, // readiness cleared: poll again
+                        Io::Failed => return Poll::Ready(Stopped::Ended),
+                    },
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stopped::Ended),
+                    Poll::Pending => {}
+                }
+            }
+            let Some((client, node, st)) = this.live.as_mut() else {
+                return Poll::Ready(Stopped::Ended);
+            };
+            // Node → encoder, the same way.
+            if !st.pending_down.is_empty() {
+                match client.poll_write_ready(cx) {
+                    Poll::Ready(Ok(())) => match Self::flush(client, &mut st.pending_down) {
+                        Some(w) => {
+                            progressed = true;
+                            this.count_down(w);
+                        }
+                        None => return Poll::Ready(Stopped::Ended),
+                    },
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stopped::Ended),
+                    Poll::Pending => {}
+                }
+            } else if !st.down_eof {
+                match node.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => match Self::step_down(client, node, st) {
+                        Io::Data(w) => {
+                            progressed = true;
+                            this.count_down(w);
+                        }
+                        Io::Eof => {
+                            progressed = true;
+                            st.down_eof = true;
+                        }
+                        Io::WouldBlock => progressed = true,
+                        Io::Failed => return Poll::Ready(Stopped::Ended),
+                    },
+                    Poll::Ready(Err(_)) => return Poll::Ready(Stopped::Ended),
+                    Poll::Pending => {}
+                }
+            }
+            if !progressed {
+                // Every direction waits on its socket's readiness (wakers registered).
+                return Poll::Pending;
+            }
+        }
+        // Busy: let the other tasks on this thread run, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Run a relay as its own task until its connection ends, or until the relays are quiesced
+/// ([`Relays::quiesce_all`]): then the relay goes to `quiesced` (the hand-over collects it).
+/// The connection is in `conns` for as long as the relay runs.
 pub fn spawn(
     client: TcpStream,
     node: TcpStream,
@@ -341,32 +464,29 @@ pub fn spawn(
     quiesced: mpsc::UnboundedSender<Quiesced>,
     permit: Option<server::ConnPermit>,
 ) {
-    let token = relays.token();
+    let epoch = relays.epoch();
     // Counted before the task exists, so a quiesce right now waits for it.
-    let live = relays.enter();
-    let span =
-        tracing::info_span!("rtmp", client.addr = %state.client_addr, node.id = %state.node_id);
-    tokio::spawn(tracing::Instrument::instrument(
-        async move {
-            let _live = live;
-            metrics::CONNECTIONS
-                .with_label_values(&["rtmp", "relaying"])
-                .inc();
-            let stopped = run(client, node, state, &conns, token).await;
-            drop(permit);
-            metrics::CONNECTIONS
-                .with_label_values(&["rtmp", "relaying"])
-                .dec();
-            match stopped {
-                Stopped::Ended => tracing::info!("rtmp relay ended"),
-                Stopped::Quiesced(q) => {
-                    if let Err(mpsc::error::SendError(q)) = quiesced.send(*q) {
-                        // Nobody collects: the process is going away; the sockets close.
-                        tracing::warn!(client.addr = %q.state.client_addr, "quiesced relay not collected");
-                    }
-                }
-            }
-        },
-        span,
-    ));
+    let counted = relays.enter();
+    let guard = conns.adopt(
+        "rtmp",
+        state.client_addr,
+        &state.node_id,
+        state.started_unix_ms,
+        state.bytes_to_node,
+        state.bytes_to_encoder,
+    );
+    metrics::CONNECTIONS
+        .with_label_values(&["rtmp", "relaying"])
+        .inc();
+    // No span: a span lives in the subscriber's registry (with its formatted fields) for as
+    // long as the task, hundreds of bytes per idle relay; the few events name the connection.
+    // (A spawned task is in no span, so the caller's closes when its opening is done.)
+    tokio::spawn(Relay {
+        live: Some((client, node, state)),
+        guard,
+        counted,
+        epoch,
+        _permit: permit,
+        quiesced,
+    });
 }

@@ -30,6 +30,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserializer, Serializer};
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -184,6 +186,68 @@ struct ChunkStream {
     partial: Option<Vec<u8>>,
 }
 
+/// The chunk streams seen, by chunk stream ID: a vector sorted by ID, grown one entry at a
+/// time. A peer uses a handful, so it costs a few dozen bytes per stream where a `BTreeMap`
+/// node costs about 600 bytes whatever it holds; the balancer keeps one reader per live relay
+/// for hours. Serialised as the map it replaced, so a hand-over between releases reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Streams(Vec<(u32, ChunkStream)>);
+
+impl Streams {
+    fn index(&self, csid: u32) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&csid, |(id, _)| *id)
+    }
+
+    fn get(&self, csid: &u32) -> Option<&ChunkStream> {
+        let i = self.index(*csid).ok()?;
+        self.0.get(i).map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, csid: &u32) -> Option<&mut ChunkStream> {
+        let i = self.index(*csid).ok()?;
+        self.0.get_mut(i).map(|(_, s)| s)
+    }
+
+    /// The chunk stream `csid`, added with `new` if it is not there.
+    fn get_or_insert(&mut self, csid: u32, new: ChunkStream) -> Option<&mut ChunkStream> {
+        let i = match self.index(csid) {
+            Ok(i) => i,
+            Err(i) => {
+                // Exactly one more: chunk streams are added a few times per connection.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (csid, new));
+                i
+            }
+        };
+        self.0.get_mut(i).map(|(_, s)| s)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ChunkStream> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &ChunkStream)> {
+        self.0.iter().map(|(id, s)| (*id, s))
+    }
+}
+
+impl Serialize for Streams {
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.collect_map(self.0.iter().map(|(id, s)| (id, s)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Streams {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<u32, ChunkStream>::deserialize(de)?;
+        Ok(Streams(map.into_iter().collect()))
+    }
+}
+
 /// A chunk whose header was read and whose payload has not all arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Reading {
@@ -252,7 +316,7 @@ pub struct ChunkReader {
     /// at the back).
     buffered: VecDeque<u8>,
     reading: Option<Reading>,
-    streams: BTreeMap<u32, ChunkStream>,
+    streams: Streams,
 }
 
 /// A deserialised [`ChunkReader`] before its invariants are checked.
@@ -261,7 +325,7 @@ struct ReaderState {
     chunk_size: u32,
     buffered: VecDeque<u8>,
     reading: Option<Reading>,
-    streams: BTreeMap<u32, ChunkStream>,
+    streams: Streams,
 }
 
 impl TryFrom<ReaderState> for ChunkReader {
@@ -292,7 +356,7 @@ impl ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,
             buffered: VecDeque::new(),
             reading: None,
-            streams: BTreeMap::new(),
+            streams: Streams::default(),
         }
     }
 
@@ -358,6 +422,11 @@ impl ChunkReader {
         // the same error.
         let pos = pos.min(self.buffered.len());
         self.buffered.drain(..pos);
+        if self.buffered.is_empty() {
+            // Give the memory back: a relay's reader sits idle between the node's rare
+            // messages for hours, and the next push allocates what it needs.
+            self.buffered = VecDeque::new();
+        }
         result
     }
 
@@ -540,10 +609,16 @@ impl ChunkReader {
             ))?;
 
         // Checked: commit.
-        let stream = self.streams.entry(csid).or_insert(ChunkStream {
-            last,
-            partial: None,
-        });
+        let stream = self
+            .streams
+            .get_or_insert(
+                csid,
+                ChunkStream {
+                    last,
+                    partial: None,
+                },
+            )
+            .ok_or(ChunkError::InvalidState("chunk stream not added"))?;
         stream.last = last;
         if stream.partial.is_none() {
             stream.partial = Some(Vec::new());
@@ -577,7 +652,7 @@ impl ChunkReader {
         if self.streams.len() > MAX_CHUNK_STREAMS {
             return Err(bad("more chunk streams than the limit"));
         }
-        for (&csid, s) in &self.streams {
+        for (csid, s) in self.streams.iter() {
             if !(MIN_CSID..=MAX_CSID).contains(&csid) {
                 return Err(bad("chunk stream ID out of range"));
             }
@@ -654,10 +729,7 @@ fn u24(b: [u8; 3]) -> u32 {
 
 /// Parse the chunk header at the start of `b`; `None` if it is not all there. Pure: the
 /// state is read (a format 3 header has an extended timestamp if the last header had one).
-fn parse_header(
-    b: &[u8],
-    streams: &BTreeMap<u32, ChunkStream>,
-) -> Result<Option<(Header, usize)>, ChunkError> {
+fn parse_header(b: &[u8], streams: &Streams) -> Result<Option<(Header, usize)>, ChunkError> {
     let Some(&b0) = b.first() else {
         return Ok(None);
     };

@@ -255,7 +255,7 @@ async fn quiesce(b: &Arc<Balancer>) -> Collected {
             tokio::time::sleep(POLL).await;
         }
     }
-    b.relays.quiesce_all();
+    b.relays.quiesce_all(&b.conns);
     let task = crate::lock(&b.srt_task).take();
     let srt_state = match task {
         Some(t) => t.await.unwrap_or_else(|_| srt::FrontState {
