@@ -1,0 +1,307 @@
+// Glass-to-glass latency: plays an HLS URL with hls.js (lowLatencyMode, default config
+// otherwise) in Debian's headless Chromium and reads the capture time that the publisher burnt
+// into every frame back from the displayed frame. Prints one JSON line.
+//
+//   node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N]
+//                              [--source WxH] [--samples FILE]
+//
+// The strip (benches/glass.rs draws it with ffmpeg's `geq` from `time(0)`): at the top left of
+// the source picture (--source, default 1280x720), one row of square blocks of --block pixels
+// (default 40): block 0 white and block 1 black (references for the threshold), then --bits
+// (default 24) blocks, most significant first, holding the Gray code of the wall clock in
+// milliseconds modulo 2^bits, white for 1. A frame drawn across a tick of the clock differs
+// from either neighbour in one block only, so it reads as one of the two values.
+//
+// Every frame the compositor is handed (requestVideoFrameCallback; a 4 ms timer if the browser
+// lacks it) is drawn to a canvas at the video's own size, the strip is read (the centre half
+// of each block, averaged), decoded, and compared with Date.now() at the frame's expected
+// display time: glass to glass on one machine clock, modulo 2^bits.
+//
+// Samples are kept from --warmup seconds (default 10) after the first `playing` event for
+// SECONDS seconds; the start-up (joining the live edge, the first stall-free seconds) is not
+// measured. --level HEIGHT pins the variant of that height (hls.loadLevel, at MANIFEST_PARSED).
+// --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
+//
+// Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
+// the report); non-zero when the harness itself failed (bad args, no browser, never played).
+import { chromium } from 'playwright-core';
+import { fileURLToPath } from 'node:url';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import http from 'node:http';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE]';
+
+const argv = process.argv.slice(2);
+const opts = {
+  url: null, seconds: NaN, warmup: 10, level: 0, block: 40, bits: 24,
+  sourceWidth: 1280, sourceHeight: 720, samples: null,
+};
+for (let i = 0; i < argv.length; i += 1) {
+  const a = argv[i];
+  const next = () => {
+    i += 1;
+    if (i >= argv.length) { console.error(`${a} needs a value\n${usage}`); process.exit(2); }
+    return argv[i];
+  };
+  if (a === '--warmup') opts.warmup = Number(next());
+  else if (a === '--level') opts.level = Number(next());
+  else if (a === '--block') opts.block = Number(next());
+  else if (a === '--bits') opts.bits = Number(next());
+  else if (a === '--samples') opts.samples = next();
+  else if (a === '--source') {
+    const [w, h] = next().split('x').map(Number);
+    opts.sourceWidth = w; opts.sourceHeight = h;
+  } else if (a.startsWith('--')) { console.error(`unknown option ${a}\n${usage}`); process.exit(2); }
+  else if (opts.url === null) opts.url = a;
+  else opts.seconds = Number(a);
+}
+const numbersOk = [opts.seconds, opts.warmup, opts.level, opts.block, opts.bits, opts.sourceWidth, opts.sourceHeight]
+  .every(Number.isFinite);
+if (!opts.url || !numbersOk || opts.seconds <= 0 || opts.warmup < 0 || opts.bits < 8 || opts.bits > 30) {
+  console.error(usage);
+  process.exit(2);
+}
+
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const args = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required',
+  // Keep rendering and timers at full rate in a page nobody looks at.
+  '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+// The page comes from a throwaway server on loopback (see play.mjs: Chromium refuses loopback
+// fetches from about:blank), an origin distinct from the HLS origin.
+const pageServer = http.createServer((_req, res) => {
+  res.writeHead(200, { 'content-type': 'text/html' });
+  res.end('<!doctype html><html><head><title>edge glass</title></head><body style="margin:0"></body></html>');
+});
+await new Promise((resolve) => pageServer.listen(0, '127.0.0.1', resolve));
+const pageUrl = `http://127.0.0.1:${pageServer.address().port}/`;
+
+// Runs inside the page: the <video>, hls.js, and the strip reader on every displayed frame.
+function startGlass(o) {
+  const MOD = 2 ** o.bits;
+  const s = {
+    t0: performance.now(), startWall: null, firstPlayingMs: null, measureFrom: null, measureTo: null,
+    fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {}, stalls: 0, stallsMeasured: 0, stallAt: [],
+    samples: [], hlsLatency: [], warmupSamples: 0, frames: 0, duplicates: 0,
+    rejected: { noFrame: 0, reference: 0, ambiguous: 0, range: 0 }, videoSizes: {},
+    targetLatencyAtStart: null, mode: null, lastCode: null,
+  };
+  window.__glass = s;
+  if (!Hls.isSupported()) { s.fatalErrors.push('hls.js: MediaSource not supported'); return; }
+  const video = document.createElement('video');
+  video.muted = true;
+  video.autoplay = true;
+  video.playsInline = true;
+  video.style.width = '640px';
+  document.body.appendChild(video);
+  const canvas = document.createElement('canvas');
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const hls = new Hls({ lowLatencyMode: true });
+  window.__hls = hls;
+  window.__video = video;
+  hls.on(Hls.Events.ERROR, (_ev, data) => {
+    const what = `${data.type}/${data.details}` + (data.response && data.response.code ? ` (HTTP ${data.response.code})` : '')
+      + (data.error && data.error.message ? `: ${data.error.message}` : '') + (data.url ? ` ${data.url}` : '');
+    if (data.fatal) s.fatalErrors.push(what);
+    else {
+      s.nonFatalErrors += 1;
+      s.nonFatalDetails[data.details] = (s.nonFatalDetails[data.details] || 0) + 1;
+    }
+  });
+  hls.on(Hls.Events.MANIFEST_PARSED, () => {
+    if (o.level) {
+      const i = hls.levels.findIndex((l) => l.height === o.level);
+      if (i < 0) s.fatalErrors.push(`no variant of height ${o.level} in ${hls.levels.map((l) => l.height).join(',')}`);
+      else hls.loadLevel = i;
+    }
+    video.play().catch((e) => s.fatalErrors.push(`video.play(): ${e}`));
+  });
+  video.addEventListener('playing', () => {
+    if (s.startWall !== null) return;
+    s.startWall = Date.now();
+    s.firstPlayingMs = performance.now() - s.t0;
+    s.measureFrom = s.startWall + o.warmup * 1000;
+    s.measureTo = s.measureFrom + o.seconds * 1000;
+  });
+  video.addEventListener('waiting', () => {
+    if (s.startWall === null) return;
+    const now = Date.now();
+    s.stalls += 1;
+    s.stallAt.push(Math.round((now - s.startWall) / 100) / 10);
+    if (now >= s.measureFrom && now < s.measureTo) s.stallsMeasured += 1;
+  });
+  video.addEventListener('error', () => {
+    const e = video.error;
+    s.fatalErrors.push(`video element error ${e ? e.code : '?'}: ${e && e.message ? e.message : ''}`);
+  });
+
+  // Mean luma of the centre half of block `b` of the strip in `img` (canvas pixels).
+  const lumaOf = (img, w, sx, sy, b) => {
+    const cx = (b + 0.5) * o.block * sx;
+    const cy = 0.5 * o.block * sy;
+    const rx = Math.max(1, Math.floor(o.block * sx / 4));
+    const ry = Math.max(1, Math.floor(o.block * sy / 4));
+    let sum = 0;
+    let n = 0;
+    for (let y = Math.round(cy - ry); y <= Math.round(cy + ry); y += 1) {
+      for (let x = Math.round(cx - rx); x <= Math.round(cx + rx); x += 1) {
+        const p = (y * w + x) * 4;
+        sum += 0.299 * img[p] + 0.587 * img[p + 1] + 0.114 * img[p + 2];
+        n += 1;
+      }
+    }
+    return sum / n;
+  };
+
+  // Reads the frame on display; `displayWall` is when it is (expected to be) on the glass.
+  const readFrame = (displayWall) => {
+    s.frames += 1;
+    const vw = video.videoWidth;
+    const vh = video.videoHeight;
+    if (!vw || !vh || s.startWall === null) { s.rejected.noFrame += 1; return; }
+    const sx = vw / o.sourceWidth;
+    const sy = vh / o.sourceHeight;
+    const w = Math.ceil((o.bits + 2) * o.block * sx);
+    const h = Math.ceil(o.block * sy);
+    if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+    ctx.drawImage(video, 0, 0, w, h, 0, 0, w, h);
+    const img = ctx.getImageData(0, 0, w, h).data;
+    const white = lumaOf(img, w, sx, sy, 0);
+    const black = lumaOf(img, w, sx, sy, 1);
+    if (white - black < 100) { s.rejected.reference += 1; return; }
+    const mid = (white + black) / 2;
+    const margin = (white - black) / 4;
+    let gray = 0;
+    let ambiguous = 0;
+    for (let k = 0; k < o.bits; k += 1) {
+      const v = lumaOf(img, w, sx, sy, 2 + k);
+      if (Math.abs(v - mid) < margin) ambiguous += 1;
+      gray = gray * 2 + (v > mid ? 1 : 0);
+    }
+    // One block may be caught mid-change (the bit that changes at a tick); more is damage.
+    if (ambiguous > 1) { s.rejected.ambiguous += 1; return; }
+    let code = gray;
+    for (let shift = gray >>> 1; shift; shift >>>= 1) code ^= shift;
+    if (code === s.lastCode) { s.duplicates += 1; return; }
+    s.lastCode = code;
+    const latency = (((displayWall % MOD) - code) % MOD + MOD) % MOD;
+    // Negative (a capture time after the display) or beyond a minute: a misread strip.
+    if (latency > 60000) { s.rejected.range += 1; return; }
+    if (displayWall < s.measureFrom) { s.warmupSamples += 1; return; }
+    if (displayWall >= s.measureTo) return;
+    if (s.samples.length === 0) s.targetLatencyAtStart = Number.isFinite(hls.targetLatency) ? hls.targetLatency : null;
+    s.samples.push([displayWall, Math.round(latency)]);
+    if (Number.isFinite(hls.latency)) s.hlsLatency.push(hls.latency * 1000);
+    const size = `${vw}x${vh}`;
+    s.videoSizes[size] = (s.videoSizes[size] || 0) + 1;
+  };
+
+  if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) {
+    s.mode = 'requestVideoFrameCallback';
+    const onFrame = (_now, meta) => {
+      readFrame(Date.now() + Math.max(0, meta.expectedDisplayTime - performance.now()));
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  } else {
+    s.mode = 'timer 4 ms';
+    setInterval(() => { if (video.readyState >= 2) readFrame(Date.now()); }, 4);
+  }
+  hls.loadSource(o.url);
+  hls.attachMedia(video);
+}
+
+// Runs inside the page: the final report.
+function report() {
+  const s = window.__glass;
+  const hls = window.__hls;
+  const video = window.__video;
+  const sorted = (a) => a.slice().sort((x, y) => x - y);
+  const rank = (a, q) => (a.length ? a[Math.max(0, Math.ceil(q * a.length) - 1)] : null);
+  const lat = sorted(s.samples.map((p) => p[1]));
+  const est = sorted(s.hlsLatency);
+  const q = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+  const level = hls && hls.levels && hls.currentLevel >= 0 ? hls.levels[hls.currentLevel] : null;
+  return {
+    samples: lat.length,
+    p50: rank(lat, 0.5),
+    p90: rank(lat, 0.9),
+    p99: rank(lat, 0.99),
+    min: lat.length ? lat[0] : null,
+    max: lat.length ? lat[lat.length - 1] : null,
+    mean: lat.length ? Math.round(lat.reduce((x, y) => x + y, 0) / lat.length) : null,
+    hlsLatencyP50: est.length ? Math.round(rank(est, 0.5)) : null,
+    warmupSamples: s.warmupSamples,
+    frames: s.frames,
+    duplicates: s.duplicates,
+    rejected: s.rejected,
+    frameClock: s.mode,
+    stalls: s.stalls,
+    stallsMeasured: s.stallsMeasured,
+    stallAt: s.stallAt,
+    targetLatencyAtStart: s.targetLatencyAtStart,
+    targetLatency: hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
+    latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
+    level: hls ? hls.currentLevel : null,
+    levelHeight: level ? level.height : null,
+    levels: hls && hls.levels ? hls.levels.map((l) => l.height) : [],
+    videoSizes: s.videoSizes,
+    firstPlayingMs: s.firstPlayingMs,
+    fatalErrors: s.fatalErrors,
+    nonFatalErrors: s.nonFatalErrors,
+    nonFatalDetails: s.nonFatalDetails,
+    decodedFrames: q ? q.totalVideoFrames : null,
+    droppedFrames: q ? q.droppedVideoFrames : null,
+    lowLatencyMode: hls ? hls.config.lowLatencyMode : null,
+    rawSamples: s.samples,
+  };
+}
+
+// How long playback may take to start (join, first parts) before the run is given up.
+const START_TIMEOUT_MS = 60_000;
+
+let browser;
+try {
+  browser = await chromium.launch({ executablePath, headless: true, args, timeout: 60_000 });
+} catch (e) {
+  pageServer.close();
+  console.error(`glass.mjs: cannot launch ${executablePath}: ${e && e.message ? e.message : e}`);
+  process.exit(3);
+}
+let out;
+try {
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[page ${m.type()}] ${m.text()}`); });
+  page.on('pageerror', (e) => console.error(`[page exception] ${e.message}`));
+  await page.goto(pageUrl);
+  await page.addScriptTag({ path: path.join(here, 'node_modules/hls.js/dist/hls.min.js') });
+  await page.evaluate(startGlass, opts);
+  // Until playback starts (or fails), then the warm-up and the measured window.
+  const started = await page.waitForFunction(
+    () => window.__glass.startWall !== null || window.__glass.fatalErrors.length > 0,
+    null, { timeout: START_TIMEOUT_MS, polling: 100 },
+  ).then(() => page.evaluate(() => window.__glass.startWall !== null)).catch(() => false);
+  if (started) {
+    const left = await page.evaluate(() => window.__glass.measureTo - Date.now());
+    await page.waitForTimeout(Math.max(0, left) + 500);
+  }
+  out = await page.evaluate(report);
+  out.started = started;
+} catch (e) {
+  console.error(`glass.mjs: page failed: ${e && e.stack ? e.stack : e}`);
+  await browser.close().catch(() => {});
+  process.exit(4);
+}
+await browser.close().catch(() => {});
+pageServer.close();
+if (opts.samples) writeFileSync(opts.samples, JSON.stringify(out.rawSamples));
+delete out.rawSamples;
+console.log(JSON.stringify(out));
+process.exit(0);
