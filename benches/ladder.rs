@@ -1,10 +1,11 @@
 //! Ladder benchmark: the real `edge` binary transcoding one 720p30 stream into the default
-//! ladder, against `gst-launch-1.0` doing the same decode and x264 encodes on the same file,
-//! on the same machine in the same run.
+//! ladder, against `gst-launch-1.0` and against one `ffmpeg` process doing the same decode and
+//! x264 encodes on the same file (decode once, split, scale, encode), on the same machine in
+//! the same run.
 //!
 //! Prints: (1) time from a frame's arrival at the node to the publication of the part that
 //! holds it, p50/p99, from `edge_packager_part_latency_seconds`; (2) CPU seconds per second
-//! of media for edge and for gst-launch, and their ratio.
+//! of media for edge, gst-launch and ffmpeg, and edge's ratio to each.
 //!
 //! Run: `cargo bench --bench ladder` (needs scripts/setup.sh; takes about 2 minutes).
 // End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
@@ -179,28 +180,21 @@ fn main() {
         rung(854, 480, 1200),
         rung(640, 360, 600)
     );
-    let out = Command::new("bash")
-        .args([
-            "-c",
-            &format!("time -p gst-launch-1.0 -q {desc} > /dev/null"),
-        ])
-        .output()
-        .expect("gst-launch");
-    let times = String::from_utf8_lossy(&out.stderr);
-    let field = |k: &str| -> f64 {
-        times
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(k)
-                    .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
-            })
-            .unwrap_or(0.0)
+    let gst_cpu = cpu_of(&format!("gst-launch-1.0 -q {desc} > /dev/null"));
+
+    // The same work with one ffmpeg process: decode once, split, scale, the same two x264
+    // rungs with the same settings (zerolatency, no B-frames, no scene cuts, the same GOP
+    // cap), audio copied as edge copies it.
+    let x264 = |kbps: u32| {
+        format!("-c:v libx264 -preset veryfast -tune zerolatency -bf 0 -g 300 -sc_threshold 0 -b:v {kbps}k -f null /dev/null")
     };
-    let gst_cpu = field("user") + field("sys");
-    assert!(
-        out.status.success() && gst_cpu > 0.0,
-        "gst-launch failed: {times}"
+    let ff = format!(
+        "ffmpeg -v error -nostdin -i {} -filter_complex '[0:v]split=2[a][b];[a]scale=854:480[r480];[b]scale=640:360[r360]' -map '[r480]' {} -map '[r360]' {} -map 0:a -c:a copy -f null /dev/null",
+        media.display(),
+        x264(1200),
+        x264(600)
     );
+    let ffmpeg_cpu = cpu_of(&ff);
 
     let secs = f64::from(MEDIA_SECONDS);
     println!("ladder benchmark: 1280x720p30 source, default ladder (source passthrough + 480p/360p x264 veryfast; the 720p rung is the source's size and is skipped), {MEDIA_SECONDS} s of media");
@@ -219,8 +213,37 @@ fn main() {
     }
     println!("edge:       {:.2} CPU-s per media second", edge_cpu / secs);
     println!("gst-launch: {:.2} CPU-s per media second", gst_cpu / secs);
+    println!(
+        "ffmpeg:     {:.2} CPU-s per media second",
+        ffmpeg_cpu / secs
+    );
     println!("ratio edge / gst-launch: {:.2}", edge_cpu / gst_cpu);
+    println!("ratio edge / ffmpeg: {:.2}", edge_cpu / ffmpeg_cpu);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// User + system CPU seconds of a shell command, from bash's `time -p`; panics if it failed.
+fn cpu_of(command: &str) -> f64 {
+    let out = Command::new("bash")
+        .args(["-c", &format!("time -p {command}")])
+        .output()
+        .expect("bash");
+    let times = String::from_utf8_lossy(&out.stderr);
+    let field = |k: &str| -> f64 {
+        times
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(k)
+                    .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
+            })
+            .unwrap_or(0.0)
+    };
+    let cpu = field("user") + field("sys");
+    assert!(
+        out.status.success() && cpu > 0.0,
+        "{command} failed: {times}"
+    );
+    cpu
 }
 
 /// The test harness's node config with the default ladder, room for the stream, and the

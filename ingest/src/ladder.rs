@@ -51,6 +51,43 @@ pub fn rungs_for_source(ladder: &[Rung], src_w: u32, src_h: u32, passthrough: bo
         .collect()
 }
 
+/// A rung to build: its picture size and frame rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RungShape {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+/// The order to build rungs in (largest picture first) and what each one scales from: `None`,
+/// the decoded source, or the index of a larger rung already built, at least as large in both
+/// dimensions and at least as fast (the smallest such). Scaling in cascade (720p from the
+/// source, 480p from 720p, 360p from 480p) reads a smaller picture for every rung after the
+/// first: GStreamer's `videoscale` spends most of its time on the input, so 1280x720 to 640x360
+/// costs almost as much as to 854x480 (measured in `benches/ladder.rs`).
+pub fn cascade(shapes: &[RungShape]) -> Vec<(usize, Option<usize>)> {
+    let area = |i: usize| {
+        shapes
+            .get(i)
+            .map_or(0, |s| u64::from(s.width) * u64::from(s.height))
+    };
+    let mut order: Vec<usize> = (0..shapes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(area(i)));
+    let mut built: Vec<usize> = Vec::new();
+    let mut out = Vec::new();
+    for i in order {
+        let Some(me) = shapes.get(i) else { continue };
+        let from = built.iter().rev().copied().find(|&j| {
+            shapes
+                .get(j)
+                .is_some_and(|b| b.width >= me.width && b.height >= me.height && b.fps >= me.fps)
+        });
+        out.push((i, from));
+        built.push(i);
+    }
+    out
+}
+
 #[cfg(test)]
 #[path = "ladder_test.rs"]
 mod tests;

@@ -44,3 +44,38 @@ fn rungs_not_smaller_than_the_source_are_skipped_with_passthrough() {
         ["720p", "480p", "360p"]
     );
 }
+
+#[test]
+fn rungs_scale_in_cascade_from_the_smallest_larger_rung() {
+    let shape = |width, height, fps| RungShape { width, height, fps };
+    // Given smallest first, built largest first; each from the rung above it.
+    let shapes = [
+        shape(640, 360, 30),
+        shape(1280, 720, 30),
+        shape(852, 480, 30),
+    ];
+    assert_eq!(
+        cascade(&shapes),
+        vec![(1, None), (2, Some(1)), (0, Some(2))]
+    );
+    // A faster rung cannot come from a slower one; a wider one not from a narrower one.
+    let shapes = [
+        shape(1280, 720, 30),
+        shape(852, 480, 60),
+        shape(640, 360, 30),
+    ];
+    assert_eq!(cascade(&shapes), vec![(0, None), (1, None), (2, Some(1))]);
+    let shapes = [
+        shape(480, 852, 30),
+        shape(852, 480, 30),
+        shape(360, 640, 30),
+    ];
+    let plan = cascade(&shapes);
+    assert_eq!(plan.len(), 3);
+    assert!(plan.contains(&(2, Some(0))), "{plan:?}");
+    assert!(
+        plan.iter().any(|&(i, from)| i == 1 && from.is_none()),
+        "{plan:?}"
+    );
+    assert!(cascade(&[]).is_empty());
+}

@@ -4,7 +4,8 @@
 //! ```text
 //! appsrc(flv|ts) → flvdemux|tsdemux ─video→ h264parse → capsfilter(avc,au) → tee ─→ queue → appsink "source"
 //!                                  │                                          └→ queue → avdec_h264 → tee ─→ (per rung)
-//!                                  │                        queue → videoscale → videorate → capsfilter → x264enc → h264parse → appsink "720p" ...
+//!                                  │   (per rung) queue → videoscale → videorate → capsfilter → tee ─→ queue → x264enc → h264parse → appsink "480p"
+//!                                  │                                                              └→ (the next smaller rung's queue → videoscale ...)
 //!                                  └audio→ aacparse → capsfilter(raw) → appsink "audio"   (non-AAC: decodebin → avenc_aac)
 //! ```
 //!
@@ -17,7 +18,8 @@
 //! (`on_demux_pad` → `build_ladder`): [`crate::ladder`] picks the rungs, and the [`Output`]
 //! receives the final [`Plan`] first; that call is where the stream's packager stream is
 //! created (`crate::output::StreamOutput::plan`). Capacity calibration is in
-//! [`crate::calibrate`].
+//! [`crate::calibrate`]. Rungs scale in cascade ([`crate::ladder::cascade`]): the largest
+//! from the decoded source, each smaller one from the smallest larger rung's scaled pictures.
 //! Keyframes are aligned across rungs: every source keyframe forces a keyframe in every
 //! encoder at the same timestamp (x264 scene-cut keyframes are off), so the packager cuts all
 //! renditions at the same points. A pipeline error ends this stream only.
@@ -941,8 +943,27 @@ fn build_ladder(
         pad.add_probe(gst::PadProbeType::BUFFER, frame_durations(fps));
     }
     add_branch(pipeline, vtee, &[&make_queue()?, &decode, &dtee])?;
-    for r in &rungs {
-        let (rw, rh) = ladder::rung_size(r.height, w, h);
+    let shapes: Vec<ladder::RungShape> = rungs
+        .iter()
+        .map(|r| {
+            let (width, height) = ladder::rung_size(r.height, w, h);
+            ladder::RungShape {
+                width,
+                height,
+                fps: r.fps,
+            }
+        })
+        .collect();
+    // Each rung's scaled pictures, for the smaller rungs that scale from them.
+    let mut scaled: Vec<Option<gst::Element>> = vec![None; rungs.len()];
+    for (i, from) in ladder::cascade(&shapes) {
+        let (Some(r), Some(shape)) = (rungs.get(i), shapes.get(i)) else {
+            continue;
+        };
+        let (rw, rh) = (shape.width, shape.height);
+        let upstream = from
+            .and_then(|j| scaled.get(j).cloned().flatten())
+            .unwrap_or_else(|| dtee.clone());
         let scale = make("videoscale")?;
         let rate = gst::ElementFactory::make("videorate")
             .property("max-rate", (r.fps + rate_slack) as i32)
@@ -999,20 +1020,23 @@ fn build_ladder(
                 gst::PadProbeReturn::Ok
             });
         }
+        let rtee = gst::ElementFactory::make("tee")
+            .property("allow-not-linked", true)
+            .build()
+            .map_err(|_| PipelineError::MissingElement("tee"))?;
         add_branch(
             pipeline,
-            &dtee,
-            &[
-                &make_queue()?,
-                &scale,
-                &rate,
-                &capsf,
-                &enc,
-                &parse,
-                &outcaps,
-                sink.upcast_ref(),
-            ],
+            &upstream,
+            &[&make_queue()?, &scale, &rate, &capsf, &rtee],
         )?;
+        add_branch(
+            pipeline,
+            &rtee,
+            &[&make_queue()?, &enc, &parse, &outcaps, sink.upcast_ref()],
+        )?;
+        if let Some(slot) = scaled.get_mut(i) {
+            *slot = Some(rtee);
+        }
     }
     Ok(())
 }
