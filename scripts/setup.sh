@@ -2,7 +2,8 @@
 # Installs everything edge needs on a fresh Debian 12 machine (as root): the GStreamer 1.22
 # development files and plugins the ingest pipeline uses, ffmpeg and srt-tools (real encoders for
 # the tests), Chromium and hls.js (the real player for the browser test), HAProxy (the peer the
-# balancer benchmark compares against), and for deploy/: Prometheus (promtool and a real server for
+# balancer benchmark compares against), nginx-light with libnginx-mod-rtmp (the passthrough
+# benchmark's peer; its service stays off), and for deploy/: Prometheus (promtool and a real server for
 # the scrape test), debootstrap (the runtime root filesystem check), systemd (systemd-analyze checks
 # the unit in deploy/systemd; nothing is started) and kubernetes-validate (in a
 # virtualenv at .venv, for the manifest test; schemathesis there too, for the API test). Safe to
@@ -14,7 +15,7 @@ need_apt=0
 for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly \
          gstreamer1.0-libav gstreamer1.0-tools ffmpeg srt-tools chromium pkg-config \
-         haproxy curl prometheus debootstrap python3-venv systemd; do
+         haproxy curl prometheus debootstrap python3-venv systemd nginx-light libnginx-mod-rtmp; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
@@ -26,11 +27,12 @@ if [ "$need_apt" = 1 ]; then
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
     gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools \
     ffmpeg srt-tools chromium haproxy \
-    prometheus debootstrap python3 python3-venv systemd
+    prometheus debootstrap python3 python3-venv systemd nginx-light libnginx-mod-rtmp
   # Debian starts the prometheus service on install; the tests run their own servers on
-  # loopback ports, so the packaged one (it listens on :9090 and scrapes nothing of ours) stays off.
+  # loopback ports, so the packaged one (it listens on :9090 and scrapes nothing of ours) stays off;
+  # so does nginx's (:80), which only the passthrough benchmark runs, in the foreground.
   if command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+    systemctl disable --now prometheus prometheus-node-exporter nginx >/dev/null 2>&1 || true
   fi
 fi
 
