@@ -21,6 +21,9 @@
 // SECONDS seconds; the start-up (joining the live edge, the first stall-free seconds) is not
 // measured. --level HEIGHT pins the variant of that height (hls.loadLevel, at MANIFEST_PARSED).
 // --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
+// With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
+// to stderr after the run (as play.mjs does). Stalls are logged with their length and buffers,
+// and media loads slower than 1 s with their URL.
 //
 // Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
 // the report); non-zero when the harness itself failed (bad args, no browser, never played).
@@ -37,6 +40,8 @@ const argv = process.argv.slice(2);
 const opts = {
   url: null, seconds: NaN, warmup: 10, level: 0, block: 40, bits: 24,
   sourceWidth: 1280, sourceHeight: 720, samples: null,
+  // How many hls.js log lines to keep and print to stderr (0: hls.js logs nothing).
+  logLines: Math.max(0, Number(process.env.EDGE_PLAYER_LOG) || 0),
 };
 for (let i = 0; i < argv.length; i += 1) {
   const a = argv[i];
@@ -86,12 +91,18 @@ const pageUrl = `http://127.0.0.1:${pageServer.address().port}/`;
 // Runs inside the page: the <video>, hls.js, and the strip reader on every displayed frame.
 function startGlass(o) {
   const MOD = 2 ** o.bits;
+  const REJECTED_LOG_MAX = 10;
+  // Stalls logged in full, and media loads slower than SLOW_LOAD_MS (the first SLOW_LOG_MAX).
+  const STALL_LOG_MAX = 10;
+  const SLOW_LOAD_MS = 1000;
+  const SLOW_LOG_MAX = 20;
   const s = {
     t0: performance.now(), startWall: null, firstPlayingMs: null, measureFrom: null, measureTo: null,
     fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {}, stalls: 0, stallsMeasured: 0, stallAt: [],
     samples: [], hlsLatency: [], warmupSamples: 0, frames: 0, duplicates: 0,
-    rejected: { noFrame: 0, reference: 0, ambiguous: 0, range: 0 }, videoSizes: {},
-    targetLatencyAtStart: null, mode: null, lastCode: null,
+    rejected: { noFrame: 0, reference: 0, ambiguous: 0, range: 0 }, rejectedLog: [], videoSizes: {},
+    targetLatencyAtStart: null, atPlaying: null, mode: null, lastCode: null,
+    stallLog: [], stalledSince: null, slowLoads: [], beforePlaying: 0, log: [],
   };
   window.__glass = s;
   if (!Hls.isSupported()) { s.fatalErrors.push('hls.js: MediaSource not supported'); return; }
@@ -103,7 +114,15 @@ function startGlass(o) {
   document.body.appendChild(video);
   const canvas = document.createElement('canvas');
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
-  const hls = new Hls({ lowLatencyMode: true });
+  // hls.js's log, kept in a ring of the last o.logLines lines when asked for (EDGE_PLAYER_LOG).
+  const keep = (level) => (...a) => {
+    s.log.push(`${(performance.now() - s.t0).toFixed(0)} ${level} ${a.map(String).join(' ')}`);
+    if (s.log.length > o.logLines) s.log.shift();
+  };
+  const debug = o.logLines > 0
+    ? { log: keep('log'), debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error') }
+    : false;
+  const hls = new Hls({ lowLatencyMode: true, debug });
   window.__hls = hls;
   window.__video = video;
   hls.on(Hls.Events.ERROR, (_ev, data) => {
@@ -129,13 +148,58 @@ function startGlass(o) {
     s.firstPlayingMs = performance.now() - s.t0;
     s.measureFrom = s.startWall + o.warmup * 1000;
     s.measureTo = s.measureFrom + o.seconds * 1000;
+    // Where hls.js joined: its own latency estimate and target, and what was buffered.
+    const b = video.buffered;
+    s.atPlaying = {
+      currentTime: video.currentTime,
+      buffered: b.length ? [b.start(0), b.end(b.length - 1)] : null,
+      latency: Number.isFinite(hls.latency) ? hls.latency : null,
+      targetLatency: Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
+      liveSyncPosition: Number.isFinite(hls.liveSyncPosition) ? hls.liveSyncPosition : null,
+    };
   });
+  // Buffered ranges of the media element and of each SourceBuffer (a stall on an empty buffer
+  // is told apart from one on a hole by these).
+  const ranges = (sb) => {
+    try { return Array.from({ length: sb.buffered.length }, (_, i) => [sb.buffered.start(i), sb.buffered.end(i)]); } catch (_e) { return null; }
+  };
+  const buffers = () => {
+    const b = { media: ranges(video) };
+    try {
+      for (const [kind, track] of Object.entries(hls.bufferController.tracks)) {
+        if (track && track.buffer) b[kind] = ranges(track.buffer);
+      }
+    } catch (_e) { /* hls.js internals moved: the media ranges are still there */ }
+    return b;
+  };
   video.addEventListener('waiting', () => {
     if (s.startWall === null) return;
     const now = Date.now();
     s.stalls += 1;
     s.stallAt.push(Math.round((now - s.startWall) / 100) / 10);
     if (now >= s.measureFrom && now < s.measureTo) s.stallsMeasured += 1;
+    if (s.stallLog.length < STALL_LOG_MAX) {
+      s.stallLog.push({ afterStartMs: now - s.startWall, currentTime: video.currentTime, buffers: buffers(), ms: null });
+      s.stalledSince = now;
+    }
+  });
+  video.addEventListener('playing', () => {
+    if (s.stalledSince === null) return;
+    s.stallLog[s.stallLog.length - 1].ms = Date.now() - s.stalledSince;
+    s.stalledSince = null;
+  });
+  // Media requests (parts, segments, init) that took longer than SLOW_LOAD_MS.
+  hls.on(Hls.Events.FRAG_LOADED, (_ev, data) => {
+    const st = (data.part || data.frag).stats;
+    if (!st || !st.loading) return;
+    const ms = st.loading.end - st.loading.start;
+    if (ms < SLOW_LOAD_MS || s.slowLoads.length >= SLOW_LOG_MAX) return;
+    const url = (data.part || data.frag).url || '';
+    s.slowLoads.push({
+      url: url.split('/').slice(-2).join('/'), ms: Math.round(ms),
+      firstByteMs: Math.round(st.loading.first - st.loading.start),
+      atMs: Math.round(performance.now() - s.t0 - (s.firstPlayingMs || 0)),
+    });
   });
   video.addEventListener('error', () => {
     const e = video.error;
@@ -165,7 +229,8 @@ function startGlass(o) {
     s.frames += 1;
     const vw = video.videoWidth;
     const vh = video.videoHeight;
-    if (!vw || !vh || s.startWall === null) { s.rejected.noFrame += 1; return; }
+    if (s.startWall === null) { s.beforePlaying += 1; return; }
+    if (!vw || !vh) { s.rejected.noFrame += 1; return; }
     const sx = vw / o.sourceWidth;
     const sy = vh / o.sourceHeight;
     const w = Math.ceil((o.bits + 2) * o.block * sx);
@@ -173,27 +238,34 @@ function startGlass(o) {
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
     ctx.drawImage(video, 0, 0, w, h, 0, 0, w, h);
     const img = ctx.getImageData(0, 0, w, h).data;
-    const white = lumaOf(img, w, sx, sy, 0);
-    const black = lumaOf(img, w, sx, sy, 1);
-    if (white - black < 100) { s.rejected.reference += 1; return; }
+    const luma = Array.from({ length: o.bits + 2 }, (_, b) => lumaOf(img, w, sx, sy, b));
+    // The first few rejected frames in full: why, when, and each block's luma.
+    const reject = (why) => {
+      s.rejected[why] += 1;
+      if (s.rejectedLog.length < REJECTED_LOG_MAX) {
+        s.rejectedLog.push({ why, afterStartMs: displayWall - s.startWall, size: `${vw}x${vh}`, luma: luma.map(Math.round) });
+      }
+    };
+    const [white, black] = luma;
+    if (white - black < 100) { reject('reference'); return; }
     const mid = (white + black) / 2;
     const margin = (white - black) / 4;
     let gray = 0;
     let ambiguous = 0;
     for (let k = 0; k < o.bits; k += 1) {
-      const v = lumaOf(img, w, sx, sy, 2 + k);
+      const v = luma[2 + k];
       if (Math.abs(v - mid) < margin) ambiguous += 1;
       gray = gray * 2 + (v > mid ? 1 : 0);
     }
     // One block may be caught mid-change (the bit that changes at a tick); more is damage.
-    if (ambiguous > 1) { s.rejected.ambiguous += 1; return; }
+    if (ambiguous > 1) { reject('ambiguous'); return; }
     let code = gray;
     for (let shift = gray >>> 1; shift; shift >>>= 1) code ^= shift;
     if (code === s.lastCode) { s.duplicates += 1; return; }
     s.lastCode = code;
     const latency = (((displayWall % MOD) - code) % MOD + MOD) % MOD;
     // Negative (a capture time after the display) or beyond a minute: a misread strip.
-    if (latency > 60000) { s.rejected.range += 1; return; }
+    if (latency > 60000) { reject('range'); return; }
     if (displayWall < s.measureFrom) { s.warmupSamples += 1; return; }
     if (displayWall >= s.measureTo) return;
     if (s.samples.length === 0) s.targetLatencyAtStart = Number.isFinite(hls.targetLatency) ? hls.targetLatency : null;
@@ -242,10 +314,14 @@ function report() {
     frames: s.frames,
     duplicates: s.duplicates,
     rejected: s.rejected,
+    rejectedLog: s.rejectedLog,
     frameClock: s.mode,
     stalls: s.stalls,
     stallsMeasured: s.stallsMeasured,
     stallAt: s.stallAt,
+    stallLog: s.stallLog,
+    slowLoads: s.slowLoads,
+    beforePlaying: s.beforePlaying,
     targetLatencyAtStart: s.targetLatencyAtStart,
     targetLatency: hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
     latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
@@ -254,6 +330,7 @@ function report() {
     levels: hls && hls.levels ? hls.levels.map((l) => l.height) : [],
     videoSizes: s.videoSizes,
     firstPlayingMs: s.firstPlayingMs,
+    atPlaying: s.atPlaying,
     fatalErrors: s.fatalErrors,
     nonFatalErrors: s.nonFatalErrors,
     nonFatalDetails: s.nonFatalDetails,
@@ -261,6 +338,7 @@ function report() {
     droppedFrames: q ? q.droppedVideoFrames : null,
     lowLatencyMode: hls ? hls.config.lowLatencyMode : null,
     rawSamples: s.samples,
+    log: s.log,
   };
 }
 
@@ -303,5 +381,7 @@ await browser.close().catch(() => {});
 pageServer.close();
 if (opts.samples) writeFileSync(opts.samples, JSON.stringify(out.rawSamples));
 delete out.rawSamples;
+if (out.log.length) console.error(`hls.js log (last ${out.log.length} lines):\n${out.log.join('\n')}`);
+delete out.log;
 console.log(JSON.stringify(out));
 process.exit(0);

@@ -1,0 +1,719 @@
+//! Glass-to-glass latency benchmark: the capture time is burnt into every frame at the
+//! publisher and read back from the frame hls.js displays in headless Chromium, on one machine
+//! clock. Not a player's estimate.
+//!
+//! The source is one ffmpeg process publishing RTMP in real time: lavfi `testsrc2` 1280x720 at
+//! 30 fps with a strip of black and white 40x40 blocks overlaid at the top left, plus a 440 Hz
+//! sine, x264 `veryfast` `zerolatency` (fixed GOP) and AAC. The strip is drawn by `geq` from
+//! `time(0)` (the wall clock, evaluated when lavfi makes the frame) on a 26x1 gray picture,
+//! scaled up with nearest neighbour and overlaid: `geq` over a whole 720p frame is not real
+//! time, and one row is computed by one thread in microseconds (two rows, computed by two
+//! threads, could be a few ticks apart and read as a blend of two codes).
+//! Block 0 is white and block 1 black (references); blocks 2..=25 hold the wall clock in
+//! milliseconds modulo 2^24 in Gray code, most significant bit first, so a frame drawn across a
+//! tick reads as one of the two values. ffmpeg's expressions have no xor: Gray bit i is
+//! `mod(floor(t/2^i) + floor(t/2^(i+1)), 2)`.
+//!
+//! The player is `tests/player/glass.mjs`: hls.js (`lowLatencyMode: true`, default config
+//! otherwise) in Debian's headless Chromium; on every frame handed to the compositor
+//! (`requestVideoFrameCallback`) it draws the `<video>` to a canvas, decodes the strip and
+//! subtracts it from `Date.now()` at the frame's expected display time. Samples from the first
+//! `--warmup` seconds after playback starts are dropped; then `--seconds` are measured.
+//! hls.js's default config never speeds playback up (`maxLiveSyncPlaybackRate` 1), so where a
+//! player joins the stream sets its latency for the whole play: each configuration is played
+//! `--plays` times by a fresh player on the same stream, and the percentiles are over the
+//! frames of all plays.
+//!
+//! Configurations (each with processes of its own, one after the other), all with 200 ms
+//! parts and 2 s segments on loopback:
+//! - `standalone`: one `edge ingest`, no ladder (the source passes through);
+//! - `standalone-ladder`: one `edge ingest` with the default ladder, the player pinned to a
+//!   transcoded rung (`--rung`, 480p by default);
+//! - `balancer`: an `edge balancer` in front of one node (no ladder); publish and playback
+//!   both through the balancer;
+//! - `balancer-ladder`: the same with the default ladder and the pinned rung.
+//!
+//! Run: `cargo bench --bench glass` (needs scripts/setup.sh: ffmpeg, Chromium, node and
+//! tests/player/node_modules; about 3 minutes per configuration). `-- --help` lists options.
+// End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
+// time; the ban on the std clock (clippy.toml) is for product code.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+use std::{
+    fs::{self, File},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+// The test harness: nodes, a cluster with a balancer, HTTP, LL-HLS playlist checks.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{
+    check_ll_hls,
+    cluster::{self, wait_nodes, Balancer, Cluster},
+    config_template, http_get, kill_and_reap, run_with_timeout, tail_file, wait_until, Node, Ports,
+    TempDir, Track, FIRST_SEGMENT_TIMEOUT, HTTP_TIMEOUT,
+};
+
+const COMMAND: &str = "cargo bench --bench glass";
+const USAGE: &str = "\
+Usage: cargo bench --bench glass -- [OPTION...]
+
+Options:
+  --config NAME     run only this configuration (repeatable, or comma-separated); one of
+                    standalone, standalone-ladder, balancer, balancer-ladder (default: all four)
+  --plays N         fresh players, one after the other, per configuration (default 3): where
+                    hls.js joins the stream sets its latency for the whole play
+  --seconds N       seconds of playback measured per play (default 40)
+  --warmup N        seconds after a play's first `playing` event whose samples are dropped
+                    (default 10)
+  --rung NAME       the transcoded rung the player is pinned to in the ladder configurations
+                    (default 480p; the 720p rung is the source's own size and is skipped)
+  --gop N           the publisher's keyframe interval in seconds (default 2)
+  --media-playlist  pin the rung by playing its media playlist (video only) instead of locking
+                    the variant in the multivariant playlist (video and audio)
+  --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
+                    ([display wall-clock ms, latency ms] pairs)
+  -h, --help        this text
+";
+
+/// The source picture.
+const SOURCE_WIDTH: u32 = 1280;
+const SOURCE_HEIGHT: u32 = 720;
+const SOURCE_FPS: u32 = 30;
+/// Side of one block of the time strip, in source pixels: 20 px in a 360p rung, enough to
+/// survive x264 at 600 kbit/s.
+const BLOCK: u32 = 40;
+/// Bits of the time code: milliseconds modulo 2^24 (4.6 hours).
+const BITS: u32 = 24;
+/// The stream key and playback ID of the standalone node.
+const KEY: &str = "glass-stream-key";
+const PID: &str = "glass";
+/// How long playback may take to start and the browser to come and go, beyond the measured
+/// time (glass.mjs waits up to 60 s for `playing`).
+const PLAYER_OVERHEAD: Duration = Duration::from_secs(150);
+/// `npm ci` of hls.js + playwright-core, when tests/player/node_modules is missing.
+const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
+/// The goals of the issue: glass-to-glass p50 and p99 (ms).
+const GOAL_P50_MS: f64 = 800.0;
+const GOAL_P99_MS: f64 = 1200.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Config {
+    Standalone,
+    StandaloneLadder,
+    Balancer,
+    BalancerLadder,
+}
+
+impl Config {
+    const ALL: [Config; 4] = [
+        Config::Standalone,
+        Config::StandaloneLadder,
+        Config::Balancer,
+        Config::BalancerLadder,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Config::Standalone => "standalone",
+            Config::StandaloneLadder => "standalone-ladder",
+            Config::Balancer => "balancer",
+            Config::BalancerLadder => "balancer-ladder",
+        }
+    }
+
+    fn ladder(self) -> bool {
+        matches!(self, Config::StandaloneLadder | Config::BalancerLadder)
+    }
+
+    fn balancer(self) -> bool {
+        matches!(self, Config::Balancer | Config::BalancerLadder)
+    }
+}
+
+struct Args {
+    configs: Vec<Config>,
+    seconds: u64,
+    warmup: u64,
+    rung: String,
+    gop: u32,
+    media_playlist: bool,
+    plays: u32,
+    samples: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        configs: Vec::new(),
+        seconds: 40,
+        warmup: 10,
+        rung: "480p".into(),
+        gop: 2,
+        media_playlist: false,
+        plays: 3,
+        samples: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        let num = |v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{name}: not a number: {v}"))
+        };
+        match name.as_str() {
+            // cargo bench passes --bench to harness = false binaries.
+            "--bench" => {}
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--config" => {
+                for n in value()?.split(',') {
+                    let c = Config::ALL
+                        .into_iter()
+                        .find(|c| c.name() == n.trim())
+                        .ok_or_else(|| format!("unknown configuration {n}\n\n{USAGE}"))?;
+                    if !a.configs.contains(&c) {
+                        a.configs.push(c);
+                    }
+                }
+            }
+            "--seconds" => a.seconds = num(value()?)?,
+            "--warmup" => a.warmup = num(value()?)?,
+            "--gop" => {
+                a.gop = u32::try_from(num(value()?)?).map_err(|_| "--gop: too large")?;
+            }
+            "--rung" => a.rung = value()?,
+            "--plays" => {
+                a.plays = u32::try_from(num(value()?)?).map_err(|_| "--plays: too large")?;
+            }
+            "--media-playlist" => a.media_playlist = true,
+            "--samples" => a.samples = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
+        }
+    }
+    if a.configs.is_empty() {
+        a.configs = Config::ALL.to_vec();
+    }
+    if a.seconds == 0 || a.plays == 0 || a.gop == 0 || a.gop > 10 {
+        return Err("--seconds and --plays must be at least 1, --gop 1 to 10".into());
+    }
+    if rung_height(&a.rung).is_none() {
+        return Err(format!(
+            "--rung {}: expected a name like 480p (its height)",
+            a.rung
+        ));
+    }
+    Ok(a)
+}
+
+/// The height a default-ladder rung is named after: "480p" → 480.
+fn rung_height(rung: &str) -> Option<u32> {
+    rung.strip_suffix('p')?.parse().ok().filter(|h| *h > 0)
+}
+
+// ------------------------------------------------------------------------------------------
+// Processes
+
+/// A child process killed and reaped on drop, its output in a log file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let out = File::create(&log).expect("create a log file");
+        let err = out.try_clone().expect("clone a log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Proc { child, log }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// The `geq` luma expression of the 26x1 strip: X is the block.
+fn strip_expression() -> String {
+    let top = BITS + 1;
+    format!(
+        "st(1,mod(floor(time(0)*1000),{modulo}));\
+         if(eq(X,0),255,if(lt(X,2),0,\
+         st(2,{top}-X);\
+         255*mod(floor(ld(1)/pow(2,ld(2)))+floor(ld(1)/pow(2,ld(2)+1)),2)))",
+        modulo = 1u64 << BITS
+    )
+}
+
+/// ffmpeg publishing the source with its time strip over RTMP to `url` for `duration`.
+fn publish(url: &str, dir: &Path, gop_seconds: u32, duration: Duration) -> Proc {
+    let blocks = BITS + 2;
+    let graph = format!(
+        "testsrc2=size={SOURCE_WIDTH}x{SOURCE_HEIGHT}:rate={SOURCE_FPS}[picture];\
+         color=c=black:size={blocks}x1:rate={SOURCE_FPS},format=gray,geq=lum='{expr}',\
+         scale={w}:{BLOCK}:flags=neighbor,format=yuv420p[strip];\
+         [picture][strip]overlay=x=0:y=0[out0]",
+        expr = strip_expression(),
+        w = blocks * BLOCK,
+    );
+    let gop = (gop_seconds * SOURCE_FPS).to_string();
+    let t = format!("{:.3}", duration.as_secs_f64());
+    let mut cmd = Command::new("ffmpeg");
+    #[rustfmt::skip]
+    cmd.args([
+        "-hide_banner", "-nostdin", "-loglevel", "warning",
+        "-re", "-f", "lavfi", "-i", &graph,
+        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", &t, "-map", "0:v", "-map", "1:a",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+        "-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0",
+        "-pix_fmt", "yuv420p", "-b:v", "4M",
+        "-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k",
+        "-f", "flv", "-flvflags", "no_duration_filesize", url,
+    ]);
+    Proc::spawn(&mut cmd, dir.join("ffmpeg.log"))
+}
+
+/// `text` with `from` replaced by `to`; panics when `from` is absent (the harness's template
+/// changed and the bench would measure something else).
+fn replace_present(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the harness config has no {from:?}:\n{text}"
+    );
+    text.replace(from, to)
+}
+
+/// The harness's node config with 200 ms parts, room for the stream, the bench's stream key,
+/// and the default ladder or none (the source passes through alone).
+fn standalone_config(ports: &Ports, ladder: bool) -> String {
+    let base = config_template(ports);
+    // Cut the template's test ladder and streams.
+    let base = base.split("\n[[ladder]]").next().unwrap_or(&base);
+    let base = replace_present(base, "part_target = \"333ms\"", "part_target = \"200ms\"");
+    let base = replace_present(&base, "capacity_units = 8.0", "capacity_units = 100.0");
+    let head = if ladder { "" } else { "ladder = []\n\n" };
+    format!("{head}{base}\n[[streams]]\nkey = \"{KEY}\"\nplayback_id = \"{PID}\"\n")
+}
+
+/// What one configuration runs: its processes (dropped, and killed, in this order), where to
+/// publish and where to play.
+struct Origin {
+    _node: Node,
+    _balancer: Option<Balancer>,
+    _cluster: Option<Cluster>,
+    rtmp: String,
+    /// `http://127.0.0.1:PORT/live/PID` as viewers reach it.
+    play_base: String,
+}
+
+fn start_origin(cfg: Config) -> Origin {
+    if !cfg.balancer() {
+        let ports = Ports::free();
+        let node = Node::start_with_config(ports, standalone_config(&ports, cfg.ladder()));
+        return Origin {
+            rtmp: node.rtmp_url(KEY),
+            play_base: format!("{}/live/{PID}", node.http_base()),
+            _node: node,
+            _balancer: None,
+            _cluster: None,
+        };
+    }
+    let c = Cluster::new(1, 1);
+    let b = c.balancer(1, "5s");
+    // 10 units: the stream with the default ladder costs about 3 (a 720p30 decode and the
+    // rungs), passthrough alone 1.
+    let node = c.node_with(1, 10, &[&b], |text| {
+        let mut t = replace_present(text, "part_target = \"333ms\"", "part_target = \"200ms\"");
+        if cfg.ladder() {
+            t = replace_present(&t, "ladder = []\n", "");
+        }
+        *text = t;
+    });
+    wait_nodes(&b, &["n1"]);
+    Origin {
+        rtmp: b.rtmp_url(&cluster::key(0)),
+        play_base: format!("http://127.0.0.1:{}/live/{}", b.ports.http, cluster::pid(0)),
+        _node: node,
+        _balancer: Some(b),
+        _cluster: Some(c),
+    }
+}
+
+/// Waits until `url` serves a valid LL-HLS video playlist with 2 complete segments.
+fn wait_playlist(url: &str, enc: &mut Proc) {
+    let mut last = String::from("no attempt yet");
+    let ok = wait_until(FIRST_SEGMENT_TIMEOUT, || {
+        assert!(
+            enc.running(),
+            "ffmpeg stopped:\n{}",
+            tail_file(&enc.log, 20)
+        );
+        let r = http_get(url, HTTP_TIMEOUT).map_err(|e| last = e).ok()?;
+        if r.status != 200 {
+            last = format!("HTTP {}", r.status);
+            return None;
+        }
+        match check_ll_hls(&r.text(), Track::Video) {
+            Ok(pl) if pl.segments.len() >= 2 => Some(()),
+            Ok(pl) => {
+                last = format!("{} segments", pl.segments.len());
+                None
+            }
+            Err(e) => {
+                last = format!("{e:?}");
+                None
+            }
+        }
+    });
+    assert!(ok.is_some(), "{url}: no playable playlist; last: {last}");
+}
+
+fn player_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("player")
+}
+
+/// tests/player/node_modules with hls.js and playwright-core (`npm ci` once if missing).
+fn ensure_node_modules() {
+    let dir = player_dir();
+    let ready = || {
+        dir.join("node_modules/hls.js/dist/hls.min.js").is_file()
+            && dir
+                .join("node_modules/playwright-core/package.json")
+                .is_file()
+    };
+    if ready() {
+        return;
+    }
+    eprintln!("[bench] running npm ci in {}", dir.display());
+    let out = run_with_timeout(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir),
+        NPM_CI_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("npm ci: {e}"));
+    assert!(
+        out.status.success() && ready(),
+        "npm ci in {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One configuration's result.
+/// One configuration's result: a report per play, and every play's samples pooled.
+struct Row {
+    cfg: Config,
+    variant: String,
+    load: String,
+    plays: Vec<serde_json::Value>,
+    /// Glass-to-glass latency of every measured frame of every play (ms), sorted.
+    pooled: Vec<f64>,
+    encoder_ok: bool,
+}
+
+/// Plays `url` once with glass.mjs; its report, and its samples from `samples_file`.
+fn play(
+    a: &Args,
+    url: &str,
+    level: Option<u32>,
+    samples_file: &Path,
+) -> (serde_json::Value, Vec<f64>) {
+    let mut cmd = Command::new("node");
+    cmd.arg(player_dir().join("glass.mjs"))
+        .arg(url)
+        .arg(a.seconds.to_string())
+        .args(["--warmup", &a.warmup.to_string()])
+        .args(["--block", &BLOCK.to_string(), "--bits", &BITS.to_string()])
+        .args(["--source", &format!("{SOURCE_WIDTH}x{SOURCE_HEIGHT}")])
+        .arg("--samples")
+        .arg(samples_file)
+        .current_dir(player_dir());
+    if let Some(h) = level {
+        cmd.args(["--level", &h.to_string()]);
+    }
+    let out = run_with_timeout(
+        &mut cmd,
+        Duration::from_secs(a.warmup + a.seconds) + PLAYER_OVERHEAD,
+    )
+    .unwrap_or_else(|e| panic!("glass.mjs: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.trim().is_empty() {
+        eprintln!("[bench] glass.mjs stderr:\n{stderr}");
+    }
+    assert!(
+        out.status.success(),
+        "glass.mjs failed ({}): {stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or_else(|| panic!("glass.mjs printed no report: {stdout}"));
+    let report: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("glass.mjs report {line:?}: {e}"));
+    eprintln!("[bench] report: {line}");
+    let samples: Vec<Vec<f64>> = fs::read(samples_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    (
+        report,
+        samples.iter().filter_map(|s| s.get(1).copied()).collect(),
+    )
+}
+
+fn run(cfg: Config, a: &Args) -> Row {
+    eprintln!("[bench] {}: starting", cfg.name());
+    let load = fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let origin = start_origin(cfg);
+    let dir = TempDir::new("glass");
+    let total = Duration::from_secs(a.warmup + a.seconds) * a.plays + PLAYER_OVERHEAD * a.plays;
+    let mut enc = publish(&origin.rtmp, dir.path(), a.gop, total);
+    let rendition = if cfg.ladder() {
+        a.rung.as_str()
+    } else {
+        "source"
+    };
+    let media = format!("{}/{rendition}/index.m3u8", origin.play_base);
+    wait_playlist(&media, &mut enc);
+
+    let (url, level, variant) = match (cfg.ladder(), a.media_playlist) {
+        (false, _) => (
+            format!("{}/index.m3u8", origin.play_base),
+            None,
+            "source".to_string(),
+        ),
+        (true, false) => (
+            format!("{}/index.m3u8", origin.play_base),
+            rung_height(&a.rung),
+            format!("{} locked", a.rung),
+        ),
+        (true, true) => (media.clone(), None, format!("{} media playlist", a.rung)),
+    };
+    let mut plays = Vec::new();
+    let mut pooled = Vec::new();
+    for i in 1..=a.plays {
+        eprintln!("[bench] {}: play {i}/{}: {url}", cfg.name(), a.plays);
+        let file = dir.path().join(format!("{}-{i}.json", cfg.name()));
+        let (report, samples) = play(a, &url, level, &file);
+        if let Some(d) = &a.samples {
+            fs::create_dir_all(d).expect("create the samples directory");
+            fs::copy(&file, d.join(format!("{}-{i}.json", cfg.name()))).expect("copy samples");
+        }
+        plays.push(report);
+        pooled.extend(samples);
+    }
+    pooled.sort_by(f64::total_cmp);
+    let encoder_ok = enc.running();
+    if !encoder_ok {
+        eprintln!(
+            "[bench] {}: ffmpeg stopped during playback:\n{}",
+            cfg.name(),
+            tail_file(&enc.log, 20)
+        );
+    }
+    drop(enc);
+    drop(origin);
+    Row {
+        cfg,
+        variant,
+        load,
+        plays,
+        pooled,
+        encoder_ok,
+    }
+}
+
+/// Nearest-rank quantile of sorted `v`.
+fn quantile(v: &[f64], q: f64) -> Option<f64> {
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v.get(rank.max(1) - 1).copied()
+}
+
+/// A number as text ("-" when absent), `scale` times its value, `prec` decimals.
+fn num(v: &serde_json::Value, scale: f64, prec: usize) -> String {
+    opt(v.as_f64().map(|x| x * scale), prec)
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One field of every play, formatted by `f`, joined with " / ".
+fn per_play(plays: &[serde_json::Value], f: impl Fn(&serde_json::Value) -> String) -> String {
+    plays.iter().map(f).collect::<Vec<_>>().join(" / ")
+}
+
+fn sum(plays: &[serde_json::Value], key: &str) -> u64 {
+    plays.iter().filter_map(|p| p[key].as_u64()).sum()
+}
+
+fn machine() -> (usize, String) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    (cores, model)
+}
+
+fn main() {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    ensure_node_modules();
+    let rows: Vec<Row> = a.configs.iter().map(|c| run(*c, &a)).collect();
+
+    let (cores, model) = machine();
+    println!();
+    println!(
+        "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; 200 ms parts, 2 s segments, loopback; hls.js lowLatencyMode in headless Chromium",
+        a.gop
+    );
+    println!(
+        "machine: {cores} cores, {model}; per configuration {} play(s) by a fresh player, each {} s of samples after a {} s warm-up (dropped) from its first `playing`; percentiles over all plays' frames",
+        a.plays, a.seconds, a.warmup
+    );
+    println!();
+    println!("| configuration | variant | samples | p50 ms | p90 ms | p99 ms | max ms | p50 ms per play | stalls (measured/all) | hls.js targetLatency s at end, per play | hls.js latency p50 s, per play | rejected frames | load avg | goal p50 ≤ 800, p99 ≤ 1200 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let p = |q| quantile(&r.pooled, q);
+        let rejected: u64 = r
+            .plays
+            .iter()
+            .filter_map(|j| j["rejected"].as_object())
+            .flat_map(|o| o.values().filter_map(|v| v.as_u64()))
+            .sum();
+        let goal = match (p(0.5), p(0.99)) {
+            (Some(p50), Some(p99)) => {
+                let ok = |m: bool| if m { "met" } else { "missed" };
+                format!("{} / {}", ok(p50 <= GOAL_P50_MS), ok(p99 <= GOAL_P99_MS))
+            }
+            _ => "no samples".into(),
+        };
+        let mut sizes: Vec<String> = r
+            .plays
+            .iter()
+            .filter_map(|j| j["videoSizes"].as_object())
+            .flat_map(|o| o.keys().cloned())
+            .collect();
+        sizes.sort();
+        sizes.dedup();
+        println!(
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} |",
+            r.cfg.name(),
+            r.variant,
+            sizes.join(", "),
+            r.pooled.len(),
+            opt(p(0.5), 0),
+            opt(p(0.9), 0),
+            opt(p(0.99), 0),
+            opt(r.pooled.last().copied(), 0),
+            per_play(&r.plays, |j| num(&j["p50"], 1.0, 0)),
+            sum(&r.plays, "stallsMeasured"),
+            sum(&r.plays, "stalls"),
+            per_play(&r.plays, |j| num(&j["targetLatency"], 1.0, 3)),
+            per_play(&r.plays, |j| num(&j["hlsLatencyP50"], 0.001, 2)),
+            rejected,
+            r.load,
+            goal,
+        );
+    }
+    println!();
+    for r in &rows {
+        for (i, j) in r.plays.iter().enumerate() {
+            let mut notes = Vec::new();
+            if j["started"] != serde_json::Value::Bool(true) {
+                notes.push("playback never started".to_string());
+            }
+            if let Some(f) = j["fatalErrors"].as_array().filter(|f| !f.is_empty()) {
+                notes.push(format!("hls.js fatal errors {f:?}"));
+            }
+            if j["nonFatalErrors"].as_u64().unwrap_or(0) > 0 {
+                notes.push(format!("hls.js non-fatal errors {}", j["nonFatalDetails"]));
+            }
+            if let Some(st) = j["stallLog"].as_array().filter(|s| !s.is_empty()) {
+                let each: Vec<String> = st
+                    .iter()
+                    .map(|x| {
+                        let long = x["ms"].as_f64().map_or_else(
+                            || "until the end of the play".to_string(),
+                            |ms| format!("for {ms:.0} ms"),
+                        );
+                        format!("{} s after start {long}", num(&x["afterStartMs"], 0.001, 1))
+                    })
+                    .collect();
+                notes.push(format!("stalls: {}", each.join(", ")));
+            }
+            if let Some(sl) = j["slowLoads"].as_array().filter(|s| !s.is_empty()) {
+                notes.push(format!("media loads over 1 s: {}", sl.len()));
+            }
+            if j["rejected"]
+                .as_object()
+                .is_some_and(|o| o.values().any(|v| v.as_u64().unwrap_or(0) > 0))
+            {
+                notes.push(format!("rejected frames {}", j["rejected"]));
+            }
+            let at = &j["atPlaying"];
+            notes.push(format!(
+                "first playing after {} ms at hls.js latency {} s (target {} s); frames read {} ({} warm-up), decoded {} dropped {}; {}",
+                num(&j["firstPlayingMs"], 1.0, 0),
+                num(&at["latency"], 1.0, 3),
+                num(&at["targetLatency"], 1.0, 3),
+                num(&j["frames"], 1.0, 0),
+                num(&j["warmupSamples"], 1.0, 0),
+                num(&j["decodedFrames"], 1.0, 0),
+                num(&j["droppedFrames"], 1.0, 0),
+                j["frameClock"].as_str().unwrap_or("?"),
+            ));
+            println!("{} play {}: {}", r.cfg.name(), i + 1, notes.join("; "));
+        }
+        if !r.encoder_ok {
+            println!("{}: ffmpeg stopped during playback", r.cfg.name());
+        }
+    }
+}
