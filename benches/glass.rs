@@ -93,8 +93,6 @@ const PID: &str = "glass";
 /// How long playback may take to start and the browser to come and go, beyond the measured
 /// time (glass.mjs waits up to 60 s for `playing`).
 const PLAYER_OVERHEAD: Duration = Duration::from_secs(150);
-/// `npm ci` of hls.js + playwright-core, when tests/player/node_modules is missing.
-const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
 /// The goals of the issue: glass-to-glass p50 and p99 (ms).
 const GOAL_P50_MS: f64 = 800.0;
 const GOAL_P99_MS: f64 = 1200.0;
@@ -392,41 +390,6 @@ fn wait_playlist(url: &str, enc: &mut Proc) {
     assert!(ok.is_some(), "{url}: no playable playlist; last: {last}");
 }
 
-fn player_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("player")
-}
-
-/// tests/player/node_modules with hls.js and playwright-core (`npm ci` once if missing).
-fn ensure_node_modules() {
-    let dir = player_dir();
-    let ready = || {
-        dir.join("node_modules/hls.js/dist/hls.min.js").is_file()
-            && dir
-                .join("node_modules/playwright-core/package.json")
-                .is_file()
-    };
-    if ready() {
-        return;
-    }
-    eprintln!("[bench] running npm ci in {}", dir.display());
-    let out = run_with_timeout(
-        Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir),
-        NPM_CI_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("npm ci: {e}"));
-    assert!(
-        out.status.success() && ready(),
-        "npm ci in {} failed: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// One configuration's result.
 /// One configuration's result: a report per play, and every play's samples pooled.
 struct Row {
     cfg: Config,
@@ -446,7 +409,7 @@ fn play(
     samples_file: &Path,
 ) -> (serde_json::Value, Vec<f64>) {
     let mut cmd = Command::new("node");
-    cmd.arg(player_dir().join("glass.mjs"))
+    cmd.arg(common::player::player_dir().join("glass.mjs"))
         .arg(url)
         .arg(a.seconds.to_string())
         .args(["--warmup", &a.warmup.to_string()])
@@ -454,7 +417,7 @@ fn play(
         .args(["--source", &format!("{SOURCE_WIDTH}x{SOURCE_HEIGHT}")])
         .arg("--samples")
         .arg(samples_file)
-        .current_dir(player_dir());
+        .current_dir(common::player::player_dir());
     if let Some(h) = level {
         cmd.args(["--level", &h.to_string()]);
     }
@@ -604,7 +567,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    ensure_node_modules();
+    common::player::ensure_node_modules();
     let rows: Vec<Row> = a.configs.iter().map(|c| run(*c, &a)).collect();
 
     let (cores, model) = machine();

@@ -58,7 +58,8 @@ pub struct PlayerReport {
     pub dropped_frames: Option<u64>,
 }
 
-fn player_dir() -> PathBuf {
+/// `tests/player`: the player scripts and their node_modules.
+pub fn player_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("player")
@@ -68,7 +69,7 @@ fn player_dir() -> PathBuf {
 static NPM_LOCK: Mutex<()> = Mutex::new(());
 
 /// Makes sure `tests/player/node_modules` holds hls.js and playwright-core (`npm ci` once).
-fn ensure_node_modules() {
+pub fn ensure_node_modules() {
     let _guard = NPM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = player_dir();
     let ready = || {
