@@ -50,10 +50,10 @@ use std::{
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::{
-    check_ll_hls,
+    bench_config_template, check_ll_hls,
     cluster::{self, wait_nodes, Balancer, Cluster},
-    config_template, http_get, kill_and_reap, run_with_timeout, tail_file, wait_until, Node, Ports,
-    TempDir, Track, FIRST_SEGMENT_TIMEOUT, HTTP_TIMEOUT,
+    http_get, kill_and_reap, run_with_timeout, tail_file, wait_until, Node, Ports, TempDir, Track,
+    FIRST_SEGMENT_TIMEOUT, HTTP_TIMEOUT,
 };
 
 const COMMAND: &str = "cargo bench --bench glass";
@@ -308,11 +308,11 @@ fn replace_present(text: &str, from: &str, to: &str) -> String {
 /// The harness's node config with 200 ms parts, room for the stream, the bench's stream key,
 /// and the default ladder or none (the source passes through alone).
 fn standalone_config(ports: &Ports, ladder: bool) -> String {
-    let base = config_template(ports);
-    // Cut the template's test ladder and streams.
-    let base = base.split("\n[[ladder]]").next().unwrap_or(&base);
-    let base = replace_present(base, "part_target = \"333ms\"", "part_target = \"200ms\"");
-    let base = replace_present(&base, "capacity_units = 8.0", "capacity_units = 100.0");
+    let base = replace_present(
+        &bench_config_template(ports),
+        "part_target = \"333ms\"",
+        "part_target = \"200ms\"",
+    );
     let head = if ladder { "" } else { "ladder = []\n\n" };
     format!("{head}{base}\n[[streams]]\nkey = \"{KEY}\"\nplayback_id = \"{PID}\"\n")
 }

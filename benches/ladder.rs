@@ -21,7 +21,7 @@ use std::{
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::{
-    config_template, http_get, metric_value, procfs, wait_for, Node, Ports, HTTP_TIMEOUT,
+    bench_config_template, http_get, metric_value, procfs, wait_for, Node, Ports, HTTP_TIMEOUT,
 };
 
 /// Media length: long enough for steady state, short enough for a benchmark run.
@@ -249,13 +249,6 @@ fn cpu_of(command: &str) -> f64 {
 /// The test harness's node config with the default ladder, room for the stream, and the
 /// bench's stream key.
 fn edge_config_text(ports: &Ports) -> String {
-    let base = config_template(ports);
-    // Cut the template's test ladder and streams: the default ladder is what is measured.
-    let base = base
-        .split("\n[[ladder]]")
-        .next()
-        .unwrap_or(&base)
-        .to_string();
-    base.replace("capacity_units = 8.0", "capacity_units = 100.0")
+    bench_config_template(ports)
         + "\n[[streams]]\nkey = \"bench-stream-key\"\nplayback_id = \"bench\"\n"
 }

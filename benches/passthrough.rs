@@ -24,7 +24,8 @@ use std::{
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::{
-    config_template, free_tcp_port, kill_and_reap, metric_value, procfs, wait_for, Node, Ports,
+    bench_config_template, free_tcp_port, kill_and_reap, metric_value, procfs, wait_for, Node,
+    Ports,
 };
 
 /// Streams published at once (the figure the issue quotes is for four).
@@ -235,15 +236,7 @@ fn start_nginx(dir: &Path) -> (Child, u16) {
 /// The test harness's node config with no ladder (passthrough only), room for every stream,
 /// and the bench's stream keys.
 fn edge_config_text(ports: &Ports, streams: usize) -> String {
-    let base = config_template(ports);
-    // Cut the template's test ladder and streams.
-    let base = base
-        .split("\n[[ladder]]")
-        .next()
-        .unwrap_or(&base)
-        .to_string();
-    let mut cfg = "ladder = []\n\n".to_string()
-        + &base.replace("capacity_units = 8.0", "capacity_units = 100.0");
+    let mut cfg = "ladder = []\n\n".to_string() + &bench_config_template(ports);
     for i in 0..streams {
         cfg.push_str(&format!(
             "\n[[streams]]\nkey = \"bench-key-{i}\"\nplayback_id = \"bench{i}\"\n"

@@ -62,6 +62,15 @@ fn report(id: &str, reservations: Vec<u64>) -> Report {
 
 /// A node that grants every reservation and logs the cancels it gets.
 fn node(registry: &Arc<Registry>, id: &str) -> (Arc<NodeLink>, mpsc::UnboundedReceiver<ToNode>) {
+    node_answering_after(registry, id, Duration::ZERO)
+}
+
+/// [`node`], answering each reservation `delay` after it arrives.
+fn node_answering_after(
+    registry: &Arc<Registry>,
+    id: &str,
+    delay: Duration,
+) -> (Arc<NodeLink>, mpsc::UnboundedReceiver<ToNode>) {
     let (link, mut rx) = registry.attach(id, "127.0.0.1:4000".parse().unwrap());
     link.report(report(id, vec![]), Instant::now()).unwrap();
     let link = Arc::new(link);
@@ -70,6 +79,7 @@ fn node(registry: &Arc<Registry>, id: &str) -> (Arc<NodeLink>, mpsc::UnboundedRe
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             if let ToNode::Reserve { id, .. } = m {
+                tokio::time::sleep(delay).await;
                 answering.answer(id, Ok(()));
             }
             let _ = log_tx.send(m);
@@ -196,4 +206,73 @@ async fn a_successor_routes_viewers_from_the_imported_reports_at_once() {
         }],
         "a viewer's request right after the takeover would get 404"
     );
+}
+
+/// What `place_with` prepares for a candidate: its node and reservation, `took` later.
+fn preparing(
+    seen: &Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+    took: Duration,
+) -> impl Fn(&Placed) -> std::pin::Pin<Box<dyn std::future::Future<Output = (String, u64)>>> {
+    let seen = Arc::clone(seen);
+    move |c: &Placed| {
+        let got = (c.node_id.clone(), c.reservation);
+        seen.lock().unwrap().push(got.clone());
+        Box::pin(async move {
+            tokio::time::sleep(took).await;
+            got
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_is_prepared_while_its_reservation_is_in_flight() {
+    let registry = Registry::new();
+    let placer = Placer::new(&config(), Arc::clone(&registry));
+    // The node takes as long to answer as the preparation takes: together, not one after
+    // the other.
+    let (_link, _log) = node_answering_after(&registry, "a", Duration::from_millis(300));
+    let seen = Arc::default();
+    let t0 = Instant::now();
+    let (placed, prepared) = placer
+        .place_with(
+            None,
+            &[],
+            None,
+            preparing(&seen, Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(Instant::now() - t0, Duration::from_millis(300));
+    // Prepared for the node and the reservation it granted.
+    assert_eq!(prepared, (placed.node_id.clone(), placed.reservation));
+    assert_eq!(*seen.lock().unwrap(), vec![prepared]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_that_fails_the_reservation_is_not_waited_for_by_its_preparation() {
+    let registry = Registry::new();
+    let placer = Placer::new(&config(), Arc::clone(&registry));
+    // "slow" has more room, so it is asked (and prepared) first, and never answers.
+    let (slow, _slow_rx) = registry.attach("slow", "127.0.0.1:4001".parse().unwrap());
+    let mut big = report("slow", vec![]);
+    big.capacity_milli_units = 8000;
+    slow.report(big, Instant::now()).unwrap();
+    let (_fast, _log) = node(&registry, "fast");
+    // Preparing (a connect that hangs) takes longer than the reserve timeout.
+    let took = RESERVE_TIMEOUT + Duration::from_secs(2);
+    let seen = Arc::default();
+    let t0 = Instant::now();
+    let (placed, prepared) = placer
+        .place_with(None, &[], None, preparing(&seen, took))
+        .await
+        .unwrap();
+    assert_eq!(placed.node_id, "fast");
+    assert_eq!(prepared, ("fast".to_string(), placed.reservation));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, "slow");
+    // The reserve timeout on "slow", then the preparation of "fast" (whose reservation was
+    // granted at once): "slow"'s own preparation was dropped when its reservation failed, not
+    // waited for (that would be `took + took`).
+    assert_eq!(Instant::now() - t0, RESERVE_TIMEOUT + took);
 }

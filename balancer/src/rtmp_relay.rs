@@ -226,16 +226,19 @@ static TO_ENCODER: std::sync::LazyLock<prometheus::IntCounter> =
     std::sync::LazyLock::new(|| metrics::relayed("rtmp", "to_encoder"));
 
 impl Relay {
-    fn count_up(&self, n: usize) {
-        self.guard
+    /// Count `n` bytes written to the node (takes the guard alone, so the sockets can stay
+    /// borrowed).
+    fn count_up(guard: &crate::conns::ConnGuard, n: usize) {
+        guard
             .conn
             .bytes_to_node
             .fetch_add(n as u64, Ordering::Relaxed);
         TO_NODE.inc_by(n as u64);
     }
 
-    fn count_down(&self, n: usize) {
-        self.guard
+    /// Count `n` bytes written to the encoder.
+    fn count_down(guard: &crate::conns::ConnGuard, n: usize) {
+        guard
             .conn
             .bytes_to_encoder
             .fetch_add(n as u64, Ordering::Relaxed);
@@ -294,7 +297,7 @@ impl Relay {
         })
     }
 
-    /// Write what is kept for `dst`; `false` if the connection failed.
+    /// Write what is kept for `dst`: how much went, or `None` if the connection failed.
     fn flush(dst: &TcpStream, pending: &mut Vec<u8>) -> Option<usize> {
         let w = write_some(dst, pending)?;
         pending.drain(..w);
@@ -342,23 +345,23 @@ impl Relay {
     /// Relay until the connection ends or a quiesce (the epoch moved on).
     fn step(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Stopped> {
         use std::task::Poll;
-        let this = self;
+        let guard = &self.guard;
         // Registered before the epoch is read: a quiesce after this wakes us.
-        this.guard.conn.waker.register(cx.waker());
+        guard.conn.waker.register(cx.waker());
         for _ in 0..STEPS_PER_POLL {
-            if this.counted.0.epoch() != this.epoch {
-                let Some((client, node, mut state)) = this.live.take() else {
+            if self.counted.0.epoch() != self.epoch {
+                let Some((client, node, mut state)) = self.live.take() else {
                     return Poll::Ready(Stopped::Ended);
                 };
-                state.bytes_to_node = this.guard.conn.bytes_to_node.load(Ordering::Relaxed);
-                state.bytes_to_encoder = this.guard.conn.bytes_to_encoder.load(Ordering::Relaxed);
+                state.bytes_to_node = guard.conn.bytes_to_node.load(Ordering::Relaxed);
+                state.bytes_to_encoder = guard.conn.bytes_to_encoder.load(Ordering::Relaxed);
                 return Poll::Ready(Stopped::Quiesced(Box::new(Quiesced {
                     state,
                     client,
                     node,
                 })));
             }
-            let Some((client, node, st)) = this.live.as_mut() else {
+            let Some((client, node, st)) = self.live.as_mut() else {
                 return Poll::Ready(Stopped::Ended);
             };
             // Half-closes once everything before them is out.
@@ -382,7 +385,7 @@ impl Relay {
                             // Also when nothing went: the readiness is cleared, and the next
                             // poll registers for it.
                             progressed = true;
-                            this.count_up(w);
+                            Self::count_up(guard, w);
                         }
                         None => return Poll::Ready(Stopped::Ended),
                     },
@@ -394,7 +397,7 @@ impl Relay {
                     Poll::Ready(Ok(())) => match Self::step_up(client, node, st) {
                         Io::Data(w) => {
                             progressed = true;
-                            this.count_up(w);
+                            Self::count_up(guard, w);
                         }
                         Io::Eof => {
                             progressed = true;
@@ -407,16 +410,13 @@ impl Relay {
                     Poll::Pending => {}
                 }
             }
-            let Some((client, node, st)) = this.live.as_mut() else {
-                return Poll::Ready(Stopped::Ended);
-            };
             // Node → encoder, the same way.
             if !st.pending_down.is_empty() {
                 match client.poll_write_ready(cx) {
                     Poll::Ready(Ok(())) => match Self::flush(client, &mut st.pending_down) {
                         Some(w) => {
                             progressed = true;
-                            this.count_down(w);
+                            Self::count_down(guard, w);
                         }
                         None => return Poll::Ready(Stopped::Ended),
                     },
@@ -428,7 +428,7 @@ impl Relay {
                     Poll::Ready(Ok(())) => match Self::step_down(client, node, st) {
                         Io::Data(w) => {
                             progressed = true;
-                            this.count_down(w);
+                            Self::count_down(guard, w);
                         }
                         Io::Eof => {
                             progressed = true;

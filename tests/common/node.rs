@@ -120,6 +120,16 @@ playback_id = "two"
     )
 }
 
+/// The test config without its ladder and streams (everything from its first `[[ladder]]` on)
+/// and with room for 100 units: benchmarks append the ladder (none: the default one) and the
+/// streams they measure.
+pub fn bench_config_template(p: &Ports) -> String {
+    let base = config_template(p);
+    let base = base.split("\n[[ladder]]").next().unwrap_or(&base);
+    assert!(base.contains("capacity_units = 8.0"));
+    base.replace("capacity_units = 8.0", "capacity_units = 100.0")
+}
+
 /// A running `edge ingest --config FILE`.
 pub struct Node {
     child: Child,
