@@ -18,6 +18,13 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How long hls.js plays the stream: a minute, as issue 10 asks, so that a stall that comes
+/// only at some segment boundaries or after the first window slid is seen.
+const PLAY_SECS: u64 = 60;
+
+/// hls.js joins the stream just after its first segments (the moment a player that was waiting
+/// for the stream joins) and plays it for [`PLAY_SECS`] without a stall or a fatal error, at
+/// 200 ms parts, with the ladder transcoding beside it.
 #[test]
 fn hls_js_plays_the_stream_in_chromium() {
     let _one = one_at_a_time();
@@ -25,7 +32,7 @@ fn hls_js_plays_the_stream_in_chromium() {
         Node::start(|c| *c = c.replace("part_target = \"333ms\"", "part_target = \"200ms\""));
     let mut enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
     node.wait_media_playlist("one", "360p", 2, FIRST_SEGMENT_TIMEOUT);
-    let report = play_in_chromium(&node.playlist_url("one"), 10);
+    let report = play_in_chromium(&node.playlist_url("one"), PLAY_SECS);
     println!("hls.js report: {report:?}");
     println!(
         "hls.js live latency: {:?} s (target {:?})",
@@ -36,9 +43,14 @@ fn hls_js_plays_the_stream_in_chromium() {
         "fatal errors: {:?}",
         report.fatal_errors
     );
+    assert_eq!(
+        report.stalls, 0,
+        "hls.js stalled after it started playing: {:?}",
+        report.non_fatal_log
+    );
     assert!(
-        report.advanced >= 6.0,
-        "currentTime advanced only {} s in 10 s",
+        report.advanced >= PLAY_SECS as f64 - 4.0,
+        "currentTime advanced only {} s in {PLAY_SECS} s",
         report.advanced
     );
     assert!(enc.is_running());

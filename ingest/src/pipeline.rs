@@ -329,6 +329,9 @@ struct Shared {
     spec: PipelineSpec,
     output: Arc<dyn Output>,
     arrivals: Arc<ArrivalLog>,
+    /// When each source audio frame left the demuxer, by running time: the audio's samples
+    /// are timed against it as the video's are against `arrivals`.
+    audio_arrivals: ArrivalLog,
     /// Pending source keyframe PTS, one queue per encoder.
     keyframes: Mutex<Vec<Arc<Mutex<VecDeque<u64>>>>>,
     built: Mutex<bool>,
@@ -378,6 +381,7 @@ impl Pipeline {
             spec,
             output,
             arrivals,
+            audio_arrivals: ArrivalLog::default(),
             keyframes: Mutex::new(Vec::new()),
             built: Mutex::new(false),
             audio_seen: Mutex::new(false),
@@ -760,11 +764,23 @@ fn on_demux_pad(
         }
         let is_aac = name == "audio/mpeg" && s.get::<i32>("mpegversion").ok() == Some(4);
         sh.output.source_audio_codec(describe_audio_codec(s));
-        // Time the source audio as it leaves the demuxer, next to the video (A/V drift).
+        // Time the source audio as it leaves the demuxer, next to the video (A/V drift), and
+        // note its arrival by running time, as the appsink times its samples.
         let out = Arc::clone(&sh.output);
-        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(t) = info.buffer().and_then(|b| b.dts().or(b.pts())) {
+        let shared = Arc::clone(sh);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(buf) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            if let Some(t) = buf.dts().or(buf.pts()) {
                 out.source_audio(t.nseconds());
+            }
+            if let Some(pts) = buf.pts() {
+                let segment = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .map(|e| e.segment().clone());
+                let at = running_time(segment.as_ref(), pts);
+                shared.audio_arrivals.record(at.nseconds(), Instant::now());
             }
             gst::PadProbeReturn::Ok
         });
@@ -1079,6 +1095,7 @@ fn frame_durations(
 fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
     let out = Arc::clone(&sh.output);
     let arrivals = Arc::clone(&sh.arrivals);
+    let shared = Arc::clone(sh);
     let name = rendition.to_string();
     let last_caps: Mutex<Option<gst::Caps>> = Mutex::new(None);
     gst_app::AppSink::builder()
@@ -1129,7 +1146,7 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                         arrival: if video {
                             arrivals.lookup(pts.nseconds())
                         } else {
-                            None
+                            shared.audio_arrivals.lookup(pts.nseconds())
                         },
                     };
                     out.sample(&name, sample);

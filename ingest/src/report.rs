@@ -30,6 +30,10 @@ pub struct StreamInfo {
     /// The source video's figures (see [`crate::health::Health::stats`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stats: Option<control::StreamStats>,
+    /// Per rendition, how long frames took from their arrival here to the players that were
+    /// waiting for their part (preload hint or blocked part request), from the last raw
+    /// samples (`packager::delivery`); empty until a player waited.
+    pub part_delivery: Vec<packager::DeliverySummary>,
 }
 
 /// The addresses a node tells balancers to reach it at (`control.advertise_*`).
@@ -143,6 +147,7 @@ impl Node {
                     health_reason: j.reason,
                     issues: j.issues,
                     stats: e.health.stats(),
+                    part_delivery: self.origin.deliveries(e.key()),
                 }
             })
             .collect();

@@ -28,6 +28,7 @@
 
 mod codec;
 mod cutter;
+mod delivery;
 mod error;
 mod fmp4;
 mod metrics;
@@ -46,6 +47,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use crate::delivery::DeliverySummary;
 pub use crate::error::PackagerError;
 pub use crate::origin::{
     Continuation, Origin, RenditionContinuation, RenditionSummary, StreamHandle, StreamSummary,

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::delivery::{Deliveries, DeliverySummary};
 use crate::metrics;
 use crate::timeline::Timeline;
 use crate::timeline::MIN_PDT_STEP_NS;
@@ -72,6 +73,8 @@ pub(crate) struct Stream {
     /// generation read before rendering: every waiter woken by one change shares one render.
     /// Locked only while the state lock is held (a leaf lock).
     pub playlists: Mutex<HashMap<(String, bool), (u64, bytes::Bytes)>>,
+    /// How long frames took to reach requests that waited for their part (a leaf lock).
+    pub deliveries: Mutex<Deliveries>,
 }
 
 impl Stream {
@@ -80,6 +83,7 @@ impl Stream {
             state: Mutex::new(state),
             changed: watch::Sender::new(0),
             playlists: Mutex::new(HashMap::new()),
+            deliveries: Mutex::new(Deliveries::default()),
         }
     }
 
@@ -533,6 +537,13 @@ impl Origin {
             .collect();
         out.sort_by(|a, b| a.playback_id.cmp(&b.playback_id));
         out
+    }
+
+    /// How long frames of `playback_id` took from their arrival to players that waited for
+    /// their part, per rendition (see `crate::delivery`); empty when none waited.
+    pub fn deliveries(&self, playback_id: &str) -> Vec<DeliverySummary> {
+        let stream = self.inner.streams.lock().get(playback_id).cloned();
+        stream.map_or_else(Vec::new, |s| s.deliveries.lock().summary())
     }
 
     /// Numbering for continuing `playback_id` elsewhere (see [`Origin::publish_with`]).

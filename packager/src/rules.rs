@@ -27,7 +27,9 @@
 //!   the last MSN never decrease; a segment keeps its EXTINF, PDT and discontinuity number
 //!   once published; a hinted part is published unless a discontinuity or the end intervenes.
 //! - Across renditions ([`check_aligned`]): the same MSN has the same PDT (within
-//!   [`Expect::align_tolerance`]) and the same discontinuity number (but for the sliver a
+//!   [`Expect::align_tolerance`]; the audio rendition, whose segments start on whole audio
+//!   frames at or after the video's boundary and whose PDT is its own first sample's, within
+//!   [`AUDIO_ALIGN_TOLERANCE`] after the video's) and the same discontinuity number (but for the sliver a
 //!   timestamp jump can leave: see the function), and no rendition's last MSN is more than one
 //!   ahead of another's.
 //!
@@ -140,6 +142,16 @@ impl Playlist {
         self.segments.iter().find(|s| s.msn == msn)
     }
 }
+
+/// How far after the video's PDT (or how little before it) the audio rendition's PDT of the
+/// same MSN may be: its segment starts at its first frame at or after the video's boundary,
+/// a frame later when the boundary was learned late, two AAC frames at 22.05 kHz at most
+/// (93 ms; `track::MAX_FOLLOW_LEAD_NS`); before it by the cutter's tolerance at most (10 ms,
+/// `track::SEGMENT_CUT_TOLERANCE`).
+pub const AUDIO_ALIGN_TOLERANCE: (f64, f64) = (-0.011, 0.094);
+
+/// The rendition name of the audio (`RenditionKind::Audio`).
+const AUDIO: &str = "audio";
 
 /// What a checker may assume about the stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -629,7 +641,14 @@ pub fn check_aligned(renditions: &[(&str, &Playlist)], expect: &Expect) -> Vec<S
                 }
                 let sliver_pair = sliver(sa, sb) || sliver(sb, sa);
                 if let (false, Some(pa), Some(pb)) = (sliver_pair, sa.pdt, sb.pdt) {
-                    if (pa - pb).abs() > expect.align_tolerance + 0.0005 {
+                    let slack = expect.align_tolerance + 0.0005;
+                    // How far a's PDT may be after b's (lo..hi).
+                    let (lo, hi) = match (*na == AUDIO, *nb == AUDIO) {
+                        (true, false) => (AUDIO_ALIGN_TOLERANCE.0, AUDIO_ALIGN_TOLERANCE.1),
+                        (false, true) => (-AUDIO_ALIGN_TOLERANCE.1, -AUDIO_ALIGN_TOLERANCE.0),
+                        _ => (0.0, 0.0),
+                    };
+                    if pa - pb < lo - slack || pa - pb > hi + slack {
                         errs.push(format!(
                             "segment {} has PDT {pa:.3} in {na} but {pb:.3} in {nb}",
                             sa.msn

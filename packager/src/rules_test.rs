@@ -126,3 +126,26 @@ fn alignment_compares_pdt_and_discontinuities() {
     );
     assert!(check_aligned(&[("video", &a), ("audio", &a)], &Expect::default()).is_empty());
 }
+
+#[test]
+fn audio_pdt_may_lead_by_its_first_frame_and_video_pdt_may_not() {
+    let a = parse(GOOD).unwrap();
+    let at = |t: &str| parse(&GOOD.replace("22:23:05.600Z", t)).unwrap();
+    let later = at("22:23:05.650Z");
+    // The audio's segment starts on its first frame after the video's boundary.
+    assert!(check_aligned(&[("360p", &a), ("audio", &later)], &Expect::default()).is_empty());
+    assert!(check_aligned(&[("audio", &later), ("360p", &a)], &Expect::default()).is_empty());
+    // But not a tenth of a second after it, nor 20 ms before it, and two video renditions
+    // agree to the millisecond.
+    for (name, b) in [
+        ("audio", at("22:23:05.720Z")),
+        ("audio", at("22:23:05.580Z")),
+        ("240p", at("22:23:05.605Z")),
+    ] {
+        let errs = check_aligned(&[("360p", &a), (name, &b)], &Expect::default());
+        assert!(
+            errs.iter().any(|e| e.contains("segment 6 has PDT")),
+            "{name}: {errs:?}"
+        );
+    }
+}

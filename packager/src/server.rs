@@ -91,7 +91,53 @@ const INIT_TYPE: &str = "video/mp4";
 const SEGMENT_TYPE: &str = "video/iso.segment";
 const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
 
-type Body = Full<Bytes>;
+/// A response body: its bytes, and what to do once the connection has taken them to write
+/// (see `crate::delivery`; hyper writes a body's frame to the socket as soon as it polls it).
+pub struct Body {
+    inner: Full<Bytes>,
+    on_sent: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Body {
+    fn new(bytes: Bytes) -> Self {
+        Self {
+            inner: Full::new(bytes),
+            on_sent: None,
+        }
+    }
+
+    /// Runs `f` when the bytes are handed to the connection (not if it closed first).
+    fn on_sent(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_sent = Some(Box::new(f));
+        self
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+            if let Some(f) = self.on_sent.take() {
+                f();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A response with a body, content type and cache policy.
 fn reply(
@@ -100,7 +146,7 @@ fn reply(
     cache: HeaderValue,
     body: Bytes,
 ) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Body::new(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -325,7 +371,7 @@ impl Origin {
     pub fn handle<B>(
         &self,
         req: Request<B>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
         let origin = self.clone();
         let method = req.method().clone();
         let uri = req.uri().clone();
@@ -341,7 +387,7 @@ impl Origin {
         let blocking = matches!(route, Some(Route::Media { .. }))
             && uri.query().is_some_and(|q| q.contains("_HLS_msn="));
         let mut resp = if method == Method::OPTIONS {
-            let mut r = Response::new(Full::new(Bytes::new()));
+            let mut r = Response::new(Body::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             let h = r.headers_mut();
             h.insert(
@@ -386,7 +432,7 @@ impl Origin {
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            resp = Response::from_parts(parts, Full::new(Bytes::new()));
+            resp = Response::from_parts(parts, Body::new(Bytes::new()));
         }
         resp
     }
@@ -509,8 +555,17 @@ impl Origin {
         }
     }
 
-    async fn part(&self, stream: &Stream, rendition: &str, msn: u64, part: u32) -> Response<Body> {
+    async fn part(
+        &self,
+        stream: &Arc<Stream>,
+        rendition: &str,
+        msn: u64,
+        part: u32,
+    ) -> Response<Body> {
         let deadline = blocking_deadline(stream.state.lock().track(rendition));
+        // Asked for before it existed (a preload hint, or a part request that blocks): how
+        // long its frames took to reach this client is measured once it is written.
+        let mut waited = false;
         let found = wait_for(stream, deadline, |st, _| {
             if st.removed {
                 return Some(None);
@@ -521,14 +576,32 @@ impl Origin {
             };
             let bytes = t.part(msn, part);
             match request::part_readiness((msn, part), bytes.is_some(), t.next_part_position()) {
-                Readiness::Ready => Some(bytes),
-                Readiness::Wait => None,
+                Readiness::Ready => Some(bytes.map(|b| {
+                    let arrivals = waited
+                        .then(|| t.part_arrivals(msn, part).map(<[Instant]>::to_vec))
+                        .flatten();
+                    (b, arrivals)
+                })),
+                Readiness::Wait => {
+                    waited = true;
+                    None
+                }
                 Readiness::BadRequest(_) | Readiness::NotFound => Some(None),
             }
         })
         .await;
         match found {
-            Some(Some(b)) => media(SEGMENT_TYPE, b),
+            Some(Some((b, None))) => media(SEGMENT_TYPE, b),
+            Some(Some((b, Some(arrivals)))) => {
+                let stream = Arc::clone(stream);
+                let rendition = rendition.to_string();
+                media(SEGMENT_TYPE, b).map(|body| {
+                    body.on_sent(move || {
+                        let sent = Instant::now();
+                        stream.deliveries.lock().record(&rendition, sent, &arrivals);
+                    })
+                })
+            }
             Some(None) => not_found(),
             None => error(
                 StatusCode::SERVICE_UNAVAILABLE,

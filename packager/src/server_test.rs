@@ -354,3 +354,51 @@ async fn serve_http1_and_h2c() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_part_request_that_waited_is_measured_from_its_frames_arrival() {
+    let o = fast_origin();
+    let h = started(&o, 40);
+    let (msn, part) = {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        st.track("720p").unwrap().last_part().unwrap()
+    };
+    // A part that exists already is not a wait: not measured.
+    let r = o
+        .handle(get(&format!("/live/abc/720p/part{msn}.{part}.m4s")))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    bytes(r).await;
+    assert!(o.deliveries("abc").is_empty());
+    // The next one, asked for before it exists, is: its frames arrived (as the ingest stamps
+    // them) 30 ms before they were pushed.
+    let next = tokio::spawn(o.handle(get(&format!("/live/abc/720p/part{msn}.{}.m4s", part + 1))));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!next.is_finished());
+    let pushed = std::thread::spawn(move || {
+        for i in 40..60 {
+            let arrival = Instant::now() - Duration::from_millis(30);
+            h.push("720p", video_sample(i, Some(arrival))).unwrap();
+        }
+        h
+    })
+    .join()
+    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(2), next)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Measured once the body is taken to be written, not before.
+    assert!(o.deliveries("abc").is_empty());
+    assert!(!bytes(r).await.is_empty());
+    let d = o.deliveries("abc");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].rendition, "720p");
+    // The part's frames pushed with an arrival (frame 39 was pushed earlier, without one),
+    // each at least the 30 ms it arrived early.
+    assert!(d[0].frames >= 1, "{d:?}");
+    assert!(d[0].p50_ms >= 30.0 && d[0].max_ms < 2000.0, "{d:?}");
+    drop(pushed);
+}

@@ -39,7 +39,8 @@
 //! (EXTINF rounds to at most TARGETDURATION) without one is cut at a non-keyframe and counted
 //! (`Published::forced_cuts`): the source's keyframe interval is too long for the segment
 //! target. That is why the multivariant playlist does not claim EXT-X-INDEPENDENT-SEGMENTS;
-//! parts still say INDEPENDENT=YES exactly where they start with a keyframe.
+//! video parts still say INDEPENDENT=YES exactly where they start with a keyframe, audio parts
+//! only where they start a segment (see `Track::feed`).
 //!
 //! Gaps: a media sequence number a track skips is listed as an EXT-X-GAP segment, never left
 //! out, so every rendition's numbering stays contiguous and a player that saw the MSN before
@@ -115,6 +116,12 @@ const AAC_LC_SILENT_STEREO: [u8; 9] = [0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00,
 /// PDT step the playlist rules tolerate (`rules::PDT_STEP_TOLERANCE`, 100 ms), so an encoder's
 /// start-up burst or a delayed segment never shows as a PDT step that disagrees with EXTINF.
 const MAX_PDT_SLEW_NS: i128 = 50_000_000;
+
+/// The most an audio segment's PDT is moved from the video's boundary towards its own first
+/// sample: two AAC frames at the lowest sample rate ingested (2 × 1024 / 22,050 Hz = 93 ms);
+/// past it the cut is not where the video's boundary says (a clock jumped) and the boundary's
+/// PDT is kept as it is.
+const MAX_FOLLOW_LEAD_NS: i128 = 93_000_000;
 
 /// Audio that follows the video holds a sample back until the video has placed samples this
 /// far past the sample after it (on the wall clock), so that the boundary that may start either
@@ -216,8 +223,11 @@ pub(crate) struct GapRun {
 pub(crate) struct Part {
     /// Duration, ticks.
     pub duration: u64,
-    /// Starts with a sync sample.
+    /// Starts with a sync sample (audio: and starts its segment; see `Track::feed`).
     pub independent: bool,
+    /// When its frames arrived at the node (those that carry an arrival), while its segment is
+    /// one of the two newest: what `crate::delivery` measures a waiting request against.
+    pub arrivals: Box<[Instant]>,
     /// moof + mdat.
     pub data: Bytes,
 }
@@ -648,6 +658,15 @@ impl Track {
             arrival: sample.arrival,
             received: now,
         });
+        // The video has got this far (not only as far as the samples it placed, one frame
+        // less): audio that follows it may place what lies well before (see `release`). This
+        // sample may yet open a segment, at its own PTS, which is not before it.
+        if self.plan.kind == RenditionKind::Video {
+            if let Some(c) = self.clock {
+                let own = (i128::from(sample.pts_ns) + c.offset).clamp(0, i128::from(u64::MAX));
+                tl.advance_video(u64::try_from(own).unwrap_or(u64::MAX));
+            }
+        }
         Ok(published)
     }
 
@@ -795,8 +814,10 @@ impl Track {
         let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
         let arrival_ns = tl.wall_ns(s.arrival.unwrap_or(s.received));
         let delta = i128::from(arrival_ns) - i128::from(s.pts_ns);
+        // The offset the video's boundary is mapped through to this track's PTS.
+        let cut_offset = self.clock.map_or(delta, |c| c.offset);
         if self.follow {
-            let offset = self.clock.map_or(delta, |c| c.offset);
+            let offset = cut_offset;
             // After a timestamp jump, a boundary the video set before its own jump (it opened
             // segment N just before the jump reached it) holds no media of ours: start N at
             // once; the video's discontinuity comes at N+1, which we follow.
@@ -855,6 +876,20 @@ impl Track {
                             - i128::from(tl.correction_ns())
                             - i128::from(s.pts_ns)
                     });
+                // Audio that follows the video starts segment N at its first sample at or after
+                // the video's boundary: up to a frame or two after it (a late boundary ends N
+                // with one more frame), or up to the cut tolerance before it. Its PDT is the
+                // boundary's moved by that distance, so it is its own first sample's (RFC
+                // 8216bis 4.4.4.6): a player that places the audio playlist by PDT (hls.js)
+                // then expects exactly the media it gets. Carrying the video's PDT instead put
+                // the audio's parts up to 20 ms away from their media, and hls.js, finding its
+                // buffer end short of the part it had just loaded, sometimes loaded no more
+                // audio until the window slid (a stall 1.5 s after joining). Not for the first
+                // segment, whose first sample anchors this track's clock at the boundary.
+                let lead_ns = anchor
+                    .filter(|_| self.clock.is_some())
+                    .map(|a| cut_offset - a)
+                    .filter(|l| l.abs() <= MAX_FOLLOW_LEAD_NS);
                 let offset = match self.clock {
                     None => anchor.map_or(delta, |a| a.min(delta)),
                     Some(c) => c
@@ -867,7 +902,7 @@ impl Track {
                     window_min: delta,
                 });
                 let own = (i128::from(s.pts_ns) + offset).clamp(0, i128::from(u64::MAX));
-                self.open_segment(u64::try_from(own).unwrap_or(u64::MAX), tl);
+                self.open_segment(u64::try_from(own).unwrap_or(u64::MAX), lead_ns, tl);
                 if !s.keyframe && self.plan.kind == RenditionKind::Video {
                     published.forced_cuts += 1;
                 }
@@ -887,10 +922,19 @@ impl Track {
                 tl.advance_video(u64::try_from(own).unwrap_or(u64::MAX));
             }
         }
+        // Where a player may start. Every audio frame is a sync sample, but an audio part is
+        // marked INDEPENDENT only where its segment starts, as the video's is: a player then
+        // loads both tracks of a segment from its first part. hls.js 1.7 joins the audio at
+        // whichever independent part holds its start position, and when part N.0 was never
+        // loaded it does not move on to segment N+1 unless the audio it buffered reaches the
+        // end it computes for N, so a millisecond short of it stalled the audio (1 join in 20).
+        let first_of_segment = self.open.as_ref().is_some_and(|o| o.parts.is_empty());
+        let independent =
+            s.keyframe && (self.plan.kind == RenditionKind::Video || first_of_segment);
         let b = self.building.get_or_insert_with(|| PartBuilder {
             base_dts: s.dts,
             duration: 0,
-            independent: s.keyframe,
+            independent,
             samples: Vec::new(),
             payload: Vec::new(),
             arrivals: Vec::new(),
@@ -917,7 +961,10 @@ impl Track {
         Ok(published)
     }
 
-    fn open_segment(&mut self, own_ns: u64, tl: &mut Timeline) {
+    /// Opens the next segment, whose first sample maps to `own_ns` on this track's clock.
+    /// `follow_lead_ns`: audio following the video, how far (ns of its media) that sample lies
+    /// past the video's boundary, added to the boundary's PDT.
+    fn open_segment(&mut self, own_ns: u64, follow_lead_ns: Option<i128>, tl: &mut Timeline) {
         let msn = self.next_msn;
         self.next_msn += 1;
         let mut pdt = tl.open(
@@ -926,6 +973,10 @@ impl Track {
             self.plan.kind == RenditionKind::Video,
             self.pending_discontinuity,
         );
+        if let Some(lead) = follow_lead_ns {
+            let moved = (i128::from(pdt) + lead).clamp(0, i128::from(u64::MAX));
+            pdt = u64::try_from(moved).unwrap_or(pdt);
+        }
         // A stale boundary's PDT is kept when our first post-jump sample came within a part of
         // it (PDT(N) stays the same in every rendition), not after a pause in arrivals.
         let part_ns = u64::try_from(self.cfg.part_target.as_nanos()).unwrap_or(u64::MAX);
@@ -968,19 +1019,20 @@ impl Track {
             b.payload,
             self.plan.kind == RenditionKind::Video,
         )?;
-        open.parts.push(Part {
-            duration: b.duration,
-            independent: b.independent,
-            data,
-        });
-        open.duration += b.duration;
-        self.parts_total += 1;
-        published.parts = 1;
         published.latencies = b
             .arrivals
             .iter()
             .map(|a| now.saturating_duration_since(*a))
             .collect();
+        open.parts.push(Part {
+            duration: b.duration,
+            independent: b.independent,
+            arrivals: b.arrivals.into_boxed_slice(),
+            data,
+        });
+        open.duration += b.duration;
+        self.parts_total += 1;
+        published.parts = 1;
         Ok(published)
     }
 
@@ -1014,6 +1066,12 @@ impl Track {
             }
         }
         seg.data = Some(data);
+        // Requests wait for the newest parts only: the arrivals of older segments go.
+        if let Some(older) = self.segments.back_mut() {
+            for p in &mut older.parts {
+                p.arrivals = Box::default();
+            }
+        }
         self.segments.push_back(seg);
         published.segments = 1;
         self.slide_window();
@@ -1206,6 +1264,15 @@ impl Track {
         seg.parts
             .get(usize::try_from(index).ok()?)
             .map(|p| p.data.clone())
+    }
+
+    /// When the frames of part `index` of segment `msn` arrived (see [`Part::arrivals`]).
+    pub fn part_arrivals(&self, msn: u64, index: u32) -> Option<&[Instant]> {
+        let seg = match &self.open {
+            Some(o) if o.msn == msn => o,
+            _ => self.find_segment(msn)?,
+        };
+        Some(&seg.parts.get(usize::try_from(index).ok()?)?.arrivals)
     }
 
     /// Bytes of a complete segment.
