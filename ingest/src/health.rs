@@ -244,8 +244,8 @@ pub struct Health {
     started: Instant,
     /// When each source video frame reached the demuxer's output (also times the output).
     pub(crate) arrivals: Arc<ArrivalLog>,
-    /// The last video sample handed to the packager: when, and how far behind its source
-    /// frame (for transcoded rungs; zero for the source rendition).
+    /// The last video sample handed to the packager (any rendition): when, and how far the
+    /// last transcoded rung's sample was behind its source frame (zero before any rung's).
     last_out: Mutex<Option<(Instant, Duration)>>,
     /// The source's keyframe intervals.
     keyframes: Mutex<Keyframes>,
@@ -764,9 +764,13 @@ impl Health {
         v
     }
 
-    /// A video sample left for the packager at `at`, `lag` behind its source frame.
-    pub fn video_out(&self, at: Instant, lag: Duration) {
+    /// A video sample left for the packager at `at`: a transcoded rung's `lag` behind its
+    /// source frame, or the source passed through (`None`). The source does not reset the
+    /// rungs' lag: with passthrough on (the default) it left every other sample and kept a
+    /// stream whose rungs ran 1.3 s behind real time `healthy`.
+    pub fn video_out(&self, at: Instant, lag: Option<Duration>) {
         if let Ok(mut l) = self.last_out.lock() {
+            let lag = lag.or(l.map(|(_, lag)| lag)).unwrap_or_default();
             *l = Some((at, lag));
         }
     }

@@ -85,9 +85,24 @@ fn health_reads_the_stamps_of_its_stream() {
     let t0 = Instant::now();
     let h = Health::new(t0, Duration::from_secs(2));
     h.arrivals.record(0, at(t0, 1_000));
-    h.video_out(at(t0, 1_100), Duration::ZERO);
+    h.video_out(at(t0, 1_100), Some(Duration::ZERO));
     assert_eq!(h.assess(at(t0, 2_000), LAG).0, Status::Healthy);
     assert_eq!(h.assess(at(t0, 4_500), LAG).0, Status::Starving);
+}
+
+#[test]
+fn the_source_passed_through_does_not_hide_a_rung_behind_real_time() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    h.arrivals.record(0, at(t0, 9_900));
+    // A rung 3.5 s behind, then the source (passthrough) right after it.
+    h.video_out(at(t0, 9_940), Some(Duration::from_millis(3_500)));
+    h.video_out(at(t0, 9_950), None);
+    assert_eq!(h.assess(at(t0, 10_000), LAG).0, Status::Unhealthy);
+    // The rung caught up.
+    h.video_out(at(t0, 9_960), Some(Duration::from_millis(100)));
+    h.video_out(at(t0, 9_970), None);
+    assert_eq!(h.assess(at(t0, 10_000), LAG).0, Status::Healthy);
 }
 
 /// Source frames `frames` at 30 fps, a keyframe every `gop` frames counted from frame `base`.
@@ -125,7 +140,7 @@ fn a_long_keyframe_interval_is_an_issue_with_advice_and_clears() {
     // Flowing, so the status says degraded, with the advice as the reason.
     let now = Instant::now();
     h.arrivals.record(0, now);
-    h.video_out(now, Duration::ZERO);
+    h.video_out(now, None);
     let (s, why) = h.assess(now, LAG);
     assert_eq!(s, Status::Degraded);
     assert!(why.unwrap_or_default().contains("set it to 2 s"));

@@ -187,9 +187,10 @@ impl Output for StreamOutput {
         if rendition == "audio" {
             self.health.audio_frame(sample.dts_ns, sample.data.len());
         } else {
-            let mut lag = std::time::Duration::ZERO;
             let now = tokio::time::Instant::now();
+            let mut rung_lag = None;
             if rendition != "source" {
+                let mut lag = std::time::Duration::ZERO;
                 if let Some(arrived) = sample.arrival {
                     lag = now.saturating_duration_since(arrived);
                     metrics::LAG.observe(lag.as_secs_f64());
@@ -199,8 +200,9 @@ impl Output for StreamOutput {
                 }
                 self.health
                     .rendition_out(rendition, sample.dts_ns, sample.data.len(), now, lag);
+                rung_lag = Some(lag);
             }
-            self.health.video_out(now, lag);
+            self.health.video_out(now, rung_lag);
         }
         if let Ok(h) = self.handle.lock() {
             if let Some(h) = h.as_ref() {
