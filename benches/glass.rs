@@ -5,7 +5,8 @@
 //! The source is one ffmpeg process publishing RTMP in real time: lavfi `testsrc2` 1280x720 at
 //! 30 fps with a strip of black and white 40x40 blocks overlaid at the top left, plus a 440 Hz
 //! sine, x264 `veryfast` `zerolatency` (fixed GOP) and AAC. The strip is drawn by `geq` from
-//! `time(0)` (the wall clock, evaluated when lavfi makes the frame) on a 26x1 gray picture,
+//! `time(0)` (the wall clock, evaluated when the output filter graph draws the frame, after
+//! `-re` let the input frame go: see `publish`) on a 26x1 gray picture,
 //! scaled up with nearest neighbour and overlaid: `geq` over a whole 720p frame is not real
 //! time, and one row is computed by one thread in microseconds (two rows, computed by two
 //! threads, could be a few ticks apart and read as a blend of two codes).
@@ -22,7 +23,8 @@
 //! hls.js's default config never speeds playback up (`maxLiveSyncPlaybackRate` 1), so where a
 //! player joins the stream sets its latency for the whole play: each configuration is played
 //! `--plays` times by a fresh player on the same stream, and the percentiles are over the
-//! frames of all plays.
+//! frames of all plays. `--player shaka` plays with Shaka Player instead (its
+//! `streaming.lowLatencyMode`, defaults otherwise), which keeps its own distance to the edge.
 //!
 //! Configurations (each with processes of its own, one after the other), all with 200 ms
 //! parts and 2 s segments on loopback:
@@ -75,6 +77,8 @@ Options:
                     the variant in the multivariant playlist (video and audio)
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
                     ([display wall-clock ms, latency ms] pairs)
+  --player NAME     hlsjs (default: hls.js, lowLatencyMode) or shaka (Shaka Player,
+                    streaming.lowLatencyMode); other settings are the player's defaults
   -h, --help        this text
 ";
 
@@ -140,6 +144,8 @@ struct Args {
     media_playlist: bool,
     plays: u32,
     samples: Option<PathBuf>,
+    /// glass.mjs's `--player`: `hlsjs` or `shaka`.
+    player: String,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -152,6 +158,7 @@ fn parse_args() -> Result<Args, String> {
         media_playlist: false,
         plays: 3,
         samples: None,
+        player: "hlsjs".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -198,6 +205,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--media-playlist" => a.media_playlist = true,
             "--samples" => a.samples = Some(PathBuf::from(value()?)),
+            "--player" => {
+                a.player = value()?;
+                if !["hlsjs", "shaka"].contains(&a.player.as_str()) {
+                    return Err(format!("--player {}: hlsjs or shaka\n\n{USAGE}", a.player));
+                }
+            }
             other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
         }
     }
@@ -267,13 +280,19 @@ fn strip_expression() -> String {
 }
 
 /// ffmpeg publishing the source with its time strip over RTMP to `url` for `duration`.
+///
+/// The strip is drawn on the output side (`-filter_complex` on the paced input), not in the
+/// lavfi input: with two inputs, ffmpeg 5.1 reads each in a thread of its own that fills a
+/// queue of 8 packets ahead of `-re`'s pacing, so a strip drawn in the input graph read the
+/// clock up to 8 frames (0.27 s) before the frame was let go towards the encoder, as no camera
+/// does; the glass-to-glass figures of stop 21 include that.
 fn publish(url: &str, dir: &Path, gop_seconds: u32, duration: Duration) -> Proc {
     let blocks = BITS + 2;
+    let picture = format!("testsrc2=size={SOURCE_WIDTH}x{SOURCE_HEIGHT}:rate={SOURCE_FPS}");
     let graph = format!(
-        "testsrc2=size={SOURCE_WIDTH}x{SOURCE_HEIGHT}:rate={SOURCE_FPS}[picture];\
-         color=c=black:size={blocks}x1:rate={SOURCE_FPS},format=gray,geq=lum='{expr}',\
+        "color=c=black:size={blocks}x1:rate={SOURCE_FPS},format=gray,geq=lum='{expr}',\
          scale={w}:{BLOCK}:flags=neighbor,format=yuv420p[strip];\
-         [picture][strip]overlay=x=0:y=0[out0]",
+         [0:v][strip]overlay=x=0:y=0[out0]",
         expr = strip_expression(),
         w = blocks * BLOCK,
     );
@@ -283,9 +302,10 @@ fn publish(url: &str, dir: &Path, gop_seconds: u32, duration: Duration) -> Proc 
     #[rustfmt::skip]
     cmd.args([
         "-hide_banner", "-nostdin", "-loglevel", "warning",
-        "-re", "-f", "lavfi", "-i", &graph,
+        "-re", "-f", "lavfi", "-i", &picture,
         "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", &t, "-map", "0:v", "-map", "1:a",
+        "-filter_complex", &graph,
+        "-t", &t, "-map", "[out0]", "-map", "1:a",
         "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
         "-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0",
         "-pix_fmt", "yuv420p", "-b:v", "4M",
@@ -417,6 +437,7 @@ fn play(
         .args(["--source", &format!("{SOURCE_WIDTH}x{SOURCE_HEIGHT}")])
         .arg("--samples")
         .arg(samples_file)
+        .args(["--player", &a.player])
         .current_dir(common::player::player_dir());
     if let Some(h) = level {
         cmd.args(["--level", &h.to_string()]);
@@ -572,8 +593,13 @@ fn main() {
 
     let (cores, model) = machine();
     println!();
+    let player = if a.player == "shaka" {
+        "Shaka Player streaming.lowLatencyMode"
+    } else {
+        "hls.js lowLatencyMode"
+    };
     println!(
-        "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; 200 ms parts, 2 s segments, loopback; hls.js lowLatencyMode in headless Chromium",
+        "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; 200 ms parts, 2 s segments, loopback; {player} in headless Chromium",
         a.gop
     );
     println!(

@@ -30,7 +30,9 @@ pub use http::{get_ok, http_get, http_get_with_headers, http_request, HttpRespon
 pub use node::{
     bench_config_template, config_template, edge_bin, run_edge, Node, Ports, ADMIN_TOKEN,
 };
-pub use player::{play_in_chromium, play_in_chromium_trusting, spki_hash, PlayerReport};
+pub use player::{
+    play_in_chromium, play_in_chromium_trusting, play_shaka_in_chromium, spki_hash, PlayerReport,
+};
 pub use probe::{ffprobe_decode, ProbeResult};
 
 use std::collections::HashSet;

@@ -39,8 +39,16 @@ pub struct PlayerReport {
     /// its way in, e.g. jumping a start gap between the audio and video buffers).
     #[serde(default)]
     pub non_fatal_after_start: u64,
-    /// `hls.latency` (s behind the live edge) at the end.
+    /// Which player: `hls.js` or `shaka`.
+    #[serde(default)]
+    pub player: Option<String>,
+    /// Seconds behind the live edge at the end: `hls.latency` (hls.js), or the end of the seek
+    /// range less the playhead (Shaka, whose range already ends a hold-back before the edge).
     pub latency: Option<f64>,
+    /// Seconds from the PDT of the frame playing to the wall clock at the end: how long after
+    /// it reached the node (within the PDT's accuracy, 100 ms) a frame is on screen.
+    #[serde(default)]
+    pub pdt_latency: Option<f64>,
     pub target_latency: Option<f64>,
     /// `hls.currentLevel`.
     pub level: Option<i64>,
@@ -75,6 +83,9 @@ pub fn ensure_node_modules() {
     let ready = || {
         dir.join("node_modules/hls.js/dist/hls.min.js").is_file()
             && dir
+                .join("node_modules/shaka-player/dist/shaka-player.compiled.js")
+                .is_file()
+            && dir
                 .join("node_modules/playwright-core/package.json")
                 .is_file()
     };
@@ -108,6 +119,16 @@ pub fn play_in_chromium(url: &str, secs: u64) -> PlayerReport {
 /// [`play_in_chromium`] over HTTPS: Chromium trusts certificates whose public key has one of
 /// the `spki` hashes (base64 SHA-256 of the SubjectPublicKeyInfo, [`spki_hash`]).
 pub fn play_in_chromium_trusting(url: &str, secs: u64, spki: &[String]) -> PlayerReport {
+    play_with(url, secs, spki, "hlsjs")
+}
+
+/// Plays `url` with Shaka Player (`streaming.lowLatencyMode`, its other settings default) in
+/// headless Chromium for `secs` seconds; the report has the same shape as hls.js's.
+pub fn play_shaka_in_chromium(url: &str, secs: u64) -> PlayerReport {
+    play_with(url, secs, &[], "shaka")
+}
+
+fn play_with(url: &str, secs: u64, spki: &[String], player: &str) -> PlayerReport {
     ensure_node_modules();
     let dir = player_dir();
     let out = run_with_timeout(
@@ -115,6 +136,7 @@ pub fn play_in_chromium_trusting(url: &str, secs: u64, spki: &[String]) -> Playe
             .arg(dir.join("play.mjs"))
             .arg(url)
             .arg(secs.to_string())
+            .arg(player)
             .env("EDGE_PLAYER_TRUST_SPKI", spki.join(","))
             .current_dir(&dir),
         Duration::from_secs(secs) + PLAYER_OVERHEAD_TIMEOUT,

@@ -1,9 +1,9 @@
 // Glass-to-glass latency: plays an HLS URL with hls.js (lowLatencyMode, default config
-// otherwise) in Debian's headless Chromium and reads the capture time that the publisher burnt
+// otherwise), or with --player shaka Shaka Player (streaming.lowLatencyMode), in Debian's headless Chromium and reads the capture time that the publisher burnt
 // into every frame back from the displayed frame. Prints one JSON line.
 //
 //   node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N]
-//                              [--source WxH] [--samples FILE]
+//                              [--source WxH] [--samples FILE] [--player hlsjs|shaka]
 //
 // The strip (benches/glass.rs draws it with ffmpeg's `geq` from `time(0)`): at the top left of
 // the source picture (--source, default 1280x720), one row of square blocks of --block pixels
@@ -19,7 +19,8 @@
 //
 // Samples are kept from --warmup seconds (default 10) after the first `playing` event for
 // SECONDS seconds; the start-up (joining the live edge, the first stall-free seconds) is not
-// measured. --level HEIGHT pins the variant of that height (hls.loadLevel, at MANIFEST_PARSED).
+// measured. --level HEIGHT pins the variant of that height (hls.loadLevel, at MANIFEST_PARSED;
+// Shaka: ABR off and selectVariantTrack once loaded).
 // --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
 // With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
 // to stderr after the run (as play.mjs does). Stalls are logged with their length and buffers,
@@ -34,12 +35,17 @@ import path from 'node:path';
 import http from 'node:http';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE]';
+const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE] [--player hlsjs|shaka]';
+// The script each player runs from (pinned in package.json).
+const PLAYER_SCRIPTS = {
+  hlsjs: 'node_modules/hls.js/dist/hls.min.js',
+  shaka: 'node_modules/shaka-player/dist/shaka-player.compiled.js',
+};
 
 const argv = process.argv.slice(2);
 const opts = {
   url: null, seconds: NaN, warmup: 10, level: 0, block: 40, bits: 24,
-  sourceWidth: 1280, sourceHeight: 720, samples: null,
+  sourceWidth: 1280, sourceHeight: 720, samples: null, player: 'hlsjs',
   // How many hls.js log lines to keep and print to stderr (0: hls.js logs nothing).
   logLines: Math.max(0, Number(process.env.EDGE_PLAYER_LOG) || 0),
 };
@@ -55,6 +61,7 @@ for (let i = 0; i < argv.length; i += 1) {
   else if (a === '--block') opts.block = Number(next());
   else if (a === '--bits') opts.bits = Number(next());
   else if (a === '--samples') opts.samples = next();
+  else if (a === '--player') opts.player = next();
   else if (a === '--source') {
     const [w, h] = next().split('x').map(Number);
     opts.sourceWidth = w; opts.sourceHeight = h;
@@ -64,7 +71,7 @@ for (let i = 0; i < argv.length; i += 1) {
 }
 const numbersOk = [opts.seconds, opts.warmup, opts.level, opts.block, opts.bits, opts.sourceWidth, opts.sourceHeight]
   .every(Number.isFinite);
-if (!opts.url || !numbersOk || opts.seconds <= 0 || opts.warmup < 0 || opts.bits < 8 || opts.bits > 30) {
+if (!opts.url || !numbersOk || opts.seconds <= 0 || opts.warmup < 0 || opts.bits < 8 || opts.bits > 30 || !PLAYER_SCRIPTS[opts.player]) {
   console.error(usage);
   process.exit(2);
 }
@@ -105,7 +112,11 @@ function startGlass(o) {
     stallLog: [], stalledSince: null, slowLoads: [], beforePlaying: 0, log: [],
   };
   window.__glass = s;
-  if (!Hls.isSupported()) { s.fatalErrors.push('hls.js: MediaSource not supported'); return; }
+  const shakaMode = o.player === 'shaka';
+  if (shakaMode ? !shaka.Player.isBrowserSupported() : !Hls.isSupported()) {
+    s.fatalErrors.push(`${o.player}: MediaSource not supported`);
+    return;
+  }
   const video = document.createElement('video');
   video.muted = true;
   video.autoplay = true;
@@ -122,10 +133,26 @@ function startGlass(o) {
   const debug = o.logLines > 0
     ? { log: keep('log'), debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error') }
     : false;
-  const hls = new Hls({ lowLatencyMode: true, debug });
+  const hls = shakaMode ? null : new Hls({ lowLatencyMode: true, debug });
+  const sp = shakaMode ? new shaka.Player() : null;
   window.__hls = hls;
+  window.__shaka = sp;
   window.__video = video;
-  hls.on(Hls.Events.ERROR, (_ev, data) => {
+  if (sp) {
+    sp.configure({ streaming: { lowLatencyMode: true } });
+    if (o.level) sp.configure({ abr: { enabled: false } });
+    sp.addEventListener('error', (ev) => {
+      const e = ev.detail || {};
+      const what = `shaka ${e.category}/${e.code}`;
+      // Severity 2 is CRITICAL: the player stopped.
+      if (e.severity === 2) s.fatalErrors.push(what);
+      else {
+        s.nonFatalErrors += 1;
+        s.nonFatalDetails[String(e.code)] = (s.nonFatalDetails[String(e.code)] || 0) + 1;
+      }
+    });
+  }
+  if (hls) hls.on(Hls.Events.ERROR, (_ev, data) => {
     const what = `${data.type}/${data.details}` + (data.response && data.response.code ? ` (HTTP ${data.response.code})` : '')
       + (data.error && data.error.message ? `: ${data.error.message}` : '') + (data.url ? ` ${data.url}` : '');
     if (data.fatal) s.fatalErrors.push(what);
@@ -134,7 +161,7 @@ function startGlass(o) {
       s.nonFatalDetails[data.details] = (s.nonFatalDetails[data.details] || 0) + 1;
     }
   });
-  hls.on(Hls.Events.MANIFEST_PARSED, () => {
+  if (hls) hls.on(Hls.Events.MANIFEST_PARSED, () => {
     if (o.level) {
       const i = hls.levels.findIndex((l) => l.height === o.level);
       if (i < 0) s.fatalErrors.push(`no variant of height ${o.level} in ${hls.levels.map((l) => l.height).join(',')}`);
@@ -153,9 +180,9 @@ function startGlass(o) {
     s.atPlaying = {
       currentTime: video.currentTime,
       buffered: b.length ? [b.start(0), b.end(b.length - 1)] : null,
-      latency: Number.isFinite(hls.latency) ? hls.latency : null,
-      targetLatency: Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
-      liveSyncPosition: Number.isFinite(hls.liveSyncPosition) ? hls.liveSyncPosition : null,
+      latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
+      targetLatency: hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
+      liveSyncPosition: hls && Number.isFinite(hls.liveSyncPosition) ? hls.liveSyncPosition : null,
     };
   });
   // Buffered ranges of the media element and of each SourceBuffer (a stall on an empty buffer
@@ -166,7 +193,7 @@ function startGlass(o) {
   const buffers = () => {
     const b = { media: ranges(video) };
     try {
-      for (const [kind, track] of Object.entries(hls.bufferController.tracks)) {
+      for (const [kind, track] of Object.entries(hls ? hls.bufferController.tracks : {})) {
         if (track && track.buffer) b[kind] = ranges(track.buffer);
       }
     } catch (_e) { /* hls.js internals moved: the media ranges are still there */ }
@@ -189,7 +216,7 @@ function startGlass(o) {
     s.stalledSince = null;
   });
   // Media requests (parts, segments, init) that took longer than SLOW_LOAD_MS.
-  hls.on(Hls.Events.FRAG_LOADED, (_ev, data) => {
+  if (hls) hls.on(Hls.Events.FRAG_LOADED, (_ev, data) => {
     const st = (data.part || data.frag).stats;
     if (!st || !st.loading) return;
     const ms = st.loading.end - st.loading.start;
@@ -268,9 +295,9 @@ function startGlass(o) {
     if (latency > 60000) { reject('range'); return; }
     if (displayWall < s.measureFrom) { s.warmupSamples += 1; return; }
     if (displayWall >= s.measureTo) return;
-    if (s.samples.length === 0) s.targetLatencyAtStart = Number.isFinite(hls.targetLatency) ? hls.targetLatency : null;
+    if (s.samples.length === 0) s.targetLatencyAtStart = hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null;
     s.samples.push([displayWall, Math.round(latency)]);
-    if (Number.isFinite(hls.latency)) s.hlsLatency.push(hls.latency * 1000);
+    if (hls && Number.isFinite(hls.latency)) s.hlsLatency.push(hls.latency * 1000);
     const size = `${vw}x${vh}`;
     s.videoSizes[size] = (s.videoSizes[size] || 0) + 1;
   };
@@ -286,8 +313,22 @@ function startGlass(o) {
     s.mode = 'timer 4 ms';
     setInterval(() => { if (video.readyState >= 2) readFrame(Date.now()); }, 4);
   }
-  hls.loadSource(o.url);
-  hls.attachMedia(video);
+  if (hls) {
+    hls.loadSource(o.url);
+    hls.attachMedia(video);
+    return;
+  }
+  sp.attach(video)
+    .then(() => sp.load(o.url))
+    .then(() => {
+      if (o.level) {
+        const t = sp.getVariantTracks().find((v) => v.height === o.level);
+        if (!t) s.fatalErrors.push(`no variant of height ${o.level} in ${sp.getVariantTracks().map((v) => v.height).join(',')}`);
+        else sp.selectVariantTrack(t, true);
+      }
+      return video.play();
+    })
+    .catch((e) => s.fatalErrors.push(`shaka load: ${e && e.code ? `${e.category}/${e.code}` : e}`));
 }
 
 // Runs inside the page: the final report.
@@ -300,7 +341,9 @@ function report() {
   const lat = sorted(s.samples.map((p) => p[1]));
   const est = sorted(s.hlsLatency);
   const q = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
-  const level = hls && hls.levels && hls.currentLevel >= 0 ? hls.levels[hls.currentLevel] : null;
+  const sp = window.__shaka;
+  const active = sp ? sp.getVariantTracks().find((t) => t.active) : null;
+  const level = hls && hls.levels && hls.currentLevel >= 0 ? hls.levels[hls.currentLevel] : active;
   return {
     samples: lat.length,
     p50: rank(lat, 0.5),
@@ -327,7 +370,8 @@ function report() {
     latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
     level: hls ? hls.currentLevel : null,
     levelHeight: level ? level.height : null,
-    levels: hls && hls.levels ? hls.levels.map((l) => l.height) : [],
+    levels: hls && hls.levels ? hls.levels.map((l) => l.height) : (sp ? sp.getVariantTracks().map((t) => t.height) : []),
+    player: hls ? 'hls.js' : 'shaka',
     videoSizes: s.videoSizes,
     firstPlayingMs: s.firstPlayingMs,
     atPlaying: s.atPlaying,
@@ -336,7 +380,7 @@ function report() {
     nonFatalDetails: s.nonFatalDetails,
     decodedFrames: q ? q.totalVideoFrames : null,
     droppedFrames: q ? q.droppedVideoFrames : null,
-    lowLatencyMode: hls ? hls.config.lowLatencyMode : null,
+    lowLatencyMode: hls ? hls.config.lowLatencyMode : (sp ? sp.getConfiguration().streaming.lowLatencyMode : null),
     rawSamples: s.samples,
     log: s.log,
   };
@@ -359,7 +403,7 @@ try {
   page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[page ${m.type()}] ${m.text()}`); });
   page.on('pageerror', (e) => console.error(`[page exception] ${e.message}`));
   await page.goto(pageUrl);
-  await page.addScriptTag({ path: path.join(here, 'node_modules/hls.js/dist/hls.min.js') });
+  await page.addScriptTag({ path: path.join(here, PLAYER_SCRIPTS[opts.player]) });
   await page.evaluate(startGlass, opts);
   // Until playback starts (or fails), then the warm-up and the measured window.
   const started = await page.waitForFunction(

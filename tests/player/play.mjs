@@ -1,12 +1,13 @@
-// Plays an HLS URL with hls.js (lowLatencyMode) in Debian's headless Chromium for SECONDS and
-// prints one JSON line describing what the player saw.
+// Plays an HLS URL with hls.js (lowLatencyMode) or Shaka Player (streaming.lowLatencyMode) in
+// Debian's headless Chromium for SECONDS and prints one JSON line describing what the player
+// saw.
 //
-//   node play.mjs URL SECONDS
+//   node play.mjs URL SECONDS [hlsjs|shaka]
 //
 // With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
-// to stderr after the run (to see why a player stalled).
-// The page is a blank page on its own loopback origin with hls.min.js injected, so the HLS
-// origin must send CORS `*`.
+// to stderr after the run (to see why a player stalled; hls.js only).
+// The page is a blank page on its own loopback origin with the player's script injected, so the
+// HLS origin must send CORS `*`.
 // Exit code is 0 whenever the browser ran, even if the player reported errors: the caller
 // asserts on the report. A non-zero exit means the harness itself failed (bad args, no browser).
 import { chromium } from 'playwright-core';
@@ -15,10 +16,16 @@ import path from 'node:path';
 import http from 'node:http';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const [url, secondsArg] = process.argv.slice(2);
+const [url, secondsArg, playerArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
-if (!url || !Number.isFinite(seconds) || seconds <= 0) {
-  console.error('usage: node play.mjs URL SECONDS');
+const playerKind = playerArg || 'hlsjs';
+// The script each player runs from (pinned in package.json).
+const playerScripts = {
+  hlsjs: 'node_modules/hls.js/dist/hls.min.js',
+  shaka: 'node_modules/shaka-player/dist/shaka-player.compiled.js',
+};
+if (!url || !Number.isFinite(seconds) || seconds <= 0 || !playerScripts[playerKind]) {
+  console.error('usage: node play.mjs URL SECONDS [hlsjs|shaka]');
   process.exit(2);
 }
 
@@ -114,11 +121,66 @@ function startPlayer([src, logLines]) {
   hls.attachMedia(video);
 }
 
+// Runs inside the page: creates the <video>, attaches Shaka Player (LL-HLS on) and records what
+// happens, in the same shape as `startPlayer`.
+function startShaka([src]) {
+  const NON_FATAL_LOG_MAX = 10;
+  const s = {
+    supported: shaka.Player.isBrowserSupported(), startTime: null, endTime: null,
+    firstPlayingMs: null, fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {},
+    nonFatalLog: [], stalls: 0, t0: performance.now(), log: [],
+  };
+  window.__state = s;
+  if (!s.supported) { s.fatalErrors.push('shaka: browser not supported'); return; }
+  const video = document.createElement('video');
+  video.muted = true;
+  video.autoplay = true;
+  video.playsInline = true;
+  document.body.appendChild(video);
+  const player = new shaka.Player();
+  window.__shaka = player;
+  window.__video = video;
+  // Shaka's own default for LL-HLS: lowLatencyMode (parts, blocking reloads, preload hints).
+  player.configure({ streaming: { lowLatencyMode: true } });
+  player.addEventListener('error', (ev) => {
+    const e = ev.detail || {};
+    const what = `shaka ${e.category}/${e.code}${e.data ? ` ${JSON.stringify(e.data).slice(0, 300)}` : ''}`;
+    // Severity 2 is CRITICAL: the player stopped.
+    if (e.severity === 2) { s.fatalErrors.push(what); return; }
+    s.nonFatalErrors += 1;
+    s.nonFatalDetails[String(e.code)] = (s.nonFatalDetails[String(e.code)] || 0) + 1;
+    if (s.nonFatalLog.length < NON_FATAL_LOG_MAX) {
+      s.nonFatalLog.push({ what, atMs: performance.now() - s.t0, currentTime: video.currentTime,
+        afterStart: s.startTime !== null });
+    }
+  });
+  video.addEventListener('playing', () => {
+    if (s.startTime === null) { s.startTime = video.currentTime; s.firstPlayingMs = performance.now() - s.t0; }
+  });
+  video.addEventListener('waiting', () => { if (s.startTime !== null) s.stalls += 1; });
+  video.addEventListener('error', () => {
+    const e = video.error;
+    s.fatalErrors.push(`video element error ${e ? e.code : '?'}: ${e && e.message ? e.message : ''}`);
+  });
+  player.attach(video)
+    .then(() => player.load(src))
+    .then(() => video.play())
+    .catch((e) => s.fatalErrors.push(`shaka load: ${e && e.code ? `${e.category}/${e.code}` : e}`));
+}
+
 // Runs inside the page: final snapshot.
 function report() {
   const s = window.__state;
   const hls = window.__hls;
+  const sp = window.__shaka;
   const video = window.__video;
+  // Seconds between the wall clock and the PDT of the frame playing (capture to screen, less
+  // what happened before the frame reached the node), in either player.
+  let playing = null;
+  try { playing = hls ? hls.playingDate : (sp ? sp.getPlayheadTimeAsDate() : null); } catch (_e) { playing = null; }
+  const pdtLatency = playing ? (Date.now() - playing.getTime()) / 1000 : null;
+  let shakaEdge = null;
+  try { shakaEdge = sp ? sp.seekRange().end - video.currentTime : null; } catch (_e) { shakaEdge = null; }
   const q = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
   const endTime = video ? video.currentTime : null;
   return {
@@ -131,16 +193,18 @@ function report() {
     nonFatalLog: s.nonFatalLog,
     nonFatalAfterStart: s.nonFatalLog.filter((e) => e.afterStart).length
       + Math.max(0, s.nonFatalErrors - s.nonFatalLog.length),
-    latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
+    latency: hls && Number.isFinite(hls.latency) ? hls.latency : (Number.isFinite(shakaEdge) ? shakaEdge : null),
     targetLatency: hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
+    pdtLatency,
     level: hls ? hls.currentLevel : null,
-    levels: hls && hls.levels ? hls.levels.length : 0,
+    levels: hls && hls.levels ? hls.levels.length : (sp ? sp.getVariantTracks().length : 0),
     firstPlayingMs: s.firstPlayingMs,
     stalls: s.stalls,
     paused: video ? video.paused : null,
     decodedFrames: q ? q.totalVideoFrames : null,
     droppedFrames: q ? q.droppedVideoFrames : null,
-    lowLatencyMode: hls ? hls.config.lowLatencyMode : null,
+    lowLatencyMode: hls ? hls.config.lowLatencyMode : (sp ? sp.getConfiguration().streaming.lowLatencyMode : null),
+    player: hls ? 'hls.js' : (sp ? 'shaka' : null),
     log: s.log,
   };
 }
@@ -159,8 +223,9 @@ try {
   page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[page ${m.type()}] ${m.text()}`); });
   page.on('pageerror', (e) => console.error(`[page exception] ${e.message}`));
   await page.goto(pageUrl);
-  await page.addScriptTag({ path: path.join(here, 'node_modules/hls.js/dist/hls.min.js') });
-  await page.evaluate(startPlayer, [url, logLines]);
+  await page.addScriptTag({ path: path.join(here, playerScripts[playerKind]) });
+  if (playerKind === 'shaka') await page.evaluate(startShaka, [url]);
+  else await page.evaluate(startPlayer, [url, logLines]);
   await page.waitForTimeout(seconds * 1000);
   out = await page.evaluate(report);
 } catch (e) {
