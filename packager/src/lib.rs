@@ -82,7 +82,7 @@ pub struct PackagerConfig {
 impl Default for PackagerConfig {
     fn default() -> Self {
         Self {
-            part_target: Duration::from_millis(333),
+            part_target: Duration::from_millis(200),
             segment_target: Duration::from_secs(2),
             window_segments: 6,
             ended_retention: Duration::from_secs(60),
