@@ -25,34 +25,47 @@ const PLAY_SECS: u64 = 60;
 /// hls.js joins the stream just after its first segments (the moment a player that was waiting
 /// for the stream joins) and plays it for [`PLAY_SECS`] without a stall or a fatal error, at
 /// 200 ms parts, with the ladder transcoding beside it.
+/// A node at 200 ms parts with the test ladder and ffmpeg publishing to it, once the 360p rung
+/// has two segments (the moment a player that was waiting for the stream joins).
+fn live_stream() -> (Node, Encoder) {
+    let node =
+        Node::start(|c| *c = c.replace("part_target = \"333ms\"", "part_target = \"200ms\""));
+    let enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
+    node.wait_media_playlist("one", "360p", 2, FIRST_SEGMENT_TIMEOUT);
+    (node, enc)
+}
+
+/// What every player must do for [`PLAY_SECS`]: no fatal error, no stall once playing, and
+/// the playhead moving with the clock.
+fn assert_played_through(player: &str, report: &PlayerReport) {
+    assert!(
+        report.fatal_errors.is_empty(),
+        "{player}: fatal errors: {:?}",
+        report.fatal_errors
+    );
+    assert_eq!(
+        report.stalls, 0,
+        "{player} stalled after it started playing: {:?}",
+        report.non_fatal_log
+    );
+    assert!(
+        report.advanced >= PLAY_SECS as f64 - 4.0,
+        "{player}: currentTime advanced only {} s in {PLAY_SECS} s",
+        report.advanced
+    );
+}
+
 #[test]
 fn hls_js_plays_the_stream_in_chromium() {
     let _one = one_at_a_time();
-    let node =
-        Node::start(|c| *c = c.replace("part_target = \"333ms\"", "part_target = \"200ms\""));
-    let mut enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
-    node.wait_media_playlist("one", "360p", 2, FIRST_SEGMENT_TIMEOUT);
+    let (node, mut enc) = live_stream();
     let report = play_in_chromium(&node.playlist_url("one"), PLAY_SECS);
     println!("hls.js report: {report:?}");
     println!(
         "hls.js live latency: {:?} s (target {:?})",
         report.latency, report.target_latency
     );
-    assert!(
-        report.fatal_errors.is_empty(),
-        "fatal errors: {:?}",
-        report.fatal_errors
-    );
-    assert_eq!(
-        report.stalls, 0,
-        "hls.js stalled after it started playing: {:?}",
-        report.non_fatal_log
-    );
-    assert!(
-        report.advanced >= PLAY_SECS as f64 - 4.0,
-        "currentTime advanced only {} s in {PLAY_SECS} s",
-        report.advanced
-    );
+    assert_played_through("hls.js", &report);
     assert!(enc.is_running());
 }
 
@@ -65,28 +78,11 @@ fn hls_js_plays_the_stream_in_chromium() {
 #[test]
 fn shaka_player_plays_the_stream_in_chromium() {
     let _one = one_at_a_time();
-    let node =
-        Node::start(|c| *c = c.replace("part_target = \"333ms\"", "part_target = \"200ms\""));
-    let mut enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), EncOpts::default());
-    node.wait_media_playlist("one", "360p", 2, FIRST_SEGMENT_TIMEOUT);
+    let (node, mut enc) = live_stream();
     let report = play_shaka_in_chromium(&node.playlist_url("one"), PLAY_SECS);
     println!("Shaka report: {report:?}");
     assert_eq!(report.player.as_deref(), Some("shaka"));
-    assert!(
-        report.fatal_errors.is_empty(),
-        "fatal errors: {:?}",
-        report.fatal_errors
-    );
-    assert_eq!(
-        report.stalls, 0,
-        "Shaka stalled after it started playing: {:?}",
-        report.non_fatal_log
-    );
-    assert!(
-        report.advanced >= PLAY_SECS as f64 - 4.0,
-        "currentTime advanced only {} s in {PLAY_SECS} s",
-        report.advanced
-    );
+    assert_played_through("Shaka", &report);
     // Frames shown, not skipped over: 30 fps for nearly all of the time played.
     let frames = report.decoded_frames.unwrap_or(0) as f64;
     assert!(

@@ -403,10 +403,7 @@ impl Pipeline {
                     if let Some(buf) = info.buffer() {
                         if let Some(pts) = buf.pts() {
                             // Keyed by running time, as the appsinks time their samples.
-                            let segment = pad
-                                .sticky_event::<gst::event::Segment>(0)
-                                .map(|e| e.segment().clone());
-                            let at = running_time(segment.as_ref(), pts);
+                            let at = pad_running_time(pad, pts);
                             sh.arrivals.record(at.nseconds(), Instant::now());
                             if let Some(reason) = sh.output.source_frame(
                                 buf.dts().unwrap_or(pts).nseconds(),
@@ -776,10 +773,7 @@ fn on_demux_pad(
                 out.source_audio(t.nseconds());
             }
             if let Some(pts) = buf.pts() {
-                let segment = pad
-                    .sticky_event::<gst::event::Segment>(0)
-                    .map(|e| e.segment().clone());
-                let at = running_time(segment.as_ref(), pts);
+                let at = pad_running_time(pad, pts);
                 shared.audio_arrivals.record(at.nseconds(), Instant::now());
             }
             gst::PadProbeReturn::Ok
@@ -1155,6 +1149,14 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                 .build(),
         )
         .build()
+}
+
+/// `t` of a buffer crossing `pad`, as running time in the segment sticky on the pad.
+fn pad_running_time(pad: &gst::Pad, t: gst::ClockTime) -> gst::ClockTime {
+    let segment = pad
+        .sticky_event::<gst::event::Segment>(0)
+        .map(|e| e.segment().clone());
+    running_time(segment.as_ref(), t)
 }
 
 /// `t` as running time in `segment` (a time segment); a time before the segment's start is
