@@ -22,6 +22,11 @@ use tokio::time::Instant;
 /// ten seconds for six; enough for a p99 of a benchmark run, a few KiB per rendition.
 pub const MAX_SAMPLES: usize = 2048;
 
+/// Waiting clients measured per part: with thousands of viewers holding the same preload
+/// hint, the first few say how fast a part reaches them (the rest are written by the same
+/// wake-up, microseconds apart), and the cost of measuring stays bounded.
+pub const MAX_WAITERS_PER_PART: u32 = 4;
+
 /// Delivery figures of one rendition, milliseconds, from the raw samples kept.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DeliverySummary {
@@ -38,22 +43,45 @@ pub struct DeliverySummary {
 /// The samples of one stream, by rendition.
 #[derive(Debug, Default)]
 pub(crate) struct Deliveries {
-    by_rendition: HashMap<String, VecDeque<Duration>>,
+    by_rendition: HashMap<String, Ring>,
+}
+
+/// One rendition's samples, and how many waiters of its newest part were measured.
+#[derive(Debug, Default)]
+struct Ring {
+    samples: VecDeque<Duration>,
+    part: Option<(u64, u32)>,
+    waiters: u32,
 }
 
 impl Deliveries {
-    /// A part of `rendition` holding frames that arrived at `arrivals` was written at `sent`.
-    pub fn record(&mut self, rendition: &str, sent: Instant, arrivals: &[Instant]) {
+    /// Part `part` (MSN, index) of `rendition`, holding frames that arrived at `arrivals`, was
+    /// written at `sent` to a client that waited for it; at most [`MAX_WAITERS_PER_PART`]
+    /// clients per part are measured.
+    pub fn record(
+        &mut self,
+        rendition: &str,
+        part: (u64, u32),
+        sent: Instant,
+        arrivals: &[Instant],
+    ) {
         if arrivals.is_empty() {
             return;
         }
-        let ring = match self.by_rendition.get_mut(rendition) {
+        let r = match self.by_rendition.get_mut(rendition) {
             Some(r) => r,
-            None => self
-                .by_rendition
-                .entry(rendition.to_string())
-                .or_insert_with(|| VecDeque::with_capacity(MAX_SAMPLES)),
+            None => self.by_rendition.entry(rendition.to_string()).or_default(),
         };
+        if r.part == Some(part) {
+            if r.waiters >= MAX_WAITERS_PER_PART {
+                return;
+            }
+            r.waiters += 1;
+        } else {
+            r.part = Some(part);
+            r.waiters = 1;
+        }
+        let ring = &mut r.samples;
         for a in arrivals {
             if ring.len() == MAX_SAMPLES {
                 ring.pop_front();
@@ -67,9 +95,9 @@ impl Deliveries {
         let mut out: Vec<DeliverySummary> = self
             .by_rendition
             .iter()
-            .filter(|(_, r)| !r.is_empty())
+            .filter(|(_, r)| !r.samples.is_empty())
             .map(|(name, r)| {
-                let mut ms: Vec<f64> = r.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+                let mut ms: Vec<f64> = r.samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
                 ms.sort_by(f64::total_cmp);
                 DeliverySummary {
                     rendition: name.clone(),

@@ -598,7 +598,10 @@ impl Origin {
                 media(SEGMENT_TYPE, b).map(|body| {
                     body.on_sent(move || {
                         let sent = Instant::now();
-                        stream.deliveries.lock().record(&rendition, sent, &arrivals);
+                        stream
+                            .deliveries
+                            .lock()
+                            .record(&rendition, (msn, part), sent, &arrivals);
                     })
                 })
             }
