@@ -55,32 +55,32 @@ struct Ring {
 }
 
 impl Deliveries {
-    /// Part `part` (MSN, index) of `rendition`, holding frames that arrived at `arrivals`, was
-    /// written at `sent` to a client that waited for it; at most [`MAX_WAITERS_PER_PART`]
-    /// clients per part are measured.
-    pub fn record(
-        &mut self,
-        rendition: &str,
-        part: (u64, u32),
-        sent: Instant,
-        arrivals: &[Instant],
-    ) {
-        if arrivals.is_empty() {
-            return;
-        }
-        let r = match self.by_rendition.get_mut(rendition) {
-            Some(r) => r,
-            None => self.by_rendition.entry(rendition.to_string()).or_default(),
+    /// A client that waited for part `part` (MSN, index) of `rendition` is about to be
+    /// answered: whether it is one of the first [`MAX_WAITERS_PER_PART`] of that part, to be
+    /// measured ([`Deliveries::record`]). Asked before anything is copied for the measurement,
+    /// so that the other waiters cost nothing.
+    pub fn claim(&mut self, rendition: &str, part: (u64, u32)) -> bool {
+        let Some(r) = self.ring(rendition) else {
+            return false;
         };
         if r.part == Some(part) {
             if r.waiters >= MAX_WAITERS_PER_PART {
-                return;
+                return false;
             }
             r.waiters += 1;
         } else {
             r.part = Some(part);
             r.waiters = 1;
         }
+        true
+    }
+
+    /// A part of `rendition` holding frames that arrived at `arrivals` was written at `sent` to
+    /// a client that waited for it (and was claimed).
+    pub fn record(&mut self, rendition: &str, sent: Instant, arrivals: &[Instant]) {
+        let Some(r) = self.ring(rendition) else {
+            return;
+        };
         let ring = &mut r.samples;
         for a in arrivals {
             if ring.len() == MAX_SAMPLES {
@@ -88,6 +88,15 @@ impl Deliveries {
             }
             ring.push_back(sent.saturating_duration_since(*a));
         }
+    }
+
+    /// The ring of `rendition`, made on first use (no allocation once it exists).
+    fn ring(&mut self, rendition: &str) -> Option<&mut Ring> {
+        if !self.by_rendition.contains_key(rendition) {
+            self.by_rendition
+                .insert(rendition.to_string(), Ring::default());
+        }
+        self.by_rendition.get_mut(rendition)
     }
 
     /// Percentiles of each rendition measured, sorted by rendition name.

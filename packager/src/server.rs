@@ -577,9 +577,12 @@ impl Origin {
             let bytes = t.part(msn, part);
             match request::part_readiness((msn, part), bytes.is_some(), t.next_part_position()) {
                 Readiness::Ready => Some(bytes.map(|b| {
-                    let arrivals = waited
-                        .then(|| t.part_arrivals(msn, part).map(<[Instant]>::to_vec))
-                        .flatten();
+                    // Only the waiters `Deliveries::claim` admits copy anything.
+                    let arrivals = t
+                        .part_arrivals(msn, part)
+                        .filter(|a| waited && !a.is_empty())
+                        .filter(|_| stream.deliveries.lock().claim(rendition, (msn, part)))
+                        .map(<[Instant]>::to_vec);
                     (b, arrivals)
                 })),
                 Readiness::Wait => {
@@ -598,10 +601,7 @@ impl Origin {
                 media(SEGMENT_TYPE, b).map(|body| {
                     body.on_sent(move || {
                         let sent = Instant::now();
-                        stream
-                            .deliveries
-                            .lock()
-                            .record(&rendition, (msn, part), sent, &arrivals);
+                        stream.deliveries.lock().record(&rendition, sent, &arrivals);
                     })
                 })
             }

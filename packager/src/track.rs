@@ -1257,22 +1257,21 @@ impl Track {
 
     /// Bytes of a published part.
     pub fn part(&self, msn: u64, index: u32) -> Option<Bytes> {
+        Some(self.find_part(msn, index)?.data.clone())
+    }
+
+    /// Part `index` of segment `msn`, open or complete.
+    fn find_part(&self, msn: u64, index: u32) -> Option<&Part> {
         let seg = match &self.open {
             Some(o) if o.msn == msn => o,
             _ => self.find_segment(msn)?,
         };
-        seg.parts
-            .get(usize::try_from(index).ok()?)
-            .map(|p| p.data.clone())
+        seg.parts.get(usize::try_from(index).ok()?)
     }
 
     /// When the frames of part `index` of segment `msn` arrived (see [`Part::arrivals`]).
     pub fn part_arrivals(&self, msn: u64, index: u32) -> Option<&[Instant]> {
-        let seg = match &self.open {
-            Some(o) if o.msn == msn => o,
-            _ => self.find_segment(msn)?,
-        };
-        Some(&seg.parts.get(usize::try_from(index).ok()?)?.arrivals)
+        Some(&self.find_part(msn, index)?.arrivals)
     }
 
     /// Bytes of a complete segment.
