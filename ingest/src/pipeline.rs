@@ -389,7 +389,11 @@ impl Pipeline {
 
         if shared.spec.passthrough {
             let sink = appsink(&shared, "source", true);
-            add_branch(&pipeline, &vtee, &[&make_queue()?, sink.upcast_ref()])?;
+            // No queue (no thread of its own): the appsink hands each frame to the packager,
+            // which takes microseconds and never blocks on a viewer, so the demuxer's thread
+            // does it. A queue cost a thread hand-off per frame, about a tenth of what a
+            // passthrough stream costs (benches/passthrough.rs).
+            add_branch(&pipeline, &vtee, &[sink.upcast_ref()])?;
         }
 
         // Source frames: note their arrival and queue keyframes for every encoder.
@@ -787,10 +791,13 @@ fn on_demux_pad(
             .build()
             .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
         let sink = appsink(sh, "audio", false);
-        let mut chain = vec![make_queue()?];
+        // AAC is only parsed and packaged, as quick as the passthrough video (which has no
+        // queue either, see above); an audio transcode gets a thread of its own.
+        let mut chain = Vec::new();
         if is_aac {
             chain.push(make("aacparse")?);
         } else {
+            chain.push(make_queue()?);
             // Not AAC (MP3 in FLV, MPEG audio in TS): transcode it.
             chain.push(make("decodebin")?);
         }
@@ -836,7 +843,7 @@ fn on_demux_pad(
         }
         let qsink = chain[0]
             .static_pad("sink")
-            .ok_or_else(|| build_err("queue without sink"))?;
+            .ok_or_else(|| build_err("audio branch without a sink pad"))?;
         return pad.link(&qsink).map(|_| ()).map_err(build_err);
     }
     link_fakesink(pipeline, pad)
@@ -1129,14 +1136,20 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                         Some(d) if d <= raw_pts => pts.saturating_sub(raw_pts - d),
                         _ => pts,
                     };
-                    let Ok(map) = buf.map_readable() else {
+                    let keyframe = !video || !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                    // The buffer itself, mapped, becomes the sample's bytes (no copy): the
+                    // packager holds it until its part is written, a part target at most.
+                    let Some(Ok(mapped)) = sample
+                        .buffer_owned()
+                        .map(gst::Buffer::into_mapped_buffer_readable)
+                    else {
                         return Ok(gst::FlowSuccess::Ok);
                     };
                     let sample = Sample {
                         pts_ns: pts.nseconds(),
                         dts_ns: dts.nseconds(),
-                        keyframe: !video || !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                        data: Bytes::copy_from_slice(map.as_slice()),
+                        keyframe,
+                        data: Bytes::from_owner(mapped),
                         arrival: if video {
                             arrivals.lookup(pts.nseconds())
                         } else {

@@ -222,7 +222,7 @@ pub(crate) fn fragment(
     sequence: u32,
     base_dts: u64,
     samples: &[FragSample],
-    payload: Vec<u8>,
+    payload: &[Bytes],
     video: bool,
 ) -> Result<Bytes, PackagerError> {
     let entries = samples
@@ -271,9 +271,18 @@ pub(crate) fn fragment(
             trun.data_offset = Some(offset);
         }
     }
-    let mut out = Vec::with_capacity(probe.len() + MDAT_HEADER_LEN + payload.len());
+    // The samples are copied once, into a buffer of the fragment's exact size. The mdat header
+    // is written here: mp4-atom encodes an mdat's body a byte at a time.
+    let payload_len: usize = payload.iter().map(Bytes::len).sum();
+    let mdat_size = u32::try_from(MDAT_HEADER_LEN + payload_len)
+        .map_err(|_| mp4_atom::Error::TooLarge(Mdat::KIND))?;
+    let mut out = Vec::with_capacity(probe.len() + MDAT_HEADER_LEN + payload_len);
     moof.encode(&mut out)?;
-    Mdat { data: payload }.encode(&mut out)?;
+    out.extend_from_slice(&mdat_size.to_be_bytes());
+    out.extend_from_slice(b"mdat");
+    for chunk in payload {
+        out.extend_from_slice(chunk);
+    }
     Ok(Bytes::from(out))
 }
 

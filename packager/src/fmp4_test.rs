@@ -131,7 +131,13 @@ fn fragment_parses_back() {
         },
     ];
     let payload = b"aaaaabbbcc".to_vec();
-    let frag = fragment(7, 123_456_789_012, &samples, payload.clone(), true).unwrap();
+    // The samples as they arrive, one buffer each: the fragment holds them back to back.
+    let chunks = [
+        Bytes::from_static(b"aaaaa"),
+        Bytes::from_static(b"bbb"),
+        Bytes::from_static(b"cc"),
+    ];
+    let frag = fragment(7, 123_456_789_012, &samples, &chunks, true).unwrap();
     let buf = &mut frag.as_ref();
     let moof = Moof::decode(buf).unwrap();
     let mdat = Mdat::decode(buf).unwrap();
@@ -165,7 +171,7 @@ fn audio_fragment_uses_default_sync_flags() {
         keyframe: true,
         cts: 0,
     }; 2];
-    let frag = fragment(1, 0, &samples, vec![0; 8], false).unwrap();
+    let frag = fragment(1, 0, &samples, &[Bytes::from(vec![0; 8])], false).unwrap();
     let moof = Moof::decode(&mut frag.as_ref()).unwrap();
     let traf = &moof.traf[0];
     assert_eq!(traf.tfhd.default_sample_flags, Some(SYNC_SAMPLE_FLAGS));

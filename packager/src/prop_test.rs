@@ -457,8 +457,8 @@ fn pdt_lead_error(sim: &Sim) -> f64 {
 /// Where (seconds of media, from its tfdt) a track's complete segment `msn` starts.
 fn segment_start(t: &crate::track::Track, msn: u64) -> Option<f64> {
     use mp4_atom::{Decode, Moof};
-    let data = t.segment(msn)?;
-    let moof = Moof::decode(&mut data.as_ref()).ok()?;
+    let parts = t.segment(msn)?;
+    let moof = Moof::decode(&mut parts.first()?.as_ref()).ok()?;
     let tfdt = moof.traf.first()?.tfdt.as_ref()?.base_media_decode_time;
     Some(tfdt as f64 / f64::from(t.codec()?.timescale))
 }

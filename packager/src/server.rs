@@ -16,6 +16,7 @@
 //! long-lived caches in front, URLs of the old stream may then be served stale for
 //! [`MEDIA_MAX_AGE`] (streams that are merely finished and re-published continue numbering).
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +27,6 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::Full;
 
 use crate::metrics;
 use crate::origin::{Origin, Stream, StreamState};
@@ -91,17 +91,26 @@ const INIT_TYPE: &str = "video/mp4";
 const SEGMENT_TYPE: &str = "video/iso.segment";
 const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
 
-/// A response body: its bytes, and what to do once the connection has taken them to write
-/// (see `crate::delivery`; hyper writes a body's frame to the socket as soon as it polls it).
+/// A response body: its bytes, in one or more chunks (a segment is its parts back to back,
+/// never copied into one buffer), and what to do once the connection has taken the last of
+/// them to write (see `crate::delivery`; hyper writes a body's frame to the socket as soon as
+/// it polls it).
 pub struct Body {
-    inner: Full<Bytes>,
+    chunks: VecDeque<Bytes>,
+    remaining: u64,
     on_sent: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Body {
     fn new(bytes: Bytes) -> Self {
+        Self::chunks(vec![bytes])
+    }
+
+    fn chunks(chunks: Vec<Bytes>) -> Self {
+        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
         Self {
-            inner: Full::new(bytes),
+            remaining: chunks.iter().map(|c| c.len() as u64).sum(),
+            chunks,
             on_sent: None,
         }
     }
@@ -119,23 +128,26 @@ impl hyper::body::Body for Body {
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(Some(Ok(_)))) {
+        let Some(chunk) = self.chunks.pop_front() else {
+            return std::task::Poll::Ready(None);
+        };
+        self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+        if self.chunks.is_empty() {
             if let Some(f) = self.on_sent.take() {
                 f();
             }
         }
-        polled
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.chunks.is_empty()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        hyper::body::SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -457,7 +469,11 @@ impl Origin {
             Route::Segment { rendition, msn, .. } => {
                 let st = stream.state.lock();
                 match st.track(rendition).and_then(|t| t.segment(msn)) {
-                    Some(b) => media(SEGMENT_TYPE, b),
+                    Some(parts) => {
+                        let mut r = media(SEGMENT_TYPE, Bytes::new());
+                        *r.body_mut() = Body::chunks(parts);
+                        r
+                    }
                     None => not_found(),
                 }
             }

@@ -55,7 +55,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::codec::{self, CodecInfo};
 use crate::cutter::{
@@ -241,8 +241,8 @@ pub(crate) struct Segment {
     pub parts: Vec<Part>,
     /// Sum of the parts' durations, ticks.
     pub duration: u64,
-    /// All parts' bytes, once complete.
-    pub data: Option<Bytes>,
+    /// Complete: all its parts are published (a segment is served as its parts back to back).
+    pub complete: bool,
     /// Preceded by EXT-X-DISCONTINUITY.
     pub discontinuity: bool,
     /// Init version it needs.
@@ -251,6 +251,13 @@ pub(crate) struct Segment {
     pub pdt: Option<SystemTime>,
     /// An EXT-X-GAP segment of this many ns (no parts, no media).
     pub gap_ns: Option<u64>,
+}
+
+impl Segment {
+    /// Bytes of its parts so far.
+    fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.data.len() as u64).sum()
+    }
 }
 
 /// What a push or flush published.
@@ -322,7 +329,8 @@ struct PartBuilder {
     duration: u64,
     independent: bool,
     samples: Vec<FragSample>,
-    payload: Vec<u8>,
+    /// The samples' data as they came (shared, not copied): `fmp4::fragment` copies them once.
+    payload: Vec<Bytes>,
     arrivals: Vec<Instant>,
 }
 
@@ -413,7 +421,7 @@ impl Track {
             msn: self.next_msn,
             parts: Vec::new(),
             duration: 0,
-            data: None,
+            complete: false,
             discontinuity: false,
             init_id: self.current_init.unwrap_or(self.next_init_id),
             pdt: Some(timeline::system_time(pdt_ns)),
@@ -947,7 +955,7 @@ impl Track {
             keyframe: s.keyframe,
             cts: i32::try_from(cts).unwrap_or(if cts < 0 { i32::MIN } else { i32::MAX }),
         });
-        b.payload.extend_from_slice(&s.data);
+        b.payload.push(s.data);
         b.duration += duration;
         b.arrivals.extend(s.arrival);
         match end {
@@ -995,7 +1003,7 @@ impl Track {
             msn,
             parts: Vec::new(),
             duration: 0,
-            data: None,
+            complete: false,
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             init_id: self.current_init.unwrap_or(0),
             pdt: Some(timeline::system_time(pdt)),
@@ -1016,7 +1024,7 @@ impl Track {
             self.fragment_sequence,
             b.base_dts,
             &b.samples,
-            b.payload,
+            &b.payload,
             self.plan.kind == RenditionKind::Video,
         )?;
         published.latencies = b
@@ -1047,25 +1055,16 @@ impl Track {
             self.pending_discontinuity |= seg.discontinuity;
             return published;
         }
-        // One buffer for the segment; parts become views into it (no second copy kept).
-        let mut buf = BytesMut::with_capacity(seg.parts.iter().map(|p| p.data.len()).sum());
-        for p in &seg.parts {
-            buf.extend_from_slice(&p.data);
-        }
-        let data = buf.freeze();
-        let mut offset = 0;
-        for p in &mut seg.parts {
-            let len = p.data.len();
-            p.data = data.slice(offset..offset + len);
-            offset += len;
-        }
+        // A segment is not copied into a buffer of its own: it is served as its parts back to
+        // back (`Track::segment`), which saves a copy and a large allocation per segment.
+        let len = seg.len();
         let ts = self.timescale();
         if seg.duration.saturating_mul(2) >= self.cfg.segment_target.as_secs() * ts {
-            if let Some(rate) = (data.len() as u64 * 8 * ts).checked_div(seg.duration) {
+            if let Some(rate) = (len * 8 * ts).checked_div(seg.duration) {
                 self.peak_bps = self.peak_bps.max(rate);
             }
         }
-        seg.data = Some(data);
+        seg.complete = true;
         // Requests wait for the newest parts only: the arrivals of older segments go.
         if let Some(older) = self.segments.back_mut() {
             for p in &mut older.parts {
@@ -1274,9 +1273,11 @@ impl Track {
         Some(&self.find_part(msn, index)?.arrivals)
     }
 
-    /// Bytes of a complete segment.
-    pub fn segment(&self, msn: u64) -> Option<Bytes> {
-        self.find_segment(msn)?.data.clone()
+    /// A complete segment: its parts, which served back to back are its bytes.
+    pub fn segment(&self, msn: u64) -> Option<Vec<Bytes>> {
+        let seg = self.find_segment(msn)?;
+        seg.complete
+            .then(|| seg.parts.iter().map(|p| p.data.clone()).collect())
     }
 
     /// Bytes of an init version.
@@ -1294,7 +1295,7 @@ impl Track {
         let mut peak = 0u64;
         let (mut bytes, mut ticks) = (0u64, 0u64);
         for s in self.segments.iter().filter(|s| s.gap_ns.is_none()) {
-            let len = s.data.as_ref().map_or(0, |d| d.len() as u64);
+            let len = if s.complete { s.len() } else { 0 };
             if let Some(rate) = (len * 8 * ts).checked_div(s.duration) {
                 peak = peak.max(rate);
             }
