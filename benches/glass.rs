@@ -27,7 +27,7 @@
 //! `streaming.lowLatencyMode`, defaults otherwise), which keeps its own distance to the edge.
 //!
 //! Configurations (each with processes of its own, one after the other), all with 200 ms
-//! parts and 2 s segments on loopback:
+//! parts and 2 s segments on loopback unless `--part-ms` and `--segment-s` say otherwise:
 //! - `standalone`: one `edge ingest`, no ladder (the source passes through);
 //! - `standalone-ladder`: one `edge ingest` with the default ladder, the player pinned to a
 //!   transcoded rung (`--rung`, 480p by default);
@@ -73,6 +73,8 @@ Options:
   --rung NAME       the transcoded rung the player is pinned to in the ladder configurations
                     (default 480p; the 720p rung is the source's own size and is skipped)
   --gop N           the publisher's keyframe interval in seconds (default 2)
+  --part-ms N       the node's hls.part_target in ms (default 200, the product's default)
+  --segment-s N     the node's hls.segment_target in seconds (default 2, the product's default)
   --media-playlist  pin the rung by playing its media playlist (video only) instead of locking
                     the variant in the multivariant playlist (video and audio)
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
@@ -146,6 +148,9 @@ struct Args {
     samples: Option<PathBuf>,
     /// glass.mjs's `--player`: `hlsjs` or `shaka`.
     player: String,
+    /// The node's `hls.part_target` (ms) and `hls.segment_target` (s).
+    part_ms: u64,
+    segment_s: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -159,6 +164,8 @@ fn parse_args() -> Result<Args, String> {
         plays: 3,
         samples: None,
         player: "hlsjs".into(),
+        part_ms: 200,
+        segment_s: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -200,6 +207,8 @@ fn parse_args() -> Result<Args, String> {
                 a.gop = u32::try_from(num(value()?)?).map_err(|_| "--gop: too large")?;
             }
             "--rung" => a.rung = value()?,
+            "--part-ms" => a.part_ms = num(value()?)?,
+            "--segment-s" => a.segment_s = num(value()?)?,
             "--plays" => {
                 a.plays = u32::try_from(num(value()?)?).map_err(|_| "--plays: too large")?;
             }
@@ -325,14 +334,24 @@ fn replace_present(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
-/// The harness's node config with 200 ms parts, room for the stream, the bench's stream key,
-/// and the default ladder or none (the source passes through alone).
-fn standalone_config(ports: &Ports, ladder: bool) -> String {
-    let base = replace_present(
-        &bench_config_template(ports),
+/// The harness's node config text (`text`) with the bench's part and segment targets.
+fn hls_targets(text: &str, a: &Args) -> String {
+    let t = replace_present(
+        text,
         "part_target = \"333ms\"",
-        "part_target = \"200ms\"",
+        &format!("part_target = \"{}ms\"", a.part_ms),
     );
+    replace_present(
+        &t,
+        "segment_target = \"2s\"",
+        &format!("segment_target = \"{}s\"", a.segment_s),
+    )
+}
+
+/// The harness's node config with the bench's part and segment targets, room for the stream,
+/// the bench's stream key, and the default ladder or none (the source passes through alone).
+fn standalone_config(ports: &Ports, ladder: bool, a: &Args) -> String {
+    let base = hls_targets(&bench_config_template(ports), a);
     let head = if ladder { "" } else { "ladder = []\n\n" };
     format!("{head}{base}\n[[streams]]\nkey = \"{KEY}\"\nplayback_id = \"{PID}\"\n")
 }
@@ -348,10 +367,10 @@ struct Origin {
     play_base: String,
 }
 
-fn start_origin(cfg: Config) -> Origin {
+fn start_origin(cfg: Config, a: &Args) -> Origin {
     if !cfg.balancer() {
         let ports = Ports::free();
-        let node = Node::start_with_config(ports, standalone_config(&ports, cfg.ladder()));
+        let node = Node::start_with_config(ports, standalone_config(&ports, cfg.ladder(), a));
         return Origin {
             rtmp: node.rtmp_url(KEY),
             play_base: format!("{}/live/{PID}", node.http_base()),
@@ -365,7 +384,7 @@ fn start_origin(cfg: Config) -> Origin {
     // 10 units: the stream with the default ladder costs about 3 (a 720p30 decode and the
     // rungs), passthrough alone 1.
     let node = c.node_with(1, 10, &[&b], |text| {
-        let mut t = replace_present(text, "part_target = \"333ms\"", "part_target = \"200ms\"");
+        let mut t = hls_targets(text, a);
         if cfg.ladder() {
             t = replace_present(&t, "ladder = []\n", "");
         }
@@ -480,7 +499,7 @@ fn run(cfg: Config, a: &Args) -> Row {
     let load = fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
-    let origin = start_origin(cfg);
+    let origin = start_origin(cfg, a);
     let dir = TempDir::new("glass");
     let total = Duration::from_secs(a.warmup + a.seconds) * a.plays + PLAYER_OVERHEAD * a.plays;
     let mut enc = publish(&origin.rtmp, dir.path(), a.gop, total);
@@ -599,8 +618,8 @@ fn main() {
         "hls.js lowLatencyMode"
     };
     println!(
-        "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; 200 ms parts, 2 s segments, loopback; {player} in headless Chromium",
-        a.gop
+        "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; {} ms parts, {} s segments, loopback; {player} in headless Chromium",
+        a.gop, a.part_ms, a.segment_s
     );
     println!(
         "machine: {cores} cores, {model}; per configuration {} play(s) by a fresh player, each {} s of samples after a {} s warm-up (dropped) from its first `playing`; percentiles over all plays' frames",

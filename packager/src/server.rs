@@ -40,6 +40,15 @@ use crate::RenditionKind;
 /// [`crate::MAX_BLOCKING_HOLD`] (which the balancer's proxy waits for).
 pub(crate) const BLOCKING_TIMEOUT_TARGET_DURATIONS: u32 = 3;
 
+/// A plain media playlist request (no `_HLS_msn`) to a live rendition is answered when its next
+/// part is published, at most a part target and this much later: a player computes its start
+/// position from the playlist's last part and the moment the response's first byte arrives, so
+/// a playlist sent the moment a part is published places the player where it meant to be,
+/// while one sent up to a part later lets it start up to a part further behind the live edge,
+/// for the whole play (hls.js never speeds up to catch up by default). The slack covers a part
+/// that takes a frame longer than the target.
+pub(crate) const FRESH_EDGE_SLACK: Duration = Duration::from_millis(50);
+
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
 /// point in the stream that any later playlist also satisfies, so a CDN may answer identical
 /// requests from many clients with it for a short while; short, so late joiners of that URL
@@ -534,6 +543,28 @@ impl Origin {
                 Some(_) => tokio::time::Instant::now() + self.inner.cfg.ready_timeout,
             }
         };
+        if q.msn.is_none() {
+            // See FRESH_EDGE_SLACK; a request that waits anyway (no part yet) goes on below.
+            let (last, wait) = {
+                let st = stream.state.lock();
+                let t = st.track(rendition);
+                let live = t.filter(|t| t.state() != TrackState::Ended);
+                (
+                    live.and_then(Track::last_part),
+                    live.map(Track::part_target),
+                )
+            };
+            if let (Some(last), Some(wait)) = (last, wait) {
+                let fresh = tokio::time::Instant::now() + wait + FRESH_EDGE_SLACK;
+                let _ = wait_for(stream, fresh, |st, _| {
+                    let moved = st.track(rendition).is_none_or(|t| {
+                        t.state() == TrackState::Ended || t.last_part() != Some(last)
+                    });
+                    (st.removed || moved).then_some(())
+                })
+                .await;
+            }
+        }
         let outcome = wait_for(stream, deadline, |st, generation| {
             if st.removed {
                 return Some(Outcome::NotFound);

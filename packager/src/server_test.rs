@@ -402,3 +402,45 @@ async fn a_part_request_that_waited_is_measured_from_its_frames_arrival() {
     assert!(d[0].p50_ms >= 30.0 && d[0].max_ms < 2000.0, "{d:?}");
     drop(pushed);
 }
+
+#[tokio::test]
+async fn a_plain_playlist_request_is_answered_when_the_next_part_is_published() {
+    let o = fast_origin();
+    let h = started(&o, 40);
+    let next = {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        st.track("720p").unwrap().next_part_position().unwrap()
+    };
+    // Nothing new: answered a part target (and FRESH_EDGE_SLACK at most) later, with what
+    // there is.
+    let t = Instant::now();
+    let r = o.handle(get("/live/abc/720p/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    assert!(waited < Duration::from_secs(1), "{waited:?}");
+    // The encoder goes on while the request waits: the answer lists the part that was
+    // hinted when it was asked for.
+    let pusher = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        for i in 40..50 {
+            h.push("720p", video_sample(i, None)).unwrap();
+        }
+        h
+    });
+    let text = body(o.handle(get("/live/abc/720p/index.m3u8")).await).await;
+    let _h = pusher.await.unwrap();
+    let uri = format!("URI=\"part{}.{}.m4s\"", next.0, next.1);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("#EXT-X-PART:") && l.contains(&uri)),
+        "{uri} is not listed as a part:\n{text}"
+    );
+    // An ended rendition is answered at once.
+    o.finish("abc");
+    let t = Instant::now();
+    let r = o.handle(get("/live/abc/720p/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_millis(100));
+}

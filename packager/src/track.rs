@@ -1232,6 +1232,11 @@ impl Track {
         Some((seg.msn, idx))
     }
 
+    /// The configured part target (the longest a part is meant to take).
+    pub fn part_target(&self) -> Duration {
+        self.cfg.part_target
+    }
+
     /// Media sequence number of the last complete segment.
     pub fn last_complete_msn(&self) -> Option<u64> {
         self.segments.back().map(|s| s.msn)
