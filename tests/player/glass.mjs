@@ -19,7 +19,8 @@
 //
 // Samples are kept from --warmup seconds (default 10) after the first `playing` event for
 // SECONDS seconds; the start-up (joining the live edge, the first stall-free seconds) is not
-// measured. --level HEIGHT pins the variant of that height (hls.loadLevel, at MANIFEST_PARSED;
+// measured. --level HEIGHT pins the variant of that height (hls.startLevel and hls.loadLevel at
+// MANIFEST_PARSED, then hls.startLoad: with --level, autoStartLoad is off;
 // Shaka: ABR off and selectVariantTrack once loaded).
 // --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
 // With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
@@ -133,7 +134,11 @@ function startGlass(o) {
   const debug = o.logLines > 0
     ? { log: keep('log'), debug: keep('debug'), info: keep('info'), warn: keep('warn'), error: keep('error') }
     : false;
-  const hls = shakaMode ? null : new Hls({ lowLatencyMode: true, debug });
+  // Pinned (--level): loading starts once the variant is chosen, so the first fragment is
+  // already the pinned variant's (with autoStartLoad, hls.js had chosen its start level and
+  // sometimes loaded a fragment of it before hls.loadLevel took effect: a play that showed
+  // 720p frames first and switched). Otherwise hls.js's defaults.
+  const hls = shakaMode ? null : new Hls({ lowLatencyMode: true, debug, autoStartLoad: !o.level });
   const sp = shakaMode ? new shaka.Player() : null;
   window.__hls = hls;
   window.__shaka = sp;
@@ -165,7 +170,11 @@ function startGlass(o) {
     if (o.level) {
       const i = hls.levels.findIndex((l) => l.height === o.level);
       if (i < 0) s.fatalErrors.push(`no variant of height ${o.level} in ${hls.levels.map((l) => l.height).join(',')}`);
-      else hls.loadLevel = i;
+      else {
+        hls.startLevel = i;
+        hls.loadLevel = i;
+      }
+      hls.startLoad();
     }
     video.play().catch((e) => s.fatalErrors.push(`video.play(): ${e}`));
   });
