@@ -12,8 +12,9 @@
 //!   (an encoder that froze, a network that stalled; RTMP ends such a connection only after
 //!   `wire::rtmp::NODE_TIMEOUTS.media`).
 //! - `unhealthy`: source video arrives but no video sample has left for the packager for
-//!   [`STALLED_AFTER`] (a stuck pipeline, or no keyframe yet), or the last transcoded sample
-//!   was later than `node.overload_lag` behind its source frame.
+//!   [`STALLED_AFTER`] (a stuck pipeline, or no keyframe yet), or a transcoded rung's latest
+//!   sample (the rung furthest behind, as the node judges its overload) was later than
+//!   `node.overload_lag` behind its source frame.
 //! - `degraded`: flowing, but with a configuration issue the broadcaster can fix (below).
 //! - `healthy`: otherwise.
 //!
@@ -784,7 +785,19 @@ impl Health {
 
     /// [`Health::assess`] and [`Health::issues`] at once (the issues are judged once).
     pub fn judge(&self, now: Instant, overload_lag: Duration) -> Judgement {
-        let last_out = self.last_out.lock().ok().and_then(|l| *l);
+        // Judged by the rung furthest behind (each at its latest frame), as the node judges
+        // its overload: the rung that sent the last frame may be the quickest of them.
+        let worst_rung = self
+            .rungs
+            .lock()
+            .ok()
+            .and_then(|r| r.iter().map(|(_, w)| w.lag).max());
+        let last_out = self
+            .last_out
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .map(|(at, lag)| (at, worst_rung.map_or(lag, |w| w.max(lag))));
         let (status, reason) = assess(
             self.started,
             self.arrivals.latest(),

@@ -105,6 +105,32 @@ fn the_source_passed_through_does_not_hide_a_rung_behind_real_time() {
     assert_eq!(h.assess(at(t0, 10_000), LAG).0, Status::Healthy);
 }
 
+#[test]
+fn the_rung_furthest_behind_decides_not_the_last_one_out() {
+    let t0 = Instant::now();
+    let h = Health::new(t0, Duration::from_secs(2));
+    h.arrivals.record(0, at(t0, 9_900));
+    // Two rungs: the slow one 3.5 s behind, then the quick one (0.5 s) sends the last frame.
+    for (name, lag, ms) in [("480p", 3_500, 9_930), ("360p", 500, 9_940)] {
+        let lag = Duration::from_millis(lag);
+        h.rendition_out(name, 0, 1_000, at(t0, ms), lag);
+        h.video_out(at(t0, ms), Some(lag));
+    }
+    let (s, why) = h.assess(at(t0, 10_000), LAG);
+    assert_eq!(s, Status::Unhealthy);
+    assert!(why.is_some_and(|w| w.starts_with("transcoding is 3.5 s behind")));
+    // The slow rung caught up.
+    h.rendition_out(
+        "480p",
+        33_000_000,
+        1_000,
+        at(t0, 9_960),
+        Duration::from_millis(200),
+    );
+    h.video_out(at(t0, 9_960), Some(Duration::from_millis(200)));
+    assert_eq!(h.assess(at(t0, 10_000), LAG).0, Status::Healthy);
+}
+
 /// Source frames `frames` at 30 fps, a keyframe every `gop` frames counted from frame `base`.
 fn feed(h: &Health, frames: std::ops::Range<u64>, base: u64, gop: u64) {
     for f in frames {
