@@ -245,9 +245,9 @@ pub struct Health {
     started: Instant,
     /// When each source video frame reached the demuxer's output (also times the output).
     pub(crate) arrivals: Arc<ArrivalLog>,
-    /// The last video sample handed to the packager (any rendition): when, and how far the
-    /// last transcoded rung's sample was behind its source frame (zero before any rung's).
-    last_out: Mutex<Option<(Instant, Duration)>>,
+    /// When the last video sample (any rendition) was handed to the packager. How far the
+    /// transcoded rungs are behind is in `rungs` (each rung's latest lag).
+    last_out: Mutex<Option<Instant>>,
     /// The source's keyframe intervals.
     keyframes: Mutex<Keyframes>,
     /// The node's segment target, which the keyframe interval is judged against.
@@ -765,14 +765,11 @@ impl Health {
         v
     }
 
-    /// A video sample left for the packager at `at`: a transcoded rung's `lag` behind its
-    /// source frame, or the source passed through (`None`). The source does not reset the
-    /// rungs' lag: with passthrough on (the default) it left every other sample and kept a
-    /// stream whose rungs ran 1.3 s behind real time `healthy`.
-    pub fn video_out(&self, at: Instant, lag: Option<Duration>) {
+    /// A video sample (a rung's, after [`Health::rendition_out`], or the source passed
+    /// through) left for the packager at `at`.
+    pub fn video_out(&self, at: Instant) {
         if let Ok(mut l) = self.last_out.lock() {
-            let lag = lag.or(l.map(|(_, lag)| lag)).unwrap_or_default();
-            *l = Some((at, lag));
+            *l = Some(at);
         }
     }
 
@@ -786,18 +783,20 @@ impl Health {
     /// [`Health::assess`] and [`Health::issues`] at once (the issues are judged once).
     pub fn judge(&self, now: Instant, overload_lag: Duration) -> Judgement {
         // Judged by the rung furthest behind (each at its latest frame), as the node judges
-        // its overload: the rung that sent the last frame may be the quickest of them.
-        let worst_rung = self
+        // its overload: neither the rung that sent the last frame (it may be the quickest) nor
+        // the source passed through (it would hide every rung) decides.
+        let worst_lag = self
             .rungs
             .lock()
             .ok()
-            .and_then(|r| r.iter().map(|(_, w)| w.lag).max());
+            .and_then(|r| r.iter().map(|(_, w)| w.lag).max())
+            .unwrap_or_default();
         let last_out = self
             .last_out
             .lock()
             .ok()
             .and_then(|l| *l)
-            .map(|(at, lag)| (at, worst_rung.map_or(lag, |w| w.max(lag))));
+            .map(|at| (at, worst_lag));
         let (status, reason) = assess(
             self.started,
             self.arrivals.latest(),

@@ -85,7 +85,7 @@ fn health_reads_the_stamps_of_its_stream() {
     let t0 = Instant::now();
     let h = Health::new(t0, Duration::from_secs(2));
     h.arrivals.record(0, at(t0, 1_000));
-    h.video_out(at(t0, 1_100), Some(Duration::ZERO));
+    h.video_out(at(t0, 1_100));
     assert_eq!(h.assess(at(t0, 2_000), LAG).0, Status::Healthy);
     assert_eq!(h.assess(at(t0, 4_500), LAG).0, Status::Starving);
 }
@@ -96,12 +96,26 @@ fn the_source_passed_through_does_not_hide_a_rung_behind_real_time() {
     let h = Health::new(t0, Duration::from_secs(2));
     h.arrivals.record(0, at(t0, 9_900));
     // A rung 3.5 s behind, then the source (passthrough) right after it.
-    h.video_out(at(t0, 9_940), Some(Duration::from_millis(3_500)));
-    h.video_out(at(t0, 9_950), None);
+    h.rendition_out(
+        "480p",
+        0,
+        1_000,
+        at(t0, 9_940),
+        Duration::from_millis(3_500),
+    );
+    h.video_out(at(t0, 9_940));
+    h.video_out(at(t0, 9_950));
     assert_eq!(h.assess(at(t0, 10_000), LAG).0, Status::Unhealthy);
     // The rung caught up.
-    h.video_out(at(t0, 9_960), Some(Duration::from_millis(100)));
-    h.video_out(at(t0, 9_970), None);
+    h.rendition_out(
+        "480p",
+        33_000_000,
+        1_000,
+        at(t0, 9_960),
+        Duration::from_millis(100),
+    );
+    h.video_out(at(t0, 9_960));
+    h.video_out(at(t0, 9_970));
     assert_eq!(h.assess(at(t0, 10_000), LAG).0, Status::Healthy);
 }
 
@@ -114,7 +128,7 @@ fn the_rung_furthest_behind_decides_not_the_last_one_out() {
     for (name, lag, ms) in [("480p", 3_500, 9_930), ("360p", 500, 9_940)] {
         let lag = Duration::from_millis(lag);
         h.rendition_out(name, 0, 1_000, at(t0, ms), lag);
-        h.video_out(at(t0, ms), Some(lag));
+        h.video_out(at(t0, ms));
     }
     let (s, why) = h.assess(at(t0, 10_000), LAG);
     assert_eq!(s, Status::Unhealthy);
@@ -127,7 +141,7 @@ fn the_rung_furthest_behind_decides_not_the_last_one_out() {
         at(t0, 9_960),
         Duration::from_millis(200),
     );
-    h.video_out(at(t0, 9_960), Some(Duration::from_millis(200)));
+    h.video_out(at(t0, 9_960));
     assert_eq!(h.assess(at(t0, 10_000), LAG).0, Status::Healthy);
 }
 
@@ -166,7 +180,7 @@ fn a_long_keyframe_interval_is_an_issue_with_advice_and_clears() {
     // Flowing, so the status says degraded, with the advice as the reason.
     let now = Instant::now();
     h.arrivals.record(0, now);
-    h.video_out(now, None);
+    h.video_out(now);
     let (s, why) = h.assess(now, LAG);
     assert_eq!(s, Status::Degraded);
     assert!(why.unwrap_or_default().contains("set it to 2 s"));

@@ -188,7 +188,6 @@ impl Output for StreamOutput {
             self.health.audio_frame(sample.dts_ns, sample.data.len());
         } else {
             let now = tokio::time::Instant::now();
-            let mut rung_lag = None;
             if rendition != "source" {
                 let mut lag = std::time::Duration::ZERO;
                 if let Some(arrived) = sample.arrival {
@@ -200,9 +199,8 @@ impl Output for StreamOutput {
                 }
                 self.health
                     .rendition_out(rendition, sample.dts_ns, sample.data.len(), now, lag);
-                rung_lag = Some(lag);
             }
-            self.health.video_out(now, rung_lag);
+            self.health.video_out(now);
         }
         if let Ok(h) = self.handle.lock() {
             if let Some(h) = h.as_ref() {

@@ -1138,7 +1138,8 @@ fn appsink(sh: &Arc<Shared>, rendition: &str, video: bool) -> gst_app::AppSink {
                     };
                     let keyframe = !video || !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
                     // The buffer itself, mapped, becomes the sample's bytes (no copy): the
-                    // packager holds it until its part is written, a part target at most.
+                    // packager holds it until its part is written (a part target; audio that
+                    // waits for the video's boundary, up to `packager`'s MAX_FOLLOW_HOLD).
                     let Some(Ok(mapped)) = sample
                         .buffer_owned()
                         .map(gst::Buffer::into_mapped_buffer_readable)

@@ -106,22 +106,12 @@ const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
 /// it polls it).
 pub struct Body {
     chunks: VecDeque<Bytes>,
-    remaining: u64,
     on_sent: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Body {
     fn new(bytes: Bytes) -> Self {
-        Self::chunks(vec![bytes])
-    }
-
-    fn chunks(chunks: Vec<Bytes>) -> Self {
-        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        Self {
-            remaining: chunks.iter().map(|c| c.len() as u64).sum(),
-            chunks,
-            on_sent: None,
-        }
+        Self::from(vec![bytes])
     }
 
     /// Runs `f` when the bytes are handed to the connection (not if it closed first).
@@ -142,7 +132,6 @@ impl hyper::body::Body for Body {
         let Some(chunk) = self.chunks.pop_front() else {
             return std::task::Poll::Ready(None);
         };
-        self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
         if self.chunks.is_empty() {
             if let Some(f) = self.on_sent.take() {
                 f();
@@ -156,7 +145,22 @@ impl hyper::body::Body for Body {
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        hyper::body::SizeHint::with_exact(self.remaining)
+        hyper::body::SizeHint::with_exact(self.chunks.iter().map(|c| c.len() as u64).sum())
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Self::new(bytes)
+    }
+}
+
+impl From<Vec<Bytes>> for Body {
+    fn from(chunks: Vec<Bytes>) -> Self {
+        Self {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            on_sent: None,
+        }
     }
 }
 
@@ -165,9 +169,9 @@ fn reply(
     status: StatusCode,
     content_type: &'static str,
     cache: HeaderValue,
-    body: Bytes,
+    body: impl Into<Body>,
 ) -> Response<Body> {
-    let mut r = Response::new(Body::new(body));
+    let mut r = Response::new(body.into());
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -206,7 +210,7 @@ fn not_found() -> Response<Body> {
     error(StatusCode::NOT_FOUND, "not found")
 }
 
-fn media(content_type: &'static str, body: Bytes) -> Response<Body> {
+fn media(content_type: &'static str, body: impl Into<Body>) -> Response<Body> {
     reply(
         StatusCode::OK,
         content_type,
@@ -478,11 +482,7 @@ impl Origin {
             Route::Segment { rendition, msn, .. } => {
                 let st = stream.state.lock();
                 match st.track(rendition).and_then(|t| t.segment(msn)) {
-                    Some(parts) => {
-                        let mut r = media(SEGMENT_TYPE, Bytes::new());
-                        *r.body_mut() = Body::chunks(parts);
-                        r
-                    }
+                    Some(parts) => media(SEGMENT_TYPE, parts),
                     None => not_found(),
                 }
             }

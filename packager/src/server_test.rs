@@ -444,3 +444,41 @@ async fn a_plain_playlist_request_is_answered_when_the_next_part_is_published() 
     assert_eq!(r.status(), StatusCode::OK);
     assert!(t.elapsed() < Duration::from_millis(100));
 }
+
+#[tokio::test]
+async fn a_segment_is_served_as_its_parts_back_to_back() {
+    let o = fast_origin();
+    // A keyframe every 60 frames: frame 60 closes segment 0.
+    let _h = started(&o, 70);
+    let (msn, parts) = {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        let t = st.track("720p").unwrap();
+        let msn = t.last_complete_msn().unwrap();
+        (msn, t.segment(msn).unwrap().len())
+    };
+    assert!(parts > 1, "a segment of {parts} part(s) proves nothing");
+    let seg = bytes(o.handle(get(&format!("/live/abc/720p/seg{msn}.m4s"))).await).await;
+    let mut joined = Vec::new();
+    for i in 0..parts {
+        let part = o
+            .handle(get(&format!("/live/abc/720p/part{msn}.{i}.m4s")))
+            .await;
+        assert_eq!(part.status(), StatusCode::OK);
+        joined.extend_from_slice(&bytes(part).await);
+    }
+    assert_eq!(seg.as_ref(), joined.as_slice());
+    let head = o
+        .handle(
+            Request::builder()
+                .method("HEAD")
+                .uri(format!("/live/abc/720p/seg{msn}.m4s"))
+                .body(())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        head.headers()[header::CONTENT_LENGTH].to_str().unwrap(),
+        seg.len().to_string()
+    );
+}

@@ -241,8 +241,6 @@ pub(crate) struct Segment {
     pub parts: Vec<Part>,
     /// Sum of the parts' durations, ticks.
     pub duration: u64,
-    /// Complete: all its parts are published (a segment is served as its parts back to back).
-    pub complete: bool,
     /// Preceded by EXT-X-DISCONTINUITY.
     pub discontinuity: bool,
     /// Init version it needs.
@@ -421,7 +419,6 @@ impl Track {
             msn: self.next_msn,
             parts: Vec::new(),
             duration: 0,
-            complete: false,
             discontinuity: false,
             init_id: self.current_init.unwrap_or(self.next_init_id),
             pdt: Some(timeline::system_time(pdt_ns)),
@@ -1003,7 +1000,6 @@ impl Track {
             msn,
             parts: Vec::new(),
             duration: 0,
-            complete: false,
             discontinuity: std::mem::take(&mut self.pending_discontinuity),
             init_id: self.current_init.unwrap_or(0),
             pdt: Some(timeline::system_time(pdt)),
@@ -1046,7 +1042,7 @@ impl Track {
 
     fn close_segment(&mut self) -> Published {
         let mut published = Published::default();
-        let Some(mut seg) = self.open.take() else {
+        let Some(seg) = self.open.take() else {
             return published;
         };
         if seg.parts.is_empty() {
@@ -1064,7 +1060,6 @@ impl Track {
                 self.peak_bps = self.peak_bps.max(rate);
             }
         }
-        seg.complete = true;
         // Requests wait for the newest parts only: the arrivals of older segments go.
         if let Some(older) = self.segments.back_mut() {
             for p in &mut older.parts {
@@ -1278,10 +1273,12 @@ impl Track {
         Some(&self.find_part(msn, index)?.arrivals)
     }
 
-    /// A complete segment: its parts, which served back to back are its bytes.
+    /// A complete segment (not an EXT-X-GAP one): its parts, which served back to back are its
+    /// bytes.
     pub fn segment(&self, msn: u64) -> Option<Vec<Bytes>> {
         let seg = self.find_segment(msn)?;
-        seg.complete
+        seg.gap_ns
+            .is_none()
             .then(|| seg.parts.iter().map(|p| p.data.clone()).collect())
     }
 
@@ -1300,7 +1297,7 @@ impl Track {
         let mut peak = 0u64;
         let (mut bytes, mut ticks) = (0u64, 0u64);
         for s in self.segments.iter().filter(|s| s.gap_ns.is_none()) {
-            let len = if s.complete { s.len() } else { 0 };
+            let len = s.len();
             if let Some(rate) = (len * 8 * ts).checked_div(s.duration) {
                 peak = peak.max(rate);
             }
