@@ -6,10 +6,12 @@
 //! ingest and packaging.
 //!
 //! Prints CPU seconds (utime + stime from /proc) of each server over the publish, per stream
-//! and per media second, and edge's ratio to nginx-rtmp (issue 10's goal: at most 1).
+//! and per media second, and edge's ratio to nginx-rtmp (issue 10's goal: at most 1); edge
+//! runs twice, packaging straight from RTMP (`ingest::direct`, the default) and through
+//! GStreamer (`transcode.direct_passthrough = false`).
 //!
 //! Run: `cargo bench --bench passthrough` (needs scripts/setup.sh for nginx-light and
-//! libnginx-mod-rtmp; about 2 minutes). `-- --streams N --seconds S` change the load.
+//! libnginx-mod-rtmp; about 3 minutes). `-- --streams N --seconds S` change the load.
 // Benchmarks drive real processes on real time; the ban on the std clock (clippy.toml) is for
 // product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -82,18 +84,10 @@ fn main() {
     let media = dir.join("source.flv");
     make_source(&media, args.seconds);
 
-    // edge: passthrough only (no ladder), LL-HLS as configured by default in the tests.
-    let ports = Ports::free();
-    let edge = Node::start_with_config(ports, edge_config_text(&ports, args.streams, args.part_ms));
-    let edge_cpu = measure(edge.pid(), args.streams, &media, |i| {
-        edge.rtmp_url(&format!("bench-key-{i}"))
-    });
-    let parts = metric_value(
-        &edge.metrics(),
-        r#"edge_packager_parts_total{kind="video"}"#,
-    );
-    drop(edge);
-    assert!(parts > 0.0, "edge published no video parts");
+    // edge: passthrough only (no ladder), LL-HLS as configured by default in the tests; once
+    // packaged straight from RTMP (the default), once through GStreamer.
+    let (edge_cpu, parts) = measure_edge(&args, &media, true);
+    let (gst_cpu, _) = measure_edge(&args, &media, false);
 
     // nginx-rtmp: plain HLS, 2 s fragments, from the same input.
     let (mut nginx, rtmp_port) = start_nginx(&dir);
@@ -116,19 +110,52 @@ fn main() {
         "passthrough benchmark: {} x 1280x720p30 4 Mbit/s H.264 + AAC, {} s each, published in real time",
         args.streams, args.seconds
     );
-    println!("| | edge (LL-HLS, no ladder) | nginx-rtmp (HLS) | edge / nginx-rtmp |");
-    println!("|---|---|---|---|");
+    println!("| | edge (LL-HLS, no ladder) | edge through GStreamer (`direct_passthrough = false`) | nginx-rtmp (HLS) | edge / nginx-rtmp | through GStreamer / nginx-rtmp |");
+    println!("|---|---|---|---|---|---|");
     println!(
-        "| CPU-s over the publish | {edge_cpu:.2} | {nginx_cpu:.2} | {:.2}x |",
-        edge_cpu / nginx_cpu
+        "| CPU-s over the publish | {edge_cpu:.2} | {gst_cpu:.2} | {nginx_cpu:.2} | {:.2}x | {:.2}x |",
+        edge_cpu / nginx_cpu,
+        gst_cpu / nginx_cpu
     );
     println!(
-        "| CPU-s per stream per media second | {:.4} | {:.4} | |",
+        "| CPU-s per stream per media second | {:.4} | {:.4} | {:.4} | | |",
         edge_cpu / n / secs,
+        gst_cpu / n / secs,
         nginx_cpu / n / secs
     );
     println!("(edge: {parts} video parts; nginx: {fragments} .ts fragments left on disk)");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// edge's CPU-s over the publish and the video parts it made, packaging the streams straight
+/// from RTMP (`direct`) or through GStreamer; the node's log must say which way they went.
+fn measure_edge(args: &Args, media: &Path, direct: bool) -> (f64, f64) {
+    let ports = Ports::free();
+    let mut cfg = edge_config_text(&ports, args.streams, args.part_ms);
+    if !direct {
+        cfg = cfg.replace("[transcode]\n", "[transcode]\ndirect_passthrough = false\n");
+        assert!(
+            cfg.contains("direct_passthrough = false"),
+            "no [transcode] section"
+        );
+    }
+    let edge = Node::start_with_config(ports, cfg);
+    let cpu = measure(edge.pid(), args.streams, media, |i| {
+        edge.rtmp_url(&format!("bench-key-{i}"))
+    });
+    let parts = metric_value(
+        &edge.metrics(),
+        r#"edge_packager_parts_total{kind="video"}"#,
+    );
+    assert!(parts > 0.0, "edge published no video parts");
+    let log = edge.log_text();
+    let went_direct = log.matches("passthrough without GStreamer").count();
+    assert_eq!(
+        went_direct,
+        if direct { args.streams } else { 0 },
+        "streams packaged without GStreamer"
+    );
+    (cpu, parts)
 }
 
 /// A 1280x720p30 4 Mbit/s H.264 (2 s GOP) + AAC FLV of `seconds`.

@@ -864,3 +864,50 @@ fn health_is_measured_without_passthrough_too() {
     assert!(s["stats"]["fps"].as_f64().unwrap_or(0.0) > 20.0, "{s}");
     assert!(s["stats"]["video_kbps"].as_u64() > Some(300), "{s}");
 }
+
+/// A stream with nothing to encode (its source no larger than any rung) is packaged without
+/// GStreamer: from ffmpeg and from GStreamer's rtmp2sink, served as LL-HLS that ffprobe
+/// decodes, with the health view GStreamer's reading gives, counted as direct in the metrics.
+#[test]
+fn a_stream_with_nothing_to_encode_is_packaged_without_gstreamer() {
+    let node = Node::start(|_| {});
+    let small = || EncOpts {
+        width: 320,
+        height: 240,
+        video_kbps: 500,
+        ..EncOpts::default()
+    };
+    let mut a = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), small());
+    let mut b = Encoder::gst_rtmp2sink(&node.rtmp_url("test-stream-key-2"), small());
+    for pid in ["one", "two"] {
+        check_multivariant(&node, pid, &[("source", 320, 240)]);
+        check_rendition(&node, pid, "source", Some((320, 240)));
+        check_rendition(&node, pid, "audio", None);
+    }
+    let m = node.metrics();
+    let packaged = |way: &str| {
+        metric_value(
+            &m,
+            &format!("edge_ingest_streams_by_packaging{{packaging=\"{way}\"}}"),
+        )
+    };
+    assert_eq!(
+        (packaged("direct"), packaged("gstreamer")),
+        (2.0, 0.0),
+        "{m}"
+    );
+    for pid in ["one", "two"] {
+        let s = node.stream(pid).expect("the stream is listed");
+        let st = &s["stats"];
+        assert!(
+            st["codec"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("H.264 ")),
+            "{s}"
+        );
+        assert_eq!(st["audio_codec"], "AAC", "{s}");
+        assert!(st["fps"].as_f64().unwrap_or(0.0) > 20.0, "{s}");
+    }
+    assert!(a.is_running(), "ffmpeg stopped:\n{}", a.log_text());
+    assert!(b.is_running(), "rtmp2sink stopped:\n{}", b.log_text());
+}

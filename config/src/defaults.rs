@@ -56,6 +56,9 @@ pub const DEFAULT_REFUSED_PUBLISHES_PER_MINUTE: u32 = 10;
 
 /// `transcode.passthrough`.
 pub const DEFAULT_PASSTHROUGH: bool = true;
+/// `transcode.direct_passthrough`: RTMP streams with nothing to encode skip GStreamer (less
+/// than half the CPU per stream, benches/passthrough.rs); off only to compare or work around.
+pub const DEFAULT_DIRECT_PASSTHROUGH: bool = true;
 /// `transcode.x264_preset`.
 pub const DEFAULT_X264_PRESET: X264Preset = X264Preset::Veryfast;
 /// `transcode.decode_units`.

@@ -253,6 +253,8 @@ pub struct AuthConfig {
 #[derive(Debug, Clone)]
 pub struct TranscodeConfig {
     pub passthrough: bool,
+    /// RTMP streams with nothing to encode are packaged without GStreamer (`ingest::direct`).
+    pub direct_passthrough: bool,
     pub x264_preset: X264Preset,
     /// Units decoding a source costs, for a source of up to [`DECODE_REFERENCE`]; a larger
     /// source costs proportionally more (see [`Config::decode_milli_units_for`]).

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     auth::{AuthError, Grant},
+    direct::Input,
     metrics,
     node::{Active, Node, Protocol},
     output::StreamOutput,
@@ -207,12 +208,13 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Build the stream's pipeline feeding the packager.
-    pub fn start_pipeline(
+    /// The stream's output (its packager stream, health and capacity feeds) and what its
+    /// pipeline would build.
+    fn stream_output(
         &self,
         format: InputFormat,
         has_audio: Option<bool>,
-    ) -> Result<(Pipeline, Arc<StreamOutput>), pipeline::PipelineError> {
+    ) -> (PipelineSpec, Arc<StreamOutput>) {
         let cfg = &self.node.config;
         let output = Arc::new(StreamOutput {
             node: Arc::clone(&self.node),
@@ -237,22 +239,51 @@ impl Admission {
             has_audio,
             max_source: cfg.transcode.max_source,
         };
+        (spec, output)
+    }
+
+    /// Build the stream's pipeline feeding the packager.
+    pub fn start_pipeline(
+        &self,
+        format: InputFormat,
+        has_audio: Option<bool>,
+    ) -> Result<(Pipeline, Arc<StreamOutput>), pipeline::PipelineError> {
+        let (spec, output) = self.stream_output(format, has_audio);
         let out: Arc<dyn Output> = output.clone();
         let p = Pipeline::start(spec, out, Arc::clone(&output.arrivals))?;
+        metrics::STREAMS_BY_PACKAGING
+            .with_label_values(&["gstreamer"])
+            .inc();
         Ok((p, output))
     }
 
-    /// Feed `pipeline` from `input` until the input ends, the stream is kicked, or the pipeline
-    /// fails; then drain and stop it. Returns why it ended, for the log.
+    /// The way an RTMP publish reaches the packager: without GStreamer when it needs no
+    /// encoding and `transcode.direct_passthrough` allows it ([`crate::direct`]).
+    pub fn start_rtmp_input(&self) -> Result<(Input, Arc<StreamOutput>), pipeline::PipelineError> {
+        let (spec, output) = self.stream_output(InputFormat::Flv, None);
+        let out: Arc<dyn Output> = output.clone();
+        let input = Input::rtmp(
+            spec,
+            out,
+            Arc::clone(&output.arrivals),
+            self.node.config.transcode.direct_passthrough,
+        )?;
+        Ok((input, output))
+    }
+
+    /// After the input ended, the stream was kicked, or the pipeline failed: drain and stop
+    /// the pipeline, if there is one. Returns why it ended, for the log.
     pub async fn finish_pipeline(
         &self,
-        pipeline: Pipeline,
+        input: impl Into<Input>,
         output: Arc<StreamOutput>,
         result: Result<(), String>,
     ) -> Result<(), String> {
-        pipeline.end_of_input();
-        let drained = tokio::time::timeout(PIPELINE_DRAIN_TIMEOUT, pipeline.wait()).await;
-        let _ = tokio::task::spawn_blocking(move || pipeline.stop()).await;
+        let input = input.into();
+        input.count(-1);
+        input.end_of_input();
+        let drained = tokio::time::timeout(PIPELINE_DRAIN_TIMEOUT, input.drained()).await;
+        let _ = tokio::task::spawn_blocking(move || input.stop()).await;
         output.end();
         let ended = match (result, drained) {
             (Err(e), _) => Err(e),

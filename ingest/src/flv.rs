@@ -74,7 +74,7 @@ pub enum Elementary {
 }
 
 /// Legacy FLV video codec ID of H.264 (AVC).
-const CODEC_AVC: u8 = 7;
+pub(crate) const CODEC_AVC: u8 = 7;
 /// Enhanced RTMP video frame type of a command frame ("video info/command frame" in FLV).
 const FRAME_TYPE_COMMAND: u8 = 5;
 /// Set in an Enhanced RTMP video tag's first byte: a FourCC header follows.

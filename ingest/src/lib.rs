@@ -12,10 +12,12 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod bitstream;
 pub mod calibrate;
 pub mod capacity;
 pub mod control_link;
 pub mod cpu;
+pub mod direct;
 pub mod events;
 pub mod flv;
 pub mod health;

@@ -30,6 +30,14 @@ pub static STREAMS_BY_HEALTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+pub static STREAMS_BY_PACKAGING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    server::metrics::gauge_vec(
+        "edge_ingest_streams_by_packaging",
+        "Streams being packaged, by the way they reach the packager: direct (RTMP H.264 and AAC with nothing to encode, without GStreamer; ingest/src/direct.rs) or gstreamer",
+        &["packaging"],
+    )
+});
+
 pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     server::metrics::counter_vec(
         "edge_events_total",
@@ -184,6 +192,9 @@ pub fn init() {
     LazyLock::force(&USED);
     LazyLock::force(&OVERLOADED);
     LazyLock::force(&PIPELINE_ERRORS);
+    for way in ["direct", "gstreamer"] {
+        STREAMS_BY_PACKAGING.with_label_values(&[way]);
+    }
     LazyLock::force(&LAG);
     LazyLock::force(&CONNECTIONS_TOTAL);
     LazyLock::force(&SRT_DROPPED);

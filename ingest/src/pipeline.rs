@@ -57,13 +57,13 @@ const ARRIVAL_LOG_LEN: usize = 600;
 /// in seconds of frames: keeps renditions seekable even with a very long source GOP.
 const MAX_KEYFRAME_INTERVAL_S: u32 = 10;
 /// Bits per pixel per frame used to guess a source's bitrate for BANDWIDTH before measuring.
-const SOURCE_BITS_PER_PIXEL: f64 = 0.1;
+pub(crate) const SOURCE_BITS_PER_PIXEL: f64 = 0.1;
 /// Highest announced frame rate taken from a publisher's metadata (a higher one is a mistake or
 /// a lie, and the stream is then timed by its timestamps alone).
-const MAX_ANNOUNCED_FPS: f64 = 240.0;
+pub(crate) const MAX_ANNOUNCED_FPS: f64 = 240.0;
 /// Frame rate assumed for a source that states none (for capacity and the first frame's
 /// duration) until its timestamps say otherwise.
-const UNKNOWN_SOURCE_FPS: f64 = 30.0;
+pub(crate) const UNKNOWN_SOURCE_FPS: f64 = 30.0;
 /// Longest interval between two frames taken as the source's frame interval when a decoded
 /// frame has no duration (a longer one is a gap, not a frame rate).
 const MAX_FRAME_INTERVAL_NS: u64 = 1_000_000_000;

@@ -23,9 +23,10 @@ use tracing::Instrument;
 use wire::rtmp::{Event, MediaKind, ServerCore, ServerOptions, SessionError, NODE_TIMEOUTS};
 
 use crate::{
+    direct::Input,
     flv, metrics,
     node::{Admission, AdmitError, Node, Protocol, StreamOutput},
-    pipeline::{InputFormat, Pipeline, PipelineError},
+    pipeline::PipelineError,
 };
 
 /// Connections at once, publishing or not: bounds what idle or slow peers can hold.
@@ -116,7 +117,7 @@ pub async fn serve(
 
 struct Publishing {
     admission: Admission,
-    pipeline: Pipeline,
+    input: Input,
     output: Arc<StreamOutput>,
 }
 
@@ -230,7 +231,7 @@ where
     }
     if let Some(p) = publishing {
         let r = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
-        if let Err(e) = p.admission.finish_pipeline(p.pipeline, p.output, r).await {
+        if let Err(e) = p.admission.finish_pipeline(p.input, p.output, r).await {
             tracing::info!(reason = %e, "stream ended");
         }
     }
@@ -290,8 +291,8 @@ where
                 Event::Metadata { fps_milli } => {
                     // flvdemux reads the announced rate for H.264; elementary inputs (HEVC,
                     // AV1 over Enhanced RTMP) take it from here.
-                    if let (Some(p), Some(milli)) = (publishing.as_ref(), fps_milli) {
-                        p.pipeline.announce_frame_rate(f64::from(milli) / 1000.0);
+                    if let (Some(p), Some(milli)) = (publishing.as_mut(), fps_milli) {
+                        p.input.announce_frame_rate(f64::from(milli) / 1000.0);
                     }
                 }
                 Event::Finished => return Ok(()),
@@ -313,7 +314,7 @@ where
                 _ = p.admission.cancel.cancelled() => {
                     return Err(RtmpError::Refused("kicked or replaced by a new publisher".into()))
                 }
-                r = p.pipeline.wait() => {
+                r = p.input.wait() => {
                     return Err(match r {
                         Err(PipelineError::SourceRefused(why)) => {
                             metrics::CONNECTIONS_TOTAL
@@ -365,11 +366,8 @@ async fn admit(
     {
         Ok(admission) => {
             tracing::Span::current().record("stream.id", admission.playback_id.as_str());
-            let (pipeline, output) = admission
-                .start_pipeline(InputFormat::Flv, None)
-                .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
-            pipeline
-                .push(flv::header())
+            let (input, output) = admission
+                .start_rtmp_input()
                 .map_err(|e| RtmpError::Pipeline(e.to_string()))?;
             core.accept_publish()?;
             metrics::CONNECTIONS_TOTAL
@@ -378,7 +376,7 @@ async fn admit(
             tracing::info!("rtmp publisher accepted");
             *publishing = Some(Publishing {
                 admission,
-                pipeline,
+                input,
                 output,
             });
             Ok(())
@@ -426,7 +424,7 @@ struct ConnInfo {
 }
 
 fn push_tag(
-    publishing: &Option<Publishing>,
+    publishing: &mut Option<Publishing>,
     kind: MediaKind,
     ts: u32,
     data: &Bytes,
@@ -434,10 +432,17 @@ fn push_tag(
     let Some(p) = publishing else {
         return Ok(()); // media before publish: ignore
     };
+    // What the encoder sent that cannot go on (a codec change, a source too large): it
+    // hears why in a status.
+    let failed = |e: PipelineError| match e {
+        PipelineError::SourceRefused(why) => RtmpError::Codec(why),
+        e => RtmpError::Pipeline(e.to_string()),
+    };
     let (kind, media) = match kind {
         MediaKind::Audio => (flv::TagType::Audio, flv::audio(data)),
         MediaKind::Video => (flv::TagType::Video, flv::video(data)),
     };
+    let now = tokio::time::Instant::now();
     let data = match media {
         flv::Media::Forward(body) => body,
         flv::Media::Skip => return Ok(()),
@@ -447,34 +452,23 @@ fn push_tag(
                 p.output.health.arrival(
                     crate::health::Track::Video,
                     u64::from(ts) * 1_000_000,
-                    tokio::time::Instant::now(),
+                    now,
                 );
             }
-            return p
-                .pipeline
-                .push_elementary(codec, ts, packet)
-                .map_err(|e| match e {
-                    // What the encoder sent (a codec change): it hears why in a status.
-                    PipelineError::SourceRefused(why) => RtmpError::Codec(why),
-                    e => RtmpError::Pipeline(e.to_string()),
-                });
+            return p.input.push_elementary(codec, ts, packet).map_err(failed);
         }
     };
+    if data.len() > flv::MAX_TAG_BODY {
+        return Err(SessionError::Malformed("media message larger than FLV allows".into()).into());
+    }
     // Timed as read off the socket, before any of this node's own delays (health: late frames,
     // timestamp jumps, A/V drift).
     let track = match kind {
         flv::TagType::Audio => crate::health::Track::Audio,
         flv::TagType::Video => crate::health::Track::Video,
     };
-    p.output.health.arrival(
-        track,
-        u64::from(ts) * 1_000_000,
-        tokio::time::Instant::now(),
-    );
-    let Some(tag) = flv::tag(kind, ts, &data) else {
-        return Err(SessionError::Malformed("media message larger than FLV allows".into()).into());
-    };
-    p.pipeline
-        .push(tag)
-        .map_err(|e| RtmpError::Pipeline(e.to_string()))
+    p.output
+        .health
+        .arrival(track, u64::from(ts) * 1_000_000, now);
+    p.input.push(kind, ts, data, now).map_err(failed)
 }

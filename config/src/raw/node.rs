@@ -321,6 +321,10 @@ pub struct RawTranscode {
     /// Serve the source as a rung without re-encoding it.
     #[serde(default = "d_passthrough")]
     pub passthrough: bool,
+    /// Package RTMP streams that need no encoding (H.264 and AAC, no rung smaller than the
+    /// source) from the RTMP messages themselves, without GStreamer.
+    #[serde(default = "d_direct_passthrough")]
+    pub direct_passthrough: bool,
     /// x264 `speed-preset` for every rung.
     #[serde(default = "d_preset")]
     pub x264_preset: Choice<X264Preset>,
@@ -356,6 +360,9 @@ fn d_max_source_fps() -> u32 {
 fn d_passthrough() -> bool {
     DEFAULT_PASSTHROUGH
 }
+fn d_direct_passthrough() -> bool {
+    DEFAULT_DIRECT_PASSTHROUGH
+}
 fn d_preset() -> Choice<X264Preset> {
     Choice::of(DEFAULT_X264_PRESET)
 }
@@ -366,6 +373,7 @@ impl Default for RawTranscode {
     fn default() -> Self {
         Self {
             passthrough: d_passthrough(),
+            direct_passthrough: d_direct_passthrough(),
             x264_preset: d_preset(),
             decode_units: d_decode_units(),
             max_source_width: d_max_source_width(),
@@ -765,6 +773,7 @@ impl RawConfig {
             public_tls,
             transcode: TranscodeConfig {
                 passthrough: self.transcode.passthrough,
+                direct_passthrough: self.transcode.direct_passthrough,
                 x264_preset,
                 decode_milli_units: decode_units,
                 max_source: SourceSize {
