@@ -25,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
     // The same bytes as a publish: messages of (audio?, timestamp, body).
     let mut u = Unstructured::new(data);
     let mut messages = Vec::new();
-    while let (Ok(audio), Ok(ts), Ok(len)) = (
+    // (An exhausted `Unstructured` yields zeros forever: stop when the bytes are used up.)
+    while let (false, Ok(audio), Ok(ts), Ok(len)) = (
+        u.is_empty(),
         u.arbitrary::<bool>(),
         u.arbitrary::<u16>(),
         u.int_in_range::<usize>(0..=256),

@@ -551,7 +551,7 @@ impl Direct {
                 }
                 let rest = body.slice(2..);
                 match packet {
-                    PACKET_CONFIG if self.asc.as_ref() == Some(&rest) => Ok(()),
+                    PACKET_CONFIG if rest.is_empty() || self.asc.as_ref() == Some(&rest) => Ok(()),
                     PACKET_CONFIG => match bitstream::parse_asc(&rest) {
                         Ok(info) if DIRECT_AAC_OBJECT_TYPES.contains(&info.object_type) => {
                             self.configure_audio(rest, info);

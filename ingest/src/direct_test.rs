@@ -346,6 +346,17 @@ async fn what_a_direct_stream_cannot_take_is_refused_with_the_reason() {
             )
             .unwrap();
     }
+    for b in [&[][..], &[0xaf], &[0xaf, 0], &[0xaf, 1]] {
+        input
+            .push(
+                TagType::Audio,
+                400,
+                Bytes::copy_from_slice(b),
+                Instant::now(),
+            )
+            .unwrap();
+    }
+    assert!(input.is_direct(), "still packaging");
 }
 
 #[test]
