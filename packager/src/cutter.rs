@@ -11,7 +11,9 @@
 //!   would not fit; so a part that is not the last of its segment is longer than
 //!   `part_target - sample_duration`, i.e. at least 85 % of the target whenever a sample lasts
 //!   at most 15 % of it (30 fps video and AAC frames at 48/44.1 kHz with a 333 ms target do).
-//!   Parts end early only at a segment boundary (or a timestamp gap).
+//!   A sample that carries a hole (frames lost after it) is not taken as the next one's
+//!   length: the next is assumed as long as the sample before. Parts end early only at a
+//!   segment boundary (or a timestamp gap).
 //! - A segment starts only at a keyframe: the first keyframe whose PTS is at least
 //!   `segment_target - tolerance` after the segment's anchor, or an earlier one (at least a
 //!   quarter of the target in) when the next keyframe, expected one GOP later (the longest of
@@ -259,6 +261,16 @@ impl Cutter {
         };
         o.part_duration += s.duration;
         o.segment_duration += s.duration;
+        // The next sample is assumed as long as this one, unless this one carries a hole
+        // (frames lost upstream: it lasts until the sample that came next), then as long as
+        // the one before. Closing the part on the hole's length ended it short mid-segment.
+        let expected_next = if o.last_duration > 0
+            && s.duration.saturating_mul(2) > o.last_duration.saturating_mul(HOLE_RATIO_HALVES)
+        {
+            o.last_duration
+        } else {
+            s.duration
+        };
         o.last_duration = s.duration;
         if s.keyframe {
             if let Some(k) = o.last_key.filter(|k| *k < s.pts) {
@@ -275,7 +287,7 @@ impl Cutter {
         let end = match next {
             _ if late_boundary => End::Segment,
             Some(n) if self.starts_segment(&o, n.pts, n.keyframe) => End::Segment,
-            Some(n) if n.gap || o.part_duration + s.duration > cfg.part_target => End::Part,
+            Some(n) if n.gap || o.part_duration + expected_next > cfg.part_target => End::Part,
             _ => End::Open,
         };
         match end {
@@ -323,6 +335,12 @@ impl Cutter {
         }
     }
 }
+
+/// A sample longer than this many halves of the one before (1.5 times) carries a hole:
+/// frames went missing after it (lost packets on SRT), and the sample after it is expected as
+/// long as the one before it, not as long as the hole. Millisecond timestamps (RTMP) move a
+/// frame's duration by a few percent, far below.
+const HOLE_RATIO_HALVES: u64 = 3;
 
 /// Keyframe intervals remembered for the GOP estimate.
 pub(crate) const GOP_HISTORY: usize = 4;

@@ -331,3 +331,29 @@ fn gop_shorter_than_target_but_not_dividing_it_still_cuts_on_keyframes() {
         .iter()
         .all(|s| s.parts[0].first_is_key && s.duration <= cfg.max_segment));
 }
+
+#[test]
+fn a_sample_that_carries_a_hole_does_not_end_its_part_short() {
+    // 30 fps, a keyframe every 2 s; frames 15 and 16 lost, so frame 14 lasts three frames.
+    // Part 0 holds frames 0-8; part 1 starts at frame 9 and, with frame 14, reaches 24,000
+    // ticks: the next frame assumed as long as the hole (9,000) would not fit, one frame
+    // (3,000) does. Part 1 goes on to 27,000 ticks (90 % of the target) instead of ending at
+    // 24,000 (80 %).
+    let cfg = video_cfg();
+    let samples: Vec<(u64, bool)> = (0..240u64)
+        .filter(|i| *i != 15 && *i != 16)
+        .map(|i| (i * 3000, i % 60 == 0))
+        .collect();
+    let segs = simulate(cfg, &samples);
+    let parts: Vec<u64> = segs[0].parts.iter().map(|p| p.duration).collect();
+    assert_eq!(&parts[..2], &[27_000, 27_000], "{parts:?}");
+    for (si, s) in segs.iter().enumerate() {
+        for (pi, p) in s.parts.iter().enumerate().take(s.parts.len() - 1) {
+            assert!(
+                p.duration * 100 >= cfg.part_target * 85,
+                "part {si}.{pi}: {}",
+                p.duration
+            );
+        }
+    }
+}
