@@ -75,6 +75,8 @@ Options:
   --gop N           the publisher's keyframe interval in seconds (default 2)
   --part-ms N       the node's hls.part_target in ms (default 200, the product's default)
   --segment-s N     the node's hls.segment_target in seconds (default 2, the product's default)
+  --gstreamer       package a stream without a ladder through GStreamer
+                    (transcode.direct_passthrough = false) instead of straight from RTMP
   --media-playlist  pin the rung by playing its media playlist (video only) instead of locking
                     the variant in the multivariant playlist (video and audio)
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
@@ -151,6 +153,9 @@ struct Args {
     /// The node's `hls.part_target` (ms) and `hls.segment_target` (s).
     part_ms: u64,
     segment_s: u64,
+    /// The node packages a stream without a ladder through GStreamer
+    /// (`transcode.direct_passthrough = false`) instead of straight from RTMP.
+    gstreamer: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -166,6 +171,7 @@ fn parse_args() -> Result<Args, String> {
         player: "hlsjs".into(),
         part_ms: 200,
         segment_s: 2,
+        gstreamer: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -213,6 +219,7 @@ fn parse_args() -> Result<Args, String> {
                 a.plays = u32::try_from(num(value()?)?).map_err(|_| "--plays: too large")?;
             }
             "--media-playlist" => a.media_playlist = true,
+            "--gstreamer" => a.gstreamer = true,
             "--samples" => a.samples = Some(PathBuf::from(value()?)),
             "--player" => {
                 a.player = value()?;
@@ -341,11 +348,20 @@ fn hls_targets(text: &str, a: &Args) -> String {
         "part_target = \"333ms\"",
         &format!("part_target = \"{}ms\"", a.part_ms),
     );
-    replace_present(
+    let t = replace_present(
         &t,
         "segment_target = \"2s\"",
         &format!("segment_target = \"{}s\"", a.segment_s),
-    )
+    );
+    if a.gstreamer {
+        replace_present(
+            &t,
+            "[transcode]\n",
+            "[transcode]\ndirect_passthrough = false\n",
+        )
+    } else {
+        t
+    }
 }
 
 /// The harness's node config with the bench's part and segment targets, room for the stream,

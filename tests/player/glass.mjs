@@ -106,7 +106,7 @@ function startGlass(o) {
   const SLOW_LOG_MAX = 20;
   const s = {
     t0: performance.now(), startWall: null, firstPlayingMs: null, measureFrom: null, measureTo: null,
-    fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {}, stalls: 0, stallsMeasured: 0, stallAt: [],
+    fatalErrors: [], nonFatalErrors: 0, nonFatalDetails: {}, nonFatalLog: [], stalls: 0, stallsMeasured: 0, stallAt: [],
     samples: [], hlsLatency: [], warmupSamples: 0, frames: 0, duplicates: 0,
     rejected: { noFrame: 0, reference: 0, ambiguous: 0, range: 0 }, rejectedLog: [], videoSizes: {},
     targetLatencyAtStart: null, atPlaying: null, mode: null, lastCode: null,
@@ -164,6 +164,12 @@ function startGlass(o) {
     else {
       s.nonFatalErrors += 1;
       s.nonFatalDetails[data.details] = (s.nonFatalDetails[data.details] || 0) + 1;
+      // The first few, with the fragment or part they concern, to tell what went wrong.
+      if (s.nonFatalLog.length < 10) {
+        const f = data.frag ? ` frag ${data.frag.type} sn ${data.frag.sn}` : '';
+        const p = data.part ? ` part ${data.part.index}` : '';
+        s.nonFatalLog.push(`${(performance.now() - s.t0).toFixed(0)} ms: ${what}${f}${p}`);
+      }
     }
   });
   if (hls) hls.on(Hls.Events.MANIFEST_PARSED, () => {
@@ -387,6 +393,7 @@ function report() {
     fatalErrors: s.fatalErrors,
     nonFatalErrors: s.nonFatalErrors,
     nonFatalDetails: s.nonFatalDetails,
+    nonFatalLog: s.nonFatalLog,
     decodedFrames: q ? q.totalVideoFrames : null,
     droppedFrames: q ? q.droppedVideoFrames : null,
     lowLatencyMode: hls ? hls.config.lowLatencyMode : (sp ? sp.getConfiguration().streaming.lowLatencyMode : null),
