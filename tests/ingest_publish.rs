@@ -526,14 +526,8 @@ fn a_moving_picture_with_sound_has_no_issue() {
     assert_eq!(s["issues"], serde_json::json!([]), "{s}");
     assert_eq!(s["health"], "healthy", "{s}");
     let st = &s["stats"];
-    assert!(
-        st["codec"]
-            .as_str()
-            .is_some_and(|c| c.starts_with("H.264 ")),
-        "{s}"
-    );
+    assert_h264_with_aac(&s);
     assert!(st["video_kbps"].as_u64() > Some(100), "{s}");
-    assert_eq!(st["audio_codec"], "AAC", "{s}");
     // ffmpeg interleaves its tracks by timestamp: they reach the node together.
     assert!(
         st["av_drift_ms"].as_i64().is_some_and(|d| d.abs() < 300),
@@ -562,6 +556,18 @@ fn a_moving_picture_with_sound_has_no_issue() {
 }
 
 /// The kinds of a stream's issues.
+/// The stream's health names an H.264 source (with its profile and level) and AAC audio.
+fn assert_h264_with_aac(s: &serde_json::Value) {
+    let st = &s["stats"];
+    assert!(
+        st["codec"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("H.264 ")),
+        "{s}"
+    );
+    assert_eq!(st["audio_codec"], "AAC", "{s}");
+}
+
 fn issue_kinds(s: &serde_json::Value) -> Vec<String> {
     s["issues"]
         .as_array()
@@ -898,15 +904,8 @@ fn a_stream_with_nothing_to_encode_is_packaged_without_gstreamer() {
     );
     for pid in ["one", "two"] {
         let s = node.stream(pid).expect("the stream is listed");
-        let st = &s["stats"];
-        assert!(
-            st["codec"]
-                .as_str()
-                .is_some_and(|c| c.starts_with("H.264 ")),
-            "{s}"
-        );
-        assert_eq!(st["audio_codec"], "AAC", "{s}");
-        assert!(st["fps"].as_f64().unwrap_or(0.0) > 20.0, "{s}");
+        assert_h264_with_aac(&s);
+        assert!(s["stats"]["fps"].as_f64().unwrap_or(0.0) > 20.0, "{s}");
     }
     assert!(a.is_running(), "ffmpeg stopped:\n{}", a.log_text());
     assert!(b.is_running(), "rtmp2sink stopped:\n{}", b.log_text());

@@ -136,17 +136,9 @@ impl Input {
         direct: bool,
     ) -> Result<Self, PipelineError> {
         if direct && spec.passthrough {
-            return Ok(Input::Deciding(Box::new(Deciding {
-                spec,
-                output,
-                arrivals,
-                held: Vec::new(),
-                held_bytes: 0,
-                video: None,
-                audio: None,
-                first_frame_ms: None,
-                announced_fps: None,
-            })));
+            return Ok(Input::Deciding(Box::new(Deciding::new(
+                spec, output, arrivals,
+            ))));
         }
         let p = Pipeline::start(spec, output, arrivals)?;
         p.push(flv::header())?;
@@ -307,6 +299,32 @@ fn push_tag(p: &Pipeline, kind: TagType, ts: u32, body: &[u8]) -> Result<(), Pip
     p.push(tag)
 }
 
+/// A configuration message of a direct stream: an empty record, or the one in use, is nothing
+/// (`None`); a new one that reads and `fits` is returned, to be configured; any other ends the
+/// publish with the reason.
+fn new_config<T>(
+    record: &Bytes,
+    current: Option<&Bytes>,
+    codec: &str,
+    parse: impl Fn(&[u8]) -> Result<T, String>,
+    fits: impl Fn(&T) -> Result<(), String>,
+) -> Result<Option<T>, PipelineError> {
+    if record.is_empty() || current == Some(record) {
+        return Ok(None);
+    }
+    let info = parse(record).map_err(|e| {
+        PipelineError::SourceRefused(format!(
+            "an {codec} configuration this server cannot read: {e}"
+        ))
+    })?;
+    fits(&info).map_err(|why| {
+        PipelineError::SourceRefused(format!(
+            "a new {codec} configuration with {why}; publish again to change it"
+        ))
+    })?;
+    Ok(Some(info))
+}
+
 /// A signed 24-bit big-endian number (an FLV composition time offset).
 fn si24(b: &[u8]) -> i32 {
     match *b {
@@ -323,6 +341,21 @@ fn si24(b: &[u8]) -> i32 {
 }
 
 impl Deciding {
+    /// Nothing held, nothing known yet.
+    fn new(spec: PipelineSpec, output: Arc<dyn Output>, arrivals: Arc<ArrivalLog>) -> Self {
+        Self {
+            spec,
+            output,
+            arrivals,
+            held: Vec::new(),
+            held_bytes: 0,
+            video: None,
+            audio: None,
+            first_frame_ms: None,
+            announced_fps: None,
+        }
+    }
+
     /// What one more message tells; `Some` once the way is known.
     fn consider(&mut self, kind: TagType, ts: u32, body: &Bytes) -> Option<Route> {
         let (Some(&head), Some(&packet)) = (body.first(), body.get(1)) else {
@@ -501,20 +534,20 @@ impl Direct {
                     return Ok(());
                 };
                 match packet {
-                    PACKET_CONFIG if rest.is_empty() || rest == self.avcc => Ok(()),
-                    PACKET_CONFIG => match bitstream::parse_avcc(&rest) {
-                        Ok(avc) if avc.nal_length_size == NAL_LENGTH_SIZE => {
+                    PACKET_CONFIG => {
+                        let fits = |a: &Avc| {
+                            (a.nal_length_size == NAL_LENGTH_SIZE)
+                                .then_some(())
+                                .ok_or_else(|| format!("{}-byte NAL lengths", a.nal_length_size))
+                        };
+                        let current = Some(&self.avcc);
+                        if let Some(avc) =
+                            new_config(&rest, current, "H.264", bitstream::parse_avcc, fits)?
+                        {
                             self.configure_video(rest, &avc);
-                            Ok(())
                         }
-                        Ok(avc) => refused(format!(
-                            "a new H.264 configuration with {}-byte NAL lengths; publish again to change it",
-                            avc.nal_length_size
-                        )),
-                        Err(e) => refused(format!(
-                            "an H.264 configuration this server cannot read: {e}"
-                        )),
-                    },
+                        Ok(())
+                    }
                     PACKET_FRAME if !rest.is_empty() => {
                         let cto = si24(&body[2..5]);
                         let dts_ns = u64::from(ts) * 1_000_000;
@@ -522,7 +555,8 @@ impl Direct {
                         let keyframe = bitstream::has_idr(&rest, NAL_LENGTH_SIZE);
                         self.arrivals.record(pts_ns, at);
                         if let Some(reason) =
-                            self.output.source_frame(dts_ns, pts_ns, keyframe, rest.len())
+                            self.output
+                                .source_frame(dts_ns, pts_ns, keyframe, rest.len())
                         {
                             return refused(reason);
                         }
@@ -551,20 +585,21 @@ impl Direct {
                 }
                 let rest = body.slice(2..);
                 match packet {
-                    PACKET_CONFIG if rest.is_empty() || self.asc.as_ref() == Some(&rest) => Ok(()),
-                    PACKET_CONFIG => match bitstream::parse_asc(&rest) {
-                        Ok(info) if DIRECT_AAC_OBJECT_TYPES.contains(&info.object_type) => {
+                    PACKET_CONFIG => {
+                        let fits = |a: &Asc| {
+                            DIRECT_AAC_OBJECT_TYPES
+                                .contains(&a.object_type)
+                                .then_some(())
+                                .ok_or_else(|| format!("object type {}", a.object_type))
+                        };
+                        let current = self.asc.as_ref();
+                        if let Some(info) =
+                            new_config(&rest, current, "AAC", bitstream::parse_asc, fits)?
+                        {
                             self.configure_audio(rest, info);
-                            Ok(())
                         }
-                        Ok(info) => refused(format!(
-                            "the AAC object type changed to {} during the publish; publish again to change it",
-                            info.object_type
-                        )),
-                        Err(e) => refused(format!(
-                            "an AAC configuration this server cannot read: {e}"
-                        )),
-                    },
+                        Ok(())
+                    }
                     PACKET_FRAME if !rest.is_empty() && self.asc.is_some() => {
                         let ts_ns = u64::from(ts) * 1_000_000;
                         self.output.source_audio(ts_ns);
@@ -605,6 +640,23 @@ mod tests;
 pub mod fuzzing {
     use super::*;
 
+    /// An RTMP publish's spec with no ladder (passthrough only), sources up to 1080p60.
+    pub(crate) fn spec(label: &str) -> PipelineSpec {
+        PipelineSpec {
+            label: label.into(),
+            format: crate::pipeline::InputFormat::Flv,
+            ladder: Vec::new(),
+            passthrough: true,
+            x264_preset: "ultrafast".into(),
+            has_audio: None,
+            max_source: SourceSize {
+                width: 1920,
+                height: 1080,
+                fps: 60.0,
+            },
+        }
+    }
+
     /// Takes everything and keeps nothing.
     struct Discard;
     impl Output for Discard {
@@ -617,30 +669,7 @@ pub mod fuzzing {
     /// RTMP publish with no ladder does; if the stream goes direct, feed it the rest. Stops
     /// at the first refusal, as the connection would. Returns whether it went direct.
     pub fn feed(messages: &[(bool, u32, Bytes)]) -> bool {
-        let spec = PipelineSpec {
-            label: "fuzz".into(),
-            format: crate::pipeline::InputFormat::Flv,
-            ladder: Vec::new(),
-            passthrough: true,
-            x264_preset: "ultrafast".into(),
-            has_audio: None,
-            max_source: SourceSize {
-                width: 1920,
-                height: 1080,
-                fps: 60.0,
-            },
-        };
-        let mut dec = Deciding {
-            spec,
-            output: Arc::new(Discard),
-            arrivals: Arc::default(),
-            held: Vec::new(),
-            held_bytes: 0,
-            video: None,
-            audio: None,
-            first_frame_ms: None,
-            announced_fps: None,
-        };
+        let mut dec = Deciding::new(spec("fuzz"), Arc::new(Discard), Arc::default());
         let kind = |audio: bool| {
             if audio {
                 TagType::Audio

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use edge_config::Rung;
 
 use super::*;
-use crate::pipeline::InputFormat;
 
 /// Everything an [`Output`] is told.
 #[derive(Default)]
@@ -49,18 +48,20 @@ impl Output for Recorder {
 
 fn spec(ladder: Vec<Rung>) -> PipelineSpec {
     PipelineSpec {
-        label: "test".into(),
-        format: InputFormat::Flv,
         ladder,
-        passthrough: true,
-        x264_preset: "ultrafast".into(),
-        has_audio: None,
-        max_source: SourceSize {
-            width: 1920,
-            height: 1080,
-            fps: 60.0,
-        },
+        ..fuzzing::spec("test")
     }
+}
+
+/// A deciding RTMP input with no ladder, telling a recorder nothing anyone reads.
+fn input_without_ladder() -> Input {
+    Input::rtmp(
+        spec(vec![]),
+        Arc::new(Recorder::default()),
+        Arc::default(),
+        true,
+    )
+    .expect("an input")
 }
 
 fn rung(height: u32) -> Rung {
@@ -296,13 +297,7 @@ async fn what_a_direct_stream_cannot_take_is_refused_with_the_reason() {
         "{refused:?}"
     );
 
-    let mut input = Input::rtmp(
-        spec(vec![]),
-        Arc::new(Recorder::default()),
-        Arc::default(),
-        true,
-    )
-    .unwrap();
+    let mut input = input_without_ladder();
     for (k, ts, b) in messages.iter().take(10) {
         input.push(*k, *ts, b.clone(), Instant::now()).unwrap();
     }
@@ -361,13 +356,7 @@ async fn what_a_direct_stream_cannot_take_is_refused_with_the_reason() {
 
 #[test]
 fn held_input_is_bounded() {
-    let mut input = Input::rtmp(
-        spec(vec![]),
-        Arc::new(Recorder::default()),
-        Arc::default(),
-        true,
-    )
-    .unwrap();
+    let mut input = input_without_ladder();
     // Frames without a configuration, past the bound: the stream goes through GStreamer.
     let frame = Bytes::from(vec![0x27u8; 1 << 20]);
     let rt = tokio::runtime::Runtime::new().unwrap();
