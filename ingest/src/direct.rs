@@ -325,19 +325,20 @@ fn new_config<T>(
     Ok(Some(info))
 }
 
-/// A signed 24-bit big-endian number (an FLV composition time offset).
-fn si24(b: &[u8]) -> i32 {
-    match *b {
-        [a, b, c, ..] => {
-            let raw = i32::from_be_bytes([0, a, b, c]);
-            if raw & 0x80_0000 != 0 {
-                raw - 0x100_0000
-            } else {
-                raw
-            }
-        }
-        _ => 0,
-    }
+/// Whether an H.264 configuration can be packaged as it comes: its NAL units' length prefix
+/// is the size the packager's samples use.
+fn avc_fits(a: &Avc) -> Result<(), String> {
+    (a.nal_length_size == NAL_LENGTH_SIZE)
+        .then_some(())
+        .ok_or_else(|| format!("{}-byte NAL lengths", a.nal_length_size))
+}
+
+/// Whether an AAC configuration can be packaged as it comes ([`DIRECT_AAC_OBJECT_TYPES`]).
+fn asc_fits(a: &Asc) -> Result<(), String> {
+    DIRECT_AAC_OBJECT_TYPES
+        .contains(&a.object_type)
+        .then_some(())
+        .ok_or_else(|| format!("object type {}", a.object_type))
 }
 
 impl Deciding {
@@ -370,16 +371,14 @@ impl Deciding {
                     // An empty record says nothing yet (encoders that announce one before
                     // their first frame).
                     PACKET_CONFIG if body.len() <= 5 => {}
-                    PACKET_CONFIG => match bitstream::parse_avcc(&body[5..]) {
-                        Ok(avc) if avc.nal_length_size != NAL_LENGTH_SIZE => {
-                            return Some(Route::Pipeline(format!(
-                                "NAL length size {}",
-                                avc.nal_length_size
-                            )))
+                    PACKET_CONFIG => {
+                        match bitstream::parse_avcc(&body[5..])
+                            .and_then(|a| avc_fits(&a).map(|()| a))
+                        {
+                            Ok(avc) => self.video = Some((body.slice(5..), avc)),
+                            Err(e) => return Some(Route::Pipeline(e)),
                         }
-                        Ok(avc) => self.video = Some((body.slice(5..), avc)),
-                        Err(e) => return Some(Route::Pipeline(e)),
-                    },
+                    }
                     PACKET_FRAME if self.video.is_some() => {
                         self.first_frame_ms.get_or_insert(ts);
                     }
@@ -390,17 +389,10 @@ impl Deciding {
                 if head >> 4 != SOUND_AAC {
                     return Some(Route::Pipeline(format!("FLV sound format {}", head >> 4)));
                 }
-                if packet == PACKET_CONFIG {
-                    match bitstream::parse_asc(body.get(2..).unwrap_or_default()) {
-                        Ok(asc) if DIRECT_AAC_OBJECT_TYPES.contains(&asc.object_type) => {
-                            self.audio = Some((body.slice(2..), asc))
-                        }
-                        Ok(asc) => {
-                            return Some(Route::Pipeline(format!(
-                                "AAC object type {}",
-                                asc.object_type
-                            )))
-                        }
+                // An empty record says nothing yet, as for the video.
+                if packet == PACKET_CONFIG && body.len() > 2 {
+                    match bitstream::parse_asc(&body[2..]).and_then(|a| asc_fits(&a).map(|()| a)) {
+                        Ok(asc) => self.audio = Some((body.slice(2..), asc)),
                         Err(e) => return Some(Route::Pipeline(e)),
                     }
                 }
@@ -535,21 +527,16 @@ impl Direct {
                 };
                 match packet {
                     PACKET_CONFIG => {
-                        let fits = |a: &Avc| {
-                            (a.nal_length_size == NAL_LENGTH_SIZE)
-                                .then_some(())
-                                .ok_or_else(|| format!("{}-byte NAL lengths", a.nal_length_size))
-                        };
                         let current = Some(&self.avcc);
                         if let Some(avc) =
-                            new_config(&rest, current, "H.264", bitstream::parse_avcc, fits)?
+                            new_config(&rest, current, "H.264", bitstream::parse_avcc, avc_fits)?
                         {
                             self.configure_video(rest, &avc);
                         }
                         Ok(())
                     }
                     PACKET_FRAME if !rest.is_empty() => {
-                        let cto = si24(&body[2..5]);
+                        let cto = flv::si24(&body[2..5]);
                         let dts_ns = u64::from(ts) * 1_000_000;
                         let pts_ns = (i64::from(ts) + i64::from(cto)).max(0) as u64 * 1_000_000;
                         let keyframe = bitstream::has_idr(&rest, NAL_LENGTH_SIZE);
@@ -586,15 +573,9 @@ impl Direct {
                 let rest = body.slice(2..);
                 match packet {
                     PACKET_CONFIG => {
-                        let fits = |a: &Asc| {
-                            DIRECT_AAC_OBJECT_TYPES
-                                .contains(&a.object_type)
-                                .then_some(())
-                                .ok_or_else(|| format!("object type {}", a.object_type))
-                        };
                         let current = self.asc.as_ref();
                         if let Some(info) =
-                            new_config(&rest, current, "AAC", bitstream::parse_asc, fits)?
+                            new_config(&rest, current, "AAC", bitstream::parse_asc, asc_fits)?
                         {
                             self.configure_audio(rest, info);
                         }

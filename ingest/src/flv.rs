@@ -205,16 +205,7 @@ fn elementary_video(codec: VideoCodec, frame_type: u8, packet_type: u8, rest: By
         0 if rest.is_empty() => Media::Skip,
         0 => Media::Elementary(codec, Elementary::Config(rest)),
         1 if codec == VideoCodec::Av1 => frame(0, rest),
-        1 if rest.len() >= 3 => {
-            // SI24, big endian.
-            let raw = i32::from_be_bytes([0, rest[0], rest[1], rest[2]]);
-            let cto_ms = if raw & 0x80_0000 != 0 {
-                raw - 0x100_0000
-            } else {
-                raw
-            };
-            frame(cto_ms, rest.slice(3..))
-        }
+        1 if rest.len() >= 3 => frame(si24(&rest), rest.slice(3..)),
         3 => frame(0, rest),
         // SequenceEnd, Metadata (HDR colour info), MPEG-2 TS sequence start (a descriptor
         // that repeats the configuration): nothing for the decoder.
@@ -225,6 +216,22 @@ fn elementary_video(codec: VideoCodec, frame_type: u8, packet_type: u8, rest: By
         _ => Media::Refuse(format!(
             "Enhanced RTMP video packet type {packet_type} is not supported"
         )),
+    }
+}
+
+/// A signed 24-bit big-endian number at the start of `b` (an FLV or Enhanced RTMP composition
+/// time offset, ms); 0 if `b` is shorter.
+pub(crate) fn si24(b: &[u8]) -> i32 {
+    match *b {
+        [a, b, c, ..] => {
+            let raw = i32::from_be_bytes([0, a, b, c]);
+            if raw & 0x80_0000 != 0 {
+                raw - 0x100_0000
+            } else {
+                raw
+            }
+        }
+        _ => 0,
     }
 }
 

@@ -175,3 +175,12 @@ fn enhanced_rtmp_command_frames_never_reach_the_decoder() {
         assert_eq!(video(&Bytes::from(body)), Media::Skip, "{fourcc:?}");
     }
 }
+
+#[test]
+fn composition_offsets_are_signed() {
+    assert_eq!(si24(&[0, 0, 66]), 66);
+    assert_eq!(si24(&[0xff, 0xff, 0xfe]), -2);
+    assert_eq!(si24(&[0x80, 0, 0]), -0x80_0000);
+    assert_eq!(si24(&[0, 0, 66, 0x41]), 66);
+    assert_eq!(si24(&[1]), 0);
+}
