@@ -7,7 +7,9 @@
 //! holds it, p50/p99, from `edge_packager_part_latency_seconds`; (2) CPU seconds per second
 //! of media for edge, gst-launch and ffmpeg, and edge's ratio to each.
 //!
-//! Run: `cargo bench --bench ladder` (needs scripts/setup.sh; takes about 2 minutes).
+//! Run: `cargo bench --bench ladder [-- --rounds N]` (needs scripts/setup.sh; about 3 minutes
+//! with one round). Edge runs twice per round: with its own scaler and with GStreamer's
+//! `videoscale` (`transcode.own_scaler = false`).
 // End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
 // time; the ban on the std clock (clippy.toml) is for product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -121,53 +123,24 @@ fn main() {
         .expect("ffmpeg");
     assert!(st.success(), "cannot make the source file");
 
-    let ports = Ports::free();
-    let edge = Node::start_with_config(ports, edge_config_text(&ports));
-    let cpu_before = procfs::cpu_seconds(edge.pid());
-    let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-i"])
-        .arg(&media)
-        .args([
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &edge.rtmp_url("bench-stream-key"),
-        ])
-        .status()
-        .expect("ffmpeg publish");
-    assert!(st.success(), "publish failed");
-    // The pipeline drains what it holds: wait until it has published no part for a while.
-    let parts = || {
-        metric_value(
-            &edge.metrics(),
-            r#"edge_packager_parts_total{kind="video"}"#,
-        )
-    };
-    let mut last = (parts(), Instant::now());
-    wait_for(
-        "the pipeline to drain (no new part for 2 s)",
-        DRAIN_TIMEOUT,
-        || {
-            let now = parts();
-            if now != last.0 {
-                last = (now, Instant::now());
-            }
-            (last.1.elapsed() >= Duration::from_secs(2)).then_some(())
-        },
-    );
-    let edge_cpu = procfs::cpu_seconds(edge.pid()) - cpu_before;
-    let metrics = edge.metrics();
-    // The 720p rung is the source's own size, so the source passes through instead (the
-    // ladder skips rungs not smaller than the source): 480p is the largest encoded rung.
-    let playlist = http_get(&edge.media_playlist_url("bench", "480p"), HTTP_TIMEOUT)
-        .map(|r| r.text())
-        .unwrap_or_default();
-    drop(edge);
-    assert!(
-        playlist.contains("#EXT-X-PART:"),
-        "edge produced no 480p parts:\n{playlist}"
-    );
+    // Edge with its own scaler and with GStreamer's `videoscale` (`transcode.own_scaler =
+    // false`), alternating, `--rounds N` times each (default 1).
+    let rounds: usize = std::env::args()
+        .skip_while(|a| a != "--rounds")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut own = Vec::new();
+    let mut theirs = Vec::new();
+    let mut metrics = String::new();
+    for _ in 0..rounds {
+        let (cpu, m) = run_edge(&media, true);
+        own.push(cpu);
+        metrics = m;
+        theirs.push(run_edge(&media, false).0);
+    }
+    let edge_cpu = own.iter().sum::<f64>() / own.len() as f64;
+    let videoscale_cpu = theirs.iter().sum::<f64>() / theirs.len() as f64;
 
     // The same work with gst-launch: decode once, the same two x264 rungs with the same
     // settings.
@@ -211,7 +184,22 @@ fn main() {
             "frame arrival -> part published: no samples in edge_packager_part_latency_seconds"
         ),
     }
-    println!("edge:       {:.2} CPU-s per media second", edge_cpu / secs);
+    let per = |v: &[f64]| {
+        v.iter()
+            .map(|c| format!("{:.2}", c / secs))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "edge:       {:.2} CPU-s per media second (rounds: {})",
+        edge_cpu / secs,
+        per(&own)
+    );
+    println!(
+        "edge with videoscale (own_scaler = false): {:.2} CPU-s per media second (rounds: {})",
+        videoscale_cpu / secs,
+        per(&theirs)
+    );
     println!("gst-launch: {:.2} CPU-s per media second", gst_cpu / secs);
     println!(
         "ffmpeg:     {:.2} CPU-s per media second",
@@ -219,6 +207,10 @@ fn main() {
     );
     println!("ratio edge / gst-launch: {:.2}", edge_cpu / gst_cpu);
     println!("ratio edge / ffmpeg: {:.2}", edge_cpu / ffmpeg_cpu);
+    println!(
+        "ratio edge / edge with videoscale: {:.2}",
+        edge_cpu / videoscale_cpu
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -246,9 +238,79 @@ fn cpu_of(command: &str) -> f64 {
     cpu
 }
 
-/// The test harness's node config with the default ladder, room for the stream, and the
-/// bench's stream key.
-fn edge_config_text(ports: &Ports) -> String {
-    bench_config_template(ports)
-        + "\n[[streams]]\nkey = \"bench-stream-key\"\nplayback_id = \"bench\"\n"
+/// The test harness's node config with the default ladder, room for the stream, the bench's
+/// stream key, and `transcode.own_scaler`.
+fn edge_config_text(ports: &Ports, own_scaler: bool) -> String {
+    let base = bench_config_template(ports);
+    assert!(
+        base.contains("[transcode]\n"),
+        "the template has a [transcode] table"
+    );
+    base.replace(
+        "[transcode]\n",
+        &format!("[transcode]\nown_scaler = {own_scaler}\n"),
+    ) + "\n[[streams]]\nkey = \"bench-stream-key\"\nplayback_id = \"bench\"\n"
+}
+
+/// Publish `media` in real time to a fresh node and wait until it has drained: the node's CPU
+/// seconds over the publish and its metrics at the end. Panics if no 480p part was made.
+fn run_edge(media: &std::path::Path, own_scaler: bool) -> (f64, String) {
+    let ports = Ports::free();
+    let edge = Node::start_with_config(ports, edge_config_text(&ports, own_scaler));
+    let cpu_before = procfs::cpu_seconds(edge.pid());
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-i"])
+        .arg(media)
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &edge.rtmp_url("bench-stream-key"),
+        ])
+        .status()
+        .expect("ffmpeg publish");
+    assert!(st.success(), "publish failed");
+    // The pipeline drains what it holds: wait until it has published no part for a while.
+    let parts = || {
+        metric_value(
+            &edge.metrics(),
+            r#"edge_packager_parts_total{kind="video"}"#,
+        )
+    };
+    let mut last = (parts(), Instant::now());
+    wait_for(
+        "the pipeline to drain (no new part for 2 s)",
+        DRAIN_TIMEOUT,
+        || {
+            let now = parts();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            (last.1.elapsed() >= Duration::from_secs(2)).then_some(())
+        },
+    );
+    let cpu = procfs::cpu_seconds(edge.pid()) - cpu_before;
+    let metrics = edge.metrics();
+    // The 720p rung is the source's own size, so the source passes through instead (the
+    // ladder skips rungs not smaller than the source): 480p is the largest encoded rung.
+    let playlist = http_get(&edge.media_playlist_url("bench", "480p"), HTTP_TIMEOUT)
+        .map(|r| r.text())
+        .unwrap_or_default();
+    let log = std::fs::read_to_string(&edge.log_path).unwrap_or_default();
+    drop(edge);
+    assert!(
+        playlist.contains("#EXT-X-PART:"),
+        "edge produced no 480p parts:\n{playlist}"
+    );
+    let scaler = if own_scaler {
+        "edgescale"
+    } else {
+        "videoscale"
+    };
+    assert!(
+        log.contains(&format!("scaler=\"{scaler}\"")),
+        "the node did not scale with {scaler}"
+    );
+    (cpu, metrics)
 }

@@ -59,6 +59,10 @@ pub const DEFAULT_PASSTHROUGH: bool = true;
 /// `transcode.direct_passthrough`: RTMP streams with nothing to encode skip GStreamer (less
 /// than half the CPU per stream, benches/passthrough.rs); off only to compare or work around.
 pub const DEFAULT_DIRECT_PASSTHROUGH: bool = true;
+/// `transcode.own_scaler`: the ladder's pictures are scaled by edge's own scaler, which costs
+/// about half of GStreamer 1.22's `videoscale` (BENCHMARKS.md, ladder); off only to compare or
+/// to work around.
+pub const DEFAULT_OWN_SCALER: bool = true;
 /// `transcode.x264_preset`.
 pub const DEFAULT_X264_PRESET: X264Preset = X264Preset::Veryfast;
 /// `transcode.decode_units`.

@@ -255,6 +255,8 @@ pub struct TranscodeConfig {
     pub passthrough: bool,
     /// RTMP streams with nothing to encode are packaged without GStreamer (`ingest::direct`).
     pub direct_passthrough: bool,
+    /// Rungs of 8-bit video are scaled by `ingest::scale` (else by GStreamer's `videoscale`).
+    pub own_scaler: bool,
     pub x264_preset: X264Preset,
     /// Units decoding a source costs, for a source of up to [`DECODE_REFERENCE`]; a larger
     /// source costs proportionally more (see [`Config::decode_milli_units_for`]).

@@ -398,6 +398,7 @@ fn absent_keys_take_the_one_default() {
     assert_eq!(c.auth.webhook_timeout, DEFAULT_WEBHOOK_TIMEOUT);
     assert_eq!(c.transcode.x264_preset, DEFAULT_X264_PRESET);
     assert_eq!(c.transcode.passthrough, DEFAULT_PASSTHROUGH);
+    assert_eq!(c.transcode.own_scaler, DEFAULT_OWN_SCALER);
     assert_eq!(c.node.overload_lag, DEFAULT_OVERLOAD_LAG);
     assert_eq!(c.listen.rtmp, DEFAULT_LISTEN_RTMP);
     assert_eq!(c.listen.srt, DEFAULT_LISTEN_SRT);

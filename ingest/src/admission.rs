@@ -236,6 +236,7 @@ impl Admission {
             ladder: cfg.ladder.clone(),
             passthrough: cfg.transcode.passthrough,
             x264_preset: cfg.transcode.x264_preset.to_string(),
+            own_scaler: cfg.transcode.own_scaler,
             has_audio,
             max_source: cfg.transcode.max_source,
         };

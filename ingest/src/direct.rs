@@ -629,6 +629,7 @@ pub mod fuzzing {
             ladder: Vec::new(),
             passthrough: true,
             x264_preset: "ultrafast".into(),
+            own_scaler: true,
             has_audio: None,
             max_source: SourceSize {
                 width: 1920,

@@ -63,8 +63,9 @@ pub struct RungShape {
 /// the decoded source, or the index of a larger rung already built, at least as large in both
 /// dimensions and at least as fast (the smallest such). Scaling in cascade (720p from the
 /// source, 480p from 720p, 360p from 480p) reads a smaller picture for every rung after the
-/// first: GStreamer's `videoscale` spends most of its time on the input, so 1280x720 to 640x360
-/// costs almost as much as to 854x480 (measured in `benches/ladder.rs`).
+/// first: GStreamer's `videoscale` spent most of its time on the input (1280x720 to 640x360
+/// cost almost as much as to 854x480, measured in `benches/ladder.rs`), and our scaler's
+/// vertical pass and the taps of both passes shrink with the input too (`crate::scale`).
 pub fn cascade(shapes: &[RungShape]) -> Vec<(usize, Option<usize>)> {
     let area = |i: usize| {
         shapes

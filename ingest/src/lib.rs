@@ -3,7 +3,8 @@
 //! Reading order, following a packet (`docs/architecture.md` has every hop): [`rtmp`] (a thin
 //! driver of `wire::rtmp::ServerCore`) / [`srt`] (with `wire::srt_guard` and `wire::streamid`)
 //! accept a publisher → [`admission`] checks its key ([`auth`]) and charges [`capacity`](mod@capacity),
-//! registering it in the [`node`] → [`pipeline`] demuxes and transcodes the rungs [`ladder`]
+//! registering it in the [`node`] → [`pipeline`] demuxes and transcodes (scaling with
+//! [`scale`]) the rungs [`ladder`]
 //! picks → [`output`] creates the stream's packager stream and hands it every access unit;
 //! the `packager` crate serves them over HTTP. [`report`] is what the node tells its
 //! balancers ([`control_link`]); [`admin`] and [`metrics`] are for operators; [`calibrate`]
@@ -28,6 +29,7 @@ pub mod output;
 pub mod pipeline;
 pub mod report;
 pub mod rtmp;
+pub mod scale;
 pub mod srt;
 
 use std::{sync::Arc, time::Duration};

@@ -4,8 +4,8 @@
 //! ```text
 //! appsrc(flv|ts) → flvdemux|tsdemux ─video→ h264parse → capsfilter(avc,au) → tee ─→ queue → appsink "source"
 //!                                  │                                          └→ queue → avdec_h264 → tee ─→ (per rung)
-//!                                  │   (per rung) queue → videoscale → videorate → capsfilter → tee ─→ queue → x264enc → h264parse → appsink "480p"
-//!                                  │                                                              └→ (the next smaller rung's queue → videoscale ...)
+//!                                  │   (per rung) queue → edgescale → videorate → capsfilter → tee ─→ queue → x264enc → h264parse → appsink "480p"
+//!                                  │                                                              └→ (the next smaller rung's queue → edgescale ...)
 //!                                  └audio→ aacparse → capsfilter(raw) → appsink "audio"   (non-AAC: decodebin → avenc_aac)
 //! ```
 //!
@@ -20,6 +20,8 @@
 //! created (`crate::output::StreamOutput::plan`). Capacity calibration is in
 //! [`crate::calibrate`]. Rungs scale in cascade ([`crate::ladder::cascade`]): the largest
 //! from the decoded source, each smaller one from the smallest larger rung's scaled pictures.
+//! The scaler is our own `edgescale` ([`crate::scale`]) for 8-bit video, GStreamer's
+//! `videoscale` for the rest (`scaler_for`).
 //! Keyframes are aligned across rungs: every source keyframe forces a keyframe in every
 //! encoder at the same timestamp (x264 scene-cut keyframes are off), so the packager cuts all
 //! renditions at the same points. A pipeline error ends this stream only.
@@ -43,7 +45,7 @@ use gstreamer_video as gst_video;
 use packager::{CodecConfig, Sample};
 
 use crate::flv::{Elementary, VideoCodec};
-use crate::ladder;
+use crate::{ladder, scale};
 
 /// How much input may wait in front of the demuxer. Past this the pipeline is not keeping up
 /// with the encoder; the stream is ended with a clear error instead of eating the node's memory.
@@ -90,6 +92,8 @@ pub struct PipelineSpec {
     pub ladder: Vec<Rung>,
     pub passthrough: bool,
     pub x264_preset: String,
+    /// Scale with [`crate::scale`] where it can (`transcode.own_scaler`).
+    pub own_scaler: bool,
     /// Whether the source carries audio, if the protocol says so up front (RTMP metadata).
     pub has_audio: Option<bool>,
     /// A larger source is refused when its caps arrive ([`PipelineError::SourceRefused`]).
@@ -877,6 +881,25 @@ fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), Pipelin
     pad.link(&s).map(|_| ()).map_err(build_err)
 }
 
+/// The scaler for a source's decoded pictures: ours (`scale::ELEMENT_NAME`) when its caps
+/// say 8-bit 4:2:0, 4:2:2, 4:4:4 or 4:0:0 (what the decoders then put out is one of the formats
+/// it takes), GStreamer's `videoscale` otherwise (10-bit video, or caps that do not say), so
+/// that a source it cannot scale still negotiates; `videoscale` always when `own` is off
+/// (`transcode.own_scaler`).
+fn scaler_for(s: &gst::StructureRef, own: bool) -> &'static str {
+    let eight_bit = s.get::<u32>("bit-depth-luma").ok() == Some(8)
+        && s.get::<u32>("bit-depth-chroma").map_or(true, |d| d == 8);
+    let planar = matches!(
+        s.get::<&str>("chroma-format").ok(),
+        Some("4:2:0" | "4:2:2" | "4:4:4" | "4:0:0")
+    );
+    if own && eight_bit && planar && scale::register().is_ok() {
+        scale::ELEMENT_NAME
+    } else {
+        "videoscale"
+    }
+}
+
 fn build_ladder(
     sh: &Arc<Shared>,
     pipeline: &gst::Pipeline,
@@ -956,6 +979,14 @@ fn build_ladder(
         _ => "avdec_h264",
     };
     let decode = make(decoder)?;
+    let scaler = scaler_for(s, sh.spec.own_scaler);
+    tracing::info!(
+        stream = %sh.spec.label,
+        decoder,
+        scaler,
+        rungs = rungs.len(),
+        "building the ladder"
+    );
     if let Some(pad) = decode.static_pad("src") {
         pad.add_probe(gst::PadProbeType::BUFFER, frame_durations(fps));
     }
@@ -981,7 +1012,7 @@ fn build_ladder(
         let upstream = from
             .and_then(|j| scaled.get(j).cloned().flatten())
             .unwrap_or_else(|| dtee.clone());
-        let scale = make("videoscale")?;
+        let scale = make(scaler)?;
         let rate = gst::ElementFactory::make("videorate")
             .property("max-rate", (r.fps + rate_slack) as i32)
             .property("drop-only", true)

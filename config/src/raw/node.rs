@@ -325,6 +325,9 @@ pub struct RawTranscode {
     /// source) from the RTMP messages themselves, without GStreamer.
     #[serde(default = "d_direct_passthrough")]
     pub direct_passthrough: bool,
+    /// Scale the rungs with edge's own scaler (8-bit video); false: GStreamer's `videoscale`.
+    #[serde(default = "d_own_scaler")]
+    pub own_scaler: bool,
     /// x264 `speed-preset` for every rung.
     #[serde(default = "d_preset")]
     pub x264_preset: Choice<X264Preset>,
@@ -363,6 +366,9 @@ fn d_passthrough() -> bool {
 fn d_direct_passthrough() -> bool {
     DEFAULT_DIRECT_PASSTHROUGH
 }
+fn d_own_scaler() -> bool {
+    DEFAULT_OWN_SCALER
+}
 fn d_preset() -> Choice<X264Preset> {
     Choice::of(DEFAULT_X264_PRESET)
 }
@@ -374,6 +380,7 @@ impl Default for RawTranscode {
         Self {
             passthrough: d_passthrough(),
             direct_passthrough: d_direct_passthrough(),
+            own_scaler: d_own_scaler(),
             x264_preset: d_preset(),
             decode_units: d_decode_units(),
             max_source_width: d_max_source_width(),
@@ -774,6 +781,7 @@ impl RawConfig {
             transcode: TranscodeConfig {
                 passthrough: self.transcode.passthrough,
                 direct_passthrough: self.transcode.direct_passthrough,
+                own_scaler: self.transcode.own_scaler,
                 x264_preset,
                 decode_milli_units: decode_units,
                 max_source: SourceSize {
