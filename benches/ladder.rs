@@ -157,9 +157,10 @@ fn main() {
 
     // The same work with one ffmpeg process: decode once, split, scale, the same two x264
     // rungs with the same settings (zerolatency, no B-frames, no scene cuts, the same GOP
-    // cap), audio copied as edge copies it.
+    // cap, and the constant bit rate x264enc runs by default: VBV at the bit rate with a
+    // 600 ms buffer), audio copied as edge copies it.
     let x264 = |kbps: u32| {
-        format!("-c:v libx264 -preset veryfast -tune zerolatency -bf 0 -g 300 -sc_threshold 0 -b:v {kbps}k -f null /dev/null")
+        format!("-c:v libx264 -preset veryfast -tune zerolatency -bf 0 -g 300 -sc_threshold 0 -b:v {kbps}k -maxrate {kbps}k -bufsize {}k -f null /dev/null", kbps * 6 / 10)
     };
     let ff = format!(
         "ffmpeg -v error -nostdin -i {} -filter_complex '[0:v]split=2[a][b];[a]scale=854:480[r480];[b]scale=640:360[r360]' -map '[r480]' {} -map '[r360]' {} -map 0:a -c:a copy -f null /dev/null",

@@ -910,3 +910,33 @@ fn a_stream_with_nothing_to_encode_is_packaged_without_gstreamer() {
     assert!(a.is_running(), "ffmpeg stopped:\n{}", a.log_text());
     assert!(b.is_running(), "rtmp2sink stopped:\n{}", b.log_text());
 }
+
+/// A source in 4:4:4 (OBS's I444 colour format: x264's High 4:4:4 Predictive profile) passes
+/// through as it came, and its rungs are 8-bit 4:2:0 High, which every player decodes: the
+/// CODECS of each transcoded variant names profile 100 (`avc1.64…`), not 244 (`avc1.f4…`).
+/// The rungs are scaled by edge's own scaler and decode with ffprobe.
+#[test]
+fn a_4_4_4_source_gets_rungs_every_player_decodes() {
+    let node = Node::start(|_| {});
+    let opts = EncOpts {
+        extra: vec!["-pix_fmt".into(), "yuv444p".into()],
+        ..EncOpts::default()
+    };
+    let mut enc = Encoder::ffmpeg_rtmp(&node.rtmp_url("test-stream-key-1"), opts);
+    for (name, w, h) in EXPECTED {
+        check_rendition(&node, "one", name, Some((w, h)));
+    }
+    let mv = check_multivariant(&node, "one", &EXPECTED);
+    let codecs = |name: &str| {
+        mv.variant(&format!("{name}/"))
+            .and_then(|v| v.codecs.clone())
+            .unwrap_or_default()
+    };
+    assert!(codecs("source").contains("avc1.f4"), "{}", codecs("source"));
+    for name in ["360p", "240p"] {
+        assert!(codecs(name).contains("avc1.64"), "{name}: {}", codecs(name));
+    }
+    let log = node.log_text();
+    assert!(log.contains("scaler=\"edgescale\""), "{log}");
+    assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
+}

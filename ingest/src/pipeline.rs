@@ -4,7 +4,7 @@
 //! ```text
 //! appsrc(flv|ts) → flvdemux|tsdemux ─video→ h264parse → capsfilter(avc,au) → tee ─→ queue → appsink "source"
 //!                                  │                                          └→ queue → avdec_h264 → tee ─→ (per rung)
-//!                                  │   (per rung) queue → edgescale → videorate → capsfilter → tee ─→ queue → x264enc → h264parse → appsink "480p"
+//!                                  │   (per rung) queue → edgescale → videorate → capsfilter → tee ─→ queue → videoconvert → capsfilter(I420) → x264enc → h264parse → appsink "480p"
 //!                                  │                                                              └→ (the next smaller rung's queue → edgescale ...)
 //!                                  └audio→ aacparse → capsfilter(raw) → appsink "audio"   (non-AAC: decodebin → avenc_aac)
 //! ```
@@ -47,6 +47,9 @@ use packager::{CodecConfig, Sample};
 use crate::flv::{Elementary, VideoCodec};
 use crate::{ladder, scale};
 
+/// The pixel format of every encoded rung: 8-bit 4:2:0, the one every HLS player decodes
+/// (H.264 High and below).
+const RUNG_PIXEL_FORMAT: &str = "I420";
 /// How much input may wait in front of the demuxer. Past this the pipeline is not keeping up
 /// with the encoder; the stream is ended with a clear error instead of eating the node's memory.
 pub const MAX_INPUT_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
@@ -1077,10 +1080,32 @@ fn build_ladder(
             &upstream,
             &[&make_queue()?, &scale, &rate, &capsf, &rtee],
         )?;
+        // Every rung 8-bit 4:2:0, whatever the source: a 4:4:4 (OBS's I444), 4:2:2 or 10-bit
+        // source would otherwise make x264 encode High 4:4:4, 4:2:2 or 10 profiles, which
+        // browsers and Apple's players do not decode. In passthrough (an I420 source) the
+        // converter copies nothing.
+        let convert = make("videoconvert")?;
+        let i420 = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst::Caps::builder("video/x-raw")
+                    .field("format", RUNG_PIXEL_FORMAT)
+                    .build(),
+            )
+            .build()
+            .map_err(|_| PipelineError::MissingElement("capsfilter"))?;
         add_branch(
             pipeline,
             &rtee,
-            &[&make_queue()?, &enc, &parse, &outcaps, sink.upcast_ref()],
+            &[
+                &make_queue()?,
+                &convert,
+                &i420,
+                &enc,
+                &parse,
+                &outcaps,
+                sink.upcast_ref(),
+            ],
         )?;
         if let Some(slot) = scaled.get_mut(i) {
             *slot = Some(rtee);
