@@ -126,6 +126,7 @@ impl Filter {
     }
 
     /// Output sample `i`'s first source index and weights.
+    #[inline(always)]
     fn at(&self, i: usize) -> Option<(usize, &[u16])> {
         let start = *self.starts.get(i)?;
         let w = self.weights.get(i * self.taps..(i + 1) * self.taps)?;
@@ -213,6 +214,38 @@ impl PlaneScaler {
                 stride: dst_stride,
             });
         }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `passes_avx2` needs nothing but AVX2, which this CPU has (checked just
+            // above); the slices were checked against the sizes by `fits`.
+            unsafe { self.passes_avx2(src, src_stride, dst, dst_stride) };
+            return Ok(());
+        }
+        self.passes(src, src_stride, dst, dst_stride);
+        Ok(())
+    }
+
+    /// [`PlaneScaler::passes`] compiled for AVX2 (16 lanes of `u16` per instruction instead of
+    /// SSE2's 8: about half the time, measured on the ladder's pictures).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn passes_avx2(
+        &mut self,
+        src: &[u8],
+        src_stride: usize,
+        dst: &mut [u8],
+        dst_stride: usize,
+    ) {
+        self.passes(src, src_stride, dst, dst_stride);
+    }
+
+    /// Both passes over the whole plane, for sizes [`PlaneScaler::scale`] has checked.
+    #[inline(always)]
+    fn passes(&mut self, src: &[u8], src_stride: usize, dst: &mut [u8], dst_stride: usize) {
+        let ((sw, _), (dw, dh)) = (self.src, self.dst);
         let mut y0 = 0;
         while y0 < dh {
             let rows = (dh - y0).min(BLOCK);
@@ -259,7 +292,6 @@ impl PlaneScaler {
             }
             y0 += rows;
         }
-        Ok(())
     }
 }
 
@@ -276,6 +308,7 @@ struct Block<'a> {
 
 impl Block<'_> {
     /// Column `x` of the block's results.
+    #[inline(always)]
     fn put(&mut self, x: usize, column: &[u16; BLOCK]) {
         if let Some(c) = self.columns.get_mut(x * BLOCK..(x + 1) * BLOCK) {
             for (o, &v) in c.iter_mut().zip(column) {
@@ -285,6 +318,7 @@ impl Block<'_> {
     }
 
     /// Write the results into the plane, row by row.
+    #[inline(always)]
     fn write(self) {
         for r in 0..self.rows {
             let at = (self.y0 + r) * self.stride;
@@ -302,6 +336,7 @@ impl Block<'_> {
 
 /// The horizontal pass over a transposed block for a filter of `T` taps: for each output
 /// column, `T` multiply-adds of a whole column of the block (`BLOCK` rows at once).
+#[inline(always)]
 fn horizontal<const T: usize>(block: &[u8], mut out: Block<'_>, starts: &[usize], weights: &[u16]) {
     for (x, (&start, w)) in starts
         .iter()
@@ -331,6 +366,7 @@ fn horizontal<const T: usize>(block: &[u8], mut out: Block<'_>, starts: &[usize]
 }
 
 /// The same for any number of taps (more than a 6:1 shrink).
+#[inline(always)]
 fn horizontal_any(block: &[u8], mut out: Block<'_>, f: &Filter) {
     for x in 0..out.width {
         let Some((start, weights)) = f.at(x) else {
