@@ -886,7 +886,8 @@ fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), Pipelin
 
 /// The scaler for a source's decoded pictures: ours (`scale::ELEMENT_NAME`) when its caps
 /// say 8-bit 4:2:0, 4:2:2, 4:4:4 or 4:0:0 (what the decoders then put out is one of the formats
-/// it takes), GStreamer's `videoscale` otherwise (10-bit video, or caps that do not say), so
+/// it takes) and do not say interlaced, GStreamer's `videoscale` otherwise (10-bit or
+/// interlaced video, or caps that do not say), so
 /// that a source it cannot scale still negotiates; `videoscale` always when `own` is off
 /// (`transcode.own_scaler`).
 fn scaler_for(s: &gst::StructureRef, own: bool) -> &'static str {
@@ -896,7 +897,11 @@ fn scaler_for(s: &gst::StructureRef, own: bool) -> &'static str {
         s.get::<&str>("chroma-format").ok(),
         Some("4:2:0" | "4:2:2" | "4:4:4" | "4:0:0")
     );
-    if own && eight_bit && planar && scale::register().is_ok() {
+    // Interlaced pictures are scaled field by field by `videoscale`; ours scales frames.
+    let progressive = s
+        .get::<&str>("interlace-mode")
+        .map_or(true, |m| m == "progressive");
+    if own && eight_bit && planar && progressive && scale::register().is_ok() {
         scale::ELEMENT_NAME
     } else {
         "videoscale"

@@ -117,3 +117,48 @@ fn samples_are_timed_in_running_time() {
     // No segment: the timestamp as it is.
     assert_eq!(running_time(None, at(5)), at(5));
 }
+
+/// Our scaler for 8-bit progressive video in the formats it takes; GStreamer's `videoscale`
+/// for 10-bit or interlaced video, for caps that do not say, and when `own_scaler` is off.
+#[test]
+fn the_ladder_scales_8_bit_progressive_video_itself_and_the_rest_with_videoscale() {
+    gst::init().expect("gstreamer");
+    let caps = |chroma: Option<&str>, depth: Option<u32>, interlace: Option<&str>| {
+        let mut s = gst::Structure::new_empty("video/x-h264");
+        if let Some(c) = chroma {
+            s.set("chroma-format", c);
+        }
+        if let Some(d) = depth {
+            s.set("bit-depth-luma", d);
+            s.set("bit-depth-chroma", d);
+        }
+        if let Some(i) = interlace {
+            s.set("interlace-mode", i);
+        }
+        s
+    };
+    for chroma in ["4:2:0", "4:2:2", "4:4:4", "4:0:0"] {
+        let s = caps(Some(chroma), Some(8), None);
+        assert_eq!(scaler_for(&s, true), "edgescale", "{chroma}");
+        assert_eq!(
+            scaler_for(&s, false),
+            "videoscale",
+            "{chroma}, own_scaler off"
+        );
+    }
+    for (s, why) in [
+        (caps(Some("4:2:0"), Some(10), None), "10-bit"),
+        (
+            caps(Some("4:2:0"), Some(8), Some("interleaved")),
+            "interlaced",
+        ),
+        (caps(Some("4:2:0"), None, None), "no bit depth"),
+        (caps(None, Some(8), None), "no chroma format"),
+    ] {
+        assert_eq!(scaler_for(&s, true), "videoscale", "{why}");
+    }
+    assert_eq!(
+        scaler_for(&caps(Some("4:2:0"), Some(8), Some("progressive")), true),
+        "edgescale"
+    );
+}

@@ -9,7 +9,8 @@
 //! pass runs on 16 such rows at once, transposed, so that it too works on whole vectors (a
 //! column of 16) rather than on one pixel and its neighbours. Weights are 8-bit fixed point
 //! summing to 256 and never negative, so the arithmetic is `u16` (no overflow: 128 + 256 × 255
-//! < 65,536) and vectorises.
+//! < 65,536) and vectorises: with SSE2 everywhere on x86-64, with AVX2 where the CPU has it
+//! (chosen at run time; about half the time again).
 //!
 //! A crate of its own so that it is compiled optimised in every profile (the workspace's
 //! `[profile.dev.package.edge-scale]`): unoptimised, it is too slow for the real-time ladder
