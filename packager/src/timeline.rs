@@ -54,8 +54,8 @@ pub(crate) struct Timeline {
     correction_ns: u64,
     /// The current plan has video: audio renditions follow its boundaries.
     pub has_video: bool,
-    /// How far the video renditions have placed samples, on the wall clock (ns since the UNIX
-    /// epoch, before `correction_ns`): the furthest any of them has got. See
+    /// How far the video renditions have got, on the wall clock (ns since the UNIX epoch,
+    /// before `correction_ns`): the furthest frontier any of them has reported. See
     /// [`Timeline::video_frontier`].
     video_frontier_ns: Option<u64>,
 }
@@ -130,14 +130,14 @@ impl Timeline {
         self.correction_ns
     }
 
-    /// A video rendition placed a sample at `own_ns` on its own wall clock.
+    /// A video rendition's frontier moved to `own_ns` on its own wall clock: no segment boundary
+    /// it has not opened yet can be earlier (`Track::video_frontier_ns`).
     pub fn advance_video(&mut self, own_ns: u64) {
         self.video_frontier_ns = Some(self.video_frontier_ns.map_or(own_ns, |f| f.max(own_ns)));
     }
 
-    /// How far (own wall clock, ns) the video has placed samples: a segment boundary the video
-    /// has not opened yet starts after it, less the slew of the video's clock at that boundary.
-    /// `None` before any video sample.
+    /// How far (own wall clock, ns) the video has got: a segment boundary the video has not
+    /// opened yet starts at or after it. `None` before any video sample.
     pub fn video_frontier(&self) -> Option<u64> {
         self.video_frontier_ns
     }

@@ -123,12 +123,12 @@ const MAX_PDT_SLEW_NS: i128 = 50_000_000;
 /// PDT is kept as it is.
 const MAX_FOLLOW_LEAD_NS: i128 = 93_000_000;
 
-/// Audio that follows the video holds a sample back until the video has placed samples this
-/// far past the sample after it (on the wall clock), so that the boundary that may start either
-/// is known when the cutter decides: the video's clock may move by [`MAX_PDT_SLEW_NS`] when it
-/// opens the next segment, the cutter starts a segment up to [`SEGMENT_CUT_TOLERANCE`] before
-/// its boundary, and 5 ms cover the rounding in between.
-const FOLLOW_HOLD_MARGIN_NS: u64 = MAX_PDT_SLEW_NS.unsigned_abs() as u64 + 15_000_000;
+/// Audio that follows the video holds a sample back until the video's frontier (the earliest
+/// wall-clock time a segment boundary the video has not opened yet can have, see
+/// [`Track::video_frontier_ns`]) is this far past the sample after it, so that the boundary
+/// that may start either is known when the cutter decides: the cutter starts a segment up to
+/// [`SEGMENT_CUT_TOLERANCE`] before its boundary, and 5 ms cover the rounding in between.
+const FOLLOW_HOLD_MARGIN_NS: u64 = 15_000_000;
 
 /// The most media (from the first held sample to the last one's successor) audio that follows
 /// the video holds back: as much as the video may lag in the ingest (the queue in front of each
@@ -664,15 +664,44 @@ impl Track {
             received: now,
         });
         // The video has got this far (not only as far as the samples it placed, one frame
-        // less): audio that follows it may place what lies well before (see `release`). This
-        // sample may yet open a segment, at its own PTS, which is not before it.
+        // less): audio that follows it may place what lies well before (see `release`).
         if self.plan.kind == RenditionKind::Video {
-            if let Some(c) = self.clock {
-                let own = (i128::from(sample.pts_ns) + c.offset).clamp(0, i128::from(u64::MAX));
-                tl.advance_video(u64::try_from(own).unwrap_or(u64::MAX));
+            let arrival = tl.wall_ns(sample.arrival.unwrap_or(now));
+            if let Some(f) = self.video_frontier_ns(sample.pts_ns, arrival) {
+                tl.advance_video(f);
             }
         }
         Ok(published)
+    }
+
+    /// Video: the earliest wall-clock time (this track's clock) a segment boundary it has not
+    /// opened yet can have, now that its newest sample (`pts_ns`, arrived at `arrival_ns`) is
+    /// pending: `pts + offset_now`, where `offset_now` is the offset the clock would take if
+    /// this sample opened a segment (the smallest `arrival - pts` of the segment so far and of
+    /// this sample, moved by at most [`MAX_PDT_SLEW_NS`]). `None` before the clock is set (the
+    /// first segment, or after a jump).
+    ///
+    /// Why no later boundary is earlier: it is opened by a keyframe K, this sample or a later
+    /// one, whose PTS is not below this sample's nor below that of any frame decoded before it
+    /// (a keyframe is presented after every frame decoded before it), at `K.pts + offset'`.
+    /// If no frame up to K lowers the smallest `arrival - pts`, `offset' = offset_now`. If a
+    /// frame X does, `offset'` is X's `arrival - pts`, or the lowest the slew allows, which
+    /// is `offset_now`'s lowest too. In the first case `K.pts + offset' >= X.arrival`, which is
+    /// not before this sample's arrival (frames arrive in decode order), and this sample's
+    /// `pts + offset_now` is not after its arrival unless the slew's floor raised
+    /// `offset_now`, when the second case holds. A unit test checks it over wandering delays
+    /// (`no_boundary_opens_before_a_frontier_the_video_reported`). The audio used to wait for
+    /// this sample's PTS on the clock's current offset less the whole slew: while the delays
+    /// are steady, this is about 50 ms sooner.
+    fn video_frontier_ns(&self, pts_ns: u64, arrival_ns: u64) -> Option<u64> {
+        let c = self.clock?;
+        let delta = i128::from(arrival_ns) - i128::from(pts_ns);
+        let offset_now = c
+            .window_min
+            .min(delta)
+            .clamp(c.offset - MAX_PDT_SLEW_NS, c.offset + MAX_PDT_SLEW_NS);
+        let frontier = i128::from(pts_ns) + offset_now;
+        u64::try_from(frontier.clamp(0, i128::from(u64::MAX))).ok()
     }
 
     /// Whether samples are held back for the video (see [`Track::release`]).
@@ -919,12 +948,6 @@ impl Track {
                 if start == Start::Part {
                     published.merge(self.close_part(now)?);
                 }
-            }
-        }
-        if self.plan.kind == RenditionKind::Video {
-            if let Some(c) = self.clock {
-                let own = (i128::from(s.pts_ns) + c.offset).clamp(0, i128::from(u64::MAX));
-                tl.advance_video(u64::try_from(own).unwrap_or(u64::MAX));
             }
         }
         // Where a player may start. Every audio frame is a sync sample, but an audio part is
