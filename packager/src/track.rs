@@ -42,6 +42,11 @@
 //! video parts still say INDEPENDENT=YES exactly where they start with a keyframe, audio parts
 //! only where they start a segment (see `Track::feed`).
 //!
+//! Window: the playlist lists the last `window_segments` complete segments (more while they
+//! are under three target durations); a segment that leaves it is still served for a while
+//! ([`RETIRED_EXTRA`], RFC 8216bis 6.2.2), so a client that read the playlist just before does
+//! not get a 404.
+//!
 //! Gaps: a media sequence number a track skips is listed as an EXT-X-GAP segment, never left
 //! out, so every rendition's numbering stays contiguous and a player that saw the MSN before
 //! maps the new media to the right time. Two causes: renditions realigned after a reconnect
@@ -135,6 +140,13 @@ const FOLLOW_HOLD_MARGIN_NS: u64 = 15_000_000;
 /// of its branches holds 3 s). Past it (the video stalled) the oldest samples are placed without
 /// waiting, and a boundary learned after its audio was placed ends the segment late.
 pub(crate) const MAX_FOLLOW_HOLD: Duration = Duration::from_secs(3);
+
+/// A segment that leaves the playlist is still served while this many more than the playlist
+/// holds have left after it: RFC 8216bis 6.2.2 wants it available for its own duration plus the
+/// longest playlist that listed it, so that a client that has just read the playlist (a player
+/// far behind the live edge, or one reading the oldest segment as the window slides) does not
+/// get a 404. Segments are about one target long, so the playlist's count plus one covers it.
+pub(crate) const RETIRED_EXTRA: usize = 1;
 
 /// The most EXT-X-GAP segments listed for one run of skipped numbers: two minutes of 2 s
 /// segments, longer than any reconnect a player waits through; a longer run lists only its
@@ -349,6 +361,8 @@ pub(crate) struct Track {
     building: Option<PartBuilder>,
     open: Option<Segment>,
     segments: VecDeque<Segment>,
+    /// Segments that left the playlist, oldest first, still served (see [`RETIRED_EXTRA`]).
+    retired: VecDeque<Segment>,
     next_msn: u64,
     discontinuity_sequence: u64,
     pending_discontinuity: bool,
@@ -383,6 +397,7 @@ impl Track {
             building: None,
             open: None,
             segments: VecDeque::new(),
+            retired: VecDeque::new(),
             next_msn: start.msn,
             discontinuity_sequence: start.discontinuity_sequence,
             pending_discontinuity: start.discontinuity,
@@ -1109,7 +1124,11 @@ impl Track {
                 if old.discontinuity {
                     self.discontinuity_sequence += 1;
                 }
+                self.retired.push_back(old);
             }
+        }
+        while self.retired.len() > self.segments.len() + RETIRED_EXTRA {
+            self.retired.pop_front();
         }
         self.prune_inits();
     }
@@ -1118,6 +1137,7 @@ impl Track {
         let oldest = self
             .segments
             .iter()
+            .chain(self.retired.iter())
             .chain(self.open.iter())
             .map(|s| s.init_id)
             .chain(self.current_init)
@@ -1272,9 +1292,11 @@ impl Track {
     }
 
     fn find_segment(&self, msn: u64) -> Option<&Segment> {
-        let first = self.segments.front()?.msn;
-        let idx = usize::try_from(msn.checked_sub(first)?).ok()?;
-        self.segments.get(idx).filter(|s| s.msn == msn)
+        let in_window = self.segments.front().and_then(|f| {
+            let idx = usize::try_from(msn.checked_sub(f.msn)?).ok()?;
+            self.segments.get(idx).filter(|s| s.msn == msn)
+        });
+        in_window.or_else(|| self.retired.iter().rev().find(|s| s.msn == msn))
     }
 
     /// Bytes of a published part.

@@ -152,12 +152,27 @@ fn window_slides_and_old_media_is_gone() {
     }
     assert_eq!(t.segment_count(), 6);
     assert_eq!(t.last_complete_msn(), Some(9));
-    assert!(t.segment(3).is_none());
-    assert!(t.part(3, 0).is_none());
+    // Segments 0-3 left the playlist; RFC 8216bis 6.2.2 keeps them available for their
+    // duration plus a playlist's (the playlist's six segments and one more).
+    assert!(t.segment(3).is_some());
+    assert!(t.part(3, 0).is_some());
+    assert!(t.segment(0).is_some());
     assert!(t.segment(4).is_some());
     let pl = t.playlist(vec![]);
     assert_eq!(pl.media_sequence, 4);
+    assert!(pl.segments.iter().all(|s| s.msn >= 4));
     assert_eq!(pl.target_duration, 2);
+    for i in (60 * 10 + 1)..(60 * 14 + 1) {
+        t.push(video_sample(i, None), &mut anchor(), now).unwrap();
+    }
+    // Four more segments: 0 left the playlist seven segments ago (its own duration and a
+    // playlist's), 1-7 less long ago and are still served.
+    assert_eq!(t.playlist(vec![]).media_sequence, 8);
+    assert!(t.segment(0).is_none());
+    assert!(t.part(0, 0).is_none());
+    for msn in 1..=13 {
+        assert!(t.segment(msn).is_some(), "{msn}");
+    }
 }
 
 #[test]
