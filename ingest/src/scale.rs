@@ -7,14 +7,14 @@
 //! node's CPU (BENCHMARKS.md, ladder). Most of that is its general converter around the
 //! filter, not the filter.
 //!
-//! The filter and its passes are the `scale` crate's ([`PlaneScaler`], the same filter as
-//! `videoscale`'s default method, compiled optimised in every profile); this module is the
+//! The filter and its passes are the `scale` crate's (`scale::PlaneScaler`, the same filter
+//! as `videoscale`'s default method, compiled optimised in every profile); this module is the
 //! element around them: caps (any size and pixel aspect ratio on the other side, format, frame
-//! rate and colorimetry kept), one [`PlaneScaler`] per plane made for the negotiated sizes.
+//! rate and colorimetry kept), one plane scaler per plane made when the sizes are negotiated.
 //!
-//! Entry points: [`register`] (makes `edgescale` available to `gst::ElementFactory::make`);
-//! [`supports`] says which decoded formats it takes; the pipeline uses `videoscale` for the
-//! others (10-bit video, for instance).
+//! Entry point: [`register`] (makes `edgescale` available to `gst::ElementFactory::make`).
+//! It takes [`FORMATS`]; the pipeline uses `videoscale` for the others (10-bit video, for
+//! instance).
 
 use std::sync::OnceLock;
 
@@ -22,7 +22,6 @@ use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_video as gst_video;
-pub use scale::{PlaneScaler, ScaleError};
 
 /// The name the element is registered under.
 pub const ELEMENT_NAME: &str = "edgescale";
@@ -36,11 +35,6 @@ pub const FORMATS: [gst_video::VideoFormat; 5] = [
     gst_video::VideoFormat::Y444,
     gst_video::VideoFormat::Gray8,
 ];
-
-/// Whether `edgescale` takes this decoded format.
-pub fn supports(format: gst_video::VideoFormat) -> bool {
-    FORMATS.contains(&format)
-}
 
 /// Make `edgescale` available to `gst::ElementFactory::make` in this process (after
 /// `gst::init`). Registering twice is harmless; the first result is kept.
@@ -80,7 +74,7 @@ mod imp {
     use super::FORMATS;
     use scale::PlaneScaler;
 
-    /// The element's state: one scaler per plane, made for the negotiated sizes.
+    /// The element's state: one scaler per plane, made for the negotiated sizes (`set_info`).
     #[derive(Default)]
     pub struct EdgeScale {
         planes: Mutex<Vec<PlaneScaler>>,
@@ -167,6 +161,41 @@ mod imp {
     }
 
     impl VideoFilterImpl for EdgeScale {
+        /// One scaler per plane, from the input's plane sizes to the output's.
+        fn set_info(
+            &self,
+            _incaps: &gst::Caps,
+            in_info: &gst_video::VideoInfo,
+            _outcaps: &gst::Caps,
+            out_info: &gst_video::VideoInfo,
+        ) -> Result<(), gst::LoggableError> {
+            if in_info.format() != out_info.format() {
+                return Err(gst::loggable_error!(
+                    gst::CAT_RUST,
+                    "edgescale: input and output formats differ"
+                ));
+            }
+            let mut planes = Vec::new();
+            for p in 0..in_info.n_planes() {
+                let p = p as u8;
+                let scaler = PlaneScaler::new(
+                    in_info.comp_width(p) as usize,
+                    in_info.comp_height(p) as usize,
+                    out_info.comp_width(p) as usize,
+                    out_info.comp_height(p) as usize,
+                )
+                .ok_or_else(|| gst::loggable_error!(gst::CAT_RUST, "edgescale: empty picture"))?;
+                planes.push(scaler);
+            }
+            match self.planes.lock() {
+                Ok(mut current) => {
+                    *current = planes;
+                    Ok(())
+                }
+                Err(_) => Err(gst::loggable_error!(gst::CAT_RUST, "edgescale: state lock")),
+            }
+        }
+
         fn transform_frame(
             &self,
             inframe: &gst_video::VideoFrameRef<&gst::BufferRef>,
@@ -175,49 +204,23 @@ mod imp {
             let Ok(mut planes) = self.planes.lock() else {
                 return Err(gst::FlowError::Error);
             };
-            let n = inframe.n_planes();
-            if n != outframe.n_planes() || inframe.format() != outframe.format() {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ["edgescale: input and output formats differ"]
-                );
-                return Err(gst::FlowError::NotNegotiated);
-            }
-            for p in 0..n {
-                let src = (
-                    inframe.comp_width(p) as usize,
-                    inframe.comp_height(p) as usize,
-                );
-                let dst = (
-                    outframe.comp_width(p) as usize,
-                    outframe.comp_height(p) as usize,
-                );
-                let i = p as usize;
-                if planes.get(i).map(|s| s.sizes()) != Some((src, dst)) {
-                    let Some(s) = PlaneScaler::new(src.0, src.1, dst.0, dst.1) else {
-                        return Err(gst::FlowError::NotNegotiated);
-                    };
-                    planes.truncate(i);
-                    planes.push(s);
-                }
-                let src_stride = inframe
-                    .plane_stride()
-                    .get(i)
-                    .and_then(|s| usize::try_from(*s).ok())
-                    .unwrap_or(0);
-                let dst_stride = outframe
-                    .plane_stride()
-                    .get(i)
-                    .and_then(|s| usize::try_from(*s).ok())
-                    .unwrap_or(0);
-                let input = inframe.plane_data(p).map_err(|_| gst::FlowError::Error)?;
-                let output = outframe
-                    .plane_data_mut(p)
-                    .map_err(|_| gst::FlowError::Error)?;
-                let Some(scaler) = planes.get_mut(i) else {
-                    return Err(gst::FlowError::Error);
+            for (p, scaler) in planes.iter_mut().enumerate() {
+                let stride = |strides: &[i32]| {
+                    strides
+                        .get(p)
+                        .and_then(|s| usize::try_from(*s).ok())
+                        .unwrap_or(0)
                 };
+                let (src_stride, dst_stride) = (
+                    stride(inframe.plane_stride()),
+                    stride(outframe.plane_stride()),
+                );
+                let input = inframe
+                    .plane_data(p as u32)
+                    .map_err(|_| gst::FlowError::Error)?;
+                let output = outframe
+                    .plane_data_mut(p as u32)
+                    .map_err(|_| gst::FlowError::Error)?;
                 if let Err(e) = scaler.scale(input, src_stride, output, dst_stride) {
                     gst::element_imp_error!(self, gst::StreamError::Failed, ["edgescale: {e}"]);
                     return Err(gst::FlowError::Error);

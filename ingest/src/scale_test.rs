@@ -69,12 +69,39 @@ fn the_element_scales_as_videoscale_does_in_every_format_it_takes() {
     }
 }
 
+/// Whether `scaler` takes `format` from `videotestsrc` to 320x180: the pipeline links and
+/// its first message is the end of its 3 frames, not an error.
+fn negotiates(scaler: &str, format: &str) -> bool {
+    gst::init().expect("gstreamer");
+    register().expect("register edgescale");
+    let desc = format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,format={format},width=640,height=360 ! \
+         {scaler} ! video/x-raw,width=320,height=180 ! fakesink"
+    );
+    let Ok(pipeline) = gst::parse::launch(&desc) else {
+        return false;
+    };
+    pipeline.set_state(gst::State::Playing).expect("play");
+    let bus = pipeline.bus().expect("bus");
+    let ended = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .is_some_and(|m| m.type_() == gst::MessageType::Eos);
+    let _ = pipeline.set_state(gst::State::Null);
+    ended
+}
+
 #[test]
-fn formats_it_does_not_take_are_named() {
-    assert!(supports(gst_video::VideoFormat::I420));
-    assert!(supports(gst_video::VideoFormat::Y444));
-    assert!(!supports(gst_video::VideoFormat::I42010le));
-    assert!(!supports(gst_video::VideoFormat::Nv12));
+fn formats_it_does_not_take_do_not_negotiate() {
+    for format in FORMATS {
+        assert!(negotiates("edgescale", format.to_str()), "{format:?}");
+    }
+    for format in ["I420_10LE", "NV12", "RGBA"] {
+        assert!(negotiates("videoscale", format), "{format} with videoscale");
+        assert!(!negotiates("edgescale", format), "{format}");
+    }
 }
 
 #[test]

@@ -100,9 +100,9 @@ impl Filter {
                 .max_by_key(|(k, x)| (**x, std::cmp::Reverse(*k)))
                 .map(|(_, x)| x)
             {
-                *max = (*max + WEIGHT_ONE - sum).max(0);
+                *max += WEIGHT_ONE - sum;
             }
-            if q.iter().any(|&x| x < 0) || q.iter().sum::<i32>() != WEIGHT_ONE {
+            if q.iter().any(|&x| x < 0) {
                 // Cannot happen for a tent (each weight's rounding error is under half a
                 // step, the largest weight is at least 256 / taps); kept so that the sums of
                 // `PlaneScaler::scale` stay within `u16` whatever the arithmetic above does.
@@ -111,8 +111,9 @@ impl Filter {
                     *slot = WEIGHT_ONE;
                 }
             }
+            // Non-negative and summing to WEIGHT_ONE: each fits in u16.
             starts.push(start);
-            weights.extend(q.iter().map(|&x| x.clamp(0, WEIGHT_ONE) as u16));
+            weights.extend(q.iter().map(|&x| x as u16));
         }
         Some(Filter {
             taps,
@@ -335,8 +336,8 @@ impl Block<'_> {
     }
 }
 
-/// The horizontal pass over a transposed block for a filter of `T` taps: for each output
-/// column, `T` multiply-adds of a whole column of the block (`BLOCK` rows at once).
+/// The horizontal pass over a transposed block for a filter of `T` taps (the loop over them
+/// unrolled): for each output column, [`column`].
 #[inline(always)]
 fn horizontal<const T: usize>(block: &[u8], mut out: Block<'_>, starts: &[usize], weights: &[u16]) {
     for (x, (&start, w)) in starts
@@ -345,23 +346,9 @@ fn horizontal<const T: usize>(block: &[u8], mut out: Block<'_>, starts: &[usize]
         .enumerate()
         .take(out.width)
     {
-        let Ok(w) = <&[u16; T]>::try_from(w) else {
-            continue;
-        };
-        let mut acc = [ROUND; BLOCK];
-        for (k, &wk) in w.iter().enumerate() {
-            let at = (start + k) * BLOCK;
-            let Some(col) = block
-                .get(at..at + BLOCK)
-                .and_then(|c| <&[u8; BLOCK]>::try_from(c).ok())
-            else {
-                continue;
-            };
-            for (a, &p) in acc.iter_mut().zip(col) {
-                *a += wk * u16::from(p);
-            }
+        if let Ok(w) = <&[u16; T]>::try_from(w) {
+            out.put(x, &column(block, start, w));
         }
-        out.put(x, &acc);
     }
     out.write();
 }
@@ -370,22 +357,31 @@ fn horizontal<const T: usize>(block: &[u8], mut out: Block<'_>, starts: &[usize]
 #[inline(always)]
 fn horizontal_any(block: &[u8], mut out: Block<'_>, f: &Filter) {
     for x in 0..out.width {
-        let Some((start, weights)) = f.at(x) else {
-            continue;
-        };
-        let mut acc = [ROUND; BLOCK];
-        for (k, &wk) in weights.iter().enumerate() {
-            let at = (start + k) * BLOCK;
-            let Some(col) = block.get(at..at + BLOCK) else {
-                continue;
-            };
-            for (a, &p) in acc.iter_mut().zip(col) {
-                *a += wk * u16::from(p);
-            }
+        if let Some((start, weights)) = f.at(x) {
+            out.put(x, &column(block, start, weights));
         }
-        out.put(x, &acc);
     }
     out.write();
+}
+
+/// One output column of a block: one multiply-add per tap of a whole column of the block
+/// (`BLOCK` rows at once), from source column `start` on.
+#[inline(always)]
+fn column(block: &[u8], start: usize, weights: &[u16]) -> [u16; BLOCK] {
+    let mut acc = [ROUND; BLOCK];
+    for (k, &wk) in weights.iter().enumerate() {
+        let at = (start + k) * BLOCK;
+        let Some(col) = block
+            .get(at..at + BLOCK)
+            .and_then(|c| <&[u8; BLOCK]>::try_from(c).ok())
+        else {
+            continue;
+        };
+        for (a, &p) in acc.iter_mut().zip(col) {
+            *a += wk * u16::from(p);
+        }
+    }
+    acc
 }
 
 /// Whether a plane buffer of `len` bytes holds `height` rows of `width` bytes `stride` apart.
