@@ -162,6 +162,18 @@ struct TrackClock {
     window_min: i128,
 }
 
+impl TrackClock {
+    /// The offset of a segment opened by a sample whose `wall_ns - pts_ns` is `delta`: the
+    /// least delay seen in the segment before it and its own, moved by at most
+    /// [`MAX_PDT_SLEW_NS`]. Also what the video's frontier is computed from
+    /// ([`Track::video_frontier_ns`]), so the two cannot disagree.
+    fn next_offset(&self, delta: i128) -> i128 {
+        self.window_min
+            .min(delta)
+            .clamp(self.offset - MAX_PDT_SLEW_NS, self.offset + MAX_PDT_SLEW_NS)
+    }
+}
+
 /// Which way a timestamp jumped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Jump {
@@ -692,8 +704,7 @@ impl Track {
     /// Video: the earliest wall-clock time (this track's clock) a segment boundary it has not
     /// opened yet can have, now that its newest sample (`pts_ns`, arrived at `arrival_ns`) is
     /// pending: `pts + offset_now`, where `offset_now` is the offset the clock would take if
-    /// this sample opened a segment (the smallest `arrival - pts` of the segment so far and of
-    /// this sample, moved by at most [`MAX_PDT_SLEW_NS`]). `None` before the clock is set (the
+    /// this sample opened a segment ([`TrackClock::next_offset`]). `None` before the clock is set (the
     /// first segment, or after a jump).
     ///
     /// Why no later boundary is earlier: it is opened by a keyframe K, this sample or a later
@@ -711,11 +722,7 @@ impl Track {
     fn video_frontier_ns(&self, pts_ns: u64, arrival_ns: u64) -> Option<u64> {
         let c = self.clock?;
         let delta = i128::from(arrival_ns) - i128::from(pts_ns);
-        let offset_now = c
-            .window_min
-            .min(delta)
-            .clamp(c.offset - MAX_PDT_SLEW_NS, c.offset + MAX_PDT_SLEW_NS);
-        let frontier = i128::from(pts_ns) + offset_now;
+        let frontier = i128::from(pts_ns) + c.next_offset(delta);
         u64::try_from(frontier.clamp(0, i128::from(u64::MAX))).ok()
     }
 
@@ -941,10 +948,7 @@ impl Track {
                     .filter(|l| l.abs() <= MAX_FOLLOW_LEAD_NS);
                 let offset = match self.clock {
                     None => anchor.map_or(delta, |a| a.min(delta)),
-                    Some(c) => c
-                        .window_min
-                        .min(delta)
-                        .clamp(c.offset - MAX_PDT_SLEW_NS, c.offset + MAX_PDT_SLEW_NS),
+                    Some(c) => c.next_offset(delta),
                 };
                 self.clock = Some(TrackClock {
                     offset,
