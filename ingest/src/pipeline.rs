@@ -886,10 +886,9 @@ fn link_fakesink(pipeline: &gst::Pipeline, pad: &gst::Pad) -> Result<(), Pipelin
 
 /// The scaler for a source's decoded pictures: ours (`scale::ELEMENT_NAME`) when its caps
 /// say 8-bit 4:2:0, 4:2:2, 4:4:4 or 4:0:0 (what the decoders then put out is one of the formats
-/// it takes) and do not say interlaced, GStreamer's `videoscale` otherwise (10-bit or
-/// interlaced video, or caps that do not say), so
-/// that a source it cannot scale still negotiates; `videoscale` always when `own` is off
-/// (`transcode.own_scaler`).
+/// it takes) and do not say interlaced; GStreamer's `videoscale` otherwise (10-bit or
+/// interlaced video, or caps that do not say), so that a source ours cannot scale still
+/// negotiates, and always when `own` is off (`transcode.own_scaler`).
 fn scaler_for(s: &gst::StructureRef, own: bool) -> &'static str {
     let eight_bit = s.get::<u32>("bit-depth-luma").ok() == Some(8)
         && s.get::<u32>("bit-depth-chroma").map_or(true, |d| d == 8);

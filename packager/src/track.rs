@@ -704,8 +704,8 @@ impl Track {
     /// Video: the earliest wall-clock time (this track's clock) a segment boundary it has not
     /// opened yet can have, now that its newest sample (`pts_ns`, arrived at `arrival_ns`) is
     /// pending: `pts + offset_now`, where `offset_now` is the offset the clock would take if
-    /// this sample opened a segment ([`TrackClock::next_offset`]). `None` before the clock is set (the
-    /// first segment, or after a jump).
+    /// this sample opened a segment ([`TrackClock::next_offset`]). `None` before the clock is
+    /// set (the first segment, or after a jump).
     ///
     /// Why no later boundary is earlier: it is opened by a keyframe K, this sample or a later
     /// one, whose PTS is not below this sample's nor below that of any frame decoded before it
