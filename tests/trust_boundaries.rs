@@ -195,13 +195,17 @@ fn control_plane_certificates_follow_a_reload_on_sighup() {
     );
     send_signal(node.pid(), "HUP").expect("SIGHUP");
     wait_for(
-        "the node to present the re-issued certificate",
+        "the node to present the re-issued certificate and say so",
         ATTEMPT_TIMEOUT,
-        || (days_left() < 31.0).then_some(()),
+        // The gauge moves just before the log line is written: wait for both.
+        || {
+            (days_left() < 31.0
+                && node
+                    .log_text()
+                    .contains("control-plane certificates reloaded"))
+            .then_some(())
+        },
     );
-    assert!(node
-        .log_text()
-        .contains("control-plane certificates reloaded"));
     // A certificate file that does not load is refused; the node keeps its link and figures.
     std::fs::write(c.certs.join("node-n1.pem"), "not a certificate").expect("write");
     send_signal(node.pid(), "HUP").expect("SIGHUP");
@@ -250,13 +254,17 @@ fn the_balancer_takes_renewed_control_plane_certificates_on_sighup() {
     );
     send_signal(b.pid(), "HUP").expect("SIGHUP");
     wait_for(
-        "the balancer to load the renewed certificate",
+        "the balancer to load the renewed certificate and say so",
         ATTEMPT_TIMEOUT,
-        || (days_left() < 31.0).then_some(()),
+        // The gauge moves just before the log line is written (CI once read the log between
+        // the two): wait for both.
+        || {
+            (days_left() < 31.0
+                && b.log_text()
+                    .contains("control-plane certificates reloaded; new node connections get them"))
+            .then_some(())
+        },
     );
-    assert!(b
-        .log_text()
-        .contains("control-plane certificates reloaded; new node connections get them"));
     // A node connecting now is accepted with it; the node already connected never noticed.
     let _n2 = c.node(2, 10, &[&b]);
     wait_for("n2 to report", ATTEMPT_TIMEOUT, || {
