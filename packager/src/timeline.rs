@@ -38,6 +38,12 @@ pub(crate) struct Boundary {
     pub wall_ns: u64,
     /// Set by a video rendition (audio entries are placeholders video overrides).
     pub video: bool,
+    /// The media time (PTS, ns) of the first sample of the rendition that opened the segment.
+    /// The ingest gives every rendition of a stream one media time base (the source's
+    /// timestamps, or one GStreamer pipeline's running time), so an audio segment's PDT can sit
+    /// exactly as far from the video's as its media does (`Track::feed`); where the distance
+    /// says the bases differ, the audio falls back to its wall clock.
+    pub media_ns: u64,
     /// The segment follows a discontinuity.
     pub discontinuity: bool,
 }
@@ -93,8 +99,16 @@ impl Timeline {
         self.boundaries.get(&msn).copied().filter(|b| b.video)
     }
 
-    /// A rendition opens segment `msn`, whose first sample it maps to `own_ns`: the PDT to print.
-    pub fn open(&mut self, msn: u64, own_ns: u64, video: bool, discontinuity: bool) -> u64 {
+    /// A rendition opens segment `msn`, whose first sample (media time `media_ns`) it maps to
+    /// `own_ns`: the PDT to print.
+    pub fn open(
+        &mut self,
+        msn: u64,
+        own_ns: u64,
+        media_ns: u64,
+        video: bool,
+        discontinuity: bool,
+    ) -> u64 {
         if let Some(b) = self.boundaries.get(&msn) {
             if b.video || !video {
                 return b.wall_ns;
@@ -110,6 +124,7 @@ impl Timeline {
             Boundary {
                 wall_ns: wall,
                 video,
+                media_ns,
                 discontinuity,
             },
         );

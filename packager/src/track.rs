@@ -29,7 +29,9 @@
 //! the same in every rendition.
 //!
 //! Audio next to video (follow mode) cuts where the video cuts: the video's boundary, a PDT,
-//! is mapped to the audio's PTS through the audio's own clock. So that the boundary is known
+//! is mapped to the audio's PTS through the audio's own clock; the audio segment's PDT is the
+//! boundary's moved by the media time from the video's first sample to its own (renditions
+//! share a media time base), so PDT and media agree between the tracks to the nanosecond. So that the boundary is known
 //! when the audio reaches it, the audio holds each sample back until the video has placed
 //! samples past it ([`Track::release`]; the ingest hands audio on before the video, by a
 //! varying amount when media comes in bursts), for at most [`MAX_FOLLOW_HOLD`] of media.
@@ -924,14 +926,12 @@ impl Track {
                 // only add), and a first arrival delayed in a burst would otherwise put the next
                 // boundary a burst early in its media, so segment N's EXTINF would disagree with
                 // the PDT step.
-                let anchor = tl
+                let followed = tl
                     .boundary(self.next_msn)
-                    .filter(|_| self.follow && !self.stale_boundary)
-                    .map(|b| {
-                        i128::from(b.wall_ns)
-                            - i128::from(tl.correction_ns())
-                            - i128::from(s.pts_ns)
-                    });
+                    .filter(|_| self.follow && !self.stale_boundary);
+                let anchor = followed.map(|b| {
+                    i128::from(b.wall_ns) - i128::from(tl.correction_ns()) - i128::from(s.pts_ns)
+                });
                 // Audio that follows the video starts segment N at its first sample at or after
                 // the video's boundary: up to a frame or two after it (a late boundary ends N
                 // with one more frame), or up to the cut tolerance before it. Its PDT is the
@@ -940,12 +940,26 @@ impl Track {
                 // then expects exactly the media it gets. Carrying the video's PDT instead put
                 // the audio's parts up to 20 ms away from their media, and hls.js, finding its
                 // buffer end short of the part it had just loaded, sometimes loaded no more
-                // audio until the window slid (a stall 1.5 s after joining). Not for the first
-                // segment, whose first sample anchors this track's clock at the boundary.
-                let lead_ns = anchor
-                    .filter(|_| self.clock.is_some())
-                    .map(|a| cut_offset - a)
+                // audio until the window slid (a stall 1.5 s after joining).
+                // The distance is taken in media time, from the video's first sample of N to
+                // ours: the renditions of a stream share their media time base, and a player
+                // places both tracks' media by it, so PDT(audio N) - PDT(video N) is then what
+                // the player finds between the two tracks' media. On this track's clock (the
+                // way the boundary was mapped to our PTS) the distance also carries the
+                // difference between the audio's and the video's least transport delay: a few
+                // ms that made the audio playlist's times disagree with its media by as much.
+                // Failing that (a media distance over two frames means the time bases are not
+                // shared), the clock's distance, except in the first segment, whose first sample
+                // anchors this track's clock at the boundary.
+                let media_lead = followed
+                    .map(|b| i128::from(s.pts_ns) - i128::from(b.media_ns))
                     .filter(|l| l.abs() <= MAX_FOLLOW_LEAD_NS);
+                let lead_ns = media_lead.or_else(|| {
+                    anchor
+                        .filter(|_| self.clock.is_some())
+                        .map(|a| cut_offset - a)
+                        .filter(|l| l.abs() <= MAX_FOLLOW_LEAD_NS)
+                });
                 let offset = match self.clock {
                     None => anchor.map_or(delta, |a| a.min(delta)),
                     Some(c) => c.next_offset(delta),
@@ -955,7 +969,12 @@ impl Track {
                     window_min: delta,
                 });
                 let own = (i128::from(s.pts_ns) + offset).clamp(0, i128::from(u64::MAX));
-                self.open_segment(u64::try_from(own).unwrap_or(u64::MAX), lead_ns, tl);
+                self.open_segment(
+                    u64::try_from(own).unwrap_or(u64::MAX),
+                    s.pts_ns,
+                    lead_ns,
+                    tl,
+                );
                 if !s.keyframe && self.plan.kind == RenditionKind::Video {
                     published.forced_cuts += 1;
                 }
@@ -1011,12 +1030,19 @@ impl Track {
     /// Opens the next segment, whose first sample maps to `own_ns` on this track's clock.
     /// `follow_lead_ns`: audio following the video, how far (ns of its media) that sample lies
     /// past the video's boundary, added to the boundary's PDT.
-    fn open_segment(&mut self, own_ns: u64, follow_lead_ns: Option<i128>, tl: &mut Timeline) {
+    fn open_segment(
+        &mut self,
+        own_ns: u64,
+        media_ns: u64,
+        follow_lead_ns: Option<i128>,
+        tl: &mut Timeline,
+    ) {
         let msn = self.next_msn;
         self.next_msn += 1;
         let mut pdt = tl.open(
             msn,
             own_ns,
+            media_ns,
             self.plan.kind == RenditionKind::Video,
             self.pending_discontinuity,
         );
