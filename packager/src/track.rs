@@ -31,7 +31,8 @@
 //! Audio next to video (follow mode) cuts where the video cuts: the video's boundary, a PDT,
 //! is mapped to the audio's PTS through the audio's own clock; the audio segment's PDT is the
 //! boundary's moved by the media time from the video's first sample to its own (renditions
-//! share a media time base), so PDT and media agree between the tracks to the nanosecond. So that the boundary is known
+//! share a media time base), so PDT and media agree between the tracks, while that distance
+//! and the one on the audio's clock agree within [`FOLLOW_MEDIA_AGREEMENT_NS`]. So that the boundary is known
 //! when the audio reaches it, the audio holds each sample back until the video has placed
 //! samples past it ([`Track::release`]; the ingest hands audio on before the video, by a
 //! varying amount when media comes in bursts), for at most [`MAX_FOLLOW_HOLD`] of media.
@@ -129,6 +130,16 @@ const MAX_PDT_SLEW_NS: i128 = 50_000_000;
 /// past it the cut is not where the video's boundary says (a clock jumped) and the boundary's
 /// PDT is kept as it is.
 const MAX_FOLLOW_LEAD_NS: i128 = 93_000_000;
+
+/// How far apart an audio segment's distance from the video's boundary may be in media time
+/// and on the audio's own clock for the media time to set its PDT (`Track::feed`). The two
+/// differ by the difference between the audio's and the video's least transport delay: a few
+/// ms over RTMP. Much more (an MPEG-TS muxer that sends its audio 100 ms away from the video)
+/// and the audio's cut, made on its clock, is that far from the video's in media too, so a PDT
+/// in media time would sit as far from the video's; the clock's distance is kept then. Going
+/// from one to the other moves a PDT step by at most this, well inside the 100 ms a PDT step may
+/// differ from EXTINF.
+const FOLLOW_MEDIA_AGREEMENT_NS: i128 = 20_000_000;
 
 /// Audio that follows the video holds a sample back until the video's frontier (the earliest
 /// wall-clock time a segment boundary the video has not opened yet can have, see
@@ -948,18 +959,25 @@ impl Track {
                 // way the boundary was mapped to our PTS) the distance also carries the
                 // difference between the audio's and the video's least transport delay: a few
                 // ms that made the audio playlist's times disagree with its media by as much.
-                // Failing that (a media distance over two frames means the time bases are not
-                // shared), the clock's distance, except in the first segment, whose first sample
-                // anchors this track's clock at the boundary.
+                // Only while the two distances agree ([`FOLLOW_MEDIA_AGREEMENT_NS`]); else the
+                // clock's, which in the first segment is 0 (its first sample anchors this
+                // track's clock at the boundary).
+                let clock_lead = anchor
+                    .map(|a| {
+                        if self.clock.is_some() {
+                            cut_offset - a
+                        } else {
+                            0
+                        }
+                    })
+                    .filter(|l| l.abs() <= MAX_FOLLOW_LEAD_NS);
                 let media_lead = followed
                     .map(|b| i128::from(s.pts_ns) - i128::from(b.media_ns))
                     .filter(|l| l.abs() <= MAX_FOLLOW_LEAD_NS);
-                let lead_ns = media_lead.or_else(|| {
-                    anchor
-                        .filter(|_| self.clock.is_some())
-                        .map(|a| cut_offset - a)
-                        .filter(|l| l.abs() <= MAX_FOLLOW_LEAD_NS)
-                });
+                let lead_ns = match (media_lead, clock_lead) {
+                    (Some(m), Some(c)) if (m - c).abs() <= FOLLOW_MEDIA_AGREEMENT_NS => Some(m),
+                    (_, c) => c,
+                };
                 let offset = match self.clock {
                     None => anchor.map_or(delta, |a| a.min(delta)),
                     Some(c) => c.next_offset(delta),
