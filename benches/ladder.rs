@@ -24,7 +24,8 @@ use std::{
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::{
-    bench_config_template, http_get, metric_value, procfs, wait_for, Node, Ports, HTTP_TIMEOUT,
+    bench_config_template, free_tcp_port, http_get, metric_value, procfs, wait_for, Node, Ports,
+    HTTP_TIMEOUT,
 };
 
 /// Media length: long enough for steady state, short enough for a benchmark run.
@@ -246,14 +247,6 @@ fn main() {
         edge_cpu / videoscale_cpu
     );
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// A TCP port on loopback that was free a moment ago.
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on loopback")
 }
 
 /// How long the publisher keeps retrying until the ffmpeg peer listens.

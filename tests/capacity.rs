@@ -134,12 +134,15 @@ fn a_pipeline_behind_real_time_marks_the_node_overloaded_and_keeps_its_stream() 
     };
     assert_eq!(v["overloaded"], true, "{v}");
     // The state flips just before the warning is written: wait for the line, do not race it.
-    wait_until(Duration::from_secs(5), || {
-        node.log_text()
-            .contains("node overloaded, refusing new streams")
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("no overload warning:\n{}", node.log_text()));
+    wait_for(
+        "the overload warning in the log",
+        Duration::from_secs(5),
+        || {
+            node.log_text()
+                .contains("node overloaded, refusing new streams")
+                .then_some(())
+        },
+    );
     assert!(
         node.metrics().contains("edge_ingest_overloaded 1"),
         "the overloaded gauge is not set"

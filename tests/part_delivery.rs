@@ -20,10 +20,10 @@ const FOLLOW: Duration = Duration::from_secs(12);
 const WAIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the test holds each rendition's p99 to: twice the part target plus the audio's hold
-/// for the video (its next frame and 15 ms) and room for a loaded machine. A part that came a part late, or a
-/// measurement that counted something else, lands above it. Whether p99 meets issue 10's
-/// budget (one part target + 50 ms) is measured, not asserted: `-- --nocapture` prints it,
-/// BENCHMARKS.md records it (speed is measured in benchmarks, not in timed tests).
+/// for the video (its next frame and 15 ms) and room for a loaded machine. A part that came a
+/// part late, or a measurement that counted something else, lands above it. Whether p99 meets
+/// issue 10's budget (one part target + 50 ms) is measured, not asserted: `-- --nocapture`
+/// prints it, BENCHMARKS.md records it (speed is measured in benchmarks, not in timed tests).
 const P99_BOUND_MS: f64 = 600.0;
 
 /// `part{msn}.{index}.m4s` → (msn, index).

@@ -25,17 +25,18 @@
 //! The track maps its own PTS to the wall clock with an offset taken, at each segment start, as
 //! the smallest `arrival - pts` over the previous segment's samples (the least-delayed sample is
 //! the closest to the true capture pace; network bursts only delay), moved by at most
-//! `MAX_PDT_SLEW_NS` per segment, so PDT and EXTINF agree and PDT converges to arrival. The shared [`Timeline`] then makes PDT(N)
-//! the same in every rendition.
+//! `MAX_PDT_SLEW_NS` per segment, so PDT and EXTINF agree and PDT converges to arrival. The
+//! shared [`Timeline`] then makes PDT(N) the same in every rendition.
 //!
 //! Audio next to video (follow mode) cuts where the video cuts: the video's boundary, a PDT,
 //! is mapped to the audio's PTS through the audio's own clock; the audio segment's PDT is the
 //! boundary's moved by the media time from the video's first sample to its own (renditions
 //! share a media time base), so PDT and media agree between the tracks, while that distance
-//! and the one on the audio's clock agree within [`FOLLOW_MEDIA_AGREEMENT_NS`]. So that the boundary is known
-//! when the audio reaches it, the audio holds each sample back until the video has placed
-//! samples past it ([`Track::release`]; the ingest hands audio on before the video, by a
-//! varying amount when media comes in bursts), for at most [`MAX_FOLLOW_HOLD`] of media.
+//! and the one on the audio's clock agree within [`FOLLOW_MEDIA_AGREEMENT_NS`]. So that the
+//! boundary is known when the audio reaches it, the audio holds each sample back until the
+//! video's frontier has passed it ([`Track::release`]; the ingest hands audio on before the
+//! video, by a varying amount when media comes in bursts), for at most [`MAX_FOLLOW_HOLD`] of
+//! media.
 //!
 //! EXT-X-TARGETDURATION is fixed for the life of the track: ceil(segment_target). Video
 //! segments end on keyframes; a segment that reaches the longest duration this target allows
@@ -134,11 +135,11 @@ const MAX_FOLLOW_LEAD_NS: i128 = 93_000_000;
 /// How far apart an audio segment's distance from the video's boundary may be in media time
 /// and on the audio's own clock for the media time to set its PDT (`Track::feed`). The two
 /// differ by the difference between the audio's and the video's least transport delay: a few
-/// ms over RTMP. Much more (an MPEG-TS muxer that sends its audio 100 ms away from the video)
-/// and the audio's cut, made on its clock, is that far from the video's in media too, so a PDT
-/// in media time would sit as far from the video's; the clock's distance is kept then. Going
-/// from one to the other moves a PDT step by at most this, well inside the 100 ms a PDT step may
-/// differ from EXTINF.
+/// ms over RTMP. When they differ by much more, the audio's cut, made on its clock, is far from
+/// the video's boundary in media time too (seen over SRT with losses: one segment cut 105 ms
+/// off), and a PDT in media time would move that segment's PDT step as far from its EXTINF;
+/// the clock's distance is kept then. Going from one to the other moves a PDT step by at most
+/// this, well inside the 100 ms a PDT step may differ from EXTINF.
 const FOLLOW_MEDIA_AGREEMENT_NS: i128 = 20_000_000;
 
 /// Audio that follows the video holds a sample back until the video's frontier (the earliest
