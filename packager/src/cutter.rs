@@ -39,6 +39,13 @@
 //!   part before was closed) would contradict the preload hint already published (part N.k);
 //!   where every sample is a sync sample the sample then fills part N.k alone and ends the
 //!   segment instead, so the hint holds; video starts its segment anyway (a keyframe must lead).
+//! - In Follow mode the caller may push a sample before it knows whether a boundary lies at
+//!   the next one (the lookahead is not `settled`: the video has got past this sample but not
+//!   yet past the next). With no boundary set, the cutter then closes a full part without
+//!   deciding whether its segment ends ([`End::PartUndecided`]: the caller serves it but lists
+//!   it only after the next push), and the next push decides: a sample at or past the boundary
+//!   starts the next segment. So a part is closed as soon as its last sample is known to
+//!   belong to it, one audio frame sooner than the lookahead alone allows.
 //!
 //! Caveats: if a single sample is longer than `part_target`, its part is too (a part holds at
 //! least one sample); if a keyframe interval exceeds the segment limit, segments are cut at
@@ -94,6 +101,10 @@ pub(crate) struct Lookahead {
     pub keyframe: bool,
     /// A timestamp gap separates it from the pushed sample.
     pub gap: bool,
+    /// Follow mode: whether every boundary that could start a segment at this sample is known.
+    /// When not (the video has not got that far) and no boundary is set, the cutter leaves the
+    /// segment's end to the next push: see [`End::PartUndecided`].
+    pub settled: bool,
 }
 
 /// What the pushed sample starts.
@@ -114,6 +125,11 @@ pub(crate) enum End {
     Open,
     /// The part containing the sample is complete.
     Part,
+    /// The part containing the sample is complete, but whether its segment ends with it is
+    /// decided when the next sample is pushed (follow mode, the boundary not known yet): the
+    /// part may be served to a client that asked for it, and is listed once the next push
+    /// decides (the preload hint keeps naming it until then, so the hint holds either way).
+    PartUndecided,
     /// The part and the segment containing the sample are complete.
     Segment,
 }
@@ -148,6 +164,9 @@ struct Open {
     part_duration: u64,
     part_open: bool,
     segment_open: bool,
+    /// The last push left undecided whether its segment ends after it (follow mode): a sample
+    /// at or past the boundary then starts the next segment, as if the lookahead had said so.
+    end_undecided: bool,
 }
 
 /// The per-rendition cutting state machine; see the module documentation.
@@ -215,8 +234,9 @@ impl Cutter {
             None => Start::Segment,
             Some(o) if !o.segment_open => Start::Segment,
             Some(o) if self.starts_segment(&o, s.pts, s.keyframe) => {
-                // With no next sample (a flush) nothing follows in this segment anyway.
-                if self.all_sync() && next.is_some() {
+                // With no next sample (a flush) nothing follows in this segment anyway; after a
+                // push that left the end undecided nothing was announced past the open part.
+                if self.all_sync() && next.is_some() && !o.end_undecided {
                     // Announced as part N.k (or inside the open part): finish segment N with it.
                     late_boundary = true;
                     if o.part_open && o.part_duration + s.duration <= cfg.part_target {
@@ -248,6 +268,7 @@ impl Cutter {
                     part_duration: 0,
                     part_open: true,
                     segment_open: true,
+                    end_undecided: false,
                 }
             }
             (Start::Part, Some(o)) => Open {
@@ -284,18 +305,26 @@ impl Cutter {
             // This boundary is used up; the caller hands in the next one.
             self.boundary = None;
         }
+        // Follow mode with no boundary known and the video not past the next sample: a
+        // boundary may still come before it.
+        let undecided = cfg.mode == SegmentMode::Follow
+            && self.boundary.is_none()
+            && next.is_some_and(|n| !n.settled);
+        let full = next.is_some_and(|n| n.gap || o.part_duration + expected_next > cfg.part_target);
         let end = match next {
             _ if late_boundary => End::Segment,
             Some(n) if self.starts_segment(&o, n.pts, n.keyframe) => End::Segment,
-            Some(n) if n.gap || o.part_duration + expected_next > cfg.part_target => End::Part,
+            Some(_) if undecided && full => End::PartUndecided,
+            Some(_) if full => End::Part,
             _ => End::Open,
         };
+        o.end_undecided = undecided && end != End::Segment;
         match end {
             End::Segment => {
                 o.part_open = false;
                 o.segment_open = false;
             }
-            End::Part => o.part_open = false,
+            End::Part | End::PartUndecided => o.part_open = false,
             End::Open => {}
         }
         self.open = Some(o);

@@ -40,6 +40,7 @@ pub fn simulate(cfg: CutterConfig, samples: &[(u64, bool)]) -> Vec<SimSegment> {
                     pts: npts,
                     keyframe: nkey,
                     gap: false,
+                    settled: true,
                 }),
             ),
             None => (pts - samples[i - 1].0, None),
@@ -85,7 +86,7 @@ pub fn simulate(cfg: CutterConfig, samples: &[(u64, bool)]) -> Vec<SimSegment> {
                 close_part(&mut seg, &mut part);
                 segments.extend(seg.take());
             }
-            End::Part => close_part(&mut seg, &mut part),
+            End::Part | End::PartUndecided => close_part(&mut seg, &mut part),
             End::Open => {}
         }
     }
@@ -293,6 +294,7 @@ fn gap_forces_part_boundary() {
         pts: 900_000,
         keyframe: false,
         gap: true,
+        settled: true,
     };
     assert_eq!(
         c.push(&s(3000, false), Some(next)),
@@ -356,4 +358,100 @@ fn a_sample_that_carries_a_hole_does_not_end_its_part_short() {
             );
         }
     }
+}
+
+#[test]
+fn an_undecided_end_closes_a_full_part_and_the_next_push_decides_the_segment() {
+    // AAC at 48 kHz in follow mode, 200 ms parts: a part holds 9 frames (9,216 ticks).
+    let frame = 1024;
+    let cfg = CutterConfig {
+        part_target: 9_600,
+        segment_target: 96_000,
+        tolerance: 480,
+        max_segment: 3 * 96_000,
+        mode: SegmentMode::Follow,
+        follow_wait: 4 * 48_000,
+    };
+    let s = |i: u64| CutSample {
+        pts: i * frame,
+        duration: frame,
+        keyframe: true,
+        gap_before: false,
+    };
+    let next = |i: u64, settled| {
+        Some(Lookahead {
+            pts: i * frame,
+            keyframe: true,
+            gap: false,
+            settled,
+        })
+    };
+    for (boundary, expect_next) in [(9 * frame, Start::Segment), (20 * frame, Start::Part)] {
+        let mut c = Cutter::new(cfg);
+        c.set_boundary(Some(0));
+        assert_eq!(
+            c.push(&s(0), next(1, true)),
+            Placement::Add {
+                start: Start::Segment,
+                end: End::Open
+            }
+        );
+        for i in 1..8 {
+            assert_eq!(
+                c.push(&s(i), next(i + 1, false)),
+                Placement::Add {
+                    start: Start::Continue,
+                    end: End::Open
+                },
+                "frame {i}"
+            );
+        }
+        // Frame 8 fills the part; the video has not got past frame 9 yet.
+        assert_eq!(
+            c.push(&s(8), next(9, false)),
+            Placement::Add {
+                start: Start::Continue,
+                end: End::PartUndecided
+            }
+        );
+        // Now it has: the boundary is at frame 9 (next segment) or far away (next part).
+        c.set_boundary(Some(boundary));
+        assert_eq!(
+            c.push(&s(9), next(10, true)),
+            Placement::Add {
+                start: expect_next,
+                end: End::Open
+            },
+            "boundary {boundary}"
+        );
+    }
+    // Undecided in the middle of a part: a boundary at the next frame still starts a segment
+    // there (not the late-boundary path, which would end the segment one frame late).
+    let mut c = Cutter::new(cfg);
+    c.set_boundary(Some(0));
+    c.push(&s(0), next(1, true));
+    assert_eq!(
+        c.push(&s(1), next(2, false)),
+        Placement::Add {
+            start: Start::Continue,
+            end: End::Open
+        }
+    );
+    c.set_boundary(Some(2 * frame));
+    assert_eq!(
+        c.push(&s(2), next(3, true)),
+        Placement::Add {
+            start: Start::Segment,
+            end: End::Open
+        }
+    );
+    // A known boundary settles the end whatever the lookahead says.
+    c.set_boundary(Some(4 * frame));
+    assert_eq!(
+        c.push(&s(3), next(4, false)),
+        Placement::Add {
+            start: Start::Continue,
+            end: End::Segment
+        }
+    );
 }

@@ -313,6 +313,8 @@ pub(crate) struct Published {
     pub dropped: u32,
     /// Silent audio frames inserted into holes.
     pub filled: u32,
+    /// Parts closed earlier that the playlist now lists (see `Track::unlisted`).
+    pub listed: u32,
 }
 
 impl Published {
@@ -324,11 +326,12 @@ impl Published {
         self.forced_cuts += other.forced_cuts;
         self.dropped += other.dropped;
         self.filled += other.filled;
+        self.listed += other.listed;
     }
 
     /// Whether anything became visible.
     pub fn any(&self) -> bool {
-        self.parts > 0 || self.segments > 0
+        self.parts > 0 || self.segments > 0 || self.listed > 0
     }
 }
 
@@ -401,6 +404,11 @@ pub(crate) struct Track {
     follow: bool,
     /// The next segment starts at once, off the video's boundaries (see `feed`).
     stale_boundary: bool,
+    /// The open segment's last part is complete and served, but not listed yet: the cutter
+    /// left undecided whether the segment ends with it ([`End::PartUndecided`]), and the
+    /// playlist's preload hint keeps naming it until the next sample decides, so the hint
+    /// names the part published next whichever way it goes.
+    unlisted: bool,
     /// Highest bit rate of a segment of at least half the target (shorter ones, cut by a
     /// flush or a jump, would overstate it), bits/s.
     peak_bps: u64,
@@ -434,6 +442,7 @@ impl Track {
             last_pdt_ns: None,
             follow: false,
             stale_boundary: false,
+            unlisted: false,
             peak_bps: 0,
         };
         if let Some(run) = start.gaps.filter(|r| r.count > 0) {
@@ -673,6 +682,8 @@ impl Track {
                         pts: next_pts,
                         keyframe,
                         gap: false,
+                        // Follow mode: set when the sample is released.
+                        settled: true,
                     };
                     if self.follow {
                         self.held.push_back(Held {
@@ -765,23 +776,31 @@ impl Track {
                 .held
                 .back()
                 .map_or(0, |b| b.next.pts.saturating_sub(h.sample.pts));
-            let passed = tl.video_frontier().is_some_and(|frontier| {
-                // The successor on our own wall clock, mapped as `feed` will map the boundary.
-                let offset = self.clock.map_or_else(
-                    || {
-                        let arrival = tl.wall_ns(h.sample.arrival.unwrap_or(h.sample.received));
-                        i128::from(arrival) - i128::from(h.sample.pts_ns)
-                    },
-                    |c| c.offset,
-                );
-                let wall = i128::from(h.next_pts_ns) + offset;
-                wall + i128::from(FOLLOW_HOLD_MARGIN_NS) < i128::from(frontier)
-            });
-            if !passed && span < max_hold {
+            // Whether the video is past `pts_ns` (ns of our media), on our own wall clock,
+            // mapped as `feed` will map the boundary.
+            let offset = self.clock.map_or_else(
+                || {
+                    let arrival = tl.wall_ns(h.sample.arrival.unwrap_or(h.sample.received));
+                    i128::from(arrival) - i128::from(h.sample.pts_ns)
+                },
+                |c| c.offset,
+            );
+            let past = |pts_ns: u64| {
+                tl.video_frontier().is_some_and(|frontier| {
+                    i128::from(pts_ns) + offset + i128::from(FOLLOW_HOLD_MARGIN_NS)
+                        < i128::from(frontier)
+                })
+            };
+            // Past the successor: the cutter decides where this sample's part and segment end.
+            // Past this sample only: it decides where the sample goes and may close a full
+            // part, leaving to the successor whether the segment ends (`End::PartUndecided`).
+            let settled = span >= max_hold || past(h.next_pts_ns);
+            if !settled && !past(h.sample.pts_ns) {
                 break;
             }
             if let Some(h) = self.held.pop_front() {
-                published.merge(self.feed(h.sample, h.duration, Some(h.next), tl, now)?);
+                let next = Lookahead { settled, ..h.next };
+                published.merge(self.feed(h.sample, h.duration, Some(next), tl, now)?);
             }
         }
         Ok(published)
@@ -923,6 +942,11 @@ impl Track {
             Placement::Drop => return Ok(published),
             Placement::Add { start, end } => (start, end),
         };
+        // The cutter has decided where the last closed part's segment ends: list it (a new
+        // part or segment starts here, so nothing is added to it).
+        if std::mem::take(&mut self.unlisted) {
+            published.listed += 1;
+        }
         self.last_duration = duration;
         match start {
             Start::Segment => {
@@ -1041,6 +1065,10 @@ impl Track {
                 published.merge(self.close_segment());
             }
             End::Part => published.merge(self.close_part(now)?),
+            End::PartUndecided => {
+                published.merge(self.close_part(now)?);
+                self.unlisted = true;
+            }
             End::Open => {}
         }
         Ok(published)
@@ -1129,6 +1157,9 @@ impl Track {
 
     fn close_segment(&mut self) -> Published {
         let mut published = Published::default();
+        if std::mem::take(&mut self.unlisted) {
+            published.listed += 1;
+        }
         let Some(seg) = self.open.take() else {
             return published;
         };
@@ -1308,15 +1339,20 @@ impl Track {
         base.max(1)
     }
 
-    /// (msn, part index) of the last published part (gap segments have none).
+    /// (msn, part index) of the last part the playlist lists (gap segments have none).
     pub fn last_part(&self) -> Option<(u64, u32)> {
-        let seg = self
+        let (msn, listed) = self
             .open
             .iter()
-            .chain(self.segments.iter().rev())
-            .find(|s| !s.parts.is_empty())?;
-        let idx = u32::try_from(seg.parts.len() - 1).unwrap_or(u32::MAX);
-        Some((seg.msn, idx))
+            .map(|o| (o.msn, self.listed_parts(o)))
+            .chain(self.segments.iter().rev().map(|s| (s.msn, s.parts.len())))
+            .find(|(_, n)| *n > 0)?;
+        Some((msn, u32::try_from(listed - 1).unwrap_or(u32::MAX)))
+    }
+
+    /// How many of the open segment's parts the playlist lists (all but an unlisted one).
+    fn listed_parts(&self, open: &Segment) -> usize {
+        open.parts.len() - usize::from(self.unlisted && !open.parts.is_empty())
     }
 
     /// The configured part target (the longest a part is meant to take).
@@ -1335,7 +1371,10 @@ impl Track {
             return None;
         }
         match &self.open {
-            Some(o) => Some((o.msn, u32::try_from(o.parts.len()).unwrap_or(u32::MAX))),
+            Some(o) => Some((
+                o.msn,
+                u32::try_from(self.listed_parts(o)).unwrap_or(u32::MAX),
+            )),
             None => Some((self.next_msn, 0)),
         }
     }
@@ -1409,11 +1448,14 @@ impl Track {
     /// A plain view of the playlist for the renderer.
     pub fn playlist(&self, reports: Vec<RenditionReport>) -> MediaPlaylist {
         let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
-        let entry = |s: &Segment, complete: bool| SegmentEntry {
+        let entry = |s: &Segment, complete: bool, listed: usize| SegmentEntry {
             msn: s.msn,
             uri: format!("seg{}.m4s", s.msn),
             duration: s.gap_ns.map_or_else(
-                || codec::ticks_to_secs(s.duration, ts),
+                || {
+                    let unlisted: u64 = s.parts.iter().skip(listed).map(|p| p.duration).sum();
+                    codec::ticks_to_secs(s.duration - unlisted, ts)
+                },
                 |ns| ns as f64 / 1e9,
             ),
             gap: s.gap_ns.is_some(),
@@ -1421,6 +1463,7 @@ impl Track {
             parts: s
                 .parts
                 .iter()
+                .take(listed)
                 .enumerate()
                 .map(|(i, p)| PartEntry {
                     uri: format!("part{}.{}.m4s", s.msn, i),
@@ -1432,10 +1475,16 @@ impl Track {
             map_uri: init_uri(s.init_id),
             pdt: s.pdt,
         };
-        let mut segments: Vec<SegmentEntry> =
-            self.segments.iter().map(|s| entry(s, true)).collect();
-        if let Some(o) = self.open.as_ref().filter(|o| !o.parts.is_empty()) {
-            segments.push(entry(o, false));
+        let mut segments: Vec<SegmentEntry> = self
+            .segments
+            .iter()
+            .map(|s| entry(s, true, s.parts.len()))
+            .collect();
+        if let Some(o) = self.open.as_ref() {
+            let listed = self.listed_parts(o);
+            if listed > 0 {
+                segments.push(entry(o, false, listed));
+            }
         }
         MediaPlaylist {
             target_duration: self.target_duration(),

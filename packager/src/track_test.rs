@@ -539,3 +539,82 @@ fn no_boundary_opens_before_a_frontier_the_video_reported() {
         }
     }
 }
+
+/// Audio that follows the video closes a full part as soon as the video has got past the
+/// part's last frame: the part is served at once, the playlist lists it (and the hint moves
+/// on) when the frame after it decides whether the segment ends with it, and the bytes served
+/// early are the part's. Over 12 s of 30 fps video arriving 100 ms after its DTS and AAC
+/// arriving 20 ms after its own, so the audio waits for the video.
+#[test]
+fn a_full_audio_part_is_served_before_its_segment_end_is_decided() {
+    let start = Instant::now();
+    let mut tl = anchor();
+    tl.has_video = true;
+    let mut v = Track::new(video_plan("720p"), cfg(), TrackStart::default());
+    v.configure(h264_info().config, &mut tl, start).unwrap();
+    let mut a = Track::new(audio_plan(), cfg(), TrackStart::default());
+    a.configure(aac_info().config, &mut tl, start).unwrap();
+    a.set_follow(true);
+    let mut events: Vec<(Duration, Sample)> = Vec::new();
+    for i in 0..360 {
+        let mut s = video_sample(i, None);
+        // Every frame, the keyframes too, presented two frames after it is decoded.
+        s.pts_ns = s.dts_ns + 66_666_667;
+        let at = Duration::from_nanos(s.dts_ns) + Duration::from_millis(100);
+        s.arrival = Some(start + at);
+        events.push((at, s));
+    }
+    for j in 0..560 {
+        let mut s = audio_sample(j);
+        let at = Duration::from_nanos(s.dts_ns) + Duration::from_millis(20);
+        s.arrival = Some(start + at);
+        events.push((at, s));
+    }
+    events.sort_by_key(|(at, s)| (*at, s.data.len()));
+    let mut early: Vec<((u64, u32), Bytes)> = Vec::new();
+    for (at, s) in events {
+        let video = s.data.len() >= 100;
+        if video {
+            v.push(s, &mut tl, start + at).unwrap();
+            a.release(&mut tl, start + at).unwrap();
+        } else {
+            a.push(s, &mut tl, start + at).unwrap();
+        }
+        if a.unlisted {
+            let (m, k) = a.next_part_position().unwrap();
+            let bytes = a.part(m, k).expect("the unlisted part is served");
+            let pl = a.playlist(vec![]);
+            assert_eq!(
+                pl.preload_hint.as_deref(),
+                Some(&*format!("part{m}.{k}.m4s"))
+            );
+            assert_ne!(a.last_part(), Some((m, k)));
+            // (A playlist with nothing listed yet is not served.)
+            if a.last_part().is_some() {
+                let text = crate::playlist::render_media(&pl, false);
+                crate::rules::check(&text, &crate::rules::Expect::default())
+                    .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+            }
+            if early.last().is_none_or(|(p, _)| *p != (m, k)) {
+                early.push(((m, k), bytes));
+            }
+        }
+    }
+    for ((m, k), bytes) in &early {
+        assert!(a.last_part().unwrap() >= (*m, *k));
+        assert_eq!(a.part(*m, *k).as_ref(), Some(bytes), "part {m}.{k}");
+    }
+    // The audio's segments still last what the video's do (within a frame).
+    for m in 1..5 {
+        let secs = |t: &Track| {
+            let ts = u32::try_from(t.timescale()).unwrap();
+            codec::ticks_to_secs(t.find_segment(m).unwrap().duration, ts)
+        };
+        let (vs, aus) = (secs(&v), secs(&a));
+        assert!(
+            (vs - aus).abs() < 0.022,
+            "segment {m}: video {vs} s, audio {aus} s"
+        );
+    }
+    assert!(early.len() > 20, "{} parts served early", early.len());
+}
