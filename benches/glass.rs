@@ -77,6 +77,8 @@ Options:
   --segment-s N     the node's hls.segment_target in seconds (default 2, the product's default)
   --gstreamer       package a stream without a ladder through GStreamer
                     (transcode.direct_passthrough = false) instead of straight from RTMP
+  --no-keyframe-join  answer a player's first playlist load at the next part
+                    (hls.keyframe_join = false) instead of when it would start next to a keyframe
   --media-playlist  pin the rung by playing its media playlist (video only) instead of locking
                     the variant in the multivariant playlist (video and audio)
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
@@ -156,6 +158,8 @@ struct Args {
     /// The node packages a stream without a ladder through GStreamer
     /// (`transcode.direct_passthrough = false`) instead of straight from RTMP.
     gstreamer: bool,
+    /// `hls.keyframe_join = false`: a player's first playlist load is answered at the next part.
+    no_keyframe_join: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -172,6 +176,7 @@ fn parse_args() -> Result<Args, String> {
         part_ms: 200,
         segment_s: 2,
         gstreamer: false,
+        no_keyframe_join: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -220,6 +225,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--media-playlist" => a.media_playlist = true,
             "--gstreamer" => a.gstreamer = true,
+            "--no-keyframe-join" => a.no_keyframe_join = true,
             "--samples" => a.samples = Some(PathBuf::from(value()?)),
             "--player" => {
                 a.player = value()?;
@@ -353,6 +359,11 @@ fn hls_targets(text: &str, a: &Args) -> String {
         "segment_target = \"2s\"",
         &format!("segment_target = \"{}s\"", a.segment_s),
     );
+    let t = if a.no_keyframe_join {
+        replace_present(&t, "[hls]\n", "[hls]\nkeyframe_join = false\n")
+    } else {
+        t
+    };
     if a.gstreamer {
         replace_present(
             &t,

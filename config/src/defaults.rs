@@ -43,6 +43,10 @@ pub const DEFAULT_WINDOW_SEGMENTS: usize = 10;
 pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(30);
 /// `hls.ended_retention`.
 pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(60);
+/// `hls.keyframe_join`: on, because hls.js (and players that start the same way) then play
+/// about a quarter of a second nearer the camera for the whole play, for a first frame about a
+/// second later on average (README, "Latency"; BENCHMARKS.md, glass to glass).
+pub const DEFAULT_KEYFRAME_JOIN: bool = true;
 
 /// `srt.latency`: libsrt's default receiver latency.
 pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);

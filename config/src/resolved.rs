@@ -230,6 +230,8 @@ pub struct HlsConfig {
     pub window_segments: usize,
     pub reconnect_window: Duration,
     pub ended_retention: Duration,
+    /// See `packager::PackagerConfig::keyframe_join`.
+    pub keyframe_join: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -394,6 +394,7 @@ fn absent_keys_take_the_one_default() {
     assert_eq!(c.hls.segment_target, DEFAULT_SEGMENT_TARGET);
     assert_eq!(c.hls.reconnect_window, DEFAULT_RECONNECT_WINDOW);
     assert_eq!(c.hls.ended_retention, DEFAULT_ENDED_RETENTION);
+    assert_eq!(c.hls.keyframe_join, DEFAULT_KEYFRAME_JOIN);
     assert_eq!(c.srt.latency, DEFAULT_SRT_LATENCY);
     assert_eq!(c.auth.webhook_timeout, DEFAULT_WEBHOOK_TIMEOUT);
     assert_eq!(c.transcode.x264_preset, DEFAULT_X264_PRESET);

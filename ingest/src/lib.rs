@@ -141,6 +141,7 @@ pub async fn run(
         segment_target: cfg.hls.segment_target,
         window_segments: cfg.hls.window_segments,
         ended_retention: cfg.hls.ended_retention,
+        keyframe_join: cfg.hls.keyframe_join,
         ..packager::PackagerConfig::default()
     });
     let node = Node::new(cfg, capacity, origin.clone());

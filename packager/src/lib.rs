@@ -77,6 +77,13 @@ pub struct PackagerConfig {
     pub ended_retention: Duration,
     /// How long a multivariant playlist request waits for every rendition's first part.
     pub ready_timeout: Duration,
+    /// A plain request for a video rendition's playlist (a player's first load) is answered
+    /// when a player that starts PART-HOLD-BACK behind the playlist's last part starts within a
+    /// part target of an independent part (a keyframe), waiting up to a segment for it
+    /// (`server::KEYFRAME_JOIN_MAX_WAIT`). hls.js starts there, loads parts from the keyframe
+    /// before it and decodes from that keyframe: from mid-GOP that was about a second of parts
+    /// to load and decode while the live edge moved on, and hls.js never catches up by default.
+    pub keyframe_join: bool,
 }
 
 impl Default for PackagerConfig {
@@ -87,6 +94,7 @@ impl Default for PackagerConfig {
             window_segments: 6,
             ended_retention: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(10),
+            keyframe_join: true,
         }
     }
 }

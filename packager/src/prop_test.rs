@@ -58,6 +58,7 @@ fn config() -> impl Strategy<Value = PackagerConfig> {
             window_segments: 6,
             ended_retention: Duration::from_secs(60),
             ready_timeout: Duration::from_millis(10),
+            keyframe_join: false,
         })
 }
 
@@ -376,6 +377,7 @@ fn audio_pushed_ahead_of_video_keeps_pdt_steps() {
                 window_segments: 6,
                 ended_retention: Duration::from_secs(60),
                 ready_timeout: Duration::from_millis(10),
+                keyframe_join: false,
             };
             let mut sim = Sim::new(cfg, true);
             sim.audio_lead_ns = lead_ms * 1_000_000;

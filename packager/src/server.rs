@@ -49,6 +49,13 @@ pub(crate) const BLOCKING_TIMEOUT_TARGET_DURATIONS: u32 = 3;
 /// that takes a frame longer than the target.
 pub(crate) const FRESH_EDGE_SLACK: Duration = Duration::from_millis(50);
 
+/// How long a plain video playlist request may wait for a keyframe join
+/// (`PackagerConfig::keyframe_join`), in segment limits (EXT-X-TARGETDURATION), plus a part
+/// target: a segment starts with a keyframe, so one comes within that unless the source's
+/// keyframe interval is longer than the limit (segments are then cut on other frames and no
+/// wait would help); the request is then answered with what there is.
+pub(crate) const KEYFRAME_JOIN_MAX_WAIT_SEGMENTS: u64 = 1;
+
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
 /// point in the stream that any later playlist also satisfies, so a CDN may answer identical
 /// requests from many clients with it for a short while; short, so late joiners of that URL
@@ -563,6 +570,9 @@ impl Origin {
                     (st.removed || moved).then_some(())
                 })
                 .await;
+                if self.inner.cfg.keyframe_join {
+                    self.keyframe_join(stream, rendition).await;
+                }
             }
         }
         let outcome = wait_for(stream, deadline, |st, generation| {
@@ -600,6 +610,33 @@ impl Origin {
                 "timed out waiting for the requested media",
             ),
         }
+    }
+
+    /// A plain request for a video playlist waits until a player that starts PART-HOLD-BACK
+    /// behind the playlist's last part starts within a part target of a keyframe (see
+    /// `PackagerConfig::keyframe_join`), at most [`KEYFRAME_JOIN_MAX_WAIT_SEGMENTS`] segment
+    /// limits and a part target. It is checked each time a part is published, so the answer
+    /// still goes out the moment its last part is (FRESH_EDGE_SLACK).
+    async fn keyframe_join(&self, stream: &Stream, rendition: &str) {
+        let wait = {
+            let st = stream.state.lock();
+            match st.track(rendition) {
+                Some(t) if t.kind() == RenditionKind::Video && t.state() == TrackState::Live => {
+                    Duration::from_secs(t.target_duration() * KEYFRAME_JOIN_MAX_WAIT_SEGMENTS)
+                        + t.part_target()
+                }
+                _ => return,
+            }
+        };
+        let until = tokio::time::Instant::now() + wait;
+        let _ = wait_for(stream, until, |st, _| {
+            let ready = st.track(rendition).is_none_or(|t| {
+                t.state() != TrackState::Live
+                    || t.join_distance().is_some_and(|d| d <= t.part_target())
+            });
+            (st.removed || ready).then_some(())
+        })
+        .await;
     }
 
     async fn part(

@@ -28,6 +28,7 @@ fn fast_origin() -> Origin {
         window_segments: 6,
         ended_retention: Duration::from_secs(60),
         ready_timeout: Duration::from_millis(300),
+        keyframe_join: false,
     })
 }
 
@@ -480,5 +481,76 @@ async fn a_segment_is_served_as_its_parts_back_to_back() {
     assert_eq!(
         head.headers()[header::CONTENT_LENGTH].to_str().unwrap(),
         seg.len().to_string()
+    );
+}
+
+/// With `keyframe_join`, a player's first (plain) load of a video playlist is answered when
+/// PART-HOLD-BACK behind its last part lies within a part target past a keyframe; the audio's
+/// is not held. 100 ms parts (PART-HOLD-BACK 0.3 s), a keyframe every second.
+#[tokio::test]
+async fn a_plain_video_playlist_request_waits_for_a_keyframe_join() {
+    let o = Origin::new(PackagerConfig {
+        keyframe_join: true,
+        ..fast_origin().config().clone()
+    });
+    let h = o.publish("abc", vec![video_plan("720p"), audio_plan()]);
+    h.configure("720p", h264_info().config).unwrap();
+    h.configure("audio", aac_info().config).unwrap();
+    let frame = |i: u64| {
+        let mut s = video_sample(i, None);
+        s.keyframe = i.is_multiple_of(30);
+        s.pts_ns = s.dts_ns;
+        s
+    };
+    let audio_until = |h: &StreamHandle, from: u64, frames: u64| {
+        let to = frames * 48_000 / 1024 / 30;
+        for j in from..to {
+            h.push("audio", audio_sample(j)).unwrap();
+        }
+        to
+    };
+    // 50 frames: the edge is at 1.6 s, a start 0.3 s behind it 0.3 s past the keyframe at 1 s.
+    for i in 0..50 {
+        h.push("720p", frame(i)).unwrap();
+    }
+    let mut audio = audio_until(&h, 0, 50);
+    let distance = || {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        st.track("720p").unwrap().join_distance()
+    };
+    assert!(
+        distance().unwrap() > Duration::from_millis(100),
+        "{:?}",
+        distance()
+    );
+    let pusher = tokio::spawn(async move {
+        for i in 50..90 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            h.push("720p", frame(i)).unwrap();
+            audio = audio_until(&h, audio, i + 1);
+        }
+        h
+    });
+    // The audio playlist is answered at its next part, long before the video's.
+    let t = Instant::now();
+    let r = o.handle(get("/live/abc/audio/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    let text = body(o.handle(get("/live/abc/720p/index.m3u8")).await).await;
+    let _h = pusher.await.unwrap();
+    let pl = crate::rules::check(&text, &crate::rules::Expect::default())
+        .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    // The start position (the listed media's end less 0.3 s) lies 0 to 100 ms past the
+    // keyframe at 2 s (not the 0.3 s past the one at 1 s it was when the request came).
+    let edge: f64 = pl.segments.iter().map(|s| s.duration).sum();
+    let into = edge - 0.3 - 2.0;
+    assert!(
+        (-0.001..=0.101).contains(&into),
+        "start {into} s past the keyframe\n{text}"
     );
 }

@@ -97,7 +97,7 @@ pub(crate) const MAX_SAMPLE_DURATION: Duration = Duration::from_secs(1);
 /// starts on its own (a video rendition that never produces a keyframe must not silence audio).
 pub(crate) const FOLLOW_WAIT: Duration = Duration::from_secs(4);
 
-pub(crate) use crate::playlist::PART_LIST_TARGET_DURATIONS;
+pub(crate) use crate::playlist::{PART_HOLD_BACK_PARTS, PART_LIST_TARGET_DURATIONS};
 
 /// Fallback duration of a lone video sample when neither a previous duration nor the frame
 /// rate is known: one frame at this rate (the most common live frame rate).
@@ -1353,6 +1353,45 @@ impl Track {
     /// How many of the open segment's parts the playlist lists (all but an unlisted one).
     fn listed_parts(&self, open: &Segment) -> usize {
         open.parts.len() - usize::from(self.unlisted && !open.parts.is_empty())
+    }
+
+    /// Where a player that starts PART-HOLD-BACK behind the newest listed part (hls.js's start
+    /// position) starts: how far that position lies past the start of the independent part a
+    /// player must load from to reach it. `None` when no listed independent part lies at or
+    /// before it.
+    pub fn join_distance(&self) -> Option<Duration> {
+        let ts = self.timescale();
+        let hold_back =
+            (self.cfg.part_target.as_secs_f64() * PART_HOLD_BACK_PARTS * ts as f64).ceil() as u64;
+        let open = self
+            .open
+            .iter()
+            .flat_map(|o| o.parts[..self.listed_parts(o)].iter().rev());
+        let closed = self
+            .segments
+            .iter()
+            .rev()
+            .flat_map(|s| s.parts.iter().rev());
+        // Ticks from the edge back to the end of the part at hand; then from the position back.
+        let mut after = 0u64;
+        let mut distance: Option<u64> = None;
+        for p in open.chain(closed) {
+            let start = after + p.duration;
+            let d = match distance {
+                None if start >= hold_back => start - hold_back,
+                None => {
+                    after = start;
+                    continue;
+                }
+                Some(d) => d + p.duration,
+            };
+            if p.independent {
+                return Some(Duration::from_secs_f64(d as f64 / ts.max(1) as f64));
+            }
+            distance = Some(d);
+            after = start;
+        }
+        None
     }
 
     /// The configured part target (the longest a part is meant to take).

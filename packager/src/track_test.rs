@@ -618,3 +618,37 @@ fn a_full_audio_part_is_served_before_its_segment_end_is_decided() {
     }
     assert!(early.len() > 20, "{} parts served early", early.len());
 }
+
+/// Where a player that starts PART-HOLD-BACK behind the edge lands, measured from the keyframe
+/// it must load from: checked against the arithmetic after every frame of 10 s of 30 fps video
+/// with a keyframe every 2 s (333 ms parts: PART-HOLD-BACK 0.999 s).
+#[test]
+fn join_distance_is_the_start_position_past_its_keyframe() {
+    let mut t = video_track();
+    let mut tl = anchor();
+    let now = Instant::now();
+    let hold_back = 0.999;
+    let mut seen_small = 0;
+    for i in 0..300 {
+        t.push(video_sample(i, None), &mut tl, now).unwrap();
+        let pl = t.playlist(vec![]);
+        let edge: f64 = pl
+            .segments
+            .iter()
+            .flat_map(|s| s.parts.iter())
+            .map(|p| p.duration)
+            .sum();
+        let pos = edge - hold_back;
+        let expected = (pos >= 0.0).then(|| pos - 2.0 * (pos / 2.0).floor());
+        let got = t.join_distance().map(|d| d.as_secs_f64());
+        match (expected, got) {
+            (None, None) => {}
+            (Some(e), Some(g)) => {
+                assert!((e - g).abs() < 0.002, "frame {i}: {g} s, expected {e} s")
+            }
+            other => panic!("frame {i}: {other:?}"),
+        }
+        seen_small += usize::from(got.is_some_and(|g| g <= 0.333));
+    }
+    assert!(seen_small > 0);
+}

@@ -38,6 +38,7 @@ fn feed(h: &StreamHandle, frames: u64) -> Result<(), PackagerError> {
 async fn public_api_round_trip() {
     let origin = Origin::new(PackagerConfig {
         ready_timeout: Duration::from_millis(200),
+        keyframe_join: false,
         ..PackagerConfig::default()
     });
     let plan = vec![RenditionPlan {

@@ -174,6 +174,10 @@ pub struct RawHls {
     /// How long an ended stream stays playable before it is removed.
     #[serde(default = "d_retention", with = "humantime_serde")]
     pub ended_retention: Duration,
+    /// Answer a plain request for a video playlist when a player starting PART-HOLD-BACK
+    /// behind its edge lands in the first part after a keyframe (README, "Latency").
+    #[serde(default = "d_keyframe_join")]
+    pub keyframe_join: bool,
 }
 fn d_part() -> Duration {
     DEFAULT_PART_TARGET
@@ -190,6 +194,9 @@ pub(super) fn d_reconnect() -> Duration {
 fn d_retention() -> Duration {
     DEFAULT_ENDED_RETENTION
 }
+fn d_keyframe_join() -> bool {
+    DEFAULT_KEYFRAME_JOIN
+}
 impl Default for RawHls {
     fn default() -> Self {
         Self {
@@ -198,6 +205,7 @@ impl Default for RawHls {
             window_segments: d_window(),
             reconnect_window: d_reconnect(),
             ended_retention: d_retention(),
+            keyframe_join: d_keyframe_join(),
         }
     }
 }
@@ -765,6 +773,7 @@ impl RawConfig {
                 window_segments: h.window_segments,
                 reconnect_window: h.reconnect_window,
                 ended_retention: h.ended_retention,
+                keyframe_join: h.keyframe_join,
             },
             srt: SrtConfig {
                 latency: self.srt.latency,
