@@ -916,7 +916,20 @@ impl Track {
             let boundary = b.filter(|_| !self.stale_boundary).map(|b| {
                 // On our own clock: without what `Timeline::open` added for a floor.
                 let own = i128::from(b.wall_ns) - correction;
-                let ns = (own - offset).clamp(0, i128::from(u64::MAX));
+                let clock = own - offset;
+                // Never before the boundary in media time either, where the two agree (see
+                // FOLLOW_MEDIA_AGREEMENT_NS): the segment's PDT is placed by the media time
+                // (`open_segment`), and a cut made on the clock alone could land up to the cut
+                // tolerance plus their difference before the video's first frame (13 ms was
+                // seen). Later than the clock's boundary only, so the video's frontier, a
+                // bound on the clock's boundaries, still bounds this one.
+                let media = i128::from(b.media_ns);
+                let ns = if (media - clock).abs() <= FOLLOW_MEDIA_AGREEMENT_NS {
+                    clock.max(media)
+                } else {
+                    clock
+                };
+                let ns = ns.clamp(0, i128::from(u64::MAX));
                 codec::ns_to_ticks(u64::try_from(ns).unwrap_or(u64::MAX), ts)
             });
             let boundary = if self.stale_boundary {
