@@ -256,6 +256,10 @@ impl Drop for Bal {
 }
 
 /// [`cluster::node_config`] for a node with 8 units listening on `ip` inside a test host.
+/// The watchers poll each rendition's plain playlist in turn as a monitor does, not as a player
+/// joins: `hls.keyframe_join` is off, so a video playlist is answered at its next part rather
+/// than held for a keyframe join (up to a segment per request, which polled in turn would
+/// add up past [`MAX_STALL`]).
 fn node_config(
     c: &Cluster,
     id: &str,
@@ -274,6 +278,7 @@ fn node_config(
         &trusted,
         &c.certs,
     )
+    .replace("[hls]\n", "[hls]\nkeyframe_join = false\n")
 }
 
 /// An `edge ingest` inside a test host's namespace (listening on the host's address), killed

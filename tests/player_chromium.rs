@@ -66,8 +66,25 @@ fn hls_js_plays_the_stream_in_chromium() {
         report.latency, report.target_latency
     );
     assert_played_through("hls.js", &report);
+    // The node answered hls.js's first playlist load when its start position (PART-HOLD-BACK
+    // behind the edge) lay within a part past a keyframe (`hls.keyframe_join`): it started
+    // there, not up to a GOP (2 s) past the keyframe it had to load and decode from. Room for
+    // the time hls.js took to pick the position.
+    let (start, from) = (
+        report.start_time.unwrap_or(0.0),
+        report.buffer_start_at_start,
+    );
+    let into = start - from.expect("hls.js reported the buffered range it started in");
+    assert!(
+        (0.0..=KEYFRAME_JOIN_SLACK_S).contains(&into),
+        "hls.js started {into:.3} s past the keyframe it loaded from (buffered from {from:?})"
+    );
     assert!(enc.is_running());
 }
+
+/// How far past its keyframe hls.js may start: a part target (0.205 s as served) and 0.15 s for
+/// the playlist's age when hls.js computed the position.
+const KEYFRAME_JOIN_SLACK_S: f64 = 0.355;
 
 /// A second LL-HLS player we did not write, Shaka Player, plays the same kind of stream for
 /// [`PLAY_SECS`] with its low-latency mode on: no stall, no fatal error, and close to the edge.

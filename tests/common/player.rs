@@ -21,6 +21,10 @@ pub const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct PlayerReport {
     /// `video.currentTime` when playback first started (null if it never did).
     pub start_time: Option<f64>,
+    /// hls.js: where the buffered range holding `start_time` began then (the keyframe the
+    /// player loaded and decoded from to reach its start position).
+    #[serde(default)]
+    pub buffer_start_at_start: Option<f64>,
     /// `video.currentTime` at the end.
     pub end_time: Option<f64>,
     /// Seconds of media played: `end_time - start_time` (0 if playback never started).

@@ -110,7 +110,16 @@ function startPlayer([src, logLines]) {
   });
   hls.on(Hls.Events.MANIFEST_PARSED, () => { video.play().catch((e) => s.fatalErrors.push(`video.play(): ${e}`)); });
   video.addEventListener('playing', () => {
-    if (s.startTime === null) { s.startTime = video.currentTime; s.firstPlayingMs = performance.now() - s.t0; }
+    if (s.startTime === null) {
+      s.startTime = video.currentTime;
+      s.firstPlayingMs = performance.now() - s.t0;
+      // Where the buffered range being played starts: the keyframe hls.js loaded from.
+      for (let i = 0; i < video.buffered.length; i++) {
+        if (video.buffered.start(i) <= s.startTime && s.startTime <= video.buffered.end(i)) {
+          s.bufferStartAtStart = video.buffered.start(i);
+        }
+      }
+    }
   });
   video.addEventListener('waiting', () => { if (s.startTime !== null) s.stalls += 1; });
   video.addEventListener('error', () => {
@@ -185,6 +194,7 @@ function report() {
   const endTime = video ? video.currentTime : null;
   return {
     startTime: s.startTime,
+    bufferStartAtStart: Number.isFinite(s.bufferStartAtStart) ? s.bufferStartAtStart : null,
     endTime,
     advanced: s.startTime === null || endTime === null ? 0 : endTime - s.startTime,
     fatalErrors: s.fatalErrors,
