@@ -80,7 +80,8 @@ pub struct PackagerConfig {
     /// A plain request for a video rendition's playlist (a player's first load) is answered
     /// when a player that starts PART-HOLD-BACK behind the playlist's last part starts within a
     /// part target of an independent part (a keyframe), waiting up to a segment for it
-    /// (`server::KEYFRAME_JOIN_MAX_WAIT`). hls.js starts there, loads parts from the keyframe
+    /// (`server::KEYFRAME_JOIN_MAX_WAIT_SEGMENTS`); at once when the last part published made
+    /// it so (a player loading several playlists in turn does not wait a GOP for each). hls.js starts there, loads parts from the keyframe
     /// before it and decodes from that keyframe: from mid-GOP that was about a second of parts
     /// to load and decode while the live edge moved on, and hls.js never catches up by default.
     pub keyframe_join: bool,

@@ -56,6 +56,12 @@ pub(crate) const FRESH_EDGE_SLACK: Duration = Duration::from_millis(50);
 /// wait would help); the request is then answered with what there is.
 pub(crate) const KEYFRAME_JOIN_MAX_WAIT_SEGMENTS: u64 = 1;
 
+/// A video rendition whose playlist, answered now, starts a player PART-HOLD-BACK behind its
+/// edge within a part target past a keyframe (`PackagerConfig::keyframe_join`).
+fn at_keyframe_join(t: &Track) -> bool {
+    t.kind() == RenditionKind::Video && t.join_distance().is_some_and(|d| d <= t.part_target())
+}
+
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
 /// point in the stream that any later playlist also satisfies, so a CDN may answer identical
 /// requests from many clients with it for a short while; short, so late joiners of that URL
@@ -556,8 +562,12 @@ impl Origin {
                 let st = stream.state.lock();
                 let t = st.track(rendition);
                 let live = t.filter(|t| t.state() != TrackState::Ended);
+                // A keyframe join is there already (the part that made it was the last one
+                // published): answered at once, so that a player loading several playlists
+                // one after the other (Shaka) does not wait a GOP for each.
+                let at_join = self.inner.cfg.keyframe_join && live.is_some_and(at_keyframe_join);
                 (
-                    live.and_then(Track::last_part),
+                    live.and_then(Track::last_part).filter(|_| !at_join),
                     live.map(Track::part_target),
                 )
             };
@@ -630,10 +640,9 @@ impl Origin {
         };
         let until = tokio::time::Instant::now() + wait;
         let _ = wait_for(stream, until, |st, _| {
-            let ready = st.track(rendition).is_none_or(|t| {
-                t.state() != TrackState::Live
-                    || t.join_distance().is_some_and(|d| d <= t.part_target())
-            });
+            let ready = st
+                .track(rendition)
+                .is_none_or(|t| t.state() != TrackState::Live || at_keyframe_join(t));
             (st.removed || ready).then_some(())
         })
         .await;

@@ -554,3 +554,42 @@ async fn a_plain_video_playlist_request_waits_for_a_keyframe_join() {
         "start {into} s past the keyframe\n{text}"
     );
 }
+
+/// At a keyframe join already (the last part published put the start position just past a
+/// keyframe), a plain video playlist request is answered at once: a player that loads several
+/// playlists one after the other (Shaka) must not wait a GOP for each.
+#[tokio::test]
+async fn a_plain_video_playlist_request_at_a_keyframe_join_is_answered_at_once() {
+    let o = Origin::new(PackagerConfig {
+        keyframe_join: true,
+        ..fast_origin().config().clone()
+    });
+    let h = o.publish("abc", vec![video_plan("720p")]);
+    h.configure("720p", h264_info().config).unwrap();
+    let at_join = || {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        let t = st.track("720p").unwrap();
+        t.join_distance().is_some_and(|d| d <= t.part_target())
+    };
+    // Frames until the newest part puts the start position within a part past the keyframe
+    // at 1 s (a keyframe every second).
+    let mut i = 0;
+    while i < 40 || !at_join() {
+        let mut s = video_sample(i, None);
+        s.keyframe = i.is_multiple_of(30);
+        s.pts_ns = s.dts_ns;
+        h.push("720p", s).unwrap();
+        i += 1;
+        assert!(i < 120, "no keyframe join in 4 s of media");
+    }
+    let t = Instant::now();
+    let r = o.handle(get("/live/abc/720p/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Not the next part's wait (a part target and FRESH_EDGE_SLACK: 150 ms).
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}
