@@ -484,6 +484,14 @@ async fn a_segment_is_served_as_its_parts_back_to_back() {
     );
 }
 
+/// Frame `i` of 30 fps video without reordering, a keyframe every second.
+fn gop_1s_frame(i: u64) -> crate::Sample {
+    let mut s = video_sample(i, None);
+    s.keyframe = i.is_multiple_of(30);
+    s.pts_ns = s.dts_ns;
+    s
+}
+
 /// With `keyframe_join`, a player's first (plain) load of a video playlist is answered when
 /// PART-HOLD-BACK behind its last part lies within a part target past a keyframe; the audio's
 /// is not held. 100 ms parts (PART-HOLD-BACK 0.3 s), a keyframe every second.
@@ -496,12 +504,6 @@ async fn a_plain_video_playlist_request_waits_for_a_keyframe_join() {
     let h = o.publish("abc", vec![video_plan("720p"), audio_plan()]);
     h.configure("720p", h264_info().config).unwrap();
     h.configure("audio", aac_info().config).unwrap();
-    let frame = |i: u64| {
-        let mut s = video_sample(i, None);
-        s.keyframe = i.is_multiple_of(30);
-        s.pts_ns = s.dts_ns;
-        s
-    };
     let audio_until = |h: &StreamHandle, from: u64, frames: u64| {
         let to = frames * 48_000 / 1024 / 30;
         for j in from..to {
@@ -511,7 +513,7 @@ async fn a_plain_video_playlist_request_waits_for_a_keyframe_join() {
     };
     // 50 frames: the edge is at 1.6 s, a start 0.3 s behind it 0.3 s past the keyframe at 1 s.
     for i in 0..50 {
-        h.push("720p", frame(i)).unwrap();
+        h.push("720p", gop_1s_frame(i)).unwrap();
     }
     let mut audio = audio_until(&h, 0, 50);
     let distance = || {
@@ -527,7 +529,7 @@ async fn a_plain_video_playlist_request_waits_for_a_keyframe_join() {
     let pusher = tokio::spawn(async move {
         for i in 50..90 {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            h.push("720p", frame(i)).unwrap();
+            h.push("720p", gop_1s_frame(i)).unwrap();
             audio = audio_until(&h, audio, i + 1);
         }
         h
@@ -576,10 +578,7 @@ async fn a_plain_video_playlist_request_at_a_keyframe_join_is_answered_at_once()
     // at 1 s (a keyframe every second).
     let mut i = 0;
     while i < 40 || !at_join() {
-        let mut s = video_sample(i, None);
-        s.keyframe = i.is_multiple_of(30);
-        s.pts_ns = s.dts_ns;
-        h.push("720p", s).unwrap();
+        h.push("720p", gop_1s_frame(i)).unwrap();
         i += 1;
         assert!(i < 120, "no keyframe join in 4 s of media");
     }

@@ -1385,24 +1385,16 @@ impl Track {
             .iter()
             .rev()
             .flat_map(|s| s.parts.iter().rev());
-        // Ticks from the edge back to the end of the part at hand; then from the position back.
-        let mut after = 0u64;
-        let mut distance: Option<u64> = None;
+        // Newest first: `back` is how far the part at hand starts before the edge. The first
+        // independent one starting at or before the position is where a player loads from.
+        let mut back = 0u64;
         for p in open.chain(closed) {
-            let start = after + p.duration;
-            let d = match distance {
-                None if start >= hold_back => start - hold_back,
-                None => {
-                    after = start;
-                    continue;
-                }
-                Some(d) => d + p.duration,
-            };
-            if p.independent {
-                return Some(Duration::from_secs_f64(d as f64 / ts.max(1) as f64));
+            back += p.duration;
+            if back >= hold_back && p.independent {
+                return Some(Duration::from_secs_f64(
+                    (back - hold_back) as f64 / ts.max(1) as f64,
+                ));
             }
-            distance = Some(d);
-            after = start;
         }
         None
     }
