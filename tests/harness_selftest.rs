@@ -296,9 +296,9 @@ fn every_bad_video_playlist_is_caught() {
             "no PART-HOLD-BACK",
         ),
         (
-            "PART-HOLD-BACK below 3 parts",
-            replace_once(g, "PART-HOLD-BACK=1.002", "PART-HOLD-BACK=0.9"),
-            "PART-HOLD-BACK 0.9 < 3 x PART-TARGET",
+            "PART-HOLD-BACK below 2 parts",
+            replace_once(g, "PART-HOLD-BACK=1.002", "PART-HOLD-BACK=0.6"),
+            "PART-HOLD-BACK 0.6 < 2 x PART-TARGET",
         ),
         (
             "HOLD-BACK below 3 targets",

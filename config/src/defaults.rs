@@ -30,8 +30,8 @@ pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_OVERLOAD_LAG: Duration = Duration::from_secs(3);
 
 /// `hls.part_target`: DESIGN.md asks for 200-333 ms parts; the shorter end, because a player
-/// holds back three part targets from the live edge (PART-HOLD-BACK), so each 100 ms of part
-/// target is 300 ms of latency on every screen (README, "Latency").
+/// holds back `hls.part_hold_back_parts` part targets from the live edge (PART-HOLD-BACK), so
+/// each 100 ms of part target is 200-300 ms of latency on every screen (README, "Latency").
 pub const DEFAULT_PART_TARGET: Duration = Duration::from_millis(200);
 /// `hls.segment_target`.
 pub const DEFAULT_SEGMENT_TARGET: Duration = Duration::from_secs(2);
@@ -47,6 +47,15 @@ pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(60);
 /// about a quarter of a second nearer the camera for the whole play, for a first frame about a
 /// second later on average (README, "Latency"; BENCHMARKS.md, glass to glass).
 pub const DEFAULT_KEYFRAME_JOIN: bool = true;
+/// `hls.part_hold_back_parts`: two, the least RFC 8216bis allows (it recommends three, as
+/// DESIGN.md asked). hls.js (default config) starts PART-HOLD-BACK behind the edge and then
+/// takes 0.2-0.35 s to load, append and seek before its first frame, time it never makes up:
+/// it plays that much further back than PART-HOLD-BACK, so with three part targets (0.615 s)
+/// it played 0.88-1.05 s behind the camera, with two (0.41 s) 0.66-0.77 s, within the 0.8 s
+/// asked for at the median, without a stall on loopback (README, "Latency"; BENCHMARKS.md,
+/// glass to glass). A player that plays right at PART-HOLD-BACK (Shaka) has less room and
+/// stalled now and then with two; viewers far from the origin or on such players want three.
+pub const DEFAULT_PART_HOLD_BACK_PARTS: u32 = 2;
 
 /// `srt.latency`: libsrt's default receiver latency.
 pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);

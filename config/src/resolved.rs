@@ -232,6 +232,8 @@ pub struct HlsConfig {
     pub ended_retention: Duration,
     /// See `packager::PackagerConfig::keyframe_join`.
     pub keyframe_join: bool,
+    /// See `packager::PackagerConfig::part_hold_back_parts`.
+    pub part_hold_back_parts: u32,
 }
 
 #[derive(Debug, Clone)]

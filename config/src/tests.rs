@@ -134,6 +134,7 @@ token = "short"
 [hls]
 part_target = "50ms"
 window_segments = 1
+part_hold_back_parts = 1
 [srt]
 passphrase = "short"
 [auth]
@@ -156,6 +157,7 @@ playback_id = "p"
         "admin.token: too short",
         "hls.part_target:",
         "hls.window_segments:",
+        "hls.part_hold_back_parts: must be between 2 and 6",
         "srt.passphrase:",
         "auth.webhook:",
         "ladder[0].name:",
@@ -395,6 +397,7 @@ fn absent_keys_take_the_one_default() {
     assert_eq!(c.hls.reconnect_window, DEFAULT_RECONNECT_WINDOW);
     assert_eq!(c.hls.ended_retention, DEFAULT_ENDED_RETENTION);
     assert_eq!(c.hls.keyframe_join, DEFAULT_KEYFRAME_JOIN);
+    assert_eq!(c.hls.part_hold_back_parts, DEFAULT_PART_HOLD_BACK_PARTS);
     assert_eq!(c.srt.latency, DEFAULT_SRT_LATENCY);
     assert_eq!(c.auth.webhook_timeout, DEFAULT_WEBHOOK_TIMEOUT);
     assert_eq!(c.transcode.x264_preset, DEFAULT_X264_PRESET);

@@ -142,6 +142,7 @@ pub async fn run(
         window_segments: cfg.hls.window_segments,
         ended_retention: cfg.hls.ended_retention,
         keyframe_join: cfg.hls.keyframe_join,
+        part_hold_back_parts: cfg.hls.part_hold_back_parts,
         ..packager::PackagerConfig::default()
     });
     let node = Node::new(cfg, capacity, origin.clone());

@@ -85,6 +85,10 @@ pub struct PackagerConfig {
     /// before it and decodes from that keyframe: from mid-GOP that was about a second of parts
     /// to load and decode while the live edge moved on, and hls.js never catches up by default.
     pub keyframe_join: bool,
+    /// PART-HOLD-BACK in part targets (of the PART-TARGET served): at least 2 (RFC 8216bis);
+    /// the spec recommends 3. hls.js starts this far behind the newest part and then plays
+    /// a further 0.2-0.35 s back, the time its start takes (README, "Latency").
+    pub part_hold_back_parts: u32,
 }
 
 impl Default for PackagerConfig {
@@ -96,6 +100,7 @@ impl Default for PackagerConfig {
             ended_retention: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(10),
             keyframe_join: true,
+            part_hold_back_parts: 2,
         }
     }
 }

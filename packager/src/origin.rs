@@ -275,6 +275,7 @@ impl Origin {
             part_target: c.part_target + PART_TARGET_SLACK,
             segment_target: c.segment_target,
             window_segments: c.window_segments,
+            part_hold_back_parts: c.part_hold_back_parts,
         }
     }
 

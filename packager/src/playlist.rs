@@ -40,9 +40,6 @@ pub(crate) const PLAYLIST_VERSION: u32 = 9;
 /// CAN-SKIP-UNTIL in target durations (the spec's minimum is six).
 pub(crate) const SKIP_UNTIL_TARGET_DURATIONS: u64 = 6;
 
-/// PART-HOLD-BACK in part targets (the spec requires at least two and recommends three).
-pub(crate) const PART_HOLD_BACK_PARTS: f64 = 3.0;
-
 /// A part line.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PartEntry {
@@ -95,6 +92,8 @@ pub(crate) struct MediaPlaylist {
     pub target_duration: u64,
     /// PART-TARGET, seconds.
     pub part_target: f64,
+    /// PART-HOLD-BACK, seconds ([`part_hold_back`]).
+    pub part_hold_back: f64,
     /// EXT-X-MEDIA-SEQUENCE (MSN of the first segment).
     pub media_sequence: u64,
     /// EXT-X-DISCONTINUITY-SEQUENCE.
@@ -137,6 +136,13 @@ fn ceil5(v: f64) -> f64 {
     ((v * 1e5) - 1e-6).ceil() / 1e5
 }
 
+/// PART-HOLD-BACK for a part target (seconds) and a hold-back in part targets
+/// (`PackagerConfig::part_hold_back_parts`), as served: the part target rounded as PART-TARGET
+/// is printed, times the parts, rounded up, so it is never printed below its bound.
+pub(crate) fn part_hold_back(part_target: f64, parts: u32) -> f64 {
+    ceil5((part_target * 1e5).round() / 1e5 * f64::from(parts))
+}
+
 /// Render a media playlist; `skip` asks for a delta update (EXT-X-SKIP) when possible.
 pub(crate) fn render_media(pl: &MediaPlaylist, skip: bool) -> String {
     let mut o = String::with_capacity(2048);
@@ -148,7 +154,7 @@ pub(crate) fn render_media(pl: &MediaPlaylist, skip: bool) -> String {
         o,
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={:.1},PART-HOLD-BACK={:.5}",
         pl.skip_until(),
-        ceil5(part_target * PART_HOLD_BACK_PARTS)
+        pl.part_hold_back
     );
     let _ = writeln!(o, "#EXT-X-PART-INF:PART-TARGET={part_target:.5}");
     let _ = writeln!(o, "#EXT-X-MEDIA-SEQUENCE:{}", pl.media_sequence);

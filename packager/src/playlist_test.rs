@@ -64,6 +64,7 @@ fn playlist() -> MediaPlaylist {
     MediaPlaylist {
         target_duration: 2,
         part_target: 0.333,
+        part_hold_back: part_hold_back(0.333, 3),
         media_sequence: 100,
         discontinuity_sequence: 3,
         segments,
@@ -92,6 +93,7 @@ fn media_playlist_lines() {
     assert!(lines[4].starts_with("#EXT-X-PART-INF:"));
     // Decimal comparison (3 x 0.333 is 0.9990000000000001 in binary floating point).
     assert!(phb + 1e-9 >= 3.0 * pt, "PART-HOLD-BACK {phb} < 3 x {pt}");
+    assert!(phb <= 3.0 * pt + 1e-5, "PART-HOLD-BACK {phb} > 3 x {pt}");
     let skip: f64 = attr(sc, "CAN-SKIP-UNTIL").unwrap().parse().unwrap();
     assert_eq!(skip, 12.0);
     assert_eq!(lines[5], "#EXT-X-MEDIA-SEQUENCE:100");
@@ -270,4 +272,14 @@ fn pdt_format() {
         format_pdt(UNIX_EPOCH + Duration::from_millis(951_782_400_123)),
         "2000-02-29T00:00:00.123Z"
     );
+}
+
+#[test]
+fn part_hold_back_is_the_served_part_target_times_the_parts_never_below() {
+    assert_eq!(part_hold_back(0.205, 2), 0.41);
+    assert_eq!(part_hold_back(0.205, 3), 0.615);
+    // 3 x 0.333 is 0.9990000000000001 in binary floating point: printed 0.99900, not above.
+    assert_eq!(format!("{:.5}", part_hold_back(0.333, 3)), "0.99900");
+    // A part target that PART-TARGET prints rounded: the hold-back follows what is printed.
+    assert!(part_hold_back(0.2000049, 2) >= 0.4);
 }

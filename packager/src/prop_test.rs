@@ -51,14 +51,16 @@ fn config() -> impl Strategy<Value = PackagerConfig> {
     (
         prop_oneof![Just(200u64), Just(250), Just(333)],
         prop_oneof![Just(1000u64), Just(2000), Just(2000), Just(4000)],
+        2u32..=3,
     )
-        .prop_map(|(part, seg)| PackagerConfig {
+        .prop_map(|(part, seg, hold_back)| PackagerConfig {
             part_target: Duration::from_millis(part),
             segment_target: Duration::from_millis(seg),
             window_segments: 6,
             ended_retention: Duration::from_secs(60),
             ready_timeout: Duration::from_millis(10),
             keyframe_join: false,
+            part_hold_back_parts: hold_back,
         })
 }
 
@@ -378,6 +380,7 @@ fn audio_pushed_ahead_of_video_keeps_pdt_steps() {
                 ended_retention: Duration::from_secs(60),
                 ready_timeout: Duration::from_millis(10),
                 keyframe_join: false,
+                part_hold_back_parts: 2,
             };
             let mut sim = Sim::new(cfg, true);
             sim.audio_lead_ns = lead_ms * 1_000_000;

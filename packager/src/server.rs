@@ -62,6 +62,33 @@ fn at_keyframe_join(t: &Track) -> bool {
     t.kind() == RenditionKind::Video && t.join_distance().is_some_and(|d| d <= t.part_target())
 }
 
+/// The live video renditions whose keyframe join a plain request for `rendition`'s playlist
+/// waits for (the first of them to reach one): the rendition itself when it is video; for an
+/// audio rendition, every live video rendition of the stream, so that a player loading its
+/// audio and video playlists together gets both at about the same moment, whichever rung it
+/// plays (a transcoded rung reaches its join a transcode later than the source; had the audio
+/// waited for the source's alone, a request that came just after it would wait a GOP while the
+/// rung's was answered, and the player with it). Shaka Player places its start by the older
+/// playlist: with the audio answered at once and the video up to a GOP later, it played a
+/// segment further behind. None: no wait (no live video; an audio-only stream).
+fn join_tracks<'a>(st: &'a StreamState, rendition: &str) -> Vec<&'a Track> {
+    let live_video = |t: &&Track| t.kind() == RenditionKind::Video && t.state() == TrackState::Live;
+    match st.track(rendition) {
+        None => Vec::new(),
+        Some(t) if t.kind() == RenditionKind::Video => {
+            Some(t).filter(live_video).into_iter().collect()
+        }
+        Some(_) => st.plan_tracks().filter(live_video).collect(),
+    }
+}
+
+/// A plain request for `rendition`'s playlist answered now would be at a keyframe join (see
+/// [`join_tracks`]); `None` when it does not wait for one.
+fn at_join(st: &StreamState, rendition: &str) -> Option<bool> {
+    let tracks = join_tracks(st, rendition);
+    (!tracks.is_empty()).then(|| tracks.into_iter().any(at_keyframe_join))
+}
+
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
 /// point in the stream that any later playlist also satisfies, so a CDN may answer identical
 /// requests from many clients with it for a short while; short, so late joiners of that URL
@@ -565,7 +592,9 @@ impl Origin {
                 // A keyframe join is there already (the part that made it was the last one
                 // published): answered at once, so that a player loading several playlists
                 // one after the other (Shaka) does not wait a GOP for each.
-                let at_join = self.inner.cfg.keyframe_join && live.is_some_and(at_keyframe_join);
+                let at_join = self.inner.cfg.keyframe_join
+                    && live.is_some()
+                    && at_join(&st, rendition) == Some(true);
                 (
                     live.and_then(Track::last_part).filter(|_| !at_join),
                     live.map(Track::part_target),
@@ -622,27 +651,26 @@ impl Origin {
         }
     }
 
-    /// A plain request for a video playlist waits until a player that starts PART-HOLD-BACK
-    /// behind the playlist's last part starts within a part target of a keyframe (see
-    /// `PackagerConfig::keyframe_join`), at most [`KEYFRAME_JOIN_MAX_WAIT_SEGMENTS`] segment
-    /// limits and a part target. It is checked each time a part is published, so the answer
-    /// still goes out the moment its last part is (FRESH_EDGE_SLACK).
+    /// A plain request for a playlist waits until a player that starts PART-HOLD-BACK
+    /// behind the last part of its video rendition ([`join_tracks`]) starts within a part
+    /// target of a keyframe (see `PackagerConfig::keyframe_join`), at most
+    /// [`KEYFRAME_JOIN_MAX_WAIT_SEGMENTS`] segment limits and a part target. It is checked each
+    /// time a part is published, so the answer still goes out the moment its last part is
+    /// (FRESH_EDGE_SLACK).
     async fn keyframe_join(&self, stream: &Stream, rendition: &str) {
         let wait = {
             let st = stream.state.lock();
-            match st.track(rendition) {
-                Some(t) if t.kind() == RenditionKind::Video && t.state() == TrackState::Live => {
+            match join_tracks(&st, rendition).first() {
+                Some(t) => {
                     Duration::from_secs(t.target_duration() * KEYFRAME_JOIN_MAX_WAIT_SEGMENTS)
                         + t.part_target()
                 }
-                _ => return,
+                None => return,
             }
         };
         let until = tokio::time::Instant::now() + wait;
         let _ = wait_for(stream, until, |st, _| {
-            let ready = st
-                .track(rendition)
-                .is_none_or(|t| t.state() != TrackState::Live || at_keyframe_join(t));
+            let ready = at_join(st, rendition) != Some(false);
             (st.removed || ready).then_some(())
         })
         .await;

@@ -29,6 +29,7 @@ fn fast_origin() -> Origin {
         ended_retention: Duration::from_secs(60),
         ready_timeout: Duration::from_millis(300),
         keyframe_join: false,
+        part_hold_back_parts: 3,
     })
 }
 
@@ -493,8 +494,9 @@ fn gop_1s_frame(i: u64) -> crate::Sample {
 }
 
 /// With `keyframe_join`, a player's first (plain) load of a video playlist is answered when
-/// PART-HOLD-BACK behind its last part lies within a part target past a keyframe; the audio's
-/// is not held. 100 ms parts (PART-HOLD-BACK 0.3 s), a keyframe every second.
+/// PART-HOLD-BACK behind its last part lies within a part target past a keyframe, and the
+/// audio's, asked for at the same time, at the same moment. 100 ms parts (PART-HOLD-BACK 0.3 s),
+/// a keyframe every second.
 #[tokio::test]
 async fn a_plain_video_playlist_request_waits_for_a_keyframe_join() {
     let o = Origin::new(PackagerConfig {
@@ -534,17 +536,27 @@ async fn a_plain_video_playlist_request_waits_for_a_keyframe_join() {
         }
         h
     });
-    // The audio playlist is answered at its next part, long before the video's.
-    let t = Instant::now();
-    let r = o.handle(get("/live/abc/audio/index.m3u8")).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(
-        t.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
+    let answered = |path: &'static str| {
+        let o = o.clone();
+        async move {
+            let r = o.handle(get(path)).await;
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            (Instant::now(), body(r).await)
+        }
+    };
+    let ((audio_at, audio_text), (video_at, text)) = tokio::join!(
+        answered("/live/abc/audio/index.m3u8"),
+        answered("/live/abc/720p/index.m3u8")
     );
-    let text = body(o.handle(get("/live/abc/720p/index.m3u8")).await).await;
     let _h = pusher.await.unwrap();
+    // The audio waited for the video's join: its media reaches past the keyframe at 2 s (it
+    // was at 1.6 s when asked for), and it went out with the video's.
+    let audio_pl = crate::rules::check(&audio_text, &crate::rules::Expect::default())
+        .unwrap_or_else(|e| panic!("{e:?}\n{audio_text}"));
+    let audio_edge: f64 = audio_pl.segments.iter().map(|s| s.duration).sum();
+    assert!(audio_edge > 2.1, "audio edge {audio_edge} s\n{audio_text}");
+    let apart = audio_at.max(video_at) - audio_at.min(video_at);
+    assert!(apart < Duration::from_millis(50), "{apart:?} apart");
     let pl = crate::rules::check(&text, &crate::rules::Expect::default())
         .unwrap_or_else(|e| panic!("{e:?}\n{text}"));
     // The start position (the listed media's end less 0.3 s) lies 0 to 100 ms past the

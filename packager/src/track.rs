@@ -97,7 +97,7 @@ pub(crate) const MAX_SAMPLE_DURATION: Duration = Duration::from_secs(1);
 /// starts on its own (a video rendition that never produces a keyframe must not silence audio).
 pub(crate) const FOLLOW_WAIT: Duration = Duration::from_secs(4);
 
-pub(crate) use crate::playlist::{PART_HOLD_BACK_PARTS, PART_LIST_TARGET_DURATIONS};
+pub(crate) use crate::playlist::PART_LIST_TARGET_DURATIONS;
 
 /// Fallback duration of a lone video sample when neither a previous duration nor the frame
 /// rate is known: one frame at this rate (the most common live frame rate).
@@ -228,6 +228,8 @@ pub(crate) struct TrackConfig {
     pub segment_target: Duration,
     /// Complete segments kept.
     pub window_segments: usize,
+    /// PART-HOLD-BACK in part targets.
+    pub part_hold_back_parts: u32,
 }
 
 /// Numbering carried over from an earlier instance of the same rendition.
@@ -1374,8 +1376,7 @@ impl Track {
     /// before it.
     pub fn join_distance(&self) -> Option<Duration> {
         let ts = self.timescale();
-        let hold_back =
-            (self.cfg.part_target.as_secs_f64() * PART_HOLD_BACK_PARTS * ts as f64).ceil() as u64;
+        let hold_back = (self.part_hold_back() * ts as f64).ceil() as u64;
         let open = self
             .open
             .iter()
@@ -1397,6 +1398,14 @@ impl Track {
             }
         }
         None
+    }
+
+    /// PART-HOLD-BACK as served, in seconds.
+    pub fn part_hold_back(&self) -> f64 {
+        crate::playlist::part_hold_back(
+            self.cfg.part_target.as_secs_f64(),
+            self.cfg.part_hold_back_parts,
+        )
     }
 
     /// The configured part target (the longest a part is meant to take).
@@ -1533,6 +1542,7 @@ impl Track {
         MediaPlaylist {
             target_duration: self.target_duration(),
             part_target: self.cfg.part_target.as_secs_f64(),
+            part_hold_back: self.part_hold_back(),
             media_sequence: segments.first().map_or(self.next_msn, |s| s.msn),
             discontinuity_sequence: self.discontinuity_sequence,
             segments,

@@ -9,6 +9,7 @@ pub fn cfg() -> TrackConfig {
         part_target: Duration::from_millis(333),
         segment_target: Duration::from_secs(2),
         window_segments: 6,
+        part_hold_back_parts: 3,
     }
 }
 
@@ -624,10 +625,24 @@ fn a_full_audio_part_is_served_before_its_segment_end_is_decided() {
 /// with a keyframe every 2 s (333 ms parts: PART-HOLD-BACK 0.999 s).
 #[test]
 fn join_distance_is_the_start_position_past_its_keyframe() {
-    let mut t = video_track();
+    for parts in [2, 3] {
+        join_distance_with_hold_back(parts);
+    }
+}
+
+fn join_distance_with_hold_back(parts: u32) {
+    let cfg = TrackConfig {
+        part_hold_back_parts: parts,
+        ..cfg()
+    };
+    let mut t = Track::new(video_plan("720p"), cfg, TrackStart::default());
+    t.configure(h264_info().config, &mut anchor(), Instant::now())
+        .unwrap();
     let mut tl = anchor();
     let now = Instant::now();
-    let hold_back = 0.999;
+    // 2 or 3 x 0.333 s, as served.
+    let hold_back = 0.333 * f64::from(parts);
+    assert!((t.part_hold_back() - hold_back).abs() < 1e-9);
     let mut seen_small = 0;
     for i in 0..300 {
         t.push(video_sample(i, None), &mut tl, now).unwrap();
@@ -644,9 +659,12 @@ fn join_distance_is_the_start_position_past_its_keyframe() {
         match (expected, got) {
             (None, None) => {}
             (Some(e), Some(g)) => {
-                assert!((e - g).abs() < 0.002, "frame {i}: {g} s, expected {e} s")
+                assert!(
+                    (e - g).abs() < 0.002,
+                    "{parts} parts, frame {i}: {g} s, expected {e} s"
+                )
             }
-            other => panic!("frame {i}: {other:?}"),
+            other => panic!("{parts} parts, frame {i}: {other:?}"),
         }
         seen_small += usize::from(got.is_some_and(|g| g <= 0.333));
     }

@@ -397,7 +397,8 @@ pub fn parse_media_playlist(text: &str) -> Result<MediaPlaylist, String> {
 /// - Our rule: every part but the last of its segment lasts >= [`MIN_PART_FRACTION`] x
 ///   PART-TARGET (the newest trailing part is exempt: it may turn out to be its segment's last).
 /// - A segment's parts add up to its EXTINF (+-[`PART_SUM_TOLERANCE`]).
-/// - EXT-X-SERVER-CONTROL with CAN-BLOCK-RELOAD=YES and PART-HOLD-BACK >= 3 x PART-TARGET;
+/// - EXT-X-SERVER-CONTROL with CAN-BLOCK-RELOAD=YES and PART-HOLD-BACK >= 2 x PART-TARGET
+///   (RFC 8216bis's MUST; `hls.part_hold_back_parts` is 2 or more);
 ///   HOLD-BACK, if present, >= 3 x TARGETDURATION; CAN-SKIP-UNTIL, if present,
 ///   >= 6 x TARGETDURATION.
 /// - EXT-X-PRELOAD-HINT TYPE=PART present unless EXT-X-ENDLIST, naming no listed part.
@@ -484,8 +485,8 @@ pub fn check_ll_hls(text: &str, track: Track) -> Result<MediaPlaylist, Vec<Strin
             short(pl.next_msn(), &pl.trailing_parts, &mut errs);
             match pl.part_hold_back {
                 None => errs.push("EXT-X-SERVER-CONTROL has no PART-HOLD-BACK".into()),
-                Some(phb) if phb + DURATION_TOLERANCE < 3.0 * pt => {
-                    errs.push(format!("PART-HOLD-BACK {phb} < 3 x PART-TARGET {pt}"))
+                Some(phb) if phb + DURATION_TOLERANCE < 2.0 * pt => {
+                    errs.push(format!("PART-HOLD-BACK {phb} < 2 x PART-TARGET {pt}"))
                 }
                 _ => {}
             }

@@ -16,6 +16,10 @@ const SEGMENT_TARGET_MAX: Duration = Duration::from_secs(10);
 /// At least 3 segments in the window (RFC 8216 asks players to start 3 target durations from
 /// the end); more than 60 wastes memory on a live edge that is not a DVR.
 const WINDOW_SEGMENTS_RANGE: (usize, usize) = (3, 60);
+/// PART-HOLD-BACK in part targets: RFC 8216bis requires at least two; more than six puts a
+/// low-latency player further back than a plain HLS player at 2 s segments would start, and
+/// a window of three segments of three parts could no longer hold it.
+const PART_HOLD_BACK_PARTS_RANGE: (u32, u32) = (2, 6);
 /// libsrt accepts passphrases of 10 to 79 characters.
 const SRT_PASSPHRASE_LEN: (usize, usize) = (10, 79);
 /// Largest `transcode.max_source_width`/`height`: H.264 level 6.2 tops out at 8192 pixels a
@@ -178,6 +182,9 @@ pub struct RawHls {
     /// behind its edge lands in the first part after a keyframe (README, "Latency").
     #[serde(default = "d_keyframe_join")]
     pub keyframe_join: bool,
+    /// PART-HOLD-BACK, in part targets.
+    #[serde(default = "d_part_hold_back_parts")]
+    pub part_hold_back_parts: u32,
 }
 fn d_part() -> Duration {
     DEFAULT_PART_TARGET
@@ -197,6 +204,9 @@ fn d_retention() -> Duration {
 fn d_keyframe_join() -> bool {
     DEFAULT_KEYFRAME_JOIN
 }
+fn d_part_hold_back_parts() -> u32 {
+    DEFAULT_PART_HOLD_BACK_PARTS
+}
 impl Default for RawHls {
     fn default() -> Self {
         Self {
@@ -206,6 +216,7 @@ impl Default for RawHls {
             reconnect_window: d_reconnect(),
             ended_retention: d_retention(),
             keyframe_join: d_keyframe_join(),
+            part_hold_back_parts: d_part_hold_back_parts(),
         }
     }
 }
@@ -501,6 +512,18 @@ impl RawConfig {
                 format!("must be at least 3 x hls.part_target and at most {SEGMENT_TARGET_MAX:?}"),
             );
         }
+        if h.part_hold_back_parts < PART_HOLD_BACK_PARTS_RANGE.0
+            || h.part_hold_back_parts > PART_HOLD_BACK_PARTS_RANGE.1
+        {
+            p.add(
+                "hls.part_hold_back_parts",
+                format!(
+                    "must be between {} and {} (PART-HOLD-BACK in part targets; RFC 8216bis \
+                     requires at least 2)",
+                    PART_HOLD_BACK_PARTS_RANGE.0, PART_HOLD_BACK_PARTS_RANGE.1
+                ),
+            );
+        }
         if h.window_segments < WINDOW_SEGMENTS_RANGE.0
             || h.window_segments > WINDOW_SEGMENTS_RANGE.1
         {
@@ -774,6 +797,7 @@ impl RawConfig {
                 reconnect_window: h.reconnect_window,
                 ended_retention: h.ended_retention,
                 keyframe_join: h.keyframe_join,
+                part_hold_back_parts: h.part_hold_back_parts,
             },
             srt: SrtConfig {
                 latency: self.srt.latency,
