@@ -79,6 +79,8 @@ Options:
                     (transcode.direct_passthrough = false) instead of straight from RTMP
   --no-keyframe-join  answer a player's first playlist load at the next part
                     (hls.keyframe_join = false) instead of when it would start next to a keyframe
+  --part-hold-back N  the node's hls.part_hold_back_parts: PART-HOLD-BACK in part targets
+                    (default: the product's, 2)
   --media-playlist  pin the rung by playing its media playlist (video only) instead of locking
                     the variant in the multivariant playlist (video and audio)
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
@@ -160,6 +162,8 @@ struct Args {
     gstreamer: bool,
     /// `hls.keyframe_join = false`: a player's first playlist load is answered at the next part.
     no_keyframe_join: bool,
+    /// The node's `hls.part_hold_back_parts`; `None`: the product's default.
+    part_hold_back: Option<u64>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -177,6 +181,7 @@ fn parse_args() -> Result<Args, String> {
         segment_s: 2,
         gstreamer: false,
         no_keyframe_join: false,
+        part_hold_back: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -226,6 +231,7 @@ fn parse_args() -> Result<Args, String> {
             "--media-playlist" => a.media_playlist = true,
             "--gstreamer" => a.gstreamer = true,
             "--no-keyframe-join" => a.no_keyframe_join = true,
+            "--part-hold-back" => a.part_hold_back = Some(num(value()?)?),
             "--samples" => a.samples = Some(PathBuf::from(value()?)),
             "--player" => {
                 a.player = value()?;
@@ -363,6 +369,14 @@ fn hls_targets(text: &str, a: &Args) -> String {
         replace_present(&t, "[hls]\n", "[hls]\nkeyframe_join = false\n")
     } else {
         t
+    };
+    let t = match a.part_hold_back {
+        Some(n) => replace_present(
+            &t,
+            "[hls]\n",
+            &format!("[hls]\npart_hold_back_parts = {n}\n"),
+        ),
+        None => t,
     };
     if a.gstreamer {
         replace_present(
@@ -645,8 +659,13 @@ fn main() {
         "hls.js lowLatencyMode"
     };
     println!(
-        "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; {} ms parts, {} s segments, loopback; {player} in headless Chromium",
-        a.gop, a.part_ms, a.segment_s
+        "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; {} ms parts, {} s segments, PART-HOLD-BACK {} part targets, keyframe join {}, loopback; {player} in headless Chromium",
+        a.gop,
+        a.part_ms,
+        a.segment_s,
+        a.part_hold_back
+            .map_or_else(|| "default".to_string(), |n| n.to_string()),
+        if a.no_keyframe_join { "off" } else { "on" },
     );
     println!(
         "machine: {cores} cores, {model}; per configuration {} play(s) by a fresh player, each {} s of samples after a {} s warm-up (dropped) from its first `playing`; percentiles over all plays' frames",

@@ -25,7 +25,9 @@
 // --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
 // With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
 // to stderr after the run (as play.mjs does). Stalls are logged with their length and buffers,
-// and media loads slower than 1 s with their URL.
+// and media loads slower than 1 s with their URL. With EDGE_GLASS_REQUESTS=1, every request the
+// player makes is printed to stderr as it starts and ends (ms after the page opens), with the
+// page's console and, at `playing`, the position, the player's seek range and the buffer.
 //
 // Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
 // the report); non-zero when the harness itself failed (bad args, no browser, never played).
@@ -186,6 +188,7 @@ function startGlass(o) {
   });
   video.addEventListener('playing', () => {
     if (s.startWall !== null) return;
+    console.log(`PLAYING ct=${video.currentTime} seekRange=${sp ? JSON.stringify(sp.seekRange()) : ''} buffered=${video.buffered.length ? video.buffered.start(0) + '-' + video.buffered.end(0) : ''}`);
     s.startWall = Date.now();
     s.firstPlayingMs = performance.now() - s.t0;
     s.measureFrom = s.startWall + o.warmup * 1000;
@@ -418,6 +421,12 @@ try {
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[page ${m.type()}] ${m.text()}`); });
   page.on('pageerror', (e) => console.error(`[page exception] ${e.message}`));
+  const T0 = Date.now();
+  if (process.env.EDGE_GLASS_REQUESTS) {
+    page.on('request', (r) => { if (!r.url().startsWith(pageUrl)) console.error(`[req ${Date.now() - T0}] ${r.url().replace(/^http:\/\/[^/]+/, '')}`); });
+    page.on('requestfinished', (r) => { if (!r.url().startsWith(pageUrl)) console.error(`[fin ${Date.now() - T0}] ${r.url().replace(/^http:\/\/[^/]+/, '')}`); });
+    page.on('console', (m) => console.error(`[con ${Date.now() - T0}] ${m.text()}`));
+  }
   await page.goto(pageUrl);
   await page.addScriptTag({ path: path.join(here, PLAYER_SCRIPTS[opts.player]) });
   await page.evaluate(startGlass, opts);
