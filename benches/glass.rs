@@ -80,7 +80,7 @@ Options:
   --no-keyframe-join  answer a player's first playlist load at the next part
                     (hls.keyframe_join = false) instead of when it would start next to a keyframe
   --part-hold-back N  the node's hls.part_hold_back_parts: PART-HOLD-BACK in part targets
-                    (default: the product's, 2)
+                    (default: the product's, 3)
   --media-playlist  pin the rung by playing its media playlist (video only) instead of locking
                     the variant in the multivariant playlist (video and audio)
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json

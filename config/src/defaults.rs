@@ -47,15 +47,12 @@ pub const DEFAULT_ENDED_RETENTION: Duration = Duration::from_secs(60);
 /// about a quarter of a second nearer the camera for the whole play, for a first frame about a
 /// second later on average (README, "Latency"; BENCHMARKS.md, glass to glass).
 pub const DEFAULT_KEYFRAME_JOIN: bool = true;
-/// `hls.part_hold_back_parts`: two, the least RFC 8216bis allows (it recommends three, as
-/// DESIGN.md asked). hls.js (default config) starts PART-HOLD-BACK behind the edge and then
-/// takes 0.2-0.35 s to load, append and seek before its first frame, time it never makes up:
-/// it plays that much further back than PART-HOLD-BACK, so with three part targets (0.615 s)
-/// it played 0.88-1.05 s behind the camera, with two (0.41 s) 0.66-0.77 s, within the 0.8 s
-/// asked for at the median, without a stall on loopback (README, "Latency"; BENCHMARKS.md,
-/// glass to glass). A player that plays right at PART-HOLD-BACK (Shaka) has less room and
-/// stalled now and then with two; viewers far from the origin or on such players want three.
-pub const DEFAULT_PART_HOLD_BACK_PARTS: u32 = 2;
+/// `hls.part_hold_back_parts`: three, as RFC 8216bis recommends and DESIGN.md asks. Two (the
+/// spec's minimum) puts hls.js 0.66-0.77 s behind the camera instead of 0.88-1.05 s (it plays
+/// 0.2-0.35 s behind PART-HOLD-BACK, its own start-up, and never makes that up), but a player
+/// that plays right at PART-HOLD-BACK has 0.41 s of room: Shaka Player stalled with two, in the
+/// benchmark and in `player_chromium` (README, "Latency"; BENCHMARKS.md, glass to glass).
+pub const DEFAULT_PART_HOLD_BACK_PARTS: u32 = 3;
 
 /// `srt.latency`: libsrt's default receiver latency.
 pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);

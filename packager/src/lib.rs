@@ -100,7 +100,7 @@ impl Default for PackagerConfig {
             ended_retention: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(10),
             keyframe_join: true,
-            part_hold_back_parts: 2,
+            part_hold_back_parts: 3,
         }
     }
 }

@@ -604,3 +604,56 @@ async fn a_plain_video_playlist_request_at_a_keyframe_join_is_answered_at_once()
         t.elapsed()
     );
 }
+
+/// A plain audio playlist request waits for the first of the stream's video renditions to
+/// reach a keyframe join, not for one in particular: a transcoded rung reaches its join a
+/// transcode after the source, and a player of that rung must not have its audio held a GOP
+/// for the source's next one.
+#[tokio::test]
+async fn a_plain_audio_playlist_request_is_answered_at_any_video_renditions_join() {
+    let o = Origin::new(PackagerConfig {
+        keyframe_join: true,
+        ..fast_origin().config().clone()
+    });
+    let h = o.publish(
+        "abc",
+        vec![video_plan("720p"), video_plan("360p"), audio_plan()],
+    );
+    for v in ["720p", "360p"] {
+        h.configure(v, h264_info().config).unwrap();
+    }
+    h.configure("audio", aac_info().config).unwrap();
+    let at_join = |name: &str| {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        let t = st.track(name).unwrap();
+        t.join_distance().is_some_and(|d| d <= t.part_target())
+    };
+    // The 360p rung up to a keyframe join past the keyframe at 1 s; the 720p source ahead of
+    // it, past its own join (a keyframe every second).
+    let mut i = 0;
+    while i < 40 || !at_join("360p") {
+        h.push("360p", gop_1s_frame(i)).unwrap();
+        i += 1;
+        assert!(i < 120, "no keyframe join in 4 s of media");
+    }
+    let mut j = 0;
+    while j < i + 1 || at_join("720p") {
+        h.push("720p", gop_1s_frame(j)).unwrap();
+        j += 1;
+        assert!(j < 120, "720p never left its join");
+    }
+    for k in 0..i * 48_000 / 1024 / 30 {
+        h.push("audio", audio_sample(k)).unwrap();
+    }
+    assert!(at_join("360p") && !at_join("720p"));
+    let t = Instant::now();
+    let r = o.handle(get("/live/abc/audio/index.m3u8")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // Not the 720p's next join (a second away) nor the next part's wait (150 ms).
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}
