@@ -81,9 +81,11 @@ pub struct PackagerConfig {
     /// when a player that starts PART-HOLD-BACK behind the playlist's last part starts within a
     /// part target of an independent part (a keyframe), waiting up to a segment for it
     /// (`server::KEYFRAME_JOIN_MAX_WAIT_SEGMENTS`); at once when the last part published made
-    /// it so (a player loading several playlists in turn does not wait a GOP for each). hls.js starts there, loads parts from the keyframe
-    /// before it and decodes from that keyframe: from mid-GOP that was about a second of parts
-    /// to load and decode while the live edge moved on, and hls.js never catches up by default.
+    /// it so (a player loading several playlists in turn does not wait a GOP for each). A plain
+    /// audio playlist request waits for the first video rendition to get there
+    /// (`server::join_tracks`). hls.js starts there, loads parts from the keyframe before it
+    /// and decodes from that keyframe: from mid-GOP that was about a second of parts to load
+    /// and decode while the live edge moved on, and hls.js never catches up by default.
     pub keyframe_join: bool,
     /// PART-HOLD-BACK in part targets (of the PART-TARGET served): at least 2 (RFC 8216bis);
     /// the spec recommends 3. hls.js starts this far behind the newest part and then plays

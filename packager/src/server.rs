@@ -71,22 +71,24 @@ fn at_keyframe_join(t: &Track) -> bool {
 /// rung's was answered, and the player with it). Shaka Player places its start by the older
 /// playlist: with the audio answered at once and the video up to a GOP later, it played a
 /// segment further behind. None: no wait (no live video; an audio-only stream).
-fn join_tracks<'a>(st: &'a StreamState, rendition: &str) -> Vec<&'a Track> {
-    let live_video = |t: &&Track| t.kind() == RenditionKind::Video && t.state() == TrackState::Live;
-    match st.track(rendition) {
-        None => Vec::new(),
-        Some(t) if t.kind() == RenditionKind::Video => {
-            Some(t).filter(live_video).into_iter().collect()
-        }
-        Some(_) => st.plan_tracks().filter(live_video).collect(),
-    }
+fn join_tracks<'a>(st: &'a StreamState, rendition: &'a str) -> impl Iterator<Item = &'a Track> {
+    let audio = st
+        .track(rendition)
+        .is_some_and(|t| t.kind() != RenditionKind::Video);
+    st.plan_tracks().filter(move |t| {
+        t.kind() == RenditionKind::Video
+            && t.state() == TrackState::Live
+            && (audio || t.name() == rendition)
+    })
 }
 
 /// A plain request for `rendition`'s playlist answered now would be at a keyframe join (see
-/// [`join_tracks`]); `None` when it does not wait for one.
+/// [`join_tracks`]); `None` when it does not wait for one. Checked on every part published
+/// while a request waits, so it allocates nothing.
 fn at_join(st: &StreamState, rendition: &str) -> Option<bool> {
-    let tracks = join_tracks(st, rendition);
-    (!tracks.is_empty()).then(|| tracks.into_iter().any(at_keyframe_join))
+    let mut tracks = join_tracks(st, rendition).peekable();
+    tracks.peek()?;
+    Some(tracks.any(at_keyframe_join))
 }
 
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
@@ -660,14 +662,13 @@ impl Origin {
     async fn keyframe_join(&self, stream: &Stream, rendition: &str) {
         let wait = {
             let st = stream.state.lock();
-            match join_tracks(&st, rendition).first() {
-                Some(t) => {
-                    Duration::from_secs(t.target_duration() * KEYFRAME_JOIN_MAX_WAIT_SEGMENTS)
-                        + t.part_target()
-                }
-                None => return,
-            }
+            let wait = join_tracks(&st, rendition).next().map(|t| {
+                Duration::from_secs(t.target_duration() * KEYFRAME_JOIN_MAX_WAIT_SEGMENTS)
+                    + t.part_target()
+            });
+            wait
         };
+        let Some(wait) = wait else { return };
         let until = tokio::time::Instant::now() + wait;
         let _ = wait_for(stream, until, |st, _| {
             let ready = at_join(st, rendition) != Some(false);

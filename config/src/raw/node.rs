@@ -16,9 +16,9 @@ const SEGMENT_TARGET_MAX: Duration = Duration::from_secs(10);
 /// At least 3 segments in the window (RFC 8216 asks players to start 3 target durations from
 /// the end); more than 60 wastes memory on a live edge that is not a DVR.
 const WINDOW_SEGMENTS_RANGE: (usize, usize) = (3, 60);
-/// PART-HOLD-BACK in part targets: RFC 8216bis requires at least two; more than six puts a
-/// low-latency player further back than a plain HLS player at 2 s segments would start, and
-/// a window of three segments of three parts could no longer hold it.
+/// PART-HOLD-BACK in part targets: RFC 8216bis requires at least two; more than six (1.2-2 s
+/// at 200-333 ms parts) puts a low-latency player about a whole 2 s segment behind, where
+/// plain segment playback would do as well.
 const PART_HOLD_BACK_PARTS_RANGE: (u32, u32) = (2, 6);
 /// libsrt accepts passphrases of 10 to 79 characters.
 const SRT_PASSPHRASE_LEN: (usize, usize) = (10, 79);
