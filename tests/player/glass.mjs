@@ -27,7 +27,8 @@
 // to stderr after the run (as play.mjs does). Stalls are logged with their length and buffers,
 // and media loads slower than 1 s with their URL. With EDGE_GLASS_REQUESTS=1, every request the
 // player makes is printed to stderr as it starts and ends (ms after the page opens), with the
-// page's console and, at `playing`, the position, the player's seek range and the buffer.
+// page's console and, at `playing`, the position, the player's seek range and the buffer;
+// with EDGE_GLASS_PLAYLISTS=1, every playlist the player receives.
 //
 // Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
 // the report); non-zero when the harness itself failed (bad args, no browser, never played).
@@ -208,13 +209,21 @@ function startGlass(o) {
   const ranges = (sb) => {
     try { return Array.from({ length: sb.buffered.length }, (_, i) => [sb.buffered.start(i), sb.buffered.end(i)]); } catch (_e) { return null; }
   };
+  // Every SourceBuffer the player creates, by its MIME type (either player; hls.js's own
+  // track names are not reachable in Shaka).
+  const sourceBuffers = [];
+  for (const MS of [window.MediaSource, window.ManagedMediaSource]) {
+    if (!MS) continue;
+    const addSourceBuffer = MS.prototype.addSourceBuffer;
+    MS.prototype.addSourceBuffer = function add(mime) {
+      const sb = addSourceBuffer.call(this, mime);
+      sourceBuffers.push([mime.split(';')[0], sb]);
+      return sb;
+    };
+  }
   const buffers = () => {
     const b = { media: ranges(video) };
-    try {
-      for (const [kind, track] of Object.entries(hls ? hls.bufferController.tracks : {})) {
-        if (track && track.buffer) b[kind] = ranges(track.buffer);
-      }
-    } catch (_e) { /* hls.js internals moved: the media ranges are still there */ }
+    for (const [mime, sb] of sourceBuffers) b[mime] = ranges(sb);
     return b;
   };
   video.addEventListener('waiting', () => {
@@ -224,7 +233,10 @@ function startGlass(o) {
     s.stallAt.push(Math.round((now - s.startWall) / 100) / 10);
     if (now >= s.measureFrom && now < s.measureTo) s.stallsMeasured += 1;
     if (s.stallLog.length < STALL_LOG_MAX) {
-      s.stallLog.push({ afterStartMs: now - s.startWall, currentTime: video.currentTime, buffers: buffers(), ms: null });
+      const entry = { afterStartMs: now - s.startWall, currentTime: video.currentTime, buffers: buffers(), ms: null };
+      // In the request log (EDGE_GLASS_REQUESTS) as well, on the same time line.
+      console.log(`stall ${JSON.stringify(entry)}`);
+      s.stallLog.push(entry);
       s.stalledSince = now;
     }
   });
@@ -426,6 +438,14 @@ try {
     page.on('request', (r) => { if (!r.url().startsWith(pageUrl)) console.error(`[req ${Date.now() - T0}] ${r.url().replace(/^http:\/\/[^/]+/, '')}`); });
     page.on('requestfinished', (r) => { if (!r.url().startsWith(pageUrl)) console.error(`[fin ${Date.now() - T0}] ${r.url().replace(/^http:\/\/[^/]+/, '')}`); });
     page.on('console', (m) => console.error(`[con ${Date.now() - T0}] ${m.text()}`));
+  }
+  // With EDGE_GLASS_PLAYLISTS=1, the body of every playlist the player receives, as received.
+  if (process.env.EDGE_GLASS_PLAYLISTS) {
+    page.on('response', async (r) => {
+      if (!r.url().includes('.m3u8')) return;
+      const body = await r.text().catch(() => '(no body)');
+      console.error(`[m3u8 ${Date.now() - T0}] ${r.url().replace(/^http:\/\/[^/]+/, '')}\n${body}`);
+    });
   }
   await page.goto(pageUrl);
   await page.addScriptTag({ path: path.join(here, PLAYER_SCRIPTS[opts.player]) });
