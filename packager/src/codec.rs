@@ -272,6 +272,12 @@ pub(crate) fn ns_to_ticks(ns: u64, timescale: u32) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// Ticks of `timescale` to nanoseconds, rounded down.
+pub(crate) fn ticks_to_ns(ticks: u64, timescale: u32) -> u64 {
+    let v = u128::from(ticks) * NANOS_PER_SEC / u128::from(timescale.max(1));
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
 /// A duration in ticks of `timescale`, rounded down (so "<= target" checks stay true).
 pub(crate) fn duration_to_ticks_floor(d: Duration, timescale: u32) -> u64 {
     let v = d.as_nanos() * u128::from(timescale) / NANOS_PER_SEC;

@@ -30,7 +30,16 @@
 //!   where the next segment starts: a segment starts at the first sample at or after it, so
 //!   every rendition's segment N covers the same media time. Until the first boundary is known
 //!   samples are dropped (the audio waits for the video's first keyframe), for at most
-//!   `follow_wait`; then the track starts on its own.
+//!   `follow_wait`; then the track starts on its own. Its parts end where the video's do
+//!   ([`Cutter::set_part_boundaries`]): a part starts at the first sample at or after the next
+//!   of the video's part starts (within the tolerance), so part N.k of every rendition covers
+//!   the same media time, to within an audio frame. AAC frames (21.3 ms at 48 kHz) never line
+//!   up with 200 ms parts, so such a part is nine or ten frames and the caller's `part_target`
+//!   for the audio is ten frames; cut by duration only, audio parts were the nine frames that
+//!   fit under the video's target and ended up to 80 ms before the video's of the same index
+//!   by a segment's end, and a player that fetches both tracks' parts in step (Shaka Player)
+//!   ran out of audio there. Until the video's next part start is known, parts are cut by
+//!   duration as in the other modes.
 //! - Segments are cut at a non-keyframe only when they would exceed `max_segment` (the
 //!   longest segment the fixed EXT-X-TARGETDURATION allows). The test is made on PTS and the
 //!   previous sample's duration, so the decision taken when the part before is closed (with
@@ -153,6 +162,8 @@ pub(crate) enum Placement {
 struct Open {
     anchor: u64,
     start_pts: u64,
+    /// PTS of the open (or last) part's first sample.
+    part_start: u64,
     /// Duration of the last sample added (the estimate for the next one).
     last_duration: u64,
     /// PTS of the last keyframe seen, and the longest of the last few intervals (the GOP
@@ -176,6 +187,9 @@ pub(crate) struct Cutter {
     open: Option<Open>,
     /// Follow mode: PTS where the next segment starts, once known.
     boundary: Option<u64>,
+    /// Follow mode: where the video's parts of the open segment start (PTS, increasing), as
+    /// far as the video has got; see [`Cutter::set_part_boundaries`].
+    part_boundaries: Vec<u64>,
     /// Follow mode: PTS of the first sample dropped while waiting for a boundary.
     waiting_since: Option<u64>,
 }
@@ -187,6 +201,7 @@ impl Cutter {
             cfg,
             open: None,
             boundary: None,
+            part_boundaries: Vec::new(),
             waiting_since: None,
         }
     }
@@ -195,12 +210,32 @@ impl Cutter {
     pub fn reset(&mut self) {
         self.open = None;
         self.boundary = None;
+        self.part_boundaries.clear();
         self.waiting_since = None;
     }
 
     /// Follow mode: where the next segment starts (PTS in ticks), if known yet.
     pub fn set_boundary(&mut self, pts: Option<u64>) {
         self.boundary = pts;
+    }
+
+    /// Follow mode: where the video's parts of the open segment start (PTS in ticks,
+    /// increasing), as far as the video has got. A part then ends where the next of them
+    /// falls (see the module documentation). Forgotten when a segment starts: the caller hands
+    /// in the new segment's.
+    pub fn set_part_boundaries(&mut self, pts: impl IntoIterator<Item = u64>) {
+        self.part_boundaries.clear();
+        self.part_boundaries.extend(pts);
+    }
+
+    /// Follow mode: does a sample at `pts` start the part after the open one (the next of the
+    /// video's part starts past the open part's start is at or before it)?
+    fn reaches_part_boundary(&self, o: &Open, pts: u64) -> bool {
+        let tol = self.cfg.tolerance;
+        self.part_boundaries
+            .iter()
+            .find(|b| **b > o.part_start.saturating_add(tol))
+            .is_some_and(|b| pts.saturating_add(tol) >= *b)
     }
 
     /// Every sample is a sync sample in this mode.
@@ -252,14 +287,18 @@ impl Cutter {
             Some(o) if s.gap_before || o.part_duration + s.duration > cfg.part_target => {
                 Start::Part
             }
+            Some(o) if self.reaches_part_boundary(&o, s.pts) => Start::Part,
             Some(_) => Start::Continue,
         };
         let mut o = match (start, self.open) {
             (Start::Segment, prev) => {
                 self.waiting_since = None;
+                // The part starts handed in were the last segment's.
+                self.part_boundaries.clear();
                 Open {
                     anchor: next_anchor(&cfg, prev.map(|p| p.anchor), s.pts),
                     start_pts: s.pts,
+                    part_start: s.pts,
                     last_duration: s.duration,
                     last_key: prev.and_then(|p| p.last_key),
                     last_gop: prev.map_or(0, |p| p.last_gop),
@@ -273,6 +312,7 @@ impl Cutter {
             }
             (Start::Part, Some(o)) => Open {
                 part_duration: 0,
+                part_start: s.pts,
                 part_open: true,
                 ..o
             },
@@ -310,7 +350,11 @@ impl Cutter {
         let undecided = cfg.mode == SegmentMode::Follow
             && self.boundary.is_none()
             && next.is_some_and(|n| !n.settled);
-        let full = next.is_some_and(|n| n.gap || o.part_duration + expected_next > cfg.part_target);
+        let full = next.is_some_and(|n| {
+            n.gap
+                || o.part_duration + expected_next > cfg.part_target
+                || self.reaches_part_boundary(&o, n.pts)
+        });
         let end = match next {
             _ if late_boundary => End::Segment,
             Some(n) if self.starts_segment(&o, n.pts, n.keyframe) => End::Segment,

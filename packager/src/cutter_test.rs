@@ -455,3 +455,59 @@ fn an_undecided_end_closes_a_full_part_and_the_next_push_decides_the_segment() {
         }
     );
 }
+
+#[test]
+fn follow_mode_parts_end_where_the_video_parts_start() {
+    // AAC at 48 kHz next to video whose parts start every 200 ms (9,600 ticks): the audio's
+    // part limit is ten frames (10,240 ticks), and its parts end at the first frame at or
+    // after each of the video's part starts (within the 10 ms tolerance), so they hold nine
+    // or ten frames and never drift from the video's.
+    let frame = 1024;
+    let cfg = CutterConfig {
+        part_target: 10_320,
+        segment_target: 96_000,
+        tolerance: 480,
+        max_segment: 3 * 96_000,
+        mode: SegmentMode::Follow,
+        follow_wait: 4 * 48_000,
+    };
+    let mut c = Cutter::new(cfg);
+    c.set_boundary(Some(0));
+    let mut part_starts = vec![0u64];
+    for i in 0..90u64 {
+        // The video's part starts are known as far as it has got: 15 ms past the next frame
+        // (`Track::release` holds a frame until then).
+        let known = (i + 1) * frame + 720;
+        c.set_part_boundaries((1..10).map(|k| k * 9_600).filter(|b| *b <= known));
+        let s = CutSample {
+            pts: i * frame,
+            duration: frame,
+            keyframe: true,
+            gap_before: false,
+        };
+        let next = Lookahead {
+            pts: (i + 1) * frame,
+            keyframe: true,
+            gap: false,
+            settled: true,
+        };
+        let Placement::Add { start, end } = c.push(&s, Some(next)) else {
+            panic!("frame {i} dropped");
+        };
+        if start == Start::Part {
+            part_starts.push(s.pts);
+        }
+        // A part is closed with the frame before the one that starts the next: the
+        // lookahead's answer and the next push's agree.
+        let closes = (1..10).any(|k| next.pts + 480 >= k * 9_600 && s.pts + 480 < k * 9_600);
+        assert_eq!(end == End::Part, closes, "frame {i}");
+    }
+    assert_eq!(part_starts.len(), 10);
+    for (k, start) in (0u64..).zip(&part_starts) {
+        let video = k * 9_600;
+        assert!(
+            *start + 480 >= video && *start + 480 < video + frame,
+            "part {k} starts at {start}, the video's at {video}"
+        );
+    }
+}

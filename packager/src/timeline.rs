@@ -6,7 +6,9 @@
 //! opens segment N: the PDT to print), [`Timeline::boundary`] (where the video opened N),
 //! [`Timeline::raise_floor`] (a continuation from a node whose clock may differ),
 //! [`Timeline::advance_video`] / [`Timeline::video_frontier`] (how far the video has got: the
-//! audio holds back its samples until the video's boundaries among them are known).
+//! audio holds back its samples until the video's boundaries among them are known),
+//! [`Timeline::video_part`] / [`Timeline::video_parts`] (where the video's parts start: the
+//! audio's parts end there too).
 //!
 //! Why a shared table: renditions have unrelated timestamp bases (GStreamer's video encoders
 //! shift their output by 1000 hours so that DTS never goes negative; the passthrough source and
@@ -58,6 +60,10 @@ pub(crate) struct Timeline {
     floor_ns: u64,
     /// Added to every PDT once a floor had to be applied (a clock behind the previous node's).
     correction_ns: u64,
+    /// Where the video's parts start in each segment: ns after the segment's first sample, in
+    /// increasing order, from whichever video rendition reported each first (renditions of a
+    /// stream cut the same frames; see [`Timeline::video_part`]). The audio ends its parts there.
+    part_starts: BTreeMap<u64, Vec<u64>>,
     /// The current plan has video: audio renditions follow its boundaries.
     pub has_video: bool,
     /// How far the video renditions have got, on the wall clock (ns since the UNIX epoch,
@@ -76,6 +82,7 @@ impl Timeline {
             epoch,
             epoch_wall_ns,
             boundaries: BTreeMap::new(),
+            part_starts: BTreeMap::new(),
             floor_ns: 0,
             correction_ns: 0,
             has_video: false,
@@ -132,6 +139,29 @@ impl Timeline {
             self.boundaries.pop_first();
         }
         wall
+    }
+
+    /// A video rendition starts a part of segment `msn` `offset_ns` after the segment's first
+    /// sample. Kept when it lies more than `min_step_ns` past the last start known for the
+    /// segment: another rendition's report of the same part (its frames' timestamps may be
+    /// rounded a millisecond apart) adds nothing.
+    pub fn video_part(&mut self, msn: u64, offset_ns: u64, min_step_ns: u64) {
+        let starts = self.part_starts.entry(msn).or_default();
+        if starts
+            .last()
+            .is_none_or(|last| offset_ns > last.saturating_add(min_step_ns))
+        {
+            starts.push(offset_ns);
+        }
+        while self.part_starts.len() > MAX_BOUNDARIES {
+            self.part_starts.pop_first();
+        }
+    }
+
+    /// Where the video's parts of segment `msn` start (ns after its first sample), as far as
+    /// the video has got.
+    pub fn video_parts(&self, msn: u64) -> &[u64] {
+        self.part_starts.get(&msn).map_or(&[], Vec::as_slice)
     }
 
     /// No PDT of a later segment may be earlier than `ns`.

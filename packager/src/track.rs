@@ -36,7 +36,12 @@
 //! boundary is known when the audio reaches it, the audio holds each sample back until the
 //! video's frontier has passed it ([`Track::release`]; the ingest hands audio on before the
 //! video, by a varying amount when media comes in bursts), for at most [`MAX_FOLLOW_HOLD`] of
-//! media.
+//! media. Its parts end where the video's do, too: the video reports where each of its parts
+//! starts within the segment ([`Timeline::video_part`]), the audio maps those starts onto its
+//! media from its own segment start and cuts at the first frame at or after each, so part N.k
+//! covers the same media in every rendition (`crate::cutter`). Its part target, served as its
+//! PART-TARGET, is therefore the whole AAC frames that can start within one video part
+//! ([`audio_part_target`]: 0.215 s for 200 ms parts at 48 kHz).
 //!
 //! EXT-X-TARGETDURATION is fixed for the life of the track: ceil(segment_target). Video
 //! segments end on keyframes; a segment that reaches the longest duration this target allows
@@ -110,6 +115,11 @@ const AAC_FRAME_SAMPLES: u64 = 1024;
 /// filled with silence (see [`Track::audio_gap_fill`]); AAC frames are evenly spaced, and
 /// millisecond timestamps (RTMP) move a step by under 5%.
 const AUDIO_GAP_FRAMES: u64 = 1;
+
+/// Added to an audio rendition's part target after rounding it up to whole milliseconds (see
+/// [`Track::configure`]): RTMP's and FLV's millisecond timestamps move the length of ten AAC
+/// frames by up to a millisecond.
+const AUDIO_PART_TARGET_SLACK: Duration = Duration::from_millis(1);
 
 /// The MPEG-4 audio object type of AAC-LC.
 const AAC_LC: u8 = 2;
@@ -352,6 +362,18 @@ struct Pending {
     received: Instant,
 }
 
+/// Where audio that follows the video opened its segment `msn`, relative to the video's:
+/// the video's part starts of that segment, ns after the video's first sample, lie at
+/// `first_pts + (offset - lead_ns)` in this track's ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FollowOrigin {
+    msn: u64,
+    /// PTS (ticks) of the segment's first sample.
+    first_pts: u64,
+    /// How far (ns of media) that sample lies past the video's boundary.
+    lead_ns: i128,
+}
+
 /// A sample of audio that follows the video, complete (duration and successor known) but held
 /// back until the video's boundaries around it are known (see [`Track::release`]).
 #[derive(Debug, Clone)]
@@ -404,6 +426,11 @@ pub(crate) struct Track {
     last_pdt_ns: Option<u64>,
     /// Audio that cuts where the stream's video cuts.
     follow: bool,
+    /// Audio: the part target (and PART-TARGET) for parts that end where the video's do, set
+    /// at the first codec and kept for the life of the track (see [`Track::configure`]).
+    audio_part_target: Option<Duration>,
+    /// Follow mode: how the open segment's media maps to the video's, for its part starts.
+    follow_origin: Option<FollowOrigin>,
     /// The next segment starts at once, off the video's boundaries (see `feed`).
     stale_boundary: bool,
     /// The open segment's last part is complete and served, but not listed yet: the cutter
@@ -443,6 +470,8 @@ impl Track {
             clock: None,
             last_pdt_ns: None,
             follow: false,
+            audio_part_target: None,
+            follow_origin: None,
             stale_boundary: false,
             unlisted: false,
             peak_bps: 0,
@@ -579,6 +608,9 @@ impl Track {
         self.next_init_id = self.next_init_id.wrapping_add(1);
         self.inits.push((id, init));
         self.current_init = Some(id);
+        if self.plan.kind == RenditionKind::Audio && self.audio_part_target.is_none() {
+            self.audio_part_target = Some(audio_part_target(self.cfg.part_target, &info));
+        }
         self.cutter = Some(Cutter::new(self.cutter_config(info.timescale)));
         self.codec = Some(info);
         self.prune_inits();
@@ -594,7 +626,7 @@ impl Track {
         };
         let max_segment = limit.saturating_sub(margin);
         CutterConfig {
-            part_target: codec::duration_to_ticks_floor(self.cfg.part_target, timescale),
+            part_target: codec::duration_to_ticks_floor(self.part_target(), timescale),
             segment_target: codec::ns_to_ticks(
                 u64::try_from(self.cfg.segment_target.as_nanos()).unwrap_or(u64::MAX),
                 timescale,
@@ -843,10 +875,7 @@ impl Track {
         let mut fill = Vec::new();
         for i in 1..=count {
             let at = prev.dts + i * frame;
-            let offset_ns = |ticks: u64| {
-                u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(ts.max(1)))
-                    .unwrap_or(u64::MAX)
-            };
+            let offset_ns = |ticks: u64| codec::ticks_to_ns(ticks, ts);
             let duration = if i == count {
                 step - count * frame
             } else {
@@ -939,8 +968,20 @@ impl Track {
             } else {
                 boundary
             };
+            // Where the video's parts of our open segment start, on our PTS.
+            let origin = self
+                .follow_origin
+                .filter(|o| self.open.as_ref().is_some_and(|s| s.msn == o.msn));
+            let parts = origin.into_iter().flat_map(|o| {
+                tl.video_parts(o.msn).iter().map(move |off| {
+                    let ns = (i128::from(*off) - o.lead_ns).clamp(0, i128::from(u64::MAX));
+                    let ns = u64::try_from(ns).unwrap_or(u64::MAX);
+                    o.first_pts.saturating_add(codec::ns_to_ticks(ns, ts))
+                })
+            });
             if let Some(c) = self.cutter.as_mut() {
                 c.set_boundary(boundary);
+                c.set_part_boundaries(parts);
             }
         }
         let cut = CutSample {
@@ -1026,6 +1067,17 @@ impl Track {
                     offset,
                     window_min: delta,
                 });
+                // The video's part starts are placed in media time, where a player places both
+                // tracks' media, whenever the two share a base (even where the PDT keeps the
+                // clock's distance).
+                self.follow_origin =
+                    followed
+                        .zip(media_lead.or(lead_ns))
+                        .map(|(_, lead_ns)| FollowOrigin {
+                            msn: self.next_msn,
+                            first_pts: s.pts,
+                            lead_ns,
+                        });
                 let own = (i128::from(s.pts_ns) + offset).clamp(0, i128::from(u64::MAX));
                 self.open_segment(
                     u64::try_from(own).unwrap_or(u64::MAX),
@@ -1043,6 +1095,7 @@ impl Track {
                 }
                 if start == Start::Part {
                     published.merge(self.close_part(now)?);
+                    self.report_part_start(tl);
                 }
             }
         }
@@ -1079,14 +1132,37 @@ impl Track {
                 published.merge(self.close_part(now)?);
                 published.merge(self.close_segment());
             }
-            End::Part => published.merge(self.close_part(now)?),
+            End::Part => {
+                published.merge(self.close_part(now)?);
+                self.report_part_start(tl);
+            }
             End::PartUndecided => {
                 published.merge(self.close_part(now)?);
                 self.unlisted = true;
+                self.report_part_start(tl);
             }
             End::Open => {}
         }
         Ok(published)
+    }
+
+    /// Video: the open segment's next part starts where its parts so far end; audio that
+    /// follows the video ends its part there too (`crate::cutter`).
+    fn report_part_start(&self, tl: &mut Timeline) {
+        if self.plan.kind != RenditionKind::Video {
+            return;
+        }
+        let (Some(open), Some(c)) = (self.open.as_ref(), self.codec.as_ref()) else {
+            return;
+        };
+        // Another rendition's report of the same part lies within a frame; half a part target
+        // tells them apart from the next part's.
+        let min_step = u64::try_from(self.cfg.part_target.as_nanos() / 2).unwrap_or(u64::MAX);
+        tl.video_part(
+            open.msn,
+            codec::ticks_to_ns(open.duration, c.timescale),
+            min_step,
+        );
     }
 
     /// Opens the next segment, whose first sample maps to `own_ns` on this track's clock.
@@ -1400,17 +1476,26 @@ impl Track {
         None
     }
 
-    /// PART-HOLD-BACK as served, in seconds.
+    /// PART-HOLD-BACK as served, in seconds: `part_hold_back_parts` of the stream's part
+    /// target, the same in every rendition (a player that reads it from whichever playlist it
+    /// parsed last, as Shaka Player does, then holds back the same in every case), but never
+    /// below twice this rendition's own PART-TARGET (RFC 8216bis; an audio rendition's is a
+    /// little longer, see [`Track::configure`]).
     pub fn part_hold_back(&self) -> f64 {
-        crate::playlist::part_hold_back(
+        let stream = crate::playlist::part_hold_back(
             self.cfg.part_target.as_secs_f64(),
             self.cfg.part_hold_back_parts,
-        )
+        );
+        stream.max(crate::playlist::part_hold_back(
+            self.part_target().as_secs_f64(),
+            2,
+        ))
     }
 
-    /// The configured part target (the longest a part is meant to take).
+    /// The longest a part may take, served as PART-TARGET: the configured part target, or for
+    /// audio the whole frames that may fall in one (see [`Track::configure`]).
     pub fn part_target(&self) -> Duration {
-        self.cfg.part_target
+        self.audio_part_target.unwrap_or(self.cfg.part_target)
     }
 
     /// Media sequence number of the last complete segment.
@@ -1541,7 +1626,7 @@ impl Track {
         }
         MediaPlaylist {
             target_duration: self.target_duration(),
-            part_target: self.cfg.part_target.as_secs_f64(),
+            part_target: self.part_target().as_secs_f64(),
             part_hold_back: self.part_hold_back(),
             media_sequence: segments.first().map_or(self.next_msn, |s| s.msn),
             discontinuity_sequence: self.discontinuity_sequence,
@@ -1553,6 +1638,23 @@ impl Track {
             ended: self.state == TrackState::Ended,
         }
     }
+}
+
+/// The part target of an audio rendition whose parts end where the video's do (see
+/// `crate::cutter`): the whole AAC frames that can start within one video part of up to
+/// `part_target` (nine or ten at 48 kHz for 205 ms), rounded up to whole milliseconds, plus
+/// [`AUDIO_PART_TARGET_SLACK`]. Never below `part_target`.
+pub(crate) fn audio_part_target(part_target: Duration, codec: &CodecInfo) -> Duration {
+    if !matches!(codec.config, CodecConfig::Aac { .. }) || codec.timescale == 0 {
+        return part_target;
+    }
+    let target_ns = part_target.as_nanos();
+    let frame_ns = u128::from(AAC_FRAME_SAMPLES) * 1_000_000_000 / u128::from(codec.timescale);
+    let frames = target_ns.div_ceil(frame_ns.max(1));
+    let ms = (frames * u128::from(AAC_FRAME_SAMPLES) * 1000).div_ceil(u128::from(codec.timescale));
+    let aligned =
+        Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)) + AUDIO_PART_TARGET_SLACK;
+    aligned.max(part_target)
 }
 
 /// URI of an init version: "init.mp4" for the first, "init{N}.mp4" after.
