@@ -85,10 +85,24 @@ fn join_tracks<'a>(st: &'a StreamState, rendition: &'a str) -> impl Iterator<Ite
 /// A plain request for `rendition`'s playlist answered now would be at a keyframe join (see
 /// [`join_tracks`]); `None` when it does not wait for one. Checked on every part published
 /// while a request waits, so it allocates nothing.
+///
+/// An audio playlist also waits until the audio has published the part the joining video
+/// rendition has (its parts end where the video's do, a few ms later; see `crate::cutter`):
+/// answered a part short, it made hls.js reload it at once, and that reload kept its audio
+/// controller from loading at the video's first timestamp, so it started up to two of its
+/// 100 ms ticks later (about 0.15 s further behind the camera, for the whole play).
 fn at_join(st: &StreamState, rendition: &str) -> Option<bool> {
     let mut tracks = join_tracks(st, rendition).peekable();
     tracks.peek()?;
-    Some(tracks.any(at_keyframe_join))
+    let audio = st
+        .track(rendition)
+        .filter(|t| t.kind() != RenditionKind::Video)
+        .map(Track::last_part);
+    Some(
+        tracks.any(|t| {
+            at_keyframe_join(t) && audio.is_none_or(|a| a.is_some() && a >= t.last_part())
+        }),
+    )
 }
 
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
