@@ -653,3 +653,59 @@ async fn a_plain_audio_playlist_request_is_answered_at_any_video_renditions_join
     // Not the 720p's next join (a second away) nor the next part's wait (150 ms).
     answered_at_once(&o, "/live/abc/audio/index.m3u8").await;
 }
+
+/// At the video's keyframe join, a plain audio playlist request also waits until the audio has
+/// published the part the video has (its parts end where the video's do, a little later): a
+/// playlist a part short made hls.js reload it at once and start its audio late.
+#[tokio::test]
+async fn a_plain_audio_playlist_request_waits_for_the_audio_to_have_the_videos_newest_part() {
+    let o = Origin::new(PackagerConfig {
+        keyframe_join: true,
+        ..fast_origin().config().clone()
+    });
+    let h = o.publish("abc", vec![video_plan("720p"), audio_plan()]);
+    h.configure("720p", h264_info().config).unwrap();
+    h.configure("audio", aac_info().config).unwrap();
+    let mut i = 0;
+    while i < 40 || !rendition_at_join(&o, "720p") {
+        h.push("720p", gop_1s_frame(i)).unwrap();
+        i += 1;
+        assert!(i < 120, "no keyframe join in 4 s of media");
+    }
+    let last_parts = || {
+        let s = o.stream("abc").unwrap();
+        let st = s.state.lock();
+        let last = |n: &str| st.track(n).unwrap().last_part();
+        (last("audio"), last("720p"))
+    };
+    // The audio 300 ms behind the video's edge: a few parts short.
+    let edge_ns = i * 1_000_000_000 / 30;
+    let mut k = 0;
+    while k * 1024 * 1_000_000_000 / 48_000 + 300_000_000 < edge_ns {
+        h.push("audio", audio_sample(k)).unwrap();
+        k += 1;
+    }
+    let (audio, video) = last_parts();
+    assert!(audio < video, "audio {audio:?}, video {video:?}");
+    let request = tokio::spawn({
+        let o = o.clone();
+        async move {
+            let t = Instant::now();
+            let r = o.handle(get("/live/abc/audio/index.m3u8")).await;
+            (r.status(), t.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(!request.is_finished(), "answered a part short of the video");
+    // The audio catches up (and the video goes one frame on, still at its join): answered.
+    h.push("720p", gop_1s_frame(i)).unwrap();
+    while k * 1024 * 1_000_000_000 / 48_000 < edge_ns + 40_000_000 {
+        h.push("audio", audio_sample(k)).unwrap();
+        k += 1;
+    }
+    let (audio, video) = last_parts();
+    assert!(audio >= video, "audio {audio:?}, video {video:?}");
+    let (status, waited) = request.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(waited < Duration::from_millis(300), "{waited:?}");
+}
