@@ -229,8 +229,16 @@ impl Cutter {
     }
 
     /// Follow mode: does a sample at `pts` start the part after the open one (the next of the
-    /// video's part starts past the open part's start is at or before it)?
+    /// video's part starts past the open part's start is at or before it)? Not before the open
+    /// part has [`MIN_PART_PERCENT`] of the part target: where the audio's segment started late
+    /// on its clock (transport delays that differ by more than the media agreement, as over
+    /// SRT) the video's first part start came 13 AAC frames into a 16-frame target.
     fn reaches_part_boundary(&self, o: &Open, pts: u64) -> bool {
+        if o.part_duration.saturating_mul(100)
+            < self.cfg.part_target.saturating_mul(MIN_PART_PERCENT)
+        {
+            return false;
+        }
         let tol = self.cfg.tolerance;
         self.part_boundaries
             .iter()
@@ -414,6 +422,11 @@ impl Cutter {
 /// long as the one before it, not as long as the hole. Millisecond timestamps (RTMP) move a
 /// frame's duration by a few percent, far below.
 const HOLE_RATIO_HALVES: u64 = 3;
+
+/// RFC 8216bis: every part but the last of its segment lasts at least this share (percent) of
+/// PART-TARGET. The duration rule keeps to it by itself (a part is closed only when the next
+/// sample would not fit); a part end taken from the video's part starts is held to it.
+const MIN_PART_PERCENT: u64 = 85;
 
 /// Keyframe intervals remembered for the GOP estimate.
 pub(crate) const GOP_HISTORY: usize = 4;

@@ -511,3 +511,48 @@ fn follow_mode_parts_end_where_the_video_parts_start() {
         );
     }
 }
+
+#[test]
+fn follow_mode_part_boundaries_never_make_a_part_below_85_percent() {
+    // The audio's segment started 60 ms after the video's (cut on its clock): the video's
+    // first part start comes 273 ms in, under 85 % of the 16-frame target (0.343 s). The part
+    // goes on to the next frame past 85 % instead, and the next part ends at the video's next
+    // part start again.
+    let frame = 1024;
+    let cfg = CutterConfig {
+        part_target: 16_464,
+        segment_target: 96_000,
+        tolerance: 480,
+        max_segment: 3 * 96_000,
+        mode: SegmentMode::Follow,
+        follow_wait: 4 * 48_000,
+    };
+    let mut c = Cutter::new(cfg);
+    c.set_boundary(Some(0));
+    let starts = [13_120u64, 29_120, 45_120];
+    let mut part_starts = vec![0u64];
+    for i in 0..46u64 {
+        c.set_part_boundaries(starts);
+        let s = CutSample {
+            pts: i * frame,
+            duration: frame,
+            keyframe: true,
+            gap_before: false,
+        };
+        let next = Lookahead {
+            pts: (i + 1) * frame,
+            keyframe: true,
+            gap: false,
+            settled: true,
+        };
+        let Placement::Add { start, .. } = c.push(&s, Some(next)) else {
+            panic!("frame {i} dropped");
+        };
+        if start == Start::Part {
+            part_starts.push(s.pts);
+        }
+    }
+    // 14 frames (85 % of 16,464 ticks is 13,994: 13 frames are 13,312), then back on the
+    // video's starts: the first frame at or after 29,120 - 480 and 45,120 - 480.
+    assert_eq!(part_starts, vec![0, 14 * frame, 28 * frame, 44 * frame]);
+}

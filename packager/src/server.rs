@@ -86,7 +86,7 @@ fn join_tracks<'a>(st: &'a StreamState, rendition: &'a str) -> impl Iterator<Ite
 /// [`join_tracks`]); `None` when it does not wait for one. Checked on every part published
 /// while a request waits, so it allocates nothing.
 ///
-/// An audio playlist also waits until the audio has published the part the joining video
+/// An audio playlist also waits until the audio has published the media the joining video
 /// rendition has (its parts end where the video's do, a few ms later; see `crate::cutter`):
 /// answered a part short, it made hls.js reload it at once, and that reload kept its audio
 /// controller from loading at the video's first timestamp, so it started up to two of its
@@ -97,13 +97,22 @@ fn at_join(st: &StreamState, rendition: &str) -> Option<bool> {
     let audio = st
         .track(rendition)
         .filter(|t| t.kind() != RenditionKind::Video)
-        .map(Track::last_part);
-    Some(
-        tracks.any(|t| {
-            at_keyframe_join(t) && audio.is_none_or(|a| a.is_some() && a >= t.last_part())
-        }),
-    )
+        .map(Track::listed_end_ns);
+    Some(tracks.any(|t| {
+        at_keyframe_join(t)
+            && audio.is_none_or(|a| {
+                a.zip(t.listed_end_ns())
+                    .is_some_and(|(a, v)| a.saturating_add(JOIN_AUDIO_SLACK_NS) >= v)
+            })
+    }))
 }
+
+/// How far before the joining video's newest part the audio's newest part may end for a plain
+/// audio playlist request to be answered at the join (see [`at_join`]): under an AAC frame (21
+/// ms at 48 kHz), since the audio's parts end where the video's do, at or after them, and where
+/// they cannot (parts too short for whole frames to follow the video's 85 % apart, as at 100
+/// ms) they still end within a frame or so.
+const JOIN_AUDIO_SLACK_NS: u64 = 25_000_000;
 
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
 /// point in the stream that any later playlist also satisfies, so a CDN may answer identical

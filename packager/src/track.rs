@@ -1416,6 +1416,28 @@ impl Track {
         u64::try_from((start + len).as_nanos()).ok()
     }
 
+    /// Where the last part the playlist lists ends on the wall clock (ns since the UNIX epoch):
+    /// its segment's PDT plus the listed parts' durations.
+    pub fn listed_end_ns(&self) -> Option<u64> {
+        // The open segment while it lists a part, else the last complete one (all listed).
+        let (seg, listed) = match self.open.as_ref() {
+            Some(o) if self.listed_parts(o) > 0 => (o, self.listed_parts(o)),
+            _ => {
+                let s = self.segments.back()?;
+                (s, s.parts.len())
+            }
+        };
+        let start = seg.pdt?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let len = match seg.gap_ns {
+            Some(ns) => ns,
+            None => {
+                let ticks: u64 = seg.parts.iter().take(listed).map(|p| p.duration).sum();
+                codec::ticks_to_ns(ticks, self.codec.as_ref().map_or(1, |c| c.timescale))
+            }
+        };
+        u64::try_from(start.as_nanos()).ok()?.checked_add(len)
+    }
+
     /// EXT-X-ENDLIST: flush and stop accepting samples.
     pub fn finish(&mut self, tl: &mut Timeline, now: Instant) -> Result<Published, PackagerError> {
         let published = self.flush(tl, now);
