@@ -456,29 +456,27 @@ fn an_undecided_end_closes_a_full_part_and_the_next_push_decides_the_segment() {
     );
 }
 
-#[test]
-fn follow_mode_parts_end_where_the_video_parts_start() {
-    // AAC at 48 kHz next to video whose parts start every 200 ms (9,600 ticks): the audio's
-    // part limit is ten frames (10,240 ticks), and its parts end at the first frame at or
-    // after each of the video's part starts (within the 10 ms tolerance), so they hold nine
-    // or ten frames and never drift from the video's.
+/// Follow mode, AAC at 48 kHz (1,024-tick frames) from PTS 0 with its segment started: pushes
+/// `frames` frames, handing in before each the video's part starts `known(i)` says are known,
+/// and returns where parts start and, per frame, whether the part was closed after it.
+fn follow_parts(
+    part_target: u64,
+    frames: u64,
+    known: impl Fn(u64) -> Vec<u64>,
+) -> (Vec<u64>, Vec<bool>) {
     let frame = 1024;
-    let cfg = CutterConfig {
-        part_target: 10_320,
+    let mut c = Cutter::new(CutterConfig {
+        part_target,
         segment_target: 96_000,
         tolerance: 480,
         max_segment: 3 * 96_000,
         mode: SegmentMode::Follow,
         follow_wait: 4 * 48_000,
-    };
-    let mut c = Cutter::new(cfg);
+    });
     c.set_boundary(Some(0));
-    let mut part_starts = vec![0u64];
-    for i in 0..90u64 {
-        // The video's part starts are known as far as it has got: 15 ms past the next frame
-        // (`Track::release` holds a frame until then).
-        let known = (i + 1) * frame + 720;
-        c.set_part_boundaries((1..10).map(|k| k * 9_600).filter(|b| *b <= known));
+    let (mut starts, mut closed) = (vec![0u64], Vec::new());
+    for i in 0..frames {
+        c.set_part_boundaries(known(i));
         let s = CutSample {
             pts: i * frame,
             duration: frame,
@@ -495,15 +493,36 @@ fn follow_mode_parts_end_where_the_video_parts_start() {
             panic!("frame {i} dropped");
         };
         if start == Start::Part {
-            part_starts.push(s.pts);
+            starts.push(s.pts);
         }
+        closed.push(end == End::Part);
+    }
+    (starts, closed)
+}
+
+#[test]
+fn follow_mode_parts_end_where_the_video_parts_start() {
+    // Video parts start every 200 ms (9,600 ticks); the audio's part limit is ten frames
+    // (10,320 ticks), and its parts end at the first frame at or after each of the video's part
+    // starts (within the 10 ms tolerance), so they hold nine or ten frames and never drift.
+    // The video's part starts are known as far as it has got: 15 ms past the next frame
+    // (`Track::release` holds a frame until then).
+    let frame = 1024;
+    let (starts, closed) = follow_parts(10_320, 90, |i| {
+        (1..10)
+            .map(|k| k * 9_600)
+            .filter(|b| *b <= (i + 1) * frame + 720)
+            .collect()
+    });
+    for (i, closed) in (0u64..).zip(closed) {
         // A part is closed with the frame before the one that starts the next: the
         // lookahead's answer and the next push's agree.
-        let closes = (1..10).any(|k| next.pts + 480 >= k * 9_600 && s.pts + 480 < k * 9_600);
-        assert_eq!(end == End::Part, closes, "frame {i}");
+        let (pts, next) = (i * frame, (i + 1) * frame);
+        let closes = (1..10).any(|k| next + 480 >= k * 9_600 && pts + 480 < k * 9_600);
+        assert_eq!(closed, closes, "frame {i}");
     }
-    assert_eq!(part_starts.len(), 10);
-    for (k, start) in (0u64..).zip(&part_starts) {
+    assert_eq!(starts.len(), 10);
+    for (k, start) in (0u64..).zip(&starts) {
         let video = k * 9_600;
         assert!(
             *start + 480 >= video && *start + 480 < video + frame,
@@ -516,43 +535,10 @@ fn follow_mode_parts_end_where_the_video_parts_start() {
 fn follow_mode_part_boundaries_never_make_a_part_below_85_percent() {
     // The audio's segment started 60 ms after the video's (cut on its clock): the video's
     // first part start comes 273 ms in, under 85 % of the 16-frame target (0.343 s). The part
-    // goes on to the next frame past 85 % instead, and the next part ends at the video's next
-    // part start again.
+    // goes on to 14 frames (85 % of 16,464 ticks is 13,994; 13 frames are 13,312) instead, and
+    // the next parts end on the video's part starts again: the first frame at or after
+    // 29,120 - 480 and 45,120 - 480.
     let frame = 1024;
-    let cfg = CutterConfig {
-        part_target: 16_464,
-        segment_target: 96_000,
-        tolerance: 480,
-        max_segment: 3 * 96_000,
-        mode: SegmentMode::Follow,
-        follow_wait: 4 * 48_000,
-    };
-    let mut c = Cutter::new(cfg);
-    c.set_boundary(Some(0));
-    let starts = [13_120u64, 29_120, 45_120];
-    let mut part_starts = vec![0u64];
-    for i in 0..46u64 {
-        c.set_part_boundaries(starts);
-        let s = CutSample {
-            pts: i * frame,
-            duration: frame,
-            keyframe: true,
-            gap_before: false,
-        };
-        let next = Lookahead {
-            pts: (i + 1) * frame,
-            keyframe: true,
-            gap: false,
-            settled: true,
-        };
-        let Placement::Add { start, .. } = c.push(&s, Some(next)) else {
-            panic!("frame {i} dropped");
-        };
-        if start == Start::Part {
-            part_starts.push(s.pts);
-        }
-    }
-    // 14 frames (85 % of 16,464 ticks is 13,994: 13 frames are 13,312), then back on the
-    // video's starts: the first frame at or after 29,120 - 480 and 45,120 - 480.
-    assert_eq!(part_starts, vec![0, 14 * frame, 28 * frame, 44 * frame]);
+    let (starts, _) = follow_parts(16_464, 46, |_| vec![13_120, 29_120, 45_120]);
+    assert_eq!(starts, vec![0, 14 * frame, 28 * frame, 44 * frame]);
 }
