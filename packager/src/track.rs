@@ -1405,33 +1405,29 @@ impl Track {
     /// End of the last segment on the wall clock (ns since the UNIX epoch), if any.
     pub fn pdt_end_ns(&self) -> Option<u64> {
         let seg = self.open.as_ref().or(self.segments.back())?;
-        let start = seg.pdt?.duration_since(std::time::UNIX_EPOCH).ok()?;
-        let len = match seg.gap_ns {
-            Some(ns) => Duration::from_nanos(ns),
-            None => {
-                let ts = self.codec.as_ref().map_or(1, |c| c.timescale);
-                Duration::from_secs_f64(codec::ticks_to_secs(seg.duration, ts))
-            }
-        };
-        u64::try_from((start + len).as_nanos()).ok()
+        self.end_ns(seg, seg.parts.len())
     }
 
     /// Where the last part the playlist lists ends on the wall clock (ns since the UNIX epoch):
-    /// its segment's PDT plus the listed parts' durations.
+    /// the open segment while it lists a part, else the last complete one.
     pub fn listed_end_ns(&self) -> Option<u64> {
-        // The open segment while it lists a part, else the last complete one (all listed).
-        let (seg, listed) = match self.open.as_ref() {
-            Some(o) if self.listed_parts(o) > 0 => (o, self.listed_parts(o)),
-            _ => {
-                let s = self.segments.back()?;
-                (s, s.parts.len())
-            }
-        };
+        match self.open.as_ref() {
+            Some(o) if self.listed_parts(o) > 0 => self.end_ns(o, self.listed_parts(o)),
+            _ => self
+                .segments
+                .back()
+                .and_then(|s| self.end_ns(s, s.parts.len())),
+        }
+    }
+
+    /// Where the first `parts` parts of `seg` end on the wall clock: its PDT plus their
+    /// durations (a gap segment: its length).
+    fn end_ns(&self, seg: &Segment, parts: usize) -> Option<u64> {
         let start = seg.pdt?.duration_since(std::time::UNIX_EPOCH).ok()?;
         let len = match seg.gap_ns {
             Some(ns) => ns,
             None => {
-                let ticks: u64 = seg.parts.iter().take(listed).map(|p| p.duration).sum();
+                let ticks: u64 = seg.parts.iter().take(parts).map(|p| p.duration).sum();
                 codec::ticks_to_ns(ticks, self.codec.as_ref().map_or(1, |c| c.timescale))
             }
         };
@@ -1670,13 +1666,15 @@ pub(crate) fn audio_part_target(part_target: Duration, codec: &CodecInfo) -> Dur
     if !matches!(codec.config, CodecConfig::Aac { .. }) || codec.timescale == 0 {
         return part_target;
     }
-    let target_ns = part_target.as_nanos();
-    let frame_ns = u128::from(AAC_FRAME_SAMPLES) * 1_000_000_000 / u128::from(codec.timescale);
-    let frames = target_ns.div_ceil(frame_ns.max(1));
-    let ms = (frames * u128::from(AAC_FRAME_SAMPLES) * 1000).div_ceil(u128::from(codec.timescale));
-    let aligned =
-        Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)) + AUDIO_PART_TARGET_SLACK;
-    aligned.max(part_target)
+    let frame_ns = codec::ticks_to_ns(AAC_FRAME_SAMPLES, codec.timescale).max(1);
+    let target_ns = u64::try_from(part_target.as_nanos()).unwrap_or(u64::MAX);
+    let samples = target_ns
+        .div_ceil(frame_ns)
+        .saturating_mul(AAC_FRAME_SAMPLES);
+    let ms = samples
+        .saturating_mul(1000)
+        .div_ceil(u64::from(codec.timescale));
+    (Duration::from_millis(ms) + AUDIO_PART_TARGET_SLACK).max(part_target)
 }
 
 /// URI of an init version: "init.mp4" for the first, "init{N}.mp4" after.
