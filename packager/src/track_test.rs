@@ -772,3 +772,71 @@ fn join_distance_with_hold_back(parts: u32) {
     }
     assert!(seen_small > 0);
 }
+
+/// Frames whose least delay moves by a few ms from one segment to the next (arrival jitter)
+/// get PDT steps equal to their EXTINF, to the nanosecond: the offset only moves when the least
+/// delay leaves the dead band, and then once (here when the path gets 30 ms faster), so PDT
+/// stays within the dead band of the least-delayed arrival.
+#[test]
+fn pdt_steps_equal_extinf_through_arrival_jitter() {
+    let start = Instant::now();
+    let mut tl = anchor();
+    let mut t = Track::new(video_plan("720p"), cfg(), TrackStart::default());
+    t.configure(h264_info().config, &mut tl, start).unwrap();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut jitter_us = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % 6_000
+    };
+    // MSN -> (PDT, EXTINF) of complete segments.
+    let mut seen: std::collections::BTreeMap<u64, (SystemTime, f64)> = Default::default();
+    let (mut last_arrival, faster_from) = (Duration::ZERO, 24 * 60u64);
+    for i in 0..48 * 60u64 {
+        let base_ms = if i < faster_from { 100 } else { 70 };
+        let dts = Duration::from_nanos(1_000_000_000 + i * 1_000_000_000 / 30);
+        let arrival = (dts + Duration::from_millis(base_ms) + Duration::from_micros(jitter_us()))
+            .max(last_arrival);
+        last_arrival = arrival;
+        t.push(
+            video_sample(i, Some(start + arrival)),
+            &mut tl,
+            start + arrival,
+        )
+        .unwrap();
+        for s in t.playlist(vec![]).segments.iter().filter(|s| s.complete) {
+            seen.insert(s.msn, (s.pdt.unwrap(), s.duration));
+        }
+    }
+    assert!(seen.len() > 40, "{} segments", seen.len());
+    let steps: Vec<(u64, f64)> = seen
+        .iter()
+        .zip(seen.iter().skip(1))
+        .map(|((&n, &(p, d)), (_, &(q, _)))| (n, q.duration_since(p).unwrap().as_secs_f64() - d))
+        .collect();
+    // The first two steps converge from the first frame's delay (a keyframe, shown at its DTS)
+    // to the least one (the other frames are shown 67 ms after theirs): 50 ms, then the rest.
+    let moved: Vec<_> = steps
+        .iter()
+        .filter(|(n, e)| *n >= 2 && e.abs() > 1e-6)
+        .collect();
+    // One step after that (at the segment after the path got faster) takes the 30 ms.
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert!((moved[0].1 + 0.030).abs() < 0.007, "{moved:?}");
+    assert!(moved[0].0 >= 23 && moved[0].0 <= 25, "{moved:?}");
+    // The last segment's PDT is within the dead band of where the least-delayed arrival maps
+    // its first frame (2023-11-14T22:13:20Z being `start`): the least `arrival - pts` is the
+    // other frames' 70 ms minus their 66.7 ms reordering offset.
+    let (&last, &(pdt, _)) = seen.iter().next_back().unwrap();
+    let first_pts = Duration::from_nanos(1_000_000_000 + last * 2_000_000_000);
+    let epoch = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let arrival = epoch + first_pts + Duration::from_nanos(70_000_000 - 66_666_667);
+    let off = pdt
+        .duration_since(arrival)
+        .map_or_else(|e| -e.duration().as_secs_f64(), |d| d.as_secs_f64());
+    assert!(
+        off.abs() <= 0.010 + 0.006,
+        "PDT {off:.4} s off the least arrival"
+    );
+}

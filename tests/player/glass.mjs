@@ -28,7 +28,8 @@
 // and media loads slower than 1 s with their URL. With EDGE_GLASS_REQUESTS=1, every request the
 // player makes is printed to stderr as it starts and ends (ms after the page opens), with the
 // page's console and, at `playing`, the position, the player's seek range and the buffer;
-// with EDGE_GLASS_PLAYLISTS=1, every playlist the player receives.
+// with EDGE_GLASS_PLAYLISTS=1, every playlist the player receives; with EDGE_GLASS_SHAKA_DEBUG=1
+// (or =v1, more), Shaka's debug build and its debug log.
 //
 // Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
 // the report); non-zero when the harness itself failed (bad args, no browser, never played).
@@ -448,8 +449,40 @@ try {
     });
   }
   await page.goto(pageUrl);
-  await page.addScriptTag({ path: path.join(here, PLAYER_SCRIPTS[opts.player]) });
+  // With EDGE_GLASS_SHAKA_DEBUG=1 (and --player shaka), Shaka's debug build, logging at its
+  // debug level into the page's console (printed with EDGE_GLASS_REQUESTS=1).
+  const shakaDebug = opts.player === 'shaka' && process.env.EDGE_GLASS_SHAKA_DEBUG;
+  const script = shakaDebug ? PLAYER_SCRIPTS.shaka.replace(/\.js$/, '.debug.js') : PLAYER_SCRIPTS[opts.player];
+  await page.addScriptTag({ path: path.join(here, script) });
+  if (shakaDebug) {
+    await page.evaluate((v1) => shaka.log.setLevel(v1 ? shaka.log.Level.V1 : shaka.log.Level.DEBUG), shakaDebug === 'v1');
+  }
   await page.evaluate(startGlass, opts);
+  // Shaka's debug log also gets each stream's segment index (first position, start and end of
+  // each reference, its part count) whenever it changes.
+  if (shakaDebug) {
+    await page.evaluate(() => {
+      const last = {};
+      setInterval(() => {
+        const m = window.__shaka && window.__shaka.getManifest();
+        const v = m && m.variants && m.variants[0];
+        if (!v) return;
+        for (const st of [v.video, v.audio]) {
+          const ix = st && st.segmentIndex;
+          if (!ix) continue;
+          const refs = [];
+          const first = ix.getNumEvicted();
+          for (let i = first; i < first + ix.getNumReferences(); i += 1) {
+            const r = ix.get(i);
+            if (r) refs.push(`${i}:${r.startTime.toFixed(4)}-${r.endTime.toFixed(4)}/${r.partialReferences.length}`);
+          }
+          const line = refs.join(' ');
+          if (last[st.type] !== line) console.log(`index ${st.type} ${line}`);
+          last[st.type] = line;
+        }
+      }, 5);
+    });
+  }
   // Until playback starts (or fails), then the warm-up and the measured window.
   const started = await page.waitForFunction(
     () => window.__glass.startWall !== null || window.__glass.fatalErrors.length > 0,
