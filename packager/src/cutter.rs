@@ -426,7 +426,7 @@ const HOLE_RATIO_HALVES: u64 = 3;
 /// RFC 8216bis: every part but the last of its segment lasts at least this share (percent) of
 /// PART-TARGET. The duration rule keeps to it by itself (a part is closed only when the next
 /// sample would not fit); a part end taken from the video's part starts is held to it.
-const MIN_PART_PERCENT: u64 = 85;
+pub(crate) const MIN_PART_PERCENT: u64 = 85;
 
 /// Keyframe intervals remembered for the GOP estimate.
 pub(crate) const GOP_HISTORY: usize = 4;

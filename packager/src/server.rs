@@ -114,6 +114,40 @@ fn at_join(st: &StreamState, rendition: &str) -> Option<bool> {
 /// ms) they still end within a frame or so.
 const JOIN_AUDIO_SLACK_NS: u64 = 25_000_000;
 
+/// The most an audio playlist response waits, once it could be answered, for the audio to list
+/// the media the stream's most advanced video rendition lists ([`audio_behind`]). An audio part
+/// is listed when the video has passed the frame after it, some 20 ms after the video lists its
+/// own part of the same index; answered in between, the audio playlist was a part short of the
+/// video's, and Shaka Player, which reloads both playlists together and asks each for the part
+/// after the last it knows, kept asking the audio for a part earlier than the video: its audio
+/// buffer stayed a part (0.2 s) behind its video's, and with a two-part hold-back it ran out of
+/// audio (stalls of 0.1-0.2 s on a young stream). 100 ms is five times that lag; an audio
+/// later than that is late for another reason and is answered as it is.
+pub(crate) const AUDIO_CATCH_UP_WAIT: Duration = Duration::from_millis(100);
+
+/// Whether `rendition` is audio whose parts end where the video's do
+/// ([`Track::parts_follow_video`]) and whose listed media ends more than
+/// [`JOIN_AUDIO_SLACK_NS`] before the newest part listed by any live video rendition of the
+/// stream. Audio whose parts end by length (parts under 200 ms) may lag the video's listing by
+/// up to a part, however long it waits, and is never held.
+fn audio_behind(st: &StreamState, rendition: &str) -> bool {
+    let Some(audio) = st.track(rendition).filter(|t| {
+        t.kind() != RenditionKind::Video && t.state() == TrackState::Live && t.parts_follow_video()
+    }) else {
+        return false;
+    };
+    let video = st
+        .plan_tracks()
+        .filter(|t| t.kind() == RenditionKind::Video && t.state() == TrackState::Live)
+        .filter_map(Track::listed_end_ns)
+        .max();
+    match (audio.listed_end_ns(), video) {
+        (Some(a), Some(v)) => a.saturating_add(JOIN_AUDIO_SLACK_NS) < v,
+        (None, Some(_)) => true,
+        (_, None) => false,
+    }
+}
+
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
 /// point in the stream that any later playlist also satisfies, so a CDN may answer identical
 /// requests from many clients with it for a short while; short, so late joiners of that URL
@@ -292,17 +326,49 @@ async fn wait_for<T>(
     deadline: tokio::time::Instant,
     mut check: impl FnMut(&StreamState, u64) -> Option<T>,
 ) -> Option<T> {
+    wait_for_or_recheck(stream, deadline, |st, generation| {
+        match check(st, generation) {
+            Some(v) => Check::Done(v),
+            None => Check::Wait,
+        }
+    })
+    .await
+}
+
+/// What a [`wait_for_or_recheck`] check found.
+enum Check<T> {
+    /// The wait is over.
+    Done(T),
+    /// Wait for the next change (or the deadline).
+    Wait,
+    /// Wait for the next change, but run again at this moment at the latest.
+    RecheckAt(tokio::time::Instant),
+}
+
+/// [`wait_for`], whose `check` may also ask to run again at an earlier moment than the deadline
+/// (a wait of its own that nothing on the stream signals the end of).
+async fn wait_for_or_recheck<T>(
+    stream: &Stream,
+    deadline: tokio::time::Instant,
+    mut check: impl FnMut(&StreamState, u64) -> Check<T>,
+) -> Option<T> {
     let mut rx = stream.changed.subscribe();
     loop {
         let generation = *rx.borrow_and_update();
-        if let Some(v) = check(&stream.state.lock(), generation) {
-            return Some(v);
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
+        let until = match check(&stream.state.lock(), generation) {
+            Check::Done(v) => return Some(v),
+            Check::Wait => deadline,
+            Check::RecheckAt(at) => at.min(deadline),
+        };
+        match tokio::time::timeout_at(until, rx.changed()).await {
             Ok(Ok(())) => continue,
+            Err(_) if until < deadline => continue,
             Ok(Err(_)) | Err(_) => {
                 let generation = *rx.borrow();
-                return check(&stream.state.lock(), generation);
+                return match check(&stream.state.lock(), generation) {
+                    Check::Done(v) => Some(v),
+                    Check::Wait | Check::RecheckAt(_) => None,
+                };
             }
         }
     }
@@ -639,22 +705,33 @@ impl Origin {
                 }
             }
         }
-        let outcome = wait_for(stream, deadline, |st, generation| {
+        // Once it could be answered, an audio playlist waits a little for the audio to list
+        // what the video lists (AUDIO_CATCH_UP_WAIT); until when, from the first time it could.
+        let mut catch_up_until: Option<tokio::time::Instant> = None;
+        let outcome = wait_for_or_recheck(stream, deadline, |st, generation| {
             if st.removed {
-                return Some(Outcome::NotFound);
+                return Check::Done(Outcome::NotFound);
             }
             let Some(t) = st.track(rendition) else {
-                return Some(Outcome::NotFound);
+                return Check::Done(Outcome::NotFound);
             };
             let ended = t.state() == TrackState::Ended;
             match request::playlist_readiness(&q, &position(t)) {
-                Readiness::BadRequest(r) => Some(Outcome::BadRequest(r)),
-                Readiness::NotFound => Some(Outcome::NotFound),
-                Readiness::Wait => None,
-                Readiness::Ready if t.last_part().is_none() && !ended => None,
-                Readiness::Ready => Some(Outcome::Render(cached_playlist(
-                    stream, st, t, q.skip, generation,
-                ))),
+                Readiness::BadRequest(r) => Check::Done(Outcome::BadRequest(r)),
+                Readiness::NotFound => Check::Done(Outcome::NotFound),
+                Readiness::Wait => Check::Wait,
+                Readiness::Ready if t.last_part().is_none() && !ended => Check::Wait,
+                Readiness::Ready => {
+                    let until = *catch_up_until.get_or_insert_with(|| {
+                        (tokio::time::Instant::now() + AUDIO_CATCH_UP_WAIT).min(deadline)
+                    });
+                    if tokio::time::Instant::now() < until && audio_behind(st, rendition) {
+                        return Check::RecheckAt(until);
+                    }
+                    Check::Done(Outcome::Render(cached_playlist(
+                        stream, st, t, q.skip, generation,
+                    )))
+                }
             }
         })
         .await;

@@ -717,3 +717,92 @@ async fn a_plain_audio_playlist_request_waits_for_the_audio_to_have_the_videos_n
     assert_eq!(status, StatusCode::OK);
     assert!(waited < Duration::from_millis(300), "{waited:?}");
 }
+
+/// The audio and video of a stream, the audio `behind_ns` short of the video's newest part
+/// (its samples pushed up to that far before the video's edge); returns the origin, the handle,
+/// the video's frame count and the audio's sample count.
+fn audio_behind_the_video(behind_ns: u64) -> (Origin, StreamHandle, u64, u64) {
+    let o = Origin::new(PackagerConfig {
+        keyframe_join: false,
+        part_target: Duration::from_millis(200),
+        ..fast_origin().config().clone()
+    });
+    let h = o.publish("abc", vec![video_plan("720p"), audio_plan()]);
+    h.configure("720p", h264_info().config).unwrap();
+    h.configure("audio", aac_info().config).unwrap();
+    let frames = 80;
+    for i in 0..frames {
+        h.push("720p", gop_1s_frame(i)).unwrap();
+    }
+    let edge_ns = frames * 1_000_000_000 / 30;
+    let mut k = 0;
+    while k * 1024 * 1_000_000_000 / 48_000 + behind_ns < edge_ns {
+        h.push("audio", audio_sample(k)).unwrap();
+        k += 1;
+    }
+    let s = o.stream("abc").unwrap();
+    let st = s.state.lock();
+    let end = |n: &str| st.track(n).unwrap().listed_end_ns().unwrap();
+    assert!(
+        end("audio") + JOIN_AUDIO_SLACK_NS < end("720p"),
+        "audio {}, video {}",
+        end("audio"),
+        end("720p")
+    );
+    drop(st);
+    (o, h, frames, k)
+}
+
+/// A blocking audio playlist request whose part is already listed is not answered while the
+/// audio lists less than the video (Shaka reloads both together and asks each for the part
+/// after the last it knows: answered a part short, its audio stayed a part behind its video);
+/// it is answered once the audio has caught up.
+#[tokio::test]
+async fn an_audio_playlist_waits_for_the_audio_to_list_what_the_video_lists() {
+    let (o, h, frames, mut k) = audio_behind_the_video(300_000_000);
+    let request = tokio::spawn({
+        let o = o.clone();
+        async move {
+            let t = Instant::now();
+            let r = o
+                .handle(get("/live/abc/audio/index.m3u8?_HLS_msn=0&_HLS_part=0"))
+                .await;
+            let status = r.status();
+            (status, body(r).await, t.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!request.is_finished(), "answered a part short of the video");
+    let edge_ns = frames * 1_000_000_000 / 30;
+    while k * 1024 * 1_000_000_000 / 48_000 < edge_ns + 40_000_000 {
+        h.push("audio", audio_sample(k)).unwrap();
+        k += 1;
+    }
+    let (status, text, waited) = request.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(waited < AUDIO_CATCH_UP_WAIT, "{waited:?}");
+    let s = o.stream("abc").unwrap();
+    let st = s.state.lock();
+    let (msn, part) = st.track("720p").unwrap().last_part().unwrap();
+    assert!(
+        text.contains(&format!("URI=\"part{msn}.{part}.m4s\"")),
+        "the audio playlist lists the video's newest part {msn}.{part}:\n{text}"
+    );
+}
+
+/// Audio that does not catch up is answered AUDIO_CATCH_UP_WAIT after the request could be,
+/// with what it has.
+#[tokio::test]
+async fn an_audio_playlist_that_stays_behind_is_answered_after_the_catch_up_wait() {
+    let (o, _h, _, _) = audio_behind_the_video(300_000_000);
+    let t = Instant::now();
+    let r = o
+        .handle(get("/live/abc/audio/index.m3u8?_HLS_msn=0&_HLS_part=0"))
+        .await;
+    let waited = t.elapsed();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        waited >= AUDIO_CATCH_UP_WAIT && waited < AUDIO_CATCH_UP_WAIT * 3,
+        "{waited:?}"
+    );
+}

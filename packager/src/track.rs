@@ -1532,6 +1532,25 @@ impl Track {
         self.audio_part_target.unwrap_or(self.cfg.part_target)
     }
 
+    /// Whether this audio track's parts can end where the video's do: a part one AAC frame
+    /// short of the whole frames in its PART-TARGET still lasts `cutter::MIN_PART_PERCENT` of
+    /// it (seven frames or more: 200 ms parts and up at 48 kHz). Below that its parts mostly end
+    /// by length (README, "Latency") and need not end near the video's. False for video.
+    pub fn parts_follow_video(&self) -> bool {
+        let Some(c) = self
+            .codec
+            .as_ref()
+            .filter(|_| self.audio_part_target.is_some())
+        else {
+            return false;
+        };
+        let frame_ns = u128::from(codec::ticks_to_ns(AAC_FRAME_SAMPLES, c.timescale).max(1));
+        let target_ns = self.part_target().as_nanos();
+        let frames = target_ns / frame_ns;
+        frames.saturating_sub(1) * frame_ns * 100
+            >= u128::from(crate::cutter::MIN_PART_PERCENT) * target_ns
+    }
+
     /// Media sequence number of the last complete segment.
     pub fn last_complete_msn(&self) -> Option<u64> {
         self.segments.back().map(|s| s.msn)

@@ -840,3 +840,22 @@ fn pdt_steps_equal_extinf_through_arrival_jitter() {
         "PDT {off:.4} s off the least arrival"
     );
 }
+
+/// Audio parts can end where the video's do from 200 ms parts (ten AAC frames at 48 kHz, a
+/// nine-frame part being 89 % of PART-TARGET), not at 100 ms (five frames: four are 79 %).
+#[test]
+fn audio_parts_follow_the_video_from_200_ms_parts() {
+    let follows = |ms: u64| {
+        let cfg = TrackConfig {
+            part_target: Duration::from_millis(ms),
+            ..cfg()
+        };
+        let mut a = Track::new(audio_plan(), cfg, TrackStart::default());
+        a.configure(aac_info().config, &mut anchor(), Instant::now())
+            .unwrap();
+        a.parts_follow_video()
+    };
+    assert!(follows(200) && follows(333));
+    assert!(!follows(100));
+    assert!(!video_track().parts_follow_video());
+}

@@ -53,6 +53,8 @@ const opts = {
   sourceWidth: 1280, sourceHeight: 720, samples: null, player: 'hlsjs',
   // How many hls.js log lines to keep and print to stderr (0: hls.js logs nothing).
   logLines: Math.max(0, Number(process.env.EDGE_PLAYER_LOG) || 0),
+  // EDGE_GLASS_SHAKA_CONFIG: JSON given to Shaka's configure() after its defaults and ours.
+  shakaConfig: process.env.EDGE_GLASS_SHAKA_CONFIG ? JSON.parse(process.env.EDGE_GLASS_SHAKA_CONFIG) : null,
 };
 for (let i = 0; i < argv.length; i += 1) {
   const a = argv[i];
@@ -150,6 +152,7 @@ function startGlass(o) {
   if (sp) {
     sp.configure({ streaming: { lowLatencyMode: true } });
     if (o.level) sp.configure({ abr: { enabled: false } });
+    if (o.shakaConfig) sp.configure(o.shakaConfig);
     sp.addEventListener('error', (ev) => {
       const e = ev.detail || {};
       const what = `shaka ${e.category}/${e.code}`;
