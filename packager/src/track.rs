@@ -25,10 +25,8 @@
 //! The track maps its own PTS to the wall clock with an offset taken, at each segment start, as
 //! the smallest `arrival - pts` over the previous segment's samples (the least-delayed sample is
 //! the closest to the true capture pace; network bursts only delay), moved by at most
-//! `MAX_PDT_SLEW_NS` per segment, so PDT and EXTINF agree and PDT converges to arrival; it is
-//! kept as it is while that smallest delay stays within `PDT_DEADBAND_NS` of it, so that in the
-//! steady state PDT(n+1) - PDT(n) is EXTINF(n) exactly. The shared [`Timeline`] then makes
-//! PDT(N) the same in every rendition.
+//! `MAX_PDT_SLEW_NS` per segment, so PDT and EXTINF agree and PDT converges to arrival. The
+//! shared [`Timeline`] then makes PDT(N) the same in every rendition.
 //!
 //! Audio next to video (follow mode) cuts where the video cuts: the video's boundary, a PDT,
 //! is mapped to the audio's PTS through the audio's own clock; the audio segment's PDT is the
@@ -138,17 +136,6 @@ const AAC_LC_SILENT_STEREO: [u8; 9] = [0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00,
 /// start-up burst or a delayed segment never shows as a PDT step that disagrees with EXTINF.
 const MAX_PDT_SLEW_NS: i128 = 50_000_000;
 
-/// A track's PTS-to-wall-clock offset stays as it is while the least delay of the segment
-/// before is within this of it. The least delay over a segment's frames moves by a few ms from
-/// one segment to the next (±3 ms over RTMP on loopback), and following it made every PDT step
-/// differ from its EXTINF by as much; a player that places segments by PDT then sees them
-/// overlap or leave holes of a few ms (Shaka Player moves each segment whose PDT is 1 ms or
-/// more off the sum of the EXTINFs before it onto its PDT). 10 ms is well inside the 100 ms PDT
-/// may be off arrival, and half [`FOLLOW_MEDIA_AGREEMENT_NS`], within which the audio's and the
-/// video's offsets (each up to this off its least delay) are compared. A sender's clock that
-/// drifts against ours (100 ppm: 0.2 ms per 2 s segment) moves PDT by this every 50 segments.
-const PDT_DEADBAND_NS: i128 = 10_000_000;
-
 /// The most an audio segment's PDT is moved from the video's boundary towards its own first
 /// sample: two AAC frames at the lowest sample rate ingested (2 × 1024 / 22,050 Hz = 93 ms);
 /// past it the cut is not where the video's boundary says (a clock jumped) and the boundary's
@@ -202,15 +189,16 @@ struct TrackClock {
 impl TrackClock {
     /// The offset of a segment opened by a sample whose `wall_ns - pts_ns` is `delta`: the
     /// least delay seen in the segment before it and its own, moved by at most
-    /// [`MAX_PDT_SLEW_NS`], or the same offset while that is within [`PDT_DEADBAND_NS`] of it.
-    /// Also what the video's frontier is computed from ([`Track::video_frontier_ns`]), so the
-    /// two cannot disagree.
+    /// [`MAX_PDT_SLEW_NS`]. Also what the video's frontier is computed from
+    /// ([`Track::video_frontier_ns`]), so the two cannot disagree. The least delay moves by a
+    /// few ms from one segment to the next, and so do PDT steps against EXTINF; keeping the
+    /// offset still within a 10 ms dead band made them equal, but Shaka Player (5.1.12) then
+    /// found its segments by exact start time more often and fell into a fault of its own more
+    /// often (BENCHMARKS.md, glass to glass, stop 30), so PDT keeps following the least delay.
     fn next_offset(&self, delta: i128) -> i128 {
-        let least = self.window_min.min(delta);
-        if (least - self.offset).abs() <= PDT_DEADBAND_NS {
-            return self.offset;
-        }
-        least.clamp(self.offset - MAX_PDT_SLEW_NS, self.offset + MAX_PDT_SLEW_NS)
+        self.window_min
+            .min(delta)
+            .clamp(self.offset - MAX_PDT_SLEW_NS, self.offset + MAX_PDT_SLEW_NS)
     }
 }
 
