@@ -2,7 +2,7 @@
 //! certificates from `edge certs`) to one or more balancers. For the balancer scenarios.
 
 use std::{
-    fs::{self, File},
+    fs,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -88,7 +88,15 @@ impl Balancer {
         edit(&mut config);
         fs::write(&config_path, config).expect("write balancer config");
         let log_path = dir.join(format!("{id}.log"));
-        let log = File::create(&log_path).expect("create balancer log");
+        // Appended to: a balancer's successors (a re-exec after SIGUSR2 inherits this file, a
+        // new process opens it again) write to the same file, and a writer at its own offset
+        // would overwrite the lines another appended (a successor's "took over" line was lost
+        // so once, under load).
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("create balancer log");
         let child = Command::new(super::edge_bin())
             .args(["balancer", "--config"])
             .arg(&config_path)
