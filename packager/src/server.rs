@@ -98,13 +98,19 @@ fn at_join(st: &StreamState, rendition: &str) -> Option<bool> {
         .track(rendition)
         .filter(|t| t.kind() != RenditionKind::Video)
         .map(Track::listed_end_ns);
-    Some(tracks.any(|t| {
-        at_keyframe_join(t)
-            && audio.is_none_or(|a| {
-                a.zip(t.listed_end_ns())
-                    .is_some_and(|(a, v)| a.saturating_add(JOIN_AUDIO_SLACK_NS) >= v)
-            })
-    }))
+    Some(
+        tracks.any(|t| {
+            at_keyframe_join(t) && audio.is_none_or(|a| audio_reaches(a, t.listed_end_ns()))
+        }),
+    )
+}
+
+/// Whether the audio's listed media (`audio`, where its newest listed part ends) reaches the
+/// video's (`video`) to within [`JOIN_AUDIO_SLACK_NS`]; false when either lists nothing.
+fn audio_reaches(audio: Option<u64>, video: Option<u64>) -> bool {
+    audio
+        .zip(video)
+        .is_some_and(|(a, v)| a.saturating_add(JOIN_AUDIO_SLACK_NS) >= v)
 }
 
 /// How far before the joining video's newest part the audio's newest part may end for a plain
@@ -141,11 +147,7 @@ fn audio_behind(st: &StreamState, rendition: &str) -> bool {
         .filter(|t| t.kind() == RenditionKind::Video && t.state() == TrackState::Live)
         .filter_map(Track::listed_end_ns)
         .max();
-    match (audio.listed_end_ns(), video) {
-        (Some(a), Some(v)) => a.saturating_add(JOIN_AUDIO_SLACK_NS) < v,
-        (None, Some(_)) => true,
-        (_, None) => false,
-    }
+    video.is_some() && !audio_reaches(audio.listed_end_ns(), video)
 }
 
 /// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a

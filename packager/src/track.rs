@@ -1532,7 +1532,7 @@ impl Track {
         else {
             return false;
         };
-        let frame_ns = u128::from(codec::ticks_to_ns(AAC_FRAME_SAMPLES, c.timescale).max(1));
+        let frame_ns = u128::from(aac_frame_ns(c));
         let target_ns = self.part_target().as_nanos();
         let frames = target_ns / frame_ns;
         frames.saturating_sub(1) * frame_ns * 100
@@ -1689,7 +1689,7 @@ pub(crate) fn audio_part_target(part_target: Duration, codec: &CodecInfo) -> Dur
     if !matches!(codec.config, CodecConfig::Aac { .. }) || codec.timescale == 0 {
         return part_target;
     }
-    let frame_ns = codec::ticks_to_ns(AAC_FRAME_SAMPLES, codec.timescale).max(1);
+    let frame_ns = aac_frame_ns(codec);
     let target_ns = u64::try_from(part_target.as_nanos()).unwrap_or(u64::MAX);
     let samples = target_ns
         .div_ceil(frame_ns)
@@ -1698,6 +1698,11 @@ pub(crate) fn audio_part_target(part_target: Duration, codec: &CodecInfo) -> Dur
         .saturating_mul(1000)
         .div_ceil(u64::from(codec.timescale));
     (Duration::from_millis(ms) + AUDIO_PART_TARGET_SLACK).max(part_target)
+}
+
+/// How long one AAC frame of `codec` lasts, ns (at least 1).
+fn aac_frame_ns(codec: &CodecInfo) -> u64 {
+    codec::ticks_to_ns(AAC_FRAME_SAMPLES, codec.timescale).max(1)
 }
 
 /// URI of an init version: "init.mp4" for the first, "init{N}.mp4" after.

@@ -461,14 +461,18 @@ try {
     await page.evaluate((v1) => shaka.log.setLevel(v1 ? shaka.log.Level.V1 : shaka.log.Level.DEBUG), shakaDebug === 'v1');
   }
   await page.evaluate(startGlass, opts);
-  // Shaka's debug log also gets each stream's segment index (first position, start and end of
-  // each reference, its part count) whenever it changes.
+  // Shaka's debug log also gets the segment index of each stream of the variant playing (first
+  // position, start and end of each reference, its part count) whenever it changes. The
+  // manifest is fetched once (Shaka updates it in place; each getManifest() logs a warning).
   if (shakaDebug) {
     await page.evaluate(() => {
       const last = {};
+      let m = null;
       setInterval(() => {
-        const m = window.__shaka && window.__shaka.getManifest();
-        const v = m && m.variants && m.variants[0];
+        const sp = window.__shaka;
+        const active = sp && sp.getVariantTracks().find((t) => t.active);
+        if (!m && active) m = sp.getManifest();
+        const v = m && active && m.variants.find((x) => x.id === active.id);
         if (!v) return;
         for (const st of [v.video, v.audio]) {
           const ix = st && st.segmentIndex;
