@@ -149,6 +149,13 @@ fn rtmp_from_ffmpeg_serves_every_rendition_as_ll_hls() {
         "reload returned before {msn}.{part}: {:?}",
         after.last_part()
     );
+    // A CDN may share it for a while; the player's own cache may not (a player that asks the
+    // same URL again wants a newer playlist).
+    let cache = r.header("cache-control").unwrap_or_default();
+    assert!(
+        cache.contains("s-maxage=") && cache.contains("max-age=0"),
+        "blocking reload Cache-Control: {cache}"
+    );
     // The spec's 400s.
     assert_eq!(
         http_get(&format!("{url}?_HLS_part=1"), HTTP_TIMEOUT)

@@ -8,8 +8,8 @@
 //! only waits (on the stream's watch channel, with the timeouts below), renders and adds headers.
 //!
 //! Caching (comments on the constants say why): playlists without directives are `no-cache`;
-//! blocking responses (with `_HLS_msn`) may be cached briefly since their URL names a point in
-//! the stream; init segments, parts and segments never change once published and are cacheable
+//! blocking responses (with `_HLS_msn`) may be cached briefly by shared caches (CDNs) since
+//! their URL names a point in the stream, but not by the player's own cache; init segments, parts and segments never change once published and are cacheable
 //! for long. Errors are `no-store`. Every response carries `Access-Control-Allow-Origin: *`.
 //!
 //! Caveat: a stream removed and published again under the same ID restarts its numbering; with
@@ -150,10 +150,14 @@ fn audio_behind(st: &StreamState, rendition: &str) -> bool {
     video.is_some() && !audio_reaches(audio.listed_end_ns(), video)
 }
 
-/// Cache lifetime of a blocking playlist response: its URL (`_HLS_msn`/`_HLS_part`) names a
-/// point in the stream that any later playlist also satisfies, so a CDN may answer identical
-/// requests from many clients with it for a short while; short, so late joiners of that URL
-/// still get a reasonably fresh window.
+/// Cache lifetime of a blocking playlist response in shared caches (`s-maxage`): its URL
+/// (`_HLS_msn`/`_HLS_part`) names a point in the stream that any later playlist also
+/// satisfies, so a CDN may answer identical requests from many clients with it for a short
+/// while; short, so late joiners of that URL still get a reasonably fresh window. Private
+/// caches get `max-age=0`: a player that asks for the same URL again wants a newer playlist,
+/// and its browser's cache would hand it the old one for the whole lifetime (video.js 3.17's
+/// VHS asks again for the part that ends a segment, and with `max-age=6` saw no new part for
+/// 5.5 s and started 5.5 s behind).
 pub(crate) const BLOCKING_RESPONSE_MAX_AGE: Duration = Duration::from_secs(6);
 
 /// Cache lifetime of init segments, parts and segments: immutable once published; one hour
@@ -280,12 +284,15 @@ fn reply(
     r
 }
 
-fn max_age(d: Duration, immutable: bool) -> HeaderValue {
-    let v = if immutable {
-        format!("public, max-age={}, immutable", d.as_secs())
-    } else {
-        format!("public, max-age={}", d.as_secs())
-    };
+/// Cacheable for `d` in shared caches (CDNs, proxies) only: private caches revalidate.
+fn shared_max_age(d: Duration) -> HeaderValue {
+    let v = format!("public, max-age=0, s-maxage={}", d.as_secs());
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("no-cache"))
+}
+
+/// Cacheable for `d` everywhere, and never to change while fresh.
+fn immutable_max_age(d: Duration) -> HeaderValue {
+    let v = format!("public, max-age={}, immutable", d.as_secs());
     HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("no-cache"))
 }
 
@@ -315,7 +322,7 @@ fn media(content_type: &'static str, body: impl Into<Body>) -> Response<Body> {
     reply(
         StatusCode::OK,
         content_type,
-        max_age(MEDIA_MAX_AGE, true),
+        immutable_max_age(MEDIA_MAX_AGE),
         body,
     )
 }
@@ -740,7 +747,7 @@ impl Origin {
         match outcome {
             Some(Outcome::Render(text)) => {
                 let cache = if q.msn.is_some() {
-                    max_age(BLOCKING_RESPONSE_MAX_AGE, false)
+                    shared_max_age(BLOCKING_RESPONSE_MAX_AGE)
                 } else {
                     HeaderValue::from_static("no-cache")
                 };

@@ -215,14 +215,17 @@ async fn blocking_reload_rules() {
         )))
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    // Already available: immediate, cacheable briefly.
+    // Already available: immediate, cacheable briefly by shared caches only.
     let r = o
         .handle(get(&format!(
             "/live/abc/720p/index.m3u8?_HLS_msn={last_msn}&_HLS_part={last_part}"
         )))
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers()[header::CACHE_CONTROL], "public, max-age=6");
+    assert_eq!(
+        r.headers()[header::CACHE_CONTROL],
+        "public, max-age=0, s-maxage=6"
+    );
     // The next part: blocks until pushed.
     let next = format!(
         "/live/abc/720p/index.m3u8?_HLS_msn={last_msn}&_HLS_part={}",
