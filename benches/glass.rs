@@ -24,7 +24,8 @@
 //! player joins the stream sets its latency for the whole play: each configuration is played
 //! `--plays` times by a fresh player on the same stream, and the percentiles are over the
 //! frames of all plays. `--player shaka` plays with Shaka Player instead (its
-//! `streaming.lowLatencyMode`, defaults otherwise), which keeps its own distance to the edge.
+//! `streaming.lowLatencyMode`, defaults otherwise), which keeps its own distance to the edge;
+//! `--player videojs` with video.js 8 and its HLS engine VHS (LL-HLS on, its default).
 //!
 //! Configurations (each with processes of its own, one after the other), all with 200 ms
 //! parts and 2 s segments on loopback unless `--part-ms` and `--segment-s` say otherwise:
@@ -85,8 +86,9 @@ Options:
                     the variant in the multivariant playlist (video and audio)
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
                     ([display wall-clock ms, latency ms] pairs)
-  --player NAME     hlsjs (default: hls.js, lowLatencyMode) or shaka (Shaka Player,
-                    streaming.lowLatencyMode); other settings are the player's defaults
+  --player NAME     hlsjs (default: hls.js, lowLatencyMode), shaka (Shaka Player,
+                    streaming.lowLatencyMode) or videojs (video.js 8 with VHS, llhls);
+                    other settings are the player's defaults
   -h, --help        this text
 ";
 
@@ -152,7 +154,7 @@ struct Args {
     media_playlist: bool,
     plays: u32,
     samples: Option<PathBuf>,
-    /// glass.mjs's `--player`: `hlsjs` or `shaka`.
+    /// glass.mjs's `--player`: `hlsjs`, `shaka` or `videojs`.
     player: String,
     /// The node's `hls.part_target` (ms) and `hls.segment_target` (s).
     part_ms: u64,
@@ -235,8 +237,11 @@ fn parse_args() -> Result<Args, String> {
             "--samples" => a.samples = Some(PathBuf::from(value()?)),
             "--player" => {
                 a.player = value()?;
-                if !["hlsjs", "shaka"].contains(&a.player.as_str()) {
-                    return Err(format!("--player {}: hlsjs or shaka\n\n{USAGE}", a.player));
+                if !["hlsjs", "shaka", "videojs"].contains(&a.player.as_str()) {
+                    return Err(format!(
+                        "--player {}: hlsjs, shaka or videojs\n\n{USAGE}",
+                        a.player
+                    ));
                 }
             }
             other => return Err(format!("unknown argument {other}\n\n{USAGE}")),
@@ -653,10 +658,10 @@ fn main() {
 
     let (cores, model) = machine();
     println!();
-    let player = if a.player == "shaka" {
-        "Shaka Player streaming.lowLatencyMode"
-    } else {
-        "hls.js lowLatencyMode"
+    let player = match a.player.as_str() {
+        "shaka" => "Shaka Player streaming.lowLatencyMode",
+        "videojs" => "video.js with VHS (llhls)",
+        _ => "hls.js lowLatencyMode",
     };
     println!(
         "glass-to-glass latency ({COMMAND}): {SOURCE_WIDTH}x{SOURCE_HEIGHT}p{SOURCE_FPS} x264 veryfast zerolatency, {} s GOP, RTMP in; {} ms parts, {} s segments, PART-HOLD-BACK {} part targets, keyframe join {}, loopback; {player} in headless Chromium",

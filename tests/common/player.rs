@@ -90,6 +90,9 @@ pub fn ensure_node_modules() {
                 .join("node_modules/shaka-player/dist/shaka-player.compiled.js")
                 .is_file()
             && dir
+                .join("node_modules/video.js/dist/video.min.js")
+                .is_file()
+            && dir
                 .join("node_modules/playwright-core/package.json")
                 .is_file()
     };

@@ -1,9 +1,11 @@
 // Glass-to-glass latency: plays an HLS URL with hls.js (lowLatencyMode, default config
-// otherwise), or with --player shaka Shaka Player (streaming.lowLatencyMode), in Debian's headless Chromium and reads the capture time that the publisher burnt
-// into every frame back from the displayed frame. Prints one JSON line.
+// otherwise), with --player shaka Shaka Player (streaming.lowLatencyMode), or with --player
+// videojs video.js 8 and its HLS engine VHS (llhls, its default), in Debian's headless Chromium
+// and reads the capture time that the publisher burnt into every frame back from the displayed
+// frame. Prints one JSON line.
 //
 //   node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N]
-//                              [--source WxH] [--samples FILE] [--player hlsjs|shaka]
+//                              [--source WxH] [--samples FILE] [--player hlsjs|shaka|videojs]
 //
 // The strip (benches/glass.rs draws it with ffmpeg's `geq` from `time(0)`): at the top left of
 // the source picture (--source, default 1280x720), one row of square blocks of --block pixels
@@ -21,14 +23,17 @@
 // SECONDS seconds; the start-up (joining the live edge, the first stall-free seconds) is not
 // measured. --level HEIGHT pins the variant of that height (hls.startLevel and hls.loadLevel at
 // MANIFEST_PARSED, then hls.startLoad: with --level, autoStartLoad is off;
-// Shaka: ABR off and selectVariantTrack once loaded).
+// Shaka: ABR off and selectVariantTrack once loaded; video.js: every other representation of
+// VHS disabled at `loadedmetadata`, the first moment VHS lists them, so its first parts may be
+// another variant's: the warm-up covers the switch).
 // --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
 // With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
 // to stderr after the run (as play.mjs does). Stalls are logged with their length and buffers,
 // and media loads slower than 1 s with their URL. With EDGE_GLASS_REQUESTS=1, every request the
 // player makes is printed to stderr as it starts and ends (ms after the page opens), with the
 // page's console and, at `playing`, the position, the player's seek range and the buffer;
-// with EDGE_GLASS_PLAYLISTS=1, every playlist the player receives; with EDGE_GLASS_SHAKA_DEBUG=1
+// with EDGE_GLASS_PLAYLISTS=1, every playlist the player receives; with EDGE_GLASS_APPENDS=1,
+// every SourceBuffer append (printed with EDGE_GLASS_REQUESTS=1); with EDGE_GLASS_SHAKA_DEBUG=1
 // (or =v1, more), Shaka's debug build and its debug log.
 //
 // Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
@@ -40,11 +45,12 @@ import path from 'node:path';
 import http from 'node:http';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE] [--player hlsjs|shaka]';
+const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE] [--player hlsjs|shaka|videojs]';
 // The script each player runs from (pinned in package.json).
 const PLAYER_SCRIPTS = {
   hlsjs: 'node_modules/hls.js/dist/hls.min.js',
   shaka: 'node_modules/shaka-player/dist/shaka-player.compiled.js',
+  videojs: 'node_modules/video.js/dist/video.min.js',
 };
 
 const argv = process.argv.slice(2);
@@ -53,6 +59,8 @@ const opts = {
   sourceWidth: 1280, sourceHeight: 720, samples: null, player: 'hlsjs',
   // How many hls.js log lines to keep and print to stderr (0: hls.js logs nothing).
   logLines: Math.max(0, Number(process.env.EDGE_PLAYER_LOG) || 0),
+  // EDGE_GLASS_APPENDS=1: every SourceBuffer append logged (type, bytes, the boxes it starts with).
+  logAppends: Boolean(process.env.EDGE_GLASS_APPENDS),
   // EDGE_GLASS_SHAKA_CONFIG: JSON given to Shaka's configure() after its defaults and ours.
   shakaConfig: process.env.EDGE_GLASS_SHAKA_CONFIG ? JSON.parse(process.env.EDGE_GLASS_SHAKA_CONFIG) : null,
 };
@@ -116,11 +124,14 @@ function startGlass(o) {
     samples: [], hlsLatency: [], warmupSamples: 0, frames: 0, duplicates: 0,
     rejected: { noFrame: 0, reference: 0, ambiguous: 0, range: 0 }, rejectedLog: [], videoSizes: {},
     targetLatencyAtStart: null, atPlaying: null, mode: null, lastCode: null,
-    stallLog: [], stalledSince: null, slowLoads: [], beforePlaying: 0, log: [],
+    stallLog: [], stalledSince: null, slowLoads: [], beforePlaying: 0, log: [], logLines: o.logLines,
   };
   window.__glass = s;
   const shakaMode = o.player === 'shaka';
-  if (shakaMode ? !shaka.Player.isBrowserSupported() : !Hls.isSupported()) {
+  const vjsMode = o.player === 'videojs';
+  const supported = shakaMode ? shaka.Player.isBrowserSupported()
+    : (vjsMode ? Boolean(window.MediaSource) : Hls.isSupported());
+  if (!supported) {
     s.fatalErrors.push(`${o.player}: MediaSource not supported`);
     return;
   }
@@ -144,7 +155,7 @@ function startGlass(o) {
   // already the pinned variant's (with autoStartLoad, hls.js had chosen its start level and
   // sometimes loaded a fragment of it before hls.loadLevel took effect: a play that showed
   // 720p frames first and switched). Otherwise hls.js's defaults.
-  const hls = shakaMode ? null : new Hls({ lowLatencyMode: true, debug, autoStartLoad: !o.level });
+  const hls = shakaMode || vjsMode ? null : new Hls({ lowLatencyMode: true, debug, autoStartLoad: !o.level });
   const sp = shakaMode ? new shaka.Player() : null;
   window.__hls = hls;
   window.__shaka = sp;
@@ -225,13 +236,38 @@ function startGlass(o) {
       return sb;
     };
   }
+  // With EDGE_GLASS_APPENDS, each append: its SourceBuffer's type, its size, the top-level
+  // boxes it holds (an init segment appended before a part that does not start with a
+  // keyframe makes the browser drop that part's frames), and the buffer after it.
+  if (o.logAppends) {
+    const boxes = (data) => {
+      const u8 = data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      const names = [];
+      for (let at = 0; at + 8 <= u8.length && names.length < 8;) {
+        const size = ((u8[at] << 24) >>> 0) + (u8[at + 1] << 16) + (u8[at + 2] << 8) + u8[at + 3];
+        names.push(String.fromCharCode(u8[at + 4], u8[at + 5], u8[at + 6], u8[at + 7]));
+        if (size < 8) break;
+        at += size;
+      }
+      return names.join(',');
+    };
+    const append = SourceBuffer.prototype.appendBuffer;
+    SourceBuffer.prototype.appendBuffer = function logged(data) {
+      const entry = sourceBuffers.find(([, sb]) => sb === this);
+      const what = entry ? entry[0] : '?';
+      console.log(`append ${what} ${data.byteLength} B [${boxes(data)}]`);
+      this.addEventListener('updateend', () => console.log(`appended ${what}: ${JSON.stringify(ranges(this))}`), { once: true });
+      return append.call(this, data);
+    };
+  }
   const buffers = () => {
     const b = { media: ranges(video) };
     for (const [mime, sb] of sourceBuffers) b[mime] = ranges(sb);
     return b;
   };
   video.addEventListener('waiting', () => {
-    if (s.startWall === null) return;
+    // A second `waiting` before `playing` (video.js fires two) is the same stall.
+    if (s.startWall === null || s.stalledSince !== null) return;
     const now = Date.now();
     s.stalls += 1;
     s.stallAt.push(Math.round((now - s.startWall) / 100) / 10);
@@ -241,12 +277,13 @@ function startGlass(o) {
       // In the request log (EDGE_GLASS_REQUESTS) as well, on the same time line.
       console.log(`stall ${JSON.stringify(entry)}`);
       s.stallLog.push(entry);
-      s.stalledSince = now;
     }
+    s.stalledSince = now;
   });
   video.addEventListener('playing', () => {
     if (s.stalledSince === null) return;
-    s.stallLog[s.stallLog.length - 1].ms = Date.now() - s.stalledSince;
+    const last = s.stallLog[s.stallLog.length - 1];
+    if (last && last.ms === null) last.ms = Date.now() - s.stalledSince;
     s.stalledSince = null;
   });
   // Media requests (parts, segments, init) that took longer than SLOW_LOAD_MS.
@@ -352,6 +389,27 @@ function startGlass(o) {
     hls.attachMedia(video);
     return;
   }
+  if (vjsMode) {
+    // video.js with its defaults but muted autoplay, no controls; VHS (its HLS engine) takes
+    // HLS even where the browser has its own. With EDGE_PLAYER_LOG, its debug log.
+    if (o.logLines > 0) videojs.log.level('debug');
+    const vp = videojs(video, { muted: true, autoplay: 'muted', controls: false, html5: { vhs: { overrideNative: true } } });
+    window.__vjs = vp;
+    vp.on('error', () => {
+      const e = vp.error();
+      s.fatalErrors.push(`video.js ${e ? `${e.code}: ${e.message}` : 'error'}`);
+    });
+    vp.on('loadedmetadata', () => {
+      if (!o.level) return;
+      const vhs = vp.tech({ IWillNotUseThisInPlugins: true }).vhs;
+      const reps = vhs ? vhs.representations() : [];
+      const pin = reps.find((r) => r.height === o.level);
+      if (!pin) s.fatalErrors.push(`no variant of height ${o.level} in ${reps.map((r) => r.height).join(',')}`);
+      else reps.forEach((r) => r.enabled(r === pin));
+    });
+    vp.src({ src: o.url, type: 'application/x-mpegURL' });
+    return;
+  }
   sp.attach(video)
     .then(() => sp.load(o.url))
     .then(() => {
@@ -377,7 +435,12 @@ function report() {
   const q = video && video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
   const sp = window.__shaka;
   const active = sp ? sp.getVariantTracks().find((t) => t.active) : null;
-  const level = hls && hls.levels && hls.currentLevel >= 0 ? hls.levels[hls.currentLevel] : active;
+  const vp = window.__vjs;
+  const vhs = vp ? vp.tech({ IWillNotUseThisInPlugins: true }).vhs : null;
+  const reps = vhs ? vhs.representations() : [];
+  const level = hls && hls.levels && hls.currentLevel >= 0 ? hls.levels[hls.currentLevel]
+    : (active || (vhs && vhs.playlists.media() ? vhs.playlists.media().attributes.RESOLUTION : null));
+  const playerName = hls ? 'hls.js' : (sp ? 'shaka' : 'video.js');
   return {
     samples: lat.length,
     p50: rank(lat, 0.5),
@@ -404,8 +467,8 @@ function report() {
     latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
     level: hls ? hls.currentLevel : null,
     levelHeight: level ? level.height : null,
-    levels: hls && hls.levels ? hls.levels.map((l) => l.height) : (sp ? sp.getVariantTracks().map((t) => t.height) : []),
-    player: hls ? 'hls.js' : 'shaka',
+    levels: hls && hls.levels ? hls.levels.map((l) => l.height) : (sp ? sp.getVariantTracks().map((t) => t.height) : reps.map((r) => r.height)),
+    player: playerName,
     videoSizes: s.videoSizes,
     firstPlayingMs: s.firstPlayingMs,
     atPlaying: s.atPlaying,
@@ -415,9 +478,9 @@ function report() {
     nonFatalLog: s.nonFatalLog,
     decodedFrames: q ? q.totalVideoFrames : null,
     droppedFrames: q ? q.droppedVideoFrames : null,
-    lowLatencyMode: hls ? hls.config.lowLatencyMode : (sp ? sp.getConfiguration().streaming.lowLatencyMode : null),
+    lowLatencyMode: hls ? hls.config.lowLatencyMode : (sp ? sp.getConfiguration().streaming.lowLatencyMode : (vhs ? vhs.options_.llhls : null)),
     rawSamples: s.samples,
-    log: s.log,
+    log: vp && s.logLines > 0 ? window.videojs.log.history().slice(-s.logLines).map((l) => l.map(String).join(' ')) : s.log,
   };
 }
 
@@ -510,7 +573,7 @@ await browser.close().catch(() => {});
 pageServer.close();
 if (opts.samples) writeFileSync(opts.samples, JSON.stringify(out.rawSamples));
 delete out.rawSamples;
-if (out.log.length) console.error(`hls.js log (last ${out.log.length} lines):\n${out.log.join('\n')}`);
+if (out.log.length) console.error(`${out.player} log (last ${out.log.length} lines):\n${out.log.join('\n')}`);
 delete out.log;
 console.log(JSON.stringify(out));
 process.exit(0);
