@@ -34,7 +34,8 @@
 // page's console and, at `playing`, the position, the player's seek range and the buffer;
 // with EDGE_GLASS_PLAYLISTS=1, every playlist the player receives; with EDGE_GLASS_APPENDS=1,
 // every SourceBuffer append (printed with EDGE_GLASS_REQUESTS=1); with EDGE_GLASS_SHAKA_DEBUG=1
-// (or =v1, more), Shaka's debug build and its debug log.
+// (or =v1, more), Shaka's debug build and its debug log. EDGE_GLASS_SHAKA_CONFIG and
+// EDGE_GLASS_VHS_CONFIG (JSON) add to Shaka's configuration and to video.js's VHS options.
 //
 // Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
 // the report); non-zero when the harness itself failed (bad args, no browser, never played).
@@ -61,6 +62,8 @@ const opts = {
   logLines: Math.max(0, Number(process.env.EDGE_PLAYER_LOG) || 0),
   // EDGE_GLASS_APPENDS=1: every SourceBuffer append logged (type, bytes, the boxes it starts with).
   logAppends: Boolean(process.env.EDGE_GLASS_APPENDS),
+  // EDGE_GLASS_VHS_CONFIG: JSON merged into video.js's VHS options (e.g. {"llhls":false}).
+  vhsConfig: process.env.EDGE_GLASS_VHS_CONFIG ? JSON.parse(process.env.EDGE_GLASS_VHS_CONFIG) : null,
   // EDGE_GLASS_SHAKA_CONFIG: JSON given to Shaka's configure() after its defaults and ours.
   shakaConfig: process.env.EDGE_GLASS_SHAKA_CONFIG ? JSON.parse(process.env.EDGE_GLASS_SHAKA_CONFIG) : null,
 };
@@ -393,7 +396,8 @@ function startGlass(o) {
     // video.js with its defaults but muted autoplay, no controls; VHS (its HLS engine) takes
     // HLS even where the browser has its own. With EDGE_PLAYER_LOG, its debug log.
     if (o.logLines > 0) videojs.log.level('debug');
-    const vp = videojs(video, { muted: true, autoplay: 'muted', controls: false, html5: { vhs: { overrideNative: true } } });
+    const vhsOptions = { overrideNative: true, ...(o.vhsConfig || {}) };
+    const vp = videojs(video, { muted: true, autoplay: 'muted', controls: false, html5: { vhs: vhsOptions } });
     window.__vjs = vp;
     vp.on('error', () => {
       const e = vp.error();
