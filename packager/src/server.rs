@@ -9,8 +9,9 @@
 //!
 //! Caching (comments on the constants say why): playlists without directives are `no-cache`;
 //! blocking responses (with `_HLS_msn`) may be cached briefly by shared caches (CDNs) since
-//! their URL names a point in the stream, but not by the player's own cache; init segments, parts and segments never change once published and are cacheable
-//! for long. Errors are `no-store`. Every response carries `Access-Control-Allow-Origin: *`.
+//! their URL names a point in the stream, but not by the player's own cache; init segments,
+//! parts and segments never change once published and are cacheable for long. Errors are
+//! `no-store`. Every response carries `Access-Control-Allow-Origin: *`.
 //!
 //! Caveat: a stream removed and published again under the same ID restarts its numbering; with
 //! long-lived caches in front, URLs of the old stream may then be served stale for
@@ -155,8 +156,8 @@ fn audio_behind(st: &StreamState, rendition: &str) -> bool {
 /// satisfies, so a CDN may answer identical requests from many clients with it for a short
 /// while; short, so late joiners of that URL still get a reasonably fresh window. Private
 /// caches get `max-age=0`: a player that asks for the same URL again wants a newer playlist,
-/// and its browser's cache would hand it the old one for the whole lifetime (video.js 3.17's
-/// VHS asks again for the part that ends a segment, and with `max-age=6` saw no new part for
+/// and its browser's cache would hand it the old one for the whole lifetime (VHS 3.17,
+/// video.js 8's HLS engine, asks again for the part that ends a segment, and with `max-age=6` saw no new part for
 /// 5.5 s and started 5.5 s behind).
 pub(crate) const BLOCKING_RESPONSE_MAX_AGE: Duration = Duration::from_secs(6);
 
