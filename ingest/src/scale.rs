@@ -53,6 +53,33 @@ pub fn register() -> Result<(), String> {
         .clone()
 }
 
+/// Where a plane's samples sit in their cells, for `scale::Filter::with_phase`: a plane
+/// subsampled by `2^sub` whose samples the caps' `chroma-site` puts with the first of their
+/// luma samples (`mpeg2`, H.264's default, horizontally) sits at that luma sample's centre, a
+/// `2^(sub+1)`-th of its own cell in; anything else at its cell's centre. Scaling such a plane
+/// as if centred moved the ladder's chroma a quarter of a luma pixel at 1.5 times smaller.
+fn phase(cosited: bool, sub: u32) -> f64 {
+    if cosited && sub > 0 {
+        ::scale::CENTRED / f64::from(1u32 << sub.min(16))
+    } else {
+        ::scale::CENTRED
+    }
+}
+
+/// The input's chroma site as its caps say it. `VideoInfo` is not asked first: without a
+/// colorimetry in the caps (what `avdec_h264` puts out when the stream does not signal one),
+/// GStreamer 1.22 replaces the caps' site by its default for the picture's height (`mpeg2`
+/// above 576 lines, none below), which would scale a smaller rung's left-sited chroma, as
+/// the decoder describes it, as centred.
+fn chroma_site(caps: &gst::CapsRef, info: &gst_video::VideoInfo) -> gst_video::VideoChromaSite {
+    caps.structure(0)
+        .and_then(|s| s.get::<&str>("chroma-site").ok())
+        .map_or_else(
+            || info.chroma_site(),
+            gst_video::VideoChromaSite::from_string,
+        )
+}
+
 glib::wrapper! {
     /// The element: `video/x-raw` in one of [`FORMATS`] to the same format at the size
     /// downstream asks for (a capsfilter after it sets the size, as for `videoscale`).
@@ -164,7 +191,7 @@ mod imp {
         /// One scaler per plane, from the input's plane sizes to the output's.
         fn set_info(
             &self,
-            _incaps: &gst::Caps,
+            incaps: &gst::Caps,
             in_info: &gst_video::VideoInfo,
             _outcaps: &gst::Caps,
             out_info: &gst_video::VideoInfo,
@@ -176,13 +203,27 @@ mod imp {
                 ));
             }
             let mut planes = Vec::new();
+            let site = super::chroma_site(incaps, in_info);
+            let format = in_info.format_info();
             for p in 0..in_info.n_planes() {
+                let sub = |subs: &[u32]| subs.get(p as usize).copied().unwrap_or(0);
+                let phases = (
+                    super::phase(
+                        site.contains(gst_video::VideoChromaSite::H_COSITED),
+                        sub(format.w_sub()),
+                    ),
+                    super::phase(
+                        site.contains(gst_video::VideoChromaSite::V_COSITED),
+                        sub(format.h_sub()),
+                    ),
+                );
                 let p = p as u8;
-                let scaler = PlaneScaler::new(
+                let scaler = PlaneScaler::sited(
                     in_info.comp_width(p) as usize,
                     in_info.comp_height(p) as usize,
                     out_info.comp_width(p) as usize,
                     out_info.comp_height(p) as usize,
+                    phases,
                 )
                 .ok_or_else(|| gst::loggable_error!(gst::CAT_RUST, "edgescale: empty picture"))?;
                 planes.push(scaler);

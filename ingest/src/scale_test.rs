@@ -12,10 +12,24 @@ fn run(
     (dw, dh): (u32, u32),
     out_colorimetry: &str,
 ) -> (Vec<Vec<u8>>, gst::Caps) {
+    run_pattern(scaler, "smpte", format, (w, h), (dw, dh), out_colorimetry)
+}
+
+/// [`run`] with another `videotestsrc` pattern, and `source` (`format,more=fields`) as the
+/// source's format and further fields of its caps.
+fn run_pattern(
+    scaler: &str,
+    pattern: &str,
+    source: &str,
+    (w, h): (u32, u32),
+    (dw, dh): (u32, u32),
+    out_colorimetry: &str,
+) -> (Vec<Vec<u8>>, gst::Caps) {
     gst::init().expect("gstreamer");
     register().expect("register edgescale");
+    let format = source;
     let desc = format!(
-        "videotestsrc num-buffers=3 pattern=smpte ! video/x-raw,format={format},width={w},height={h},framerate=30/1,colorimetry=bt709 ! \
+        "videotestsrc num-buffers=3 pattern={pattern} ! video/x-raw,format={format},width={w},height={h},framerate=30/1,colorimetry=bt709 ! \
          {scaler} ! video/x-raw,width={dw},height={dh},pixel-aspect-ratio=1/1{out_colorimetry} ! appsink name=out sync=false"
     );
     let pipeline = gst::parse::launch(&desc)
@@ -119,4 +133,65 @@ fn the_element_keeps_the_colorimetry_and_passes_the_same_size_through() {
             .width(),
         640
     );
+}
+
+/// One 128x8 I420 picture whose U plane is the ramp 0, 4, 8, ... across (V flat), with the
+/// caps' `chroma-site` set to `site` (and no colorimetry, as `avdec_h264` gives when the
+/// stream signals none), through `edgescale` to 64x4: the output's U row.
+fn scaled_chroma_ramp(site: &str) -> Vec<u8> {
+    gst::init().expect("gstreamer");
+    register().expect("register edgescale");
+    let (w, h) = (128usize, 8usize);
+    let (cw, ch) = (w / 2, h / 2);
+    let mut frame = vec![128u8; w * h + 2 * cw * ch];
+    for y in 0..ch {
+        for x in 0..cw {
+            frame[w * h + y * cw + x] = (4 * x) as u8;
+        }
+    }
+    let desc = format!(
+        "appsrc name=in caps=video/x-raw,format=I420,width={w},height={h},framerate=30/1,chroma-site={site} ! \
+         edgescale ! video/x-raw,width=64,height=4 ! appsink name=out sync=false"
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let src = pipeline
+        .by_name("in")
+        .expect("appsrc")
+        .downcast::<gst_app::AppSrc>()
+        .expect("appsrc");
+    let sink = pipeline
+        .by_name("out")
+        .expect("sink")
+        .downcast::<gst_app::AppSink>()
+        .expect("appsink");
+    pipeline.set_state(gst::State::Playing).expect("play");
+    src.push_buffer(gst::Buffer::from_slice(frame))
+        .expect("push");
+    src.end_of_stream().expect("eos");
+    let sample = sink.pull_sample().expect("a picture");
+    let map = sample
+        .buffer()
+        .expect("buffer")
+        .map_readable()
+        .expect("map");
+    // Y is 64x4, U 32x2: U's first row.
+    let u = map.as_slice()[64 * 4..64 * 4 + 32].to_vec();
+    let _ = pipeline.set_state(gst::State::Null);
+    u
+}
+
+#[test]
+fn chroma_sited_with_its_first_luma_sample_stays_there() {
+    // Halved, a chroma sample centred in its cell comes from source chroma 2x + 0.5 (ramp
+    // value 8x + 2); one sited with its first luma sample (H.264's default, `mpeg2`) from
+    // 2x + 0.25 (8x + 1): scaled as if centred, it moved half a luma pixel.
+    for (site, offset) in [("mpeg2", 1), ("jpeg", 2)] {
+        let u = scaled_chroma_ramp(site);
+        for (x, &got) in u.iter().enumerate().take(28).skip(1) {
+            assert_eq!(i32::from(got), 8 * x as i32 + offset, "{site}: U {x}");
+        }
+    }
 }

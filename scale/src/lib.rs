@@ -33,6 +33,13 @@ const WEIGHT_ONE: i32 = 1 << WEIGHT_BITS;
 /// Added before the final shift, to round to nearest.
 const ROUND: u16 = 1 << (WEIGHT_BITS - 1);
 
+/// [`Filter::with_phase`] for samples at the centre of their cell (luma, and chroma that is
+/// not subsampled or sits between its luma samples).
+pub const CENTRED: f64 = 0.5;
+/// [`Filter::with_phase`] for chroma subsampled by 2 and sited with the first of its two luma
+/// samples: at the centre of that luma sample, a quarter of the chroma sample's width in.
+pub const COSITED_HALF: f64 = 0.25;
+
 /// One dimension's filter: output sample `i` is the weighted sum of `taps` source samples
 /// from `starts[i]` on, with weights `weights[i * taps..][..taps]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,16 +54,31 @@ impl Filter {
     /// centres are aligned as GStreamer and swscale align them: output `i` sits at source
     /// position `(i + 0.5) × src / dst - 0.5`; samples past an edge repeat the edge.
     pub fn new(src: usize, dst: usize) -> Option<Filter> {
+        Filter::with_phase(src, dst, CENTRED)
+    }
+
+    /// The same for samples that sit `phase` of a sample's width into their cell rather than
+    /// at its centre ([`CENTRED`]): output `i` sits at source position `i × src / dst + phase
+    /// × (src / dst - 1)`, so that an output sample keeps its place in its cell. Chroma
+    /// subsampled by 2 and sited with the first of its two luma samples (H.264's default,
+    /// GStreamer's `chroma-site=mpeg2` horizontally) has phase [`COSITED_HALF`]. A phase
+    /// outside 0..=1 is taken as the nearest end.
+    pub fn with_phase(src: usize, dst: usize, phase: f64) -> Option<Filter> {
         if src == 0 || dst == 0 {
             return None;
         }
+        let phase = if phase.is_finite() {
+            phase.clamp(0.0, 1.0)
+        } else {
+            CENTRED
+        };
         let scale = src as f64 / dst as f64;
         let support = scale.max(1.0);
         let last = src as i64 - 1;
         // Each output's weights over its window of (clamped) source indices.
         let mut windows: Vec<(usize, Vec<f64>)> = Vec::with_capacity(dst);
         for i in 0..dst {
-            let center = (i as f64 + 0.5) * scale - 0.5;
+            let center = i as f64 * scale + phase * (scale - 1.0);
             let lo = (center - support).floor() as i64 + 1;
             let hi = (center + support).ceil() as i64 - 1;
             let first = lo.clamp(0, last);
@@ -175,13 +197,25 @@ pub struct PlaneScaler {
 }
 
 impl PlaneScaler {
-    /// `None` if a dimension is 0.
+    /// `None` if a dimension is 0. Samples at the centres of their cells.
     pub fn new(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize) -> Option<PlaneScaler> {
+        PlaneScaler::sited(src_w, src_h, dst_w, dst_h, (CENTRED, CENTRED))
+    }
+
+    /// The same with the samples' place in their cells, horizontally and vertically
+    /// ([`Filter::with_phase`]).
+    pub fn sited(
+        src_w: usize,
+        src_h: usize,
+        dst_w: usize,
+        dst_h: usize,
+        (h_phase, v_phase): (f64, f64),
+    ) -> Option<PlaneScaler> {
         Some(PlaneScaler {
             src: (src_w, src_h),
             dst: (dst_w, dst_h),
-            horizontal: Filter::new(src_w, dst_w)?,
-            vertical: Filter::new(src_h, dst_h)?,
+            horizontal: Filter::with_phase(src_w, dst_w, h_phase)?,
+            vertical: Filter::with_phase(src_h, dst_h, v_phase)?,
             acc: vec![0; src_w],
             block: vec![0; src_w * BLOCK],
             columns: vec![0; dst_w * BLOCK],

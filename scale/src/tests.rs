@@ -132,6 +132,43 @@ fn a_ramp_is_resampled_where_the_centres_fall() {
 }
 
 #[test]
+fn cosited_chroma_keeps_its_place_in_its_cell() {
+    // 2:1 on a ramp 0, 4, 8, ...: a centred output x sits at source 2x + 0.5 (value 8x + 2);
+    // one sited a quarter into its cell (chroma with the first of its two luma samples) sits
+    // at 2x + 0.25 (value 8x + 1): the first sample's centre, scaled, stays the first's.
+    let src = plane(64, 4, 64, |x, _| (4 * x).min(255) as u8);
+    for (phase, offset) in [(CENTRED, 2), (COSITED_HALF, 1)] {
+        let mut s = PlaneScaler::sited(64, 4, 32, 2, (phase, CENTRED)).expect("sizes");
+        let mut out = vec![0; 32 * 2];
+        s.scale(&src, 64, &mut out, 32).expect("scale");
+        for x in 1..28 {
+            let want = 8 * x as i32 + offset;
+            for y in 0..2 {
+                let got = i32::from(out[y * 32 + x]);
+                assert_eq!(got, want, "phase {phase}, x {x}");
+            }
+        }
+    }
+    // Vertically the same, and the same size is a copy whatever the phase.
+    let src = plane(4, 64, 4, |_, y| (4 * y).min(255) as u8);
+    let mut s = PlaneScaler::sited(4, 64, 2, 32, (CENTRED, COSITED_HALF)).expect("sizes");
+    let mut out = vec![0; 2 * 32];
+    s.scale(&src, 4, &mut out, 2).expect("scale");
+    assert_eq!(out[10 * 2], 8 * 10 + 1);
+    let src = plane(40, 30, 40, |x, y| (x * 3 + y * 5) as u8);
+    let mut s = PlaneScaler::sited(40, 30, 40, 30, (COSITED_HALF, COSITED_HALF)).expect("sizes");
+    let mut out = vec![0; 40 * 30];
+    s.scale(&src, 40, &mut out, 40).expect("scale");
+    assert_eq!(out, src);
+    // A phase that is not a number is the centre; one past an end is that end.
+    assert_eq!(Filter::with_phase(64, 32, f64::NAN), Filter::new(64, 32));
+    assert_eq!(
+        Filter::with_phase(64, 32, 7.0),
+        Filter::with_phase(64, 32, 1.0)
+    );
+}
+
+#[test]
 fn fine_detail_is_averaged_when_shrinking_not_skipped() {
     // One-pixel stripes, halved: a 2-tap interpolation would keep picking one colour; the
     // widened tent sees both.
