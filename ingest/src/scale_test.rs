@@ -2,6 +2,20 @@ use super::*;
 
 use gstreamer_app as gst_app;
 
+/// The pipeline `desc` and its appsink `out`.
+fn launch(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
+    let pipeline = gst::parse::launch(desc)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let sink = pipeline
+        .by_name("out")
+        .expect("sink")
+        .downcast::<gst_app::AppSink>()
+        .expect("appsink");
+    (pipeline, sink)
+}
+
 /// Frames of `videotestsrc` in `format`, `w`x`h`, BT.709, through `scaler` to `dw`x`dh`
 /// (`out_colorimetry`: more fields for the caps after it): each buffer's bytes and the caps
 /// the sink got.
@@ -12,35 +26,13 @@ fn run(
     (dw, dh): (u32, u32),
     out_colorimetry: &str,
 ) -> (Vec<Vec<u8>>, gst::Caps) {
-    run_pattern(scaler, "smpte", format, (w, h), (dw, dh), out_colorimetry)
-}
-
-/// [`run`] with another `videotestsrc` pattern, and `source` (`format,more=fields`) as the
-/// source's format and further fields of its caps.
-fn run_pattern(
-    scaler: &str,
-    pattern: &str,
-    source: &str,
-    (w, h): (u32, u32),
-    (dw, dh): (u32, u32),
-    out_colorimetry: &str,
-) -> (Vec<Vec<u8>>, gst::Caps) {
     gst::init().expect("gstreamer");
     register().expect("register edgescale");
-    let format = source;
     let desc = format!(
-        "videotestsrc num-buffers=3 pattern={pattern} ! video/x-raw,format={format},width={w},height={h},framerate=30/1,colorimetry=bt709 ! \
+        "videotestsrc num-buffers=3 pattern=smpte ! video/x-raw,format={format},width={w},height={h},framerate=30/1,colorimetry=bt709 ! \
          {scaler} ! video/x-raw,width={dw},height={dh},pixel-aspect-ratio=1/1{out_colorimetry} ! appsink name=out sync=false"
     );
-    let pipeline = gst::parse::launch(&desc)
-        .expect("pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-    let sink = pipeline
-        .by_name("out")
-        .expect("sink")
-        .downcast::<gst_app::AppSink>()
-        .expect("appsink");
+    let (pipeline, sink) = launch(&desc);
     pipeline.set_state(gst::State::Playing).expect("play");
     let mut frames = Vec::new();
     let mut caps = None;
@@ -153,20 +145,12 @@ fn scaled_chroma_ramp(site: &str) -> Vec<u8> {
         "appsrc name=in caps=video/x-raw,format=I420,width={w},height={h},framerate=30/1,chroma-site={site} ! \
          edgescale ! video/x-raw,width=64,height=4 ! appsink name=out sync=false"
     );
-    let pipeline = gst::parse::launch(&desc)
-        .expect("pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
+    let (pipeline, sink) = launch(&desc);
     let src = pipeline
         .by_name("in")
         .expect("appsrc")
         .downcast::<gst_app::AppSrc>()
         .expect("appsrc");
-    let sink = pipeline
-        .by_name("out")
-        .expect("sink")
-        .downcast::<gst_app::AppSink>()
-        .expect("appsink");
     pipeline.set_state(gst::State::Playing).expect("play");
     src.push_buffer(gst::Buffer::from_slice(frame))
         .expect("push");
