@@ -163,6 +163,17 @@ function startGlass(o) {
   window.__hls = hls;
   window.__shaka = sp;
   window.__video = video;
+  // The player's own latency estimate (s), read with every measured frame: hls.js's `latency`
+  // (its live edge, extrapolated, minus the position), Shaka's `liveLatency` (the wall clock
+  // minus the PDT of the frame on display), video.js's live tracker (its seekable end,
+  // extrapolated, minus the position). Not glass to glass; kept beside it.
+  const playerLatency = () => {
+    let v = null;
+    if (hls) v = hls.latency;
+    else if (sp) v = sp.getStats().liveLatency;
+    else if (window.__vjs && window.__vjs.liveTracker) v = window.__vjs.liveTracker.liveCurrentTime() - window.__vjs.currentTime();
+    return Number.isFinite(v) ? v : null;
+  };
   if (sp) {
     sp.configure({ streaming: { lowLatencyMode: true } });
     if (o.level) sp.configure({ abr: { enabled: false } });
@@ -371,7 +382,8 @@ function startGlass(o) {
     if (displayWall >= s.measureTo) return;
     if (s.samples.length === 0) s.targetLatencyAtStart = hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null;
     s.samples.push([displayWall, Math.round(latency)]);
-    if (hls && Number.isFinite(hls.latency)) s.hlsLatency.push(hls.latency * 1000);
+    const own = playerLatency();
+    if (own !== null) s.hlsLatency.push(own * 1000);
     const size = `${vw}x${vh}`;
     s.videoSizes[size] = (s.videoSizes[size] || 0) + 1;
   };
