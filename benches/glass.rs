@@ -716,7 +716,7 @@ fn main() {
             sum(&r.plays, "stallsMeasured"),
             sum(&r.plays, "stalls"),
             per_play(&r.plays, |j| num(&j["targetLatency"], 1.0, 3)),
-            per_play(&r.plays, |j| num(&j["hlsLatencyP50"], 0.001, 2)),
+            per_play(&r.plays, |j| num(&j["ownLatencyP50"], 0.001, 2)),
             rejected,
             r.load,
             goal,

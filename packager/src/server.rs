@@ -157,8 +157,8 @@ fn audio_behind(st: &StreamState, rendition: &str) -> bool {
 /// while; short, so late joiners of that URL still get a reasonably fresh window. Private
 /// caches get `max-age=0`: a player that asks for the same URL again wants a newer playlist,
 /// and its browser's cache would hand it the old one for the whole lifetime (VHS 3.17,
-/// video.js 8's HLS engine, asks again for the part that ends a segment, and with `max-age=6` saw no new part for
-/// 5.5 s and started 5.5 s behind).
+/// video.js 8's HLS engine, asks again for the part that ends a segment, and with
+/// `max-age=6` saw no new part for 5.5 s and started 5.5 s behind).
 pub(crate) const BLOCKING_RESPONSE_MAX_AGE: Duration = Duration::from_secs(6);
 
 /// Cache lifetime of init segments, parts and segments: immutable once published; one hour
