@@ -332,8 +332,19 @@ impl Sim {
     }
 }
 
+/// Cases per run: 12 in CI (about a minute in a debug build); `EDGE_PROP_CASES=N` for a longer
+/// hunt (an opt-in long variant, as the soak tests are).
+const DEFAULT_CASES: u32 = 12;
+
+fn cases() -> u32 {
+    std::env::var("EDGE_PROP_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CASES)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 50, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 50, ..ProptestConfig::default() })]
 
     #[test]
     fn playlists_follow_the_rules_through_hours_of_media(
