@@ -769,6 +769,26 @@ fn main() {
                 num(&j["droppedFrames"], 1.0, 0),
                 j["frameClock"].as_str().unwrap_or("?"),
             ));
+            let jn = &j["join"];
+            if jn.is_object() {
+                notes.push(format!(
+                    "join, ms after the first media playlist arrived: playlists {}, first media request {}, video buffered {}, audio buffered {}, seeking {}, seeked {}, playing {}",
+                    jn["playlists"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" / "))
+                        .unwrap_or_default(),
+                    num(&jn["firstMediaRequest"], 1.0, 0),
+                    num(&jn["videoBuffered"], 1.0, 0),
+                    num(&jn["audioBuffered"], 1.0, 0),
+                    num(&jn["seeking"], 1.0, 0),
+                    num(&jn["seeked"], 1.0, 0),
+                    num(&jn["playing"], 1.0, 0),
+                ));
+            }
             println!("{} play {}: {}", r.cfg.name(), i + 1, notes.join("; "));
         }
         if !r.encoder_ok {

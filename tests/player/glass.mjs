@@ -27,6 +27,10 @@
 // VHS disabled at `loadedmetadata`, the first moment VHS lists them, so its first parts may be
 // another variant's: the warm-up covers the switch).
 // --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
+// The report's `join` times the start from the browser's resource timing and the page's own
+// marks, in ms after the first media playlist arrived: each media playlist's first arrival,
+// the first media request, when each track first had media buffered, `seeking`, `seeked` and
+// `playing` (any player).
 // With EDGE_PLAYER_LOG=N in the environment, the last N lines of hls.js's own log are printed
 // to stderr after the run (as play.mjs does). Stalls are logged with their length and buffers,
 // and media loads slower than 1 s with their URL. With EDGE_GLASS_REQUESTS=1, every request the
@@ -131,6 +135,11 @@ function startGlass(o) {
     rejected: { noFrame: 0, reference: 0, ambiguous: 0, range: 0 }, rejectedLog: [], videoSizes: {},
     targetLatencyAtStart: null, atPlaying: null, mode: null, lastCode: null,
     stallLog: [], stalledSince: null, slowLoads: [], beforePlaying: 0, log: [], logLines: o.logLines,
+    // The join, ms after t0 (performance.now() clock): when each track first had media
+    // buffered, the first `seeking` and `seeked`; `report` adds the requests from the
+    // browser's resource timing.
+    join: { video: null, audio: null, seeking: null, seeked: null },
+    url: o.url,
   };
   window.__glass = s;
   const shakaMode = o.player === 'shaka';
@@ -250,6 +259,14 @@ function startGlass(o) {
     MS.prototype.addSourceBuffer = function add(mime) {
       const sb = addSourceBuffer.call(this, mime);
       sourceBuffers.push([mime.split(';')[0], sb]);
+      // The first append that leaves media in the buffer (an init segment leaves none).
+      const kind = mime.startsWith('audio') ? 'audio' : 'video';
+      const first = () => {
+        if (s.join[kind] !== null || !sb.buffered.length) return;
+        s.join[kind] = performance.now() - s.t0;
+        sb.removeEventListener('updateend', first);
+      };
+      sb.addEventListener('updateend', first);
       return sb;
     };
   }
@@ -282,6 +299,8 @@ function startGlass(o) {
     for (const [mime, sb] of sourceBuffers) b[mime] = ranges(sb);
     return b;
   };
+  video.addEventListener('seeking', () => { if (s.join.seeking === null) s.join.seeking = performance.now() - s.t0; });
+  video.addEventListener('seeked', () => { if (s.join.seeked === null) s.join.seeked = performance.now() - s.t0; });
   video.addEventListener('waiting', () => {
     // A second `waiting` before `playing` (video.js fires two) is the same stall.
     if (s.startWall === null || s.stalledSince !== null) return;
@@ -464,7 +483,36 @@ function report() {
   const level = hls && hls.levels && hls.currentLevel >= 0 ? hls.levels[hls.currentLevel]
     : (active || (vhs && vhs.playlists.media() ? vhs.playlists.media().attributes.RESOLUTION : null));
   const playerName = hls ? 'hls.js' : (sp ? 'shaka' : 'video.js');
+  // The join from the browser's resource timing (the earliest entries are kept when its buffer
+  // fills): the first media playlist's arrival (any playlist but the one played, which is the
+  // multivariant), the first media request (part or segment, not the init segment), then the
+  // page's own marks; each in ms after that playlist arrived.
+  const res = performance.getEntriesByType('resource');
+  const playedPath = new URL(s.url).pathname;
+  const isPlaylist = (e) => e.name.includes('.m3u8') && new URL(e.name).pathname !== playedPath;
+  const isMedia = (e) => /\.(m4s|mp4|ts|aac)(\?|$)/.test(e.name) && !/init\.mp4/.test(e.name);
+  // The first response of each media playlist (video and audio), in the order they arrived.
+  const firstOfEach = new Map();
+  for (const e of res.filter(isPlaylist)) {
+    const key = new URL(e.name).pathname;
+    if (!firstOfEach.has(key) || e.responseEnd < firstOfEach.get(key).responseEnd) firstOfEach.set(key, e);
+  }
+  const playlists = [...firstOfEach.entries()].sort((a, b) => a[1].responseEnd - b[1].responseEnd);
+  const firstMedia = res.find(isMedia);
+  const from = playlists.length ? playlists[0][1].responseEnd - s.t0 : null;
+  const rel = (t) => (t === null || from === null ? null : Math.round(t - from));
+  const join = from === null ? null : {
+    playlistMs: Math.round(from),
+    playlists: playlists.map(([k, e]) => `${k.split('/').slice(-2).join('/')} ${rel(e.responseEnd - s.t0)}`),
+    firstMediaRequest: firstMedia ? rel(firstMedia.startTime - s.t0) : null,
+    videoBuffered: rel(s.join.video),
+    audioBuffered: rel(s.join.audio),
+    seeking: rel(s.join.seeking),
+    seeked: rel(s.join.seeked),
+    playing: rel(s.firstPlayingMs),
+  };
   return {
+    join,
     samples: lat.length,
     p50: rank(lat, 0.5),
     p90: rank(lat, 0.9),
