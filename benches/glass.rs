@@ -611,6 +611,16 @@ fn quantile(v: &[f64], q: f64) -> Option<f64> {
 }
 
 /// A number as text ("-" when absent), `scale` times its value, `prec` decimals.
+/// The marks of a play's join printed per play (label, key in glass.mjs's `join`).
+const JOIN_MARKS: [(&str, &str); 6] = [
+    ("first media request", "firstMediaRequest"),
+    ("video buffered", "videoBuffered"),
+    ("audio buffered", "audioBuffered"),
+    ("seeking", "seeking"),
+    ("seeked", "seeked"),
+    ("playing", "playing"),
+];
+
 fn num(v: &serde_json::Value, scale: f64, prec: usize) -> String {
     opt(v.as_f64().map(|x| x * scale), prec)
 }
@@ -771,22 +781,17 @@ fn main() {
             ));
             let jn = &j["join"];
             if jn.is_object() {
+                let playlists = jn["playlists"].as_array().map_or_else(String::new, |a| {
+                    let names: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
+                    names.join(" / ")
+                });
+                let marks: Vec<String> = JOIN_MARKS
+                    .iter()
+                    .map(|(label, key)| format!("{label} {}", num(&jn[*key], 1.0, 0)))
+                    .collect();
                 notes.push(format!(
-                    "join, ms after the first media playlist arrived: playlists {}, first media request {}, video buffered {}, audio buffered {}, seeking {}, seeked {}, playing {}",
-                    jn["playlists"]
-                        .as_array()
-                        .map(|a| a
-                            .iter()
-                            .filter_map(|x| x.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" / "))
-                        .unwrap_or_default(),
-                    num(&jn["firstMediaRequest"], 1.0, 0),
-                    num(&jn["videoBuffered"], 1.0, 0),
-                    num(&jn["audioBuffered"], 1.0, 0),
-                    num(&jn["seeking"], 1.0, 0),
-                    num(&jn["seeked"], 1.0, 0),
-                    num(&jn["playing"], 1.0, 0),
+                    "join, ms after the first media playlist arrived: playlists {playlists}, {}",
+                    marks.join(", ")
                 ));
             }
             println!("{} play {}: {}", r.cfg.name(), i + 1, notes.join("; "));
