@@ -40,6 +40,8 @@
 // every SourceBuffer append (printed with EDGE_GLASS_REQUESTS=1); with EDGE_GLASS_SHAKA_DEBUG=1
 // (or =v1, more), Shaka's debug build and its debug log. EDGE_GLASS_SHAKA_CONFIG and
 // EDGE_GLASS_VHS_CONFIG (JSON) add to Shaka's configuration and to video.js's VHS options.
+// EDGE_GLASS_HLSJS=PATH (relative to this directory) plays another hls.js build, for example
+// node_modules/hls.js/dist/hls.js (unminified) or a patched copy of it.
 //
 // Exit code 0 whenever the browser ran, even if the player reported errors (the caller reads
 // the report); non-zero when the harness itself failed (bad args, no browser, never played).
@@ -51,9 +53,9 @@ import http from 'node:http';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE] [--player hlsjs|shaka|videojs]';
-// The script each player runs from (pinned in package.json).
+// The script each player runs from (pinned in package.json; EDGE_GLASS_HLSJS replaces hls.js's).
 const PLAYER_SCRIPTS = {
-  hlsjs: 'node_modules/hls.js/dist/hls.min.js',
+  hlsjs: process.env.EDGE_GLASS_HLSJS || 'node_modules/hls.js/dist/hls.min.js',
   shaka: 'node_modules/shaka-player/dist/shaka-player.compiled.js',
   videojs: 'node_modules/video.js/dist/video.min.js',
 };
