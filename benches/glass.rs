@@ -36,6 +36,9 @@
 //!   both through the balancer;
 //! - `balancer-ladder`: the same with the default ladder and the pinned rung.
 //!
+//! The publisher and the player command live in `tests/common/glass.rs`, shared with the short
+//! version CI runs (`player_chromium::glass_to_glass_reads_the_capture_time_off_the_displayed_frames`).
+//!
 //! Run: `cargo bench --bench glass` (needs scripts/setup.sh: ffmpeg, Chromium, node and
 //! tests/player/node_modules; about 3 minutes per configuration). `-- --help` lists options.
 // End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
@@ -43,19 +46,19 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::{
-    fs::{self, File},
+    fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 
 // The test harness: nodes, a cluster with a balancer, HTTP, LL-HLS playlist checks.
 #[path = "../tests/common/mod.rs"]
 mod common;
+use common::glass::{glass_mjs, publish, report_of, Proc, SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH};
 use common::{
     bench_config_template, check_ll_hls,
     cluster::{self, wait_nodes, Balancer, Cluster},
-    http_get, kill_and_reap, run_with_timeout, tail_file, wait_until, Node, Ports, TempDir, Track,
+    http_get, run_with_timeout, tail_file, wait_until, Node, Ports, TempDir, Track,
     FIRST_SEGMENT_TIMEOUT, HTTP_TIMEOUT,
 };
 
@@ -92,15 +95,6 @@ Options:
   -h, --help        this text
 ";
 
-/// The source picture.
-const SOURCE_WIDTH: u32 = 1280;
-const SOURCE_HEIGHT: u32 = 720;
-const SOURCE_FPS: u32 = 30;
-/// Side of one block of the time strip, in source pixels: 20 px in a 360p rung, enough to
-/// survive x264 at 600 kbit/s.
-const BLOCK: u32 = 40;
-/// Bits of the time code: milliseconds modulo 2^24 (4.6 hours).
-const BITS: u32 = 24;
 /// The stream key and playback ID of the standalone node.
 const KEY: &str = "glass-stream-key";
 const PID: &str = "glass";
@@ -267,87 +261,6 @@ fn rung_height(rung: &str) -> Option<u32> {
     rung.strip_suffix('p')?.parse().ok().filter(|h| *h > 0)
 }
 
-// ------------------------------------------------------------------------------------------
-// Processes
-
-/// A child process killed and reaped on drop, its output in a log file.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
-        let out = File::create(&log).expect("create a log file");
-        let err = out.try_clone().expect("clone a log file handle");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Proc { child, log }
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
-    }
-}
-
-/// The `geq` luma expression of the 26x1 strip: X is the block.
-fn strip_expression() -> String {
-    let top = BITS + 1;
-    format!(
-        "st(1,mod(floor(time(0)*1000),{modulo}));\
-         if(eq(X,0),255,if(lt(X,2),0,\
-         st(2,{top}-X);\
-         255*mod(floor(ld(1)/pow(2,ld(2)))+floor(ld(1)/pow(2,ld(2)+1)),2)))",
-        modulo = 1u64 << BITS
-    )
-}
-
-/// ffmpeg publishing the source with its time strip over RTMP to `url` for `duration`.
-///
-/// The strip is drawn on the output side (`-filter_complex` on the paced input), not in the
-/// lavfi input: with two inputs, ffmpeg 5.1 reads each in a thread of its own that fills a
-/// queue of 8 packets ahead of `-re`'s pacing, so a strip drawn in the input graph read the
-/// clock up to 8 frames (0.27 s) before the frame was let go towards the encoder, as no camera
-/// does; the glass-to-glass figures of stop 21 include that.
-fn publish(url: &str, dir: &Path, gop_seconds: u32, duration: Duration) -> Proc {
-    let blocks = BITS + 2;
-    let picture = format!("testsrc2=size={SOURCE_WIDTH}x{SOURCE_HEIGHT}:rate={SOURCE_FPS}");
-    let graph = format!(
-        "color=c=black:size={blocks}x1:rate={SOURCE_FPS},format=gray,geq=lum='{expr}',\
-         scale={w}:{BLOCK}:flags=neighbor,format=yuv420p[strip];\
-         [0:v][strip]overlay=x=0:y=0[out0]",
-        expr = strip_expression(),
-        w = blocks * BLOCK,
-    );
-    let gop = (gop_seconds * SOURCE_FPS).to_string();
-    let t = format!("{:.3}", duration.as_secs_f64());
-    let mut cmd = Command::new("ffmpeg");
-    #[rustfmt::skip]
-    cmd.args([
-        "-hide_banner", "-nostdin", "-loglevel", "warning",
-        "-re", "-f", "lavfi", "-i", &picture,
-        "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-filter_complex", &graph,
-        "-t", &t, "-map", "[out0]", "-map", "1:a",
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
-        "-g", &gop, "-keyint_min", &gop, "-sc_threshold", "0",
-        "-pix_fmt", "yuv420p", "-b:v", "4M",
-        "-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k",
-        "-f", "flv", "-flvflags", "no_duration_filesize", url,
-    ]);
-    Proc::spawn(&mut cmd, dir.join("ffmpeg.log"))
-}
-
 /// `text` with `from` replaced by `to`; panics when `from` is absent (the harness's template
 /// changed and the bench would measure something else).
 fn replace_present(text: &str, from: &str, to: &str) -> String {
@@ -493,17 +406,8 @@ fn play(
     level: Option<u32>,
     samples_file: &Path,
 ) -> (serde_json::Value, Vec<f64>) {
-    let mut cmd = Command::new("node");
-    cmd.arg(common::player::player_dir().join("glass.mjs"))
-        .arg(url)
-        .arg(a.seconds.to_string())
-        .args(["--warmup", &a.warmup.to_string()])
-        .args(["--block", &BLOCK.to_string(), "--bits", &BITS.to_string()])
-        .args(["--source", &format!("{SOURCE_WIDTH}x{SOURCE_HEIGHT}")])
-        .arg("--samples")
-        .arg(samples_file)
-        .args(["--player", &a.player])
-        .current_dir(common::player::player_dir());
+    let mut cmd = glass_mjs(url, a.seconds, a.warmup, &a.player);
+    cmd.arg("--samples").arg(samples_file);
     if let Some(h) = level {
         cmd.args(["--level", &h.to_string()]);
     }
@@ -522,14 +426,8 @@ fn play(
         "glass.mjs failed ({}): {stderr}",
         out.status
     );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or_else(|| panic!("glass.mjs printed no report: {stdout}"));
-    let report: serde_json::Value =
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("glass.mjs report {line:?}: {e}"));
-    eprintln!("[bench] report: {line}");
+    let report = report_of(&stdout).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[bench] report: {report}");
     let samples: Vec<Vec<f64>> = fs::read(samples_file)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

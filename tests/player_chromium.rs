@@ -115,6 +115,83 @@ fn shaka_player_plays_the_stream_in_chromium() {
     assert!(enc.is_running());
 }
 
+/// The glass-to-glass measurement of `cargo bench --bench glass`, short, so that CI keeps it
+/// working: ffmpeg burns the wall clock into the picture ([`glass::publish`]), hls.js plays
+/// the stream in Chromium and glass.mjs reads the clock back off every frame on display. It
+/// checks the measurement (frames read, none refused, a latency a live player can have and a
+/// join it can time), not the latency goal, which the bench measures and BENCHMARKS.md reports.
+#[test]
+fn glass_to_glass_reads_the_capture_time_off_the_displayed_frames() {
+    let _one = one_at_a_time();
+    common::player::ensure_node_modules();
+    // Passthrough only (the bench's standalone configuration) at 200 ms parts.
+    let node = Node::start(|c| {
+        let base = c
+            .split("\n[[ladder]]")
+            .next()
+            .unwrap_or(c)
+            .replace("part_target = \"333ms\"", "part_target = \"200ms\"");
+        *c = format!(
+            "ladder = []\n\n{base}\n[[streams]]\nkey = \"test-stream-key-1\"\nplayback_id = \"one\"\n"
+        );
+    });
+    let dir = TempDir::new("glass");
+    let mut enc = glass::publish(
+        &node.rtmp_url("test-stream-key-1"),
+        dir.path(),
+        2,
+        GLASS_PUBLISH,
+    );
+    node.wait_media_playlist("one", "source", 2, FIRST_SEGMENT_TIMEOUT);
+    let mut cmd = glass::glass_mjs(&node.playlist_url("one"), GLASS_SECS, GLASS_WARMUP, "hlsjs");
+    let out = run_with_timeout(&mut cmd, GLASS_TIMEOUT).expect("glass.mjs ran");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "glass.mjs failed: {stderr}");
+    let r = glass::report_of(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    println!("glass report: {r}");
+    assert_eq!(r["started"], true, "hls.js never played: {stderr}");
+    assert_eq!(r["fatalErrors"], serde_json::json!([]), "hls.js failed");
+    // Nearly every frame of the measured seconds read (30 fps), and hardly any refused.
+    let samples = r["samples"].as_u64().unwrap_or(0);
+    assert!(
+        samples >= GLASS_SECS * 30 * 8 / 10,
+        "{samples} frames read in {GLASS_SECS} s"
+    );
+    let rejected: u64 = r["rejected"]
+        .as_object()
+        .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
+    assert!(
+        rejected * 20 <= samples,
+        "{rejected} frames refused: {}",
+        r["rejectedLog"]
+    );
+    // Capture to display on one clock: positive and live (the bench sees about 1 s).
+    let p50 = r["p50"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (100.0..5000.0).contains(&p50),
+        "glass-to-glass p50 {p50} ms"
+    );
+    // The join was timed: playing after the first media playlist, both tracks buffered first.
+    let join = &r["join"];
+    let at = |k: &str| join[k].as_f64().unwrap_or(-1.0);
+    assert!(
+        at("playing") >= at("videoBuffered") && at("videoBuffered") > 0.0,
+        "join {join}"
+    );
+    assert!(enc.running(), "ffmpeg stopped: {}", tail_file(&enc.log, 20));
+}
+
+/// How long the glass test's publisher runs: the node's start, two segments, the player's
+/// join and its play, with room.
+const GLASS_PUBLISH: Duration = Duration::from_secs(120);
+/// Seconds of playback measured, after a warm-up of seconds from the first `playing`.
+const GLASS_SECS: u64 = 4;
+const GLASS_WARMUP: u64 = 1;
+/// How long glass.mjs may take: Chromium's start, the join (up to a GOP for the keyframe join,
+/// and glass.mjs waits up to 60 s for `playing`) and the play.
+const GLASS_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// TS packet size.
 const TS_PACKET: usize = 188;
 

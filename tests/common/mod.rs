@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod encoder;
+pub mod glass;
 pub mod hls;
 pub mod http;
 pub mod netns;
