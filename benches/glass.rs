@@ -54,11 +54,11 @@ use std::{
 // The test harness: nodes, a cluster with a balancer, HTTP, LL-HLS playlist checks.
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::glass::{glass_mjs, publish, report_of, Proc, SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH};
+use common::glass::{glass_mjs, publish, report_of, SOURCE_FPS, SOURCE_HEIGHT, SOURCE_WIDTH};
 use common::{
     bench_config_template, check_ll_hls,
     cluster::{self, wait_nodes, Balancer, Cluster},
-    http_get, run_with_timeout, tail_file, wait_until, Node, Ports, TempDir, Track,
+    http_get, run_with_timeout, wait_until, Encoder, Node, Ports, TempDir, Track,
     FIRST_SEGMENT_TIMEOUT, HTTP_TIMEOUT,
 };
 
@@ -360,14 +360,10 @@ fn start_origin(cfg: Config, a: &Args) -> Origin {
 }
 
 /// Waits until `url` serves a valid LL-HLS video playlist with 2 complete segments.
-fn wait_playlist(url: &str, enc: &mut Proc) {
+fn wait_playlist(url: &str, enc: &mut Encoder) {
     let mut last = String::from("no attempt yet");
     let ok = wait_until(FIRST_SEGMENT_TIMEOUT, || {
-        assert!(
-            enc.running(),
-            "ffmpeg stopped:\n{}",
-            tail_file(&enc.log, 20)
-        );
+        assert!(enc.is_running(), "ffmpeg stopped:\n{}", enc.log_text());
         let r = http_get(url, HTTP_TIMEOUT).map_err(|e| last = e).ok()?;
         if r.status != 200 {
             last = format!("HTTP {}", r.status);
@@ -446,7 +442,7 @@ fn run(cfg: Config, a: &Args) -> Row {
     let origin = start_origin(cfg, a);
     let dir = TempDir::new("glass");
     let total = Duration::from_secs(a.warmup + a.seconds) * a.plays + PLAYER_OVERHEAD * a.plays;
-    let mut enc = publish(&origin.rtmp, dir.path(), a.gop, total);
+    let mut enc = publish(&origin.rtmp, a.gop, total);
     let rendition = if cfg.ladder() {
         a.rung.as_str()
     } else {
@@ -482,12 +478,12 @@ fn run(cfg: Config, a: &Args) -> Row {
         pooled.extend(samples);
     }
     pooled.sort_by(f64::total_cmp);
-    let encoder_ok = enc.running();
+    let encoder_ok = enc.is_running();
     if !encoder_ok {
         eprintln!(
             "[bench] {}: ffmpeg stopped during playback:\n{}",
             cfg.name(),
-            tail_file(&enc.log, 20)
+            enc.log_text()
         );
     }
     drop(enc);

@@ -135,13 +135,7 @@ fn glass_to_glass_reads_the_capture_time_off_the_displayed_frames() {
             "ladder = []\n\n{base}\n[[streams]]\nkey = \"test-stream-key-1\"\nplayback_id = \"one\"\n"
         );
     });
-    let dir = TempDir::new("glass");
-    let mut enc = glass::publish(
-        &node.rtmp_url("test-stream-key-1"),
-        dir.path(),
-        2,
-        GLASS_PUBLISH,
-    );
+    let mut enc = glass::publish(&node.rtmp_url("test-stream-key-1"), 2, GLASS_PUBLISH);
     node.wait_media_playlist("one", "source", 2, FIRST_SEGMENT_TIMEOUT);
     let mut cmd = glass::glass_mjs(&node.playlist_url("one"), GLASS_SECS, GLASS_WARMUP, "hlsjs");
     let out = run_with_timeout(&mut cmd, GLASS_TIMEOUT).expect("glass.mjs ran");
@@ -179,7 +173,7 @@ fn glass_to_glass_reads_the_capture_time_off_the_displayed_frames() {
         at("playing") >= at("videoBuffered") && at("videoBuffered") > 0.0,
         "join {join}"
     );
-    assert!(enc.running(), "ffmpeg stopped: {}", tail_file(&enc.log, 20));
+    assert!(enc.is_running(), "ffmpeg stopped: {}", enc.log_text());
 }
 
 /// How long the glass test's publisher runs: the node's start, two segments, the player's

@@ -31,6 +31,8 @@ pub mod report;
 pub mod rtmp;
 pub mod scale;
 pub mod srt;
+#[cfg(test)]
+mod test_pipeline;
 
 use std::{sync::Arc, time::Duration};
 

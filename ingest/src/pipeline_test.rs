@@ -9,15 +9,7 @@ use gstreamer_pbutils as pbutils;
 /// name=out`) puts out.
 fn caps_of(launch: &str) -> gst::Caps {
     gst::init().expect("gstreamer");
-    let pipeline = gst::parse::launch(launch)
-        .expect("pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-    let sink = pipeline
-        .by_name("out")
-        .expect("appsink out")
-        .downcast::<gst_app::AppSink>()
-        .expect("an appsink");
+    let (pipeline, sink) = crate::test_pipeline::launch_to_appsink(launch);
     pipeline.set_state(gst::State::Playing).expect("playing");
     let sample = sink
         .try_pull_sample(gst::ClockTime::from_seconds(60))

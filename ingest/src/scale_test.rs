@@ -2,19 +2,7 @@ use super::*;
 
 use gstreamer_app as gst_app;
 
-/// The pipeline `desc` and its appsink `out`.
-fn launch(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
-    let pipeline = gst::parse::launch(desc)
-        .expect("pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-    let sink = pipeline
-        .by_name("out")
-        .expect("sink")
-        .downcast::<gst_app::AppSink>()
-        .expect("appsink");
-    (pipeline, sink)
-}
+use crate::test_pipeline::launch_to_appsink;
 
 /// Frames of `videotestsrc` in `format`, `w`x`h`, BT.709, through `scaler` to `dw`x`dh`
 /// (`out_colorimetry`: more fields for the caps after it): each buffer's bytes and the caps
@@ -32,7 +20,7 @@ fn run(
         "videotestsrc num-buffers=3 pattern=smpte ! video/x-raw,format={format},width={w},height={h},framerate=30/1,colorimetry=bt709 ! \
          {scaler} ! video/x-raw,width={dw},height={dh},pixel-aspect-ratio=1/1{out_colorimetry} ! appsink name=out sync=false"
     );
-    let (pipeline, sink) = launch(&desc);
+    let (pipeline, sink) = launch_to_appsink(&desc);
     pipeline.set_state(gst::State::Playing).expect("play");
     let mut frames = Vec::new();
     let mut caps = None;
@@ -145,7 +133,7 @@ fn scaled_chroma_ramp(site: &str) -> Vec<u8> {
         "appsrc name=in caps=video/x-raw,format=I420,width={w},height={h},framerate=30/1,chroma-site={site} ! \
          edgescale ! video/x-raw,width=64,height=4 ! appsink name=out sync=false"
     );
-    let (pipeline, sink) = launch(&desc);
+    let (pipeline, sink) = launch_to_appsink(&desc);
     let src = pipeline
         .by_name("in")
         .expect("appsrc")

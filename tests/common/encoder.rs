@@ -183,6 +183,12 @@ impl Encoder {
         Encoder::spawn_one("ffmpeg-rtmp", "ffmpeg", &args, o.netns.as_deref())
     }
 
+    /// ffmpeg with a command line of the caller's own (`args`, output included), logged as
+    /// `name`: for publishers [`EncOpts`] does not describe (the glass benchmark's time strip).
+    pub fn ffmpeg_with(name: &str, args: &[String]) -> Encoder {
+        Encoder::spawn_one(name, "ffmpeg", args, None)
+    }
+
     /// ffmpeg → MPEG-TS over SRT (caller) to `url`.
     pub fn ffmpeg_srt(url: &str, o: EncOpts) -> Encoder {
         let mut args = o.ffmpeg_args();

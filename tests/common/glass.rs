@@ -3,12 +3,10 @@
 //! strip of blocks ([`publish`]), and `tests/player/glass.mjs` reads the strip back off every
 //! frame the player displays ([`glass_mjs`], [`report_of`]). See the bench's documentation.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use super::kill_and_reap;
+use super::Encoder;
 
 /// The source picture.
 pub const SOURCE_WIDTH: u32 = 1280;
@@ -19,36 +17,6 @@ pub const SOURCE_FPS: u32 = 30;
 pub const BLOCK: u32 = 40;
 /// Bits of the time code: milliseconds modulo 2^24 (4.6 hours).
 pub const BITS: u32 = 24;
-
-/// A child process killed and reaped on drop, its output in a log file.
-pub struct Proc {
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
-        let out = File::create(&log).expect("create a log file");
-        let err = out.try_clone().expect("clone a log file handle");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        Proc { child, log }
-    }
-
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.child);
-    }
-}
 
 /// The `geq` luma expression of the 26x1 strip: X is the block.
 pub fn strip_expression() -> String {
@@ -69,7 +37,7 @@ pub fn strip_expression() -> String {
 /// queue of 8 packets ahead of `-re`'s pacing, so a strip drawn in the input graph read the
 /// clock up to 8 frames (0.27 s) before the frame was let go towards the encoder, as no camera
 /// does; the glass-to-glass figures of stop 21 include that.
-pub fn publish(url: &str, dir: &Path, gop_seconds: u32, duration: Duration) -> Proc {
+pub fn publish(url: &str, gop_seconds: u32, duration: Duration) -> Encoder {
     let blocks = BITS + 2;
     let picture = format!("testsrc2=size={SOURCE_WIDTH}x{SOURCE_HEIGHT}:rate={SOURCE_FPS}");
     let graph = format!(
@@ -81,9 +49,8 @@ pub fn publish(url: &str, dir: &Path, gop_seconds: u32, duration: Duration) -> P
     );
     let gop = (gop_seconds * SOURCE_FPS).to_string();
     let t = format!("{:.3}", duration.as_secs_f64());
-    let mut cmd = Command::new("ffmpeg");
     #[rustfmt::skip]
-    cmd.args([
+    let args = [
         "-hide_banner", "-nostdin", "-loglevel", "warning",
         "-re", "-f", "lavfi", "-i", &picture,
         "-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
@@ -94,8 +61,8 @@ pub fn publish(url: &str, dir: &Path, gop_seconds: u32, duration: Duration) -> P
         "-pix_fmt", "yuv420p", "-b:v", "4M",
         "-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "128k",
         "-f", "flv", "-flvflags", "no_duration_filesize", url,
-    ]);
-    Proc::spawn(&mut cmd, dir.join("ffmpeg.log"))
+    ];
+    Encoder::ffmpeg_with("ffmpeg-glass", &args.map(String::from))
 }
 
 /// `node glass.mjs URL SECONDS` with `player` (hlsjs, shaka or videojs), the warm-up and the
