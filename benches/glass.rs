@@ -25,7 +25,10 @@
 //! `--plays` times by a fresh player on the same stream, and the percentiles are over the
 //! frames of all plays. `--player shaka` plays with Shaka Player instead (its
 //! `streaming.lowLatencyMode`, defaults otherwise), which keeps its own distance to the edge;
-//! `--player videojs` with video.js 8 and its HLS engine VHS (LL-HLS on, its default).
+//! `--player videojs` with video.js 8 and its HLS engine VHS (LL-HLS on, its default);
+//! `--player native` with Chromium's own HLS player (the URL set as the `<video>`'s source), which
+//! plays segments only and cannot be pinned to a variant: in the ladder configurations it plays
+//! the rung's media playlist (video only).
 //!
 //! Configurations (each with processes of its own, one after the other), all with 200 ms
 //! parts and 2 s segments on loopback unless `--part-ms` and `--segment-s` say otherwise:
@@ -90,8 +93,9 @@ Options:
   --samples DIR     write each play's samples to DIR/CONFIG-PLAY.json
                     ([display wall-clock ms, latency ms] pairs)
   --player NAME     hlsjs (default: hls.js, lowLatencyMode), shaka (Shaka Player,
-                    streaming.lowLatencyMode) or videojs (video.js 8 with VHS, llhls);
-                    other settings are the player's defaults
+                    streaming.lowLatencyMode), videojs (video.js 8 with VHS, llhls) or
+                    native (Chromium's own HLS player; pinned to a rung by its media
+                    playlist); other settings are the player's defaults
   -h, --help        this text
 ";
 
@@ -231,9 +235,9 @@ fn parse_args() -> Result<Args, String> {
             "--samples" => a.samples = Some(PathBuf::from(value()?)),
             "--player" => {
                 a.player = value()?;
-                if !["hlsjs", "shaka", "videojs"].contains(&a.player.as_str()) {
+                if !["hlsjs", "shaka", "videojs", "native"].contains(&a.player.as_str()) {
                     return Err(format!(
-                        "--player {}: hlsjs, shaka or videojs\n\n{USAGE}",
+                        "--player {}: hlsjs, shaka, videojs or native\n\n{USAGE}",
                         a.player
                     ));
                 }
@@ -451,7 +455,9 @@ fn run(cfg: Config, a: &Args) -> Row {
     let media = format!("{}/{rendition}/index.m3u8", origin.play_base);
     wait_playlist(&media, &mut enc);
 
-    let (url, level, variant) = match (cfg.ladder(), a.media_playlist) {
+    // Chromium's own player cannot be told which variant to play.
+    let media_playlist = a.media_playlist || a.player == "native";
+    let (url, level, variant) = match (cfg.ladder(), media_playlist) {
         (false, _) => (
             format!("{}/index.m3u8", origin.play_base),
             None,
@@ -565,6 +571,7 @@ fn main() {
     let player = match a.player.as_str() {
         "shaka" => "Shaka Player streaming.lowLatencyMode",
         "videojs" => "video.js with VHS (llhls)",
+        "native" => "Chromium's own HLS player",
         _ => "hls.js lowLatencyMode",
     };
     println!(

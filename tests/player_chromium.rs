@@ -1,4 +1,5 @@
-//! End to end: hls.js in headless Chromium plays a stream published with ffmpeg over RTMP.
+//! End to end: hls.js, Shaka Player and Chromium's own HLS player in headless Chromium play a stream
+//! published with ffmpeg over RTMP.
 // End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
 // time; the ban on the std clock (clippy.toml) is for product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -137,29 +138,8 @@ fn glass_to_glass_reads_the_capture_time_off_the_displayed_frames() {
     });
     let mut enc = glass::publish(&node.rtmp_url("test-stream-key-1"), 2, GLASS_PUBLISH);
     node.wait_media_playlist("one", "source", 2, FIRST_SEGMENT_TIMEOUT);
-    let mut cmd = glass::glass_mjs(&node.playlist_url("one"), GLASS_SECS, GLASS_WARMUP, "hlsjs");
-    let out = run_with_timeout(&mut cmd, GLASS_TIMEOUT).expect("glass.mjs ran");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "glass.mjs failed: {stderr}");
-    let r = glass::report_of(&String::from_utf8_lossy(&out.stdout))
-        .unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
-    println!("glass report: {r}");
-    assert_eq!(r["started"], true, "hls.js never played: {stderr}");
-    assert_eq!(r["fatalErrors"], serde_json::json!([]), "hls.js failed");
-    // Nearly every frame of the measured seconds read (30 fps), and hardly any refused.
-    let samples = r["samples"].as_u64().unwrap_or(0);
-    assert!(
-        samples >= GLASS_SECS * 30 * 8 / 10,
-        "{samples} frames read in {GLASS_SECS} s"
-    );
-    let rejected: u64 = r["rejected"]
-        .as_object()
-        .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
-    assert!(
-        rejected * 20 <= samples,
-        "{rejected} frames refused: {}",
-        r["rejectedLog"]
-    );
+    let (r, stderr) = run_glass(&node.playlist_url("one"), GLASS_SECS, GLASS_WARMUP, "hlsjs");
+    assert_frames_read(&r, GLASS_SECS, &stderr);
     // Capture to display on one clock: positive and live (the bench sees about 1 s).
     let p50 = r["p50"].as_f64().unwrap_or(-1.0);
     assert!(
@@ -174,6 +154,84 @@ fn glass_to_glass_reads_the_capture_time_off_the_displayed_frames() {
         "join {join}"
     );
     assert!(enc.is_running(), "ffmpeg stopped: {}", enc.log_text());
+}
+
+/// Chromium's own HLS player (Chrome has one since 2025: a page that sets an HLS URL as a
+/// `<video>`'s source gets it, no script needed) plays the default kind of deployment, a ladder at
+/// 200 ms parts, from the multivariant playlist, choosing and switching variants by itself. It
+/// plays whole segments (no LL-HLS) and reloads plain playlists, which the keyframe join holds
+/// up to a segment: it must play without a stall or an error and read as a live player, a few
+/// target durations behind the camera (the bench measured about 7 s; BENCHMARKS.md, stop 33).
+#[test]
+fn chromium_s_own_hls_player_plays_the_ladder_segment_by_segment() {
+    let _one = one_at_a_time();
+    common::player::ensure_node_modules();
+    let node =
+        Node::start(|c| *c = c.replace("part_target = \"333ms\"", "part_target = \"200ms\""));
+    let mut enc = glass::publish(&node.rtmp_url("test-stream-key-1"), 2, GLASS_PUBLISH);
+    node.wait_media_playlist("one", "360p", 2, FIRST_SEGMENT_TIMEOUT);
+    let (r, stderr) = run_glass(
+        &node.playlist_url("one"),
+        NATIVE_SECS,
+        NATIVE_WARMUP,
+        "native",
+    );
+    assert_eq!(r["player"], "chromium", "{r}");
+    assert_frames_read(&r, NATIVE_SECS, &stderr);
+    assert_eq!(
+        r["stallsMeasured"], 0,
+        "Chromium's player stalled: {}",
+        r["stallLog"]
+    );
+    // Segments only: more than a target duration (2 s) behind, and not a window (12 s) behind.
+    let p50 = r["p50"].as_f64().unwrap_or(-1.0);
+    assert!(
+        (2000.0..12000.0).contains(&p50),
+        "glass-to-glass p50 {p50} ms"
+    );
+    assert!(enc.is_running(), "ffmpeg stopped: {}", enc.log_text());
+}
+
+/// Seconds Chromium's own player is measured, after a warm-up that covers its first variant
+/// switch (it starts on the first variant listed and moves up after a segment or two).
+const NATIVE_SECS: u64 = 12;
+const NATIVE_WARMUP: u64 = 6;
+
+/// Runs glass.mjs on `url` with `player`; its report and its stderr.
+fn run_glass(url: &str, secs: u64, warmup: u64, player: &str) -> (serde_json::Value, String) {
+    let mut cmd = glass::glass_mjs(url, secs, warmup, player);
+    let out = run_with_timeout(&mut cmd, GLASS_TIMEOUT).expect("glass.mjs ran");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "glass.mjs failed: {stderr}");
+    let r = glass::report_of(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("{e}; stderr: {stderr}"));
+    println!("glass report: {r}");
+    (r, stderr)
+}
+
+/// The player played without a fatal error, and nearly every frame of the `secs` measured (30
+/// fps) was read, hardly any refused.
+fn assert_frames_read(r: &serde_json::Value, secs: u64, stderr: &str) {
+    assert_eq!(r["started"], true, "{} never played: {stderr}", r["player"]);
+    assert_eq!(
+        r["fatalErrors"],
+        serde_json::json!([]),
+        "{} failed",
+        r["player"]
+    );
+    let samples = r["samples"].as_u64().unwrap_or(0);
+    assert!(
+        samples >= secs * 30 * 8 / 10,
+        "{samples} frames read in {secs} s"
+    );
+    let rejected: u64 = r["rejected"]
+        .as_object()
+        .map_or(0, |o| o.values().filter_map(|v| v.as_u64()).sum());
+    assert!(
+        rejected * 20 <= samples,
+        "{rejected} frames refused: {}",
+        r["rejectedLog"]
+    );
 }
 
 /// How long the glass test's publisher runs: the node's start, two segments, the player's

@@ -65,7 +65,7 @@ pub fn publish(url: &str, gop_seconds: u32, duration: Duration) -> Encoder {
     Encoder::ffmpeg_with("ffmpeg-glass", &args.map(String::from))
 }
 
-/// `node glass.mjs URL SECONDS` with `player` (hlsjs, shaka or videojs), the warm-up and the
+/// `node glass.mjs URL SECONDS` with `player` (hlsjs, shaka, videojs or native), the warm-up and the
 /// strip's geometry, run from the player directory.
 pub fn glass_mjs(url: &str, seconds: u64, warmup: u64, player: &str) -> Command {
     let dir = super::player::player_dir();

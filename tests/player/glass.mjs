@@ -1,11 +1,13 @@
 // Glass-to-glass latency: plays an HLS URL with hls.js (lowLatencyMode, default config
 // otherwise), with --player shaka Shaka Player (streaming.lowLatencyMode), or with --player
-// videojs video.js 8 and its HLS engine VHS (llhls, its default), in Debian's headless Chromium
-// and reads the capture time that the publisher burnt into every frame back from the displayed
+// videojs video.js 8 and its HLS engine VHS (llhls, its default), or with --player native
+// Chromium's own HLS player (`video.src` set to the URL, no script: what a page that hands an
+// HLS URL to a <video> gets in Chrome since its built-in HLS support), in Debian's headless
+// Chromium, and reads the capture time that the publisher burnt into every frame back from the displayed
 // frame. Prints one JSON line.
 //
 //   node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N]
-//                              [--source WxH] [--samples FILE] [--player hlsjs|shaka|videojs]
+//                              [--source WxH] [--samples FILE] [--player hlsjs|shaka|videojs|native]
 //
 // The strip (benches/glass.rs draws it with ffmpeg's `geq` from `time(0)`): at the top left of
 // the source picture (--source, default 1280x720), one row of square blocks of --block pixels
@@ -25,7 +27,7 @@
 // MANIFEST_PARSED, then hls.startLoad: with --level, autoStartLoad is off;
 // Shaka: ABR off and selectVariantTrack once loaded; video.js: every other representation of
 // VHS disabled at `loadedmetadata`, the first moment VHS lists them, so its first parts may be
-// another variant's: the warm-up covers the switch).
+// another variant's: the warm-up covers the switch; native: refused, Chromium's player chooses).
 // --samples FILE writes the measured samples as JSON ([display wall ms, latency ms] pairs).
 // The report's `join` times the start from the browser's resource timing and the page's own
 // marks, in ms after the first media playlist arrived: each media playlist's first arrival,
@@ -52,12 +54,14 @@ import path from 'node:path';
 import http from 'node:http';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE] [--player hlsjs|shaka|videojs]';
-// The script each player runs from (pinned in package.json; EDGE_GLASS_HLSJS replaces hls.js's).
+const usage = 'usage: node glass.mjs URL SECONDS [--warmup S] [--level HEIGHT] [--block PX] [--bits N] [--source WxH] [--samples FILE] [--player hlsjs|shaka|videojs|native]';
+// The script each player runs from (pinned in package.json; EDGE_GLASS_HLSJS replaces hls.js's);
+// the browser's own player needs none.
 const PLAYER_SCRIPTS = {
   hlsjs: process.env.EDGE_GLASS_HLSJS || 'node_modules/hls.js/dist/hls.min.js',
   shaka: 'node_modules/shaka-player/dist/shaka-player.compiled.js',
   videojs: 'node_modules/video.js/dist/video.min.js',
+  native: null,
 };
 
 const argv = process.argv.slice(2);
@@ -95,7 +99,8 @@ for (let i = 0; i < argv.length; i += 1) {
 }
 const numbersOk = [opts.seconds, opts.warmup, opts.level, opts.block, opts.bits, opts.sourceWidth, opts.sourceHeight]
   .every(Number.isFinite);
-if (!opts.url || !numbersOk || opts.seconds <= 0 || opts.warmup < 0 || opts.bits < 8 || opts.bits > 30 || !PLAYER_SCRIPTS[opts.player]) {
+if (!opts.url || !numbersOk || opts.seconds <= 0 || opts.warmup < 0 || opts.bits < 8 || opts.bits > 30 || !(opts.player in PLAYER_SCRIPTS)
+  || (opts.player === 'native' && opts.level)) {
   console.error(usage);
   process.exit(2);
 }
@@ -146,13 +151,15 @@ function startGlass(o) {
   window.__glass = s;
   const shakaMode = o.player === 'shaka';
   const vjsMode = o.player === 'videojs';
+  const nativeMode = o.player === 'native';
+  const video = document.createElement('video');
   const supported = shakaMode ? shaka.Player.isBrowserSupported()
-    : (vjsMode ? Boolean(window.MediaSource) : Hls.isSupported());
+    : (vjsMode ? Boolean(window.MediaSource)
+      : (nativeMode ? video.canPlayType('application/vnd.apple.mpegurl') !== '' : Hls.isSupported()));
   if (!supported) {
-    s.fatalErrors.push(`${o.player}: MediaSource not supported`);
+    s.fatalErrors.push(nativeMode ? 'native: this browser has no HLS player of its own' : `${o.player}: MediaSource not supported`);
     return;
   }
-  const video = document.createElement('video');
   video.muted = true;
   video.autoplay = true;
   video.playsInline = true;
@@ -172,7 +179,7 @@ function startGlass(o) {
   // already the pinned variant's (with autoStartLoad, hls.js had chosen its start level and
   // sometimes loaded a fragment of it before hls.loadLevel took effect: a play that showed
   // 720p frames first and switched). Otherwise hls.js's defaults.
-  const hls = shakaMode || vjsMode ? null : new Hls({ lowLatencyMode: true, debug, autoStartLoad: !o.level });
+  const hls = shakaMode || vjsMode || nativeMode ? null : new Hls({ lowLatencyMode: true, debug, autoStartLoad: !o.level });
   const sp = shakaMode ? new shaka.Player() : null;
   window.__hls = hls;
   window.__shaka = sp;
@@ -432,6 +439,14 @@ function startGlass(o) {
     hls.attachMedia(video);
     return;
   }
+  if (nativeMode) {
+    // The browser's own HLS player: what it does with the URL is all its own. Fetched in CORS
+    // mode (the origin allows any), or the frames could not be read back from the canvas.
+    video.crossOrigin = 'anonymous';
+    video.src = o.url;
+    video.play().catch((e) => s.fatalErrors.push(`video.play(): ${e}`));
+    return;
+  }
   if (vjsMode) {
     // video.js with its defaults but muted autoplay, no controls; VHS (its HLS engine) takes
     // HLS even where the browser has its own. With EDGE_PLAYER_LOG, its debug log.
@@ -484,7 +499,7 @@ function report() {
   const reps = vhs ? vhs.representations() : [];
   const level = hls && hls.levels && hls.currentLevel >= 0 ? hls.levels[hls.currentLevel]
     : (active || (vhs && vhs.playlists.media() ? vhs.playlists.media().attributes.RESOLUTION : null));
-  const playerName = hls ? 'hls.js' : (sp ? 'shaka' : 'video.js');
+  const playerName = hls ? 'hls.js' : (sp ? 'shaka' : (vp ? 'video.js' : 'chromium'));
   // The join from the browser's resource timing (the earliest entries are kept when its buffer
   // fills): the first media playlist's arrival (any playlist but the one played, which is the
   // multivariant), the first media request (part or segment, not the init segment), then the
@@ -539,7 +554,8 @@ function report() {
     targetLatency: hls && Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
     latency: hls && Number.isFinite(hls.latency) ? hls.latency : null,
     level: hls ? hls.currentLevel : null,
-    levelHeight: level ? level.height : null,
+    // Chromium's own player says nothing of its variants: the size of the frame on display.
+    levelHeight: level ? level.height : (!hls && !sp && !vp && video ? video.videoHeight : null),
     levels: hls && hls.levels ? hls.levels.map((l) => l.height) : (sp ? sp.getVariantTracks().map((t) => t.height) : reps.map((r) => r.height)),
     player: playerName,
     videoSizes: s.videoSizes,
@@ -592,7 +608,7 @@ try {
   // debug level into the page's console (printed with EDGE_GLASS_REQUESTS=1).
   const shakaDebug = opts.player === 'shaka' && process.env.EDGE_GLASS_SHAKA_DEBUG;
   const script = shakaDebug ? PLAYER_SCRIPTS.shaka.replace(/\.js$/, '.debug.js') : PLAYER_SCRIPTS[opts.player];
-  await page.addScriptTag({ path: path.join(here, script) });
+  if (script) await page.addScriptTag({ path: path.join(here, script) });
   if (shakaDebug) {
     await page.evaluate((v1) => shaka.log.setLevel(v1 ? shaka.log.Level.V1 : shaka.log.Level.DEBUG), shakaDebug === 'v1');
   }
