@@ -1,5 +1,5 @@
-//! End to end: hls.js, Shaka Player and Chromium's own HLS player in headless Chromium play a stream
-//! published with ffmpeg over RTMP.
+//! End to end: hls.js, Shaka Player and Chromium's own HLS player in headless Chromium play a
+//! stream published with ffmpeg over RTMP.
 // End-to-end tests and benchmarks drive real processes (encoders, players, `edge`) on real
 // time; the ban on the std clock (clippy.toml) is for product code.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
