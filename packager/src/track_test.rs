@@ -791,3 +791,66 @@ fn audio_parts_follow_the_video_from_200_ms_parts() {
     assert!(!follows(100));
     assert!(!video_track().parts_follow_video());
 }
+
+/// BANDWIDTH is the measured peak: the highest bit rate of any complete segment of at least half
+/// the target since the track began, kept after that segment left the window; AVERAGE-BANDWIDTH
+/// is the measured average over the window's complete segments. Both are what a player fetching
+/// those segments downloads (their served bytes, boxes included), not the nominal rate.
+#[test]
+fn bandwidth_is_the_measured_peak_and_average_of_the_served_segments() {
+    let mut t = video_track();
+    let now = Instant::now();
+    // Segment 4 (frames 240..300) carries 50 times the bytes of the others.
+    let push = |t: &mut Track, i: u64| {
+        let mut s = video_sample(i, None);
+        if (240..300).contains(&i) {
+            s.data = Bytes::from(vec![7u8; 5000]);
+        }
+        t.push(s, &mut anchor(), now).unwrap();
+    };
+    assert_eq!(t.measured_bitrate(), None, "nothing measured yet");
+    // Bits per second of each complete segment in the playlist, and the window's average.
+    let served = |t: &Track| {
+        let pl = t.playlist(vec![]);
+        let mut rates = Vec::new();
+        let (mut bits, mut secs) = (0.0, 0.0);
+        for s in pl.segments.iter().filter(|s| s.complete) {
+            let bytes: usize = t.segment(s.msn).unwrap().iter().map(|b| b.len()).sum();
+            rates.push((s.msn, bytes as f64 * 8.0 / s.duration));
+            bits += bytes as f64 * 8.0;
+            secs += s.duration;
+        }
+        (rates, bits / secs)
+    };
+    let near = |got: u64, want: f64| (got as f64 - want).abs() <= want * 0.01;
+
+    for i in 0..=(60 * 6) {
+        push(&mut t, i);
+    }
+    let (rates, avg) = served(&t);
+    assert_eq!(rates.len(), 6, "{rates:?}");
+    let big = rates.iter().find(|(m, _)| *m == 4).unwrap().1;
+    let small = rates.iter().find(|(m, _)| *m == 3).unwrap().1;
+    assert!(big > 20.0 * small, "{rates:?}");
+    let (peak, average) = t.measured_bitrate().unwrap();
+    assert!(near(peak, big), "peak {peak}, segment 4 served at {big}");
+    assert!(near(average, avg), "average {average}, served {avg}");
+    assert!(average < peak / 3, "{average} {peak}");
+
+    // Segment 4 leaves the window: the average falls back, the peak stays.
+    for i in (60 * 6 + 1)..=(60 * 12) {
+        push(&mut t, i);
+    }
+    let (rates, avg) = served(&t);
+    assert!(rates.iter().all(|(m, _)| *m > 4), "{rates:?}");
+    let (peak, average) = t.measured_bitrate().unwrap();
+    assert!(
+        near(peak, big),
+        "peak {peak} after segment 4 left, was {big}"
+    );
+    assert!(near(average, avg), "average {average}, served {avg}");
+    assert!(
+        near(average, small),
+        "average {average}, a plain segment {small}"
+    );
+}
