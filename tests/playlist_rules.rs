@@ -48,6 +48,9 @@ struct Fetch {
     text: String,
 }
 
+/// A follower's playlists: its name, whether it asked for delta updates, each response parsed.
+type Followed = (String, bool, Vec<(Fetch, Playlist)>);
+
 fn wall_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -208,7 +211,7 @@ fn playlists_followed_through_a_balancer_keep_the_rules_for_a_minute() {
     let mut second = publish(FOLLOW);
 
     let mut errs: Vec<String> = Vec::new();
-    let mut fetched: Vec<(String, bool, Vec<(Fetch, Playlist)>)> = Vec::new();
+    let mut fetched: Vec<Followed> = Vec::new();
     for (name, delta, h) in followers {
         let fetches = h
             .join()
@@ -241,8 +244,7 @@ fn playlists_followed_through_a_balancer_keep_the_rules_for_a_minute() {
     assert!(second.is_running(), "ffmpeg: {}", second.log_text());
 
     // Across renditions: every ALIGN_EVERY, the latest playlist each follower had then.
-    let full: Vec<&(String, bool, Vec<(Fetch, Playlist)>)> =
-        fetched.iter().filter(|(_, delta, _)| !delta).collect();
+    let full: Vec<&Followed> = fetched.iter().filter(|(_, delta, _)| !delta).collect();
     let start = full
         .iter()
         .filter_map(|(_, _, v)| v.first().map(|(f, _)| f.got))
