@@ -320,3 +320,110 @@ fn playlists_followed_through_a_balancer_keep_the_rules_for_a_minute() {
         errs.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// How long a rung may take to list the segments the grid test reads: the stream's start, the
+/// grid's first cut (2.25 s after the first keyframe) and five 2 s segments, on a shared machine.
+const GRID_SEGMENTS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A source whose keyframes are 6 s apart (an encoder left on a long default) next to 2 s
+/// segments and a ladder: from its first GOP on, every rendition's segments are cut every 2 s,
+/// the transcoded renditions' on keyframes made there (every segment independent), the
+/// source's without one; the same MSN covers the same media in all, and the stream's health
+/// says so.
+#[test]
+fn a_long_keyframe_interval_puts_every_rendition_s_segments_on_a_grid() {
+    // The test ladder (360p, 240p) at 200 ms parts; plain playlist requests answered at once.
+    let node = Node::start(|c| {
+        *c = c
+            .replace("part_target = \"333ms\"", "part_target = \"200ms\"")
+            .replace(
+                "segment_target = \"2s\"\n",
+                "segment_target = \"2s\"\nkeyframe_join = false\n",
+            );
+    });
+    let mut enc = Encoder::ffmpeg_rtmp(
+        &node.rtmp_url("test-stream-key-1"),
+        EncOpts {
+            gop: 180,
+            ..EncOpts::default()
+        },
+    );
+    let names = ["source", "360p", "240p", "audio"];
+    let fetch = |name: &str| -> Option<Playlist> {
+        let r = http_get(&node.media_playlist_url("one", name), HTTP_TIMEOUT).ok()?;
+        (r.status == 200)
+            .then(|| rules::parse(&r.text()).ok())
+            .flatten()
+    };
+    wait_for("five complete 240p segments", GRID_SEGMENTS_TIMEOUT, || {
+        let pl = fetch("240p")?;
+        (pl.segments.iter().filter(|s| s.uri.is_some()).count() >= 5).then_some(())
+    });
+    assert!(enc.is_running(), "ffmpeg: {}", enc.log_text());
+    let mut errs = Vec::new();
+    let mut playlists = Vec::new();
+    for name in names {
+        let text = http_get(&node.media_playlist_url("one", name), HTTP_TIMEOUT)
+            .map(|r| r.text())
+            .unwrap_or_default();
+        // The transcoded renditions' segments all start with a keyframe; the source's cannot.
+        let expect = Expect {
+            keyframe_segments: name == "360p" || name == "240p",
+            ..Expect::default()
+        };
+        match rules::check(&text, &expect) {
+            Ok(pl) => playlists.push((name, pl)),
+            Err(es) => errs.extend(es.into_iter().map(|e| format!("{name}: {e}\n{text}"))),
+        }
+    }
+    assert!(errs.is_empty(), "{}", errs.join("\n"));
+    let refs: Vec<(&str, &Playlist)> = playlists.iter().map(|(n, p)| (*n, p)).collect();
+    let aligned = rules::check_aligned(&refs, &Expect::default());
+    assert!(aligned.is_empty(), "{}", aligned.join("\n"));
+    // Every complete segment after the stream's first is 2 s long to a frame in every video
+    // rendition (the first ends at the grid's first cut, 2.25 s in), the same MSN the same
+    // length everywhere: the source's 6 s GOP no longer shows.
+    let durations = |pl: &Playlist| -> Vec<(u64, f64)> {
+        pl.segments
+            .iter()
+            .filter(|s| s.uri.is_some() && s.msn > 0)
+            .map(|s| (s.msn, s.duration))
+            .collect()
+    };
+    let source = durations(&playlists[0].1);
+    assert!(source.len() >= 4, "{source:?}");
+    for (name, pl) in &playlists[..3] {
+        for (msn, d) in durations(pl) {
+            assert!(
+                (1.95..=2.04).contains(&d),
+                "{name} segment {msn} lasts {d} s"
+            );
+            if let Some((_, sd)) = source.iter().find(|(m, _)| *m == msn) {
+                assert!(
+                    (d - sd).abs() < 0.002,
+                    "{name} segment {msn}: {d} s, source {sd} s"
+                );
+            }
+        }
+    }
+    // The source's segments start without a keyframe (but where its own keyframe falls on the
+    // grid): most of its first parts are not independent.
+    let dependent = playlists[0]
+        .1
+        .segments
+        .iter()
+        .filter(|s| s.msn > 0 && s.parts.first().is_some_and(|p| !p.independent))
+        .count();
+    assert!(dependent >= 1, "{:?}", playlists[0].1.segments);
+    // The health says what the stream does about it.
+    let s = wait_for("the keyframe issue", Duration::from_secs(10), || {
+        node.stream("one")
+            .filter(|s| s["issues"].as_array().is_some_and(|a| !a.is_empty()))
+    });
+    let msg = s["issues"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("set it to 2 s") && msg.contains("every rendition's segments start every 2 s"),
+        "{msg}"
+    );
+    assert!(enc.is_running(), "ffmpeg: {}", enc.log_text());
+}

@@ -239,6 +239,7 @@ impl Admission {
             own_scaler: cfg.transcode.own_scaler,
             has_audio,
             max_source: cfg.transcode.max_source,
+            segment_target: cfg.hls.segment_target,
         };
         (spec, output)
     }

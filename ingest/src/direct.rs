@@ -636,6 +636,7 @@ pub mod fuzzing {
                 height: 1080,
                 fps: 60.0,
             },
+            segment_target: std::time::Duration::from_secs(2),
         }
     }
 

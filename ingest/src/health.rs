@@ -273,6 +273,9 @@ pub struct Health {
     rungs: Mutex<Vec<(String, RungWindow)>>,
     /// The source was refused for its bit rate (said once).
     over_max: std::sync::atomic::AtomicBool,
+    /// The stream's segments are on a grid, its source's keyframes being too far apart
+    /// (`pipeline::KeyGrid`); said in the keyframe interval issue.
+    segment_grid: std::sync::atomic::AtomicBool,
 }
 
 /// One track's timestamps against the moments its frames reach the node.
@@ -478,7 +481,15 @@ impl Health {
             expected_kbps: std::sync::atomic::AtomicU32::new(0),
             rungs: Mutex::new(Vec::new()),
             over_max: std::sync::atomic::AtomicBool::new(false),
+            segment_grid: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The stream's segments went on a grid for good (`pipeline::KeyGrid`): its keyframe
+    /// interval issue says so from now on.
+    pub fn set_segment_grid(&self) {
+        self.segment_grid
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Why the source must be refused for its bit rate: above `max_kbps` (0: no limit) over
@@ -736,7 +747,8 @@ impl Health {
     pub fn issues(&self) -> Vec<Issue> {
         let mut v = Vec::new();
         if let Ok(k) = self.keyframes.lock() {
-            v.extend(keyframe_issue(&k, self.segment_target));
+            let grid = self.segment_grid.load(std::sync::atomic::Ordering::Relaxed);
+            v.extend(keyframe_issue(&k, self.segment_target, grid));
             v.extend(frozen_issue(&k.recent));
             v.extend(b_frames_issue(&k.recent));
             v.extend(uneven_issue(&k.recent));
@@ -823,7 +835,8 @@ impl Health {
 
 /// The keyframe-interval issue: the longest of the latest intervals, or the time since the
 /// last keyframe when that is already longer (a 6 s GOP shows 2.5 s after a keyframe).
-fn keyframe_issue(k: &Keyframes, segment_target: Duration) -> Option<Issue> {
+/// With `grid`, it also says what the stream does about it (`pipeline::KeyGrid`).
+fn keyframe_issue(k: &Keyframes, segment_target: Duration, grid: bool) -> Option<Issue> {
     let closed = k.intervals.iter().copied().max();
     let open = k.last_key_ns.map(|last| k.last_ns.saturating_sub(last));
     let (ns, at_least) = match (closed, open) {
@@ -840,9 +853,14 @@ fn keyframe_issue(k: &Keyframes, segment_target: Duration) -> Option<Issue> {
     Some(Issue {
         kind: "keyframe_interval",
         message: format!(
-            "keyframe interval is {}{:.1} s; set it to {target} s (keyframe interval or GOP in the encoder's settings) so segments and start-up stay short",
+            "keyframe interval is {}{:.1} s; set it to {target} s (keyframe interval or GOP in the encoder's settings) so segments and start-up stay short{}",
             if at_least { "at least " } else { "" },
-            interval.as_secs_f64()
+            interval.as_secs_f64(),
+            if grid {
+                format!(". Until then every rendition's segments start every {target} s: the transcoded renditions get a keyframe there, the source's own rendition starts without one (players start and switch on the transcoded ones)")
+            } else {
+                String::new()
+            }
         ),
     })
 }

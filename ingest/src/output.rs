@@ -165,6 +165,18 @@ impl Output for StreamOutput {
             .above_max_kbps(self.node.config.transcode.max_source_kbps)
     }
 
+    fn cut_video_at(&self, pts_ns: u64, first: bool) {
+        if first {
+            self.health.set_segment_grid();
+            tracing::info!(stream.id = %self.playback_id, "segments on a grid: the source's keyframes are too far apart");
+        }
+        if let Ok(h) = self.handle.lock() {
+            if let Some(h) = h.as_ref() {
+                h.cut_video_at(pts_ns);
+            }
+        }
+    }
+
     fn source_audio(&self, dts_ns: u64) {
         if !self.timed_at_receipt {
             self.health.arrival(

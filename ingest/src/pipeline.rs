@@ -24,11 +24,14 @@
 //! `videoscale` for the rest (`scaler_for`).
 //! Keyframes are aligned across rungs: every source keyframe forces a keyframe in every
 //! encoder at the same timestamp (x264 scene-cut keyframes are off), so the packager cuts all
-//! renditions at the same points. A pipeline error ends this stream only.
+//! renditions at the same points. A source whose keyframes are too far apart for the segment
+//! target puts the stream's segments on a grid instead ([`KeyGrid`]). A pipeline error ends
+//! this stream only.
 
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 // GStreamer's streaming threads stamp arrivals on the same clock the packager reads; outside a
@@ -61,6 +64,90 @@ const ARRIVAL_LOG_LEN: usize = 600;
 /// Longest interval between forced keyframes when the source sends few (x264 `key-int-max`),
 /// in seconds of frames: keeps renditions seekable even with a very long source GOP.
 const MAX_KEYFRAME_INTERVAL_S: u32 = 10;
+/// How late a source keyframe may come, past a segment target after the last one, before the
+/// stream's segments go on a grid ([`KeyGrid`]). A keyframe this late still ends a segment the
+/// fixed TARGETDURATION holds (the packager cuts without one past TARGETDURATION + 0.45 s,
+/// `packager::track`'s limit), with room for a frame at 15 fps.
+const KEYFRAME_GRACE: Duration = Duration::from_millis(250);
+/// A frame this close before a grid point is on it (RTMP's timestamps are whole milliseconds).
+const GRID_TOLERANCE: Duration = Duration::from_millis(10);
+
+/// Where a stream's video segments start, decided from the source's frames as they reach the
+/// ladder (running time, ns):
+/// - at the source's keyframes, which every encoder is made to repeat, while each comes within
+///   a segment target and [`KEYFRAME_GRACE`] of the one before;
+/// - from the first frame past that without one (the encoder's keyframe interval is longer than
+///   the segment target; normally the stream's first GOP shows it), on a grid: that frame, then
+///   the first frame at or after each segment target since the last cut. Decided once, for the
+///   rest of the stream: the encoders get keyframes on the grid and at no other frame (the
+///   source's would start segments in the source's rendition that the transcoded ones do not
+///   have), every video rendition is told to cut there (`Output::cut_video_at`), and the
+///   source's own rendition, which cannot get keyframes, starts its segments there without one.
+///   So every rendition's segment N covers the same media, and the transcoded renditions'
+///   segments all start with a keyframe (players start and switch on those).
+#[derive(Debug)]
+pub(crate) struct KeyGrid {
+    target_ns: u64,
+    /// The last segment start: a source keyframe, or a cut on the grid.
+    last_ns: Option<u64>,
+    grid: bool,
+}
+
+/// What [`KeyGrid::frame`] makes of a source frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GridStep {
+    /// Nothing: the frame is inside a segment.
+    None,
+    /// A source keyframe that starts a segment: the encoders make one there too.
+    Keyframe,
+    /// A cut on the grid: the encoders make a keyframe there and every video rendition cuts;
+    /// `first` when it starts the grid.
+    Cut { first: bool },
+}
+
+impl KeyGrid {
+    pub(crate) fn new(segment_target: Duration) -> Self {
+        Self {
+            target_ns: u64::try_from(segment_target.as_nanos()).unwrap_or(u64::MAX),
+            last_ns: None,
+            grid: false,
+        }
+    }
+
+    /// The source frame at `pts_ns` (running time), a keyframe or not.
+    pub(crate) fn frame(&mut self, pts_ns: u64, keyframe: bool) -> GridStep {
+        let grace = u64::try_from(KEYFRAME_GRACE.as_nanos()).unwrap_or(u64::MAX);
+        let tolerance = u64::try_from(GRID_TOLERANCE.as_nanos()).unwrap_or(u64::MAX);
+        let Some(last) = self.last_ns else {
+            if keyframe {
+                self.last_ns = Some(pts_ns);
+                return GridStep::Keyframe;
+            }
+            return GridStep::None;
+        };
+        if !self.grid {
+            if keyframe {
+                self.last_ns = Some(pts_ns);
+                return GridStep::Keyframe;
+            }
+            if pts_ns >= last.saturating_add(self.target_ns).saturating_add(grace) {
+                self.grid = true;
+                self.last_ns = Some(pts_ns);
+                return GridStep::Cut { first: true };
+            }
+            return GridStep::None;
+        }
+        // A timestamp that went back restarts the grid where it went (so does one far ahead:
+        // the packager makes either a discontinuity).
+        let jumped =
+            pts_ns < last || pts_ns > last.saturating_add(self.target_ns.saturating_mul(4));
+        if jumped || pts_ns.saturating_add(tolerance) >= last.saturating_add(self.target_ns) {
+            self.last_ns = Some(pts_ns);
+            return GridStep::Cut { first: false };
+        }
+        GridStep::None
+    }
+}
 /// Bits per pixel per frame used to guess a source's bitrate for BANDWIDTH before measuring.
 pub(crate) const SOURCE_BITS_PER_PIXEL: f64 = 0.1;
 /// Highest announced frame rate taken from a publisher's metadata (a higher one is a mistake or
@@ -101,6 +188,9 @@ pub struct PipelineSpec {
     pub has_audio: Option<bool>,
     /// A larger source is refused when its caps arrive ([`PipelineError::SourceRefused`]).
     pub max_source: SourceSize,
+    /// `hls.segment_target`: the grid of [`KeyGrid`] when the source's keyframes are too far
+    /// apart.
+    pub segment_target: Duration,
 }
 
 /// The renditions this stream will produce, decided once the source resolution is known.
@@ -134,6 +224,10 @@ pub trait Output: Send + Sync + 'static {
     }
     /// The source video's codec as its caps describe it (`H.264 high 3.1`).
     fn source_codec(&self, _codec: String) {}
+    /// Every video rendition starts a segment at its first sample at or after `pts_ns`
+    /// (running time, as the samples'), keyframe or not: [`KeyGrid`]'s grid, on which the
+    /// transcoded renditions get their keyframes. `first` on the grid's first cut.
+    fn cut_video_at(&self, _pts_ns: u64, _first: bool) {}
     /// A source audio buffer as demuxed (before any conversion): its DTS (ns).
     fn source_audio(&self, _dts_ns: u64) {}
     /// The source audio's codec as its caps describe it (`AAC`, `MP3`).
@@ -339,8 +433,10 @@ struct Shared {
     /// When each source audio frame left the demuxer, by running time: the audio's samples
     /// are timed against it as the video's are against `arrivals`.
     audio_arrivals: ArrivalLog,
-    /// Pending source keyframe PTS, one queue per encoder.
+    /// Pending PTS to make keyframes at (the source's, or [`KeyGrid`]'s), one queue per encoder.
     keyframes: Mutex<Vec<Arc<Mutex<VecDeque<u64>>>>>,
+    /// Where segments start: at the source's keyframes, or on a grid.
+    grid: Mutex<KeyGrid>,
     built: Mutex<bool>,
     audio_seen: Mutex<bool>,
 }
@@ -384,12 +480,14 @@ impl Pipeline {
         gst::Element::link_many([appsrc.upcast_ref(), &demux]).map_err(build_err)?;
         gst::Element::link_many([&vparse, &vcaps, &vtee]).map_err(build_err)?;
 
+        let segment_target = spec.segment_target;
         let shared = Arc::new(Shared {
             spec,
             output,
             arrivals,
             audio_arrivals: ArrivalLog::default(),
             keyframes: Mutex::new(Vec::new()),
+            grid: Mutex::new(KeyGrid::new(segment_target)),
             built: Mutex::new(false),
             audio_seen: Mutex::new(false),
         });
@@ -426,7 +524,18 @@ impl Pipeline {
                                     refuse(&pl, reason);
                                 }
                             }
-                            if !buf.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                            let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                            let decision = sh
+                                .grid
+                                .lock()
+                                .map_or(GridStep::None, |mut g| g.frame(at.nseconds(), keyframe));
+                            if let GridStep::Cut { first } = decision {
+                                sh.output.cut_video_at(at.nseconds(), first);
+                                if first {
+                                    tracing::info!(stream = %sh.spec.label, "the source's keyframes are too far apart: segments on a grid from here, the transcoded renditions keyframed on it");
+                                }
+                            }
+                            if decision != GridStep::None {
                                 if let Ok(queues) = sh.keyframes.lock() {
                                     for q in queues.iter() {
                                         if let Ok(mut q) = q.lock() {

@@ -154,3 +154,90 @@ fn the_ladder_scales_8_bit_progressive_video_itself_and_the_rest_with_videoscale
         "edgescale"
     );
 }
+
+/// Frames of 30 fps video for `secs` s, a keyframe every `gop` frames, as [`KeyGrid::frame`]
+/// sees them (running time, ns): each frame's step.
+fn grid_steps(gop: u64, secs: u64) -> Vec<(u64, GridStep)> {
+    let mut g = KeyGrid::new(std::time::Duration::from_secs(2));
+    (0..secs * 30)
+        .map(|i| {
+            let pts = 5_000_000 + i * 1_000_000_000 / 30;
+            (pts, g.frame(pts, i % gop == 0))
+        })
+        .collect()
+}
+
+#[test]
+fn keyframes_within_the_segment_target_keep_segments_on_the_source_s_keyframes() {
+    // Every 2 s, and every 2.2 s (late, but within KEYFRAME_GRACE): never a grid.
+    for gop in [60, 66] {
+        let steps = grid_steps(gop, 60);
+        assert!(steps
+            .iter()
+            .all(|(_, s)| *s != GridStep::Cut { first: true }));
+        assert!(steps
+            .iter()
+            .all(|(_, s)| !matches!(s, GridStep::Cut { .. })));
+        let keys = steps
+            .iter()
+            .filter(|(_, s)| *s == GridStep::Keyframe)
+            .count();
+        assert_eq!(keys as u64, (60_u64 * 30).div_ceil(gop), "gop {gop}");
+    }
+}
+
+#[test]
+fn keyframes_too_far_apart_put_the_segments_on_a_grid_for_good() {
+    // Every 8 s (OBS's automatic keyframe interval at 30 fps is about that).
+    let steps = grid_steps(240, 60);
+    let first = steps[0].0;
+    assert_eq!(steps[0].1, GridStep::Keyframe);
+    let cuts: Vec<(u64, bool)> = steps
+        .iter()
+        .filter_map(|(pts, s)| match s {
+            GridStep::Cut { first } => Some((*pts, *first)),
+            _ => None,
+        })
+        .collect();
+    // The first frame 2.25 s (target + KEYFRAME_GRACE) after the keyframe starts the grid.
+    let grace = u64::try_from(KEYFRAME_GRACE.as_nanos()).unwrap();
+    let frame = 1_000_000_000 / 30;
+    assert!(cuts[0].1);
+    assert!(
+        cuts[0].0 >= first + 2_000_000_000 + grace
+            && cuts[0].0 < first + 2_000_000_000 + grace + frame
+    );
+    // Then one cut every 2 s (to a frame), the source's later keyframes ignored.
+    assert!(cuts[1..].iter().all(|(_, f)| !f));
+    for w in cuts.windows(2) {
+        let step = w[1].0 - w[0].0;
+        assert!(
+            (2_000_000_000 - 10_000_000..2_000_000_000 + frame).contains(&step),
+            "cuts {} ns apart",
+            step
+        );
+    }
+    assert_eq!(cuts.len(), 29);
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|(_, s)| *s == GridStep::Keyframe)
+            .count(),
+        1
+    );
+    // A keyframe that would have been in time again changes nothing: decided once.
+    let mut g = KeyGrid::new(std::time::Duration::from_secs(2));
+    assert_eq!(g.frame(0, true), GridStep::Keyframe);
+    assert_eq!(g.frame(2_300_000_000, false), GridStep::Cut { first: true });
+    assert_eq!(g.frame(3_000_000_000, true), GridStep::None);
+    assert_eq!(
+        g.frame(4_295_000_000, false),
+        GridStep::Cut { first: false }
+    );
+    // A timestamp that goes back restarts the grid there.
+    assert_eq!(
+        g.frame(1_000_000_000, false),
+        GridStep::Cut { first: false }
+    );
+    assert_eq!(g.frame(2_000_000_000, false), GridStep::None);
+}

@@ -59,6 +59,13 @@
 //! Caveats: if a single sample is longer than `part_target`, its part is too (a part holds at
 //! least one sample); if a keyframe interval exceeds the segment limit, segments are cut at
 //! non-keyframes (the caller counts those: the stream's keyframe interval is too long).
+//! - Cuts the caller orders ([`Cutter::cut_at`]): the first sample at or after such a PTS
+//!   starts a segment, keyframe or not, and from the first order on only ordered cuts (and
+//!   `max_segment`) start segments, keyframes no longer do. The ingest orders them for every
+//!   video rendition of a stream whose source keyframes are too far apart, on a grid of segment
+//!   targets where it also forces the transcoded renditions' keyframes (and no others), so that
+//!   every rendition's segment N still covers the same media: the source's own keyframes, which
+//!   the transcoded renditions do not have, must not start a segment in the source's.
 
 /// How segment anchors advance; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +199,10 @@ pub(crate) struct Cutter {
     part_boundaries: Vec<u64>,
     /// Follow mode: PTS of the first sample dropped while waiting for a boundary.
     waiting_since: Option<u64>,
+    /// PTS where the caller ordered a segment to start ([`Cutter::cut_at`]), increasing.
+    cuts: Vec<u64>,
+    /// A cut was ever ordered: segments start at ordered cuts only (and at `max_segment`).
+    ordered: bool,
 }
 
 impl Cutter {
@@ -203,6 +214,8 @@ impl Cutter {
             boundary: None,
             part_boundaries: Vec::new(),
             waiting_since: None,
+            cuts: Vec::new(),
+            ordered: false,
         }
     }
 
@@ -212,6 +225,21 @@ impl Cutter {
         self.boundary = None;
         self.part_boundaries.clear();
         self.waiting_since = None;
+    }
+
+    /// The first sample at or after `pts` (ticks) starts a segment, whether it is a keyframe or
+    /// not (see the module documentation). An order at or before the open segment's start is
+    /// ignored (it is done with, or on another time base).
+    pub fn cut_at(&mut self, pts: u64) {
+        if self.open.is_some_and(|o| pts <= o.start_pts) {
+            return;
+        }
+        self.ordered = true;
+        // Cuts are ordered in PTS order; a stray earlier one is kept in order all the same.
+        let at = self.cuts.partition_point(|c| *c < pts);
+        if self.cuts.get(at) != Some(&pts) {
+            self.cuts.insert(at, pts);
+        }
     }
 
     /// Follow mode: where the next segment starts (PTS in ticks), if known yet.
@@ -301,6 +329,7 @@ impl Cutter {
         let mut o = match (start, self.open) {
             (Start::Segment, prev) => {
                 self.waiting_since = None;
+                self.cuts.retain(|c| *c > s.pts);
                 // The part starts handed in were the last segment's.
                 self.part_boundaries.clear();
                 Open {
@@ -388,11 +417,14 @@ impl Cutter {
     /// answer when the sample arrives agree.
     fn starts_segment(&self, o: &Open, pts: u64, keyframe: bool) -> bool {
         let cfg = &self.cfg;
+        if self.cuts.iter().any(|c| *c > o.start_pts && pts >= *c) {
+            return true;
+        }
         let length = pts.saturating_sub(o.start_pts).max(o.segment_duration);
         if length.saturating_add(o.last_duration) > cfg.max_segment {
             return true;
         }
-        if !keyframe {
+        if !keyframe || self.ordered {
             return false;
         }
         match cfg.mode {

@@ -22,7 +22,19 @@ pub struct SimSegment {
 
 /// Run (pts, keyframe) samples (PTS == DTS, increasing) through a cutter like the track does.
 pub fn simulate(cfg: CutterConfig, samples: &[(u64, bool)]) -> Vec<SimSegment> {
+    simulate_with_cuts(cfg, samples, &[])
+}
+
+/// [`simulate`], with cuts ordered (`Cutter::cut_at`) at `cuts` (PTS), each just before the
+/// first sample at or after it is pushed (and so before it is the lookahead of the one before),
+/// as the ingest orders them from the source's frames ahead of the packager.
+pub fn simulate_with_cuts(
+    cfg: CutterConfig,
+    samples: &[(u64, bool)],
+    cuts: &[u64],
+) -> Vec<SimSegment> {
     let mut cutter = Cutter::new(cfg);
+    let mut ordered = 0;
     let mut segments: Vec<SimSegment> = Vec::new();
     let mut seg: Option<SimSegment> = None;
     let mut part: Option<SimPart> = None;
@@ -33,6 +45,12 @@ pub fn simulate(cfg: CutterConfig, samples: &[(u64, bool)]) -> Vec<SimSegment> {
         }
     };
     for (i, &(pts, key)) in samples.iter().enumerate() {
+        // Ordered before the sample after this one is seen as the lookahead.
+        let horizon = samples.get(i + 1).map_or(u64::MAX, |n| n.0);
+        while cuts.get(ordered).is_some_and(|c| *c <= horizon) {
+            cutter.cut_at(cuts[ordered]);
+            ordered += 1;
+        }
         let (duration, next) = match samples.get(i + 1) {
             Some(&(npts, nkey)) => (
                 npts - pts,
@@ -541,4 +559,56 @@ fn follow_mode_part_boundaries_never_make_a_part_below_85_percent() {
     let frame = 1024;
     let (starts, _) = follow_parts(16_464, 46, |_| vec![13_120, 29_120, 45_120]);
     assert_eq!(starts, vec![0, 14 * frame, 28 * frame, 44 * frame]);
+}
+
+/// A source whose keyframes are 8 s apart (OBS's automatic interval) and whose segments the
+/// ingest orders on a 2 s grid from the first moment its keyframe came too late: every segment
+/// starts at the first frame at or after its ordered cut, none is longer than the grid (but the
+/// one the order ended), and the source's own keyframes start none once cuts are ordered, so a
+/// transcoded rendition keyframed at the cuts alone cuts the same frames.
+#[test]
+fn ordered_cuts_start_segments_and_keyframes_no_longer_do() {
+    let cfg = CutterConfig {
+        max_segment: 2 * SEG + SEG / 4,
+        ..video_cfg()
+    };
+    let frame = TS / 30;
+    let source = video(30, 1, 60, |i, _| i % 240 == 0);
+    let first = source[0].0;
+    // Ordered 2.25 s after the first keyframe (no keyframe had come), then every 2 s.
+    let trigger = first + SEG + SEG / 8;
+    let cuts: Vec<u64> = (0..28).map(|k| trigger + k * SEG).collect();
+    let segs = simulate_with_cuts(cfg, &source, &cuts);
+    assert_eq!(segs[0].start_pts, first);
+    for (seg, cut) in segs[1..].iter().zip(&cuts) {
+        assert!(
+            seg.start_pts >= *cut && seg.start_pts < cut + frame,
+            "segment at {} for the cut at {cut}",
+            seg.start_pts
+        );
+    }
+    assert_eq!(segs.len(), cuts.len() + 1);
+    // The source's keyframes at 8, 16 ... s fell inside segments.
+    assert!(
+        segs.iter()
+            .filter(|s| !s.inner_keyframes.is_empty())
+            .count()
+            >= 6
+    );
+    // A rendition keyframed only at the cuts (a transcoded rung) cuts the same frames.
+    let rung: Vec<(u64, bool)> = source
+        .iter()
+        .map(|(pts, _)| {
+            (
+                *pts,
+                *pts == first || cuts.iter().any(|c| *pts >= *c && *pts < c + frame),
+            )
+        })
+        .collect();
+    let rung_segs = simulate_with_cuts(cfg, &rung, &cuts);
+    let starts = |v: &[SimSegment]| v.iter().map(|s| s.start_pts).collect::<Vec<_>>();
+    assert_eq!(starts(&rung_segs), starts(&segs));
+    assert!(rung_segs.iter().all(|s| s.parts[0].first_is_key));
+    // Without the orders the rung would cut at its keyframes too: the same starts.
+    assert_eq!(starts(&simulate(cfg, &rung)[..10]), starts(&segs[..10]));
 }

@@ -707,6 +707,23 @@ impl StreamHandle {
         Ok(())
     }
 
+    /// Every video rendition of the stream starts a segment at its first sample at or after
+    /// `pts_ns` (the timestamps of [`StreamHandle::push`]), keyframe or not: the ingest orders
+    /// these on a grid of segment targets when the source's keyframes are too far apart, and
+    /// forces the transcoded renditions' keyframes there (see `crate::cutter`).
+    pub fn cut_video_at(&self, pts_ns: u64) {
+        let mut guard = self.stream.state.lock();
+        let st = &mut *guard;
+        if st.session != self.session || st.finished_at.is_some() || st.removed {
+            return;
+        }
+        for t in st.tracks.iter_mut() {
+            if st.plan.iter().any(|n| n == t.name()) {
+                t.cut_at_ns(pts_ns);
+            }
+        }
+    }
+
     /// The video advanced: audio that holds samples back for it may place them (see
     /// `Track::release`). Whether anything became visible.
     fn release_held(&self, now: Instant) -> bool {

@@ -646,6 +646,18 @@ impl Track {
         }
     }
 
+    /// Video: the first sample at or after `pts_ns` starts a segment, keyframe or not (the
+    /// ingest's grid for a source whose keyframes are too far apart; see `crate::cutter`).
+    /// Ignored before the track is configured.
+    pub fn cut_at_ns(&mut self, pts_ns: u64) {
+        if self.plan.kind != RenditionKind::Video {
+            return;
+        }
+        if let (Some(c), Some(cutter)) = (&self.codec, self.cutter.as_mut()) {
+            cutter.cut_at(codec::ns_to_ticks(pts_ns, c.timescale));
+        }
+    }
+
     /// Audio: follow the stream's video boundaries (or not, when the plan has no video). Takes
     /// effect at the next segment start after a flush.
     pub fn set_follow(&mut self, follow: bool) {
