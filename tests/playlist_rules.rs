@@ -325,8 +325,8 @@ fn playlists_followed_through_a_balancer_keep_the_rules_for_a_minute() {
 /// grid's first cut (2.25 s after the first keyframe) and five 2 s segments, on a shared machine.
 const GRID_SEGMENTS_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A source whose keyframes are 6 s apart (an encoder left on a long default) next to 2 s
-/// segments and a ladder: from its first GOP on, every rendition's segments are cut every 2 s,
+/// A source whose keyframes are 6 s apart (an encoder left on a long default), with two
+/// B-frames between references as OBS's x264 makes them, next to 2 s segments and a ladder: from its first GOP on, every rendition's segments are cut every 2 s,
 /// the transcoded renditions' on keyframes made there (every segment independent), the
 /// source's without one; the same MSN covers the same media in all, and the stream's health
 /// says so.
@@ -345,6 +345,7 @@ fn a_long_keyframe_interval_puts_every_rendition_s_segments_on_a_grid() {
         &node.rtmp_url("test-stream-key-1"),
         EncOpts {
             gop: 180,
+            extra: vec!["-bf".into(), "2".into()],
             ..EncOpts::default()
         },
     );

@@ -45,7 +45,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
-use packager::{CodecConfig, Sample};
+use packager::{CodecConfig, GridStep, KeyGrid, Sample};
 
 use crate::flv::{Elementary, VideoCodec};
 use crate::{ladder, scale};
@@ -64,90 +64,6 @@ const ARRIVAL_LOG_LEN: usize = 600;
 /// Longest interval between forced keyframes when the source sends few (x264 `key-int-max`),
 /// in seconds of frames: keeps renditions seekable even with a very long source GOP.
 const MAX_KEYFRAME_INTERVAL_S: u32 = 10;
-/// How late a source keyframe may come, past a segment target after the last one, before the
-/// stream's segments go on a grid ([`KeyGrid`]). A keyframe this late still ends a segment the
-/// fixed TARGETDURATION holds (the packager cuts without one past TARGETDURATION + 0.45 s,
-/// `packager::track`'s limit), with room for a frame at 15 fps.
-const KEYFRAME_GRACE: Duration = Duration::from_millis(250);
-/// A frame this close before a grid point is on it (RTMP's timestamps are whole milliseconds).
-const GRID_TOLERANCE: Duration = Duration::from_millis(10);
-
-/// Where a stream's video segments start, decided from the source's frames as they reach the
-/// ladder (running time, ns):
-/// - at the source's keyframes, which every encoder is made to repeat, while each comes within
-///   a segment target and [`KEYFRAME_GRACE`] of the one before;
-/// - from the first frame past that without one (the encoder's keyframe interval is longer than
-///   the segment target; normally the stream's first GOP shows it), on a grid: that frame, then
-///   the first frame at or after each segment target since the last cut. Decided once, for the
-///   rest of the stream: the encoders get keyframes on the grid and at no other frame (the
-///   source's would start segments in the source's rendition that the transcoded ones do not
-///   have), every video rendition is told to cut there (`Output::cut_video_at`), and the
-///   source's own rendition, which cannot get keyframes, starts its segments there without one.
-///   So every rendition's segment N covers the same media, and the transcoded renditions'
-///   segments all start with a keyframe (players start and switch on those).
-#[derive(Debug)]
-pub(crate) struct KeyGrid {
-    target_ns: u64,
-    /// The last segment start: a source keyframe, or a cut on the grid.
-    last_ns: Option<u64>,
-    grid: bool,
-}
-
-/// What [`KeyGrid::frame`] makes of a source frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum GridStep {
-    /// Nothing: the frame is inside a segment.
-    None,
-    /// A source keyframe that starts a segment: the encoders make one there too.
-    Keyframe,
-    /// A cut on the grid: the encoders make a keyframe there and every video rendition cuts;
-    /// `first` when it starts the grid.
-    Cut { first: bool },
-}
-
-impl KeyGrid {
-    pub(crate) fn new(segment_target: Duration) -> Self {
-        Self {
-            target_ns: u64::try_from(segment_target.as_nanos()).unwrap_or(u64::MAX),
-            last_ns: None,
-            grid: false,
-        }
-    }
-
-    /// The source frame at `pts_ns` (running time), a keyframe or not.
-    pub(crate) fn frame(&mut self, pts_ns: u64, keyframe: bool) -> GridStep {
-        let grace = u64::try_from(KEYFRAME_GRACE.as_nanos()).unwrap_or(u64::MAX);
-        let tolerance = u64::try_from(GRID_TOLERANCE.as_nanos()).unwrap_or(u64::MAX);
-        let Some(last) = self.last_ns else {
-            if keyframe {
-                self.last_ns = Some(pts_ns);
-                return GridStep::Keyframe;
-            }
-            return GridStep::None;
-        };
-        if !self.grid {
-            if keyframe {
-                self.last_ns = Some(pts_ns);
-                return GridStep::Keyframe;
-            }
-            if pts_ns >= last.saturating_add(self.target_ns).saturating_add(grace) {
-                self.grid = true;
-                self.last_ns = Some(pts_ns);
-                return GridStep::Cut { first: true };
-            }
-            return GridStep::None;
-        }
-        // A timestamp that went back restarts the grid where it went (so does one far ahead:
-        // the packager makes either a discontinuity).
-        let jumped =
-            pts_ns < last || pts_ns > last.saturating_add(self.target_ns.saturating_mul(4));
-        if jumped || pts_ns.saturating_add(tolerance) >= last.saturating_add(self.target_ns) {
-            self.last_ns = Some(pts_ns);
-            return GridStep::Cut { first: false };
-        }
-        GridStep::None
-    }
-}
 /// Bits per pixel per frame used to guess a source's bitrate for BANDWIDTH before measuring.
 pub(crate) const SOURCE_BITS_PER_PIXEL: f64 = 0.1;
 /// Highest announced frame rate taken from a publisher's metadata (a higher one is a mistake or
@@ -525,12 +441,15 @@ impl Pipeline {
                                 }
                             }
                             let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                            let decision = sh
-                                .grid
-                                .lock()
-                                .map_or(GridStep::None, |mut g| g.frame(at.nseconds(), keyframe));
-                            if let GridStep::Cut { first } = decision {
-                                sh.output.cut_video_at(at.nseconds(), first);
+                            let dts = buf.dts().unwrap_or(pts).nseconds();
+                            let decision = sh.grid.lock().map_or(GridStep::None, |mut g| {
+                                g.frame(dts, at.nseconds(), keyframe)
+                            });
+                            // The encoders' queues take raw PTS, the packager running time.
+                            let mut force_at = pts.nseconds();
+                            if let GridStep::Cut { at: cut, first } = decision {
+                                force_at = force_at.saturating_sub(at.nseconds().saturating_sub(cut));
+                                sh.output.cut_video_at(cut, first);
                                 if first {
                                     tracing::info!(stream = %sh.spec.label, "the source's keyframes are too far apart: segments on a grid from here, the transcoded renditions keyframed on it");
                                 }
@@ -539,7 +458,7 @@ impl Pipeline {
                                 if let Ok(queues) = sh.keyframes.lock() {
                                     for q in queues.iter() {
                                         if let Ok(mut q) = q.lock() {
-                                            q.push_back(pts.nseconds());
+                                            q.push_back(force_at);
                                         }
                                     }
                                 }

@@ -14,7 +14,8 @@
 //!
 //! Layout, protocol logic kept free of IO (in the style of quinn-proto and gst-plugins-rs'
 //! hlssink3/fmp4mux):
-//! - `cutter`: where parts and segments end (pure);
+//! - `cutter`: where parts and segments end (pure); `grid`: where a stream's video segments
+//!   start when its source's keyframes are too far apart ([`KeyGrid`], pure);
 //! - `fmp4`: init segments and `moof`+`mdat` fragments with `mp4-atom` (pure);
 //! - `track`: one rendition's window of parts/segments (pure, takes `now`);
 //! - `timeline`: a stream's wall clock, one PDT per MSN for every rendition (pure);
@@ -31,6 +32,7 @@ mod cutter;
 mod delivery;
 mod error;
 mod fmp4;
+mod grid;
 mod metrics;
 mod origin;
 mod playlist;
@@ -49,6 +51,7 @@ use bytes::Bytes;
 
 pub use crate::delivery::DeliverySummary;
 pub use crate::error::PackagerError;
+pub use crate::grid::{GridStep, KeyGrid};
 pub use crate::origin::{
     Continuation, Origin, RenditionContinuation, RenditionSummary, StreamHandle, StreamSummary,
 };

@@ -15,7 +15,9 @@ use proptest::prelude::*;
 
 use crate::fmp4::tests::{aac_info, h264_info};
 use crate::rules::{self, Expect, History};
-use crate::{Origin, PackagerConfig, RenditionKind, RenditionPlan, Sample, StreamHandle};
+use crate::{
+    GridStep, KeyGrid, Origin, PackagerConfig, RenditionKind, RenditionPlan, Sample, StreamHandle,
+};
 
 const PID: &str = "prop";
 /// GStreamer's video encoders shift their timestamps by 1000 hours (the PDT bug of issue 10).
@@ -97,6 +99,11 @@ struct Sim {
     origin: Origin,
     handle: Option<StreamHandle>,
     rung: bool,
+    /// The ingest's grid for sources whose keyframes are too far apart ([`KeyGrid`]), as the
+    /// ingest keeps it: the transcoded rung gets keyframes where it says and every video
+    /// rendition is ordered to cut there. `None`: the rung repeats the source's keyframes
+    /// only, as the ingest did before the grid.
+    grid: Option<KeyGrid>,
     expect: Expect,
     histories: HashMap<String, History>,
     next_check_ns: u64,
@@ -115,7 +122,7 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(cfg: PackagerConfig, keyframe_segments: bool) -> Self {
+    fn new(cfg: PackagerConfig, keyframe_segments: bool, grid: bool) -> Self {
         let origin = Origin::new(cfg.clone());
         let mut sim = Self {
             start: Instant::now(),
@@ -126,6 +133,7 @@ impl Sim {
             origin,
             handle: None,
             rung: true,
+            grid: None,
             expect: Expect {
                 keyframe_segments,
                 align_tolerance: 0.001,
@@ -138,6 +146,9 @@ impl Sim {
             audio_bursts: false,
             audio_start_burst_ns: 0,
         };
+        if grid {
+            sim.grid = Some(KeyGrid::new(sim.cfg.segment_target));
+        }
         sim.connect(None);
         sim
     }
@@ -169,16 +180,30 @@ impl Sim {
             let arrival = Some(self.at(self.now_ns + jitter));
             let keyframe = first || self.frame.is_multiple_of(gop);
             first = false;
-            let video = |shift: u64| Sample {
+            // With the grid, the rung is keyframed where it says (and on the source's time
+            // base, as the ingest's running time puts every rendition); otherwise it repeats
+            // the source's keyframes, 1000 hours ahead (the encoders' shift).
+            let (rung_key, rung_shift) = match self.grid.as_mut() {
+                Some(g) => match g.frame(self.media_ns, self.media_ns, keyframe) {
+                    GridStep::None => (false, 0),
+                    GridStep::Keyframe => (true, 0),
+                    GridStep::Cut { at, .. } => {
+                        h.cut_video_at(at);
+                        (true, 0)
+                    }
+                },
+                None => (keyframe, ENCODER_SHIFT_NS),
+            };
+            let video = |shift: u64, keyframe: bool| Sample {
                 pts_ns: self.media_ns + shift,
                 dts_ns: self.media_ns + shift,
                 keyframe,
                 data: bytes::Bytes::from(vec![7u8; if keyframe { 3000 } else { 300 }]),
                 arrival,
             };
-            h.push("source", video(0)).unwrap();
+            h.push("source", video(0, keyframe)).unwrap();
             if self.rung {
-                h.push("720p", video(ENCODER_SHIFT_NS)).unwrap();
+                h.push("720p", video(rung_shift, rung_key)).unwrap();
             }
             // Audio: 1024-sample frames at 48 kHz, up to the video's time (plus the lead). Each
             // arrived when its media did, whenever it is pushed.
@@ -241,6 +266,10 @@ impl Sim {
             Step::Reconnect { other_node, rung } => {
                 self.handle = None;
                 self.rung = rung;
+                // A new publisher gets a new pipeline: its grid starts over.
+                if self.grid.is_some() {
+                    self.grid = Some(KeyGrid::new(self.cfg.segment_target));
+                }
                 // A new encoder session: timestamps restart near zero.
                 self.media_ns = 0;
                 self.audio_media_ns = 0;
@@ -277,6 +306,11 @@ impl Sim {
                     &t.playlist(crate::server::reports(&st, t.name())),
                     skip,
                 );
+                // Keyframe-led segments are promised as without the grid: where every keyframe
+                // interval fits (then the grid never starts). A source whose keyframes are too
+                // far apart starts it, and its rung's segments are then keyframe-led too (the
+                // end-to-end test shows it); before it starts, a keyframe interval that fits
+                // but falls badly against the segment target still makes a cut without one.
                 let expect = Expect {
                     keyframe_segments: self.expect.keyframe_segments
                         && t.kind() == RenditionKind::Video,
@@ -350,6 +384,7 @@ proptest! {
     fn playlists_follow_the_rules_through_hours_of_media(
         cfg in config(),
         steps in prop::collection::vec(step(), 5..30),
+        grid in prop::bool::weighted(0.3),
     ) {
         // The cutter cannot see the next keyframe: it promises keyframe-first segments only when
         // any keyframe interval fits between the segment target and the limit the fixed target
@@ -360,7 +395,7 @@ proptest! {
             Step::Run { fps, gop, .. } => (*gop as f64) / (*fps as f64) <= slack,
             Step::Jump { .. } | Step::Gap { .. } | Step::Reconnect { .. } => 1.0 <= slack,
         });
-        let mut sim = Sim::new(cfg, keyframe_segments);
+        let mut sim = Sim::new(cfg, keyframe_segments, grid);
         for s in &steps {
             sim.apply(s)?;
         }
@@ -393,7 +428,7 @@ fn audio_pushed_ahead_of_video_keeps_pdt_steps() {
                 keyframe_join: false,
                 part_hold_back_parts: 2,
             };
-            let mut sim = Sim::new(cfg, true);
+            let mut sim = Sim::new(cfg, true, false);
             sim.audio_lead_ns = lead_ms * 1_000_000;
             sim.audio_bursts = bursts;
             sim.audio_start_burst_ns = start_burst_ms * 1_000_000;
