@@ -227,6 +227,14 @@ impl Cutter {
         self.waiting_since = None;
     }
 
+    /// Forget the ordered cuts and go back to cutting at keyframes: a new publisher (a new
+    /// ingest pipeline, a new grid) continues the track. Not on a timestamp jump: the grid
+    /// goes on across one.
+    pub fn clear_orders(&mut self) {
+        self.cuts.clear();
+        self.ordered = false;
+    }
+
     /// The first sample at or after `pts` (ticks) starts a segment, whether it is a keyframe or
     /// not (see the module documentation). An order at or before the open segment's start is
     /// ignored (it is done with, or on another time base).

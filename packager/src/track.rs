@@ -1366,6 +1366,10 @@ impl Track {
         if self.state == TrackState::Live {
             self.state = TrackState::Idle;
         }
+        // The grid was the publisher's (its pipeline's): the next one decides its own.
+        if let Some(c) = self.cutter.as_mut() {
+            c.clear_orders();
+        }
         published
     }
 
