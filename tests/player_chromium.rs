@@ -194,8 +194,8 @@ fn chromium_s_own_hls_player_plays_the_ladder_segment_by_segment() {
 
 /// Seconds Chromium's own player is measured, after a warm-up that covers its first variant
 /// switch (it starts on the first variant listed and moves up after a segment or two).
-const NATIVE_SECS: u64 = 12;
-const NATIVE_WARMUP: u64 = 6;
+const NATIVE_SECS: u64 = 8;
+const NATIVE_WARMUP: u64 = 4;
 
 /// Runs glass.mjs on `url` with `player`; its report and its stderr.
 fn run_glass(url: &str, secs: u64, warmup: u64, player: &str) -> (serde_json::Value, String) {
