@@ -65,6 +65,7 @@ fn follow(url: &str, delta: bool, until: Instant) -> Result<Vec<Fetch>, String> 
     let mut out = Vec::new();
     let mut next: Option<(u64, u64)> = None;
     while Instant::now() < until {
+        let asked = next;
         let req = match next {
             None => url.to_string(),
             Some((m, p)) => {
@@ -98,7 +99,7 @@ fn follow(url: &str, delta: bool, until: Instant) -> Result<Vec<Fetch>, String> 
             sent,
             got,
             got_wall,
-            asked: blocking_position(&req),
+            asked,
             text,
         });
         if pl.ended {
@@ -106,17 +107,6 @@ fn follow(url: &str, delta: bool, until: Instant) -> Result<Vec<Fetch>, String> 
         }
     }
     Ok(out)
-}
-
-/// `_HLS_msn` and `_HLS_part` of a request URL.
-fn blocking_position(url: &str) -> Option<(u64, u64)> {
-    let q = url.split_once('?')?.1;
-    let value = |k: &str| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-    };
-    Some((value("_HLS_msn")?, value("_HLS_part")?))
 }
 
 #[test]

@@ -274,7 +274,7 @@ pub struct Health {
     /// The source was refused for its bit rate (said once).
     over_max: std::sync::atomic::AtomicBool,
     /// The stream's segments are on a grid, its source's keyframes being too far apart
-    /// (`pipeline::KeyGrid`); said in the keyframe interval issue.
+    /// (`packager::KeyGrid`); said in the keyframe interval issue.
     segment_grid: std::sync::atomic::AtomicBool,
 }
 
@@ -485,7 +485,7 @@ impl Health {
         }
     }
 
-    /// The stream's segments went on a grid for good (`pipeline::KeyGrid`): its keyframe
+    /// The stream's segments went on a grid for good (`packager::KeyGrid`): its keyframe
     /// interval issue says so from now on.
     pub fn set_segment_grid(&self) {
         self.segment_grid
@@ -835,7 +835,7 @@ impl Health {
 
 /// The keyframe-interval issue: the longest of the latest intervals, or the time since the
 /// last keyframe when that is already longer (a 6 s GOP shows 2.5 s after a keyframe).
-/// With `grid`, it also says what the stream does about it (`pipeline::KeyGrid`).
+/// With `grid`, it also says what the stream does about it (`packager::KeyGrid`).
 fn keyframe_issue(k: &Keyframes, segment_target: Duration, grid: bool) -> Option<Issue> {
     let closed = k.intervals.iter().copied().max();
     let open = k.last_key_ns.map(|last| k.last_ns.saturating_sub(last));

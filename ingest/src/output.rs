@@ -168,7 +168,7 @@ impl Output for StreamOutput {
     fn cut_video_at(&self, pts_ns: u64, first: bool) {
         if first {
             self.health.set_segment_grid();
-            tracing::info!(stream.id = %self.playback_id, "segments on a grid: the source's keyframes are too far apart");
+            tracing::info!(stream.id = %self.playback_id, "the source's keyframes are too far apart: segments on a grid from here, the transcoded renditions keyframed on it");
         }
         if let Ok(h) = self.handle.lock() {
             if let Some(h) = h.as_ref() {

@@ -430,18 +430,15 @@ impl Pipeline {
                             // Keyed by running time, as the appsinks time their samples.
                             let at = pad_running_time(pad, pts);
                             sh.arrivals.record(at.nseconds(), Instant::now());
-                            if let Some(reason) = sh.output.source_frame(
-                                buf.dts().unwrap_or(pts).nseconds(),
-                                pts.nseconds(),
-                                !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
-                                buf.size(),
-                            ) {
+                            let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+                            let dts = buf.dts().unwrap_or(pts).nseconds();
+                            if let Some(reason) =
+                                sh.output.source_frame(dts, pts.nseconds(), keyframe, buf.size())
+                            {
                                 if let Some(pl) = pl.upgrade() {
                                     refuse(&pl, reason);
                                 }
                             }
-                            let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
-                            let dts = buf.dts().unwrap_or(pts).nseconds();
                             let decision = sh.grid.lock().map_or(GridStep::None, |mut g| {
                                 g.frame(dts, at.nseconds(), keyframe)
                             });
@@ -450,9 +447,6 @@ impl Pipeline {
                             if let GridStep::Cut { at: cut, first } = decision {
                                 force_at = force_at.saturating_sub(at.nseconds().saturating_sub(cut));
                                 sh.output.cut_video_at(cut, first);
-                                if first {
-                                    tracing::info!(stream = %sh.spec.label, "the source's keyframes are too far apart: segments on a grid from here, the transcoded renditions keyframed on it");
-                                }
                             }
                             if decision != GridStep::None {
                                 if let Ok(queues) = sh.keyframes.lock() {

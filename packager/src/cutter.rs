@@ -55,10 +55,6 @@
 //!   it only after the next push), and the next push decides: a sample at or past the boundary
 //!   starts the next segment. So a part is closed as soon as its last sample is known to
 //!   belong to it, one audio frame sooner than the lookahead alone allows.
-//!
-//! Caveats: if a single sample is longer than `part_target`, its part is too (a part holds at
-//! least one sample); if a keyframe interval exceeds the segment limit, segments are cut at
-//! non-keyframes (the caller counts those: the stream's keyframe interval is too long).
 //! - Cuts the caller orders ([`Cutter::cut_at`]): the first sample at or after such a PTS
 //!   starts a segment, keyframe or not, and from the first order on only ordered cuts (and
 //!   `max_segment`) start segments, keyframes no longer do. The ingest orders them for every
@@ -66,6 +62,10 @@
 //!   targets where it also forces the transcoded renditions' keyframes (and no others), so that
 //!   every rendition's segment N still covers the same media: the source's own keyframes, which
 //!   the transcoded renditions do not have, must not start a segment in the source's.
+//!
+//! Caveats: if a single sample is longer than `part_target`, its part is too (a part holds at
+//! least one sample); if a keyframe interval exceeds the segment limit, segments are cut at
+//! non-keyframes (the caller counts those: the stream's keyframe interval is too long).
 
 /// How segment anchors advance; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
